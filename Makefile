@@ -1,0 +1,72 @@
+# featurelake: `make demo` runs the daily pipeline end to end, `make test` runs every test.
+# Both create the environment first. Settings live in airflow.env.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+FEATURELAKE_ROOT := $(CURDIR)
+include airflow.env
+export
+
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.uv-bootstrap/bin/uv)
+# The venv's bin first: spark-submit, airflow and featurelake are found there.
+export PATH := $(VENV)/bin:$(PATH)
+export DOCKER_CONFIG ?= $(CURDIR)/.airflow/docker
+
+DEMO_START ?= 2026-07-01
+DEMO_END ?= 2026-10-28
+DEMO_DATE ?= 2026-10-28
+DEMO_USERS ?= 5000
+PYTEST_ARGS ?=
+
+.PHONY: help demo test lint airflow clean lock bench env
+
+help:  ## List the targets
+	@grep -hE '^[a-z]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+# uv comes from PATH, or is installed once with pip into .uv-bootstrap.
+$(CURDIR)/.uv-bootstrap/bin/uv:
+	python3 -m venv $(CURDIR)/.uv-bootstrap
+	$(CURDIR)/.uv-bootstrap/bin/pip install --quiet uv
+
+# The venv is rebuilt only when a lock or pyproject.toml changes.
+$(VENV)/.stamp-installed: requirements.txt requirements-dev.txt pyproject.toml | $(UV)
+	test -x $(PY) || $(UV) venv --quiet --python 3.11 $(VENV)
+	$(UV) pip sync --quiet --python $(PY) requirements.txt requirements-dev.txt
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	touch $@
+
+env: $(VENV)/.stamp-installed  ## Create .venv from the locks (skipped when they have not changed)
+
+$(AIRFLOW_HOME)/.stamp-db: $(VENV)/.stamp-installed
+	mkdir -p $(AIRFLOW_HOME)
+	airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -30 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+	touch $@
+
+demo: $(AIRFLOW_HOME)/.stamp-db  ## Generate ~120 days of data and run user_features_daily for one date
+	featurelake generate --start $(DEMO_START) --end $(DEMO_END) --users $(DEMO_USERS) --seed 7 \
+		--lake $(AIRFLOW_VAR_FEATURELAKE_LAKE)
+	$(PY) -m featurelake_airflow.demo --dag-id user_features_daily --date $(DEMO_DATE)
+
+test: $(VENV)/.stamp-installed  ## Run every test: unit, DAG integrity, integration
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.stamp-installed  ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+airflow: $(AIRFLOW_HOME)/.stamp-db  ## Serve the Airflow UI on :8080 (user admin, see README)
+	airflow standalone
+
+bench: $(VENV)/.stamp-installed  ## Run the benchmarks in bench/
+	$(PY) bench/dag_parse.py
+	$(PY) bench/feature_job.py
+
+lock:  ## Regenerate requirements*.txt from requirements*.in
+	$(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
+	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
+
+clean:  ## Remove the venv, the Airflow home and the demo lake
+	rm -rf $(VENV) $(CURDIR)/.uv-bootstrap $(AIRFLOW_HOME) $(CURDIR)/data .pytest_cache
