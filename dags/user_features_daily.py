@@ -1,0 +1,80 @@
+"""
+### user_features_daily
+
+Computes the user feature set for one UTC day of transactions.
+
+1. **check_raw_partition** fails, naming the path, when `raw/transactions/date={{ ds }}` has not landed.
+2. **compute_user_features** runs `spark_jobs/user_features.py` through spark-submit on the
+   `spark_default` connection: it validates and quarantines bad rows, builds the day's per-user tile,
+   combines the 90-day window from tiles, and replaces `features/user_features/date={{ ds }}/`.
+   Its XCom is the job's report (users written, tiles built, rows quarantined by reason).
+
+Each run covers exactly one day (`CronDataIntervalTimetable`), so a backfill or a rerun of a date
+rewrites only that date. The lake root is the Airflow Variable `featurelake_lake`.
+Params: `window_days` (W), `mode` (`auto`, `full` or `incremental`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+
+from featurelake_airflow.operators.raw_partition import RawPartitionCheckOperator
+from featurelake_airflow.operators.spark_feature_job import SparkFeatureJobOperator
+
+SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
+LAKE = "{{ var.value.featurelake_lake }}"
+
+with DAG(
+    dag_id="user_features_daily",
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "featurelake",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+    },
+    params={
+        "window_days": Param(90, type="integer", minimum=1, maximum=3650, description="window length W in days"),
+        "mode": Param("auto", enum=["auto", "full", "incremental"], description="how the window is built"),
+    },
+    tags=["featurelake", "features", "spark"],
+) as dag:
+    check_raw_partition = RawPartitionCheckOperator(
+        task_id="check_raw_partition",
+        lake=LAKE,
+        dataset="transactions",
+        ds="{{ ds }}",
+    )
+
+    compute_user_features = SparkFeatureJobOperator(
+        task_id="compute_user_features",
+        conn_id="spark_default",
+        application=str(SPARK_JOBS / "user_features.py"),
+        name="featurelake-user-features-{{ ds }}",
+        application_args=[
+            "--ds",
+            "{{ ds }}",
+            "--lake",
+            LAKE,
+            "--window-days",
+            "{{ params.window_days }}",
+            "--mode",
+            "{{ params.mode }}",
+        ],
+        report_path=LAKE + "/_metrics/user_features/date={{ ds }}.json",
+        execution_timeout=timedelta(hours=2),
+    )
+
+    check_raw_partition >> compute_user_features
+
+
+if __name__ == "__main__":
+    dag.test()

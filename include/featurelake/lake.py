@@ -1,0 +1,50 @@
+"""Where things live in the lake. Every path is derived from one root, so no code names a bucket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+
+@dataclass(frozen=True)
+class LakeLayout:
+    """Paths of featurelake's datasets under `root` (a local path or any URI Spark understands)."""
+
+    root: str
+
+    def __post_init__(self) -> None:
+        if not self.root:
+            raise ValueError("lake root is empty; set AIRFLOW_VAR_FEATURELAKE_LAKE or pass --lake")
+        object.__setattr__(self, "root", self.root.rstrip("/"))
+
+    def _join(self, *parts: str) -> str:
+        return "/".join((self.root, *parts))
+
+    @property
+    def raw_transactions(self) -> str:
+        return self._join("raw", "transactions")
+
+    @property
+    def raw_categories(self) -> str:
+        return self._join("raw", "categories")
+
+    @property
+    def quarantine_transactions(self) -> str:
+        return self._join("quarantine", "transactions")
+
+    @property
+    def user_daily_tiles(self) -> str:
+        return self._join("tiles", "user_daily")
+
+    @property
+    def user_features(self) -> str:
+        return self._join("features", "user_features")
+
+    @staticmethod
+    def partition(path: str, day: date, *, column: str = "date") -> str:
+        """The Hive-style directory of one date under a dataset path."""
+        return f"{path}/{column}={day.isoformat()}"
+
+    def run_metrics(self, job: str, day: date) -> str:
+        """The JSON file in which a job run reports its counts (read back by the Airflow operator)."""
+        return self._join("_metrics", job, f"date={day.isoformat()}.json")

@@ -1,0 +1,48 @@
+"""Spark properties carried by an Airflow Spark connection.
+
+The stock Spark connection knows the master, deploy mode, queue and namespace, but has no place for
+Spark properties. featurelake reads them from the connection's `conf` extra, a JSON object, so moving
+a job to a cluster (executor memory, event log, S3 credentials provider...) is a connection change:
+
+    {"conn_type": "spark", "host": "spark://spark-master:7077",
+     "extra": {"conf": {"spark.executor.memory": "8g"}}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+
+def spark_conf_from_extra(extra: Mapping[str, Any], *, conn_id: str) -> dict[str, str]:
+    """The `conf` extra as a flat {property: string} dict; anything else is a clear error."""
+    conf = extra.get("conf") or {}
+    if not isinstance(conf, Mapping):
+        raise ValueError(
+            f"connection {conn_id!r}: the `conf` extra must be a JSON object of Spark properties, "
+            f"got {type(conf).__name__}"
+        )
+    bad = [key for key, value in conf.items() if isinstance(value, (Mapping, list))]
+    if bad:
+        raise ValueError(f"connection {conn_id!r}: Spark properties must be scalars; fix {sorted(bad)}")
+    return {str(key): str(value).lower() if isinstance(value, bool) else str(value) for key, value in conf.items()}
+
+
+class SparkConnectionConfHook(BaseHook):
+    """Reads the Spark properties (`conf` extra) of a Spark connection."""
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "spark_default"
+    conn_type = "spark"
+    hook_name = "Spark properties (featurelake)"
+
+    def __init__(self, *, conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+
+    def get_conn(self) -> dict[str, str]:
+        """The connection's Spark properties, {} when it has none."""
+        connection = self.get_connection(self.conn_id)
+        return spark_conf_from_extra(connection.extra_dejson, conn_id=self.conn_id)

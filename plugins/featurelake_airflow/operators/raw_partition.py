@@ -1,0 +1,39 @@
+"""Fail fast, with the path in the message, when a run's raw partition has not landed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from featurelake_airflow.lake_paths import lake_path
+
+
+class RawPartitionCheckOperator(BaseOperator):
+    """Check that `<lake>/raw/<dataset>/date=<ds>/` holds at least one Parquet file.
+
+    Returns the partition path and its file count. Retries give late data time to land.
+    """
+
+    template_fields: Sequence[str] = ("lake", "dataset", "ds")
+    ui_color = "#e8f4ea"
+
+    def __init__(self, *, lake: str, ds: str, dataset: str = "transactions", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lake = lake
+        self.ds = ds
+        self.dataset = dataset
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        partition = f"{self.lake.rstrip('/')}/raw/{self.dataset}/date={self.ds}"
+        directory = lake_path(partition)
+        files = sorted(p.name for p in directory.iterdir() if p.name.endswith(".parquet")) if directory.exists() else []
+        if not files:
+            raise FileNotFoundError(
+                f"raw partition {partition} is missing or holds no .parquet files. Land the {self.dataset} "
+                f"data for {self.ds} there (locally: `featurelake generate --start {self.ds} --end {self.ds} "
+                f"--lake {self.lake} ...`), then clear this task to retry."
+            )
+        self.log.info("Found %d Parquet file(s) in %s", len(files), partition)
+        return {"partition": partition, "files": len(files)}

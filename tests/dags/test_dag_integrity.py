@@ -1,0 +1,77 @@
+"""Every DAG imports cleanly, is configured deliberately, parses fast, and pulls in no heavy library."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import PROJECT_ROOT
+
+DAG_FILES = sorted((PROJECT_ROOT / "dags").glob("*.py"))
+HEAVY_MODULES = ("pyspark", "dask", "distributed", "pandas", "deltalake", "pyarrow", "numpy")
+
+
+@pytest.fixture(scope="module")
+def dag_bag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+
+
+def test_dag_files_exist() -> None:
+    assert DAG_FILES, "no DAG files under dags/"
+
+
+def test_no_import_errors(dag_bag) -> None:
+    assert dag_bag.import_errors == {}
+    assert len(dag_bag.dags) >= 1
+
+
+def test_every_dag_has_tags_retries_and_docs(dag_bag) -> None:
+    for dag_id, dag in dag_bag.dags.items():
+        assert dag.tags, f"{dag_id} has no tags"
+        assert dag.doc_md, f"{dag_id} has no doc_md"
+        assert dag.catchup is False, f"{dag_id} should set catchup deliberately (False; backfill on demand)"
+        for task in dag.tasks:
+            assert task.retries >= 2, f"{dag_id}.{task.task_id} has retries={task.retries}, want >= 2"
+
+
+def test_daily_dag_covers_exactly_one_day(dag_bag) -> None:
+    from datetime import datetime, timezone
+
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    sdk_timetable = dag_bag.dags["user_features_daily"].timetable
+    timetable = CronDataIntervalTimetable(sdk_timetable.expression, timezone=sdk_timetable.timezone)
+    interval = timetable.infer_manual_data_interval(run_after=datetime(2026, 10, 29, 5, tzinfo=timezone.utc))
+    assert (interval.end - interval.start).total_seconds() == 86400
+    assert interval.start.isoformat() == "2026-10-28T00:00:00+00:00"
+
+
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_parses_fast_without_heavy_imports(dag_file: Path) -> None:
+    """In a fresh interpreter with airflow already imported, as in the DAG processor. The parse time is
+    reported, not asserted (shared machines are noisy): bench/dag_parse.py measures it."""
+    probe = f"""
+import importlib.util, json, sys, time
+import airflow.sdk, airflow.providers.apache.spark.operators.spark_submit  # as the processor has them
+before = set(sys.modules)
+start = time.perf_counter()
+spec = importlib.util.spec_from_file_location("dag_under_test", {str(dag_file)!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+elapsed = time.perf_counter() - start
+new = sorted({{m.split(".")[0] for m in set(sys.modules) - before}})
+print(json.dumps({{"seconds": elapsed, "new_modules": new}}))
+"""
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    heavy = [m for m in result["new_modules"] if m in HEAVY_MODULES]
+    print(f"{dag_file.name}: parsed in {result['seconds']:.3f} s (process {time.perf_counter() - start:.1f} s)")
+    assert heavy == [], f"{dag_file.name} imports {heavy} at parse time; import them inside tasks"

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[SparkSession]:
+    """One real local Spark session (2 cores) for the library tests, built like the jobs build theirs."""
+    from featurelake.spark_session import build_spark_session
+
+    session = build_spark_session("featurelake-tests", master="local[2]")
+    try:
+        yield session
+    finally:
+        session.stop()

@@ -1,0 +1,114 @@
+"""Pattern 1 on real Spark: dynamic partition overwrite, pruned range reads, per-partition and
+per-key processing."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from featurelake.partitioning import (
+    apply_per_key,
+    date_range,
+    existing_date_partitions,
+    process_by_partition,
+    read_partition_range,
+    write_partitioned,
+)
+
+pytestmark = pytest.mark.integration
+
+DAYS = date_range(date(2026, 3, 1), date(2026, 3, 10))
+
+
+def _events(spark, days, *, value: int = 1):
+    rows = [(day, f"k{k}", value * (k + 1)) for day in days for k in range(5)]
+    return spark.createDataFrame(rows, "date date, key string, value int")
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*.parquet"))
+    }
+
+
+def test_dynamic_overwrite_replaces_only_its_partitions(spark, tmp_path: Path) -> None:
+    path = str(tmp_path / "events")
+    write_partitioned(_events(spark, DAYS), path, ["date"])
+    before = _digest(tmp_path / "events")
+
+    write_partitioned(_events(spark, [DAYS[3]], value=100), path, ["date"])
+
+    after = _digest(tmp_path / "events")
+    rerun = "date=2026-03-04"
+    untouched = {k: v for k, v in before.items() if not k.startswith(rerun)}
+    assert untouched == {k: v for k, v in after.items() if not k.startswith(rerun)}
+    assert {k for k in after if k.startswith(rerun)} != {k for k in before if k.startswith(rerun)}
+    result = spark.read.parquet(path)
+    assert result.count() == 5 * len(DAYS)
+    assert result.where(F.col("date") == DAYS[3]).agg(F.sum("value")).first()[0] == 100 * 15
+
+
+def test_range_read_prunes_partitions_and_never_opens_other_files(spark, tmp_path: Path) -> None:
+    path = tmp_path / "events"
+    write_partitioned(_events(spark, DAYS), str(path), ["date"])
+    # A file outside the range that is not Parquet at all: reading it would fail the query.
+    (path / "date=2026-03-09" / "part-corrupt.parquet").write_bytes(b"not parquet")
+
+    df = read_partition_range(spark, str(path), date(2026, 3, 2), date(2026, 3, 4))
+
+    plan = df._jdf.queryExecution().executedPlan().toString()
+    assert "PartitionFilters: [isnotnull(date" in plan
+    assert sorted({r["date"] for r in df.select("date").collect()}) == DAYS[1:4]
+    assert df.count() == 15
+
+
+def test_range_read_rejects_reversed_range(spark, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="before start"):
+        read_partition_range(spark, str(tmp_path), date(2026, 3, 5), date(2026, 3, 1))
+
+
+def test_process_by_partition_is_idempotent(spark, tmp_path: Path) -> None:
+    source, target = str(tmp_path / "in"), str(tmp_path / "out")
+    write_partitioned(_events(spark, DAYS), source, ["date"])
+
+    def totals(df, day):
+        return df.groupBy("key").agg(F.sum("value").alias("total")).withColumn("day_of_month", F.lit(day.day))
+
+    wanted = [DAYS[0], DAYS[5], date(2026, 4, 1)]  # the last one has no input partition
+    done = process_by_partition(spark, input_path=source, output_path=target, dates=wanted, transform=totals)
+    first = spark.read.parquet(target).orderBy("date", "key").collect()
+    again = process_by_partition(spark, input_path=source, output_path=target, dates=wanted, transform=totals)
+    second = spark.read.parquet(target).orderBy("date", "key").collect()
+
+    assert done == again == [DAYS[0], DAYS[5]]
+    assert first == second
+    assert len(first) == 10
+    assert existing_date_partitions(spark, target) == {DAYS[0], DAYS[5]}
+
+
+def test_apply_per_key_sees_each_key_whole(spark) -> None:
+    rows = [(f"u{u}", float(v)) for u in range(20) for v in range(u + 1)]
+    df = spark.createDataFrame(rows, "user_id string, amount double")
+
+    def summarise(group: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"user_id": [group["user_id"].iloc[0]], "n": [len(group)], "spread": [group["amount"].max()]}
+        )
+
+    result = apply_per_key(
+        df, key="user_id", fn=summarise, schema="user_id string, n long, spread double", num_partitions=4
+    )
+    got = {r["user_id"]: (r["n"], r["spread"]) for r in result.collect()}
+    assert got == {f"u{u}": (u + 1, float(u)) for u in range(20)}
+
+
+def test_apply_per_key_names_a_missing_key(spark) -> None:
+    df = spark.createDataFrame([(1,)], "x int")
+    with pytest.raises(ValueError, match="key column 'user_id'"):
+        apply_per_key(df, key="user_id", fn=lambda g: g, schema="x int")

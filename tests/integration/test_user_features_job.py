@@ -1,0 +1,165 @@
+"""spark_jobs/user_features.py through real spark-submit, checked column by column against the
+independent DuckDB oracle (tests/oracle), on generated data with every edge case injected."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from featurelake.synthetic import generate_lake
+from tests.oracle.edge_case_lake import write_edge_case_lake
+from tests.oracle.user_features_duckdb import FEATURE_COLUMNS, compute_user_features, quarantine
+from tests.support import PROJECT_ROOT, spark_submit
+
+pytestmark = pytest.mark.integration
+
+JOB = PROJECT_ROOT / "spark_jobs" / "user_features.py"
+DS = date(2026, 9, 10)
+FLOAT_COLUMNS = ["total_spend", "avg_spend", "std_spend", "max_spend", "spend_7d", "last_amount"]
+
+
+def run_job(lake: Path, ds: date, *args: str) -> dict:
+    result = spark_submit(JOB, "--ds", ds.isoformat(), "--lake", str(lake), *args)
+    assert result.returncode == 0, f"spark-submit failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
+    return json.loads((lake / "_metrics" / "user_features" / f"date={ds.isoformat()}.json").read_text())
+
+
+def read_features(lake: Path, ds: date) -> pd.DataFrame:
+    frame = pd.read_parquet(lake / "features" / "user_features" / f"date={ds.isoformat()}")
+    return frame.sort_values("user_id", ignore_index=True)
+
+
+def assert_matches_oracle(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """Every column of every row: floats within 1e-9 relative, everything else exactly."""
+    assert list(got.columns) == FEATURE_COLUMNS
+    want = want.sort_values("user_id", ignore_index=True)
+    assert got["user_id"].tolist() == want["user_id"].tolist()
+    for column in FEATURE_COLUMNS:
+        g, w = got[column], want[column]
+        if column in FLOAT_COLUMNS:
+            np.testing.assert_allclose(
+                g.to_numpy(float), w.to_numpy(float), rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=column
+            )
+        elif column == "feature_date":
+            assert [pd.Timestamp(v).date() for v in g] == [pd.Timestamp(v).date() for v in w]
+        elif column == "last_transaction_ts":
+            assert pd.to_datetime(g, utc=True).tolist() == pd.to_datetime(w, utc=True).tolist()
+        else:
+            assert g.astype(object).tolist() == w.astype(object).tolist(), column
+
+
+def _as_text(frame: pd.DataFrame) -> list[list[str]]:
+    return [["<null>" if pd.isna(v) else str(v) for v in row] for row in frame.astype(object).to_numpy()]
+
+
+@pytest.fixture(scope="module")
+def edge_case_lake(tmp_path_factory) -> tuple[Path, dict]:
+    lake = tmp_path_factory.mktemp("edge") / "lake"
+    return lake, write_edge_case_lake(lake, ds=DS)
+
+
+@pytest.fixture(scope="module")
+def generated_lake(tmp_path_factory) -> Path:
+    """Generated data from 100 days before DS to 3 days after it, with the edge-case rows added as
+    extra files in their partitions (the generator's categories stay the lookup)."""
+    root = tmp_path_factory.mktemp("generated")
+    lake = root / "lake"
+    generate_lake(lake=lake, start=DS - timedelta(days=100), end=DS + timedelta(days=3), users=300, seed=11)
+    edge = root / "edge"
+    write_edge_case_lake(edge, ds=DS)
+    for source in sorted((edge / "raw" / "transactions").glob("date=*/*.parquet")):
+        target = lake / "raw" / "transactions" / source.parent.name
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target / f"edge-{source.name}")
+    return lake
+
+
+def test_edge_cases_match_the_oracle_and_hand_computed_values(edge_case_lake) -> None:
+    lake, expected = edge_case_lake
+    report = run_job(lake, DS, "--mode", "full")
+    got = read_features(lake, DS)
+
+    assert_matches_oracle(got, compute_user_features(lake=lake, ds=DS))
+    by_user = got.set_index("user_id")
+    for user, values in expected["features"].items():
+        row = by_user.loc[user]
+        for column, value in values.items():
+            if column == "user_id":
+                continue
+            if column in FLOAT_COLUMNS and value is not None:
+                assert row[column] == pytest.approx(value, rel=1e-9), (user, column)
+            elif value is None:
+                assert pd.isna(row[column]), (user, column)
+            elif column == "last_transaction_ts":
+                assert pd.Timestamp(row[column]) == pd.Timestamp(value), (user, column)
+            elif column == "feature_date":
+                assert pd.Timestamp(row[column]).date() == value
+            else:
+                assert row[column] == value, (user, column)
+    assert not set(expected["absent_users"]) & set(got["user_id"])
+    assert report["quarantined_by_reason"] == expected["quarantine_counts"]
+    assert report["quarantined_rows"] == sum(expected["quarantine_counts"].values())
+
+
+def test_quarantine_holds_every_invalid_row_with_its_reason(edge_case_lake) -> None:
+    lake, expected = edge_case_lake
+    start = DS - timedelta(days=89)
+    stored = pd.read_parquet(lake / "quarantine" / "transactions")
+    stored["date"] = pd.to_datetime(stored["date"].astype(str)).dt.date
+    in_window = stored[(stored["date"] >= start) & (stored["date"] <= DS)]
+    want = quarantine(lake=lake, dates=[start + timedelta(days=i) for i in range(90)])
+    want["date"] = pd.to_datetime(want["date"]).dt.date
+    key = ["date", "reason", "transaction_id", "user_id"]
+    got_rows = sorted(map(tuple, _as_text(in_window[key])))
+    want_rows = sorted(map(tuple, _as_text(want[key])))
+    assert got_rows == want_rows
+
+
+def test_full_and_incremental_agree_with_the_oracle_and_each_other(generated_lake: Path) -> None:
+    lake = generated_lake
+    yesterday = DS - timedelta(days=1)
+    first = run_job(lake, yesterday)  # no tiles yet: auto resolves to full
+    assert first["mode"] == "full"
+    assert len(first["tiles_built"]) == 90
+
+    incremental = run_job(lake, DS)  # tiles exist: auto resolves to incremental, builds DS only
+    assert incremental["mode"] == "incremental"
+    assert incremental["tiles_built"] == [DS.isoformat()]
+    incremental_rows = read_features(lake, DS)
+    assert_matches_oracle(incremental_rows, compute_user_features(lake=lake, ds=DS))
+    assert_matches_oracle(read_features(lake, yesterday), compute_user_features(lake=lake, ds=yesterday))
+
+    full = run_job(lake, DS, "--mode", "full")
+    assert full["mode"] == "full"
+    full_rows = read_features(lake, DS)
+    pd.testing.assert_frame_equal(full_rows, incremental_rows, check_exact=True)
+    assert full["users_written"] == incremental["users_written"] == len(full_rows)
+    assert full_rows["user_id"].is_unique
+
+
+def test_rerun_is_idempotent_and_leaves_other_dates_alone(generated_lake: Path) -> None:
+    lake = generated_lake
+    other = lake / "features" / "user_features" / f"date={(DS - timedelta(days=1)).isoformat()}"
+    other_bytes = {p.name: p.read_bytes() for p in other.glob("*.parquet")}
+    before = read_features(lake, DS)
+
+    run_job(lake, DS, "--mode", "incremental")
+    after = read_features(lake, DS)
+
+    pd.testing.assert_frame_equal(before, after, check_exact=True)
+    assert {p.name: p.read_bytes() for p in other.glob("*.parquet")} == other_bytes
+    assert len(list((lake / "features" / "user_features" / f"date={DS.isoformat()}").glob("*.parquet"))) >= 1
+
+
+def test_missing_raw_partition_fails_with_the_path(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=DS - timedelta(days=3), end=DS - timedelta(days=1), users=20, seed=1)
+    result = spark_submit(JOB, "--ds", DS.isoformat(), "--lake", str(lake))
+    assert result.returncode != 0
+    assert f"raw/transactions/date={DS.isoformat()} is missing" in result.stderr + result.stdout

