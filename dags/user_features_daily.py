@@ -42,7 +42,9 @@ with DAG(
         "retry_exponential_backoff": True,
     },
     params={
-        "window_days": Param(90, type="integer", minimum=1, maximum=3650, description="window length W in days"),
+        "window_days": Param(
+            90, type="integer", minimum=1, maximum=3650, description="window length W in days"
+        ),
         "mode": Param("auto", enum=["auto", "full", "incremental"], description="how the window is built"),
     },
     tags=["featurelake", "features", "spark"],

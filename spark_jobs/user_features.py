@@ -32,6 +32,7 @@ from featurelake.user_features import (
     build_daily_tiles,
     clean_transactions,
     combine_tiles,
+    plan_tile_build,
     read_raw_transactions,
     window_dates,
 )
@@ -42,10 +43,14 @@ MODES = ("auto", "full", "incremental")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ds", required=True, type=date.fromisoformat, help="run date, YYYY-MM-DD (UTC)")
     parser.add_argument("--lake", required=True, help="lake root: a path or URI Spark can read")
-    parser.add_argument("--window-days", type=int, default=DEFAULT_WINDOW_DAYS, help="window length W in days")
+    parser.add_argument(
+        "--window-days", type=int, default=DEFAULT_WINDOW_DAYS, help="window length W in days"
+    )
     parser.add_argument(
         "--mode",
         choices=MODES,
@@ -57,22 +62,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.window_days < 1:
         parser.error(f"--window-days must be >= 1, got {args.window_days}")
     return args
-
-
-def tile_dates_to_build(
-    *, mode: str, ds: date, raw_dates: set[date], tile_dates: set[date], start: date
-) -> tuple[str, list[date]]:
-    """Resolve `auto` and pick the dates whose tiles this run (re)builds.
-
-    Incremental always rebuilds the tile of ds itself, so a rerun after the day's raw data was
-    re-landed picks the new data up.
-    """
-    in_window = {d for d in raw_dates if start <= d <= ds}
-    if mode == "auto":
-        mode = "incremental" if any(start <= d <= ds for d in tile_dates) else "full"
-    if mode == "full":
-        return mode, sorted(in_window)
-    return mode, sorted({ds} | (in_window - tile_dates))
 
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:
@@ -97,7 +86,7 @@ def run(spark: SparkSession, *, ds: date, lake: str, window_days: int, mode: str
             "empty. Land that day's data (or run `featurelake generate`) and retry the task."
         )
     tile_dates = existing_date_partitions(spark, layout.user_daily_tiles)
-    mode, to_build = tile_dates_to_build(
+    mode, to_build = plan_tile_build(
         mode=mode, ds=ds, raw_dates=raw_dates, tile_dates=tile_dates, start=start
     )
     log.info("ds=%s mode=%s window=%s days: building %d tile(s)", ds, mode, window_days, len(to_build))
@@ -105,15 +94,23 @@ def run(spark: SparkSession, *, ds: date, lake: str, window_days: int, mode: str
     cleaned = clean_transactions(read_raw_transactions(spark, layout.raw_transactions, to_build))
     categories = spark.read.schema(CATEGORIES_SCHEMA).parquet(layout.raw_categories)
     write_partitioned(
-        cleaned.quarantined, layout.quarantine_transactions, ["date"], sort_within=["transaction_id", "reason"]
+        cleaned.quarantined,
+        layout.quarantine_transactions,
+        ["date"],
+        sort_within=["transaction_id", "reason"],
     )
     write_partitioned(
-        build_daily_tiles(cleaned.clean, categories), layout.user_daily_tiles, ["date"], sort_within=["user_id"]
+        build_daily_tiles(cleaned.clean, categories),
+        layout.user_daily_tiles,
+        ["date"],
+        sort_within=["user_id"],
     )
     cleaned.release()
 
     tiles = (
-        spark.read.schema(TILE_SCHEMA).option("basePath", layout.user_daily_tiles).parquet(layout.user_daily_tiles)
+        spark.read.schema(TILE_SCHEMA)
+        .option("basePath", layout.user_daily_tiles)
+        .parquet(layout.user_daily_tiles)
     )
     features = combine_tiles(tiles, ds=ds, window_days=window_days).withColumn("date", F.lit(ds))
     write_partitioned(features, layout.user_features, ["date"], sort_within=["user_id"])
@@ -129,9 +126,11 @@ def run(spark: SparkSession, *, ds: date, lake: str, window_days: int, mode: str
             .count()
             .collect()
         )
-    built_tiles = tiles.where(F.col("date").isin(built)).agg(
-        F.sum("transaction_count").alias("clean"), F.sum("duplicate_rows").alias("duplicates")
-    ).first()
+    built_tiles = (
+        tiles.where(F.col("date").isin(built))
+        .agg(F.sum("transaction_count").alias("clean"), F.sum("duplicate_rows").alias("duplicates"))
+        .first()
+    )
     users = spark.read.parquet(LakeLayout.partition(layout.user_features, ds)).count()
     by_reason = {row["reason"]: int(row["count"]) for row in sorted(quarantined, key=lambda r: r["reason"])}
     return FeatureRunReport(

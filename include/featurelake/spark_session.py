@@ -88,10 +88,13 @@ def build_spark_session(
     `master` is only used when spark-submit did not set one (plain `python job.py`, tests);
     otherwise the Spark connection decides.
     """
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
-    submitted = SparkConf()  # holds everything spark-submit passed with --conf and --master
+    # Connect to (or start) the JVM first: only then does SparkConf see the properties spark-submit
+    # set with --master and --conf. Without it a job would silently override the connection's master.
+    SparkContext._ensure_initialized()
+    submitted = SparkConf()
     effective_master = submitted.get("spark.master", None) or master or LOCAL_MASTER
     base = base_spark_conf(master=effective_master)
     already_set = dict(submitted.getAll())

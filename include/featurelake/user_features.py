@@ -125,6 +125,27 @@ def window_dates(ds: date, window_days: int) -> tuple[date, date]:
     return ds - timedelta(days=window_days - 1), ds
 
 
+def plan_tile_build(
+    *, mode: str, ds: date, raw_dates: set[date], tile_dates: set[date], start: date
+) -> tuple[str, list[date]]:
+    """Resolve mode `auto` and pick the dates whose tiles a run for `ds` (re)builds.
+
+    full: every raw date of the window. incremental: ds plus the window's raw dates with no tile.
+    auto: incremental when the window already has a tile, else full.
+
+    Incremental always rebuilds the tile of ds itself, so a rerun after the day's raw data was
+    re-landed picks the new data up.
+    """
+    if mode not in ("auto", "full", "incremental"):
+        raise ValueError(f"mode must be auto, full or incremental, got {mode!r}")
+    in_window = {d for d in raw_dates if start <= d <= ds}
+    if mode == "auto":
+        mode = "incremental" if any(start <= d <= ds for d in tile_dates) else "full"
+    if mode == "full":
+        return mode, sorted(in_window)
+    return mode, sorted({ds} | (in_window - tile_dates))
+
+
 def _empty(column: str) -> Column:
     return F.col(column).isNull() | (F.col(column) == F.lit(""))
 
@@ -180,7 +201,11 @@ def clean_transactions(raw: DataFrame) -> CleanedTransactions:
     conflicting = (
         versions.where(F.size("versions") > 1)
         .select("date", F.explode("versions").alias("v"))
-        .select(*(F.col("v")[c].alias(c) for c in RAW_DATA_COLUMNS), F.lit("conflicting_duplicate").alias("reason"), "date")
+        .select(
+            *(F.col("v")[c].alias(c) for c in RAW_DATA_COLUMNS),
+            F.lit("conflicting_duplicate").alias("reason"),
+            "date",
+        )
     )
     quarantined = invalid.select(*RAW_DATA_COLUMNS, "reason", "date").unionByName(conflicting)
     return CleanedTransactions(clean=clean, quarantined=quarantined, grouped=versions)
@@ -214,9 +239,9 @@ def build_daily_tiles(clean: DataFrame, categories: DataFrame) -> DataFrame:
             )
         ).alias("txns"),
         F.max("amount").alias("amount_max"),
-        F.max(F.when(F.col("recency_rank") == 1, F.struct("transaction_ts", "transaction_id", "amount"))).alias(
-            "latest"
-        ),
+        F.max(
+            F.when(F.col("recency_rank") == 1, F.struct("transaction_ts", "transaction_id", "amount"))
+        ).alias("latest"),
         F.array_sort(F.collect_set("merchant_id")).alias("merchants"),
         F.sum("duplicate_copies").alias("duplicate_rows"),
     )
@@ -270,7 +295,9 @@ def combine_tiles(tiles: DataFrame, *, ds: date, window_days: int = DEFAULT_WIND
                 )
             )
         ).alias("t"),
-        F.size(F.array_distinct(F.flatten(F.collect_list("merchants")))).cast("long").alias("unique_merchants"),
+        F.size(F.array_distinct(F.flatten(F.collect_list("merchants"))))
+        .cast("long")
+        .alias("unique_merchants"),
     )
     totals = per_user.select(
         "user_id",

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -42,13 +43,13 @@ def test_every_dag_has_tags_retries_and_docs(dag_bag) -> None:
 
 
 def test_daily_dag_covers_exactly_one_day(dag_bag) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from airflow.timetables.interval import CronDataIntervalTimetable
 
     sdk_timetable = dag_bag.dags["user_features_daily"].timetable
     timetable = CronDataIntervalTimetable(sdk_timetable.expression, timezone=sdk_timetable.timezone)
-    interval = timetable.infer_manual_data_interval(run_after=datetime(2026, 10, 29, 5, tzinfo=timezone.utc))
+    interval = timetable.infer_manual_data_interval(run_after=datetime(2026, 10, 29, 5, tzinfo=UTC))
     assert (interval.end - interval.start).total_seconds() == 86400
     assert interval.start.isoformat() == "2026-10-28T00:00:00+00:00"
 
@@ -73,5 +74,7 @@ print(json.dumps({{"seconds": elapsed, "new_modules": new}}))
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     heavy = [m for m in result["new_modules"] if m in HEAVY_MODULES]
-    print(f"{dag_file.name}: parsed in {result['seconds']:.3f} s (process {time.perf_counter() - start:.1f} s)")
+    print(
+        f"{dag_file.name}: parsed in {result['seconds']:.3f} s (process {time.perf_counter() - start:.1f} s)"
+    )
     assert heavy == [], f"{dag_file.name} imports {heavy} at parse time; import them inside tasks"

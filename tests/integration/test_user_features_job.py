@@ -108,7 +108,7 @@ def test_edge_cases_match_the_oracle_and_hand_computed_values(edge_case_lake) ->
 
 
 def test_quarantine_holds_every_invalid_row_with_its_reason(edge_case_lake) -> None:
-    lake, expected = edge_case_lake
+    lake, _expected = edge_case_lake
     start = DS - timedelta(days=89)
     stored = pd.read_parquet(lake / "quarantine" / "transactions")
     stored["date"] = pd.to_datetime(stored["date"].astype(str)).dt.date

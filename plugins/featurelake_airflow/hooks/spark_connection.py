@@ -27,7 +27,9 @@ def spark_conf_from_extra(extra: Mapping[str, Any], *, conn_id: str) -> dict[str
     bad = [key for key, value in conf.items() if isinstance(value, (Mapping, list))]
     if bad:
         raise ValueError(f"connection {conn_id!r}: Spark properties must be scalars; fix {sorted(bad)}")
-    return {str(key): str(value).lower() if isinstance(value, bool) else str(value) for key, value in conf.items()}
+    return {
+        str(key): str(value).lower() if isinstance(value, bool) else str(value) for key, value in conf.items()
+    }
 
 
 class SparkConnectionConfHook(BaseHook):

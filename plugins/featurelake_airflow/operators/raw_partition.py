@@ -28,7 +28,11 @@ class RawPartitionCheckOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         partition = f"{self.lake.rstrip('/')}/raw/{self.dataset}/date={self.ds}"
         directory = lake_path(partition)
-        files = sorted(p.name for p in directory.iterdir() if p.name.endswith(".parquet")) if directory.exists() else []
+        files = (
+            sorted(p.name for p in directory.iterdir() if p.name.endswith(".parquet"))
+            if directory.exists()
+            else []
+        )
         if not files:
             raise FileNotFoundError(
                 f"raw partition {partition} is missing or holds no .parquet files. Land the {self.dataset} "

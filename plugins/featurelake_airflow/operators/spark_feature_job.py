@@ -47,7 +47,9 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
             if self.ship_library:
                 import featurelake
 
-                library_zip = zip_package(Path(featurelake.__file__).parent, Path(workdir) / "featurelake.zip")
+                library_zip = zip_package(
+                    Path(featurelake.__file__).parent, Path(workdir) / "featurelake.zip"
+                )
                 self.py_files = ",".join(p for p in (self.py_files, str(library_zip)) if p)
             super().execute(context)
         report = json.loads(lake_path(self.report_path).read_text())

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from featurelake.lake import LakeLayout
+from featurelake.settings import SETTINGS_FILE, apply_settings, read_settings
+
+
+def test_settings_expand_the_project_root(tmp_path: Path) -> None:
+    file = tmp_path / "airflow.env"
+    file.write_text("# comment\n\nA ?= ${FEATURELAKE_ROOT}/x\nB ?= ${A}/y\nJSON ?= {\"k\": \"v[*]\"}\n")
+    assert read_settings(file, root=Path("/p")) == {"A": "/p/x", "B": "/p/x/y", "JSON": '{"k": "v[*]"}'}
+
+
+def test_environment_wins_and_overrides_win_over_both(tmp_path: Path) -> None:
+    file = tmp_path / "airflow.env"
+    file.write_text("A ?= file\nB ?= file\nC ?= file\n")
+    environ = {"A": "env", "B": "env"}
+    applied = apply_settings(environ, overrides={"B": "override"}, path=file)
+    assert environ == {"A": "env", "B": "override", "C": "file"}
+    assert applied == {"B": "override", "C": "file"}
+
+
+def test_bad_line_names_the_file_and_line(tmp_path: Path) -> None:
+    file = tmp_path / "airflow.env"
+    file.write_text("A ?= 1\nB = 2\n")
+    with pytest.raises(ValueError, match=r"airflow.env:2: expected `NAME \?= value`"):
+        read_settings(file)
+
+
+def test_project_settings_file_parses_and_sets_the_essentials() -> None:
+    settings = read_settings(SETTINGS_FILE, root=Path("/repo"))
+    assert settings["AIRFLOW_HOME"] == "/repo/.airflow"
+    assert settings["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert settings["AIRFLOW_VAR_FEATURELAKE_LAKE"] == "/repo/data"
+    assert settings["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:////repo/")
+    assert '"local[*]"' in settings["AIRFLOW_CONN_SPARK_DEFAULT"]
+
+
+def test_lake_layout_paths_are_pinned() -> None:
+    lake = LakeLayout("s3a://bucket/lake/")
+    assert lake.raw_transactions == "s3a://bucket/lake/raw/transactions"
+    assert lake.raw_categories == "s3a://bucket/lake/raw/categories"
+    assert lake.user_daily_tiles == "s3a://bucket/lake/tiles/user_daily"
+    assert lake.quarantine_transactions == "s3a://bucket/lake/quarantine/transactions"
+    assert lake.user_features == "s3a://bucket/lake/features/user_features"
+    assert LakeLayout.partition(lake.user_features, date(2026, 1, 2)) == (
+        "s3a://bucket/lake/features/user_features/date=2026-01-02"
+    )
+    assert lake.run_metrics("user_features", date(2026, 1, 2)) == (
+        "s3a://bucket/lake/_metrics/user_features/date=2026-01-02.json"
+    )
+
+
+def test_empty_lake_root_is_rejected() -> None:
+    with pytest.raises(ValueError, match="AIRFLOW_VAR_FEATURELAKE_LAKE"):
+        LakeLayout("")

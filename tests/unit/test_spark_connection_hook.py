@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from airflow.models import Connection
+
+from featurelake_airflow.hooks.spark_connection import SparkConnectionConfHook, spark_conf_from_extra
+from featurelake_airflow.operators.spark_feature_job import zip_package
+
+
+@pytest.mark.parametrize(
+    ("extra", "want"),
+    [
+        pytest.param({}, {}, id="no-conf"),
+        pytest.param({"conf": None}, {}, id="null-conf"),
+        pytest.param(
+            {"conf": {"spark.executor.memory": "8g", "spark.executor.cores": 4, "spark.eventLog.enabled": True}},
+            {"spark.executor.memory": "8g", "spark.executor.cores": "4", "spark.eventLog.enabled": "true"},
+            id="scalars-as-strings",
+        ),
+    ],
+)
+def test_conf_extra(extra: dict, want: dict) -> None:
+    assert spark_conf_from_extra(extra, conn_id="spark_default") == want
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({"conf": ["spark.x=1"]}, id="list"),
+        pytest.param({"conf": {"spark.x": {"nested": 1}}}, id="nested"),
+    ],
+)
+def test_bad_conf_extra_names_the_connection(extra: dict) -> None:
+    with pytest.raises(ValueError, match="connection 'spark_cluster'"):
+        spark_conf_from_extra(extra, conn_id="spark_cluster")
+
+
+def test_hook_reads_the_connection(monkeypatch) -> None:
+    connection = Connection(
+        conn_id="spark_cluster",
+        conn_type="spark",
+        host="spark://master:7077",
+        extra=json.dumps({"deploy-mode": "client", "conf": {"spark.executor.memory": "4g"}}),
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_CLUSTER", connection.as_json())
+    assert SparkConnectionConfHook(conn_id="spark_cluster").get_conn() == {"spark.executor.memory": "4g"}
+
+
+def test_library_zip_holds_the_package(tmp_path: Path) -> None:
+    package = tmp_path / "src" / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "mod.py").write_text("X = 1\n")
+    (package / "notes.txt").write_text("not code")
+    archive = zip_package(package, tmp_path / "pkg.zip")
+    assert sorted(zipfile.ZipFile(archive).namelist()) == ["pkg/__init__.py", "pkg/sub/mod.py"]

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+
+from featurelake.spark_session import base_spark_conf, is_local_master, local_core_count, merge_spark_conf
+
+
+@pytest.mark.parametrize(
+    ("master", "local"),
+    [
+        pytest.param("local", True, id="local"),
+        pytest.param("local[*]", True, id="all-cores"),
+        pytest.param("local[2,3]", True, id="with-failures"),
+        pytest.param("spark://127.0.0.1:7077", False, id="standalone"),
+        pytest.param("yarn", False, id="yarn"),
+        pytest.param("k8s://https://kube:6443", False, id="kubernetes"),
+        pytest.param("localhost", False, id="not-a-local-master"),
+    ],
+)
+def test_is_local_master(master: str, local: bool) -> None:
+    assert is_local_master(master) is local
+
+
+def test_local_core_count(monkeypatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert local_core_count("local") == 1
+    assert local_core_count("local[*]") == 8
+    assert local_core_count("local[3]") == 3
+    assert local_core_count("local[2,4]") == 2
+
+
+def test_local_base_is_tuned_and_has_no_dynamic_allocation() -> None:
+    conf = base_spark_conf(master="local[2]")
+    assert conf["spark.sql.adaptive.enabled"] == "true"
+    assert conf["spark.sql.adaptive.skewJoin.enabled"] == "true"
+    assert conf["spark.sql.adaptive.coalescePartitions.enabled"] == "true"
+    assert conf["spark.serializer"] == "org.apache.spark.serializer.KryoSerializer"
+    assert conf["spark.sql.parquet.compression.codec"] == "snappy"
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert conf["spark.sql.sources.partitionOverwriteMode"] == "dynamic"
+    assert conf["spark.sql.shuffle.partitions"] == "4"
+    assert "spark.dynamicAllocation.enabled" not in conf
+
+
+def test_cluster_base_enables_dynamic_allocation() -> None:
+    conf = base_spark_conf(master="yarn")
+    assert conf["spark.dynamicAllocation.enabled"] == "true"
+    assert conf["spark.dynamicAllocation.shuffleTracking.enabled"] == "true"
+    assert int(conf["spark.sql.shuffle.partitions"]) >= 100
+
+
+def test_merge_later_layers_win_and_values_become_strings() -> None:
+    base = {"a": "1", "b": "1"}
+    connection = {"b": 2, "c": True}
+    job = {"c": "job"}
+    assert merge_spark_conf(base, connection, None, job) == {"a": "1", "b": "2", "c": "job"}

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from featurelake.partitioning import date_range
+from featurelake.user_features import plan_tile_build, window_dates
+
+DS = date(2026, 10, 28)
+
+
+def test_window_is_inclusive_of_ds_minus_w_minus_one() -> None:
+    assert window_dates(DS, 90) == (DS - timedelta(days=89), DS)
+    assert window_dates(DS, 1) == (DS, DS)
+    with pytest.raises(ValueError, match="window_days must be >= 1, got 0"):
+        window_dates(DS, 0)
+
+
+def test_auto_is_full_without_tiles_and_ignores_dates_outside_the_window() -> None:
+    start, _ = window_dates(DS, 7)
+    raw = set(date_range(DS - timedelta(days=20), DS + timedelta(days=3)))
+    mode, dates = plan_tile_build(mode="auto", ds=DS, raw_dates=raw, tile_dates=set(), start=start)
+    assert mode == "full"
+    assert dates == date_range(start, DS)
+
+
+def test_auto_is_incremental_with_tiles_and_builds_ds_and_the_gaps() -> None:
+    start, _ = window_dates(DS, 7)
+    raw = set(date_range(start, DS))
+    tiles = raw - {DS - timedelta(days=3)}  # one gap, and a stale tile for ds that is rebuilt anyway
+    mode, dates = plan_tile_build(mode="auto", ds=DS, raw_dates=raw, tile_dates=tiles, start=start)
+    assert mode == "incremental"
+    assert dates == [DS - timedelta(days=3), DS]
+
+
+def test_tiles_after_ds_do_not_make_a_run_incremental() -> None:
+    start, _ = window_dates(DS, 7)
+    raw = set(date_range(start, DS))
+    mode, _ = plan_tile_build(
+        mode="auto", ds=DS, raw_dates=raw, tile_dates={DS + timedelta(days=1)}, start=start
+    )
+    assert mode == "full"
+
+
+def test_full_rebuilds_every_raw_date_of_the_window() -> None:
+    start, _ = window_dates(DS, 3)
+    raw = {DS, DS - timedelta(days=2)}  # a day with no raw data is not built
+    mode, dates = plan_tile_build(mode="full", ds=DS, raw_dates=raw, tile_dates=raw, start=start)
+    assert (mode, dates) == ("full", [DS - timedelta(days=2), DS])
+
+
+def test_unknown_mode_is_rejected() -> None:
+    with pytest.raises(ValueError, match="got 'fast'"):
+        plan_tile_build(mode="fast", ds=DS, raw_dates=set(), tile_dates=set(), start=DS)
