@@ -19,10 +19,10 @@ RUN mkdir -p /opt/featurelake/data /opt/airflow/auth /opt/airflow/logs \
     && chown -R airflow:0 /opt/featurelake /opt/airflow/auth /opt/airflow/logs
 USER airflow
 
-# Our lock is the constraint set (no Airflow constraints URL). The image ships the celery provider
-# (its `celery` extra); naming it here resolves it together with the lock, for the `celery` profile.
+# Our lock is the constraint set (no Airflow constraints URL); it includes the celery provider for the
+# `celery` profile.
 COPY --chown=airflow:0 requirements.txt /opt/featurelake/requirements.txt
-RUN uv pip install --no-cache -r /opt/featurelake/requirements.txt apache-airflow-providers-celery
+RUN uv pip install --no-cache -r /opt/featurelake/requirements.txt
 
 # The project, installed editable: the .pth points at /opt/featurelake/{include,plugins}, so the
 # bind mounts in docker-compose.yaml replace the baked-in code without a rebuild.

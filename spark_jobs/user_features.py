@@ -18,24 +18,10 @@ import sys
 from dataclasses import asdict
 from datetime import date
 
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
-
 from featurelake.lake import LakeLayout
-from featurelake.partitioning import existing_date_partitions, write_partitioned
 from featurelake.spark_session import build_spark_session
-from featurelake.user_features import (
-    CATEGORIES_SCHEMA,
-    DEFAULT_WINDOW_DAYS,
-    TILE_SCHEMA,
-    FeatureRunReport,
-    build_daily_tiles,
-    clean_transactions,
-    combine_tiles,
-    plan_tile_build,
-    read_raw_transactions,
-    window_dates,
-)
+from featurelake.user_features import DEFAULT_WINDOW_DAYS
+from featurelake.user_features_run import run_user_features, write_text
 
 log = logging.getLogger("featurelake.jobs.user_features")
 
@@ -64,95 +50,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def write_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write a small file through Hadoop's FileSystem, so any lake URI Spark writes to works."""
-    jvm = spark.sparkContext._jvm
-    target = jvm.org.apache.hadoop.fs.Path(path)
-    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    stream = fs.create(target, True)
-    try:
-        stream.write(bytearray(text.encode("utf-8")))
-    finally:
-        stream.close()
-
-
-def run(spark: SparkSession, *, ds: date, lake: str, window_days: int, mode: str) -> FeatureRunReport:
-    layout = LakeLayout(lake)
-    start, _ = window_dates(ds, window_days)
-    raw_dates = existing_date_partitions(spark, layout.raw_transactions)
-    if ds not in raw_dates:
-        raise FileNotFoundError(
-            f"no raw transactions for {ds}: {LakeLayout.partition(layout.raw_transactions, ds)} is missing or "
-            "empty. Land that day's data (or run `featurelake generate`) and retry the task."
-        )
-    tile_dates = existing_date_partitions(spark, layout.user_daily_tiles)
-    mode, to_build = plan_tile_build(
-        mode=mode, ds=ds, raw_dates=raw_dates, tile_dates=tile_dates, start=start
-    )
-    log.info("ds=%s mode=%s window=%s days: building %d tile(s)", ds, mode, window_days, len(to_build))
-
-    cleaned = clean_transactions(read_raw_transactions(spark, layout.raw_transactions, to_build))
-    categories = spark.read.schema(CATEGORIES_SCHEMA).parquet(layout.raw_categories)
-    write_partitioned(
-        cleaned.quarantined,
-        layout.quarantine_transactions,
-        ["date"],
-        sort_within=["transaction_id", "reason"],
-    )
-    write_partitioned(
-        build_daily_tiles(cleaned.clean, categories),
-        layout.user_daily_tiles,
-        ["date"],
-        sort_within=["user_id"],
-    )
-    cleaned.release()
-
-    tiles = (
-        spark.read.schema(TILE_SCHEMA)
-        .option("basePath", layout.user_daily_tiles)
-        .parquet(layout.user_daily_tiles)
-    )
-    features = combine_tiles(tiles, ds=ds, window_days=window_days).withColumn("date", F.lit(ds))
-    write_partitioned(features, layout.user_features, ["date"], sort_within=["user_id"])
-
-    built = [F.lit(d) for d in to_build]
-    quarantined = []
-    if existing_date_partitions(spark, layout.quarantine_transactions) & set(to_build):
-        quarantined = (
-            spark.read.option("basePath", layout.quarantine_transactions)
-            .parquet(layout.quarantine_transactions)
-            .where(F.col("date").isin(built))
-            .groupBy("reason")
-            .count()
-            .collect()
-        )
-    built_tiles = (
-        tiles.where(F.col("date").isin(built))
-        .agg(F.sum("transaction_count").alias("clean"), F.sum("duplicate_rows").alias("duplicates"))
-        .first()
-    )
-    users = spark.read.parquet(LakeLayout.partition(layout.user_features, ds)).count()
-    by_reason = {row["reason"]: int(row["count"]) for row in sorted(quarantined, key=lambda r: r["reason"])}
-    return FeatureRunReport(
-        ds=ds.isoformat(),
-        mode=mode,
-        window_days=window_days,
-        users_written=users,
-        tiles_built=[d.isoformat() for d in to_build],
-        clean_transactions_in_built_tiles=int(built_tiles["clean"] or 0),
-        duplicate_rows_dropped=int(built_tiles["duplicates"] or 0),
-        quarantined_rows=sum(by_reason.values()),
-        quarantined_by_reason=by_reason,
-        output_path=LakeLayout.partition(layout.user_features, ds),
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
     spark = build_spark_session("featurelake-user-features")
     try:
-        report = run(spark, ds=args.ds, lake=args.lake, window_days=args.window_days, mode=args.mode)
+        report = run_user_features(
+            spark, ds=args.ds, lake=args.lake, window_days=args.window_days, mode=args.mode
+        )
         payload = json.dumps(asdict(report), sort_keys=True)
         write_text(spark, LakeLayout(args.lake).run_metrics("user_features", args.ds), payload)
         log.info(

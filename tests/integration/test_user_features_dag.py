@@ -162,7 +162,9 @@ def test_same_dag_runs_on_a_standalone_cluster(
     connection = {
         "conn_type": "spark",
         "host": master_url,
-        "extra": {"conf": {"spark.executor.memory": "768m", "spark.cores.max": "2", "spark.log.level": "WARN"}},
+        "extra": {
+            "conf": {"spark.executor.memory": "768m", "spark.cores.max": "2", "spark.log.level": "WARN"}
+        },
     }
     run_dag(
         daily_dag,

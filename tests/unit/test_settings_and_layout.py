@@ -11,7 +11,7 @@ from featurelake.settings import SETTINGS_FILE, apply_settings, read_settings
 
 def test_settings_expand_the_project_root(tmp_path: Path) -> None:
     file = tmp_path / "airflow.env"
-    file.write_text("# comment\n\nA ?= ${FEATURELAKE_ROOT}/x\nB ?= ${A}/y\nJSON ?= {\"k\": \"v[*]\"}\n")
+    file.write_text('# comment\n\nA ?= ${FEATURELAKE_ROOT}/x\nB ?= ${A}/y\nJSON ?= {"k": "v[*]"}\n')
     assert read_settings(file, root=Path("/p")) == {"A": "/p/x", "B": "/p/x/y", "JSON": '{"k": "v[*]"}'}
 
 

@@ -17,7 +17,13 @@ from featurelake_airflow.operators.spark_feature_job import zip_package
         pytest.param({}, {}, id="no-conf"),
         pytest.param({"conf": None}, {}, id="null-conf"),
         pytest.param(
-            {"conf": {"spark.executor.memory": "8g", "spark.executor.cores": 4, "spark.eventLog.enabled": True}},
+            {
+                "conf": {
+                    "spark.executor.memory": "8g",
+                    "spark.executor.cores": 4,
+                    "spark.eventLog.enabled": True,
+                }
+            },
             {"spark.executor.memory": "8g", "spark.executor.cores": "4", "spark.eventLog.enabled": "true"},
             id="scalars-as-strings",
         ),
