@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from datetime import UTC
 from pathlib import Path
 
 import pytest
 
+from bench.dag_parse import probe_dag_file
 from tests.support import PROJECT_ROOT
 
 DAG_FILES = sorted((PROJECT_ROOT / "dags").glob("*.py"))
@@ -58,22 +56,9 @@ def test_daily_dag_covers_exactly_one_day(dag_bag) -> None:
 def test_dag_file_parses_fast_without_heavy_imports(dag_file: Path) -> None:
     """In a fresh interpreter with airflow already imported, as in the DAG processor. The parse time is
     reported, not asserted (shared machines are noisy): bench/dag_parse.py measures it."""
-    probe = f"""
-import importlib.util, json, sys, time
-import airflow.sdk, airflow.providers.apache.spark.operators.spark_submit  # as the processor has them
-before = set(sys.modules)
-start = time.perf_counter()
-spec = importlib.util.spec_from_file_location("dag_under_test", {str(dag_file)!r})
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-elapsed = time.perf_counter() - start
-new = sorted({{m.split(".")[0] for m in set(sys.modules) - before}})
-print(json.dumps({{"seconds": elapsed, "new_modules": new}}))
-"""
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    heavy = [m for m in result["new_modules"] if m in HEAVY_MODULES]
+    result = probe_dag_file(dag_file)
+    heavy = [m for m in result["all_modules"] if m in HEAVY_MODULES]
     print(
         f"{dag_file.name}: parsed in {result['seconds']:.3f} s (process {time.perf_counter() - start:.1f} s)"
     )
