@@ -21,7 +21,7 @@ DEMO_DATE ?= 2026-10-28
 DEMO_USERS ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint airflow clean lock bench env
+.PHONY: help demo test lint airflow clean lock bench env backfill
 
 help:  ## List the targets
 	@grep -hE '^[a-z]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -60,7 +60,19 @@ lint: $(VENV)/.stamp-installed  ## ruff check and format check
 airflow: $(AIRFLOW_HOME)/.stamp-db  ## Serve the Airflow UI on :8080 (user admin, see README)
 	airflow standalone
 
+FROM ?=
+TO ?=
+backfill: $(AIRFLOW_HOME)/.stamp-db  ## Without a scheduler: run user_features_daily for each date FROM..TO
+	@test -n "$(FROM)" -a -n "$(TO)" || (echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2)
+	@d="$(FROM)"; while [[ ! "$$d" > "$(TO)" ]]; do \
+		echo "== user_features_daily $$d"; \
+		airflow dags test user_features_daily "$$d" > $(AIRFLOW_HOME)/backfill-$$d.log 2>&1 \
+			|| { tail -40 $(AIRFLOW_HOME)/backfill-$$d.log; exit 1; }; \
+		d=$$(date -u -d "$$d + 1 day" +%F); \
+	done
+
 bench: $(VENV)/.stamp-installed  ## Run the benchmarks in bench/
+	$(PY) bench/generate.py
 	$(PY) bench/dag_parse.py
 	$(PY) bench/feature_job.py
 
