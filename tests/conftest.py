@@ -20,7 +20,7 @@ apply_settings(
     overrides={
         "AIRFLOW_HOME": str(_TEST_HOME),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get(
-            "FEATURELAKE_TEST_SQL_ALCHEMY_CONN", f"sqlite:///{_TEST_HOME}/airflow.db"
+            "FEATURELAKE_TEST_SQL_ALCHEMY_CONN", f"sqlite:///{_TEST_HOME}/airflow.db?timeout=60"
         ),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
     }

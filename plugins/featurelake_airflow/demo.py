@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 log = logging.getLogger(__name__)
-console = Console()
+# Piped output (make, CI) would otherwise be cut to 80 columns.
+console = Console(width=None if Console().is_terminal else 140)
 
 
 def run_dag(dag_id: str, day: date) -> tuple[str, list[tuple[str, str, float]]]:

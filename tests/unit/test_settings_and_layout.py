@@ -36,7 +36,7 @@ def test_project_settings_file_parses_and_sets_the_essentials() -> None:
     assert settings["AIRFLOW_HOME"] == "/repo/.airflow"
     assert settings["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     assert settings["AIRFLOW_VAR_FEATURELAKE_LAKE"] == "/repo/data"
-    assert settings["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:////repo/")
+    assert settings["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == "sqlite:////repo/.airflow/airflow.db?timeout=60"
     assert '"local[*]"' in settings["AIRFLOW_CONN_SPARK_DEFAULT"]
 
 

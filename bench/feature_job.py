@@ -1,0 +1,847 @@
+"""Benchmark the Spark user-feature job against its targets, on a synthetic lake.
+
+    PATH=/work/main/.venv/bin:$PATH .venv/bin/python bench/feature_job.py                 # 10M rows, ~1M users
+    PATH=/work/main/.venv/bin:$PATH .venv/bin/python bench/feature_job.py \\
+        --users 100000 --rows 1000000 --repeat 2 --repeat-heavy 1                         # quick check
+
+Data: `--rows` raw transactions over `--days` dates ending on DS, for `--users` users, written by
+featurelake.synthetic.generate_lake under `--data-dir` (gitignored bench/data/ by default). A lake is
+reused when its marker file records the same parameters. A second lake holds twice the history
+(2 x `--days` dates, same users and rate, same DS); the generator seeds each date's rows from
+(seed, date), so its last `--days` dates are byte-identical to the first lake's.
+
+What is timed (wall clock, median of the runs after one warm-up; Spark session start excluded):
+  duckdb         tests.oracle.user_features_duckdb.compute_user_features, in a spawned child process
+                 so that its peak RSS is its own (the child's VmHWM; its RSS after imports is the
+                 baseline). It only returns the features as a DataFrame.
+  spark full     run_user_features(mode="full") for DS: every tile of the window rebuilt from raw,
+                 then combined; it also writes tiles, quarantine and features, and reads back counts.
+  spark incr.    run_user_features(mode="incremental") for DS, after the full run for DS-1 (the
+                 warm-up): one new tile, then the combine over the window.
+  spark full 2x  as spark full, on the lake with doubled history; its runs alternate with the 120-day
+                 full runs so that drift in machine load hits both alike.
+Peak memory: VmHWM from /proc of the Spark JVM (the java process among this process's descendants)
+and of this Python process; both peaks are reset (/proc/PID/clear_refs) before each scenario, so each
+scenario reports its own peak. Targets: spark full <= 3x duckdb; incremental <= 15% of full; doubled
+history <= 1.15x. Where Spark's time goes: write_partitioned is wrapped (timing only) so each job
+carries a phase label; per-stage metrics come from Spark's status REST API.
+
+Results: a rich table on stdout and JSON at `--json` (default bench/results/feature_job.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))  # so that tests.oracle imports
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+DS = date(2026, 10, 28)
+SEED = 7
+MARKER = ".bench-lake.json"
+DERIVED_DATASETS = ("tiles", "features", "quarantine", "_metrics")
+TARGET_SPARK_VS_DUCKDB = 3.0
+TARGET_INCREMENTAL_SHARE = 0.15
+TARGET_DOUBLED_HISTORY = 1.15
+LISTING_PHASE = "0 partition listing (existing_date_partitions)"
+REPORT_PHASE = "4 other: planning, report queries"
+TOP_STAGES = 6
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+# ---------------------------------------------------------------------------------------------- /proc
+
+
+def _status_kib(pid: int, key: str) -> int | None:
+    """A `kB` line of /proc/PID/status (VmHWM, VmRSS), in KiB; None when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    kib = _status_kib(pid, "VmHWM")
+    return None if kib is None else kib / 1024
+
+
+def rss_mib(pid: int) -> float | None:
+    kib = _status_kib(pid, "VmRSS")
+    return None if kib is None else kib / 1024
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False when not permitted."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
+    """(comm, fields after comm) of /proc/PID/stat; comm may hold spaces, so split at the last ')'."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    head, _, tail = raw.rpartition(")")
+    return head.partition("(")[2], tail.split()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (fields utime, stime of /proc/PID/stat)."""
+    stat = _stat_fields(pid)
+    if stat is None:
+        return None
+    _, fields = stat
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def find_jvm_pid(root: int) -> int:
+    """The java process among the descendants of `root` (PySpark's gateway JVM)."""
+    children: dict[int, list[int]] = {}
+    comms: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _stat_fields(int(entry.name))
+        if stat is None:
+            continue
+        comm, fields = stat
+        comms[int(entry.name)] = comm
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    queue, found = [root], []
+    while queue:
+        pid = queue.pop()
+        for child in children.get(pid, []):
+            queue.append(child)
+            if comms.get(child) == "java":
+                found.append(child)
+    if not found:
+        raise RuntimeError(f"no java process under pid {root}; did the Spark session start?")
+    return max(found, key=lambda pid: rss_mib(pid) or 0.0)
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def uptime_text() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class LakeSpec:
+    """A synthetic lake: `days` dates ending on `end`, `users` users at `rate` transactions/user/day."""
+
+    users: int
+    days: int
+    end: date
+    rate: float
+    seed: int
+
+    @property
+    def start(self) -> date:
+        return self.end - timedelta(days=self.days - 1)
+
+    @property
+    def name(self) -> str:
+        return f"lake-u{self.users}-d{self.days}-r{self.rate:.6g}-s{self.seed}-e{self.end:%Y%m%d}"
+
+    def marker(self) -> dict[str, Any]:
+        return {
+            "users": self.users,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "transactions_per_user_day": self.rate,
+            "seed": self.seed,
+        }
+
+
+def ensure_lake(spec: LakeSpec, data_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Generate the lake unless a complete one with the same parameters exists; then clear the job's
+    outputs so every bench run starts from raw data only. Returns the root and its marker."""
+    from featurelake.synthetic import generate_lake
+
+    lake = data_dir / spec.name
+    marker_path = lake / MARKER
+    if marker_path.is_file():
+        stored = json.loads(marker_path.read_text())
+        if stored.get("params") == spec.marker():
+            console.log(f"reusing {lake} ({stored['rows']:,} rows)")
+            _clear_outputs(lake)
+            return lake, stored
+    if lake.exists():
+        shutil.rmtree(lake)
+    console.log(f"generating {spec.days} days x {spec.users:,} users at {spec.rate:.4g}/user/day into {lake}")
+    summary = generate_lake(
+        lake=lake,
+        start=spec.start,
+        end=spec.end,
+        users=spec.users,
+        seed=spec.seed,
+        transactions_per_user_day=spec.rate,
+    )
+    size = sum(f.stat().st_size for f in (lake / "raw").rglob("*.parquet"))
+    stored = {
+        "params": spec.marker(),
+        "rows": summary.total_rows,
+        "bytes": size,
+        "generation_seconds": round(summary.seconds, 2),
+    }
+    marker_path.write_text(json.dumps(stored, indent=2) + "\n")
+    console.log(f"generated {summary.total_rows:,} rows ({size / 2**20:.0f} MiB) in {summary.seconds:.1f} s")
+    return lake, stored
+
+
+def _clear_outputs(lake: Path) -> None:
+    for name in DERIVED_DATASETS:
+        shutil.rmtree(lake / name, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- duckdb
+
+
+def duckdb_worker(lake: str, ds: str, window_days: int, warmups: int, repeat: int) -> dict[str, Any]:
+    """Run in a spawned child: time compute_user_features; report times, CPU and this process's memory."""
+    from tests.oracle.user_features_duckdb import compute_user_features, connect
+
+    con = connect()
+    threads = con.execute("SELECT current_setting('threads')").fetchone()
+    baseline = rss_mib(os.getpid())
+
+    def once() -> tuple[float, float, int]:
+        cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+        began = time.perf_counter()
+        frame = compute_user_features(
+            lake=Path(lake), ds=date.fromisoformat(ds), window_days=window_days, con=con
+        )
+        wall = time.perf_counter() - began
+        cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+        return wall, cpu, len(frame)
+
+    warm = [once() for _ in range(warmups)]
+    runs = [once() for _ in range(repeat)]
+    return {
+        "warmup_seconds": [w for w, _, _ in warm],
+        "seconds": [w for w, _, _ in runs],
+        "cpu_seconds": [c for _, c, _ in runs],
+        "rows": runs[-1][2],
+        "threads": threads[0] if threads else None,
+        "baseline_rss_mib": baseline,
+        "peak_rss_mib": peak_rss_mib(os.getpid()),
+    }
+
+
+def bench_duckdb(lake: Path, *, ds: date, window_days: int, repeat: int) -> dict[str, Any]:
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(duckdb_worker, str(lake), ds.isoformat(), window_days, 1, repeat).result()
+
+
+# ---------------------------------------------------------------------------------------------- spark
+
+
+@dataclass
+class SparkRun:
+    """One timed run_user_features call."""
+
+    label: str
+    seconds: float
+    jvm_cpu_seconds: float
+    phases: dict[str, float]
+    report: dict[str, Any]
+    load_after: list[float]
+
+
+@dataclass
+class Scenario:
+    """The timed runs of one Spark scenario and the peaks reached while they ran."""
+
+    name: str
+    runs: list[SparkRun] = field(default_factory=list)
+    jvm_peak_rss_mib: float | None = None
+    python_peak_rss_mib: float | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def median_cpu(self) -> float:
+        return statistics.median(r.jvm_cpu_seconds for r in self.runs)
+
+
+class PhaseRecorder:
+    """Wraps featurelake.user_features_run.write_partitioned to time each write and label its Spark
+    jobs; it does no work of its own, so the timed runs are unchanged."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        import featurelake.user_features_run as job_module
+
+        self._sc = spark.sparkContext
+        self._module = job_module
+        self._original: Callable[..., None] = job_module.write_partitioned
+        self._original_listing: Callable[..., set[date]] = job_module.existing_date_partitions
+        self.current: dict[str, float] = {}
+        self.run_label = ""
+        job_module.write_partitioned = self._wrapped
+        job_module.existing_date_partitions = self._wrapped_listing
+
+    @staticmethod
+    def phase_of(path: str) -> str:
+        for key, phase in (
+            ("/quarantine/", "1 clean+quarantine write"),
+            ("/tiles/", "2 build+write tiles"),
+            ("/features/", "3 combine+write features"),
+        ):
+            if key in path:
+                return phase
+        return f"write {path}"
+
+    def _wrapped(self, df: Any, path: str, *args: Any, **kwargs: Any) -> None:
+        phase = self.phase_of(path)
+        self._sc.setJobDescription(f"{self.run_label}|{phase}")
+        began = time.perf_counter()
+        try:
+            self._original(df, path, *args, **kwargs)
+        finally:
+            self.current[phase] = time.perf_counter() - began
+            self._sc.setJobDescription(f"{self.run_label}|{REPORT_PHASE}")
+
+    def _wrapped_listing(self, *args: Any, **kwargs: Any) -> set[date]:
+        began = time.perf_counter()
+        try:
+            return self._original_listing(*args, **kwargs)
+        finally:
+            self.current[LISTING_PHASE] = self.current.get(LISTING_PHASE, 0.0) + time.perf_counter() - began
+
+    @contextmanager
+    def run(self, label: str) -> Iterator[dict[str, float]]:
+        self.run_label = label
+        self.current = {}
+        self._sc.setJobDescription(f"{label}|{REPORT_PHASE}")
+        try:
+            yield self.current
+        finally:
+            self._sc.setJobDescription(None)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._module.write_partitioned = self._original
+        self._module.existing_date_partitions = self._original_listing
+
+
+def spark_run(
+    spark: SparkSession,
+    recorder: PhaseRecorder,
+    jvm_pid: int,
+    *,
+    label: str,
+    lake: Path,
+    ds: date,
+    window_days: int,
+    mode: str,
+) -> SparkRun:
+    from featurelake.user_features_run import run_user_features
+
+    with recorder.run(label) as phases:
+        cpu_before = cpu_seconds(jvm_pid) or 0.0
+        began = time.perf_counter()
+        report = run_user_features(spark, ds=ds, lake=str(lake), window_days=window_days, mode=mode)
+        seconds = time.perf_counter() - began
+        jvm_cpu = (cpu_seconds(jvm_pid) or 0.0) - cpu_before
+    timed = sum(phases.values())
+    phases = {**phases, REPORT_PHASE: seconds - timed}
+    run = SparkRun(
+        label=label,
+        seconds=seconds,
+        jvm_cpu_seconds=jvm_cpu,
+        phases=dict(sorted(phases.items())),
+        report=asdict(report),
+        load_after=load_average(),
+    )
+    console.log(
+        f"{label}: {seconds:.1f} s (JVM CPU {jvm_cpu:.1f} s, {len(report.tiles_built)} tile(s), "
+        f"{report.users_written:,} users) " + ", ".join(f"{k[2:]} {v:.1f}" for k, v in run.phases.items())
+    )
+    return run
+
+
+@contextmanager
+def measured(scenario: Scenario, jvm_pid: int) -> Iterator[Scenario]:
+    """Reset the JVM's and this process's peak RSS, run the block, then keep the largest peak the
+    scenario has reached over all its blocks."""
+    reset_peak_rss(jvm_pid)
+    reset_peak_rss(os.getpid())
+    yield scenario
+    for attr, pid in (("jvm_peak_rss_mib", jvm_pid), ("python_peak_rss_mib", os.getpid())):
+        peaks = [p for p in (getattr(scenario, attr), peak_rss_mib(pid)) if p is not None]
+        setattr(scenario, attr, max(peaks, default=None))
+
+
+def _ui_get(base: str, path: str) -> Any:
+    with urllib.request.urlopen(f"{base}{path}", timeout=30) as response:
+        return json.load(response)
+
+
+def _ui_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.strptime(text.replace("GMT", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+def stage_breakdown(spark: SparkSession, labels: set[str]) -> dict[str, Any]:
+    """Per run label and phase: job wall time, task time, GC, shuffle and spill, plus the stages, from
+    Spark's status REST API (the UI must be enabled)."""
+    base = spark.sparkContext.uiWebUrl
+    if not base:
+        return {"error": "Spark UI disabled; no stage metrics"}
+    app = spark.sparkContext.applicationId
+    jobs = _ui_get(base, f"/api/v1/applications/{app}/jobs")
+    stages = {(s["stageId"], s["attemptId"]): s for s in _ui_get(base, f"/api/v1/applications/{app}/stages")}
+    latest = {}
+    for (stage_id, attempt), stage in stages.items():
+        if stage_id not in latest or attempt > latest[stage_id]["attemptId"]:
+            latest[stage_id] = stage
+    out: dict[str, Any] = {}
+    for job in sorted(jobs, key=lambda j: j["jobId"]):
+        label, _, phase = (job.get("description") or "").partition("|")
+        if label not in labels:
+            continue
+        entry = out.setdefault(label, {}).setdefault(
+            phase,
+            {
+                "jobs": 0,
+                "job_wall_seconds": 0.0,
+                "task_seconds": 0.0,
+                "task_cpu_seconds": 0.0,
+                "gc_seconds": 0.0,
+                "input_mib": 0.0,
+                "shuffle_read_mib": 0.0,
+                "shuffle_write_mib": 0.0,
+                "spill_disk_mib": 0.0,
+                "spill_memory_mib": 0.0,
+                "stages": [],
+            },
+        )
+        entry["jobs"] += 1
+        start, end = _ui_time(job.get("submissionTime")), _ui_time(job.get("completionTime"))
+        if start is not None and end is not None:
+            entry["job_wall_seconds"] += end - start
+        for stage_id in job["stageIds"]:
+            stage = latest.get(stage_id)
+            if stage is None or stage["status"] != "COMPLETE":
+                continue
+            s_start, s_end = _ui_time(stage.get("submissionTime")), _ui_time(stage.get("completionTime"))
+            entry["task_seconds"] += stage["executorRunTime"] / 1000
+            entry["task_cpu_seconds"] += stage["executorCpuTime"] / 1e9
+            entry["gc_seconds"] += stage["jvmGcTime"] / 1000
+            entry["input_mib"] += stage["inputBytes"] / 2**20
+            entry["shuffle_read_mib"] += stage["shuffleReadBytes"] / 2**20
+            entry["shuffle_write_mib"] += stage["shuffleWriteBytes"] / 2**20
+            entry["spill_disk_mib"] += stage["diskBytesSpilled"] / 2**20
+            entry["spill_memory_mib"] += stage["memoryBytesSpilled"] / 2**20
+            entry["stages"].append(
+                {
+                    "stage": stage_id,
+                    "name": stage["name"],
+                    "tasks": stage["numTasks"],
+                    "wall_seconds": None if s_start is None or s_end is None else round(s_end - s_start, 2),
+                    "task_seconds": round(stage["executorRunTime"] / 1000, 2),
+                    "gc_seconds": round(stage["jvmGcTime"] / 1000, 2),
+                    "shuffle_write_mib": round(stage["shuffleWriteBytes"] / 2**20, 1),
+                    "spill_disk_mib": round(stage["diskBytesSpilled"] / 2**20, 1),
+                }
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def verdict(ratio: float | None, target: float) -> str:
+    if ratio is None:
+        return "n/a"
+    return "PASS" if ratio <= target else "MISS"
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render(results: dict[str, Any]) -> None:
+    timing = Table(title=f"user_features benchmark: {results['params']['summary']}")
+    for column in ("measurement", "runs", "median s", "min s", "max s", "CPU s (median)", "peak RSS MiB"):
+        timing.add_column(column, justify="left" if column == "measurement" else "right")
+    for row in results["timings"]:
+        timing.add_row(
+            row["name"],
+            str(len(row["seconds"])),
+            _fmt(row["median_seconds"], ".2f"),
+            _fmt(min(row["seconds"]) if row["seconds"] else None, ".2f"),
+            _fmt(max(row["seconds"]) if row["seconds"] else None, ".2f"),
+            _fmt(row.get("median_cpu_seconds")),
+            row["peak_rss"],
+        )
+    console.print(timing)
+
+    targets = Table(title="Targets")
+    for column in ("target", "wall-clock ratio", "limit", "verdict", "CPU-time ratio (info)"):
+        targets.add_column(column)
+    for target in results["targets"]:
+        style = "green" if target["verdict"] == "PASS" else "red"
+        targets.add_row(
+            target["name"],
+            _fmt(target["ratio"], ".3f"),
+            f"<= {target['limit']}",
+            f"[{style}]{target['verdict']}[/]",
+            _fmt(target["cpu_ratio"], ".3f"),
+        )
+    console.print(targets)
+
+    for name, phases in results.get("phases", {}).items():
+        table = Table(
+            title=f"Where Spark's time goes: {name} (median per phase; jobs/tasks from the last run)"
+        )
+        for column in (
+            "phase",
+            "wall s",
+            "share",
+            "jobs",
+            "task s",
+            "GC s",
+            "shuffle write MiB",
+            "spill MiB",
+            "widest stage: tasks",
+        ):
+            table.add_column(column, justify="left" if column == "phase" else "right")
+        total = sum(p["median_seconds"] for p in phases.values())
+        for phase, p in phases.items():
+            ui = p.get("ui") or {}
+            table.add_row(
+                phase,
+                _fmt(p["median_seconds"]),
+                f"{p['median_seconds'] / total:.0%}" if total else "-",
+                str(ui.get("jobs", "-")),
+                _fmt(ui.get("task_seconds")),
+                _fmt(ui.get("gc_seconds")),
+                _fmt(ui.get("shuffle_write_mib"), ".0f"),
+                _fmt(ui.get("spill_disk_mib"), ".0f"),
+                str(max((s["tasks"] for s in ui.get("stages", [])), default="-")),
+            )
+        console.print(table)
+        stages = [(phase, st) for phase, p in phases.items() for st in (p.get("ui") or {}).get("stages", [])]
+        stages.sort(key=lambda item: item[1]["wall_seconds"] or 0.0, reverse=True)
+        top = Table(title=f"Slowest stages: {name} (last run)")
+        for column in (
+            "stage",
+            "phase",
+            "tasks",
+            "wall s",
+            "task s",
+            "GC s",
+            "shuffle write MiB",
+            "spill MiB",
+        ):
+            top.add_column(column, justify="left" if column == "phase" else "right")
+        for phase, st in stages[:TOP_STAGES]:
+            top.add_row(
+                str(st["stage"]),
+                phase,
+                str(st["tasks"]),
+                _fmt(st["wall_seconds"], ".2f"),
+                _fmt(st["task_seconds"]),
+                _fmt(st["gc_seconds"]),
+                _fmt(st["shuffle_write_mib"], ".0f"),
+                _fmt(st["spill_disk_mib"], ".0f"),
+            )
+        console.print(top)
+
+
+def timing_row(name: str, seconds: list[float], cpu: list[float], peak_rss: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "seconds": [round(s, 3) for s in seconds],
+        "median_seconds": statistics.median(seconds) if seconds else None,
+        "median_cpu_seconds": statistics.median(cpu) if cpu else None,
+        "peak_rss": peak_rss,
+    }
+
+
+def phase_summary(scenario: Scenario, ui: dict[str, Any]) -> dict[str, Any]:
+    phases = sorted({p for r in scenario.runs for p in r.phases})
+    last = ui.get(scenario.runs[-1].label, {}) if scenario.runs else {}
+    return {
+        phase: {
+            "median_seconds": statistics.median(r.phases.get(phase, 0.0) for r in scenario.runs),
+            "ui": last.get(phase),
+        }
+        for phase in phases
+    }
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=120, help="history of the base lake, in days")
+    parser.add_argument("--rows", type=int, default=10_000_000, help="raw rows in the base lake (about)")
+    parser.add_argument("--window-days", type=int, default=90)
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of DuckDB and incremental")
+    parser.add_argument(
+        "--repeat-heavy",
+        type=int,
+        default=3,
+        help="timed runs of each Spark full-mode scenario (120-day and doubled history)",
+    )
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--ds", type=date.fromisoformat, default=DS, help="run date, the lakes' last date")
+    parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "bench" / "data")
+    parser.add_argument("--json", type=Path, default=PROJECT_ROOT / "bench" / "results" / "feature_job.json")
+    parser.add_argument(
+        "--driver-memory",
+        default=None,
+        help="Spark driver JVM heap, e.g. 4g (default: Spark's own, 1g); set before the JVM starts",
+    )
+    parser.add_argument("--skip-doubled", action="store_true", help="skip the doubled-history lake")
+    args = parser.parse_args(argv)
+    for name in ("users", "days", "rows", "window_days", "repeat", "repeat_heavy"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.days < args.window_days + 1:
+        parser.error(f"--days must exceed --window-days (history beyond the window), got {args.days}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rate = args.rows / (args.days * args.users)
+    ds: date = args.ds
+    base_spec = LakeSpec(users=args.users, days=args.days, end=ds, rate=rate, seed=args.seed)
+    doubled_spec = LakeSpec(users=args.users, days=2 * args.days, end=ds, rate=rate, seed=args.seed)
+    began = time.perf_counter()
+    uptime_start = uptime_text()
+    console.log(f"{uptime_start}; {os.cpu_count()} cores")
+
+    lake, lake_info = ensure_lake(base_spec, args.data_dir)
+    doubled_lake, doubled_info = (
+        (None, None) if args.skip_doubled else ensure_lake(doubled_spec, args.data_dir)
+    )
+
+    # DuckDB first, in its own process, while no JVM is running.
+    console.log(f"DuckDB: 1 warm-up + {args.repeat} runs in a spawned child process")
+    load_before_duckdb = load_average()
+    duck = bench_duckdb(lake, ds=ds, window_days=args.window_days, repeat=args.repeat)
+    console.log(
+        f"DuckDB: {[round(s, 2) for s in duck['seconds']]} s, {duck['rows']:,} users, "
+        f"peak RSS {duck['peak_rss_mib']:.0f} MiB (baseline {duck['baseline_rss_mib']:.0f})"
+    )
+
+    if args.driver_memory:
+        # The gateway JVM reads this when it starts; spark.driver.memory set on a builder is too late.
+        os.environ["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory {args.driver_memory} pyspark-shell"
+    from featurelake.spark_session import build_spark_session
+
+    session_began = time.perf_counter()
+    spark = build_spark_session("bench", master="local[2]")
+    session_seconds = time.perf_counter() - session_began
+    jvm_pid = find_jvm_pid(os.getpid())
+    jvm_max_heap_mib = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() / 2**20  # type: ignore[union-attr]
+    console.log(
+        f"Spark session in {session_seconds:.1f} s (not timed); JVM pid {jvm_pid}, "
+        f"max heap {jvm_max_heap_mib:.0f} MiB"
+    )
+    recorder = PhaseRecorder(spark)
+    warmup = Scenario("spark warm-up (full, DS-1)")
+    full = Scenario(f"spark full, {args.days}-day lake")
+    doubled = Scenario(f"spark full, {2 * args.days}-day lake")
+    incremental = Scenario("spark incremental (after full DS-1)")
+
+    def run(scenario: Scenario, label: str, lake_root: Path, day: date, mode: str) -> SparkRun:
+        with measured(scenario, jvm_pid):
+            return spark_run(
+                spark,
+                recorder,
+                jvm_pid,
+                label=label,
+                lake=lake_root,
+                ds=day,
+                window_days=args.window_days,
+                mode=mode,
+            )
+
+    try:
+        # The warm-up is the full run for DS-1 that the incremental runs follow.
+        warmup.runs.append(run(warmup, "warmup-full-ds-1", lake, ds - timedelta(days=1), "full"))
+        # Alternate the two full scenarios so that drifting machine load hits both alike.
+        for i in range(args.repeat_heavy):
+            full.runs.append(run(full, f"full-{i}", lake, ds, "full"))
+            if doubled_lake is not None:
+                doubled.runs.append(run(doubled, f"doubled-{i}", doubled_lake, ds, "full"))
+        for i in range(args.repeat_heavy):
+            incremental.runs.append(run(incremental, f"incremental-{i}", lake, ds, "incremental"))
+        for r in incremental.runs:
+            if r.report["tiles_built"] != [ds.isoformat()]:
+                raise RuntimeError(
+                    f"incremental run {r.label} built {r.report['tiles_built']}, expected [{ds}]"
+                )
+        labels = {r.label for s in (warmup, full, doubled, incremental) for r in s.runs}
+        try:
+            ui = stage_breakdown(spark, labels)
+        except OSError as error:  # the UI is a diagnostic; the timings stand without it
+            ui = {"error": f"Spark status API unreachable: {error}"}
+    finally:
+        recorder.close()
+        spark.stop()
+
+    python_lifetime_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    duck_median = statistics.median(duck["seconds"])
+
+    def ratio(numerator: Scenario, denominator: Scenario | None, *, cpu: bool = False) -> float | None:
+        if not numerator.runs or denominator is None or not denominator.runs:
+            return None
+        if cpu:
+            return numerator.median_cpu / denominator.median_cpu
+        return numerator.median / denominator.median
+
+    spark_peak = f"JVM {_fmt(full.jvm_peak_rss_mib, '.0f')} / py {_fmt(full.python_peak_rss_mib, '.0f')}"
+    results: dict[str, Any] = {
+        "params": {
+            "summary": f"{lake_info['rows']:,} rows, {args.days} days, {args.users:,} users, "
+            f"window {args.window_days} d, ds {ds}",
+            "users": args.users,
+            "days": args.days,
+            "rows_requested": args.rows,
+            "rows": lake_info["rows"],
+            "transactions_per_user_day": rate,
+            "window_days": args.window_days,
+            "ds": ds.isoformat(),
+            "seed": args.seed,
+            "repeat": args.repeat,
+            "repeat_heavy": args.repeat_heavy,
+            "lake": str(lake),
+            "lake_bytes": lake_info["bytes"],
+            "doubled_lake": None if doubled_lake is None else str(doubled_lake),
+            "doubled_rows": None if doubled_info is None else doubled_info["rows"],
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        },
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "uptime_start": uptime_start,
+            "uptime_end": uptime_text(),
+            "load_before_duckdb": load_before_duckdb,
+            "spark_master": "local[2]",
+            "spark_session_start_seconds": round(session_seconds, 2),
+            "jvm_max_heap_mib": round(jvm_max_heap_mib),
+            "duckdb_threads": duck["threads"],
+            "wall_seconds_total": round(time.perf_counter() - began, 1),
+        },
+        "timings": [
+            timing_row(
+                "duckdb compute_user_features",
+                duck["seconds"],
+                duck["cpu_seconds"],
+                f"{duck['peak_rss_mib']:.0f} (child; {duck['baseline_rss_mib']:.0f} after imports)",
+            ),
+            *(
+                timing_row(
+                    s.name,
+                    [r.seconds for r in s.runs],
+                    [r.jvm_cpu_seconds for r in s.runs],
+                    f"JVM {_fmt(s.jvm_peak_rss_mib, '.0f')} / py {_fmt(s.python_peak_rss_mib, '.0f')}",
+                )
+                for s in (warmup, full, doubled, incremental)
+                if s.runs
+            ),
+        ],
+        "memory": {
+            "method": "VmHWM of /proc/PID/status; JVM and Python peaks reset via /proc/PID/clear_refs "
+            "before each scenario; DuckDB in a spawned child process (its own VmHWM)",
+            "duckdb_child_peak_rss_mib": duck["peak_rss_mib"],
+            "duckdb_child_rss_after_imports_mib": duck["baseline_rss_mib"],
+            "spark_full_jvm_peak_rss_mib": full.jvm_peak_rss_mib,
+            "spark_doubled_jvm_peak_rss_mib": doubled.jvm_peak_rss_mib,
+            "spark_incremental_jvm_peak_rss_mib": incremental.jvm_peak_rss_mib,
+            "python_driver_peak_rss_mib_during_spark": full.python_peak_rss_mib,
+            "python_lifetime_peak_rss_mib": python_lifetime_peak,
+            "summary_full": spark_peak,
+        },
+        "targets": [
+            {
+                "name": "spark full / duckdb",
+                "ratio": full.median / duck_median if full.runs else None,
+                "cpu_ratio": full.median_cpu / statistics.median(duck["cpu_seconds"]) if full.runs else None,
+                "limit": TARGET_SPARK_VS_DUCKDB,
+            },
+            {
+                "name": "incremental / full",
+                "ratio": ratio(incremental, full),
+                "cpu_ratio": ratio(incremental, full, cpu=True),
+                "limit": TARGET_INCREMENTAL_SHARE,
+            },
+            {
+                "name": f"full {2 * args.days}-day / full {args.days}-day history",
+                "ratio": ratio(doubled, full),
+                "cpu_ratio": ratio(doubled, full, cpu=True),
+                "limit": TARGET_DOUBLED_HISTORY,
+            },
+        ],
+        "phases": {s.name: phase_summary(s, ui) for s in (full, doubled, incremental) if s.runs},
+        "runs": {s.name: [asdict(r) for r in s.runs] for s in (warmup, full, doubled, incremental)},
+        "spark_ui_error": ui.get("error") if isinstance(ui.get("error"), str) else None,
+    }
+    for target in results["targets"]:
+        target["verdict"] = verdict(target["ratio"], target["limit"])
+    if duck["rows"] != full.runs[-1].report["users_written"]:
+        console.log(
+            f"[red]row counts differ: DuckDB {duck['rows']:,} users, Spark {full.runs[-1].report['users_written']:,}[/]"
+        )
+    results["users_match"] = duck["rows"] == full.runs[-1].report["users_written"]
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    render(results)
+    console.print(f"{results['machine']['uptime_end']}; results in {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
