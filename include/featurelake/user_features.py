@@ -5,10 +5,11 @@ Why tiles: a daily run over a 90-day window would otherwise re-read 89 days it h
 Each day is aggregated once into per-user partial aggregates (a tile); the window is combined from W
 tiles. Full and incremental runs share this code, so they give identical results.
 
-Why sums are taken over sorted arrays: floating-point addition is not associative, and the order in
-which a Spark aggregate meets its inputs depends on how the input happens to be partitioned. Summing
-in a fixed order (transactions by id within a tile, tiles by date within the window) makes every run
-give the same bits whether its tiles came from disk or were just computed.
+Why amounts are summed as integers: floating-point addition is not associative, and the order in
+which a Spark aggregate meets its inputs depends on how the input happens to be partitioned. Amounts
+are carried as whole micro-units (1e-6) in 64-bit integers, and squares as decimal(38,0), so every
+sum is exact and order-free: full and incremental runs, and reruns, give the same bits while using
+Spark's native hash aggregates.
 """
 
 from __future__ import annotations
@@ -65,20 +66,20 @@ TILE_SCHEMA = T.StructType(
     [
         T.StructField("user_id", T.StringType(), False),
         T.StructField("transaction_count", T.LongType(), False),
-        T.StructField("amount_sum", T.DoubleType(), False),
-        T.StructField("amount_m2", T.DoubleType(), False),
+        T.StructField("amount_micros", T.LongType(), False),
+        T.StructField("amount_micros_squared", T.DecimalType(38, 0), False),
         T.StructField("amount_max", T.DoubleType(), False),
         T.StructField("last_transaction_ts", T.TimestampType(), False),
         T.StructField("last_transaction_id", T.StringType(), False),
         T.StructField("last_amount", T.DoubleType(), False),
         T.StructField("merchants", T.ArrayType(T.StringType(), False), False),
         T.StructField(
-            "category_group_sums",
+            "category_group_micros",
             T.ArrayType(
                 T.StructType(
                     [
                         T.StructField("category_group", T.StringType(), False),
-                        T.StructField("amount_cents", T.LongType(), False),
+                        T.StructField("amount_micros", T.LongType(), False),
                     ]
                 ),
                 False,
@@ -89,6 +90,8 @@ TILE_SCHEMA = T.StructType(
         T.StructField("date", T.DateType(), False),
     ]
 )
+
+MICROS_PER_UNIT = 1_000_000
 
 FEATURE_COLUMNS = (
     "user_id",
@@ -170,45 +173,45 @@ class CleanedTransactions:
     """RAW_DATA_COLUMNS + date + duplicate_copies (extra identical copies dropped for this row)."""
     quarantined: DataFrame
     """RAW_DATA_COLUMNS + reason + date."""
-    grouped: DataFrame
-    """The persisted (date, transaction_id) grouping both are read from; see release()."""
+    distinct_rows: DataFrame
+    """The persisted distinct valid rows both are read from; see release()."""
 
     def release(self) -> None:
-        """Free the persisted grouping once both outputs are written."""
-        self.grouped.unpersist()
+        """Free the persisted rows once both outputs are written."""
+        self.distinct_rows.unpersist()
 
 
 def clean_transactions(raw: DataFrame) -> CleanedTransactions:
     """Validate raw rows and deduplicate: exact duplicates count once, and every version of a
-    transaction_id that occurs with different content within one date is quarantined."""
+    transaction_id that occurs with different content within one date is quarantined.
+
+    One shuffle, by (date, transaction_id): the exact-duplicate grouping (by every column) and the
+    version count per transaction_id both run inside it.
+    """
     classified = raw.withColumn("reason", quarantine_reason())
     invalid = classified.where(F.col("reason").isNotNull())
-    # Both outputs read the grouped versions; keep them rather than group twice.
-    versions = (
+    distinct_rows = (
         classified.where(F.col("reason").isNull())
-        .groupBy("date", "transaction_id")
-        .agg(
-            F.collect_set(F.struct(*RAW_DATA_COLUMNS)).alias("versions"),
-            F.count(F.lit(1)).alias("copies"),
-        )
+        .repartition("date", "transaction_id")
+        .groupBy(*RAW_DATA_COLUMNS, "date")
+        .agg(F.count(F.lit(1)).alias("copies"))
+        .withColumn("versions", F.count(F.lit(1)).over(Window.partitionBy("date", "transaction_id")))
+        # Both outputs read these rows; keep them rather than shuffle the raw rows twice.
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    clean = versions.where(F.size("versions") == 1).select(
-        *(F.col("versions")[0][c].alias(c) for c in RAW_DATA_COLUMNS),
-        "date",
-        (F.col("copies") - 1).alias("duplicate_copies"),
+    clean = distinct_rows.where(F.col("versions") == 1).select(
+        *RAW_DATA_COLUMNS, "date", (F.col("copies") - 1).alias("duplicate_copies")
     )
-    conflicting = (
-        versions.where(F.size("versions") > 1)
-        .select("date", F.explode("versions").alias("v"))
-        .select(
-            *(F.col("v")[c].alias(c) for c in RAW_DATA_COLUMNS),
-            F.lit("conflicting_duplicate").alias("reason"),
-            "date",
-        )
+    conflicting = distinct_rows.where(F.col("versions") > 1).select(
+        *RAW_DATA_COLUMNS, F.lit("conflicting_duplicate").alias("reason"), "date"
     )
     quarantined = invalid.select(*RAW_DATA_COLUMNS, "reason", "date").unionByName(conflicting)
-    return CleanedTransactions(clean=clean, quarantined=quarantined, grouped=versions)
+    return CleanedTransactions(clean=clean, quarantined=quarantined, distinct_rows=distinct_rows)
+
+
+def amount_micros(column: str = "amount") -> Column:
+    """The amount in whole micro-units (1e-6) as a long: exact for amounts with up to 6 decimals."""
+    return F.round(F.col(column) * MICROS_PER_UNIT).cast("long")
 
 
 def build_daily_tiles(clean: DataFrame, categories: DataFrame) -> DataFrame:
@@ -216,7 +219,8 @@ def build_daily_tiles(clean: DataFrame, categories: DataFrame) -> DataFrame:
 
     The categories lookup is small, so it is broadcast: the join costs no shuffle of the
     transactions. The latest transaction of each tile is picked with row_number over
-    (transaction_ts desc, transaction_id desc).
+    (transaction_ts desc, transaction_id desc); the aggregate then reuses the window's partitioning
+    and sort order, so the tile costs one shuffle.
     """
     lookup = categories.select("category_id", "category_group").dropDuplicates(["category_id"])
     latest_first = Window.partitionBy("user_id", "date").orderBy(
@@ -225,48 +229,40 @@ def build_daily_tiles(clean: DataFrame, categories: DataFrame) -> DataFrame:
     rows = (
         clean.join(F.broadcast(lookup), on="category_id", how="left")
         .withColumn("category_group", F.coalesce("category_group", F.lit(UNKNOWN_CATEGORY_GROUP)))
+        .withColumn("micros", amount_micros())
         .withColumn("recency_rank", F.row_number().over(latest_first))
     )
+    is_latest = F.col("recency_rank") == 1
     per_day = rows.groupBy("user_id", "date").agg(
-        F.array_sort(
-            F.collect_list(
-                F.struct(
-                    "transaction_id",
-                    "amount",
-                    "category_group",
-                    (F.col("amount").cast("decimal(18,2)") * 100).cast("long").alias("cents"),
-                )
-            )
-        ).alias("txns"),
+        F.count(F.lit(1)).alias("transaction_count"),
+        F.sum("micros").alias("amount_micros"),
+        F.sum(F.col("micros").cast("decimal(38,0)") * F.col("micros").cast("decimal(38,0)")).alias(
+            "amount_micros_squared"
+        ),
         F.max("amount").alias("amount_max"),
-        F.max(
-            F.when(F.col("recency_rank") == 1, F.struct("transaction_ts", "transaction_id", "amount"))
-        ).alias("latest"),
+        F.max(F.when(is_latest, F.col("transaction_ts"))).alias("last_transaction_ts"),
+        F.max(F.when(is_latest, F.col("transaction_id"))).alias("last_transaction_id"),
+        F.max(F.when(is_latest, F.col("amount"))).alias("last_amount"),
         F.array_sort(F.collect_set("merchant_id")).alias("merchants"),
+        F.collect_list(F.struct("category_group", "micros")).alias("group_micros"),
         F.sum("duplicate_copies").alias("duplicate_rows"),
     )
-    ordered_sum = "aggregate({arr}, CAST(0 AS DOUBLE), (acc, x) -> acc + x.amount)"
-    with_sums = per_day.withColumn("transaction_count", F.size("txns").cast("long")).withColumn(
-        "amount_sum", F.expr(ordered_sum.format(arr="txns"))
-    )
-    return with_sums.select(
+    return per_day.select(
         "user_id",
         "transaction_count",
-        "amount_sum",
-        F.expr(
-            "aggregate(txns, CAST(0 AS DOUBLE),"
-            " (acc, x) -> acc + pow(x.amount - amount_sum / transaction_count, 2))"
-        ).alias("amount_m2"),
+        "amount_micros",
+        F.col("amount_micros_squared").cast("decimal(38,0)").alias("amount_micros_squared"),
         "amount_max",
-        F.col("latest.transaction_ts").alias("last_transaction_ts"),
-        F.col("latest.transaction_id").alias("last_transaction_id"),
-        F.col("latest.amount").alias("last_amount"),
+        "last_transaction_ts",
+        "last_transaction_id",
+        "last_amount",
         "merchants",
         F.expr(
-            "transform(array_sort(array_distinct(transform(txns, x -> x.category_group))),"
-            " g -> named_struct('category_group', g, 'amount_cents',"
-            " aggregate(filter(txns, x -> x.category_group = g), CAST(0 AS BIGINT), (acc, x) -> acc + x.cents)))"
-        ).alias("category_group_sums"),
+            "transform(array_sort(array_distinct(transform(group_micros, x -> x.category_group))),"
+            " g -> named_struct('category_group', g, 'amount_micros',"
+            " aggregate(filter(group_micros, x -> x.category_group = g), CAST(0 AS BIGINT),"
+            " (acc, x) -> acc + x.micros)))"
+        ).alias("category_group_micros"),
         F.col("duplicate_rows").cast("long").alias("duplicate_rows"),
         "date",
     )
@@ -275,80 +271,58 @@ def build_daily_tiles(clean: DataFrame, categories: DataFrame) -> DataFrame:
 def combine_tiles(tiles: DataFrame, *, ds: date, window_days: int = DEFAULT_WINDOW_DAYS) -> DataFrame:
     """The window features for `ds` from the tiles of [ds-(W-1), ds]; tiles outside are ignored.
 
-    Variance is combined exactly from per-tile (count, sum, M2) with Chan's parallel formula, which
-    stays accurate where sum-of-squares minus square-of-sum would cancel.
+    The tiles are shuffled once, by user_id; the per-user aggregate, the per-(user, group) totals,
+    the window that ranks groups, and the join between them all reuse that partitioning.
+    The variance comes exactly from integer sums: n * sum(x^2) - sum(x)^2 in decimal arithmetic.
     """
     start, end = window_dates(ds, window_days)
-    recent_start = ds - timedelta(days=RECENT_DAYS - 1)
-    in_window = tiles.where(F.col("date").between(F.lit(start), F.lit(end)))
-    per_user = in_window.groupBy("user_id").agg(
-        F.array_sort(
-            F.collect_list(
-                F.struct(
-                    "date",
-                    "transaction_count",
-                    "amount_sum",
-                    "amount_m2",
-                    "amount_max",
-                    F.struct("last_transaction_ts", "last_transaction_id", "last_amount").alias("latest"),
-                    "category_group_sums",
-                )
-            )
-        ).alias("t"),
+    recent = F.col("date") >= F.lit(ds - timedelta(days=RECENT_DAYS - 1))
+    by_user = tiles.where(F.col("date").between(F.lit(start), F.lit(end))).repartition("user_id")
+
+    totals = by_user.groupBy("user_id").agg(
+        F.sum("transaction_count").alias("n"),
+        F.sum("amount_micros").alias("micros"),
+        F.sum("amount_micros_squared").alias("micros_squared"),
+        F.max("amount_max").alias("max_spend"),
+        F.max(F.struct("last_transaction_ts", "last_transaction_id", "last_amount")).alias("latest"),
+        F.sum(F.when(recent, F.col("amount_micros")).otherwise(F.lit(0))).alias("micros_7d"),
+        F.sum(F.when(recent, F.col("transaction_count")).otherwise(F.lit(0))).alias("transaction_count_7d"),
         F.size(F.array_distinct(F.flatten(F.collect_list("merchants"))))
         .cast("long")
         .alias("unique_merchants"),
     )
-    totals = per_user.select(
-        "user_id",
-        "t",
-        "unique_merchants",
-        F.expr("aggregate(t, CAST(0 AS BIGINT), (acc, x) -> acc + x.transaction_count)").alias("n"),
-        F.expr("aggregate(t, CAST(0 AS DOUBLE), (acc, x) -> acc + x.amount_sum)").alias("total_spend"),
-        F.expr("array_max(transform(t, x -> x.latest))").alias("latest"),
-        F.expr(f"filter(t, x -> x.date >= DATE'{recent_start.isoformat()}')").alias("recent"),
-        # Per category group, the sum in cents over the window (exact, so 0.10 + 0.20 ties with 0.30);
-        # then the largest sum, ties to the alphabetically smallest group.
-        F.expr(
-            """
-            array_sort(
-              transform(
-                array_distinct(flatten(transform(t, x -> transform(x.category_group_sums, g -> g.category_group)))),
-                grp -> named_struct(
-                  'category_group', grp,
-                  'amount_cents', aggregate(
-                    flatten(transform(t, x -> filter(x.category_group_sums, g -> g.category_group = grp))),
-                    CAST(0 AS BIGINT), (acc, g) -> acc + g.amount_cents))),
-              (l, r) -> CASE
-                WHEN l.amount_cents > r.amount_cents THEN -1
-                WHEN l.amount_cents < r.amount_cents THEN 1
-                WHEN l.category_group < r.category_group THEN -1
-                WHEN l.category_group > r.category_group THEN 1
-                ELSE 0 END
-            )[0].category_group
-            """
-        ).alias("top_category_group"),
+    # The largest sum per category group (exact, so 0.10 + 0.20 ties with 0.30), ties to the
+    # alphabetically smallest group.
+    group_rank = Window.partitionBy("user_id").orderBy(F.col("group_micros").desc(), F.col("category_group"))
+    top_group = (
+        by_user.select("user_id", F.explode("category_group_micros").alias("g"))
+        .groupBy("user_id", F.col("g.category_group").alias("category_group"))
+        .agg(F.sum("g.amount_micros").alias("group_micros"))
+        .withColumn("rank", F.row_number().over(group_rank))
+        .where(F.col("rank") == 1)
+        .select("user_id", F.col("category_group").alias("top_category_group"))
     )
-    mean = F.col("total_spend") / F.col("n")
-    m2 = F.expr(
-        "aggregate(t, CAST(0 AS DOUBLE), (acc, x) -> acc + x.amount_m2"
-        " + x.transaction_count * pow(x.amount_sum / x.transaction_count - total_spend / n, 2))"
-    )
-    features = totals.select(
+
+    n = F.col("n")
+    micros = F.col("micros").cast("decimal(38,0)")
+    variance_numerator = n.cast("decimal(38,0)") * F.col("micros_squared") - micros * micros
+    unit = F.lit(float(MICROS_PER_UNIT))
+    features = totals.join(top_group, on="user_id", how="inner").select(
         "user_id",
         F.lit(ds).alias("feature_date"),
-        "total_spend",
-        mean.alias("avg_spend"),
-        F.when(F.col("n") >= 2, F.sqrt(m2 / (F.col("n") - 1))).alias("std_spend"),
-        F.expr("array_max(transform(t, x -> x.amount_max))").alias("max_spend"),
-        F.col("n").alias("transaction_count"),
+        (F.col("micros").cast("double") / unit).alias("total_spend"),
+        (F.col("micros").cast("double") / n / unit).alias("avg_spend"),
+        F.when(
+            n >= 2,
+            F.sqrt(variance_numerator.cast("double") / (n.cast("double") * (n - 1).cast("double"))) / unit,
+        ).alias("std_spend"),
+        "max_spend",
+        n.alias("transaction_count"),
         "unique_merchants",
         F.col("latest.last_transaction_ts").alias("last_transaction_ts"),
         F.datediff(F.lit(ds), F.to_date("latest.last_transaction_ts")).alias("days_since_last_transaction"),
-        F.expr("aggregate(recent, CAST(0 AS DOUBLE), (acc, x) -> acc + x.amount_sum)").alias("spend_7d"),
-        F.expr("aggregate(recent, CAST(0 AS BIGINT), (acc, x) -> acc + x.transaction_count)").alias(
-            "transaction_count_7d"
-        ),
+        (F.col("micros_7d").cast("double") / unit).alias("spend_7d"),
+        F.col("transaction_count_7d").cast("long").alias("transaction_count_7d"),
         F.col("latest.last_amount").alias("last_amount"),
         "top_category_group",
     )
