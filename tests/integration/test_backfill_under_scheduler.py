@@ -153,16 +153,45 @@ def lake(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def standalone(tmp_path_factory, lake: Path) -> Iterator[Standalone]:
+def metadata_database() -> Iterator[str]:
+    """A private database on the machine's PostgreSQL (FEATURELAKE_TEST_POSTGRES, default
+    postgresql://postgres@127.0.0.1:5432/postgres): LocalExecutor on Postgres, as it runs at scale.
+
+    Not SQLite: when the scheduler and `backfill create` write at once, SQLite can refuse a writer
+    at once ("database is locked") whatever its busy timeout, when a read transaction upgrades.
+    """
+    import psycopg2
+    from psycopg2 import sql
+
+    admin_url = os.environ.get("FEATURELAKE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"featurelake_backfill_{os.getpid()}_{int(time.time())}"
+    try:
+        admin = psycopg2.connect(admin_url)
+    except psycopg2.OperationalError as error:
+        pytest.fail(
+            f"cannot reach PostgreSQL at {admin_url} ({error}); start it or set FEATURELAKE_TEST_POSTGRES"
+        )
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory, lake: Path, metadata_database: str) -> Iterator[Standalone]:
     """`airflow standalone` with a fresh home and database, serving on a free loopback port."""
     home = tmp_path_factory.mktemp("standalone-home")
     port = free_port()
     env = {
         **os.environ,  # airflow.env as applied by tests/conftest.py: dags and plugins folders, executor
         "AIRFLOW_HOME": str(home),
-        # sqlite3 gives up on a locked database after 5 s by default; the CLI's writes then fail with
-        # "database is locked" while the scheduler, dag-processor and API server hold the lock.
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db?timeout=60",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_database,
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__WORKERS": "1",
