@@ -272,8 +272,7 @@ def combine_tiles(tiles: DataFrame, *, ds: date, window_days: int = DEFAULT_WIND
     """The window features for `ds` from the tiles of [ds-(W-1), ds]; tiles outside are ignored.
 
     The tiles are shuffled once, by user_id; the per-user aggregate, the per-(user, group) totals,
-    the group ranking and the join between them all reuse that partitioning, and every aggregate
-    is hash-based.
+    the window that ranks groups, and the join between them all reuse that partitioning.
     The variance comes exactly from integer sums: n * sum(x^2) - sum(x)^2 in decimal arithmetic.
     """
     start, end = window_dates(ds, window_days)
@@ -285,11 +284,7 @@ def combine_tiles(tiles: DataFrame, *, ds: date, window_days: int = DEFAULT_WIND
         F.sum("amount_micros").alias("micros"),
         F.sum("amount_micros_squared").alias("micros_squared"),
         F.max("amount_max").alias("max_spend"),
-        # collect_list + array_max rather than max(struct): it keeps the aggregate hash-based
-        # (no sort of the tiles by user).
-        F.array_max(
-            F.collect_list(F.struct("last_transaction_ts", "last_transaction_id", "last_amount"))
-        ).alias("latest"),
+        F.max(F.struct("last_transaction_ts", "last_transaction_id", "last_amount")).alias("latest"),
         F.sum(F.when(recent, F.col("amount_micros")).otherwise(F.lit(0))).alias("micros_7d"),
         F.sum(F.when(recent, F.col("transaction_count")).otherwise(F.lit(0))).alias("transaction_count_7d"),
         F.size(F.array_distinct(F.flatten(F.collect_list("merchants"))))
@@ -297,18 +292,15 @@ def combine_tiles(tiles: DataFrame, *, ds: date, window_days: int = DEFAULT_WIND
         .alias("unique_merchants"),
     )
     # The largest sum per category group (exact, so 0.10 + 0.20 ties with 0.30), ties to the
-    # alphabetically smallest group: the smallest (-sum, group) pair, again without a sort.
+    # alphabetically smallest group.
+    group_rank = Window.partitionBy("user_id").orderBy(F.col("group_micros").desc(), F.col("category_group"))
     top_group = (
         by_user.select("user_id", F.explode("category_group_micros").alias("g"))
         .groupBy("user_id", F.col("g.category_group").alias("category_group"))
         .agg(F.sum("g.amount_micros").alias("group_micros"))
-        .groupBy("user_id")
-        .agg(
-            F.array_min(F.collect_list(F.struct(-F.col("group_micros"), F.col("category_group")))).alias(
-                "top"
-            )
-        )
-        .select("user_id", F.col("top.category_group").alias("top_category_group"))
+        .withColumn("rank", F.row_number().over(group_rank))
+        .where(F.col("rank") == 1)
+        .select("user_id", F.col("category_group").alias("top_category_group"))
     )
 
     n = F.col("n")
