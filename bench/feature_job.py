@@ -327,9 +327,9 @@ class PhaseRecorder:
     @staticmethod
     def phase_of(path: str) -> str:
         for key, phase in (
-            ("/quarantine/", "1 clean+quarantine write"),
-            ("/tiles/", "2 build+write tiles"),
-            ("/features/", "3 combine+write features"),
+            ("/tiles/", "1 mark rows, build+write tiles"),
+            ("/quarantine/", "2 mark rows again, write quarantine"),
+            ("/features/", "3 combine (or move ds-1 on) + write features"),
         ):
             if key in path:
                 return phase

@@ -3,6 +3,7 @@ per-key (hash) processing. The seed's Pattern 1, done so reruns and backfills ar
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
@@ -29,6 +30,7 @@ def write_partitioned(
     partition_cols: Sequence[str],
     *,
     sort_within: Sequence[str] = (),
+    shuffle: bool = True,
 ) -> None:
     """Write `df` as Parquet under `path`, partitioned by `partition_cols`, replacing only the
     partitions present in `df` (dynamic partition overwrite): a rerun of one date leaves every other
@@ -36,14 +38,19 @@ def write_partitioned(
 
     `sort_within` sorts rows inside each file, which makes the output of a deterministic input
     deterministic and helps min/max statistics skip row groups.
+
+    `shuffle=False` writes each task's rows where they are, sorted within the task: one file per task
+    and partition value. Use it when `df` is already clustered by the partition columns (an
+    aggregate over date-clustered rows) or holds one partition value (a day's features), where a
+    shuffle by the partition columns would funnel every row through one task.
     """
     if not partition_cols:
         raise ValueError("write_partitioned needs at least one partition column, got none")
     missing = [c for c in partition_cols if c not in df.columns]
     if missing:
         raise ValueError(f"partition columns {missing} are not in the DataFrame (columns: {df.columns})")
-    out = df.repartition(*partition_cols)
-    if sort_within:
+    out = df.repartition(*partition_cols) if shuffle else df
+    if sort_within or not shuffle:
         out = out.sortWithinPartitions(*partition_cols, *sort_within)
     (
         out.write.mode("overwrite")
@@ -98,6 +105,30 @@ def existing_date_partitions(spark: SparkSession, path: str, *, partition_col: s
         if has_data:
             found.add(date.fromisoformat(name[len(prefix) :]))
     return found
+
+
+def partition_fingerprints(
+    spark: SparkSession, path: str, dates: Iterable[date], *, partition_col: str = "date"
+) -> dict[str, str]:
+    """A fingerprint of each date partition's data files (names, sizes, modification times), from a
+    listing only; dates with no data files are left out. A partition rewritten by
+    `write_partitioned` gets new file names, so a changed fingerprint means changed data."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    fingerprints: dict[str, str] = {}
+    for day in dates:
+        directory = jvm.org.apache.hadoop.fs.Path(f"{path}/{partition_col}={day.isoformat()}")
+        fs = directory.getFileSystem(conf)
+        if not fs.exists(directory):
+            continue
+        files = sorted(
+            f"{status.getPath().getName()}:{status.getLen()}:{status.getModificationTime()}"
+            for status in fs.listStatus(directory)
+            if status.isFile() and not status.getPath().getName().startswith((".", "_"))
+        )
+        if files:
+            fingerprints[day.isoformat()] = hashlib.sha256("\n".join(files).encode()).hexdigest()
+    return fingerprints
 
 
 def process_by_partition(
