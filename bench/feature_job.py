@@ -11,15 +11,15 @@ reused when its marker file records the same parameters. A second lake holds twi
 (seed, date), so its last `--days` dates are byte-identical to the first lake's.
 
 What is timed (wall clock, median of the runs after one warm-up; Spark session start excluded). By
-default DuckDB and incremental run 3 times (`--repeat`) and each full-mode scenario once
-(`--repeat-heavy`): a full run takes about 3 minutes at 10M rows on 2 cores, and the default bench
-about 14 minutes in all.
+default DuckDB and the incremental run 3 times (`--repeat`) and each full-mode scenario
+once (`--repeat-heavy`): a full run takes about 80 s at 10M rows on 2 cores, and the default bench
+about 9 minutes in all.
   duckdb         tests.oracle.user_features_duckdb.compute_user_features, in a spawned child process
                  so that its peak RSS is its own (the child's VmHWM; its RSS after imports is the
                  baseline). It only returns the features as a DataFrame.
   spark full     run_user_features(mode="full") for DS: every tile of the window rebuilt from raw,
                  then combined; it also writes tiles, quarantine and features, and reads back counts.
-  spark incr.    run_user_features(mode="incremental") for DS, after the full run for DS-1 (the
+  spark incr.    run_user_features(mode="incremental") for DS, right after the full run for DS-1 (the
                  warm-up): one new tile, then the combine over the window.
   spark full 2x  as spark full, on the lake with doubled history; its runs alternate with the 120-day
                  full runs so that drift in machine load hits both alike.
@@ -329,7 +329,7 @@ class PhaseRecorder:
         for key, phase in (
             ("/tiles/", "1 mark rows, build+write tiles"),
             ("/quarantine/", "2 mark rows again, write quarantine"),
-            ("/features/", "3 combine (or move ds-1 on) + write features"),
+            ("/features/", "3 combine + write features"),
         ):
             if key in path:
                 return phase
@@ -716,13 +716,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # The warm-up is the full run for DS-1 that the incremental runs follow.
         warmup.runs.append(run(warmup, "warmup-full-ds-1", lake, ds - timedelta(days=1), "full"))
+        for i in range(args.repeat):
+            incremental.runs.append(run(incremental, f"incremental-{i}", lake, ds, "incremental"))
         # Alternate the two full scenarios so that drifting machine load hits both alike.
         for i in range(args.repeat_heavy):
             full.runs.append(run(full, f"full-{i}", lake, ds, "full"))
             if doubled_lake is not None:
                 doubled.runs.append(run(doubled, f"doubled-{i}", doubled_lake, ds, "full"))
-        for i in range(args.repeat):
-            incremental.runs.append(run(incremental, f"incremental-{i}", lake, ds, "incremental"))
         for r in incremental.runs:
             if r.report["tiles_built"] != [ds.isoformat()]:
                 raise RuntimeError(

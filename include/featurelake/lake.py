@@ -40,12 +40,6 @@ class LakeLayout:
     def user_features(self) -> str:
         return self._join("features", "user_features")
 
-    def user_features_manifest(self, day: date) -> str:
-        """What a day's features were combined from (window length, tile fingerprints); the next
-        day's incremental run reads it to decide whether it may move these features on by one day.
-        Inside the partition, so a rerun's overwrite replaces it; Spark ignores `_` files."""
-        return f"{self.partition(self.user_features, day)}/_window.json"
-
     @staticmethod
     def partition(path: str, day: date, *, column: str = "date") -> str:
         """The Hive-style directory of one date under a dataset path."""

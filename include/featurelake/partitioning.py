@@ -3,7 +3,6 @@ per-key (hash) processing. The seed's Pattern 1, done so reruns and backfills ar
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
@@ -105,30 +104,6 @@ def existing_date_partitions(spark: SparkSession, path: str, *, partition_col: s
         if has_data:
             found.add(date.fromisoformat(name[len(prefix) :]))
     return found
-
-
-def partition_fingerprints(
-    spark: SparkSession, path: str, dates: Iterable[date], *, partition_col: str = "date"
-) -> dict[str, str]:
-    """A fingerprint of each date partition's data files (names, sizes, modification times), from a
-    listing only; dates with no data files are left out. A partition rewritten by
-    `write_partitioned` gets new file names, so a changed fingerprint means changed data."""
-    jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    fingerprints: dict[str, str] = {}
-    for day in dates:
-        directory = jvm.org.apache.hadoop.fs.Path(f"{path}/{partition_col}={day.isoformat()}")
-        fs = directory.getFileSystem(conf)
-        if not fs.exists(directory):
-            continue
-        files = sorted(
-            f"{status.getPath().getName()}:{status.getLen()}:{status.getModificationTime()}"
-            for status in fs.listStatus(directory)
-            if status.isFile() and not status.getPath().getName().startswith((".", "_"))
-        )
-        if files:
-            fingerprints[day.isoformat()] = hashlib.sha256("\n".join(files).encode()).hexdigest()
-    return fingerprints
 
 
 def process_by_partition(

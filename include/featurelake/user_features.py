@@ -2,9 +2,8 @@
 window features combined from tiles. Definitions: docs/features.md. Spark only; no Airflow.
 
 Why tiles: a daily run over a 90-day window would otherwise re-read 89 days it has already seen.
-Each day is aggregated once into per-user partial aggregates (a tile). A full run combines the window
-from W tiles; an incremental run moves yesterday's features on by one day and combines again only
-the users whose window changed. Exact arithmetic makes both give the same bits.
+Each day is aggregated once into per-user partial aggregates (a tile); the window is combined from W
+tiles. Full and incremental runs share this code, so they give identical results.
 
 Why amounts are summed as integers: floating-point addition is not associative, and the order in
 which a Spark aggregate meets its inputs depends on how the input happens to be partitioned. Amounts
@@ -266,8 +265,8 @@ def combine_tiles(
     One shuffle by user_id of a few flat columns and one hash aggregate: exact integer sums, the
     distinct merchant count (which Spark plans inside the same shuffle), and one sum per category
     group, from which the top group is picked. `groups` must hold every category group of the
-    window's tiles (`category_groups`, computed when not given): a group missing from it would
-    be missed silently, so the run takes them from the very tiles it combines. A transaction's date
+    window's tiles (`category_groups`, computed when not given; extra groups do no harm): the job
+    fails on a tile whose group is missing rather than pick a wrong top group. A transaction's date
     is the UTC date of its timestamp, so the latest transaction of the window is the latest of the
     per-day latest ones, and max_by over their timestamps picks it: no two days share a timestamp.
     The variance comes exactly from integer sums: n * sum(x^2) - sum(x)^2 in decimal arithmetic.
@@ -294,6 +293,7 @@ def combine_tiles(
                 "transaction_count_7d"
             ),
             F.countDistinct("merchant_id").alias("unique_merchants"),
+            F.count(F.when(~F.col("category_group").isin(groups), F.lit(1))).alias("unlisted_group_rows"),
             # null for a group the user has no transaction in
             *[
                 F.sum(F.when(F.col("category_group") == F.lit(group), F.col("amount_micros"))).alias(column)
@@ -335,65 +335,17 @@ def combine_tiles(
         (F.col("micros_7d").cast("double") / unit).alias("spend_7d"),
         F.col("transaction_count_7d").cast("long").alias("transaction_count_7d"),
         "last_amount",
-        F.element_at(group_names, -top_index.getField("rank") + 1).alias("top_category_group"),
+        F.coalesce(
+            # null when every group is listed; otherwise the job fails rather than pick a wrong group
+            F.assert_true(
+                F.col("unlisted_group_rows") == 0,
+                "a tile holds a category group missing from the groups passed to combine_tiles; "
+                "pass every group of the window's tiles (category_groups)",
+            ).cast("string"),
+            F.element_at(group_names, -top_index.getField("rank") + 1),
+        ).alias("top_category_group"),
     )
     return features.select(*FEATURE_COLUMNS)
-
-
-def patch_previous_features(
-    previous: DataFrame, tiles: DataFrame, *, ds: date, window_days: int = DEFAULT_WINDOW_DAYS
-) -> DataFrame:
-    """The window features for `ds` from those of ds-1, given that the tiles both windows share are
-    the ones ds-1's features were combined from (the caller checks that).
-
-    The window moves by one day: the tile of ds enters it and the tile of ds-W leaves it. Only users
-    in those two tiles can change in anything but the clock, so only they are combined again from
-    the window's tiles. Every other user keeps ds-1's row with feature_date and
-    days_since_last_transaction moved on, and with the tile of ds-7, which leaves the 7-day window,
-    subtracted from spend_7d and transaction_count_7d. spend_7d is a sum of whole micro-units
-    divided by 1e6, so round(spend_7d * 1e6) recovers that sum exactly (for sums under 2^51
-    micro-units, about 2 billion) and the result has the same bits as a combine over the window.
-    """
-    start, _ = window_dates(ds, window_days)
-
-    def tile_of(day: date) -> DataFrame:
-        return tiles.where(F.col("date") == F.lit(day))
-
-    changed = (
-        tile_of(ds)
-        .select("user_id")
-        .unionByName(tile_of(start - timedelta(days=1)).select("user_id"))
-        .distinct()
-    )
-    recombined = combine_tiles(
-        tiles.join(F.broadcast(changed), on="user_id", how="left_semi"),
-        ds=ds,
-        window_days=window_days,
-        groups=category_groups(tiles.where(F.col("date").between(F.lit(start), F.lit(ds)))),
-    )
-    leaving_week = (
-        tile_of(ds - timedelta(days=RECENT_DAYS))
-        .groupBy("user_id")
-        .agg(
-            F.sum("amount_micros").alias("leaving_micros"),
-            F.sum("transaction_count").alias("leaving_count"),
-        )
-    )
-    unit = float(MICROS_PER_UNIT)
-    micros_7d = F.round(F.col("spend_7d") * F.lit(unit)).cast("long") - F.coalesce("leaving_micros", F.lit(0))
-    carried = (
-        previous.join(F.broadcast(changed), on="user_id", how="left_anti")
-        .join(F.broadcast(leaving_week), on="user_id", how="left")
-        .withColumn("feature_date", F.lit(ds))
-        .withColumn("days_since_last_transaction", F.datediff(F.lit(ds), F.to_date("last_transaction_ts")))
-        .withColumn("spend_7d", micros_7d.cast("double") / F.lit(unit))
-        .withColumn(
-            "transaction_count_7d",
-            (F.col("transaction_count_7d") - F.coalesce("leaving_count", F.lit(0))).cast("long"),
-        )
-        .select(*FEATURE_COLUMNS)
-    )
-    return carried.unionByName(recombined)
 
 
 @dataclass
@@ -405,8 +357,6 @@ class FeatureRunReport:
     window_days: int
     users_written: int
     tiles_built: list[str] = field(default_factory=list)
-    combined_from: str = ""
-    """`window tiles`, or `previous features` when ds-1's output was moved on by one day."""
     clean_transactions_in_built_tiles: int = 0
     duplicate_rows_dropped: int = 0
     quarantined_rows: int = 0

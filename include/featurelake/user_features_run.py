@@ -3,28 +3,22 @@ the window, write the features and report. Called by spark_jobs/user_features.py
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import date, timedelta
+from datetime import date
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from featurelake.lake import LakeLayout
-from featurelake.partitioning import (
-    date_range,
-    existing_date_partitions,
-    partition_fingerprints,
-    write_partitioned,
-)
+from featurelake.partitioning import existing_date_partitions, write_partitioned
 from featurelake.user_features import (
     CATEGORIES_SCHEMA,
     TILE_SCHEMA,
     FeatureRunReport,
     build_daily_tiles,
+    category_groups,
     combine_tiles,
     mark_transactions,
-    patch_previous_features,
     plan_tile_build,
     quarantined_rows,
     read_raw_transactions,
@@ -74,21 +68,8 @@ def run_user_features(
         .option("basePath", layout.user_daily_tiles)
         .parquet(layout.user_daily_tiles)
     )
-    fingerprints = partition_fingerprints(
-        spark, layout.user_daily_tiles, date_range(start - timedelta(days=1), ds)
-    )
-    previous = (
-        previous_features(spark, layout, ds=ds, window_days=window_days, fingerprints=fingerprints)
-        if mode == "incremental"
-        else None
-    )
-    if previous is None:
-        combined_from = "window tiles"
-        features = combine_tiles(tiles, ds=ds, window_days=window_days)
-    else:
-        combined_from = "previous features"
-        features = patch_previous_features(previous, tiles, ds=ds, window_days=window_days)
-    log.info("ds=%s: features combined from %s", ds, combined_from)
+    groups = category_groups(tiles.where(F.col("date").between(F.lit(start), F.lit(ds))))
+    features = combine_tiles(tiles, ds=ds, window_days=window_days, groups=groups)
     write_partitioned(
         features.withColumn("date", F.lit(ds)),
         layout.user_features,
@@ -96,13 +77,6 @@ def run_user_features(
         sort_within=["user_id"],
         shuffle=False,
     )
-    window_tiles = {d.isoformat() for d in date_range(start, ds)}
-    manifest = {
-        "ds": ds.isoformat(),
-        "window_days": window_days,
-        "tiles": {d: fp for d, fp in sorted(fingerprints.items()) if d in window_tiles},
-    }
-    write_text(spark, layout.user_features_manifest(ds), json.dumps(manifest, indent=1, sort_keys=True))
 
     built = [F.lit(d) for d in to_build]
     quarantined = []
@@ -128,64 +102,12 @@ def run_user_features(
         window_days=window_days,
         users_written=users,
         tiles_built=[d.isoformat() for d in to_build],
-        combined_from=combined_from,
         clean_transactions_in_built_tiles=int(built_tiles["clean"] or 0),
         duplicate_rows_dropped=int(built_tiles["duplicates"] or 0),
         quarantined_rows=sum(by_reason.values()),
         quarantined_by_reason=by_reason,
         output_path=LakeLayout.partition(layout.user_features, ds),
     )
-
-
-def previous_features(
-    spark: SparkSession, layout: LakeLayout, *, ds: date, window_days: int, fingerprints: dict[str, str]
-) -> DataFrame | None:
-    """ds-1's features, when they can be moved on by one day: they exist, were computed over the same
-    window length, and from exactly the tiles the lake holds now for the days both windows share
-    (`fingerprints` must cover [ds-W, ds]). Otherwise None, with the reason logged."""
-    previous_ds = ds - timedelta(days=1)
-    text = read_text(spark, layout.user_features_manifest(previous_ds))
-    if text is None:
-        log.info("no features manifest for %s; combining the whole window", previous_ds)
-        return None
-    manifest = json.loads(text)
-    if manifest.get("window_days") != window_days:
-        log.info(
-            "features of %s used a %s-day window, not %s; combining the whole window",
-            previous_ds,
-            manifest.get("window_days"),
-            window_days,
-        )
-        return None
-    previous_start, _ = window_dates(previous_ds, window_days)
-    recorded = manifest.get("tiles", {})
-    changed = [
-        d.isoformat()
-        for d in date_range(previous_start, previous_ds)
-        if recorded.get(d.isoformat()) != fingerprints.get(d.isoformat())
-    ]
-    if changed:
-        log.info(
-            "tiles changed since %s's features were written (%s); combining the whole window",
-            previous_ds,
-            changed,
-        )
-        return None
-    return spark.read.parquet(LakeLayout.partition(layout.user_features, previous_ds))
-
-
-def read_text(spark: SparkSession, path: str) -> str | None:
-    """A small file's text through Hadoop's FileSystem, or None when it does not exist."""
-    jvm = spark.sparkContext._jvm
-    target = jvm.org.apache.hadoop.fs.Path(path)
-    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    if not fs.exists(target):
-        return None
-    stream = fs.open(target)
-    try:
-        return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-    finally:
-        stream.close()
 
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:

@@ -127,20 +127,16 @@ def test_full_and_incremental_agree_with_the_oracle_and_each_other(generated_lak
     first = run_job(lake, yesterday)  # no tiles yet: auto resolves to full
     assert first["mode"] == "full"
     assert len(first["tiles_built"]) == 90
-    assert first["combined_from"] == "window tiles"
 
-    # Tiles exist: auto resolves to incremental, builds DS only, and moves yesterday's features on.
-    incremental = run_job(lake, DS)
+    incremental = run_job(lake, DS)  # tiles exist: auto resolves to incremental, builds DS only
     assert incremental["mode"] == "incremental"
     assert incremental["tiles_built"] == [DS.isoformat()]
-    assert incremental["combined_from"] == "previous features"
     incremental_rows = read_features(lake, DS)
     assert_matches_oracle(incremental_rows, compute_user_features(lake=lake, ds=DS))
     assert_matches_oracle(read_features(lake, yesterday), compute_user_features(lake=lake, ds=yesterday))
 
     full = run_job(lake, DS, "--mode", "full")
     assert full["mode"] == "full"
-    assert full["combined_from"] == "window tiles"
     full_rows = read_features(lake, DS)
     pd.testing.assert_frame_equal(full_rows, incremental_rows, check_exact=True)
     assert full["users_written"] == incremental["users_written"] == len(full_rows)
@@ -159,33 +155,6 @@ def test_rerun_is_idempotent_and_leaves_other_dates_alone(generated_lake: Path) 
     pd.testing.assert_frame_equal(before, after, check_exact=True)
     assert {p.name: p.read_bytes() for p in other.glob("*.parquet")} == other_bytes
     assert len(list((lake / "features" / "user_features" / f"date={DS.isoformat()}").glob("*.parquet"))) >= 1
-
-
-def test_a_rebuilt_tile_in_the_window_makes_the_run_combine_the_whole_window(generated_lake: Path) -> None:
-    """Yesterday's features are moved on only when they came from the tiles the lake holds now."""
-    lake = generated_lake
-    before = read_features(lake, DS)
-    # The earlier full run for DS rebuilt every tile, so yesterday's features are stale: redo them.
-    stale = run_job(lake, DS, "--mode", "incremental")
-    assert stale["combined_from"] == "window tiles"
-    run_job(lake, DS - timedelta(days=1), "--mode", "incremental")
-    moved_on = run_job(lake, DS, "--mode", "incremental")
-    assert moved_on["combined_from"] == "previous features"
-    pd.testing.assert_frame_equal(read_features(lake, DS), before, check_exact=True)
-
-    # An incremental run for an earlier date rebuilds that date's tile, inside DS's window.
-    run_job(lake, DS - timedelta(days=5), "--mode", "incremental")
-    after_rebuild = run_job(lake, DS, "--mode", "incremental")
-    assert after_rebuild["combined_from"] == "window tiles"
-    pd.testing.assert_frame_equal(read_features(lake, DS), before, check_exact=True)
-
-    # A different window length never reuses features computed with another.
-    short = run_job(lake, DS + timedelta(days=1), "--mode", "incremental", "--window-days", "30")
-    assert short["combined_from"] == "window tiles"
-    assert_matches_oracle(
-        read_features(lake, DS + timedelta(days=1)),
-        compute_user_features(lake=lake, ds=DS + timedelta(days=1), window_days=30),
-    )
 
 
 def test_missing_raw_partition_fails_with_the_path(tmp_path: Path) -> None:

@@ -38,7 +38,8 @@ def test_local_base_is_tuned_and_has_no_dynamic_allocation() -> None:
     assert conf["spark.sql.parquet.compression.codec"] == "snappy"
     assert conf["spark.sql.session.timeZone"] == "UTC"
     assert conf["spark.sql.sources.partitionOverwriteMode"] == "dynamic"
-    assert conf["spark.sql.shuffle.partitions"] == "4"
+    assert conf["spark.sql.shuffle.partitions"] == "32"
+    assert conf["spark.sql.adaptive.advisoryPartitionSizeInBytes"] == "16m"
     assert "spark.dynamicAllocation.enabled" not in conf
 
 
