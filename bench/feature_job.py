@@ -19,8 +19,8 @@ about 9 minutes in all.
                  baseline). It only returns the features as a DataFrame.
   spark full     run_user_features(mode="full") for DS: every tile of the window rebuilt from raw,
                  then combined; it also writes tiles, quarantine and features, and reads back counts.
-  spark incr.    run_user_features(mode="incremental") for DS, right after the full run for DS-1 (the
-                 warm-up): one new tile, then the combine over the window.
+  spark incr.    run_user_features(mode="incremental") for DS, after the full runs (the warm-up is
+                 the full run for DS-1): one new tile, then the combine over the window.
   spark full 2x  as spark full, on the lake with doubled history; its runs alternate with the 120-day
                  full runs so that drift in machine load hits both alike.
 Peak memory: VmHWM from /proc of the Spark JVM (the java process among this process's descendants)
@@ -716,13 +716,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # The warm-up is the full run for DS-1 that the incremental runs follow.
         warmup.runs.append(run(warmup, "warmup-full-ds-1", lake, ds - timedelta(days=1), "full"))
-        for i in range(args.repeat):
-            incremental.runs.append(run(incremental, f"incremental-{i}", lake, ds, "incremental"))
         # Alternate the two full scenarios so that drifting machine load hits both alike.
         for i in range(args.repeat_heavy):
             full.runs.append(run(full, f"full-{i}", lake, ds, "full"))
             if doubled_lake is not None:
                 doubled.runs.append(run(doubled, f"doubled-{i}", doubled_lake, ds, "full"))
+        for i in range(args.repeat):
+            incremental.runs.append(run(incremental, f"incremental-{i}", lake, ds, "incremental"))
         for r in incremental.runs:
             if r.report["tiles_built"] != [ds.isoformat()]:
                 raise RuntimeError(
