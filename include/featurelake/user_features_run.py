@@ -45,7 +45,7 @@ def run_user_features(
     )
     log.info("ds=%s mode=%s window=%s days: building %d tile(s)", ds, mode, window_days, len(to_build))
 
-    # The tiles and the quarantine each read the marked rows. Persisting them was measured slower
+    # The tiles and the quarantine each read the marked rows. Persisting them measured no faster
     # than marking twice on a 1 GiB driver (docs/benchmarks.md).
     marked = mark_transactions(read_raw_transactions(spark, layout.raw_transactions, to_build))
     categories = spark.read.schema(CATEGORIES_SCHEMA).parquet(layout.raw_categories)
