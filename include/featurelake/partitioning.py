@@ -106,6 +106,15 @@ def existing_date_partitions(spark: SparkSession, path: str, *, partition_col: s
     return found
 
 
+def delete_path(spark: SparkSession, path: str) -> bool:
+    """Remove a file or directory tree through Hadoop's FileSystem (any URI Spark writes to);
+    False when there was nothing to remove."""
+    jvm = spark.sparkContext._jvm
+    target = jvm.org.apache.hadoop.fs.Path(path)
+    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return bool(fs.exists(target) and fs.delete(target, True))
+
+
 def process_by_partition(
     spark: SparkSession,
     *,

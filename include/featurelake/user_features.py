@@ -303,15 +303,13 @@ def combine_tiles(
     )
     # The largest exact sum (so 0.10 + 0.20 ties with 0.30); on a tie the alphabetically smallest
     # group, which has the smallest index in the sorted `groups`, so the largest negated index.
-    top_index = F.greatest(
-        *[
-            F.when(
-                F.col(column).isNotNull(), F.struct(F.col(column).alias("micros"), F.lit(-i).alias("rank"))
-            )
-            for i, column in enumerate(group_columns)
-        ],
-        F.lit(None).cast("struct<micros:bigint,rank:int>"),
-    )
+    no_group = F.lit(None).cast("struct<micros:bigint,rank:int>")
+    candidates = [
+        F.when(F.col(column).isNotNull(), F.struct(F.col(column).alias("micros"), F.lit(-i).alias("rank")))
+        for i, column in enumerate(group_columns)
+    ]
+    # greatest skips nulls and needs two arguments; with no groups at all there are no rows either
+    top_index = F.greatest(*candidates, no_group) if candidates else no_group
     group_names = F.array(*[F.lit(group) for group in groups]) if groups else F.array().cast("array<string>")
 
     n = F.col("n")

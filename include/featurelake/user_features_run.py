@@ -10,7 +10,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from featurelake.lake import LakeLayout
-from featurelake.partitioning import existing_date_partitions, write_partitioned
+from featurelake.partitioning import delete_path, existing_date_partitions, write_partitioned
 from featurelake.user_features import (
     CATEGORIES_SCHEMA,
     TILE_SCHEMA,
@@ -48,6 +48,13 @@ def run_user_features(
     # The tiles and the quarantine each read the marked rows. Persisting them measured no faster
     # than marking twice on a 1 GiB driver (docs/benchmarks.md).
     marked = mark_transactions(read_raw_transactions(spark, layout.raw_transactions, to_build))
+    # A dynamic overwrite replaces only the partitions it writes, and a date left with no clean (or
+    # no invalid) rows writes none, which would keep an earlier run's tile (or quarantine) for it.
+    # So the dates being built are cleared first. Should the run fail before rewriting them, their
+    # tiles are missing, and the retry (any incremental run) builds missing tiles of its window.
+    for day in to_build:
+        delete_path(spark, LakeLayout.partition(layout.user_daily_tiles, day))
+        delete_path(spark, LakeLayout.partition(layout.quarantine_transactions, day))
     categories = spark.read.schema(CATEGORIES_SCHEMA).parquet(layout.raw_categories)
     write_partitioned(
         build_daily_tiles(marked, categories),
@@ -68,15 +75,22 @@ def run_user_features(
         .option("basePath", layout.user_daily_tiles)
         .parquet(layout.user_daily_tiles)
     )
+    output = LakeLayout.partition(layout.user_features, ds)
     groups = category_groups(tiles.where(F.col("date").between(F.lit(start), F.lit(ds))))
-    features = combine_tiles(tiles, ds=ds, window_days=window_days, groups=groups)
-    write_partitioned(
-        features.withColumn("date", F.lit(ds)),
-        layout.user_features,
-        ["date"],
-        sort_within=["user_id"],
-        shuffle=False,
-    )
+    if groups:
+        features = combine_tiles(tiles, ds=ds, window_days=window_days, groups=groups)
+        write_partitioned(
+            features.withColumn("date", F.lit(ds)),
+            layout.user_features,
+            ["date"],
+            sort_within=["user_id"],
+            shuffle=False,
+        )
+    else:
+        # No tile rows, so no user has a clean transaction in the window. An empty write would leave
+        # an earlier run's rows in place, so the partition is removed instead.
+        log.warning("no clean transactions in %s..%s: %s is left empty", start, ds, output)
+        delete_path(spark, output)
 
     built = [F.lit(d) for d in to_build]
     quarantined = []
@@ -94,7 +108,7 @@ def run_user_features(
         .agg(F.sum("transaction_count").alias("clean"), F.sum("duplicate_rows").alias("duplicates"))
         .first()
     )
-    users = spark.read.parquet(LakeLayout.partition(layout.user_features, ds)).count()
+    users = spark.read.parquet(output).count() if groups else 0
     by_reason = {row["reason"]: int(row["count"]) for row in sorted(quarantined, key=lambda r: r["reason"])}
     return FeatureRunReport(
         ds=ds.isoformat(),
@@ -106,7 +120,7 @@ def run_user_features(
         duplicate_rows_dropped=int(built_tiles["duplicates"] or 0),
         quarantined_rows=sum(by_reason.values()),
         quarantined_by_reason=by_reason,
-        output_path=LakeLayout.partition(layout.user_features, ds),
+        output_path=output,
     )
 
 

@@ -44,3 +44,9 @@ def test_extra_groups_change_nothing(tiles) -> None:
 def test_a_missing_group_fails_the_job_rather_than_pick_a_wrong_one(tiles) -> None:
     with pytest.raises((PySparkException, Py4JJavaError), match="category group missing"):
         combine_tiles(tiles, ds=DS, groups=["dining"]).collect()
+
+
+def test_a_window_without_tiles_gives_no_rows(spark) -> None:
+    empty = spark.createDataFrame([], TILE_SCHEMA)
+    assert category_groups(empty) == []
+    assert combine_tiles(empty, ds=DS).collect() == []
