@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,6 +30,7 @@ def write_partitioned(
     *,
     sort_within: Sequence[str] = (),
     shuffle: bool = True,
+    replace: Iterable[date] = (),
 ) -> None:
     """Write `df` as Parquet under `path`, partitioned by `partition_cols`, replacing only the
     partitions present in `df` (dynamic partition overwrite): a rerun of one date leaves every other
@@ -42,12 +43,22 @@ def write_partitioned(
     and partition value. Use it when `df` is already clustered by the partition columns (an
     aggregate over date-clustered rows) or holds one partition value (a day's features), where a
     shuffle by the partition columns would funnel every row through one task.
+
+    `replace` names dates of the (single, date) partition column whose partitions are removed before
+    the write. A dynamic overwrite leaves a partition alone when `df` has no rows for it, so a date
+    whose new data is empty would keep an earlier write's files; listed dates end up holding exactly
+    `df`'s rows, or nothing. A write that fails after the removal leaves them empty, not stale.
     """
     if not partition_cols:
         raise ValueError("write_partitioned needs at least one partition column, got none")
     missing = [c for c in partition_cols if c not in df.columns]
     if missing:
         raise ValueError(f"partition columns {missing} are not in the DataFrame (columns: {df.columns})")
+    replaced = sorted(set(replace))
+    if replaced and len(partition_cols) != 1:
+        raise ValueError(f"replace needs exactly one (date) partition column, got {list(partition_cols)}")
+    for day in replaced:
+        delete_path(df.sparkSession, f"{path}/{partition_cols[0]}={day.isoformat()}")
     out = df.repartition(*partition_cols) if shuffle else df
     if sort_within or not shuffle:
         out = out.sortWithinPartitions(*partition_cols, *sort_within)
@@ -85,11 +96,16 @@ def read_partition_range(
     return df.where(F.col(partition_col).between(F.lit(start), F.lit(end)))
 
 
+def hadoop_file_system(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    """(Hadoop FileSystem, Hadoop Path) for `path`, through the JVM, so that any URI Spark reads and
+    writes (local, HDFS, S3A, ABFS, GCS) works the same."""
+    hadoop_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
+    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
+
+
 def existing_date_partitions(spark: SparkSession, path: str, *, partition_col: str = "date") -> set[date]:
     """The date partitions under `path` that hold at least one data file, from a listing only."""
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, hadoop_path = hadoop_file_system(spark, path)
     if not fs.exists(hadoop_path):
         return set()
     found: set[date] = set()
@@ -109,9 +125,7 @@ def existing_date_partitions(spark: SparkSession, path: str, *, partition_col: s
 def delete_path(spark: SparkSession, path: str) -> bool:
     """Remove a file or directory tree through Hadoop's FileSystem (any URI Spark writes to);
     False when there was nothing to remove."""
-    jvm = spark.sparkContext._jvm
-    target = jvm.org.apache.hadoop.fs.Path(path)
-    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, target = hadoop_file_system(spark, path)
     return bool(fs.exists(target) and fs.delete(target, True))
 
 

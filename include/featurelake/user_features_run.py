@@ -10,7 +10,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from featurelake.lake import LakeLayout
-from featurelake.partitioning import delete_path, existing_date_partitions, write_partitioned
+from featurelake.partitioning import (
+    delete_path,
+    existing_date_partitions,
+    hadoop_file_system,
+    write_partitioned,
+)
 from featurelake.user_features import (
     CATEGORIES_SCHEMA,
     TILE_SCHEMA,
@@ -48,13 +53,9 @@ def run_user_features(
     # The tiles and the quarantine each read the marked rows. Persisting them measured no faster
     # than marking twice on a 1 GiB driver (docs/benchmarks.md).
     marked = mark_transactions(read_raw_transactions(spark, layout.raw_transactions, to_build))
-    # A dynamic overwrite replaces only the partitions it writes, and a date left with no clean (or
-    # no invalid) rows writes none, which would keep an earlier run's tile (or quarantine) for it.
-    # So the dates being built are cleared first. Should the run fail before rewriting them, their
-    # tiles are missing, and the retry (any incremental run) builds missing tiles of its window.
-    for day in to_build:
-        delete_path(spark, LakeLayout.partition(layout.user_daily_tiles, day))
-        delete_path(spark, LakeLayout.partition(layout.quarantine_transactions, day))
+    # Both writes replace every date built, so a date left with no clean (or no invalid) rows holds
+    # no stale tile (or quarantine). Should the run fail in between, the retry (any incremental run)
+    # builds the missing tiles of its window.
     categories = spark.read.schema(CATEGORIES_SCHEMA).parquet(layout.raw_categories)
     write_partitioned(
         build_daily_tiles(marked, categories),
@@ -62,12 +63,14 @@ def run_user_features(
         ["date"],
         sort_within=["user_id", "merchant_id", "category_group"],
         shuffle=False,
+        replace=to_build,
     )
     write_partitioned(
         quarantined_rows(marked),
         layout.quarantine_transactions,
         ["date"],
         sort_within=["transaction_id", "reason"],
+        replace=to_build,
     )
 
     tiles = (
@@ -126,9 +129,7 @@ def run_user_features(
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:
     """Write a small file through Hadoop's FileSystem, so any lake URI Spark writes to works."""
-    jvm = spark.sparkContext._jvm
-    target = jvm.org.apache.hadoop.fs.Path(path)
-    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, target = hadoop_file_system(spark, path)
     stream = fs.create(target, True)
     try:
         stream.write(bytearray(text.encode("utf-8")))

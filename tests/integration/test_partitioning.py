@@ -54,6 +54,31 @@ def test_dynamic_overwrite_replaces_only_its_partitions(spark, tmp_path: Path) -
     assert result.where(F.col("date") == DAYS[3]).agg(F.sum("value")).first()[0] == 100 * 15
 
 
+def test_replace_empties_listed_dates_the_new_data_lacks(spark, tmp_path: Path) -> None:
+    path = str(tmp_path / "events")
+    write_partitioned(_events(spark, DAYS), path, ["date"])
+    before = _digest(tmp_path / "events")
+
+    # New data for 2026-03-04 only, while 03-04 and 03-05 are both being replaced.
+    write_partitioned(_events(spark, [DAYS[3]], value=100), path, ["date"], replace=[DAYS[3], DAYS[4]])
+
+    after = _digest(tmp_path / "events")
+    replaced = ("date=2026-03-04", "date=2026-03-05")
+    assert {k: v for k, v in before.items() if not k.startswith(replaced)} == {
+        k: v for k, v in after.items() if not k.startswith(replaced)
+    }
+    assert not [k for k in after if k.startswith("date=2026-03-05")]
+    assert sorted(existing_date_partitions(spark, path)) == [d for d in DAYS if d != DAYS[4]]
+    result = spark.read.parquet(path)
+    assert result.where(F.col("date") == DAYS[3]).agg(F.sum("value")).first()[0] == 100 * 15
+
+
+def test_replace_needs_a_single_partition_column(spark, tmp_path: Path) -> None:
+    df = _events(spark, DAYS[:1])
+    with pytest.raises(ValueError, match="exactly one"):
+        write_partitioned(df, str(tmp_path / "x"), ["date", "key"], replace=DAYS[:1])
+
+
 def test_range_read_prunes_partitions_and_never_opens_other_files(spark, tmp_path: Path) -> None:
     path = tmp_path / "events"
     write_partitioned(_events(spark, DAYS), str(path), ["date"])
