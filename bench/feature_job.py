@@ -12,15 +12,18 @@ reused when its marker file records the same parameters. A second lake holds twi
 
 What is timed (wall clock, median of the runs after one warm-up; Spark session start excluded). By
 default DuckDB and the incremental run 3 times (`--repeat`) and each full-mode scenario
-once (`--repeat-heavy`): a full run takes about 80 s at 10M rows on 2 cores, and the default bench
-about 9 minutes in all.
+once (`--repeat-heavy`): a full run takes about 60 s at 10M rows on 2 cores, and the default bench
+about 10 minutes in all.
   duckdb         tests.oracle.user_features_duckdb.compute_user_features, in a spawned child process
                  so that its peak RSS is its own (the child's VmHWM; its RSS after imports is the
                  baseline). It only returns the features as a DataFrame.
-  spark full     run_user_features(mode="full") for DS: every tile of the window rebuilt from raw,
-                 then combined; it also writes tiles, quarantine and features, and reads back counts.
-  spark incr.    run_user_features(mode="incremental") for DS, after the full runs (the warm-up is
-                 the full run for DS-1): one new tile, then the combine over the window.
+  spark full     run_user_features(mode="full") for DS: the window computed from raw in one pass;
+                 it also writes the quarantine of the window, the tile of DS and the features, and
+                 reads back counts. The warm-up is a full run for DS-1.
+  spark rebuild  run_user_features(mode="rebuild") for DS-1, once: every tile of the window rebuilt
+                 from raw, then combined from the tiles.
+  spark incr.    run_user_features(mode="incremental") for DS, after the rebuild: one new tile, then
+                 the combine over the window's tiles, as a daily run.
   spark full 2x  as spark full, on the lake with doubled history; its runs alternate with the 120-day
                  full runs so that drift in machine load hits both alike.
 Peak memory: VmHWM from /proc of the Spark JVM (the java process among this process's descendants)
@@ -698,7 +701,8 @@ def main(argv: list[str] | None = None) -> int:
     warmup = Scenario("spark warm-up (full, DS-1)")
     full = Scenario(f"spark full, {args.days}-day lake")
     doubled = Scenario(f"spark full, {2 * args.days}-day lake")
-    incremental = Scenario("spark incremental (after full DS-1)")
+    rebuild = Scenario("spark rebuild, DS-1 (every tile of the window, then combine)")
+    incremental = Scenario("spark incremental (after the rebuild for DS-1)")
 
     def run(scenario: Scenario, label: str, lake_root: Path, day: date, mode: str) -> SparkRun:
         with measured(scenario, jvm_pid):
@@ -714,13 +718,15 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     try:
-        # The warm-up is the full run for DS-1 that the incremental runs follow.
         warmup.runs.append(run(warmup, "warmup-full-ds-1", lake, ds - timedelta(days=1), "full"))
         # Alternate the two full scenarios so that drifting machine load hits both alike.
         for i in range(args.repeat_heavy):
             full.runs.append(run(full, f"full-{i}", lake, ds, "full"))
             if doubled_lake is not None:
                 doubled.runs.append(run(doubled, f"doubled-{i}", doubled_lake, ds, "full"))
+        # A full run reads and writes no tile but its own: the rebuild for DS-1 writes the window's
+        # tiles, so that each incremental run for DS then builds the one tile of DS, as a daily run does.
+        rebuild.runs.append(run(rebuild, "rebuild-ds-1", lake, ds - timedelta(days=1), "rebuild"))
         for i in range(args.repeat):
             incremental.runs.append(run(incremental, f"incremental-{i}", lake, ds, "incremental"))
         for r in incremental.runs:
@@ -728,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(
                     f"incremental run {r.label} built {r.report['tiles_built']}, expected [{ds}]"
                 )
-        labels = {r.label for s in (warmup, full, doubled, incremental) for r in s.runs}
+        labels = {r.label for s in (warmup, full, doubled, rebuild, incremental) for r in s.runs}
         try:
             ui = stage_breakdown(spark, labels)
         except OSError as error:  # the UI is a diagnostic; the timings stand without it
@@ -794,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
                     [r.jvm_cpu_seconds for r in s.runs],
                     f"JVM {_fmt(s.jvm_peak_rss_mib, '.0f')} / py {_fmt(s.python_peak_rss_mib, '.0f')}",
                 )
-                for s in (warmup, full, doubled, incremental)
+                for s in (warmup, full, doubled, rebuild, incremental)
                 if s.runs
             ),
         ],
@@ -805,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
             "duckdb_child_rss_after_imports_mib": duck["baseline_rss_mib"],
             "spark_full_jvm_peak_rss_mib": full.jvm_peak_rss_mib,
             "spark_doubled_jvm_peak_rss_mib": doubled.jvm_peak_rss_mib,
+            "spark_rebuild_jvm_peak_rss_mib": rebuild.jvm_peak_rss_mib,
             "spark_incremental_jvm_peak_rss_mib": incremental.jvm_peak_rss_mib,
             "python_driver_peak_rss_mib_during_spark": full.python_peak_rss_mib,
             "python_lifetime_peak_rss_mib": python_lifetime_peak,
@@ -830,8 +837,8 @@ def main(argv: list[str] | None = None) -> int:
                 "limit": TARGET_DOUBLED_HISTORY,
             },
         ],
-        "phases": {s.name: phase_summary(s, ui) for s in (full, doubled, incremental) if s.runs},
-        "runs": {s.name: [asdict(r) for r in s.runs] for s in (warmup, full, doubled, incremental)},
+        "phases": {s.name: phase_summary(s, ui) for s in (full, doubled, rebuild, incremental) if s.runs},
+        "runs": {s.name: [asdict(r) for r in s.runs] for s in (warmup, full, doubled, rebuild, incremental)},
         "spark_ui_error": ui.get("error") if isinstance(ui.get("error"), str) else None,
     }
     for target in results["targets"]:

@@ -11,7 +11,7 @@ Computes the user feature set for one UTC day of transactions.
 
 Each run covers exactly one day (`CronDataIntervalTimetable`), so a backfill or a rerun of a date
 rewrites only that date. The lake root is the Airflow Variable `featurelake_lake`.
-Params: `window_days` (W), `mode` (`auto`, `full` or `incremental`).
+Params: `window_days` (W), `mode` (`auto`, `full`, `incremental` or `rebuild`; docs/features.md).
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ with DAG(
         "window_days": Param(
             90, type="integer", minimum=1, maximum=3650, description="window length W in days"
         ),
-        "mode": Param("auto", enum=["auto", "full", "incremental"], description="how the window is built"),
+        "mode": Param(
+            "auto", enum=["auto", "full", "incremental", "rebuild"], description="how the window is built"
+        ),
     },
     tags=["featurelake", "features", "spark"],
 ) as dag:

@@ -1,7 +1,7 @@
 """spark-submit entry point: the user feature set for one date.
 
     spark-submit spark_jobs/user_features.py --ds YYYY-MM-DD --lake PATH \
-        [--window-days 90] [--mode auto|full|incremental]
+        [--window-days 90] [--mode auto|full|incremental|rebuild]
 
 Writes PATH/features/user_features/date=<ds>/, the daily tiles it builds under PATH/tiles/user_daily/,
 invalid rows under PATH/quarantine/transactions/, and a JSON report at
@@ -20,12 +20,10 @@ from datetime import date
 
 from featurelake.lake import LakeLayout
 from featurelake.spark_session import build_spark_session
-from featurelake.user_features import DEFAULT_WINDOW_DAYS
+from featurelake.user_features import DEFAULT_WINDOW_DAYS, RUN_MODES
 from featurelake.user_features_run import run_user_features, write_text
 
 log = logging.getLogger("featurelake.jobs.user_features")
-
-MODES = ("auto", "full", "incremental")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -39,10 +37,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--mode",
-        choices=MODES,
+        choices=RUN_MODES,
         default="auto",
-        help="full: rebuild every tile of the window from raw; incremental: build the ds tile and any "
-        "missing ones; auto (default): incremental when the window already has tiles",
+        help="full: compute the window from raw in one pass (reads no tile; rebuilds the ds tile); "
+        "incremental: build the ds tile and any missing ones, then combine the window's tiles; "
+        "rebuild: rebuild every tile of the window, then combine; "
+        "auto (default): incremental when the window already has tiles, else full",
     )
     args = parser.parse_args(argv)
     if args.window_days < 1:

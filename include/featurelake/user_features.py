@@ -75,7 +75,6 @@ TILE_SCHEMA = T.StructType(
         T.StructField("amount_max", T.DoubleType(), False),
         # Set on the one row that holds the user's latest transaction of the day, null elsewhere.
         T.StructField("day_last_transaction_ts", T.TimestampType(), True),
-        T.StructField("day_last_transaction_id", T.StringType(), True),
         T.StructField("day_last_amount", T.DoubleType(), True),
         T.StructField("duplicate_rows", T.LongType(), False),
         T.StructField("date", T.DateType(), False),
@@ -112,6 +111,9 @@ QUARANTINE_REASONS = (
 )
 
 
+RUN_MODES = ("auto", "full", "incremental", "rebuild")
+
+
 def window_dates(ds: date, window_days: int) -> tuple[date, date]:
     """The inclusive date range [ds - (W-1), ds] of a run. Later partitions never count."""
     if window_days < 1:
@@ -124,19 +126,22 @@ def plan_tile_build(
 ) -> tuple[str, list[date]]:
     """Resolve mode `auto` and pick the dates whose tiles a run for `ds` (re)builds.
 
-    full: every raw date of the window. incremental: ds plus the window's raw dates with no tile.
+    full: ds only. A full run computes the window from raw and reads no tile; it rebuilds the tile
+    of ds, as every run does, so that a rerun of a date picks re-landed raw data up.
+    incremental: ds plus the window's raw dates with no tile, then the window is combined from tiles.
+    rebuild: every raw date of the window, then the window is combined from tiles (after the raw
+    data or the categories lookup of past dates changed).
     auto: incremental when the window already has a tile, else full.
-
-    Incremental always rebuilds the tile of ds itself, so a rerun after the day's raw data was
-    re-landed picks the new data up.
     """
-    if mode not in ("auto", "full", "incremental"):
-        raise ValueError(f"mode must be auto, full or incremental, got {mode!r}")
+    if mode not in RUN_MODES:
+        raise ValueError(f"mode must be one of {', '.join(RUN_MODES)}, got {mode!r}")
     in_window = {d for d in raw_dates if start <= d <= ds}
     if mode == "auto":
         mode = "incremental" if any(start <= d <= ds for d in tile_dates) else "full"
     if mode == "full":
-        return mode, sorted(in_window)
+        return mode, [ds]
+    if mode == "rebuild":
+        return mode, sorted(in_window | {ds})
     return mode, sorted({ds} | (in_window - tile_dates))
 
 
@@ -165,17 +170,50 @@ def _equal_in_every_column(left: Callable[[str], Column], right: Callable[[str],
     return reduce(lambda a, b: a & b, [left(c).eqNullSafe(right(c)) for c in _VERSION_COLUMNS])
 
 
-def mark_transactions(raw: DataFrame) -> DataFrame:
-    """Raw rows with the validity verdict, clustered by date: RAW_DATA_COLUMNS + date, plus
-    `reason` (the first rule the row breaks, `conflicting_duplicate` for every version of a
-    transaction_id that occurs with different content within one date, null for a clean row) and
-    `is_copy` (an exact copy of a clean row already kept).
+def with_quarantine_reason(raw: DataFrame) -> DataFrame:
+    """Raw rows plus `reason`: the first rule the row breaks (`quarantine_reason`), null when valid."""
+    return raw.withColumn("reason", quarantine_reason())
 
-    One shuffle, by date, and one sort: inside a (date, transaction_id) group sorted by every other
-    column, exact copies are adjacent (lag) and the group holds several versions exactly when its
-    first and last rows differ. Validity is decided first, so an invalid copy never makes a valid
-    row a conflicting version. Everything later (tiles, quarantine) reuses the date clustering.
+
+def _transaction_key() -> Column:
+    """A 64-bit hash of (date, transaction_id). Two transactions may share one; that only sends
+    them through the exact comparison in `mark_transactions`, which tells them apart."""
+    return F.xxhash64("date", "transaction_id")
+
+
+def repeated_transaction_keys(rows: DataFrame) -> DataFrame:
+    """`transaction_key` of every (date, transaction_id) on more than one valid row: exact copies,
+    conflicting versions or both. `rows` come from `with_quarantine_reason`.
+
+    One narrow hash aggregate on a 64-bit key. Repeats are rare, so the result is small: persist it
+    and pass it to `mark_transactions`, which then sorts only the rows it names.
     """
+    return (
+        rows.where(F.col("reason").isNull())
+        .groupBy(_transaction_key().alias("transaction_key"))
+        .agg(F.count(F.lit(1)).alias("rows"))
+        .where(F.col("rows") > 1)
+        .select("transaction_key")
+    )
+
+
+def mark_transactions(rows: DataFrame, repeated_keys: DataFrame) -> DataFrame:
+    """The validity verdict of every raw row: RAW_DATA_COLUMNS + date, plus `reason` (the first
+    rule the row breaks, `conflicting_duplicate` for every version of a transaction_id that occurs
+    with different content within one date, null for a clean row) and `is_copy` (an exact copy of a
+    clean row already kept).
+
+    `rows` come from `with_quarantine_reason`, `repeated_keys` from `repeated_transaction_keys` on
+    the same rows. A row whose key is not repeated is final as it is, with no shuffle. Only the
+    others are sorted: inside a (date, transaction_id) group sorted by every other column, exact
+    copies are adjacent (lag), and the group holds several versions exactly when its first and last
+    rows differ. Validity is decided first, so an invalid copy never makes a valid row a
+    conflicting version.
+    """
+    keyed = rows.withColumn("transaction_key", _transaction_key())
+    once = keyed.join(repeated_keys, on="transaction_key", how="left_anti").select(
+        *RAW_DATA_COLUMNS, "date", "reason", F.lit(False).alias("is_copy")
+    )
     valid = F.col("reason").isNull()
     versions = Window.partitionBy("date", valid, "transaction_id").orderBy(*_VERSION_COLUMNS)
     whole_group = versions.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
@@ -183,18 +221,15 @@ def mark_transactions(raw: DataFrame) -> DataFrame:
     several_versions = ~_equal_in_every_column(
         lambda c: F.first(c).over(whole_group), lambda c: F.last(c).over(whole_group)
     )
-    return (
-        raw.withColumn("reason", quarantine_reason())
-        .repartition("date")
-        .select(
-            *RAW_DATA_COLUMNS,
-            "date",
-            F.when(valid & several_versions, F.lit("conflicting_duplicate"))
-            .otherwise(F.col("reason"))
-            .alias("reason"),
-            F.coalesce(is_copy, F.lit(False)).alias("is_copy"),
-        )
+    repeated = keyed.join(repeated_keys, on="transaction_key", how="left_semi").select(
+        *RAW_DATA_COLUMNS,
+        "date",
+        F.when(valid & several_versions, F.lit("conflicting_duplicate"))
+        .otherwise(F.col("reason"))
+        .alias("reason"),
+        F.coalesce(is_copy, F.lit(False)).alias("is_copy"),
     )
+    return once.unionByName(repeated)
 
 
 def quarantined_rows(marked: DataFrame) -> DataFrame:
@@ -211,41 +246,57 @@ def amount_micros(column: str = "amount") -> Column:
 
 def build_daily_tiles(marked: DataFrame, categories: DataFrame) -> DataFrame:
     """Aggregate the clean rows of `mark_transactions` into daily tiles, in TILE_SCHEMA's columns:
-    one row per (user_id, date, merchant_id, category_group). Exact copies are counted
-    (`duplicate_rows`) and otherwise ignored.
+    one row per (user_id, date, merchant_id, category_group), hash-partitioned by user_id. Exact
+    copies are counted (`duplicate_rows`) and otherwise ignored.
 
-    The categories lookup is small, so it is broadcast: the join costs no shuffle of the
-    transactions. The latest transaction of each user's day is picked with row_number over
-    (transaction_ts desc, transaction_id desc). No shuffle here: the window and the aggregate group
-    by keys that start with date, which the date clustering of `marked` already satisfies.
+    One shuffle, of the few columns the tiles need, by user_id: it serves the tile aggregate and a
+    `combine_tiles(..., clustered_by_user=True)` of the result. The categories lookup is small, so
+    it is broadcast after the shuffle. The latest transaction of each user's day is picked with
+    row_number over (transaction_ts desc, transaction_id desc); the window's sort starts with a
+    64-bit hash of user_id, so that most rows compare on a number rather than on strings (the order
+    of the partition keys does not change the result).
     """
     lookup = categories.select("category_id", "category_group").dropDuplicates(["category_id"])
-    latest_first = Window.partitionBy("date", "user_id").orderBy(
-        F.col("transaction_ts").desc(), F.col("transaction_id").desc()
-    )
     rows = (
         marked.where(F.col("reason").isNull())
+        .select(
+            "user_id",
+            "date",
+            "merchant_id",
+            "category_id",
+            "transaction_id",
+            "transaction_ts",
+            "amount",
+            "is_copy",
+        )
+        .repartition("user_id")
         .join(F.broadcast(lookup), on="category_id", how="left")
         .withColumn("category_group", F.coalesce("category_group", F.lit(UNKNOWN_CATEGORY_GROUP)))
         .withColumn("micros", F.when(~F.col("is_copy"), amount_micros()))
-        .withColumn("is_day_latest", F.row_number().over(latest_first) == 1)
     )
+    latest_first = Window.partitionBy(F.xxhash64("user_id"), "user_id", "date").orderBy(
+        F.col("transaction_ts").desc(), F.col("transaction_id").desc()
+    )
+    rows = rows.withColumn("is_day_latest", F.row_number().over(latest_first) == 1)
     micros_decimal = F.col("micros").cast("decimal(38,0)")
-
-    def day_latest(column: str) -> Column:
-        return F.max(F.when(F.col("is_day_latest"), F.col(column)))
-
+    latest = F.col("is_day_latest")
     tiles = rows.groupBy("date", "user_id", "merchant_id", "category_group").agg(
         F.count("micros").alias("transaction_count"),
         F.sum("micros").alias("amount_micros"),
         F.sum(micros_decimal * micros_decimal).cast("decimal(38,0)").alias("amount_micros_squared"),
         F.max("amount").alias("amount_max"),
-        day_latest("transaction_ts").alias("day_last_transaction_ts"),
-        day_latest("transaction_id").alias("day_last_transaction_id"),
-        day_latest("amount").alias("day_last_amount"),
+        F.max(F.when(latest, F.col("transaction_ts"))).alias("day_last_transaction_ts"),
+        F.max(F.when(latest, F.col("amount"))).alias("day_last_amount"),
         F.count(F.when(F.col("is_copy"), F.lit(1))).alias("duplicate_rows"),
     )
     return tiles.select(*TILE_SCHEMA.fieldNames())
+
+
+def lookup_category_groups(categories: DataFrame) -> list[str]:
+    """Every category group a tile built with this lookup can hold, sorted: the lookup's groups
+    and `unknown` (an action on the small lookup)."""
+    named = {row[0] for row in categories.select("category_group").distinct().collect() if row[0] is not None}
+    return sorted(named | {UNKNOWN_CATEGORY_GROUP})
 
 
 def category_groups(tiles: DataFrame) -> list[str]:
@@ -259,12 +310,13 @@ def combine_tiles(
     ds: date,
     window_days: int = DEFAULT_WINDOW_DAYS,
     groups: list[str] | None = None,
+    clustered_by_user: bool = False,
 ) -> DataFrame:
     """The window features for `ds` from the tiles of [ds-(W-1), ds]; tiles outside are ignored.
 
-    One shuffle by user_id of a few flat columns and one hash aggregate: exact integer sums, the
-    distinct merchant count (which Spark plans inside the same shuffle), and one sum per category
-    group, from which the top group is picked. `groups` must hold every category group of the
+    One shuffle by user_id of a few flat columns (none with `clustered_by_user`, for tiles straight
+    from `build_daily_tiles`) and one hash aggregate: exact integer sums, the distinct merchant
+    count (which Spark plans inside the same clustering), and one sum per category group, from which the top group is picked. `groups` must hold every category group of the
     window's tiles (`category_groups`, computed when not given; extra groups do no harm): the job
     fails on a tile whose group is missing rather than pick a wrong top group. A transaction's date
     is the UTC date of its timestamp, so the latest transaction of the window is the latest of the
@@ -278,28 +330,23 @@ def combine_tiles(
         groups = category_groups(in_window)
     group_columns = [f"group_micros_{i}" for i in range(len(groups))]
 
-    totals = (
-        in_window.repartition("user_id")
-        .groupBy("user_id")
-        .agg(
-            F.sum("transaction_count").alias("n"),
-            F.sum("amount_micros").alias("micros"),
-            F.sum("amount_micros_squared").alias("micros_squared"),
-            F.max("amount_max").alias("max_spend"),
-            F.max("day_last_transaction_ts").alias("last_transaction_ts"),
-            F.max_by("day_last_amount", "day_last_transaction_ts").alias("last_amount"),
-            F.sum(F.when(recent, F.col("amount_micros")).otherwise(F.lit(0))).alias("micros_7d"),
-            F.sum(F.when(recent, F.col("transaction_count")).otherwise(F.lit(0))).alias(
-                "transaction_count_7d"
-            ),
-            F.countDistinct("merchant_id").alias("unique_merchants"),
-            F.count(F.when(~F.col("category_group").isin(groups), F.lit(1))).alias("unlisted_group_rows"),
-            # null for a group the user has no transaction in
-            *[
-                F.sum(F.when(F.col("category_group") == F.lit(group), F.col("amount_micros"))).alias(column)
-                for group, column in zip(groups, group_columns, strict=True)
-            ],
-        )
+    by_user = in_window if clustered_by_user else in_window.repartition("user_id")
+    totals = by_user.groupBy("user_id").agg(
+        F.sum("transaction_count").alias("n"),
+        F.sum("amount_micros").alias("micros"),
+        F.sum("amount_micros_squared").alias("micros_squared"),
+        F.max("amount_max").alias("max_spend"),
+        F.max("day_last_transaction_ts").alias("last_transaction_ts"),
+        F.max_by("day_last_amount", "day_last_transaction_ts").alias("last_amount"),
+        F.sum(F.when(recent, F.col("amount_micros")).otherwise(F.lit(0))).alias("micros_7d"),
+        F.sum(F.when(recent, F.col("transaction_count")).otherwise(F.lit(0))).alias("transaction_count_7d"),
+        F.countDistinct("merchant_id").alias("unique_merchants"),
+        F.count(F.when(~F.col("category_group").isin(groups), F.lit(1))).alias("unlisted_group_rows"),
+        # null for a group the user has no transaction in
+        *[
+            F.sum(F.when(F.col("category_group") == F.lit(group), F.col("amount_micros"))).alias(column)
+            for group, column in zip(groups, group_columns, strict=True)
+        ],
     )
     # The largest exact sum (so 0.10 + 0.20 ties with 0.30); on a tie the alphabetically smallest
     # group, which has the smallest index in the sorted `groups`, so the largest negated index.
@@ -354,6 +401,7 @@ class FeatureRunReport:
     mode: str
     window_days: int
     users_written: int
+    raw_dates_validated: int = 0
     tiles_built: list[str] = field(default_factory=list)
     clean_transactions_in_built_tiles: int = 0
     duplicate_rows_dropped: int = 0

@@ -1,5 +1,5 @@
-"""One run of the user feature job: plan tiles, clean and quarantine raw rows, build tiles, combine
-the window, write the features and report. Called by spark_jobs/user_features.py and bench/."""
+"""One run of the user feature job: plan, validate and quarantine raw rows, build tiles, compute the
+window (full: from raw; incremental: from tiles), write the features and report. Called by spark_jobs/user_features.py and bench/."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pyspark.sql import functions as F
 
 from featurelake.lake import LakeLayout
 from featurelake.partitioning import (
-    delete_path,
     existing_date_partitions,
     hadoop_file_system,
     write_partitioned,
@@ -23,11 +22,14 @@ from featurelake.user_features import (
     build_daily_tiles,
     category_groups,
     combine_tiles,
+    lookup_category_groups,
     mark_transactions,
     plan_tile_build,
     quarantined_rows,
     read_raw_transactions,
+    repeated_transaction_keys,
     window_dates,
+    with_quarantine_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -48,76 +50,109 @@ def run_user_features(
     mode, to_build = plan_tile_build(
         mode=mode, ds=ds, raw_dates=raw_dates, tile_dates=tile_dates, start=start
     )
-    log.info("ds=%s mode=%s window=%s days: building %d tile(s)", ds, mode, window_days, len(to_build))
+    # A full run validates (and quarantines) every raw date of the window; an incremental run only
+    # the dates whose tiles it builds.
+    validated = sorted(d for d in raw_dates if start <= d <= ds) if mode == "full" else to_build
+    log.info(
+        "ds=%s mode=%s window=%s days: validating %d raw date(s), building %d tile(s)",
+        ds,
+        mode,
+        window_days,
+        len(validated),
+        len(to_build),
+    )
 
-    # The tiles and the quarantine each read the marked rows. Persisting them measured no faster
-    # than marking twice on a 1 GiB driver (docs/benchmarks.md).
-    marked = mark_transactions(read_raw_transactions(spark, layout.raw_transactions, to_build))
-    # Both writes replace every date built, so a date left with no clean (or no invalid) rows holds
-    # no stale tile (or quarantine). Should the run fail in between, the retry (any incremental run)
-    # builds the missing tiles of its window.
     categories = spark.read.schema(CATEGORIES_SCHEMA).parquet(layout.raw_categories)
-    write_partitioned(
-        build_daily_tiles(marked, categories),
-        layout.user_daily_tiles,
-        ["date"],
-        sort_within=["user_id", "merchant_id", "category_group"],
-        shuffle=False,
-        replace=to_build,
-    )
-    write_partitioned(
-        quarantined_rows(marked),
-        layout.quarantine_transactions,
-        ["date"],
-        sort_within=["transaction_id", "reason"],
-        replace=to_build,
-    )
-
-    tiles = (
-        spark.read.schema(TILE_SCHEMA)
-        .option("basePath", layout.user_daily_tiles)
-        .parquet(layout.user_daily_tiles)
-    )
-    output = LakeLayout.partition(layout.user_features, ds)
-    groups = category_groups(tiles.where(F.col("date").between(F.lit(start), F.lit(ds))))
-    if groups:
-        features = combine_tiles(tiles, ds=ds, window_days=window_days, groups=groups)
+    rows = with_quarantine_reason(read_raw_transactions(spark, layout.raw_transactions, validated))
+    # Small (transaction ids that occur twice), and read by every write below: persisted once, and
+    # its measured size lets Spark broadcast it.
+    repeated = repeated_transaction_keys(rows).persist()
+    try:
+        log.info("%d (date, transaction_id) keys occur on more than one valid row", repeated.count())
+        marked = mark_transactions(rows, repeated)
+        # Every write replaces the dates it covers, so a date left with no clean (or no invalid)
+        # rows holds no stale tile (or quarantine), and a retry writes the same bytes.
+        write_partitioned(
+            quarantined_rows(marked),
+            layout.quarantine_transactions,
+            ["date"],
+            sort_within=["transaction_id", "reason"],
+            replace=validated,
+        )
+        built = marked.where(F.col("date").isin([F.lit(d) for d in to_build]))
+        write_partitioned(
+            build_daily_tiles(built, categories),
+            layout.user_daily_tiles,
+            ["date"],
+            sort_within=["user_id", "merchant_id", "category_group"],
+            # one date: AQE coalesces it into one task; several: one task per date
+            shuffle=len(to_build) > 1,
+            replace=to_build,
+        )
+        if mode == "full":
+            # From raw in one pass: the tiles stay in memory, already clustered by user.
+            features = combine_tiles(
+                build_daily_tiles(marked, categories),
+                ds=ds,
+                window_days=window_days,
+                groups=lookup_category_groups(categories),
+                clustered_by_user=True,
+            )
+        else:
+            window_tiles = (
+                spark.read.schema(TILE_SCHEMA)
+                .option("basePath", layout.user_daily_tiles)
+                .parquet(layout.user_daily_tiles)
+                .where(F.col("date").between(F.lit(start), F.lit(ds)))
+            )
+            features = combine_tiles(
+                window_tiles, ds=ds, window_days=window_days, groups=category_groups(window_tiles)
+            )
         write_partitioned(
             features.withColumn("date", F.lit(ds)),
             layout.user_features,
             ["date"],
             sort_within=["user_id"],
             shuffle=False,
+            # With no clean row in the window there is nothing to write, and the date is left empty.
+            replace=[ds],
         )
-    else:
-        # No tile rows, so no user has a clean transaction in the window. An empty write would leave
-        # an earlier run's rows in place, so the partition is removed instead.
-        log.warning("no clean transactions in %s..%s: %s is left empty", start, ds, output)
-        delete_path(spark, output)
+    finally:
+        repeated.unpersist()
 
-    built = [F.lit(d) for d in to_build]
+    output = LakeLayout.partition(layout.user_features, ds)
+    users = (
+        spark.read.parquet(output).count()
+        if ds in existing_date_partitions(spark, layout.user_features)
+        else 0
+    )
+    if not users:
+        log.warning("no clean transactions in %s..%s: %s is left empty", start, ds, output)
     quarantined = []
-    if existing_date_partitions(spark, layout.quarantine_transactions) & set(to_build):
+    if existing_date_partitions(spark, layout.quarantine_transactions) & set(validated):
         quarantined = (
             spark.read.option("basePath", layout.quarantine_transactions)
             .parquet(layout.quarantine_transactions)
-            .where(F.col("date").isin(built))
+            .where(F.col("date").isin([F.lit(d) for d in validated]))
             .groupBy("reason")
             .count()
             .collect()
         )
     built_tiles = (
-        tiles.where(F.col("date").isin(built))
+        spark.read.schema(TILE_SCHEMA)
+        .option("basePath", layout.user_daily_tiles)
+        .parquet(layout.user_daily_tiles)
+        .where(F.col("date").isin([F.lit(d) for d in to_build]))
         .agg(F.sum("transaction_count").alias("clean"), F.sum("duplicate_rows").alias("duplicates"))
         .first()
     )
-    users = spark.read.parquet(output).count() if groups else 0
     by_reason = {row["reason"]: int(row["count"]) for row in sorted(quarantined, key=lambda r: r["reason"])}
     return FeatureRunReport(
         ds=ds.isoformat(),
         mode=mode,
         window_days=window_days,
         users_written=users,
+        raw_dates_validated=len(validated),
         tiles_built=[d.isoformat() for d in to_build],
         clean_transactions_in_built_tiles=int(built_tiles["clean"] or 0),
         duplicate_rows_dropped=int(built_tiles["duplicates"] or 0),

@@ -19,8 +19,7 @@ DS = date(2026, 9, 10)
 def _tile(user: str, merchant: str, group: str, micros: int, day: date) -> tuple:
     ts = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
     return (
-        user, merchant, group, 1, micros, Decimal(micros * micros), micros / 1e6, ts, f"t-{user}-{day}",
-        micros / 1e6, 0, day,
+        user, merchant, group, 1, micros, Decimal(micros * micros), micros / 1e6, ts, micros / 1e6, 0, day,
     )  # fmt: skip
 
 

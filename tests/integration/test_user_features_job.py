@@ -126,22 +126,30 @@ def test_quarantine_holds_every_invalid_row_with_its_reason(edge_case_lake) -> N
 def test_full_and_incremental_agree_with_the_oracle_and_each_other(generated_lake: Path) -> None:
     lake = generated_lake
     yesterday = DS - timedelta(days=1)
-    first = run_job(lake, yesterday)  # no tiles yet: auto resolves to full
+    first = run_job(lake, yesterday)  # no tiles yet: auto resolves to full, from raw
     assert first["mode"] == "full"
-    assert len(first["tiles_built"]) == 90
+    assert first["tiles_built"] == [yesterday.isoformat()]
+    assert first["raw_dates_validated"] == 90
+    assert_matches_oracle(read_features(lake, yesterday), compute_user_features(lake=lake, ds=yesterday))
 
-    incremental = run_job(lake, DS)  # tiles exist: auto resolves to incremental, builds DS only
-    assert incremental["mode"] == "incremental"
-    assert incremental["tiles_built"] == [DS.isoformat()]
+    # A tile exists: auto resolves to incremental, which builds the window's other 89 tiles first.
+    bootstrap = run_job(lake, DS)
+    assert bootstrap["mode"] == "incremental"
+    assert len(bootstrap["tiles_built"]) == 89
+    assert yesterday.isoformat() not in bootstrap["tiles_built"]
+    assert_matches_oracle(read_features(lake, DS), compute_user_features(lake=lake, ds=DS))
+
+    daily = run_job(lake, DS)  # every tile exists: the daily run builds the tile of DS only
+    assert daily["mode"] == "incremental"
+    assert daily["tiles_built"] == [DS.isoformat()]
     incremental_rows = read_features(lake, DS)
     assert_matches_oracle(incremental_rows, compute_user_features(lake=lake, ds=DS))
-    assert_matches_oracle(read_features(lake, yesterday), compute_user_features(lake=lake, ds=yesterday))
 
     full = run_job(lake, DS, "--mode", "full")
     assert full["mode"] == "full"
     full_rows = read_features(lake, DS)
     pd.testing.assert_frame_equal(full_rows, incremental_rows, check_exact=True)
-    assert full["users_written"] == incremental["users_written"] == len(full_rows)
+    assert full["users_written"] == daily["users_written"] == len(full_rows)
     assert full_rows["user_id"].is_unique
 
 

@@ -17,12 +17,12 @@ def test_window_is_inclusive_of_ds_minus_w_minus_one() -> None:
         window_dates(DS, 0)
 
 
-def test_auto_is_full_without_tiles_and_ignores_dates_outside_the_window() -> None:
+def test_auto_is_full_without_tiles_and_builds_the_tile_of_ds() -> None:
     start, _ = window_dates(DS, 7)
     raw = set(date_range(DS - timedelta(days=20), DS + timedelta(days=3)))
     mode, dates = plan_tile_build(mode="auto", ds=DS, raw_dates=raw, tile_dates=set(), start=start)
     assert mode == "full"
-    assert dates == date_range(start, DS)
+    assert dates == [DS]
 
 
 def test_auto_is_incremental_with_tiles_and_builds_ds_and_the_gaps() -> None:
@@ -43,11 +43,27 @@ def test_tiles_after_ds_do_not_make_a_run_incremental() -> None:
     assert mode == "full"
 
 
-def test_full_rebuilds_every_raw_date_of_the_window() -> None:
+def test_full_reads_no_tile_and_rebuilds_only_the_tile_of_ds() -> None:
     start, _ = window_dates(DS, 3)
-    raw = {DS, DS - timedelta(days=2)}  # a day with no raw data is not built
-    mode, dates = plan_tile_build(mode="full", ds=DS, raw_dates=raw, tile_dates=raw, start=start)
-    assert (mode, dates) == ("full", [DS - timedelta(days=2), DS])
+    raw = {DS, DS - timedelta(days=2)}
+    mode, dates = plan_tile_build(mode="full", ds=DS, raw_dates=raw, tile_dates=set(), start=start)
+    assert (mode, dates) == ("full", [DS])
+
+
+def test_incremental_after_a_full_run_builds_the_rest_of_the_window() -> None:
+    start, _ = window_dates(DS, 5)
+    raw = set(date_range(start, DS)) - {DS - timedelta(days=2)}  # a day with no raw data is not built
+    yesterday = DS - timedelta(days=1)
+    mode, dates = plan_tile_build(mode="auto", ds=DS, raw_dates=raw, tile_dates={yesterday}, start=start)
+    assert mode == "incremental"
+    assert dates == [start, start + timedelta(days=1), DS]
+
+
+def test_rebuild_rebuilds_every_raw_date_of_the_window() -> None:
+    start, _ = window_dates(DS, 3)
+    raw = {DS, DS - timedelta(days=2), DS - timedelta(days=5)}  # no raw data on ds-1; ds-5 is outside
+    mode, dates = plan_tile_build(mode="rebuild", ds=DS, raw_dates=raw, tile_dates=raw, start=start)
+    assert (mode, dates) == ("rebuild", [DS - timedelta(days=2), DS])
 
 
 def test_unknown_mode_is_rejected() -> None:
