@@ -75,7 +75,7 @@ TARGET_SPARK_VS_DUCKDB = 3.0
 TARGET_INCREMENTAL_SHARE = 0.15
 TARGET_DOUBLED_HISTORY = 1.15
 LISTING_PHASE = "0 partition listing (existing_date_partitions)"
-REPORT_PHASE = "4 other: planning, report queries"
+REPORT_PHASE = "4 other: repeated-key count, planning, report queries"
 TOP_STAGES = 6
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -330,9 +330,9 @@ class PhaseRecorder:
     @staticmethod
     def phase_of(path: str) -> str:
         for key, phase in (
-            ("/tiles/", "1 mark rows, build+write tiles"),
-            ("/quarantine/", "2 mark rows again, write quarantine"),
-            ("/features/", "3 combine + write features"),
+            ("/quarantine/", "1 validate + mark rows, write quarantine"),
+            ("/tiles/", "2 build + write tiles"),
+            ("/features/", "3 compute the window (full: from raw; else: combine tiles) + write features"),
         ):
             if key in path:
                 return phase
