@@ -1,5 +1,6 @@
 """One run of the user feature job: plan, validate and quarantine raw rows, build tiles, compute the
-window (full: from raw; incremental: from tiles), write the features and report. Called by spark_jobs/user_features.py and bench/."""
+window (full: from raw; otherwise: from tiles), write the features and report. Called by
+spark_jobs/user_features.py and bench/."""
 
 from __future__ import annotations
 
@@ -89,6 +90,12 @@ def run_user_features(
             shuffle=len(to_build) > 1,
             replace=to_build,
         )
+        # Defined after the tile write: Spark lists the files when the read is defined.
+        tiles = (
+            spark.read.schema(TILE_SCHEMA)
+            .option("basePath", layout.user_daily_tiles)
+            .parquet(layout.user_daily_tiles)
+        )
         if mode == "full":
             # From raw in one pass: the tiles stay in memory, already clustered by user.
             features = combine_tiles(
@@ -99,12 +106,7 @@ def run_user_features(
                 clustered_by_user=True,
             )
         else:
-            window_tiles = (
-                spark.read.schema(TILE_SCHEMA)
-                .option("basePath", layout.user_daily_tiles)
-                .parquet(layout.user_daily_tiles)
-                .where(F.col("date").between(F.lit(start), F.lit(ds)))
-            )
+            window_tiles = tiles.where(F.col("date").between(F.lit(start), F.lit(ds)))
             features = combine_tiles(
                 window_tiles, ds=ds, window_days=window_days, groups=category_groups(window_tiles)
             )
@@ -139,10 +141,7 @@ def run_user_features(
             .collect()
         )
     built_tiles = (
-        spark.read.schema(TILE_SCHEMA)
-        .option("basePath", layout.user_daily_tiles)
-        .parquet(layout.user_daily_tiles)
-        .where(F.col("date").isin([F.lit(d) for d in to_build]))
+        tiles.where(F.col("date").isin([F.lit(d) for d in to_build]))
         .agg(F.sum("transaction_count").alias("clean"), F.sum("duplicate_rows").alias("duplicates"))
         .first()
     )

@@ -52,6 +52,15 @@ def test_daily_dag_covers_exactly_one_day(dag_bag) -> None:
     assert interval.start.isoformat() == "2026-10-28T00:00:00+00:00"
 
 
+def test_daily_dag_offers_every_mode_of_the_job(dag_bag) -> None:
+    """The DAG lists the modes literally (it must not import pyspark at parse time): keep it in step."""
+    from featurelake.user_features import RUN_MODES
+
+    mode = dag_bag.dags["user_features_daily"].params.get_param("mode")
+    assert mode.schema["enum"] == list(RUN_MODES)
+    assert mode.value == "auto"
+
+
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
 def test_dag_file_parses_fast_without_heavy_imports(dag_file: Path) -> None:
     """In a fresh interpreter with airflow already imported, as in the DAG processor. The parse time is
