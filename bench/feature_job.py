@@ -22,12 +22,8 @@ about 10 minutes in all.
                  reads back counts. The warm-up is a full run for DS-1.
   spark rebuild  run_user_features(mode="rebuild") for DS-1, once: every tile of the window rebuilt
                  from raw, then combined from the tiles.
-  spark incr.    run_user_features(mode="incremental") for DS, after the rebuild, as a daily run: one
-                 new tile, then the users whose window changed are combined from the window's tiles
-                 and every other user is carried forward from the features of DS-1.
-  spark incr. whole window
-                 the same run once more with the window state of DS-1 removed, so that it combines
-                 every user from the window's tiles (as after a full run or a rewritten tile).
+  spark incr.    run_user_features(mode="incremental") for DS, after the rebuild: one new tile, then
+                 the combine over the window's tiles, as a daily run.
   spark full 2x  as spark full, on the lake with doubled history; its runs alternate with the 120-day
                  full runs so that drift in machine load hits both alike.
 Peak memory: VmHWM from /proc of the Spark JVM (the java process among this process's descendants)
@@ -405,8 +401,7 @@ def spark_run(
     )
     console.log(
         f"{label}: {seconds:.1f} s (JVM CPU {jvm_cpu:.1f} s, {len(report.tiles_built)} tile(s), "
-        f"{report.users_written:,} users, window from {report.window_source}) "
-        + ", ".join(f"{k[2:]} {v:.1f}" for k, v in run.phases.items())
+        f"{report.users_written:,} users) " + ", ".join(f"{k[2:]} {v:.1f}" for k, v in run.phases.items())
     )
     return run
 
@@ -708,8 +703,6 @@ def main(argv: list[str] | None = None) -> int:
     doubled = Scenario(f"spark full, {2 * args.days}-day lake")
     rebuild = Scenario("spark rebuild, DS-1 (every tile of the window, then combine)")
     incremental = Scenario("spark incremental (after the rebuild for DS-1)")
-    whole_window = Scenario("spark incremental, whole window combined (no window state for DS-1)")
-    scenarios = (warmup, full, doubled, rebuild, incremental, whole_window)
 
     def run(scenario: Scenario, label: str, lake_root: Path, day: date, mode: str) -> SparkRun:
         with measured(scenario, jvm_pid):
@@ -736,19 +729,12 @@ def main(argv: list[str] | None = None) -> int:
         rebuild.runs.append(run(rebuild, "rebuild-ds-1", lake, ds - timedelta(days=1), "rebuild"))
         for i in range(args.repeat):
             incremental.runs.append(run(incremental, f"incremental-{i}", lake, ds, "incremental"))
-        from featurelake.user_features import WINDOW_STATE_FILE
-
-        (lake / "features" / "user_features" / f"date={ds - timedelta(days=1)}" / WINDOW_STATE_FILE).unlink()
-        whole_window.runs.append(run(whole_window, "incremental-whole-window", lake, ds, "incremental"))
-        for r, source in [(r, "tiles+carried") for r in incremental.runs] + [
-            (r, "tiles") for r in whole_window.runs
-        ]:
-            if r.report["tiles_built"] != [ds.isoformat()] or r.report["window_source"] != source:
+        for r in incremental.runs:
+            if r.report["tiles_built"] != [ds.isoformat()]:
                 raise RuntimeError(
-                    f"incremental run {r.label} built {r.report['tiles_built']} from "
-                    f"{r.report['window_source']!r}, expected [{ds}] from {source!r}"
+                    f"incremental run {r.label} built {r.report['tiles_built']}, expected [{ds}]"
                 )
-        labels = {r.label for s in scenarios for r in s.runs}
+        labels = {r.label for s in (warmup, full, doubled, rebuild, incremental) for r in s.runs}
         try:
             ui = stage_breakdown(spark, labels)
         except OSError as error:  # the UI is a diagnostic; the timings stand without it
@@ -814,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
                     [r.jvm_cpu_seconds for r in s.runs],
                     f"JVM {_fmt(s.jvm_peak_rss_mib, '.0f')} / py {_fmt(s.python_peak_rss_mib, '.0f')}",
                 )
-                for s in scenarios
+                for s in (warmup, full, doubled, rebuild, incremental)
                 if s.runs
             ),
         ],
@@ -827,7 +813,6 @@ def main(argv: list[str] | None = None) -> int:
             "spark_doubled_jvm_peak_rss_mib": doubled.jvm_peak_rss_mib,
             "spark_rebuild_jvm_peak_rss_mib": rebuild.jvm_peak_rss_mib,
             "spark_incremental_jvm_peak_rss_mib": incremental.jvm_peak_rss_mib,
-            "spark_incremental_whole_window_jvm_peak_rss_mib": whole_window.jvm_peak_rss_mib,
             "python_driver_peak_rss_mib_during_spark": full.python_peak_rss_mib,
             "python_lifetime_peak_rss_mib": python_lifetime_peak,
             "summary_full": spark_peak,
@@ -852,8 +837,8 @@ def main(argv: list[str] | None = None) -> int:
                 "limit": TARGET_DOUBLED_HISTORY,
             },
         ],
-        "phases": {s.name: phase_summary(s, ui) for s in scenarios[1:] if s.runs},
-        "runs": {s.name: [asdict(r) for r in s.runs] for s in scenarios},
+        "phases": {s.name: phase_summary(s, ui) for s in (full, doubled, rebuild, incremental) if s.runs},
+        "runs": {s.name: [asdict(r) for r in s.runs] for s in (warmup, full, doubled, rebuild, incremental)},
         "spark_ui_error": ui.get("error") if isinstance(ui.get("error"), str) else None,
     }
     for target in results["targets"]:

@@ -103,57 +103,23 @@ def hadoop_file_system(spark: SparkSession, path: str) -> tuple[Any, Any]:
     return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
 
 
-def date_partition_files(
-    spark: SparkSession, path: str, *, partition_col: str = "date"
-) -> dict[date, list[str]]:
-    """The Parquet file names directly under each date partition of `path` that holds at least one,
-    sorted, from a listing only. Spark names every file it writes after the write job, so a partition
-    rewritten since an earlier listing shows other names."""
+def existing_date_partitions(spark: SparkSession, path: str, *, partition_col: str = "date") -> set[date]:
+    """The date partitions under `path` that hold at least one data file, from a listing only."""
     fs, hadoop_path = hadoop_file_system(spark, path)
     if not fs.exists(hadoop_path):
-        return {}
-    found: dict[date, list[str]] = {}
+        return set()
+    found: set[date] = set()
     prefix = f"{partition_col}="
     for status in fs.listStatus(hadoop_path):
         name = status.getPath().getName()
         if not (status.isDirectory() and name.startswith(prefix)):
             continue
-        files = sorted(
-            child.getPath().getName()
-            for child in fs.listStatus(status.getPath())
-            if child.getPath().getName().endswith(".parquet")
+        has_data = any(
+            child.getPath().getName().endswith(".parquet") for child in fs.listStatus(status.getPath())
         )
-        if files:
-            found[date.fromisoformat(name[len(prefix) :])] = files
+        if has_data:
+            found.add(date.fromisoformat(name[len(prefix) :]))
     return found
-
-
-def existing_date_partitions(spark: SparkSession, path: str, *, partition_col: str = "date") -> set[date]:
-    """The date partitions under `path` that hold at least one data file, from a listing only."""
-    return set(date_partition_files(spark, path, partition_col=partition_col))
-
-
-def write_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write a small file through Hadoop's FileSystem, so any lake URI Spark writes to works."""
-    fs, target = hadoop_file_system(spark, path)
-    stream = fs.create(target, True)
-    try:
-        stream.write(bytearray(text.encode("utf-8")))
-    finally:
-        stream.close()
-
-
-def read_text(spark: SparkSession, path: str) -> str | None:
-    """A small file's text through Hadoop's FileSystem, or None when there is no such file."""
-    fs, target = hadoop_file_system(spark, path)
-    if not fs.isFile(target):
-        return None
-    stream = fs.open(target)
-    try:
-        jvm = spark.sparkContext._jvm
-        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
-    finally:
-        stream.close()
 
 
 def delete_path(spark: SparkSession, path: str) -> bool:

@@ -3,10 +3,7 @@ window features combined from tiles. Definitions: docs/features.md. Spark only; 
 
 Why tiles: a daily run over a 90-day window would otherwise re-read 89 days it has already seen.
 Each day is aggregated once into per-user partial aggregates (a tile); the window is combined from W
-tiles. Full and incremental runs share this code, so they give identical results. A daily run
-combines only the users with a tile entering or leaving the window and carries every other user
-forward from the features of the day before (`users_with_changed_window`, `carried_forward`,
-guarded by `WindowState`).
+tiles. Full and incremental runs share this code, so they give identical results.
 
 Why amounts are summed as integers: floating-point addition is not associative, and the order in
 which a Spark aggregate meets its inputs depends on how the input happens to be partitioned. Amounts
@@ -17,7 +14,6 @@ Spark's native hash aggregates.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -380,7 +376,7 @@ def combine_tiles(
         n.alias("transaction_count"),
         "unique_merchants",
         "last_transaction_ts",
-        days_since_last_transaction(ds),
+        F.datediff(F.lit(ds), F.to_date("last_transaction_ts")).alias("days_since_last_transaction"),
         (F.col("micros_7d").cast("double") / unit).alias("spend_7d"),
         F.col("transaction_count_7d").cast("long").alias("transaction_count_7d"),
         "last_amount",
@@ -395,135 +391,6 @@ def combine_tiles(
         ).alias("top_category_group"),
     )
     return features.select(*FEATURE_COLUMNS)
-
-
-def days_since_last_transaction(ds: date) -> Column:
-    """ds - the UTC date of last_transaction_ts, in days (the session time zone is UTC)."""
-    return F.datediff(F.lit(ds), F.to_date("last_transaction_ts")).alias("days_since_last_transaction")
-
-
-def window_change_dates(ds: date, window_days: int) -> list[date]:
-    """The tile dates that tell the window of ds from the window of ds-1: ds enters, ds-W leaves the
-    window and ds-7 leaves the 7-day features. Every other date is in both windows, or in neither."""
-    return sorted({ds, ds - timedelta(days=window_days), ds - timedelta(days=RECENT_DAYS)})
-
-
-def users_with_changed_window(tiles: DataFrame, *, ds: date, window_days: int) -> DataFrame:
-    """user_id of every user with a tile on a `window_change_dates` date, once each. For every other
-    user the window of ds holds exactly the tiles of the window of ds-1, so every aggregate is the
-    same and `carried_forward` gives its features."""
-    days = [F.lit(d) for d in window_change_dates(ds, window_days)]
-    return tiles.where(F.col("date").isin(days)).select("user_id").distinct()
-
-
-def carried_forward(previous_features: DataFrame, *, ds: date) -> DataFrame:
-    """The features of ds-1, in FEATURE_COLUMNS, as features of ds for users whose window did not
-    change (`users_with_changed_window`): the aggregates stay, feature_date and
-    days_since_last_transaction move with the date. The values are the bits `combine_tiles` would
-    compute, because its sums are exact and its other aggregates are order-free."""
-    return previous_features.select(
-        *[
-            F.lit(ds).alias(c)
-            if c == "feature_date"
-            else days_since_last_transaction(ds)
-            if c == "days_since_last_transaction"
-            else F.col(c)
-            for c in FEATURE_COLUMNS
-        ]
-    )
-
-
-# Bump when a feature definition or the tile format changes: features written under another format
-# are never carried forward.
-WINDOW_STATE_FORMAT = 1
-# Beside the features of a date. Spark, pyarrow and DuckDB globs skip names that start with "_".
-WINDOW_STATE_FILE = "_window_state.json"
-
-
-@dataclass(frozen=True)
-class WindowState:
-    """What the features of one date were combined from, written beside them by a run that combined
-    tiles: the next day's run reads it to decide whether it may carry users forward."""
-
-    ds: date
-    window_days: int
-    # The Parquet file names of each tile date of the window. Spark names files after the write
-    # job, so a tile rewritten since (a rerun, a rebuild) lists other names.
-    tile_files: dict[date, list[str]]
-    feature_files: list[str]
-    # Every category group the window's tiles can hold (a superset is fine).
-    groups: list[str]
-    format: int = WINDOW_STATE_FORMAT
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": self.format,
-                "ds": self.ds.isoformat(),
-                "window_days": self.window_days,
-                "tile_files": {d.isoformat(): names for d, names in sorted(self.tile_files.items())},
-                "feature_files": self.feature_files,
-                "groups": self.groups,
-            },
-            indent=1,
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> WindowState:
-        raw = json.loads(text)
-        return cls(
-            ds=date.fromisoformat(raw["ds"]),
-            window_days=int(raw["window_days"]),
-            tile_files={date.fromisoformat(d): list(names) for d, names in raw["tile_files"].items()},
-            feature_files=list(raw["feature_files"]),
-            groups=list(raw["groups"]),
-            format=int(raw["format"]),
-        )
-
-
-def window_state_tiles(
-    tile_files: dict[date, list[str]], *, ds: date, window_days: int
-) -> dict[date, list[str]]:
-    """The entries of a tile listing inside the window of ds."""
-    start, end = window_dates(ds, window_days)
-    return {d: names for d, names in tile_files.items() if start <= d <= end}
-
-
-def carry_forward_blocker(
-    previous: WindowState | None,
-    *,
-    ds: date,
-    window_days: int,
-    tile_files: dict[date, list[str]],
-    previous_feature_files: list[str],
-) -> str | None:
-    """Why the features of ds-1 cannot be carried forward to ds, or None when they can.
-
-    They can when they were combined from tiles (a full run computes from raw and leaves no state),
-    under this format and window length, their files are the ones the state names, and every tile of
-    the window of ds-1 is still the file it was combined from. `tile_files` is the current listing.
-    """
-    previous_day = ds - timedelta(days=1)
-    if previous is None:
-        return f"no window state beside the features of {previous_day} (none yet, or a full run wrote them)"
-    if previous.format != WINDOW_STATE_FORMAT:
-        return (
-            f"the features of {previous_day} have state format {previous.format}, not {WINDOW_STATE_FORMAT}"
-        )
-    if previous.ds != previous_day:
-        return f"the window state beside the features of {previous_day} is for {previous.ds}"
-    if previous.window_days != window_days:
-        return f"the features of {previous_day} have a {previous.window_days}-day window, not {window_days}"
-    if not previous.feature_files or previous.feature_files != previous_feature_files:
-        return f"the feature files of {previous_day} are not the ones its window state names"
-    current = window_state_tiles(tile_files, ds=previous_day, window_days=window_days)
-    if current != previous.tile_files:
-        changed = sorted(
-            d for d in set(current) | set(previous.tile_files) if current.get(d) != previous.tile_files.get(d)
-        )
-        return f"tiles of {', '.join(d.isoformat() for d in changed)} changed after the features of {previous_day}"
-    return None
 
 
 @dataclass
@@ -541,13 +408,6 @@ class FeatureRunReport:
     quarantined_rows: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     output_path: str = ""
-    # How the window was computed. "raw": from raw rows (full). "tiles": from every tile of the
-    # window. "tiles+carried": from the tiles of the users whose window changed (`changed_users` of
-    # them), every other user carried forward from the features of ds-1.
-    window_source: str = ""
-    changed_users: int = 0
-    # Why an incremental run did not carry users forward, when it did not.
-    carry_forward_blocker: str = ""
 
 
 def read_raw_transactions(spark: SparkSession, path: str, days: list[date]) -> DataFrame:

@@ -1,34 +1,26 @@
 """One run of the user feature job: plan, validate and quarantine raw rows, build tiles, compute the
-window (full: from raw; otherwise: from tiles, carrying unchanged users forward from the features of
-ds-1 when their window state allows it), write the features and report. Called by
+window (full: from raw; otherwise: from tiles), write the features and report. Called by
 spark_jobs/user_features.py and bench/."""
 
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
+from datetime import date
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from featurelake.lake import LakeLayout
 from featurelake.partitioning import (
-    date_partition_files,
     existing_date_partitions,
-    read_text,
+    hadoop_file_system,
     write_partitioned,
-    write_text,
 )
 from featurelake.user_features import (
     CATEGORIES_SCHEMA,
-    FEATURE_COLUMNS,
     TILE_SCHEMA,
-    WINDOW_STATE_FILE,
     FeatureRunReport,
-    WindowState,
     build_daily_tiles,
-    carried_forward,
-    carry_forward_blocker,
     category_groups,
     combine_tiles,
     lookup_category_groups,
@@ -37,9 +29,7 @@ from featurelake.user_features import (
     quarantined_rows,
     read_raw_transactions,
     repeated_transaction_keys,
-    users_with_changed_window,
     window_dates,
-    window_state_tiles,
     with_quarantine_reason,
 )
 
@@ -78,9 +68,6 @@ def run_user_features(
     # Small (transaction ids that occur twice), and read by every write below: persisted once, and
     # its measured size lets Spark broadcast it.
     repeated = repeated_transaction_keys(rows).persist()
-    changed = None  # the users whose window changed, when yesterday's features are carried forward
-    changed_users = 0
-    blocker: str | None = None
     try:
         log.info("%d (date, transaction_id) keys occur on more than one valid row", repeated.count())
         marked = mark_transactions(rows, repeated)
@@ -111,7 +98,6 @@ def run_user_features(
         )
         if mode == "full":
             # From raw in one pass: the tiles stay in memory, already clustered by user.
-            window_source = "raw"
             features = combine_tiles(
                 build_daily_tiles(marked, categories),
                 ds=ds,
@@ -121,54 +107,9 @@ def run_user_features(
             )
         else:
             window_tiles = tiles.where(F.col("date").between(F.lit(start), F.lit(ds)))
-            tile_files = date_partition_files(spark, layout.user_daily_tiles)
-            previous_day = ds - timedelta(days=1)
-            previous_features = LakeLayout.partition(layout.user_features, previous_day)
-            previous_text = read_text(spark, f"{previous_features}/{WINDOW_STATE_FILE}")
-            previous = WindowState.from_json(previous_text) if previous_text is not None else None
-            blocker = carry_forward_blocker(
-                previous,
-                ds=ds,
-                window_days=window_days,
-                tile_files=tile_files,
-                previous_feature_files=date_partition_files(spark, layout.user_features).get(
-                    previous_day, []
-                ),
+            features = combine_tiles(
+                window_tiles, ds=ds, window_days=window_days, groups=category_groups(window_tiles)
             )
-            if blocker is None:
-                assert previous is not None  # for the type checker: no blocker means a state
-                # Only users with a tile entering or leaving the window are combined again; the
-                # others' features are yesterday's. Small and read twice: persisted, which also
-                # gives Spark its size to plan the joins.
-                window_source = "tiles+carried"
-                changed = users_with_changed_window(tiles, ds=ds, window_days=window_days).persist()
-                changed_users = changed.count()
-                # The previous window's groups, and any the tile of ds (built with this lookup) adds.
-                groups = sorted(set(previous.groups) | set(lookup_category_groups(categories)))
-                features = combine_tiles(
-                    window_tiles.join(changed, on="user_id", how="left_semi"),
-                    ds=ds,
-                    window_days=window_days,
-                    groups=groups,
-                ).unionByName(
-                    carried_forward(
-                        spark.read.parquet(previous_features)
-                        .select(*FEATURE_COLUMNS)
-                        .join(changed, on="user_id", how="left_anti"),
-                        ds=ds,
-                    )
-                )
-                log.info(
-                    "%d users have a tile entering or leaving the window: combined again; the others "
-                    "are carried forward from %s",
-                    changed_users,
-                    previous_day,
-                )
-            else:
-                log.info("combining every tile of the window: %s", blocker)
-                window_source = "tiles"
-                groups = category_groups(window_tiles)
-                features = combine_tiles(window_tiles, ds=ds, window_days=window_days, groups=groups)
         write_partitioned(
             features.withColumn("date", F.lit(ds)),
             layout.user_features,
@@ -178,24 +119,8 @@ def run_user_features(
             # With no clean row in the window there is nothing to write, and the date is left empty.
             replace=[ds],
         )
-        if window_source != "raw":
-            # Written last, so features a failed run leaves behind are never carried forward.
-            state = WindowState(
-                ds=ds,
-                window_days=window_days,
-                tile_files=window_state_tiles(tile_files, ds=ds, window_days=window_days),
-                feature_files=date_partition_files(spark, layout.user_features).get(ds, []),
-                groups=groups,
-            )
-            write_text(
-                spark,
-                f"{LakeLayout.partition(layout.user_features, ds)}/{WINDOW_STATE_FILE}",
-                state.to_json(),
-            )
     finally:
         repeated.unpersist()
-        if changed is not None:
-            changed.unpersist()
 
     output = LakeLayout.partition(layout.user_features, ds)
     users = (
@@ -233,7 +158,14 @@ def run_user_features(
         quarantined_rows=sum(by_reason.values()),
         quarantined_by_reason=by_reason,
         output_path=output,
-        window_source=window_source,
-        changed_users=changed_users,
-        carry_forward_blocker=blocker or "",
     )
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    """Write a small file through Hadoop's FileSystem, so any lake URI Spark writes to works."""
+    fs, target = hadoop_file_system(spark, path)
+    stream = fs.create(target, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()

@@ -142,23 +142,8 @@ def test_full_and_incremental_agree_with_the_oracle_and_each_other(generated_lak
     daily = run_job(lake, DS)  # every tile exists: the daily run builds the tile of DS only
     assert daily["mode"] == "incremental"
     assert daily["tiles_built"] == [DS.isoformat()]
-    # The features of DS-1 came from raw (a full run), so nothing is carried forward from them.
-    assert daily["window_source"] == "tiles"
-    assert "no window state" in daily["carry_forward_blocker"]
     incremental_rows = read_features(lake, DS)
     assert_matches_oracle(incremental_rows, compute_user_features(lake=lake, ds=DS))
-
-    # The features of DS were combined from tiles: the next day combines only the users with a
-    # tile entering or leaving the window, and carries every other user forward from them.
-    tomorrow = DS + timedelta(days=1)
-    carried = run_job(lake, tomorrow)
-    assert carried["window_source"] == "tiles+carried"
-    assert carried["carry_forward_blocker"] == ""
-    assert 0 < carried["changed_users"] < len(incremental_rows)
-    carried_rows = read_features(lake, tomorrow)
-    assert_matches_oracle(carried_rows, compute_user_features(lake=lake, ds=tomorrow))
-    assert run_job(lake, tomorrow, "--mode", "full")["window_source"] == "raw"
-    pd.testing.assert_frame_equal(read_features(lake, tomorrow), carried_rows, check_exact=True)
 
     full = run_job(lake, DS, "--mode", "full")
     assert full["mode"] == "full"
@@ -180,24 +165,6 @@ def test_rerun_is_idempotent_and_leaves_other_dates_alone(generated_lake: Path) 
     pd.testing.assert_frame_equal(before, after, check_exact=True)
     assert {p.name: p.read_bytes() for p in other.glob("*.parquet")} == other_bytes
     assert len(list((lake / "features" / "user_features" / f"date={DS.isoformat()}").glob("*.parquet"))) >= 1
-
-
-def test_a_tile_rewritten_after_yesterdays_features_stops_the_carry_forward(generated_lake: Path) -> None:
-    lake = generated_lake
-    tomorrow = DS + timedelta(days=1)
-    assert run_job(lake, DS)["window_source"] == "tiles"  # DS-1 came from raw: no state
-    assert run_job(lake, tomorrow)["window_source"] == "tiles+carried"
-    carried_rows = read_features(lake, tomorrow)
-
-    # A rerun of a date inside the window rewrites its tile after the features of DS were written.
-    rerun = DS - timedelta(days=20)
-    # (It also builds the missing tiles of its own window's older days, outside the window of DS.)
-    assert rerun.isoformat() in run_job(lake, rerun, "--mode", "incremental")["tiles_built"]
-    report = run_job(lake, tomorrow)
-
-    assert report["window_source"] == "tiles"
-    assert report["carry_forward_blocker"] == f"tiles of {rerun} changed after the features of {DS}"
-    pd.testing.assert_frame_equal(read_features(lake, tomorrow), carried_rows, check_exact=True)
 
 
 def test_a_rerun_with_no_clean_rows_left_empties_the_date(tmp_path: Path) -> None:
