@@ -244,13 +244,14 @@ def amount_micros(column: str = "amount") -> Column:
     return F.round(F.col(column) * MICROS_PER_UNIT).cast("long")
 
 
-def build_daily_tiles(marked: DataFrame, categories: DataFrame) -> DataFrame:
-    """Aggregate the clean rows of `mark_transactions` into daily tiles, in TILE_SCHEMA's columns:
-    one row per (user_id, date, merchant_id, category_group), hash-partitioned by user_id. Exact
-    copies are counted (`duplicate_rows`) and otherwise ignored.
+def transaction_tiles(marked: DataFrame, categories: DataFrame) -> DataFrame:
+    """One tile-shaped row per clean row of `mark_transactions`, in TILE_SCHEMA's columns,
+    hash-partitioned by user_id: the partial aggregates of a single transaction (an exact copy
+    counts in `duplicate_rows` only). `combine_tiles` adds tiles up, so it gives the same bits over
+    these rows as over the daily tiles `build_daily_tiles` aggregates them into.
 
-    One shuffle, of the few columns the tiles need, by user_id: it serves the tile aggregate and a
-    `combine_tiles(..., clustered_by_user=True)` of the result. The categories lookup is small, so
+    One shuffle, of the few columns the tiles need, by user_id: it serves a daily tile aggregate
+    and a `combine_tiles(..., clustered_by_user=True)` of either. The categories lookup is small, so
     it is broadcast after the shuffle. The latest transaction of each user's day is picked with
     row_number over (transaction_ts desc, transaction_id desc); the window's sort starts with a
     64-bit hash of user_id, so that most rows compare on a number rather than on strings (the order
@@ -277,17 +278,41 @@ def build_daily_tiles(marked: DataFrame, categories: DataFrame) -> DataFrame:
     latest_first = Window.partitionBy(F.xxhash64("user_id"), "user_id", "date").orderBy(
         F.col("transaction_ts").desc(), F.col("transaction_id").desc()
     )
-    rows = rows.withColumn("is_day_latest", F.row_number().over(latest_first) == 1)
+    latest = F.row_number().over(latest_first) == 1
     micros_decimal = F.col("micros").cast("decimal(38,0)")
-    latest = F.col("is_day_latest")
-    tiles = rows.groupBy("date", "user_id", "merchant_id", "category_group").agg(
-        F.count("micros").alias("transaction_count"),
-        F.sum("micros").alias("amount_micros"),
-        F.sum(micros_decimal * micros_decimal).cast("decimal(38,0)").alias("amount_micros_squared"),
-        F.max("amount").alias("amount_max"),
-        F.max(F.when(latest, F.col("transaction_ts"))).alias("day_last_transaction_ts"),
-        F.max(F.when(latest, F.col("amount"))).alias("day_last_amount"),
-        F.count(F.when(F.col("is_copy"), F.lit(1))).alias("duplicate_rows"),
+    is_copy = F.col("is_copy")
+    return rows.select(
+        "user_id",
+        "merchant_id",
+        "category_group",
+        F.when(is_copy, F.lit(0)).otherwise(F.lit(1)).cast("long").alias("transaction_count"),
+        F.col("micros").alias("amount_micros"),
+        (micros_decimal * micros_decimal).cast("decimal(38,0)").alias("amount_micros_squared"),
+        F.col("amount").alias("amount_max"),
+        F.when(latest, F.col("transaction_ts")).alias("day_last_transaction_ts"),
+        F.when(latest, F.col("amount")).alias("day_last_amount"),
+        F.when(is_copy, F.lit(1)).otherwise(F.lit(0)).cast("long").alias("duplicate_rows"),
+        "date",
+    )
+
+
+def build_daily_tiles(marked: DataFrame, categories: DataFrame) -> DataFrame:
+    """Aggregate the clean rows of `mark_transactions` into daily tiles, in TILE_SCHEMA's columns:
+    one row per (user_id, date, merchant_id, category_group), hash-partitioned by user_id (the
+    `transaction_tiles` of the rows, added up per key). Exact copies are counted (`duplicate_rows`)
+    and otherwise ignored."""
+    tiles = (
+        transaction_tiles(marked, categories)
+        .groupBy("date", "user_id", "merchant_id", "category_group")
+        .agg(
+            F.sum("transaction_count").alias("transaction_count"),
+            F.sum("amount_micros").alias("amount_micros"),
+            F.sum("amount_micros_squared").cast("decimal(38,0)").alias("amount_micros_squared"),
+            F.max("amount_max").alias("amount_max"),
+            F.max("day_last_transaction_ts").alias("day_last_transaction_ts"),
+            F.max("day_last_amount").alias("day_last_amount"),
+            F.sum("duplicate_rows").alias("duplicate_rows"),
+        )
     )
     return tiles.select(*TILE_SCHEMA.fieldNames())
 
@@ -315,8 +340,9 @@ def combine_tiles(
     """The window features for `ds` from the tiles of [ds-(W-1), ds]; tiles outside are ignored.
 
     One shuffle by user_id of a few flat columns (none with `clustered_by_user`, for tiles straight
-    from `build_daily_tiles`) and one hash aggregate: exact integer sums, the distinct merchant
-    count (which Spark plans inside the same clustering), and one sum per category group, from which the top group is picked. `groups` must hold every category group of the
+    from `build_daily_tiles` or `transaction_tiles`) and one hash aggregate: exact integer sums, the
+    distinct merchant count (which Spark plans inside the same clustering), and one sum per category
+    group, from which the top group is picked. `groups` must hold every category group of the
     window's tiles (`category_groups`, computed when not given; extra groups do no harm): the job
     fails on a tile whose group is missing rather than pick a wrong top group. A transaction's date
     is the UTC date of its timestamp, so the latest transaction of the window is the latest of the

@@ -29,6 +29,7 @@ from featurelake.user_features import (
     quarantined_rows,
     read_raw_transactions,
     repeated_transaction_keys,
+    transaction_tiles,
     window_dates,
     with_quarantine_reason,
 )
@@ -97,9 +98,11 @@ def run_user_features(
             .parquet(layout.user_daily_tiles)
         )
         if mode == "full":
-            # From raw in one pass: the tiles stay in memory, already clustered by user.
+            # From raw in one pass: every clean row as a tile of its own, already clustered by
+            # user. Adding them up per day first would only cost an aggregate: at this sparsity a
+            # daily tile holds about one transaction.
             features = combine_tiles(
-                build_daily_tiles(marked, categories),
+                transaction_tiles(marked, categories),
                 ds=ds,
                 window_days=window_days,
                 groups=lookup_category_groups(categories),
