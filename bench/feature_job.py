@@ -703,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     doubled = Scenario(f"spark full, {2 * args.days}-day lake")
     rebuild = Scenario("spark rebuild, DS-1 (every tile of the window, then combine)")
     incremental = Scenario("spark incremental (after the rebuild for DS-1)")
+    scenarios = (warmup, full, doubled, rebuild, incremental)
 
     def run(scenario: Scenario, label: str, lake_root: Path, day: date, mode: str) -> SparkRun:
         with measured(scenario, jvm_pid):
@@ -734,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(
                     f"incremental run {r.label} built {r.report['tiles_built']}, expected [{ds}]"
                 )
-        labels = {r.label for s in (warmup, full, doubled, rebuild, incremental) for r in s.runs}
+        labels = {r.label for s in scenarios for r in s.runs}
         try:
             ui = stage_breakdown(spark, labels)
         except OSError as error:  # the UI is a diagnostic; the timings stand without it
@@ -800,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
                     [r.jvm_cpu_seconds for r in s.runs],
                     f"JVM {_fmt(s.jvm_peak_rss_mib, '.0f')} / py {_fmt(s.python_peak_rss_mib, '.0f')}",
                 )
-                for s in (warmup, full, doubled, rebuild, incremental)
+                for s in scenarios
                 if s.runs
             ),
         ],
@@ -837,8 +838,8 @@ def main(argv: list[str] | None = None) -> int:
                 "limit": TARGET_DOUBLED_HISTORY,
             },
         ],
-        "phases": {s.name: phase_summary(s, ui) for s in (full, doubled, rebuild, incremental) if s.runs},
-        "runs": {s.name: [asdict(r) for r in s.runs] for s in (warmup, full, doubled, rebuild, incremental)},
+        "phases": {s.name: phase_summary(s, ui) for s in scenarios if s is not warmup and s.runs},
+        "runs": {s.name: [asdict(r) for r in s.runs] for s in scenarios},
         "spark_ui_error": ui.get("error") if isinstance(ui.get("error"), str) else None,
     }
     for target in results["targets"]:
