@@ -103,6 +103,10 @@ def hadoop_file_system(spark: SparkSession, path: str) -> tuple[Any, Any]:
     return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
 
 
+def _holds_parquet(fs: Any, directory: Any) -> bool:
+    return any(child.getPath().getName().endswith(".parquet") for child in fs.listStatus(directory))
+
+
 def existing_date_partitions(spark: SparkSession, path: str, *, partition_col: str = "date") -> set[date]:
     """The date partitions under `path` that hold at least one data file, from a listing only."""
     fs, hadoop_path = hadoop_file_system(spark, path)
@@ -112,14 +116,16 @@ def existing_date_partitions(spark: SparkSession, path: str, *, partition_col: s
     prefix = f"{partition_col}="
     for status in fs.listStatus(hadoop_path):
         name = status.getPath().getName()
-        if not (status.isDirectory() and name.startswith(prefix)):
-            continue
-        has_data = any(
-            child.getPath().getName().endswith(".parquet") for child in fs.listStatus(status.getPath())
-        )
-        if has_data:
+        if status.isDirectory() and name.startswith(prefix) and _holds_parquet(fs, status.getPath()):
             found.add(date.fromisoformat(name[len(prefix) :]))
     return found
+
+
+def date_partition_exists(spark: SparkSession, path: str, day: date, *, partition_col: str = "date") -> bool:
+    """Whether the partition of `day` under `path` holds at least one data file: a listing of that
+    one directory, where `existing_date_partitions` lists every partition."""
+    fs, hadoop_path = hadoop_file_system(spark, f"{path}/{partition_col}={day.isoformat()}")
+    return bool(fs.exists(hadoop_path)) and _holds_parquet(fs, hadoop_path)
 
 
 def delete_path(spark: SparkSession, path: str) -> bool:

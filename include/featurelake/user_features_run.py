@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 
 from featurelake.lake import LakeLayout
 from featurelake.partitioning import (
+    date_partition_exists,
     existing_date_partitions,
     hadoop_file_system,
     write_partitioned,
@@ -127,9 +128,7 @@ def run_user_features(
 
     output = LakeLayout.partition(layout.user_features, ds)
     users = (
-        spark.read.parquet(output).count()
-        if ds in existing_date_partitions(spark, layout.user_features)
-        else 0
+        spark.read.parquet(output).count() if date_partition_exists(spark, layout.user_features, ds) else 0
     )
     if not users:
         log.warning("no clean transactions in %s..%s: %s is left empty", start, ds, output)

@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 from featurelake.partitioning import (
     apply_per_key,
+    date_partition_exists,
     date_range,
     existing_date_partitions,
     process_by_partition,
@@ -69,6 +70,8 @@ def test_replace_empties_listed_dates_the_new_data_lacks(spark, tmp_path: Path) 
     }
     assert not [k for k in after if k.startswith("date=2026-03-05")]
     assert sorted(existing_date_partitions(spark, path)) == [d for d in DAYS if d != DAYS[4]]
+    assert date_partition_exists(spark, path, DAYS[3])
+    assert not date_partition_exists(spark, path, DAYS[4])
     result = spark.read.parquet(path)
     assert result.where(F.col("date") == DAYS[3]).agg(F.sum("value")).first()[0] == 100 * 15
 
