@@ -244,7 +244,7 @@ def amount_micros(column: str = "amount") -> Column:
     return F.round(F.col(column) * MICROS_PER_UNIT).cast("long")
 
 
-def transaction_tiles(marked: DataFrame, categories: DataFrame) -> DataFrame:
+def transaction_tiles(marked: DataFrame, categories: DataFrame, *, latest_per_day: bool = True) -> DataFrame:
     """One tile-shaped row per clean row of `mark_transactions`, in TILE_SCHEMA's columns,
     hash-partitioned by user_id: the partial aggregates of a single transaction (an exact copy
     counts in `duplicate_rows` only). `combine_tiles` adds tiles up, so it gives the same bits over
@@ -253,9 +253,15 @@ def transaction_tiles(marked: DataFrame, categories: DataFrame) -> DataFrame:
     One shuffle, of the few columns the tiles need, by user_id: it serves a daily tile aggregate
     and a `combine_tiles(..., clustered_by_user=True)` of either. The categories lookup is small, so
     it is broadcast after the shuffle. The latest transaction of each user's day is picked with
-    row_number over (transaction_ts desc, transaction_id desc); the window's sort starts with a
-    64-bit hash of user_id, so that most rows compare on a number rather than on strings (the order
-    of the partition keys does not change the result).
+    row_number over (transaction_ts desc, transaction_id desc), and only that row holds the
+    `day_last_*` fields; the window's sort starts with a 64-bit hash of user_id, so that most rows
+    compare on a number rather than on strings (the order of the partition keys does not change the
+    result).
+
+    `latest_per_day=False` marks only each user's latest transaction of all the rows, for a combine
+    of the window straight from these rows (full mode). `combine_tiles` gives the same result: the
+    window's latest transaction is the latest of its latest day. The window operator then handles
+    one group per user instead of one per (user, date), most of which hold a single row.
     """
     lookup = categories.select("category_id", "category_group").dropDuplicates(["category_id"])
     rows = (
@@ -275,7 +281,8 @@ def transaction_tiles(marked: DataFrame, categories: DataFrame) -> DataFrame:
         .withColumn("category_group", F.coalesce("category_group", F.lit(UNKNOWN_CATEGORY_GROUP)))
         .withColumn("micros", F.when(~F.col("is_copy"), amount_micros()))
     )
-    latest_first = Window.partitionBy(F.xxhash64("user_id"), "user_id", "date").orderBy(
+    latest_group = ("date",) if latest_per_day else ()
+    latest_first = Window.partitionBy(F.xxhash64("user_id"), "user_id", *latest_group).orderBy(
         F.col("transaction_ts").desc(), F.col("transaction_id").desc()
     )
     latest = F.row_number().over(latest_first) == 1

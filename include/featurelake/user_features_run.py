@@ -103,7 +103,7 @@ def run_user_features(
             # user. Adding them up per day first would only cost an aggregate: at this sparsity a
             # daily tile holds about one transaction.
             features = combine_tiles(
-                transaction_tiles(marked, categories),
+                transaction_tiles(marked, categories, latest_per_day=False),
                 ds=ds,
                 window_days=window_days,
                 groups=lookup_category_groups(categories),

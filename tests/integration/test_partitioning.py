@@ -74,6 +74,14 @@ def test_replace_empties_listed_dates_the_new_data_lacks(spark, tmp_path: Path) 
     assert not date_partition_exists(spark, path, DAYS[4])
     result = spark.read.parquet(path)
     assert result.where(F.col("date") == DAYS[3]).agg(F.sum("value")).first()[0] == 100 * 15
+    # Neither a write in progress nor a partition with no Parquet file of its own counts.
+    in_progress = tmp_path / "events" / "_temporary" / "0" / "date=2026-03-20"
+    in_progress.mkdir(parents=True)
+    (in_progress / "part-0.parquet").write_bytes(b"")
+    (tmp_path / "events" / "date=2026-03-21" / "nested").mkdir(parents=True)
+    (tmp_path / "events" / "date=2026-03-21" / "_SUCCESS").write_bytes(b"")
+    (tmp_path / "events" / "date=2026-03-21" / "nested" / "part-0.parquet").write_bytes(b"")
+    assert sorted(existing_date_partitions(spark, path)) == [d for d in DAYS if d != DAYS[4]]
 
 
 def test_replace_needs_a_single_partition_column(spark, tmp_path: Path) -> None:
