@@ -185,12 +185,16 @@ def repeated_transaction_keys(rows: DataFrame) -> DataFrame:
     """`transaction_key` of every (date, transaction_id) on more than one valid row: exact copies,
     conflicting versions or both. `rows` come from `with_quarantine_reason`.
 
-    One narrow hash aggregate on a 64-bit key. Repeats are rare, so the result is small: persist it
-    and pass it to `mark_transactions`, which then sorts only the rows it names.
+    One narrow hash aggregate on a 64-bit key. The keys are all but unique, so a map-side partial
+    aggregate would merge nothing: the keys are shuffled first and counted once, on the side that
+    already holds every row of a key. Repeats are rare, so the result is small: persist it and pass
+    it to `mark_transactions`, which then sorts only the rows it names.
     """
     return (
         rows.where(F.col("reason").isNull())
-        .groupBy(_transaction_key().alias("transaction_key"))
+        .select(_transaction_key().alias("transaction_key"))
+        .repartition("transaction_key")
+        .groupBy("transaction_key")
         .agg(F.count(F.lit(1)).alias("rows"))
         .where(F.col("rows") > 1)
         .select("transaction_key")
