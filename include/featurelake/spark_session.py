@@ -64,6 +64,13 @@ def base_spark_conf(*, master: str) -> dict[str, str]:
         conf["spark.sql.shuffle.partitions"] = str(16 * cores)
         conf["spark.sql.adaptive.advisoryPartitionSizeInBytes"] = "16m"
         conf["spark.default.parallelism"] = str(max(2, cores))
+        # List a lake's date partitions on the driver. Above 32 directories Spark lists them with a
+        # job, one task per directory, which on a local master only adds task overhead. Measured on
+        # the benchmark lake, warm: counting one raw date's rows (120 partitions listed) took
+        # 0.2-0.4 s against 1.4-1.8 s, and one tile date's (91 listed) 0.3-0.4 s against 0.9-1.2 s.
+        # A laptop reading an object store may list faster in parallel: the Spark connection's conf
+        # can set the threshold back.
+        conf["spark.sql.sources.parallelPartitionDiscovery.threshold"] = "100000"
     else:
         conf["spark.sql.shuffle.partitions"] = "200"
         conf["spark.dynamicAllocation.enabled"] = "true"

@@ -40,6 +40,7 @@ def test_local_base_is_tuned_and_has_no_dynamic_allocation() -> None:
     assert conf["spark.sql.sources.partitionOverwriteMode"] == "dynamic"
     assert conf["spark.sql.shuffle.partitions"] == "32"
     assert conf["spark.sql.adaptive.advisoryPartitionSizeInBytes"] == "16m"
+    assert int(conf["spark.sql.sources.parallelPartitionDiscovery.threshold"]) >= 1000
     assert "spark.dynamicAllocation.enabled" not in conf
 
 
@@ -48,6 +49,8 @@ def test_cluster_base_enables_dynamic_allocation() -> None:
     assert conf["spark.dynamicAllocation.enabled"] == "true"
     assert conf["spark.dynamicAllocation.shuffleTracking.enabled"] == "true"
     assert int(conf["spark.sql.shuffle.partitions"]) >= 100
+    # executors list many partitions in parallel: Spark's own threshold stays
+    assert "spark.sql.sources.parallelPartitionDiscovery.threshold" not in conf
 
 
 def test_merge_later_layers_win_and_values_become_strings() -> None:
