@@ -12,10 +12,9 @@ reused when its marker file records the same parameters. A second lake holds twi
 
 What is timed (wall clock, median of the runs after one warm-up; Spark session start excluded). By
 default DuckDB, the incremental run and each full-mode scenario run 3 times (`--repeat`,
-`--repeat-heavy`). A full run took 35-71 s at 10M rows on 2 cores, depending on the machine's load,
-and the default bench 434 s in all on a quiet machine (2026-12-03). One full run cannot tell the full/DuckDB ratio apart
-to better than about 15% on these machines (measured 2026-12-03: 4.45x from one run, 3.78x from the
-median of three, in the same hour).
+`--repeat-heavy`): one full run cannot tell the full/DuckDB ratio to better than about 15% on these
+machines. A full run takes 35-71 s at 10M rows on 2 cores, depending on the load; timings and the
+runs behind these figures are in docs/benchmarks.md.
   duckdb         tests.oracle.user_features_duckdb.compute_user_features, in a spawned child process
                  so that its peak RSS is its own (the child's VmHWM; its RSS after imports is the
                  baseline). It only returns the features as a DataFrame.
