@@ -17,7 +17,10 @@ machines. A full run takes 35-71 s at 10M rows on 2 cores, depending on the load
 runs behind these figures are in docs/benchmarks.md.
   duckdb         tests.oracle.user_features_duckdb.compute_user_features, in a spawned child process
                  so that its peak RSS is its own (the child's VmHWM; its RSS after imports is the
-                 baseline). It only returns the features as a DataFrame.
+                 baseline). It only returns the features as a DataFrame: this is the baseline of
+                 the target. After each run the child also times the oracle's quarantine of the
+                 window's dates, which a Spark full run writes too, for an information-only ratio
+                 (`information` in the JSON; no target uses it).
   spark full     run_user_features(mode="full") for DS: the window computed from raw in one pass;
                  it also writes the quarantine of the window, the tile of DS and the features, and
                  reads back counts. The warm-up is a full run for DS-1.
@@ -243,31 +246,42 @@ def _clear_outputs(lake: Path) -> None:
 
 
 def duckdb_worker(lake: str, ds: str, window_days: int, warmups: int, repeat: int) -> dict[str, Any]:
-    """Run in a spawned child: time compute_user_features; report times, CPU and this process's memory."""
-    from tests.oracle.user_features_duckdb import compute_user_features, connect
+    """Run in a spawned child: time compute_user_features, then the window's quarantine (information
+    only, see main); report times, CPU and this process's memory."""
+    from tests.oracle.user_features_duckdb import compute_user_features, connect, quarantine
 
     con = connect()
     threads = con.execute("SELECT current_setting('threads')").fetchone()
     baseline = rss_mib(os.getpid())
+    day = date.fromisoformat(ds)
+    window = [day - timedelta(days=i) for i in range(window_days)]
 
-    def once() -> tuple[float, float, int]:
+    def timed(compute: Callable[[], Any]) -> tuple[float, float, int]:
         cpu_before = resource.getrusage(resource.RUSAGE_SELF)
         began = time.perf_counter()
-        frame = compute_user_features(
-            lake=Path(lake), ds=date.fromisoformat(ds), window_days=window_days, con=con
-        )
+        frame = compute()
         wall = time.perf_counter() - began
         cpu_after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
         return wall, cpu, len(frame)
 
+    def once() -> tuple[tuple[float, float, int], tuple[float, float, int]]:
+        features = timed(
+            lambda: compute_user_features(lake=Path(lake), ds=day, window_days=window_days, con=con)
+        )
+        quarantined = timed(lambda: quarantine(lake=Path(lake), dates=window, con=con))
+        return features, quarantined
+
     warm = [once() for _ in range(warmups)]
     runs = [once() for _ in range(repeat)]
     return {
-        "warmup_seconds": [w for w, _, _ in warm],
-        "seconds": [w for w, _, _ in runs],
-        "cpu_seconds": [c for _, c, _ in runs],
-        "rows": runs[-1][2],
+        "warmup_seconds": [f[0] for f, _ in warm],
+        "seconds": [f[0] for f, _ in runs],
+        "cpu_seconds": [f[1] for f, _ in runs],
+        "rows": runs[-1][0][2],
+        "quarantine_seconds": [q[0] for _, q in runs],
+        "quarantine_cpu_seconds": [q[1] for _, q in runs],
+        "quarantine_rows": runs[-1][1][2],
         "threads": threads[0] if threads else None,
         "baseline_rss_mib": baseline,
         "peak_rss_mib": peak_rss_mib(os.getpid()),
@@ -538,6 +552,12 @@ def render(results: dict[str, Any]) -> None:
             _fmt(target["cpu_ratio"], ".3f"),
         )
     console.print(targets)
+    for item in results.get("information", []):
+        console.print(
+            f"Information, not a target: {item['name']} = {_fmt(item['ratio'], '.3f')} "
+            f"(quarantined rows: DuckDB {item['duckdb_quarantine_rows']:,}, "
+            f"Spark {_fmt(item['spark_quarantine_rows'], ',')})"
+        )
 
     for name, phases in results.get("phases", {}).items():
         table = Table(
@@ -681,7 +701,9 @@ def main(argv: list[str] | None = None) -> int:
     duck = bench_duckdb(lake, ds=ds, window_days=args.window_days, repeat=args.repeat)
     console.log(
         f"DuckDB: {[round(s, 2) for s in duck['seconds']]} s, {duck['rows']:,} users, "
-        f"peak RSS {duck['peak_rss_mib']:.0f} MiB (baseline {duck['baseline_rss_mib']:.0f})"
+        f"peak RSS {duck['peak_rss_mib']:.0f} MiB (baseline {duck['baseline_rss_mib']:.0f}); "
+        f"quarantine of the window (information) {[round(s, 2) for s in duck['quarantine_seconds']]} s, "
+        f"{duck['quarantine_rows']:,} rows"
     )
 
     if args.driver_memory:
@@ -747,6 +769,9 @@ def main(argv: list[str] | None = None) -> int:
 
     python_lifetime_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     duck_median = statistics.median(duck["seconds"])
+    duck_with_quarantine = statistics.median(
+        f + q for f, q in zip(duck["seconds"], duck["quarantine_seconds"], strict=True)
+    )
 
     def ratio(numerator: Scenario, denominator: Scenario | None, *, cpu: bool = False) -> float | None:
         if not numerator.runs or denominator is None or not denominator.runs:
@@ -795,6 +820,12 @@ def main(argv: list[str] | None = None) -> int:
                 duck["cpu_seconds"],
                 f"{duck['peak_rss_mib']:.0f} (child; {duck['baseline_rss_mib']:.0f} after imports)",
             ),
+            timing_row(
+                "duckdb quarantine of the window (information)",
+                duck["quarantine_seconds"],
+                duck["quarantine_cpu_seconds"],
+                "(same child)",
+            ),
             *(
                 timing_row(
                     s.name,
@@ -838,6 +869,16 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_ratio": ratio(doubled, full, cpu=True),
                 "limit": TARGET_DOUBLED_HISTORY,
             },
+        ],
+        # Not a target: the target's DuckDB baseline returns the features only, while a Spark full
+        # run also validates, quarantines and writes every date of the window (and the tile of DS).
+        "information": [
+            {
+                "name": "spark full / (duckdb features + duckdb quarantine of the window)",
+                "ratio": full.median / duck_with_quarantine if full.runs else None,
+                "duckdb_quarantine_rows": duck["quarantine_rows"],
+                "spark_quarantine_rows": full.runs[-1].report["quarantined_rows"] if full.runs else None,
+            }
         ],
         "phases": {s.name: phase_summary(s, ui) for s in scenarios if s is not warmup and s.runs},
         "runs": {s.name: [asdict(r) for r in s.runs] for s in scenarios},
