@@ -18,9 +18,9 @@ runs behind these figures are in docs/benchmarks.md.
   duckdb         tests.oracle.user_features_duckdb.compute_user_features, in a spawned child process
                  so that its peak RSS is its own (the child's VmHWM; its RSS after imports is the
                  baseline). It only returns the features as a DataFrame: this is the baseline of
-                 the target. After each run the child also times the oracle's quarantine of the
-                 window's dates, which a Spark full run writes too, for an information-only ratio
-                 (`information` in the JSON; no target uses it).
+                 the target. After those runs the child also times the oracle's quarantine of the
+                 window's dates (1 warm-up + `--repeat` runs), which a Spark full run writes too,
+                 for an information-only ratio (`information` in the JSON; no target uses it).
   spark full     run_user_features(mode="full") for DS: the window computed from raw in one pass;
                  it also writes the quarantine of the window, the tile of DS and the features, and
                  reads back counts. The warm-up is a full run for DS-1.
@@ -247,7 +247,7 @@ def _clear_outputs(lake: Path) -> None:
 
 def duckdb_worker(lake: str, ds: str, window_days: int, warmups: int, repeat: int) -> dict[str, Any]:
     """Run in a spawned child: time compute_user_features, then the window's quarantine (information
-    only, see main); report times, CPU and this process's memory."""
+    only, see main); report times, CPU and this process's memory (the peak covers both)."""
     from tests.oracle.user_features_duckdb import compute_user_features, connect, quarantine
 
     con = connect()
@@ -265,23 +265,26 @@ def duckdb_worker(lake: str, ds: str, window_days: int, warmups: int, repeat: in
         cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
         return wall, cpu, len(frame)
 
-    def once() -> tuple[tuple[float, float, int], tuple[float, float, int]]:
-        features = timed(
-            lambda: compute_user_features(lake=Path(lake), ds=day, window_days=window_days, con=con)
-        )
-        quarantined = timed(lambda: quarantine(lake=Path(lake), dates=window, con=con))
-        return features, quarantined
+    def features() -> tuple[float, float, int]:
+        return timed(lambda: compute_user_features(lake=Path(lake), ds=day, window_days=window_days, con=con))
 
-    warm = [once() for _ in range(warmups)]
-    runs = [once() for _ in range(repeat)]
+    def quarantined() -> tuple[float, float, int]:
+        return timed(lambda: quarantine(lake=Path(lake), dates=window, con=con))
+
+    # The target's baseline first, its runs back to back; the information-only quarantine after.
+    warm = [features() for _ in range(warmups)]
+    runs = [features() for _ in range(repeat)]
+    for _ in range(warmups):
+        quarantined()
+    quarantine_runs = [quarantined() for _ in range(repeat)]
     return {
-        "warmup_seconds": [f[0] for f, _ in warm],
-        "seconds": [f[0] for f, _ in runs],
-        "cpu_seconds": [f[1] for f, _ in runs],
-        "rows": runs[-1][0][2],
-        "quarantine_seconds": [q[0] for _, q in runs],
-        "quarantine_cpu_seconds": [q[1] for _, q in runs],
-        "quarantine_rows": runs[-1][1][2],
+        "warmup_seconds": [w for w, _, _ in warm],
+        "seconds": [w for w, _, _ in runs],
+        "cpu_seconds": [c for _, c, _ in runs],
+        "rows": runs[-1][2],
+        "quarantine_seconds": [w for w, _, _ in quarantine_runs],
+        "quarantine_cpu_seconds": [c for _, c, _ in quarantine_runs],
+        "quarantine_rows": quarantine_runs[-1][2],
         "threads": threads[0] if threads else None,
         "baseline_rss_mib": baseline,
         "peak_rss_mib": peak_rss_mib(os.getpid()),
@@ -769,9 +772,7 @@ def main(argv: list[str] | None = None) -> int:
 
     python_lifetime_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     duck_median = statistics.median(duck["seconds"])
-    duck_with_quarantine = statistics.median(
-        f + q for f, q in zip(duck["seconds"], duck["quarantine_seconds"], strict=True)
-    )
+    duck_with_quarantine = duck_median + statistics.median(duck["quarantine_seconds"])
 
     def ratio(numerator: Scenario, denominator: Scenario | None, *, cpu: bool = False) -> float | None:
         if not numerator.runs or denominator is None or not denominator.runs:
