@@ -20,11 +20,18 @@ def free_port() -> int:
 
 
 def spark_submit(
-    application: Path, *args: str, master: str = "local[2]", conf: dict[str, str] | None = None
+    application: Path,
+    *args: str,
+    master: str = "local[2]",
+    conf: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a real spark-submit and return its completed process (output captured)."""
+    """Run a real spark-submit and return its completed process (output captured). `env` is added
+    to this process's environment."""
     command = [str(VENV_BIN / "spark-submit"), "--master", master]
     for key, value in {"spark.log.level": "WARN", **(conf or {})}.items():
         command += ["--conf", f"{key}={value}"]
     command += [str(application), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=900)
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900
+    )

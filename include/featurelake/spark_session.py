@@ -45,11 +45,14 @@ def base_spark_conf(*, master: str) -> dict[str, str]:
         "spark.sql.adaptive.skewJoin.enabled": "true",
         "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
         "spark.sql.parquet.compression.codec": "snappy",
-        # Dates and timestamps are UTC whatever the machine's zone; Parquet timestamps as INT64
-        # micros so that pyarrow, DuckDB and delta-rs read them as tz-aware UTC.
+        # Dates and timestamps are UTC whatever the machine's zone: every date Spark SQL takes from
+        # a timestamp uses the session zone. (The driver's JVM is already running when this conf is
+        # read, so its default zone stays the machine's; nothing depends on it, and a test runs the
+        # job in UTC+14.) Parquet timestamps as INT64 micros, so that pyarrow, DuckDB and delta-rs
+        # read them as tz-aware UTC.
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+        # Executors start after this conf is read, so on a cluster their JVMs run in UTC too.
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         # Reruns and backfills replace only the partitions they write.
         "spark.sql.sources.partitionOverwriteMode": "dynamic",

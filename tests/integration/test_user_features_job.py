@@ -26,8 +26,10 @@ DS = date(2026, 9, 10)
 FLOAT_COLUMNS = ["total_spend", "avg_spend", "std_spend", "max_spend", "spend_7d", "last_amount"]
 
 
-def run_job(lake: Path, ds: date, *args: str) -> dict:
-    result = spark_submit(JOB, "--ds", ds.isoformat(), "--lake", str(lake), *args)
+def run_job(
+    lake: Path, ds: date, *args: str, conf: dict[str, str] | None = None, env: dict[str, str] | None = None
+) -> dict:
+    result = spark_submit(JOB, "--ds", ds.isoformat(), "--lake", str(lake), *args, conf=conf, env=env)
     assert result.returncode == 0, f"spark-submit failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
     return json.loads((lake / "_metrics" / "user_features" / f"date={ds.isoformat()}.json").read_text())
 
@@ -82,9 +84,8 @@ def generated_lake(tmp_path_factory) -> Path:
     return lake
 
 
-def test_edge_cases_match_the_oracle_and_hand_computed_values(edge_case_lake) -> None:
-    lake, expected = edge_case_lake
-    report = run_job(lake, DS, "--mode", "full")
+def assert_matches_the_edge_cases(lake: Path, report: dict, expected: dict) -> None:
+    """The job's output for DS on the edge-case lake equals the oracle's and the hand-computed values."""
     got = read_features(lake, DS)
 
     assert_matches_oracle(got, compute_user_features(lake=lake, ds=DS))
@@ -107,6 +108,32 @@ def test_edge_cases_match_the_oracle_and_hand_computed_values(edge_case_lake) ->
     assert not set(expected["absent_users"]) & set(got["user_id"])
     assert report["quarantined_by_reason"] == expected["quarantine_counts"]
     assert report["quarantined_rows"] == sum(expected["quarantine_counts"].values())
+
+
+def test_edge_cases_match_the_oracle_and_hand_computed_values(edge_case_lake) -> None:
+    lake, expected = edge_case_lake
+    assert_matches_the_edge_cases(lake, run_job(lake, DS, "--mode", "full"), expected)
+
+
+# UTC+14: a transaction at 23:59:59 UTC falls on the next local day, and one at 00:00 UTC at 14:00.
+FAR_EAST_ZONE = "Pacific/Kiritimati"
+
+
+def test_results_do_not_depend_on_the_machine_time_zone(tmp_path: Path) -> None:
+    """The edge-case lake holds transactions at 00:00 and 23:59:59.999999 UTC on the window's and the
+    7-day window's boundaries, so a date taken in any zone but UTC moves a row across a boundary,
+    into the quarantine as a date mismatch, or out of it. Run with the process and the JVM in UTC+14."""
+    lake = tmp_path / "lake"
+    expected = write_edge_case_lake(lake, ds=DS)
+    report = run_job(
+        lake,
+        DS,
+        "--mode",
+        "full",
+        conf={"spark.driver.extraJavaOptions": f"-Duser.timezone={FAR_EAST_ZONE}"},
+        env={"TZ": FAR_EAST_ZONE},
+    )
+    assert_matches_the_edge_cases(lake, report, expected)
 
 
 def test_quarantine_holds_every_invalid_row_with_its_reason(edge_case_lake) -> None:
