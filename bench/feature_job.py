@@ -719,9 +719,11 @@ def main(argv: list[str] | None = None) -> int:
     session_seconds = time.perf_counter() - session_began
     jvm_pid = find_jvm_pid(os.getpid())
     jvm_max_heap_mib = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() / 2**20  # type: ignore[union-attr]
+    management = spark.sparkContext._jvm.java.lang.management.ManagementFactory  # type: ignore[union-attr]
+    jvm_collectors = sorted(bean.getName() for bean in management.getGarbageCollectorMXBeans())
     console.log(
         f"Spark session in {session_seconds:.1f} s (not timed); JVM pid {jvm_pid}, "
-        f"max heap {jvm_max_heap_mib:.0f} MiB"
+        f"max heap {jvm_max_heap_mib:.0f} MiB, collectors {', '.join(jvm_collectors)}"
     )
     recorder = PhaseRecorder(spark)
     warmup = Scenario("spark warm-up (full, DS-1)")
@@ -811,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
             "spark_master": "local[2]",
             "spark_session_start_seconds": round(session_seconds, 2),
             "jvm_max_heap_mib": round(jvm_max_heap_mib),
+            "jvm_collectors": jvm_collectors,
             "duckdb_threads": duck["threads"],
             "wall_seconds_total": round(time.perf_counter() - began, 1),
         },

@@ -81,6 +81,22 @@ def base_spark_conf(*, master: str) -> dict[str, str]:
     return conf
 
 
+# The parallel (throughput) collector for a local driver, which runs every task: a batch job wants
+# throughput, not G1's short pauses. Measured on the benchmark lake (2 cores, 1 GiB heap, whole full
+# runs in alternating processes): warm runs 56-62 s against 61-69 s with G1, about 10% less.
+LOCAL_DRIVER_JAVA_OPTIONS = "-XX:+UseParallelGC"
+
+
+def launch_spark_conf(*, master: str) -> dict[str, str]:
+    """Properties that only take effect when the driver's JVM starts: whoever launches it (the
+    Airflow operator through spark-submit, or `build_spark_session` when it starts the JVM itself)
+    passes them; the job's session builder is too late for them. Empty on a cluster, where the
+    driver does little of the work and the cluster's own settings stay."""
+    if is_local_master(master):
+        return {"spark.driver.extraJavaOptions": LOCAL_DRIVER_JAVA_OPTIONS}
+    return {}
+
+
 def merge_spark_conf(
     *layers: Mapping[str, str] | None,
 ) -> dict[str, str]:
@@ -108,7 +124,15 @@ def build_spark_session(
 
     # Connect to (or start) the JVM first: only then does SparkConf see the properties spark-submit
     # set with --master and --conf. Without it a job would silently override the connection's master.
-    SparkContext._ensure_initialized()
+    # Under spark-submit the JVM is already running (PYSPARK_GATEWAY_PORT); otherwise it starts
+    # here, with the master (else the launcher would set local[*]) and the launch properties.
+    # PYSPARK_SUBMIT_ARGS still wins over them.
+    if SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        launch_master = master or LOCAL_MASTER
+        launch = {"spark.master": launch_master, **launch_spark_conf(master=launch_master)}
+        SparkContext._ensure_initialized(conf=SparkConf(loadDefaults=False).setAll(list(launch.items())))
+    else:
+        SparkContext._ensure_initialized()
     submitted = SparkConf()
     effective_master = submitted.get("spark.master", None) or master or LOCAL_MASTER
     base = base_spark_conf(master=effective_master)
@@ -120,10 +144,12 @@ def build_spark_session(
             builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
+    management = session.sparkContext._jvm.java.lang.management.ManagementFactory  # type: ignore[union-attr]
     log.info(
-        "Spark session %s on %s (shuffle partitions %s)",
+        "Spark session %s on %s (shuffle partitions %s; driver JVM collectors: %s)",
         app_name,
         effective_master,
         session.conf.get("spark.sql.shuffle.partitions"),
+        ", ".join(bean.getName() for bean in management.getGarbageCollectorMXBeans()),
     )
     return session

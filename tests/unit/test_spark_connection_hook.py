@@ -8,7 +8,7 @@ import pytest
 from airflow.models import Connection
 
 from featurelake_airflow.hooks.spark_connection import SparkConnectionConfHook, spark_conf_from_extra
-from featurelake_airflow.operators.spark_feature_job import zip_package
+from featurelake_airflow.operators.spark_feature_job import submit_conf, zip_package
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,39 @@ def test_library_zip_holds_the_package(tmp_path: Path) -> None:
     (package / "notes.txt").write_text("not code")
     archive = zip_package(package, tmp_path / "pkg.zip")
     assert sorted(zipfile.ZipFile(archive).namelist()) == ["pkg/__init__.py", "pkg/sub/mod.py"]
+
+
+@pytest.mark.parametrize(
+    ("connection", "master"),
+    [
+        pytest.param(Connection(conn_type="spark", host="local[*]"), "local[*]", id="local"),
+        pytest.param(Connection(conn_type="spark", host="yarn"), "yarn", id="yarn"),
+        pytest.param(
+            Connection(conn_type="spark", host="spark://master:7077"), "spark://master:7077", id="url"
+        ),
+        pytest.param(
+            Connection(conn_type="spark", host="master", port=7077), "spark://master:7077", id="port"
+        ),
+        pytest.param(
+            Connection(conn_type="spark", host="k8s://https://kube:6443"), "k8s://https://kube:6443", id="k8s"
+        ),
+    ],
+)
+def test_hook_gives_the_master_spark_submit_uses(connection: Connection, master: str, monkeypatch) -> None:
+    connection.conn_id = "spark_x"
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_X", connection.as_json())
+    assert SparkConnectionConfHook(conn_id="spark_x").master() == master
+
+
+def test_submit_conf_launches_a_local_driver_with_the_parallel_collector() -> None:
+    assert submit_conf(master="local[*]", connection_conf={}, operator_conf=None) == {
+        "spark.driver.extraJavaOptions": "-XX:+UseParallelGC"
+    }
+    # the connection, then the operator, win over the launch defaults
+    connection = {"spark.driver.extraJavaOptions": "-XX:+UseG1GC", "spark.executor.memory": "2g"}
+    assert submit_conf(master="local[2]", connection_conf=connection, operator_conf=None) == connection
+    assert submit_conf(
+        master="local[2]", connection_conf=connection, operator_conf={"spark.executor.memory": "4g"}
+    ) == {"spark.driver.extraJavaOptions": "-XX:+UseG1GC", "spark.executor.memory": "4g"}
+    # a cluster keeps its own collector
+    assert submit_conf(master="spark://master:7077", connection_conf={}, operator_conf=None) == {}

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from featurelake.spark_session import base_spark_conf, is_local_master, local_core_count, merge_spark_conf
+from featurelake.spark_session import (
+    base_spark_conf,
+    is_local_master,
+    launch_spark_conf,
+    local_core_count,
+    merge_spark_conf,
+)
 
 
 @pytest.mark.parametrize(
@@ -58,3 +64,9 @@ def test_merge_later_layers_win_and_values_become_strings() -> None:
     connection = {"b": 2, "c": True}
     job = {"c": "job"}
     assert merge_spark_conf(base, connection, None, job) == {"a": "1", "b": "2", "c": "job"}
+
+
+def test_launch_conf_gives_a_local_driver_the_parallel_collector_only() -> None:
+    assert launch_spark_conf(master="local[2]") == {"spark.driver.extraJavaOptions": "-XX:+UseParallelGC"}
+    assert launch_spark_conf(master="yarn") == {}
+    assert launch_spark_conf(master="spark://127.0.0.1:7077") == {}

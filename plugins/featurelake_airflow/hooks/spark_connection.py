@@ -48,3 +48,13 @@ class SparkConnectionConfHook(BaseHook):
         """The connection's Spark properties, {} when it has none."""
         connection = self.get_connection(self.conn_id)
         return spark_conf_from_extra(connection.extra_dejson, conn_id=self.conn_id)
+
+    def master(self) -> str:
+        """The master URL spark-submit gets from this connection, as SparkSubmitHook builds it: the
+        host when it is a whole URL (`local[*]`, `yarn`, `spark://h:7077`), else type://host[:port]."""
+        connection = self.get_connection(self.conn_id)
+        host = connection.host or ""
+        if connection.conn_type == "spark" and host and ("://" in host or not connection.port):
+            return host
+        master = f"{connection.conn_type}://{host}"
+        return f"{master}:{connection.port}" if connection.port else master

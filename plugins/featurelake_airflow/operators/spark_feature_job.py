@@ -12,6 +12,7 @@ from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
+from featurelake.spark_session import launch_spark_conf
 from featurelake_airflow.hooks.spark_connection import SparkConnectionConfHook
 from featurelake_airflow.lake_paths import lake_path
 
@@ -24,11 +25,21 @@ def zip_package(package_dir: Path, target: Path) -> Path:
     return target
 
 
+def submit_conf(
+    *, master: str, connection_conf: dict[str, str], operator_conf: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The --conf properties of a submit, later layers winning: the properties the driver's JVM
+    needs at launch for this master (`launch_spark_conf`), the connection's `conf` extra, the
+    operator's `conf`."""
+    return {**launch_spark_conf(master=master), **connection_conf, **(operator_conf or {})}
+
+
 class SparkFeatureJobOperator(SparkSubmitOperator):
     """Run a featurelake spark job and return the report it writes to `report_path`.
 
-    Spark properties merge as: the job's tuned base (in the job) < the connection's `conf` extra <
-    this operator's `conf`. The `featurelake` library is zipped and passed with --py-files, so the
+    Spark properties merge as: the job's tuned base (in the job) and, on a local master, the driver
+    JVM's launch options (`launch_spark_conf`) < the connection's `conf` extra < this operator's
+    `conf`. The `featurelake` library is zipped and passed with --py-files, so the
     job also runs where the cluster has no copy of it (deploy mode `cluster`, YARN, Kubernetes).
     """
 
@@ -41,8 +52,10 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
         self.ship_library = ship_library
 
     def execute(self, context: Any) -> dict[str, Any]:
-        connection_conf = SparkConnectionConfHook(conn_id=self._conn_id).get_conn()
-        self.conf = {**connection_conf, **(self.conf or {})}
+        connection = SparkConnectionConfHook(conn_id=self._conn_id)
+        self.conf = submit_conf(
+            master=connection.master(), connection_conf=connection.get_conn(), operator_conf=self.conf
+        )
         with tempfile.TemporaryDirectory(prefix="featurelake-submit-") as workdir:
             if self.ship_library:
                 import featurelake
