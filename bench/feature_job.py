@@ -712,15 +712,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.driver_memory:
         # The gateway JVM reads this when it starts; spark.driver.memory set on a builder is too late.
         os.environ["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory {args.driver_memory} pyspark-shell"
-    from featurelake.spark_session import build_spark_session
+    from featurelake.spark_session import build_spark_session, driver_collectors
 
     session_began = time.perf_counter()
     spark = build_spark_session("bench", master="local[2]")
     session_seconds = time.perf_counter() - session_began
     jvm_pid = find_jvm_pid(os.getpid())
     jvm_max_heap_mib = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() / 2**20  # type: ignore[union-attr]
-    management = spark.sparkContext._jvm.java.lang.management.ManagementFactory  # type: ignore[union-attr]
-    jvm_collectors = sorted(bean.getName() for bean in management.getGarbageCollectorMXBeans())
+    jvm_collectors = driver_collectors(spark)
     console.log(
         f"Spark session in {session_seconds:.1f} s (not timed); JVM pid {jvm_pid}, "
         f"max heap {jvm_max_heap_mib:.0f} MiB, collectors {', '.join(jvm_collectors)}"

@@ -124,15 +124,12 @@ def build_spark_session(
 
     # Connect to (or start) the JVM first: only then does SparkConf see the properties spark-submit
     # set with --master and --conf. Without it a job would silently override the connection's master.
-    # Under spark-submit the JVM is already running (PYSPARK_GATEWAY_PORT); otherwise it starts
-    # here, with the master (else the launcher would set local[*]) and the launch properties.
-    # PYSPARK_SUBMIT_ARGS still wins over them.
-    if SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
-        launch_master = master or LOCAL_MASTER
-        launch = {"spark.master": launch_master, **launch_spark_conf(master=launch_master)}
-        SparkContext._ensure_initialized(conf=SparkConf(loadDefaults=False).setAll(list(launch.items())))
-    else:
-        SparkContext._ensure_initialized()
+    # When the JVM starts here, it starts with the master (else the launcher would set local[*])
+    # and the launch properties; PYSPARK_SUBMIT_ARGS still wins over them. PySpark ignores them
+    # when the JVM is already running (under spark-submit, or a second session).
+    launch_master = master or LOCAL_MASTER
+    launch = {"spark.master": launch_master, **launch_spark_conf(master=launch_master)}
+    SparkContext._ensure_initialized(conf=SparkConf(loadDefaults=False).setAll(list(launch.items())))
     submitted = SparkConf()
     effective_master = submitted.get("spark.master", None) or master or LOCAL_MASTER
     base = base_spark_conf(master=effective_master)
@@ -144,12 +141,17 @@ def build_spark_session(
             builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
-    management = session.sparkContext._jvm.java.lang.management.ManagementFactory  # type: ignore[union-attr]
     log.info(
         "Spark session %s on %s (shuffle partitions %s; driver JVM collectors: %s)",
         app_name,
         effective_master,
         session.conf.get("spark.sql.shuffle.partitions"),
-        ", ".join(bean.getName() for bean in management.getGarbageCollectorMXBeans()),
+        ", ".join(driver_collectors(session)),
     )
     return session
+
+
+def driver_collectors(session: SparkSession) -> list[str]:
+    """The garbage collectors of the driver's JVM, sorted (for a local master, `launch_spark_conf`'s)."""
+    management = session.sparkContext._jvm.java.lang.management.ManagementFactory  # type: ignore[union-attr]
+    return sorted(bean.getName() for bean in management.getGarbageCollectorMXBeans())

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from featurelake.spark_session import driver_collectors
+
 pytestmark = pytest.mark.integration
 
 
 def test_a_local_driver_it_launches_runs_its_master_the_parallel_collector_and_utc(spark) -> None:
-    management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
-    collectors = {bean.getName() for bean in management.getGarbageCollectorMXBeans()}
-    assert collectors == {"PS Scavenge", "PS MarkSweep"}
+    assert driver_collectors(spark) == ["PS MarkSweep", "PS Scavenge"]
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     # the master asked for, not the local[*] the launcher sets by default
     assert spark.sparkContext.master == "local[2]"

@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-from featurelake.spark_session import launch_spark_conf
+from featurelake.spark_session import launch_spark_conf, merge_spark_conf
 from featurelake_airflow.hooks.spark_connection import SparkConnectionConfHook
 from featurelake_airflow.lake_paths import lake_path
 
@@ -27,11 +27,11 @@ def zip_package(package_dir: Path, target: Path) -> Path:
 
 def submit_conf(
     *, master: str, connection_conf: dict[str, str], operator_conf: dict[str, Any] | None
-) -> dict[str, Any]:
+) -> dict[str, str]:
     """The --conf properties of a submit, later layers winning: the properties the driver's JVM
     needs at launch for this master (`launch_spark_conf`), the connection's `conf` extra, the
     operator's `conf`."""
-    return {**launch_spark_conf(master=master), **connection_conf, **(operator_conf or {})}
+    return merge_spark_conf(launch_spark_conf(master=master), connection_conf, operator_conf)
 
 
 class SparkFeatureJobOperator(SparkSubmitOperator):
