@@ -147,9 +147,11 @@ def process_by_partition(
     """Run `transform` over each date partition of `input_path` on its own, writing each result to
     the same date partition of `output_path` with dynamic overwrite.
 
-    Each date is read with a pruned read and replaced as a whole, so the function is idempotent:
-    running a date twice gives the same output, and a failure part-way leaves finished dates
-    complete. Returns the dates processed; dates with no input partition are skipped and logged.
+    Each date is read with a pruned read and replaced as a whole (`write_partitioned`'s `replace`):
+    a date whose result is empty is left empty, not holding an earlier run's rows. So the function
+    is idempotent: running a date twice gives the same output, and a failure part-way leaves
+    finished dates complete. Returns the dates processed; dates with no input partition are
+    skipped and logged.
     """
     from pyspark.sql import functions as F
 
@@ -161,7 +163,7 @@ def process_by_partition(
             continue
         part = read_partition_range(spark, input_path, day, day, partition_col=partition_col)
         result = transform(part.drop(partition_col), day).withColumn(partition_col, F.lit(day))
-        write_partitioned(result, output_path, [partition_col])
+        write_partitioned(result, output_path, [partition_col], replace=[day])
         done.append(day)
         log.info("Processed %s=%s into %s", partition_col, day, output_path)
     return done

@@ -128,6 +128,28 @@ def test_process_by_partition_is_idempotent(spark, tmp_path: Path) -> None:
     assert existing_date_partitions(spark, target) == {DAYS[0], DAYS[5]}
 
 
+def test_process_by_partition_empties_a_date_whose_result_is_now_empty(spark, tmp_path: Path) -> None:
+    source, target = str(tmp_path / "in"), str(tmp_path / "out")
+    write_partitioned(_events(spark, DAYS[:2]), source, ["date"])
+
+    def keep_all(df, day):
+        return df
+
+    def keep_none(df, day):
+        return df.where(F.lit(False))
+
+    process_by_partition(spark, input_path=source, output_path=target, dates=DAYS[:2], transform=keep_all)
+    assert spark.read.parquet(target).count() == 10
+    untouched = _digest(tmp_path / "out" / f"date={DAYS[1].isoformat()}")
+
+    # A rerun of the first date whose transform now keeps nothing: no stale rows remain there.
+    process_by_partition(spark, input_path=source, output_path=target, dates=[DAYS[0]], transform=keep_none)
+
+    assert spark.read.parquet(target).where(F.col("date") == F.lit(DAYS[0])).count() == 0
+    assert spark.read.parquet(target).count() == 5
+    assert _digest(tmp_path / "out" / f"date={DAYS[1].isoformat()}") == untouched
+
+
 def test_apply_per_key_sees_each_key_whole(spark) -> None:
     rows = [(f"u{u}", float(v)) for u in range(20) for v in range(u + 1)]
     df = spark.createDataFrame(rows, "user_id string, amount double")
