@@ -32,12 +32,35 @@ def local_core_count(master: str) -> int:
     return (os.cpu_count() or 1) if inner == "*" else int(inner)
 
 
-def base_spark_conf(*, master: str) -> dict[str, str]:
-    """The tuned defaults for feature jobs on `master`.
+def cluster_core_count(conf: Mapping[str, str]) -> int | None:
+    """The most executor cores a job on a cluster can hold, read from its Spark properties:
+    `spark.cores.max` (standalone), else `spark.executor.cores` times the executor count
+    (`spark.dynamicAllocation.maxExecutors` with dynamic allocation, which the base enables, else
+    `spark.executor.instances`). None when the properties leave it open."""
+    if conf.get("spark.cores.max"):
+        return int(conf["spark.cores.max"])
+    cores = conf.get("spark.executor.cores")
+    dynamic = conf.get("spark.dynamicAllocation.enabled", "true").lower() == "true"
+    executors = conf.get("spark.dynamicAllocation.maxExecutors" if dynamic else "spark.executor.instances")
+    if not cores or not executors:
+        return None
+    return int(cores) * int(executors)
+
+
+# Shuffle partitions a cluster job starts with per core it can hold, and never fewer than Spark's
+# default of 200: AQE coalesces small ones, but cannot split a partition that is too large.
+CLUSTER_SHUFFLE_PARTITIONS_PER_CORE = 3
+CLUSTER_MIN_SHUFFLE_PARTITIONS = 200
+
+
+def base_spark_conf(*, master: str, submitted: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The tuned defaults for feature jobs on `master`; `submitted` holds the properties already
+    set on top of them (the Spark connection's, spark-submit's, the job's), read for the cluster's size.
 
     AQE coalesces small shuffle partitions and splits skewed joins (a few heavy users dominate
-    transaction data). Shuffle partitions start at a few per core; AQE then coalesces them. Dynamic
-    allocation only makes sense with a cluster manager, so local masters never get it.
+    transaction data). Shuffle partitions are sized to the cores: on a local master 16 per core; on
+    a cluster 3 per core it can hold (`cluster_core_count`), at least 200; AQE then coalesces
+    them. Dynamic allocation only makes sense with a cluster manager, so local masters never get it.
     """
     conf = {
         "spark.sql.adaptive.enabled": "true",
@@ -75,7 +98,10 @@ def base_spark_conf(*, master: str) -> dict[str, str]:
         # can set the threshold back.
         conf["spark.sql.sources.parallelPartitionDiscovery.threshold"] = "100000"
     else:
-        conf["spark.sql.shuffle.partitions"] = "200"
+        cores = cluster_core_count(submitted or {})
+        conf["spark.sql.shuffle.partitions"] = str(
+            max(CLUSTER_MIN_SHUFFLE_PARTITIONS, CLUSTER_SHUFFLE_PARTITIONS_PER_CORE * (cores or 0))
+        )
         conf["spark.dynamicAllocation.enabled"] = "true"
         conf["spark.dynamicAllocation.shuffleTracking.enabled"] = "true"
     return conf
@@ -132,8 +158,8 @@ def build_spark_session(
     SparkContext._ensure_initialized(conf=SparkConf(loadDefaults=False).setAll(list(launch.items())))
     submitted = SparkConf()
     effective_master = submitted.get("spark.master", None) or master or LOCAL_MASTER
-    base = base_spark_conf(master=effective_master)
     already_set = dict(submitted.getAll())
+    base = base_spark_conf(master=effective_master, submitted=merge_spark_conf(already_set, overrides))
     final = merge_spark_conf(base, already_set, overrides)
     builder = SparkSession.builder.appName(app_name).master(effective_master)
     for key, value in final.items():

@@ -59,6 +59,29 @@ def test_cluster_base_enables_dynamic_allocation() -> None:
     assert "spark.sql.sources.parallelPartitionDiscovery.threshold" not in conf
 
 
+def test_cluster_shuffle_partitions_follow_the_cores_the_job_can_hold() -> None:
+    def partitions(**submitted: str) -> int:
+        conf = {key.replace("_", "."): value for key, value in submitted.items()}
+        return int(base_spark_conf(master="spark://m:7077", submitted=conf)["spark.sql.shuffle.partitions"])
+
+    # standalone's total cap
+    assert partitions(spark_cores_max="400") == 1200
+    # dynamic allocation (the base enables it): its ceiling of executors
+    assert partitions(spark_executor_cores="8", spark_dynamicAllocation_maxExecutors="50") == 1200
+    # static executors
+    assert (
+        partitions(
+            spark_executor_cores="4", spark_executor_instances="100", spark_dynamicAllocation_enabled="false"
+        )
+        == 1200
+    )
+    # a small cluster, or a size the properties leave open: Spark's default, which AQE coalesces
+    assert partitions(spark_cores_max="16") == 200
+    assert partitions(spark_executor_cores="8") == 200
+    assert partitions(spark_executor_cores="8", spark_executor_instances="100") == 200
+    assert partitions() == 200
+
+
 def test_merge_later_layers_win_and_values_become_strings() -> None:
     base = {"a": "1", "b": "1"}
     connection = {"b": 2, "c": True}
