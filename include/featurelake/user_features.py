@@ -347,8 +347,10 @@ def combine_tiles(
     window_days: int = DEFAULT_WINDOW_DAYS,
     groups: list[str] | None = None,
     clustered_by_user: bool = False,
+    with_duplicate_rows: bool = False,
 ) -> DataFrame:
     """The window features for `ds` from the tiles of [ds-(W-1), ds]; tiles outside are ignored.
+    `with_duplicate_rows` adds a last column, `duplicate_rows`: each user's exact copies in the window.
 
     One shuffle by user_id of a few flat columns (none with `clustered_by_user`, for tiles straight
     from `build_daily_tiles` or `transaction_tiles`) and one hash aggregate: exact integer sums, the
@@ -379,6 +381,7 @@ def combine_tiles(
         F.sum(F.when(recent, F.col("transaction_count")).otherwise(F.lit(0))).alias("transaction_count_7d"),
         F.countDistinct("merchant_id").alias("unique_merchants"),
         F.count(F.when(~F.col("category_group").isin(groups), F.lit(1))).alias("unlisted_group_rows"),
+        *([F.sum("duplicate_rows").alias("duplicate_rows")] if with_duplicate_rows else []),
         # null for a group the user has no transaction in
         *[
             F.sum(F.when(F.col("category_group") == F.lit(group), F.col("amount_micros"))).alias(column)
@@ -426,8 +429,9 @@ def combine_tiles(
             ).cast("string"),
             F.element_at(group_names, -top_index.getField("rank") + 1),
         ).alias("top_category_group"),
+        *(["duplicate_rows"] if with_duplicate_rows else []),
     )
-    return features.select(*FEATURE_COLUMNS)
+    return features.select(*FEATURE_COLUMNS, *(["duplicate_rows"] if with_duplicate_rows else []))
 
 
 @dataclass
@@ -441,6 +445,8 @@ class FeatureRunReport:
     raw_dates_validated: int = 0
     tiles_built: list[str] = field(default_factory=list)
     clean_transactions_in_built_tiles: int = 0
+    # Exact copies of clean rows among the validated raw dates (like the quarantine counts): in
+    # full mode the whole window, otherwise the dates whose tiles the run built.
     duplicate_rows_dropped: int = 0
     quarantined_rows: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)

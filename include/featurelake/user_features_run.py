@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Observation, SparkSession
 from pyspark.sql import functions as F
 
 from featurelake.lake import LakeLayout
@@ -98,16 +98,24 @@ def run_user_features(
             .option("basePath", layout.user_daily_tiles)
             .parquet(layout.user_daily_tiles)
         )
+        window_duplicates: Observation | None = None
         if mode == "full":
             # From raw in one pass: every clean row as a tile of its own, already clustered by
             # user. Adding them up per day first would only cost an aggregate: at this sparsity a
-            # daily tile holds about one transaction.
-            features = combine_tiles(
-                transaction_tiles(marked, categories, latest_per_day=False),
-                ds=ds,
-                window_days=window_days,
-                groups=lookup_category_groups(categories),
-                clustered_by_user=True,
+            # daily tile holds about one transaction. The window's exact copies are counted on the
+            # way, over the per-user rows, as no tile on disk holds them all.
+            window_duplicates = Observation("window_duplicate_rows")
+            features = (
+                combine_tiles(
+                    transaction_tiles(marked, categories, latest_per_day=False),
+                    ds=ds,
+                    window_days=window_days,
+                    groups=lookup_category_groups(categories),
+                    clustered_by_user=True,
+                    with_duplicate_rows=True,
+                )
+                .observe(window_duplicates, F.sum("duplicate_rows").alias("duplicate_rows"))
+                .drop("duplicate_rows")
             )
         else:
             window_tiles = tiles.where(F.col("date").between(F.lit(start), F.lit(ds)))
@@ -147,6 +155,10 @@ def run_user_features(
         .agg(F.sum("transaction_count").alias("clean"), F.sum("duplicate_rows").alias("duplicates"))
         .first()
     )
+    if window_duplicates is not None:
+        duplicates = int(window_duplicates.get["duplicate_rows"] or 0)
+    else:
+        duplicates = int(built_tiles["duplicates"] or 0)
     by_reason = {row["reason"]: int(row["count"]) for row in sorted(quarantined, key=lambda r: r["reason"])}
     return FeatureRunReport(
         ds=ds.isoformat(),
@@ -156,7 +168,7 @@ def run_user_features(
         raw_dates_validated=len(validated),
         tiles_built=[d.isoformat() for d in to_build],
         clean_transactions_in_built_tiles=int(built_tiles["clean"] or 0),
-        duplicate_rows_dropped=int(built_tiles["duplicates"] or 0),
+        duplicate_rows_dropped=duplicates,
         quarantined_rows=sum(by_reason.values()),
         quarantined_by_reason=by_reason,
         output_path=output,

@@ -16,7 +16,12 @@ import pytest
 
 from featurelake.synthetic import generate_lake
 from tests.oracle.edge_case_lake import write_edge_case_lake
-from tests.oracle.user_features_duckdb import FEATURE_COLUMNS, compute_user_features, quarantine
+from tests.oracle.user_features_duckdb import (
+    FEATURE_COLUMNS,
+    compute_user_features,
+    duplicate_rows,
+    quarantine,
+)
 from tests.support import PROJECT_ROOT, spark_submit
 
 pytestmark = pytest.mark.integration
@@ -56,6 +61,10 @@ def assert_matches_oracle(got: pd.DataFrame, want: pd.DataFrame) -> None:
             assert pd.to_datetime(g, utc=True).tolist() == pd.to_datetime(w, utc=True).tolist()
         else:
             assert g.astype(object).tolist() == w.astype(object).tolist(), column
+
+
+def window(ds: date, days: int = 90) -> list[date]:
+    return [ds - timedelta(days=i) for i in range(days)]
 
 
 def _as_text(frame: pd.DataFrame) -> list[list[str]]:
@@ -110,9 +119,18 @@ def assert_matches_the_edge_cases(lake: Path, report: dict, expected: dict) -> N
     assert report["quarantined_rows"] == sum(expected["quarantine_counts"].values())
 
 
-def test_edge_cases_match_the_oracle_and_hand_computed_values(edge_case_lake) -> None:
+@pytest.fixture(scope="module")
+def edge_case_run(edge_case_lake) -> dict:
+    """The report of a full run for DS on the edge-case lake."""
+    lake, _expected = edge_case_lake
+    return run_job(lake, DS, "--mode", "full")
+
+
+def test_edge_cases_match_the_oracle_and_hand_computed_values(edge_case_lake, edge_case_run) -> None:
     lake, expected = edge_case_lake
-    assert_matches_the_edge_cases(lake, run_job(lake, DS, "--mode", "full"), expected)
+    assert_matches_the_edge_cases(lake, edge_case_run, expected)
+    # a full run counts the exact copies of the whole window, as it quarantines the whole window
+    assert edge_case_run["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=window(DS)) == 2
 
 
 # UTC+14: a transaction at 23:59:59 UTC falls on the next local day, and one at 00:00 UTC at 14:00.
@@ -136,7 +154,7 @@ def test_results_do_not_depend_on_the_machine_time_zone(tmp_path: Path) -> None:
     assert_matches_the_edge_cases(lake, report, expected)
 
 
-def test_quarantine_holds_every_invalid_row_with_its_reason(edge_case_lake) -> None:
+def test_quarantine_holds_every_invalid_row_with_its_reason(edge_case_lake, edge_case_run) -> None:
     lake, _expected = edge_case_lake
     start = DS - timedelta(days=89)
     stored = pd.read_parquet(lake / "quarantine" / "transactions")
@@ -157,6 +175,7 @@ def test_full_and_incremental_agree_with_the_oracle_and_each_other(generated_lak
     assert first["mode"] == "full"
     assert first["tiles_built"] == [yesterday.isoformat()]
     assert first["raw_dates_validated"] == 90
+    assert first["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=window(yesterday))
     assert_matches_oracle(read_features(lake, yesterday), compute_user_features(lake=lake, ds=yesterday))
 
     # A tile exists: auto resolves to incremental, which builds the window's other 89 tiles first.
@@ -164,11 +183,15 @@ def test_full_and_incremental_agree_with_the_oracle_and_each_other(generated_lak
     assert bootstrap["mode"] == "incremental"
     assert len(bootstrap["tiles_built"]) == 89
     assert yesterday.isoformat() not in bootstrap["tiles_built"]
+    assert bootstrap["duplicate_rows_dropped"] == duplicate_rows(
+        lake=lake, dates=[date.fromisoformat(d) for d in bootstrap["tiles_built"]]
+    )
     assert_matches_oracle(read_features(lake, DS), compute_user_features(lake=lake, ds=DS))
 
     daily = run_job(lake, DS)  # every tile exists: the daily run builds the tile of DS only
     assert daily["mode"] == "incremental"
     assert daily["tiles_built"] == [DS.isoformat()]
+    assert daily["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=[DS])
     incremental_rows = read_features(lake, DS)
     assert_matches_oracle(incremental_rows, compute_user_features(lake=lake, ds=DS))
 
@@ -178,12 +201,33 @@ def test_full_and_incremental_agree_with_the_oracle_and_each_other(generated_lak
     pd.testing.assert_frame_equal(full_rows, incremental_rows, check_exact=True)
     assert full["users_written"] == daily["users_written"] == len(full_rows)
     assert full_rows["user_id"].is_unique
+    assert full["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=window(DS))
+
+    # Tiles outside DS's window now exist: DS+1's (after DS, from its own run) and DS-90's (from
+    # a run for DS-1, whose window starts there). An incremental run for DS must ignore both.
+    tomorrow = DS + timedelta(days=1)
+    assert run_job(lake, tomorrow)["tiles_built"] == [tomorrow.isoformat()]
+    assert_matches_oracle(read_features(lake, tomorrow), compute_user_features(lake=lake, ds=tomorrow))
+    day_before_window = DS - timedelta(days=90)
+    assert day_before_window.isoformat() in run_job(lake, yesterday, "--mode", "incremental")["tiles_built"]
+    assert_matches_oracle(read_features(lake, yesterday), compute_user_features(lake=lake, ds=yesterday))
+    tiles = lake / "tiles" / "user_daily"
+    assert (tiles / f"date={tomorrow.isoformat()}").is_dir()
+    assert (tiles / f"date={day_before_window.isoformat()}").is_dir()
+
+    again = run_job(lake, DS, "--mode", "incremental")
+    assert again["tiles_built"] == [DS.isoformat()]
+    pd.testing.assert_frame_equal(read_features(lake, DS), full_rows, check_exact=True)
 
 
 def test_rerun_is_idempotent_and_leaves_other_dates_alone(generated_lake: Path) -> None:
     lake = generated_lake
+    for day in (DS - timedelta(days=1), DS):  # written by the test above, unless this one runs alone
+        if not (lake / "features" / "user_features" / f"date={day.isoformat()}").is_dir():
+            run_job(lake, day)
     other = lake / "features" / "user_features" / f"date={(DS - timedelta(days=1)).isoformat()}"
     other_bytes = {p.name: p.read_bytes() for p in other.glob("*.parquet")}
+    assert other_bytes
     before = read_features(lake, DS)
 
     run_job(lake, DS, "--mode", "incremental")

@@ -212,3 +212,27 @@ def quarantine(
     }
     frame = (con or connect()).execute(QUARANTINE_SQL, params).df()
     return frame[QUARANTINE_COLUMNS]
+
+
+DUPLICATE_ROWS_SQL = f"""
+WITH {_CLEANING_CTES}
+SELECT
+    (SELECT count(*) FROM checked ANTI JOIN conflicting USING (date, transaction_id)
+     WHERE reason IS NULL AND list_contains($dates, date))
+    - (SELECT count(*) FROM clean WHERE list_contains($dates, date)) AS duplicate_rows
+"""
+
+
+def duplicate_rows(*, lake: Path, dates: Iterable[date], con: duckdb.DuckDBPyConnection | None = None) -> int:
+    """How many raw rows of the given date partitions are exact copies of a clean row: valid rows of
+    transaction_ids with a single version, beyond the first of each."""
+    wanted = sorted(set(dates))
+    if not wanted:
+        raise ValueError("dates must name at least one partition date")
+    params = {
+        "transactions_glob": _transactions_glob(lake),
+        "first_date": wanted[0],
+        "last_date": wanted[-1],
+        "dates": wanted,
+    }
+    return int((con or connect()).execute(DUPLICATE_ROWS_SQL, params).fetchone()[0])
