@@ -6,11 +6,13 @@ Computes the user feature set for one UTC day of transactions.
 1. **check_raw_partition** fails, naming the path, when `raw/transactions/date={{ ds }}` has not landed.
 2. **compute_user_features** runs `spark_jobs/user_features.py` through spark-submit on the
    `spark_default` connection: it validates and quarantines bad rows, builds the day's per-user tile,
-   combines the 90-day window from tiles, and replaces `features/user_features/date={{ ds }}/`.
+   computes the W-day window (from the tiles, or from raw on a first run or with `mode=full`), and
+   replaces `features/user_features/date={{ ds }}/`.
    Its XCom is the job's report (users written, tiles built, rows quarantined by reason).
 
 Each run covers exactly one day (`CronDataIntervalTimetable`), so a backfill or a rerun of a date
-rewrites only that date. The lake root is the Airflow Variable `featurelake_lake`.
+replaces only that date's features (and rewrites derived tiles and quarantine of its window from the
+same raw data; docs/features.md). The lake root is the Airflow Variable `featurelake_lake`.
 Params: `window_days` (W), `mode` (`auto`, `full`, `incremental` or `rebuild`; docs/features.md).
 """
 

@@ -1,7 +1,7 @@
 """A manual backfill of user_features_daily through the real Airflow CLI, run by a real scheduler:
-`airflow standalone` (scheduler, dag-processor, api-server, triggerer) in its own AIRFLOW_HOME and
-SQLite database on a free loopback port, `airflow backfill create` for two dates, then the two
-partitions checked against the DuckDB oracle."""
+`airflow standalone` (scheduler, dag-processor, api-server, triggerer) in its own AIRFLOW_HOME, with
+LocalExecutor on a private PostgreSQL database, on a free loopback port; `airflow backfill create`
+for two dates, then the two partitions checked against the DuckDB oracle."""
 
 from __future__ import annotations
 
