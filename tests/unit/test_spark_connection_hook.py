@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 from airflow.models import Connection
+from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
 from featurelake_airflow.hooks.spark_connection import SparkConnectionConfHook, spark_conf_from_extra
-from featurelake_airflow.operators.spark_feature_job import submit_conf, zip_package
+from featurelake_airflow.operators.spark_feature_job import submit_conf, yarn_cluster_tracking, zip_package
 
 
 @pytest.mark.parametrize(
@@ -78,6 +79,11 @@ def test_library_zip_holds_the_package(tmp_path: Path) -> None:
             Connection(conn_type="spark", host="master", port=7077), "spark://master:7077", id="port"
         ),
         pytest.param(
+            Connection(conn_type="spark", host="spark://master", port=7077),
+            "spark://master:7077",
+            id="url+port",
+        ),
+        pytest.param(
             Connection(conn_type="spark", host="k8s://https://kube:6443"), "k8s://https://kube:6443", id="k8s"
         ),
     ],
@@ -86,6 +92,30 @@ def test_hook_gives_the_master_spark_submit_uses(connection: Connection, master:
     connection.conn_id = "spark_x"
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_X", connection.as_json())
     assert SparkConnectionConfHook(conn_id="spark_x").master() == master
+    if not master.startswith("k8s://"):  # the provider's hook checks for cncf-kubernetes on k8s
+        assert SparkSubmitHook(conn_id="spark_x")._connection["master"] == master
+
+
+@pytest.mark.parametrize(
+    ("master", "deploy_mode", "extra", "tracking"),
+    [
+        pytest.param("yarn", None, {"deploy-mode": "cluster"}, "process", id="yarn-cluster"),
+        pytest.param("yarn", "cluster", {}, "process", id="operator-deploy-mode"),
+        pytest.param(
+            "yarn",
+            None,
+            {"deploy-mode": "cluster", "yarn_resourcemanager_webapp_address": "http://rm:8088"},
+            "rm_api",
+            id="yarn-cluster-rm",
+        ),
+        pytest.param("yarn", None, {}, None, id="yarn-client"),
+        pytest.param("yarn", "client", {"deploy-mode": "cluster"}, None, id="operator-wins"),
+        pytest.param("spark://m:7077", None, {"deploy-mode": "cluster"}, None, id="standalone"),
+        pytest.param("local[*]", None, {}, None, id="local"),
+    ],
+)
+def test_yarn_cluster_mode_is_followed_as_the_connection_allows(master, deploy_mode, extra, tracking) -> None:
+    assert yarn_cluster_tracking(master=master, deploy_mode=deploy_mode, extra=extra) == tracking
 
 
 def test_submit_conf_launches_a_local_driver_with_the_parallel_collector() -> None:

@@ -51,10 +51,16 @@ class SparkConnectionConfHook(BaseHook):
 
     def master(self) -> str:
         """The master URL spark-submit gets from this connection, as SparkSubmitHook builds it: the
-        host when it is a whole URL (`local[*]`, `yarn`, `spark://h:7077`), else type://host[:port]."""
+        host when it is a whole URL (`local[*]`, `yarn`, `spark://h`), else type://host; then
+        `:port` when the connection has a port."""
         connection = self.get_connection(self.conn_id)
         host = connection.host or ""
         if connection.conn_type == "spark" and host and ("://" in host or not connection.port):
-            return host
-        master = f"{connection.conn_type}://{host}"
+            master = host
+        else:
+            master = f"{connection.conn_type}://{host}"
         return f"{master}:{connection.port}" if connection.port else master
+
+    def extra(self) -> dict[str, Any]:
+        """The connection's extra, parsed (deploy mode, queue, ResourceManager address...)."""
+        return dict(self.get_connection(self.conn_id).extra_dejson)

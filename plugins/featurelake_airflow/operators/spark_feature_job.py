@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,23 @@ def submit_conf(
     return merge_spark_conf(launch_spark_conf(master=master), connection_conf, operator_conf)
 
 
+YARN_RM_WEBAPP_ADDRESS_EXTRA = "yarn_resourcemanager_webapp_address"
+
+
+def yarn_cluster_tracking(*, master: str, deploy_mode: str | None, extra: Mapping[str, Any]) -> str | None:
+    """How a submit in YARN cluster mode is followed, from the connection alone; None for any other
+    master or deploy mode.
+
+    `rm_api`: the connection names the ResourceManager's web address, so the operator polls its
+    REST API, and a retry reconnects to the running application (the provider's durable mode).
+    `process`: it does not, so the operator waits on spark-submit, and a retry submits the job
+    again; the job replaces its own partitions, so that gives the same result. The provider
+    refuses its default durable mode in YARN cluster mode without the REST API."""
+    if not master.startswith("yarn") or (deploy_mode or extra.get("deploy-mode")) != "cluster":
+        return None
+    return "rm_api" if extra.get(YARN_RM_WEBAPP_ADDRESS_EXTRA) else "process"
+
+
 class SparkFeatureJobOperator(SparkSubmitOperator):
     """Run a featurelake spark job and return the report it writes to `report_path`.
 
@@ -53,9 +70,20 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         connection = SparkConnectionConfHook(conn_id=self._conn_id)
-        self.conf = submit_conf(
-            master=connection.master(), connection_conf=connection.get_conn(), operator_conf=self.conf
+        master = connection.master()
+        self.conf = submit_conf(master=master, connection_conf=connection.get_conn(), operator_conf=self.conf)
+        tracking = yarn_cluster_tracking(
+            master=master, deploy_mode=self._deploy_mode, extra=connection.extra()
         )
+        if tracking == "rm_api":
+            self._yarn_track_via_rm_api = True
+        elif tracking == "process":
+            self.log.info(
+                "YARN cluster mode without %s in the connection: waiting on spark-submit; a retry "
+                "submits the job again",
+                YARN_RM_WEBAPP_ADDRESS_EXTRA,
+            )
+            self.durable = False
         with tempfile.TemporaryDirectory(prefix="featurelake-submit-") as workdir:
             if self.ship_library:
                 import featurelake
