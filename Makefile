@@ -21,7 +21,7 @@ DEMO_DATE ?= 2026-10-28
 DEMO_USERS ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint airflow clean lock bench env backfill
+.PHONY: help demo test lint airflow clean lock bench env backfill exports
 
 help:  ## List the targets
 	@grep -hE '^[a-z]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -76,9 +76,14 @@ bench: $(VENV)/.stamp-installed  ## Run the benchmarks in bench/
 	$(PY) bench/dag_parse.py
 	$(PY) bench/feature_job.py
 
-lock:  ## Regenerate requirements*.txt from requirements*.in
+lock: | $(UV)  ## Regenerate requirements*.txt from requirements*.in
 	$(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
 	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
 
-clean:  ## Remove the venv, the Airflow home and the demo lake
-	rm -rf $(VENV) $(CURDIR)/.uv-bootstrap $(AIRFLOW_HOME) $(CURDIR)/data .pytest_cache
+# The project's own Airflow home only: an AIRFLOW_HOME set elsewhere in the environment is never removed.
+clean:  ## Remove the venv, the project's .airflow and the demo lake
+	rm -rf $(VENV) $(CURDIR)/.uv-bootstrap $(CURDIR)/.airflow $(CURDIR)/data .pytest_cache
+
+AIRFLOW_ENV_NAMES := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\) ?=.*/\1/p' $(CURDIR)/airflow.env)
+exports:  ## Print airflow.env as shell exports: eval "$(make -s exports)"
+	@$(foreach name,$(AIRFLOW_ENV_NAMES),printf 'export %s=%q\n' '$(name)' '$($(name))';)

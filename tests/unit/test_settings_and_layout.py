@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from datetime import date
 from pathlib import Path
 
@@ -58,3 +61,18 @@ def test_lake_layout_paths_are_pinned() -> None:
 def test_empty_lake_root_is_rejected() -> None:
     with pytest.raises(ValueError, match="AIRFLOW_VAR_FEATURELAKE_LAKE"):
         LakeLayout("")
+
+
+def test_make_exports_gives_a_shell_the_project_settings(tmp_path: Path) -> None:
+    """`eval "$(make -s exports)"` sets airflow.env in a shell that has none of it, for the hand-run
+    CLI commands of the README, and keeps what the shell already set."""
+    project = SETTINGS_FILE.parent
+    script = 'eval "$(make -s -C "$1" exports)" && printf "%s\\n" "$AIRFLOW_HOME" "$AIRFLOW_CONN_SPARK_DEFAULT" "$TZ"'
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TZ": "Europe/Paris"}
+    result = subprocess.run(
+        ["bash", "-c", script, "bash", str(project)], env=env, capture_output=True, text=True, check=True
+    )
+    home, connection, zone = result.stdout.splitlines()
+    assert home == str(project / ".airflow")
+    assert json.loads(connection)["host"] == "local[*]"
+    assert zone == "Europe/Paris"
