@@ -158,9 +158,8 @@ def build_spark_session(
     SparkContext._ensure_initialized(conf=SparkConf(loadDefaults=False).setAll(list(launch.items())))
     submitted = SparkConf()
     effective_master = submitted.get("spark.master", None) or master or LOCAL_MASTER
-    already_set = dict(submitted.getAll())
-    base = base_spark_conf(master=effective_master, submitted=merge_spark_conf(already_set, overrides))
-    final = merge_spark_conf(base, already_set, overrides)
+    on_top = merge_spark_conf(dict(submitted.getAll()), overrides)
+    final = merge_spark_conf(base_spark_conf(master=effective_master, submitted=on_top), on_top)
     builder = SparkSession.builder.appName(app_name).master(effective_master)
     for key, value in final.items():
         if key != "spark.master":

@@ -363,6 +363,7 @@ def combine_tiles(
     The variance comes exactly from integer sums: n * sum(x^2) - sum(x)^2 in decimal arithmetic.
     """
     start, end = window_dates(ds, window_days)
+    extra_columns = ["duplicate_rows"] if with_duplicate_rows else []
     recent = F.col("date") >= F.lit(ds - timedelta(days=RECENT_DAYS - 1))
     in_window = tiles.where(F.col("date").between(F.lit(start), F.lit(end)))
     if groups is None:
@@ -381,7 +382,7 @@ def combine_tiles(
         F.sum(F.when(recent, F.col("transaction_count")).otherwise(F.lit(0))).alias("transaction_count_7d"),
         F.countDistinct("merchant_id").alias("unique_merchants"),
         F.count(F.when(~F.col("category_group").isin(groups), F.lit(1))).alias("unlisted_group_rows"),
-        *([F.sum("duplicate_rows").alias("duplicate_rows")] if with_duplicate_rows else []),
+        *[F.sum(column).alias(column) for column in extra_columns],
         # null for a group the user has no transaction in
         *[
             F.sum(F.when(F.col("category_group") == F.lit(group), F.col("amount_micros"))).alias(column)
@@ -429,9 +430,9 @@ def combine_tiles(
             ).cast("string"),
             F.element_at(group_names, -top_index.getField("rank") + 1),
         ).alias("top_category_group"),
-        *(["duplicate_rows"] if with_duplicate_rows else []),
+        *extra_columns,
     )
-    return features.select(*FEATURE_COLUMNS, *(["duplicate_rows"] if with_duplicate_rows else []))
+    return features.select(*FEATURE_COLUMNS, *extra_columns)
 
 
 @dataclass

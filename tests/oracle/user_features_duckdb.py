@@ -168,6 +168,19 @@ def _transactions_glob(lake: Path) -> str:
     return str(root / "date=*" / "*.parquet")
 
 
+def _date_partition_params(lake: Path, dates: Iterable[date]) -> dict:
+    """The SQL parameters that select the given date partitions of the raw transactions."""
+    wanted = sorted(set(dates))
+    if not wanted:
+        raise ValueError("dates must name at least one partition date")
+    return {
+        "transactions_glob": _transactions_glob(lake),
+        "first_date": wanted[0],
+        "last_date": wanted[-1],
+        "dates": wanted,
+    }
+
+
 def compute_user_features(
     *, lake: Path, ds: date, window_days: int = 90, con: duckdb.DuckDBPyConnection | None = None
 ) -> pd.DataFrame:
@@ -201,16 +214,7 @@ def quarantine(
     `reason` is the first failing validity check, or `conflicting_duplicate` for every distinct version
     of a transaction_id that occurs with differing content within one date.
     """
-    wanted = sorted(set(dates))
-    if not wanted:
-        raise ValueError("dates must name at least one partition date")
-    params = {
-        "transactions_glob": _transactions_glob(lake),
-        "first_date": wanted[0],
-        "last_date": wanted[-1],
-        "dates": wanted,
-    }
-    frame = (con or connect()).execute(QUARANTINE_SQL, params).df()
+    frame = (con or connect()).execute(QUARANTINE_SQL, _date_partition_params(lake, dates)).df()
     return frame[QUARANTINE_COLUMNS]
 
 
@@ -226,13 +230,6 @@ SELECT
 def duplicate_rows(*, lake: Path, dates: Iterable[date], con: duckdb.DuckDBPyConnection | None = None) -> int:
     """How many raw rows of the given date partitions are exact copies of a clean row: valid rows of
     transaction_ids with a single version, beyond the first of each."""
-    wanted = sorted(set(dates))
-    if not wanted:
-        raise ValueError("dates must name at least one partition date")
-    params = {
-        "transactions_glob": _transactions_glob(lake),
-        "first_date": wanted[0],
-        "last_date": wanted[-1],
-        "dates": wanted,
-    }
-    return int((con or connect()).execute(DUPLICATE_ROWS_SQL, params).fetchone()[0])
+    return int(
+        (con or connect()).execute(DUPLICATE_ROWS_SQL, _date_partition_params(lake, dates)).fetchone()[0]
+    )

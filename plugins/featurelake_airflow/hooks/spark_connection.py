@@ -11,9 +11,13 @@ a job to a cluster (executor memory, event log, S3 credentials provider...) is a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
 
 
 def spark_conf_from_extra(extra: Mapping[str, Any], *, conn_id: str) -> dict[str, str]:
@@ -44,16 +48,20 @@ class SparkConnectionConfHook(BaseHook):
         super().__init__()
         self.conn_id = conn_id
 
+    @cached_property
+    def _spark_connection(self) -> Connection:
+        """The connection, looked up once for the conf, the master and the extra."""
+        return self.get_connection(self.conn_id)
+
     def get_conn(self) -> dict[str, str]:
         """The connection's Spark properties, {} when it has none."""
-        connection = self.get_connection(self.conn_id)
-        return spark_conf_from_extra(connection.extra_dejson, conn_id=self.conn_id)
+        return spark_conf_from_extra(self._spark_connection.extra_dejson, conn_id=self.conn_id)
 
     def master(self) -> str:
         """The master URL spark-submit gets from this connection, as SparkSubmitHook builds it: the
         host when it is a whole URL (`local[*]`, `yarn`, `spark://h`), else type://host; then
         `:port` when the connection has a port."""
-        connection = self.get_connection(self.conn_id)
+        connection = self._spark_connection
         host = connection.host or ""
         if connection.conn_type == "spark" and host and ("://" in host or not connection.port):
             master = host
@@ -63,4 +71,4 @@ class SparkConnectionConfHook(BaseHook):
 
     def extra(self) -> dict[str, Any]:
         """The connection's extra, parsed (deploy mode, queue, ResourceManager address...)."""
-        return dict(self.get_connection(self.conn_id).extra_dejson)
+        return dict(self._spark_connection.extra_dejson)
