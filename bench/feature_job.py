@@ -18,12 +18,12 @@ runs behind these figures are in docs/benchmarks.md.
   duckdb         tests.oracle.user_features_duckdb.compute_user_features, in a spawned child process
                  so that its peak RSS is its own (the child's VmHWM; its RSS after imports is the
                  baseline). It only returns the features as a DataFrame: this is the baseline of
-                 the target. After those runs the child also times the oracle's quarantine of the
-                 window's dates (1 warm-up + `--repeat` runs), which a Spark full run writes too,
-                 for an information-only ratio (`information` in the JSON; no target uses it).
+                 the target. After those runs the child also times the oracle's quarantine of DS
+                 (1 warm-up + `--repeat` runs), which a Spark full run writes too, for an
+                 information-only ratio (`information` in the JSON; no target uses it).
   spark full     run_user_features(mode="full") for DS: the window computed from raw in one pass;
-                 it also writes the quarantine of the window, the tile of DS and the features, and
-                 reads back counts. The warm-up is a full run for DS-1.
+                 it also writes the quarantine and the tile of DS and the features, and reads back
+                 counts. The warm-up is a full run for DS-1.
   spark rebuild  run_user_features(mode="rebuild") for DS-1, once: every tile of the window rebuilt
                  from raw, then combined from the tiles.
   spark incr.    run_user_features(mode="incremental") for DS, after the rebuild: one new tile, then
@@ -246,7 +246,7 @@ def _clear_outputs(lake: Path) -> None:
 
 
 def duckdb_worker(lake: str, ds: str, window_days: int, warmups: int, repeat: int) -> dict[str, Any]:
-    """Run in a spawned child: time compute_user_features, then the window's quarantine (information
+    """Run in a spawned child: time compute_user_features, then the quarantine of ds (information
     only, see main); report times, CPU and this process's memory (the peak covers both)."""
     from tests.oracle.user_features_duckdb import compute_user_features, connect, quarantine
 
@@ -254,7 +254,6 @@ def duckdb_worker(lake: str, ds: str, window_days: int, warmups: int, repeat: in
     threads = con.execute("SELECT current_setting('threads')").fetchone()
     baseline = rss_mib(os.getpid())
     day = date.fromisoformat(ds)
-    window = [day - timedelta(days=i) for i in range(window_days)]
 
     def timed(compute: Callable[[], Any]) -> tuple[float, float, int]:
         cpu_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -269,7 +268,7 @@ def duckdb_worker(lake: str, ds: str, window_days: int, warmups: int, repeat: in
         return timed(lambda: compute_user_features(lake=Path(lake), ds=day, window_days=window_days, con=con))
 
     def quarantined() -> tuple[float, float, int]:
-        return timed(lambda: quarantine(lake=Path(lake), dates=window, con=con))
+        return timed(lambda: quarantine(lake=Path(lake), dates=[day], con=con))
 
     # The target's baseline first, its runs back to back; the information-only quarantine after.
     warm = [features() for _ in range(warmups)]
@@ -705,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     console.log(
         f"DuckDB: {[round(s, 2) for s in duck['seconds']]} s, {duck['rows']:,} users, "
         f"peak RSS {duck['peak_rss_mib']:.0f} MiB (baseline {duck['baseline_rss_mib']:.0f}); "
-        f"quarantine of the window (information) {[round(s, 2) for s in duck['quarantine_seconds']]} s, "
+        f"quarantine of DS (information) {[round(s, 2) for s in duck['quarantine_seconds']]} s, "
         f"{duck['quarantine_rows']:,} rows"
     )
 
@@ -824,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{duck['peak_rss_mib']:.0f} (child; {duck['baseline_rss_mib']:.0f} after imports)",
             ),
             timing_row(
-                "duckdb quarantine of the window (information)",
+                "duckdb quarantine of DS (information)",
                 duck["quarantine_seconds"],
                 duck["quarantine_cpu_seconds"],
                 "(same child)",
@@ -874,10 +873,10 @@ def main(argv: list[str] | None = None) -> int:
             },
         ],
         # Not a target: the target's DuckDB baseline returns the features only, while a Spark full
-        # run also validates, quarantines and writes every date of the window (and the tile of DS).
+        # run also validates the window, and writes the quarantine and the tile of DS.
         "information": [
             {
-                "name": "spark full / (duckdb features + duckdb quarantine of the window)",
+                "name": "spark full / (duckdb features + duckdb quarantine of DS)",
                 "ratio": full.median / duck_with_quarantine if full.runs else None,
                 "duckdb_quarantine_rows": duck["quarantine_rows"],
                 "spark_quarantine_rows": full.runs[-1].report["quarantined_rows"] if full.runs else None,

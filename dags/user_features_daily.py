@@ -11,8 +11,8 @@ Computes the user feature set for one UTC day of transactions.
    Its XCom is the job's report (users written, tiles built, rows quarantined by reason).
 
 Each run covers exactly one day (`CronDataIntervalTimetable`), so a backfill or a rerun of a date
-replaces only that date's features (and rewrites derived tiles and quarantine of its window from the
-same raw data; docs/features.md). The lake root is the Airflow Variable `featurelake_lake`.
+replaces only that date's features (and rewrites the tile and quarantine of its date, and of window
+dates with no tile yet, from the same raw data; docs/features.md). The lake root is the Airflow Variable `featurelake_lake`.
 Params: `window_days` (W), `mode` (`auto`, `full`, `incremental` or `rebuild`; docs/features.md).
 """
 

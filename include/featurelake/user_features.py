@@ -347,10 +347,8 @@ def combine_tiles(
     window_days: int = DEFAULT_WINDOW_DAYS,
     groups: list[str] | None = None,
     clustered_by_user: bool = False,
-    with_duplicate_rows: bool = False,
 ) -> DataFrame:
     """The window features for `ds` from the tiles of [ds-(W-1), ds]; tiles outside are ignored.
-    `with_duplicate_rows` adds a last column, `duplicate_rows`: each user's exact copies in the window.
 
     One shuffle by user_id of a few flat columns (none with `clustered_by_user`, for tiles straight
     from `build_daily_tiles` or `transaction_tiles`) and one hash aggregate: exact integer sums, the
@@ -363,7 +361,6 @@ def combine_tiles(
     The variance comes exactly from integer sums: n * sum(x^2) - sum(x)^2 in decimal arithmetic.
     """
     start, end = window_dates(ds, window_days)
-    extra_columns = ["duplicate_rows"] if with_duplicate_rows else []
     recent = F.col("date") >= F.lit(ds - timedelta(days=RECENT_DAYS - 1))
     in_window = tiles.where(F.col("date").between(F.lit(start), F.lit(end)))
     if groups is None:
@@ -382,7 +379,6 @@ def combine_tiles(
         F.sum(F.when(recent, F.col("transaction_count")).otherwise(F.lit(0))).alias("transaction_count_7d"),
         F.countDistinct("merchant_id").alias("unique_merchants"),
         F.count(F.when(~F.col("category_group").isin(groups), F.lit(1))).alias("unlisted_group_rows"),
-        *[F.sum(column).alias(column) for column in extra_columns],
         # null for a group the user has no transaction in
         *[
             F.sum(F.when(F.col("category_group") == F.lit(group), F.col("amount_micros"))).alias(column)
@@ -430,9 +426,8 @@ def combine_tiles(
             ).cast("string"),
             F.element_at(group_names, -top_index.getField("rank") + 1),
         ).alias("top_category_group"),
-        *extra_columns,
     )
-    return features.select(*FEATURE_COLUMNS, *extra_columns)
+    return features.select(*FEATURE_COLUMNS)
 
 
 @dataclass
@@ -443,11 +438,13 @@ class FeatureRunReport:
     mode: str
     window_days: int
     users_written: int
-    raw_dates_validated: int = 0
+    # Raw dates read and validated: the window's in full mode, otherwise the dates of tiles_built.
+    raw_dates_read: int = 0
     tiles_built: list[str] = field(default_factory=list)
+    # The counts below are those of the dates of tiles_built, whose tiles and quarantine the run
+    # wrote, in every mode.
     clean_transactions_in_built_tiles: int = 0
-    # Exact copies of clean rows among the validated raw dates (like the quarantine counts): in
-    # full mode the whole window, otherwise the dates whose tiles the run built.
+    # Exact copies of clean rows.
     duplicate_rows_dropped: int = 0
     quarantined_rows: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from pyspark.sql import Observation, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from featurelake.lake import LakeLayout
@@ -53,36 +53,39 @@ def run_user_features(
     mode, to_build = plan_tile_build(
         mode=mode, ds=ds, raw_dates=raw_dates, tile_dates=tile_dates, start=start
     )
-    # A full run validates (and quarantines) every raw date of the window; an incremental run only
-    # the dates whose tiles it builds.
-    validated = sorted(d for d in raw_dates if start <= d <= ds) if mode == "full" else to_build
+    # A date's tile and its quarantine come from one validation, so a run writes both for exactly the
+    # dates it builds, and nothing of other dates. A full run also reads the window's other raw
+    # dates, marking their rows to keep invalid rows and copies out of the features; their
+    # quarantine is the business of the runs that build their tiles.
+    read = sorted(d for d in raw_dates if start <= d <= ds) if mode == "full" else to_build
     log.info(
-        "ds=%s mode=%s window=%s days: validating %d raw date(s), building %d tile(s)",
+        "ds=%s mode=%s window=%s days: reading %d raw date(s), building the tile and quarantine of %d",
         ds,
         mode,
         window_days,
-        len(validated),
+        len(read),
         len(to_build),
     )
 
     categories = spark.read.schema(CATEGORIES_SCHEMA).parquet(layout.raw_categories)
-    rows = with_quarantine_reason(read_raw_transactions(spark, layout.raw_transactions, validated))
+    rows = with_quarantine_reason(read_raw_transactions(spark, layout.raw_transactions, read))
     # Small (transaction ids that occur twice), and read by every write below: persisted once, and
     # its measured size lets Spark broadcast it.
     repeated = repeated_transaction_keys(rows).persist()
     try:
         log.info("%d (date, transaction_id) keys occur on more than one valid row", repeated.count())
         marked = mark_transactions(rows, repeated)
+        # Pruned to the built dates' raw files, with the repeated keys of every date read.
+        built = marked.where(F.col("date").isin([F.lit(d) for d in to_build]))
         # Every write replaces the dates it covers, so a date left with no clean (or no invalid)
         # rows holds no stale tile (or quarantine), and a retry writes the same bytes.
         write_partitioned(
-            quarantined_rows(marked),
+            quarantined_rows(built),
             layout.quarantine_transactions,
             ["date"],
             sort_within=["transaction_id", "reason"],
-            replace=validated,
+            replace=to_build,
         )
-        built = marked.where(F.col("date").isin([F.lit(d) for d in to_build]))
         write_partitioned(
             build_daily_tiles(built, categories),
             layout.user_daily_tiles,
@@ -98,24 +101,16 @@ def run_user_features(
             .option("basePath", layout.user_daily_tiles)
             .parquet(layout.user_daily_tiles)
         )
-        window_duplicates: Observation | None = None
         if mode == "full":
             # From raw in one pass: every clean row as a tile of its own, already clustered by
             # user. Adding them up per day first would only cost an aggregate: at this sparsity a
-            # daily tile holds about one transaction. The window's exact copies are counted on the
-            # way, over the per-user rows, as no tile on disk holds them all.
-            window_duplicates = Observation("window_duplicate_rows")
-            features = (
-                combine_tiles(
-                    transaction_tiles(marked, categories, latest_per_day=False),
-                    ds=ds,
-                    window_days=window_days,
-                    groups=lookup_category_groups(categories),
-                    clustered_by_user=True,
-                    with_duplicate_rows=True,
-                )
-                .observe(window_duplicates, F.sum("duplicate_rows").alias("duplicate_rows"))
-                .drop("duplicate_rows")
+            # daily tile holds about one transaction.
+            features = combine_tiles(
+                transaction_tiles(marked, categories, latest_per_day=False),
+                ds=ds,
+                window_days=window_days,
+                groups=lookup_category_groups(categories),
+                clustered_by_user=True,
             )
         else:
             window_tiles = tiles.where(F.col("date").between(F.lit(start), F.lit(ds)))
@@ -141,11 +136,11 @@ def run_user_features(
     if not users:
         log.warning("no clean transactions in %s..%s: %s is left empty", start, ds, output)
     quarantined = []
-    if existing_date_partitions(spark, layout.quarantine_transactions) & set(validated):
+    if existing_date_partitions(spark, layout.quarantine_transactions) & set(to_build):
         quarantined = (
             spark.read.option("basePath", layout.quarantine_transactions)
             .parquet(layout.quarantine_transactions)
-            .where(F.col("date").isin([F.lit(d) for d in validated]))
+            .where(F.col("date").isin([F.lit(d) for d in to_build]))
             .groupBy("reason")
             .count()
             .collect()
@@ -155,20 +150,16 @@ def run_user_features(
         .agg(F.sum("transaction_count").alias("clean"), F.sum("duplicate_rows").alias("duplicates"))
         .first()
     )
-    if window_duplicates is not None:
-        duplicates = int(window_duplicates.get["duplicate_rows"] or 0)
-    else:
-        duplicates = int(built_tiles["duplicates"] or 0)
     by_reason = {row["reason"]: int(row["count"]) for row in sorted(quarantined, key=lambda r: r["reason"])}
     return FeatureRunReport(
         ds=ds.isoformat(),
         mode=mode,
         window_days=window_days,
         users_written=users,
-        raw_dates_validated=len(validated),
+        raw_dates_read=len(read),
         tiles_built=[d.isoformat() for d in to_build],
         clean_transactions_in_built_tiles=int(built_tiles["clean"] or 0),
-        duplicate_rows_dropped=duplicates,
+        duplicate_rows_dropped=int(built_tiles["duplicates"] or 0),
         quarantined_rows=sum(by_reason.values()),
         quarantined_by_reason=by_reason,
         output_path=output,

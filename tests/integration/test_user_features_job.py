@@ -115,8 +115,38 @@ def assert_matches_the_edge_cases(lake: Path, report: dict, expected: dict) -> N
             else:
                 assert row[column] == value, (user, column)
     assert not set(expected["absent_users"]) & set(got["user_id"])
-    assert report["quarantined_by_reason"] == expected["quarantine_counts"]
-    assert report["quarantined_rows"] == sum(expected["quarantine_counts"].values())
+    built = [date.fromisoformat(d) for d in report["tiles_built"]]
+    assert report["quarantined_by_reason"] == quarantine_counts(lake, built)
+    assert report["quarantined_rows"] == sum(report["quarantined_by_reason"].values())
+    assert report["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=built)
+    assert_quarantine_matches_oracle(lake, built)
+
+
+def raw_dates(lake: Path, dates: list[date]) -> list[date]:
+    """Those of `dates` that have a raw transactions partition."""
+    root = lake / "raw" / "transactions"
+    return [d for d in dates if (root / f"date={d.isoformat()}").is_dir()]
+
+
+def quarantine_counts(lake: Path, dates: list[date]) -> dict[str, int]:
+    """The oracle's quarantined rows of `dates`, by reason."""
+    return quarantine(lake=lake, dates=dates)["reason"].value_counts().sort_index().to_dict()
+
+
+def assert_quarantine_matches_oracle(lake: Path, dates: list[date]) -> None:
+    """The stored quarantine holds exactly the oracle's invalid rows of `dates`, with their reasons,
+    and no partition of any other date."""
+    root = lake / "quarantine" / "transactions"
+    stored = pd.read_parquet(root) if root.is_dir() and any(root.glob("date=*/*.parquet")) else None
+    want = quarantine(lake=lake, dates=dates)
+    key = ["date", "reason", "transaction_id", "user_id"]
+    if stored is None:
+        assert want.empty
+        return
+    stored["date"] = pd.to_datetime(stored["date"].astype(str)).dt.date
+    want["date"] = pd.to_datetime(want["date"]).dt.date
+    assert set(stored["date"]) <= set(dates)
+    assert sorted(map(tuple, _as_text(stored[key]))) == sorted(map(tuple, _as_text(want[key])))
 
 
 @pytest.fixture(scope="module")
@@ -129,43 +159,38 @@ def edge_case_run(edge_case_lake) -> dict:
 def test_edge_cases_match_the_oracle_and_hand_computed_values(edge_case_lake, edge_case_run) -> None:
     lake, expected = edge_case_lake
     assert_matches_the_edge_cases(lake, edge_case_run, expected)
-    # a full run counts the exact copies of the whole window, as it quarantines the whole window
-    assert edge_case_run["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=window(DS)) == 2
+    # A full run reads the whole window, but writes the tile and quarantine of DS only, which holds
+    # no invalid row here: the window's invalid rows and copies are on other dates.
+    assert edge_case_run["raw_dates_read"] == len(raw_dates(lake, window(DS))) > 1
+    assert edge_case_run["tiles_built"] == [DS.isoformat()]
+    assert edge_case_run["quarantined_rows"] == edge_case_run["duplicate_rows_dropped"] == 0
+    assert not list((lake / "quarantine").rglob("*.parquet"))
 
 
 # UTC+14: a transaction at 23:59:59 UTC falls on the next local day, and one at 00:00 UTC at 14:00.
 FAR_EAST_ZONE = "Pacific/Kiritimati"
 
 
-def test_results_do_not_depend_on_the_machine_time_zone(tmp_path: Path) -> None:
+def test_rebuild_quarantines_the_window_whatever_the_machine_time_zone(tmp_path: Path) -> None:
     """The edge-case lake holds transactions at 00:00 and 23:59:59.999999 UTC on the window's and the
     7-day window's boundaries, so a date taken in any zone but UTC moves a row across a boundary,
-    into the quarantine as a date mismatch, or out of it. Run with the process and the JVM in UTC+14."""
+    into the quarantine as a date mismatch, or out of it. Run with the process and the JVM in UTC+14,
+    in rebuild mode, which builds the tile and quarantine of every raw date of the window: every
+    invalid row of the window is quarantined with its reason, as the hand-computed counts say."""
     lake = tmp_path / "lake"
     expected = write_edge_case_lake(lake, ds=DS)
     report = run_job(
         lake,
         DS,
         "--mode",
-        "full",
+        "rebuild",
         conf={"spark.driver.extraJavaOptions": f"-Duser.timezone={FAR_EAST_ZONE}"},
         env={"TZ": FAR_EAST_ZONE},
     )
+    assert len(report["tiles_built"]) == report["raw_dates_read"]
     assert_matches_the_edge_cases(lake, report, expected)
-
-
-def test_quarantine_holds_every_invalid_row_with_its_reason(edge_case_lake, edge_case_run) -> None:
-    lake, _expected = edge_case_lake
-    start = DS - timedelta(days=89)
-    stored = pd.read_parquet(lake / "quarantine" / "transactions")
-    stored["date"] = pd.to_datetime(stored["date"].astype(str)).dt.date
-    in_window = stored[(stored["date"] >= start) & (stored["date"] <= DS)]
-    want = quarantine(lake=lake, dates=[start + timedelta(days=i) for i in range(90)])
-    want["date"] = pd.to_datetime(want["date"]).dt.date
-    key = ["date", "reason", "transaction_id", "user_id"]
-    got_rows = sorted(map(tuple, _as_text(in_window[key])))
-    want_rows = sorted(map(tuple, _as_text(want[key])))
-    assert got_rows == want_rows
+    assert report["quarantined_by_reason"] == expected["quarantine_counts"]
+    assert report["duplicate_rows_dropped"] == 2
 
 
 def test_full_and_incremental_agree_with_the_oracle_and_each_other(generated_lake: Path) -> None:
@@ -174,8 +199,11 @@ def test_full_and_incremental_agree_with_the_oracle_and_each_other(generated_lak
     first = run_job(lake, yesterday)  # no tiles yet: auto resolves to full, from raw
     assert first["mode"] == "full"
     assert first["tiles_built"] == [yesterday.isoformat()]
-    assert first["raw_dates_validated"] == 90
-    assert first["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=window(yesterday))
+    assert first["raw_dates_read"] == 90
+    assert first["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=[yesterday])
+    assert first["quarantined_by_reason"] == quarantine_counts(lake, [yesterday])
+    assert first["quarantined_rows"] > 0  # the edge-case date mismatch lands on that date
+    assert_quarantine_matches_oracle(lake, [yesterday])  # and no other date's
     assert_matches_oracle(read_features(lake, yesterday), compute_user_features(lake=lake, ds=yesterday))
 
     # A tile exists: auto resolves to incremental, which builds the window's other 89 tiles first.
@@ -186,6 +214,8 @@ def test_full_and_incremental_agree_with_the_oracle_and_each_other(generated_lak
     assert bootstrap["duplicate_rows_dropped"] == duplicate_rows(
         lake=lake, dates=[date.fromisoformat(d) for d in bootstrap["tiles_built"]]
     )
+    # Every date of DS's window now has its tile and its quarantine, from one run or the other.
+    assert_quarantine_matches_oracle(lake, window(DS))
     assert_matches_oracle(read_features(lake, DS), compute_user_features(lake=lake, ds=DS))
 
     daily = run_job(lake, DS)  # every tile exists: the daily run builds the tile of DS only
@@ -201,7 +231,7 @@ def test_full_and_incremental_agree_with_the_oracle_and_each_other(generated_lak
     pd.testing.assert_frame_equal(full_rows, incremental_rows, check_exact=True)
     assert full["users_written"] == daily["users_written"] == len(full_rows)
     assert full_rows["user_id"].is_unique
-    assert full["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=window(DS))
+    assert full["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=[DS])
 
     # Tiles outside DS's window now exist: DS+1's (after DS, from its own run) and DS-90's (from
     # a run for DS-1, whose window starts there). An incremental run for DS must ignore both.
