@@ -182,8 +182,15 @@ def _transaction_key() -> Column:
 
 
 def repeated_transaction_keys(rows: DataFrame) -> DataFrame:
-    """`transaction_key` of every (date, transaction_id) on more than one valid row: exact copies,
-    conflicting versions or both. `rows` come from `with_quarantine_reason`.
+    """`transaction_key` of every (date, transaction_id) on more than one raw row, valid or not:
+    exact copies, conflicting versions, or a valid row and an invalid one. `rows` are raw rows
+    (with or without `reason`).
+
+    Every key on more than one valid row is among them, which is all `mark_transactions` needs:
+    it decides validity before it compares versions, so a key that is repeated only because of an
+    invalid row comes out as if it occurred once. Counting every row rather than the valid ones
+    reads two columns (date, transaction_id) instead of the five that validity needs: measured on
+    the benchmark lake, 2.9-3.2 s against 3.8 s warm, for the same 37,051 keys.
 
     One narrow hash aggregate on a 64-bit key. The keys are all but unique, so a map-side partial
     aggregate would merge nothing: the keys are shuffled first and counted once, on the side that
@@ -191,8 +198,7 @@ def repeated_transaction_keys(rows: DataFrame) -> DataFrame:
     it to `mark_transactions`, which then sorts only the rows it names.
     """
     return (
-        rows.where(F.col("reason").isNull())
-        .select(_transaction_key().alias("transaction_key"))
+        rows.select(_transaction_key().alias("transaction_key"))
         .repartition("transaction_key")
         .groupBy("transaction_key")
         .agg(F.count(F.lit(1)).alias("rows"))
@@ -208,7 +214,8 @@ def mark_transactions(rows: DataFrame, repeated_keys: DataFrame) -> DataFrame:
     clean row already kept).
 
     `rows` come from `with_quarantine_reason`, `repeated_keys` from `repeated_transaction_keys` on
-    the same rows. A row whose key is not repeated is final as it is, with no shuffle. Only the
+    the same rows (or any superset of the keys on more than one valid row). A row whose key is not
+    repeated is final as it is, with no shuffle. Only the
     others are sorted: inside a (date, transaction_id) group sorted by every other column, exact
     copies are adjacent (lag), and the group holds several versions exactly when its first and last
     rows differ. Validity is decided first, so an invalid copy never makes a valid row a

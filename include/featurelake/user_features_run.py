@@ -73,7 +73,7 @@ def run_user_features(
     # its measured size lets Spark broadcast it.
     repeated = repeated_transaction_keys(rows).persist()
     try:
-        log.info("%d (date, transaction_id) keys occur on more than one valid row", repeated.count())
+        log.info("%d (date, transaction_id) keys occur on more than one raw row", repeated.count())
         marked = mark_transactions(rows, repeated)
         # Pruned to the built dates' raw files, with the repeated keys of every date read.
         built = marked.where(F.col("date").isin([F.lit(d) for d in to_build]))

@@ -11,6 +11,8 @@ Users (all dates are relative to ds; W is the window):
 - u_single: exactly one transaction, so std_spend is null.
 - u_exact_duplicate: exact duplicate rows, in the same file and across two files of one partition.
 - u_conflicting_duplicate: one transaction_id with two amounts (both quarantined) and one clean row.
+- u_invalid_twin: a clean row and an invalid row (NaN amount) with the same transaction_id: the clean
+  row counts as it is, neither a conflicting version nor a copy, and only the invalid one is quarantined.
 - u_all_negative: only refunds; every sum is negative and the least negative group wins.
 - u_refund: a purchase and its refund cancel out within one category group.
 - u_unknown_category: category_id missing from the lookup and null category_id both map to 'unknown'.
@@ -138,6 +140,8 @@ def write_edge_case_lake(lake: Path, *, ds: date, window_days: int = 90) -> dict
     tx("t_conflict", "u_conflicting_duplicate", "m08", 2, 40.00, at(2, 8))
     tx("t_conflict", "u_conflicting_duplicate", "m08", 2, 45.00, at(2, 8))
     tx("t_conflict_ok", "u_conflicting_duplicate", "m08", 2, 12.50, at(2, 9))
+    tx("t_twin", "u_invalid_twin", "m19", 2, 8.00, at(5, 16))
+    tx("t_twin", "u_invalid_twin", "m19", 2, math.nan, at(5, 16))
 
     # Refunds.
     tx("t_neg_1", "u_all_negative", "m09", 1, -15.00, at(5, 10))
@@ -259,6 +263,20 @@ def write_edge_case_lake(lake: Path, *, ds: date, window_days: int = 90) -> dict
             transaction_count_7d=2,
             last_amount=30.0,
             top_category_group="travel",
+        ),
+        "u_invalid_twin": features(
+            total_spend=8.0,
+            avg_spend=8.0,
+            std_spend=None,
+            max_spend=8.0,
+            transaction_count=1,
+            unique_merchants=1,
+            last_transaction_ts=at(5, 16),
+            days_since_last_transaction=5,
+            spend_7d=8.0,
+            transaction_count_7d=1,
+            last_amount=8.0,
+            top_category_group="food",
         ),
         "u_conflicting_duplicate": features(
             total_spend=12.5,
@@ -409,6 +427,7 @@ def write_edge_case_lake(lake: Path, *, ds: date, window_days: int = 90) -> dict
         ("missing_user_id", "t_order_check", None),
         ("missing_amount", "t_null_amount", "u_invalid_only"),
         ("nan_amount", "t_nan_amount", "u_invalid_only"),
+        ("nan_amount", "t_twin", "u_invalid_twin"),
         ("missing_transaction_ts", "t_null_ts", "u_invalid_only"),
         ("date_mismatch", "t_mismatch", "u_date_mismatch"),
         ("date_mismatch", "t_invalid_mismatch", "u_invalid_only"),
@@ -424,7 +443,7 @@ def write_edge_case_lake(lake: Path, *, ds: date, window_days: int = 90) -> dict
             "missing_transaction_id": 2,
             "missing_user_id": 3,
             "missing_amount": 1,
-            "nan_amount": 1,
+            "nan_amount": 2,
             "missing_transaction_ts": 1,
             "date_mismatch": 2,
             "conflicting_duplicate": 2,
