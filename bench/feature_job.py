@@ -13,8 +13,8 @@ reused when its marker file records the same parameters. A second lake holds twi
 What is timed (wall clock, median of the runs after one warm-up; Spark session start excluded). By
 default DuckDB, the incremental run and each full-mode scenario run 3 times (`--repeat`,
 `--repeat-heavy`): one full run cannot tell the full/DuckDB ratio to better than about 15% on these
-machines. A full run takes 35-71 s at 10M rows on 2 cores, depending on the load; timings and the
-runs behind these figures are in docs/benchmarks.md.
+machines. A full run takes 23-71 s at 10M rows on 2 cores, depending on the machine and its load;
+timings and the runs behind these figures are in docs/benchmarks.md.
   duckdb         tests.oracle.user_features_duckdb.compute_user_features, in a spawned child process
                  so that its peak RSS is its own (the child's VmHWM; its RSS after imports is the
                  baseline). It only returns the features as a DataFrame: this is the baseline of
@@ -693,7 +693,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=3,
         help="timed runs of each Spark full-mode scenario (120-day and doubled history); one takes "
-        "35-71 s at the default size on 2 cores",
+        "23-71 s at the default size on 2 cores",
     )
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--ds", type=date.fromisoformat, default=DS, help="run date, the lakes' last date")
