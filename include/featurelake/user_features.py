@@ -216,9 +216,9 @@ def mark_transactions(rows: DataFrame, repeated_keys: DataFrame) -> DataFrame:
     `rows` come from `with_quarantine_reason`, `repeated_keys` from `repeated_transaction_keys` on
     the same rows (or any superset of the keys on more than one valid row). A row whose key is not
     repeated is final as it is, with no shuffle. Only the others are sorted: inside a (date,
-    transaction_id) group sorted by every other column, exact copies are adjacent (lag), and the
-    group holds several versions exactly when its first and last rows differ. Validity is decided first, so an invalid copy never makes a valid row a
-    conflicting version.
+    validity, transaction_id) group sorted by every other column, exact copies are adjacent (lag),
+    and the group holds several versions exactly when its first and last rows differ. Validity is
+    decided first, so an invalid copy never makes a valid row a conflicting version.
     """
     keyed = rows.withColumn("transaction_key", _transaction_key())
     once = keyed.join(repeated_keys, on="transaction_key", how="left_anti").select(
