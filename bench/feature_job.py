@@ -345,17 +345,21 @@ class PhaseRecorder:
 
         self._sc = spark.sparkContext
         self._module = job_module
-        self._original: Callable[..., None] = job_module.write_partitioned
-        self._original_listing: Callable[..., set[date]] = job_module.existing_date_partitions
-        self._original_groups: dict[str, Callable[..., list[str]]] = {
-            name: getattr(job_module, name) for name in ("category_groups", "lookup_category_groups")
+        self._originals: dict[str, Callable[..., Any]] = {
+            name: getattr(job_module, name)
+            for name in (
+                "write_partitioned",
+                "existing_date_partitions",
+                "category_groups",
+                "lookup_category_groups",
+            )
         }
         self.current: dict[str, float] = {}
         self.run_label = ""
-        job_module.write_partitioned = self._wrapped
-        job_module.existing_date_partitions = self._wrapped_listing
-        for name, original in self._original_groups.items():
-            setattr(job_module, name, self._wrapped_groups(original))
+        job_module.write_partitioned = self._write
+        job_module.existing_date_partitions = self._listing
+        for name in ("category_groups", "lookup_category_groups"):
+            setattr(job_module, name, self._in_window_phase(self._originals[name]))
 
     @staticmethod
     def phase_of(path: str) -> str:
@@ -368,37 +372,35 @@ class PhaseRecorder:
                 return phase
         return f"write {path}"
 
-    def _wrapped(self, df: Any, path: str, *args: Any, **kwargs: Any) -> None:
-        phase = self.phase_of(path)
-        self._sc.setJobDescription(f"{self.run_label}|{phase}")
+    @contextmanager
+    def _phase(self, phase: str, *, label_jobs: bool = True) -> Iterator[None]:
+        """Add the block's wall time to `phase`; with `label_jobs`, its Spark jobs carry the phase
+        in their description (the UI breakdown), and later jobs the report phase again."""
+        if label_jobs:
+            self._sc.setJobDescription(f"{self.run_label}|{phase}")
         began = time.perf_counter()
         try:
-            self._original(df, path, *args, **kwargs)
+            yield
         finally:
-            self._add(phase, time.perf_counter() - began)
-            self._sc.setJobDescription(f"{self.run_label}|{REPORT_PHASE}")
-
-    def _add(self, phase: str, seconds: float) -> None:
-        self.current[phase] = self.current.get(phase, 0.0) + seconds
-
-    def _wrapped_groups(self, original: Callable[..., list[str]]) -> Callable[..., list[str]]:
-        def timed(*args: Any, **kwargs: Any) -> list[str]:
-            self._sc.setJobDescription(f"{self.run_label}|{FEATURES_PHASE}")
-            began = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self._add(FEATURES_PHASE, time.perf_counter() - began)
+            self.current[phase] = self.current.get(phase, 0.0) + time.perf_counter() - began
+            if label_jobs:
                 self._sc.setJobDescription(f"{self.run_label}|{REPORT_PHASE}")
 
-        return timed
+    def _write(self, df: Any, path: str, *args: Any, **kwargs: Any) -> None:
+        with self._phase(self.phase_of(path)):
+            self._originals["write_partitioned"](df, path, *args, **kwargs)
 
-    def _wrapped_listing(self, *args: Any, **kwargs: Any) -> set[date]:
-        began = time.perf_counter()
-        try:
-            return self._original_listing(*args, **kwargs)
-        finally:
-            self._add(LISTING_PHASE, time.perf_counter() - began)
+    def _listing(self, *args: Any, **kwargs: Any) -> set[date]:
+        # Hadoop FileSystem calls on the driver: no Spark job to label.
+        with self._phase(LISTING_PHASE, label_jobs=False):
+            return self._originals["existing_date_partitions"](*args, **kwargs)
+
+    def _in_window_phase(self, original: Callable[..., list[str]]) -> Callable[..., list[str]]:
+        def timed(*args: Any, **kwargs: Any) -> list[str]:
+            with self._phase(FEATURES_PHASE):
+                return original(*args, **kwargs)
+
+        return timed
 
     @contextmanager
     def run(self, label: str) -> Iterator[dict[str, float]]:
@@ -411,9 +413,7 @@ class PhaseRecorder:
             self._sc.setJobDescription(None)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        self._module.write_partitioned = self._original
-        self._module.existing_date_partitions = self._original_listing
-        for name, original in self._original_groups.items():
+        for name, original in self._originals.items():
             setattr(self._module, name, original)
 
 
@@ -585,13 +585,9 @@ def render(results: dict[str, Any]) -> None:
         )
     console.print(targets)
     for item in results.get("information", []):
-        detail = item.get("note", "")
-        if "duckdb_quarantine_rows" in item:
-            detail = (
-                f"quarantined rows: DuckDB {item['duckdb_quarantine_rows']:,}, "
-                f"Spark {_fmt(item['spark_quarantine_rows'], ',')}"
-            )
-        console.print(f"Information, not a target: {item['name']} = {_fmt(item['ratio'], '.3f')} ({detail})")
+        console.print(
+            f"Information, not a target: {item['name']} = {_fmt(item['ratio'], '.3f')} ({item['note']})"
+        )
 
     for name, phases in results.get("phases", {}).items():
         table = Table(
@@ -813,6 +809,7 @@ def main(argv: list[str] | None = None) -> int:
             return numerator.median_cpu / denominator.median_cpu
         return numerator.median / denominator.median
 
+    spark_quarantine_rows = full.runs[-1].report["quarantined_rows"] if full.runs else None
     spark_peak = f"JVM {_fmt(full.jvm_peak_rss_mib, '.0f')} / py {_fmt(full.python_peak_rss_mib, '.0f')}"
     results: dict[str, Any] = {
         "params": {
@@ -911,7 +908,8 @@ def main(argv: list[str] | None = None) -> int:
                 "name": "spark full / (duckdb features + duckdb quarantine of DS)",
                 "ratio": full.median / duck_with_quarantine if full.runs else None,
                 "duckdb_quarantine_rows": duck["quarantine_rows"],
-                "spark_quarantine_rows": full.runs[-1].report["quarantined_rows"] if full.runs else None,
+                "spark_quarantine_rows": spark_quarantine_rows,
+                "note": f"quarantined rows: DuckDB {duck['quarantine_rows']:,}, Spark {_fmt(spark_quarantine_rows, ',')}",
             },
             {
                 "name": "incremental without its window phase / full",
