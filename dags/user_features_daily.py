@@ -9,6 +9,9 @@ Computes the user feature set for one UTC day of transactions.
    computes the W-day window (from the tiles, or from raw on a first run or with `mode=full`), and
    replaces `features/user_features/date={{ ds }}/`.
    Its XCom is the job's report (users written, tiles built, rows quarantined by reason).
+3. **publish_online_features** loads that partition into the Redis online store of the
+   `featurelake_online` connection (one node, a ketama ring of nodes, or a Redis Cluster), keyed by
+   user; the store keeps the later feature date, so a backfill never replaces newer features.
 
 Each run covers exactly one day (`CronDataIntervalTimetable`), so a backfill or a rerun of a date
 replaces only that date's features (and rewrites the tile and quarantine of its date, and of window
@@ -24,6 +27,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
+from featurelake_airflow.operators.publish_online_features import PublishOnlineFeaturesOperator
 from featurelake_airflow.operators.raw_partition import RawPartitionCheckOperator
 from featurelake_airflow.operators.spark_feature_job import SparkFeatureJobOperator
 
@@ -51,7 +55,7 @@ with DAG(
             "auto", enum=["auto", "full", "incremental", "rebuild"], description="how the window is built"
         ),
     },
-    tags=["featurelake", "features", "spark"],
+    tags=["featurelake", "features", "spark", "online-store"],
 ) as dag:
     check_raw_partition = RawPartitionCheckOperator(
         task_id="check_raw_partition",
@@ -79,7 +83,15 @@ with DAG(
         execution_timeout=timedelta(hours=2),
     )
 
-    check_raw_partition >> compute_user_features
+    publish_online_features = PublishOnlineFeaturesOperator(
+        task_id="publish_online_features",
+        lake=LAKE,
+        ds="{{ ds }}",
+        view="user_features",
+        online_conn_id="featurelake_online",
+    )
+
+    check_raw_partition >> compute_user_features >> publish_online_features
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ apply_settings(
             "FEATURELAKE_TEST_SQL_ALCHEMY_CONN", f"sqlite:///{_TEST_HOME}/airflow.db?timeout=60"
         ),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        # Never the machine's own Redis: a test that runs the DAG starts its servers and points this
+        # at them; one that forgets fails on a closed port instead of writing to a shared server.
+        "AIRFLOW_CONN_FEATURELAKE_ONLINE": '{"conn_type": "redis", "host": "127.0.0.1", "port": 1}',
     }
 )
 # spark-submit and the airflow CLI come from the venv running the tests.

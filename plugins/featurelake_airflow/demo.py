@@ -1,5 +1,7 @@
 """Run one DAG for one logical date in-process (`dag.test()`, real tasks, real spark-submit) and print
-what it did: task states and durations, and a sample of the features it wrote.
+what it did: task states and durations, a sample of the features it wrote, and reads of the online
+store through the layered cache. The online store is a private redis-server on a free port, started
+here and stopped at the end, unless `--online-conn` points the run at an existing one.
 
     python -m featurelake_airflow.demo --dag-id user_features_daily --date 2026-10-28
 """
@@ -7,6 +9,7 @@ what it did: task states and durations, and a sample of the features it wrote.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -43,12 +46,62 @@ def run_dag(dag_id: str, day: date) -> tuple[str, list[tuple[str, str, float]]]:
     return str(run.state), tasks
 
 
-def feature_sample(lake: Path, day: date, rows: int = 5) -> tuple[int, list[dict]]:
+def feature_sample(lake: Path, day: date, rows: int = 5) -> tuple[list[str], list[dict]]:
+    """Every user id of the day's features, and the `rows` most active users' rows."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(lake / "features" / "user_features" / f"date={day.isoformat()}")
     ordered = table.sort_by([("transaction_count", "descending"), ("user_id", "ascending")])
-    return table.num_rows, ordered.slice(0, rows).to_pylist()
+    return table.column("user_id").to_pylist(), ordered.slice(0, rows).to_pylist()
+
+
+def show_online_reads(user_ids: list[str], online_connection: str, *, lake: Path, day: date) -> None:
+    """Read `user_ids` through the layered cache: cold (from Redis), warm (local), and after some
+    keys are evicted from Redis (computed from the lake and written back); print where each read
+    was answered and how long it took."""
+    from featurelake.cache import LayeredFeatureCache
+    from featurelake.offline_features import read_offline_features
+    from featurelake.online_store import OnlineStore, OnlineStoreConfig
+
+    connection = json.loads(online_connection)
+    config = OnlineStoreConfig.from_connection(
+        host=connection.get("host"), port=connection.get("port"), extra=connection.get("extra")
+    )
+    features = str(lake / "features" / "user_features")
+    evicted = user_ids[:100]
+    with OnlineStore(config) as store:
+        cache = LayeredFeatureCache(
+            view="user_features",
+            store=store,
+            compute=lambda ids: read_offline_features(features, ids, as_of=day),
+            ttl_seconds=300,
+        )
+        reads = Table(title="Online reads through the layered cache (local LRU+TTL, Redis, the lake)")
+        for column in ("read", "users", "answered by", "ms"):
+            reads.add_column(column)
+
+        def timed_read(label: str, ids: list[str]) -> None:
+            before = (cache.stats.local_hits, cache.stats.store_hits, cache.stats.computed)
+            started = time.perf_counter()
+            found = cache.get_many(ids)
+            elapsed = (time.perf_counter() - started) * 1000
+            local, remote, computed = (
+                cache.stats.local_hits - before[0],
+                cache.stats.store_hits - before[1],
+                cache.stats.computed - before[2],
+            )
+            answered = f"{local} local, {remote} Redis, {computed} computed, {len(ids) - len(found)} missing"
+            reads.add_row(label, str(len(ids)), answered, f"{elapsed:.1f}")
+
+        timed_read("cold: local layer empty", user_ids)
+        timed_read("warm", user_ids)
+        for node, keys in store.ring.group_by_node([store.key("user_features", u) for u in evicted]).items():
+            store.client(node).delete(*keys)
+        cache.invalidate(evicted)
+        timed_read("evicted from Redis and locally", evicted)
+        timed_read("the same again", evicted)
+        console.print(reads)
+        console.print(f"Online store keys per node: {store.count_keys('user_features')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,12 +110,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dag-id", default="user_features_daily")
     parser.add_argument("--date", required=True, type=date.fromisoformat, help="logical date, YYYY-MM-DD")
+    parser.add_argument(
+        "--online-conn",
+        default=None,
+        help="the featurelake_online connection as JSON; default: a private redis-server started here",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
+    with contextlib.ExitStack() as stack:
+        if args.online_conn is None:
+            from featurelake.local_redis import LocalRedisServer
+
+            server = stack.enter_context(LocalRedisServer())
+            args.online_conn = json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": server.port})
+            console.print(
+                f"Online store: a private redis-server on {server.address}, stopped when the demo ends"
+            )
+        os.environ["AIRFLOW_CONN_FEATURELAKE_ONLINE"] = args.online_conn
+        return run_demo(args.dag_id, args.date, args.online_conn)
+
+
+def run_demo(dag_id: str, day: date, online_connection: str) -> int:
     started = time.perf_counter()
-    state, tasks = run_dag(args.dag_id, args.date)
-    table = Table(title=f"{args.dag_id} for {args.date} ({state}, {time.perf_counter() - started:.0f} s)")
+    state, tasks = run_dag(dag_id, day)
+    table = Table(title=f"{dag_id} for {day} ({state}, {time.perf_counter() - started:.0f} s)")
     for column in ("task", "state", "seconds"):
         table.add_column(column)
     for task_id, task_state, seconds in tasks:
@@ -73,11 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     lake = Path(os.environ["AIRFLOW_VAR_FEATURELAKE_LAKE"])
-    report_file = lake / "_metrics" / "user_features" / f"date={args.date.isoformat()}.json"
+    report_file = lake / "_metrics" / "user_features" / f"date={day.isoformat()}.json"
     report = json.loads(report_file.read_text())
-    count, sample = feature_sample(lake, args.date)
+    user_ids, sample = feature_sample(lake, day)
     console.print(
-        f"Wrote [bold]{count}[/bold] user feature rows to {report['output_path']} "
+        f"Wrote [bold]{len(user_ids)}[/bold] user feature rows to {report['output_path']} "
         f"(mode {report['mode']}, {len(report['tiles_built'])} tile(s) built, "
         f"{report['quarantined_rows']} rows quarantined {report['quarantined_by_reason']}, "
         f"{report['duplicate_rows_dropped']} duplicate rows dropped)"
@@ -99,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in sample:
         features.add_row(*(f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
     console.print(features)
+    show_online_reads(user_ids, online_connection, lake=lake, day=day)
     return 0
 
 

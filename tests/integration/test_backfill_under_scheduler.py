@@ -1,7 +1,8 @@
 """A manual backfill of user_features_daily through the real Airflow CLI, run by a real scheduler:
 `airflow standalone` (scheduler, dag-processor, api-server, triggerer) in its own AIRFLOW_HOME, with
 LocalExecutor on a private PostgreSQL database, on a free loopback port; `airflow backfill create`
-for two dates, then the two partitions checked against the DuckDB oracle."""
+for two dates, newest first (`--run-backwards`), then the two partitions checked against the DuckDB
+oracle, and the online store (two real Redis shards) checked to hold each user's newest features."""
 
 from __future__ import annotations
 
@@ -184,7 +185,23 @@ def metadata_database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def standalone(tmp_path_factory, lake: Path, metadata_database: str) -> Iterator[Standalone]:
+def online_nodes(redis_shard_0, redis_shard_1) -> list[str]:
+    """Two emptied pytest-redis servers: the online store's ring for this module."""
+    import redis
+
+    nodes = []
+    for shard in (redis_shard_0, redis_shard_1):
+        client = redis.Redis(host=shard.host, port=shard.port)
+        client.flushall()
+        client.close()
+        nodes.append(f"{shard.host}:{shard.port}")
+    return nodes
+
+
+@pytest.fixture(scope="module")
+def standalone(
+    tmp_path_factory, lake: Path, metadata_database: str, online_nodes: list[str]
+) -> Iterator[Standalone]:
     """`airflow standalone` with a fresh home and database, serving on a free loopback port."""
     home = tmp_path_factory.mktemp("standalone-home")
     port = free_port()
@@ -208,6 +225,9 @@ def standalone(tmp_path_factory, lake: Path, metadata_database: str) -> Iterator
         "AIRFLOW_VAR_FEATURELAKE_LAKE": str(lake),
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(
             {"conn_type": "spark", "host": "local[2]", "extra": {"conf": {"spark.log.level": "WARN"}}}
+        ),
+        "AIRFLOW_CONN_FEATURELAKE_ONLINE": json.dumps(
+            {"conn_type": "redis", "host": "127.0.0.1", "port": 1, "extra": {"nodes": online_nodes}}
         ),
         "NO_COLOR": "1",
         MARKER: str(home),
@@ -252,7 +272,16 @@ def _task_states(standalone: Standalone, token: str, run_id: str) -> dict[str, s
     return {ti["task_id"]: ti["state"] for ti in _request(url, token=token)["task_instances"]}
 
 
-def test_backfill_create_is_run_by_the_scheduler(standalone: Standalone, lake: Path) -> None:
+def _xcom(standalone: Standalone, token: str, run_id: str, task_id: str) -> Any:
+    run = urllib.parse.quote(run_id, safe="")
+    url = f"{standalone.base_url}/api/v2/dags/{DAG_ID}/dagRuns/{run}/taskInstances/{task_id}/xcomEntries/return_value"
+    value = _request(url, token=token)["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_backfill_create_is_run_by_the_scheduler(
+    standalone: Standalone, lake: Path, online_nodes: list[str]
+) -> None:
     started = time.monotonic()
 
     def healthy() -> bool:
@@ -286,6 +315,8 @@ def test_backfill_create_is_run_by_the_scheduler(standalone: Standalone, lake: P
         BACKFILL_DATES[-1].isoformat(),
         "--max-active-runs",
         "1",
+        # newest first: the older date's publish must not replace the newer features online
+        "--run-backwards",
     )
     assert created.returncode == 0, f"backfill create failed:\n{created.stdout}\n{created.stderr}"
 
@@ -314,3 +345,18 @@ def test_backfill_create_is_run_by_the_scheduler(standalone: Standalone, lake: P
     for day in BACKFILL_DATES:
         assert (lake / "features" / "user_features" / f"date={day.isoformat()}").is_dir()
         assert_matches_oracle(read_features(lake, day), compute_user_features(lake=lake, ds=day))
+
+    # Online: each user's newest date, although the older date was published last.
+    from featurelake.offline_features import partition_records
+    from featurelake.online_store import OnlineStore, OnlineStoreConfig
+
+    newest: dict = {}
+    for day in BACKFILL_DATES:  # oldest first, so a later date replaces an earlier one
+        partition = lake / "features" / "user_features" / f"date={day.isoformat()}"
+        newest.update(partition_records(str(partition), feature_date=day))
+    with OnlineStore(OnlineStoreConfig(nodes=online_nodes)) as store:
+        assert store.read("user_features", newest) == newest
+    assert any(record.feature_date == DS.isoformat() for record in newest.values())
+    older_run = next(run for run in runs if run["logical_date"][:10] == BACKFILL_DATES[0].isoformat())
+    published = _xcom(standalone, token, older_run["dag_run_id"], "publish_online_features")
+    assert published["kept_newer"] > 0 and published["written"] < len(newest), published

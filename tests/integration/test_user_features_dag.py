@@ -1,5 +1,6 @@
-"""user_features_daily end to end through Airflow (`dag.test()`, real spark-submit): on local[2], and
-on a real Spark standalone cluster on loopback reached through the Spark connection alone."""
+"""user_features_daily end to end through Airflow (`dag.test()`, real spark-submit, real Redis
+shards): on local[2], and on a real Spark standalone cluster on loopback reached through the Spark
+connection alone; and online_store_rebalance moving the online store to a bigger ring."""
 
 from __future__ import annotations
 
@@ -41,27 +42,63 @@ def daily_dag(airflow_db):
     return bag.get_dag("user_features_daily")
 
 
+def ring_connection(nodes: list[str], **extra: object) -> dict:
+    """The featurelake_online connection of a ketama ring over `nodes`."""
+    host, port = nodes[0].rsplit(":", 1)
+    return {"conn_type": "redis", "host": host, "port": int(port), "extra": {"nodes": nodes, **extra}}
+
+
+def assert_online_store_holds(nodes: list[str], lake: Path, day: date) -> None:
+    """Every user of the day's feature partition is in the online store, with exactly its values."""
+    from featurelake.offline_features import partition_records
+    from featurelake.online_store import OnlineStore, OnlineStoreConfig
+
+    partition = lake / "features" / "user_features" / f"date={day.isoformat()}"
+    want = dict(partition_records(str(partition), feature_date=day))
+    with OnlineStore(OnlineStoreConfig(nodes=nodes)) as store:
+        got = store.read("user_features", want)
+    assert len(want) > 100 and got == want
+    values = next(iter(got.values())).values
+    assert {"total_spend", "unique_merchants", "last_transaction_ts", "top_category_group"} <= set(values)
+
+
 def run_dag(
-    dag, day: date, *, lake: Path, spark_connection: dict, monkeypatch, run_conf: dict | None = None
+    dag,
+    day: date,
+    *,
+    lake: Path,
+    spark_connection: dict,
+    online_nodes: list[str],
+    monkeypatch,
+    run_conf: dict | None = None,
 ) -> dict[str, str]:
     """Run the DAG for one logical date; return {task_id: state}."""
     monkeypatch.setenv("AIRFLOW_VAR_FEATURELAKE_LAKE", str(lake))
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps(spark_connection))
+    monkeypatch.setenv("AIRFLOW_CONN_FEATURELAKE_ONLINE", json.dumps(ring_connection(online_nodes)))
     run = dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC), run_conf=run_conf)
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert str(run.state) == "success", states
     return states
 
 
-def test_daily_run_writes_the_oracle_features(daily_dag, lake: Path, monkeypatch) -> None:
+def test_daily_run_writes_the_oracle_features(
+    daily_dag, lake: Path, redis_nodes: list[str], monkeypatch
+) -> None:
+    online_nodes = redis_nodes[:3]
     states = run_dag(
         daily_dag,
         DS,
         lake=lake,
         spark_connection={"conn_type": "spark", "host": "local[2]"},
+        online_nodes=online_nodes,
         monkeypatch=monkeypatch,
     )
-    assert states == {"check_raw_partition": "success", "compute_user_features": "success"}
+    assert states == {
+        "check_raw_partition": "success",
+        "compute_user_features": "success",
+        "publish_online_features": "success",
+    }
 
     got = read_features(lake, DS)
     want = compute_user_features(lake=lake, ds=DS)
@@ -69,6 +106,19 @@ def test_daily_run_writes_the_oracle_features(daily_dag, lake: Path, monkeypatch
     assert got["total_spend"].sum() == pytest.approx(want["total_spend"].sum(), rel=1e-9)
     report = json.loads((lake / "_metrics" / "user_features" / f"date={DS.isoformat()}.json").read_text())
     assert report["users_written"] == len(want)
+    assert_online_store_holds(online_nodes, lake, DS)
+
+    # The store grows to four nodes: online_store_rebalance moves the keys, and none is lost.
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FEATURELAKE_ONLINE",
+        json.dumps(ring_connection(redis_nodes, previous_nodes=online_nodes)),
+    )
+    rebalance = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).get_dag("online_store_rebalance")
+    run = rebalance.test(logical_date=datetime(2026, 11, 1, tzinfo=UTC))
+    assert str(run.state) == "success", {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert_online_store_holds(redis_nodes, lake, DS)
 
 
 def test_missing_partition_fails_naming_the_path(lake: Path) -> None:
@@ -155,7 +205,7 @@ def standalone_cluster(tmp_path_factory) -> Iterator[tuple[str, str]]:
 
 
 def test_same_dag_runs_on_a_standalone_cluster(
-    daily_dag, lake: Path, standalone_cluster, monkeypatch
+    daily_dag, lake: Path, standalone_cluster, redis_nodes: list[str], monkeypatch
 ) -> None:
     master_url, ui = standalone_cluster
     day = DS + timedelta(days=1)
@@ -171,6 +221,7 @@ def test_same_dag_runs_on_a_standalone_cluster(
         day,
         lake=lake,
         spark_connection=connection,
+        online_nodes=redis_nodes,
         monkeypatch=monkeypatch,
         run_conf={"mode": "incremental"},
     )
@@ -186,3 +237,4 @@ def test_same_dag_runs_on_a_standalone_cluster(
     assert report["mode"] == "incremental"
     assert day.isoformat() in report["tiles_built"]
     assert pd.Timestamp(read_features(lake, day)["feature_date"].iloc[0]).date() == day
+    assert_online_store_holds(redis_nodes, lake, day)

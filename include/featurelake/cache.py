@@ -1,0 +1,123 @@
+"""The layered feature cache: an in-process LRU with a TTL, then the Redis online store, then a
+compute function on a miss, whose results are written back to both layers. Bulk warm-up fills the
+layers for a list of entities ahead of traffic.
+
+The local layer is cachetools' TTLCache (bounded: least recently used entries go first, and every
+entry expires `ttl_seconds` after it was stored), behind a lock: cachetools is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
+
+from cachetools import TTLCache
+
+from featurelake.feature_records import FeatureRecord
+from featurelake.online_store import OnlineStore
+
+log = logging.getLogger(__name__)
+
+# Computes the records of the ids it is given; ids it has no record for are left out.
+ComputeFeatures = Callable[[Sequence[str]], Mapping[str, FeatureRecord]]
+
+
+@dataclass
+class CacheStats:
+    """Where requested ids were answered, counted since the cache was made."""
+
+    local_hits: int = 0
+    store_hits: int = 0
+    computed: int = 0
+    # Asked for, and found in no layer (nor computed).
+    missing: int = 0
+
+
+class LayeredFeatureCache:
+    """Records of one feature view: local LRU/TTL, then `store`, then `compute` (optional)."""
+
+    def __init__(
+        self,
+        *,
+        view: str,
+        store: OnlineStore,
+        compute: ComputeFeatures | None = None,
+        max_entries: int = 100_000,
+        ttl_seconds: float = 60.0,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        if ttl_seconds <= 0:
+            raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds}")
+        self.view = view
+        self.store = store
+        self.compute = compute
+        self.stats = CacheStats()
+        self._local: TTLCache[str, FeatureRecord] = TTLCache(
+            maxsize=max_entries, ttl=ttl_seconds, timer=timer
+        )
+        self._lock = threading.Lock()
+
+    def get(self, entity_id: str) -> FeatureRecord | None:
+        return self.get_many([entity_id]).get(entity_id)
+
+    def get_many(self, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
+        """The records of `entity_ids` that any layer holds or `compute` gives; one store read
+        (grouped by shard) and one compute call for the ids the layers above miss."""
+        ids = list(dict.fromkeys(entity_ids))
+        found: dict[str, FeatureRecord] = {}
+        with self._lock:
+            for entity in ids:
+                record = self._local.get(entity)
+                if record is not None:
+                    found[entity] = record
+        self.stats.local_hits += len(found)
+        misses = [entity for entity in ids if entity not in found]
+        if misses:
+            from_store = self.store.read(self.view, misses)
+            self.stats.store_hits += len(from_store)
+            found.update(from_store)
+            self._remember(from_store)
+            misses = [entity for entity in misses if entity not in from_store]
+        if misses and self.compute is not None:
+            computed = {entity: record for entity, record in self.compute(misses).items() if entity in misses}
+            self.stats.computed += len(computed)
+            if computed:
+                self.store.write(self.view, computed.items())
+                self._remember(computed)
+            found.update(computed)
+            misses = [entity for entity in misses if entity not in computed]
+        self.stats.missing += len(misses)
+        return {entity: found[entity] for entity in ids if entity in found}
+
+    def warm(self, entity_ids: Iterable[str], *, batch_size: int = 1000) -> int:
+        """Load `entity_ids` into the layers in batches (computing and storing misses); return how
+        many have a record."""
+        loaded = 0
+        iterator = iter(entity_ids)
+        while batch := list(islice(iterator, batch_size)):
+            loaded += len(self.get_many(batch))
+        log.info("warmed %d records of %s", loaded, self.view)
+        return loaded
+
+    def invalidate(self, entity_ids: Iterable[str] | None = None) -> None:
+        """Drop ids (every id when None) from the local layer; the store keeps them."""
+        with self._lock:
+            if entity_ids is None:
+                self._local.clear()
+            else:
+                for entity in entity_ids:
+                    self._local.pop(entity, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._local)
+
+    def _remember(self, records: Mapping[str, FeatureRecord]) -> None:
+        with self._lock:
+            self._local.update(records)

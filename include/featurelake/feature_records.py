@@ -1,0 +1,127 @@
+"""Feature records as the online store holds them: the key of an entity's features and the msgpack
+value, a public format written down in docs/online-store.md. Pure functions, pinned to exact bytes by
+tests/unit/test_feature_records.py.
+
+A value is the msgpack array `[1, "<feature date>", {column: value}]`: format version 1, the ISO date
+the features are for, and a map of plain values (nil, bool, int, float, str). Timestamps are ISO 8601
+strings in UTC with a `Z`, dates ISO strings. Any language with msgpack reads it; nothing is pickled.
+The feature date sits at a fixed place so that the store's Lua scripts (Redis' built-in cmsgpack)
+keep the newer of two records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import msgpack
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureRecord:
+    """One entity's features for one feature date (ISO `YYYY-MM-DD`)."""
+
+    feature_date: str
+    values: Mapping[str, Any]
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not name or ":" in name:
+        raise ValueError(f"{kind} {name!r} must be non-empty and hold no ':' (it is a key segment)")
+
+
+def feature_key(prefix: str, view: str, entity_id: str) -> bytes:
+    """The Redis key of one entity's features: `<prefix>:<view>:<entity_id>`, UTF-8."""
+    _check_name("key prefix", prefix)
+    _check_name("feature view", view)
+    if not entity_id:
+        raise ValueError(f"an empty entity id has no key in view {view!r}")
+    return f"{prefix}:{view}:{entity_id}".encode()
+
+
+def key_pattern(prefix: str, view: str | None = None) -> str:
+    """The SCAN pattern of every key under `prefix` (of one view, when given)."""
+    _check_name("key prefix", prefix)
+    if view is None:
+        return f"{prefix}:*"
+    _check_name("feature view", view)
+    return f"{prefix}:{view}:*"
+
+
+def entity_of_key(key: bytes, *, prefix: str, view: str) -> str:
+    """The entity id inside a key built by `feature_key(prefix, view, ...)`."""
+    head = f"{prefix}:{view}:".encode()
+    if not key.startswith(head):
+        raise ValueError(f"key {key!r} is not in view {view!r} under prefix {prefix!r}")
+    return key[len(head) :].decode()
+
+
+def plain_value(column: str, value: Any) -> Any:
+    """`value` as the format holds it; a type the format has no place for is an error naming `column`."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, datetime):
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return utc.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return plain_value(column, value.item())
+    raise TypeError(
+        f"feature column {column!r} holds a {type(value).__name__}; the online format takes "
+        "null, bool, int, float, str, date and datetime values"
+    )
+
+
+def record_from_row(
+    row: Mapping[str, Any], *, feature_date: date | str, exclude: Iterable[str] = ()
+) -> FeatureRecord:
+    """A record of the row's columns but `exclude`, in plain values."""
+    skip = set(exclude)
+    day = (
+        feature_date.isoformat()
+        if isinstance(feature_date, date)
+        else date.fromisoformat(feature_date).isoformat()
+    )
+    return FeatureRecord(day, {c: plain_value(c, v) for c, v in row.items() if c not in skip})
+
+
+def encode_record(record: FeatureRecord) -> bytes:
+    """The record's value bytes (msgpack; map keys in the record's column order)."""
+    return msgpack.packb([FORMAT_VERSION, record.feature_date, dict(record.values)], use_bin_type=True)
+
+
+def decode_record(value: bytes) -> FeatureRecord:
+    """The record held by `value`; an unknown layout or version is an error, never a guess."""
+    try:
+        decoded = msgpack.unpackb(value, raw=False)
+    except (ValueError, msgpack.UnpackException) as error:
+        raise ValueError(f"not a featurelake record (msgpack failed: {error}): {value[:40]!r}") from error
+    if not (isinstance(decoded, list) and len(decoded) == 3 and isinstance(decoded[2], dict)):
+        raise ValueError(f"not a featurelake record (want [version, date, map]): {value[:40]!r}")
+    if decoded[0] != FORMAT_VERSION:
+        raise ValueError(
+            f"record format version {decoded[0]!r}; this reader knows {FORMAT_VERSION}. Upgrade featurelake."
+        )
+    return FeatureRecord(decoded[1], decoded[2])
+
+
+def records_from_batches(
+    batches: Iterable[Any], *, entity_column: str, feature_date: date | str, exclude: Iterable[str] = ()
+) -> Iterator[tuple[str, FeatureRecord]]:
+    """(entity id, record) for every row of some pyarrow RecordBatches (or Tables). The entity
+    column and `exclude` are left out of the values."""
+    skip = {entity_column, *exclude}
+    for batch in batches:
+        for row in batch.to_pylist():
+            entity = row[entity_column]
+            if entity is None or entity == "":
+                raise ValueError(f"a feature row has an empty {entity_column!r}; it cannot be keyed")
+            yield str(entity), record_from_row(row, feature_date=feature_date, exclude=skip)

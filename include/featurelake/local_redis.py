@@ -1,0 +1,98 @@
+"""A private `redis-server` process on a free loopback port, with no persistence: the demo's online
+store, and the tests' Redis Cluster nodes. (The tests' standalone shards come from pytest-redis; this
+exists because the demo runs outside pytest and pytest-redis has no cluster mode.)"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalRedisServer:
+    """`redis-server` on 127.0.0.1:<free port> in a temporary directory; a context manager."""
+
+    def __init__(self, *, executable: str = "redis-server", cluster: bool = False) -> None:
+        found = shutil.which(executable)
+        if found is None:
+            raise FileNotFoundError(
+                f"{executable!r} is not on PATH. Install Redis (Debian: `apt-get install redis-server`, "
+                "macOS: `brew install redis`), or point the featurelake_online connection at a server."
+            )
+        self.executable = found
+        self.cluster = cluster
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: Path | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, *, timeout: float = 15.0) -> LocalRedisServer:
+        self._workdir = Path(tempfile.mkdtemp(prefix="featurelake-redis-"))
+        self.port = free_port()
+        command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(self._workdir), "--logfile", "redis.log"]
+        if self.cluster:
+            command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    error = (
+                        self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                    )
+                    raise RuntimeError(f"redis-server on port {self.port} exited at start: {error}")
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"redis-server on port {self.port} did not answer in {timeout} s"
+                        ) from None
+                    time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            client.close()
+        log.info("redis-server listening on %s (data in %s)", self.address, self._workdir)
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __enter__(self) -> LocalRedisServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

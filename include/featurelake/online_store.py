@@ -1,0 +1,428 @@
+"""The Redis online store: feature records on a ketama ring of standalone Redis nodes, or on a Redis
+Cluster, with grouped bulk reads and writes and a live rebalance of the ring that loses no key.
+
+The format of keys and values is in `featurelake.feature_records` and docs/online-store.md. Writes
+keep the newer record: a Lua script compares feature dates on the server, so a backfill of an old
+date never overwrites a newer one, and a rerun of the same date writes the same bytes.
+
+Rebalancing a ring (nodes added or removed) is live:
+1. Point every client at the new `nodes`, with the old ones as `previous_nodes`. Writes then go to
+   the new owners; a read that misses on a key's new owner asks its previous owner.
+2. `rebalance()` scans every node (SCAN, never KEYS) and moves each key that the new ring places
+   elsewhere: copy to the new owner (newer record wins, remaining TTL kept), then delete from the
+   old node only if it still holds the copied bytes. A crash leaves each key on one node or on both
+   with the same bytes, and a rerun finishes the move: the pass is idempotent.
+3. When a pass moves nothing, drop `previous_nodes`.
+A Redis Cluster moves its own slots (`redis-cli --cluster rebalance`); this store only reads and
+writes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from featurelake.feature_records import (
+    FeatureRecord,
+    decode_record,
+    encode_record,
+    entity_of_key,
+    feature_key,
+    key_pattern,
+)
+from featurelake.sharding import ShardRing
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEY_PREFIX = "fl"
+DEFAULT_KEY_TTL_SECONDS = 2 * 24 * 3600
+DEFAULT_BATCH_SIZE = 1000
+
+# KEYS: feature keys. ARGV: value_1, ttl_ms_1, value_2, ttl_ms_2, ... (ttl 0: no expiry).
+# Sets each key unless it holds a record with a later feature date (element 2 of the msgpack array).
+# Returns the number of keys set.
+_WRITE_IF_NOT_OLDER = """
+local written = 0
+for i, key in ipairs(KEYS) do
+  local value = ARGV[2 * i - 1]
+  local ttl = ARGV[2 * i]
+  local current = redis.call('GET', key)
+  if (not current) or cmsgpack.unpack(current)[2] <= cmsgpack.unpack(value)[2] then
+    if ttl == '0' then
+      redis.call('SET', key, value)
+    else
+      redis.call('SET', key, value, 'PX', ttl)
+    end
+    written = written + 1
+  end
+end
+return written
+"""
+
+# KEYS: keys. ARGV: the value each must still hold. Deletes those that do; returns how many.
+_DELETE_IF_UNCHANGED = """
+local deleted = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then
+    deleted = deleted + redis.call('DEL', key)
+  end
+end
+return deleted
+"""
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    host, sep, port = node.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"online store node {node!r} must be host:port, for example redis-0:6379")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class OnlineStoreConfig:
+    """Where the online store lives and how it writes."""
+
+    # host:port of every ring node; with `cluster`, the cluster's startup nodes.
+    nodes: tuple[str, ...]
+    # During a ring rebalance: the nodes keys were placed on before (see the module docstring).
+    previous_nodes: tuple[str, ...] = ()
+    # True for a Redis Cluster: the cluster places keys by slot, and there is no ring.
+    cluster: bool = False
+    # The database number on every ring node (a Redis Cluster has only database 0).
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    # First segment of every key, so several deployments can share the servers.
+    key_prefix: str = DEFAULT_KEY_PREFIX
+    # Lifetime of a written record; a user missing from later publishes expires after it. 0: never.
+    key_ttl_seconds: int = DEFAULT_KEY_TTL_SECONDS
+    # Keys per MGET, per write script call and per SCAN page.
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        object.__setattr__(self, "previous_nodes", tuple(self.previous_nodes))
+        if not self.nodes:
+            raise ValueError("the online store needs at least one node (host:port)")
+        for node in (*self.nodes, *self.previous_nodes):
+            _host_port(node)
+        if self.cluster and (self.previous_nodes or self.db):
+            raise ValueError(
+                "a Redis Cluster uses database 0 and rebalances its own slots: drop `db` and "
+                "`previous_nodes` from the online store connection, or set `cluster` to false"
+            )
+        if self.key_ttl_seconds < 0:
+            raise ValueError(f"key_ttl_seconds must be >= 0 (0: no expiry), got {self.key_ttl_seconds}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        feature_key(self.key_prefix, "view", "entity")  # validates the prefix
+
+    @classmethod
+    def from_connection(
+        cls,
+        *,
+        host: str | None,
+        port: int | None,
+        login: str | None = None,
+        password: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        conn_id: str = "featurelake_online",
+    ) -> OnlineStoreConfig:
+        """From an Airflow Redis connection's fields: one node at host:port, or the `nodes` extra
+        (a list of host:port). Other extras: `previous_nodes`, `cluster`, `db`, `ssl`,
+        `key_prefix`, `key_ttl_seconds`, `batch_size`."""
+        extra = dict(extra or {})
+        known = {
+            "nodes",
+            "previous_nodes",
+            "cluster",
+            "db",
+            "ssl",
+            "key_prefix",
+            "key_ttl_seconds",
+            "batch_size",
+        }
+        unknown = sorted(set(extra) - known)
+        if unknown:
+            raise ValueError(f"connection {conn_id!r}: unknown extra {unknown}; known: {sorted(known)}")
+        nodes = extra.get("nodes") or ([f"{host}:{port or 6379}"] if host else [])
+        if not nodes:
+            raise ValueError(f"connection {conn_id!r} names no Redis node: set its host, or a `nodes` extra")
+        for name in ("nodes", "previous_nodes"):
+            if not isinstance(extra.get(name, []), list):
+                raise ValueError(f'connection {conn_id!r}: `{name}` must be a list such as ["redis-0:6379"]')
+        return cls(
+            nodes=tuple(nodes),
+            previous_nodes=tuple(extra.get("previous_nodes", ())),
+            cluster=bool(extra.get("cluster", False)),
+            db=int(extra.get("db", 0)),
+            username=login or None,
+            password=password or None,
+            ssl=bool(extra.get("ssl", False)),
+            key_prefix=str(extra.get("key_prefix", DEFAULT_KEY_PREFIX)),
+            key_ttl_seconds=int(extra.get("key_ttl_seconds", DEFAULT_KEY_TTL_SECONDS)),
+            batch_size=int(extra.get("batch_size", DEFAULT_BATCH_SIZE)),
+        )
+
+
+@dataclass
+class WriteReport:
+    """What one `write` did: records set, records kept because the store held a later date, and
+    records set per node (the cluster counts as one node, `cluster`)."""
+
+    written: int = 0
+    kept_newer: int = 0
+    by_node: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RebalanceReport:
+    """What one rebalance pass did, and whether it finished (`complete`)."""
+
+    scanned: int = 0
+    moved: int = 0
+    # Keys whose new owner already held a later record: only deleted from the old node.
+    kept_newer: int = 0
+    # Keys that changed on the old node during the move: left there for the next pass.
+    changed_during_move: int = 0
+    moved_from: dict[str, int] = field(default_factory=dict)
+    complete: bool = True
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+class OnlineStore:
+    """Grouped reads and writes of feature records on the ring (or cluster) of `config`."""
+
+    def __init__(self, config: OnlineStoreConfig) -> None:
+        self.config = config
+        self._clients: dict[str, redis.Redis] = {}
+        self._cluster: RedisCluster | None = None
+        self.ring = None if config.cluster else ShardRing(config.nodes)
+        self.previous_ring = ShardRing(config.previous_nodes) if config.previous_nodes else None
+
+    # -- clients -------------------------------------------------------------------------------
+    def client(self, node: str) -> redis.Redis:
+        """The client of one ring node, created on first use."""
+        if node not in self._clients:
+            host, port = _host_port(node)
+            self._clients[node] = redis.Redis(
+                host=host,
+                port=port,
+                db=self.config.db,
+                username=self.config.username,
+                password=self.config.password,
+                ssl=self.config.ssl,
+                socket_timeout=10,
+                socket_connect_timeout=5,
+            )
+        return self._clients[node]
+
+    def cluster_client(self) -> RedisCluster:
+        if self._cluster is None:
+            self._cluster = RedisCluster(
+                startup_nodes=[ClusterNode(*_host_port(node)) for node in self.config.nodes],
+                username=self.config.username,
+                password=self.config.password,
+                ssl=self.config.ssl,
+                socket_timeout=10,
+                socket_connect_timeout=5,
+            )
+        return self._cluster
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def __enter__(self) -> OnlineStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def ping(self) -> dict[str, bool]:
+        """PING every node (the cluster as `cluster`); a node that cannot be reached raises."""
+        if self.config.cluster:
+            return {"cluster": bool(self.cluster_client().ping())}
+        nodes = dict.fromkeys((*self.config.nodes, *self.config.previous_nodes))
+        return {node: bool(self.client(node).ping()) for node in nodes}
+
+    # -- writes --------------------------------------------------------------------------------
+    def key(self, view: str, entity_id: str) -> bytes:
+        return feature_key(self.config.key_prefix, view, entity_id)
+
+    def write(self, view: str, records: Iterable[tuple[str, FeatureRecord]]) -> WriteReport:
+        """Set the records of `view` (entity id, record), keeping any later-dated record the store
+        holds. Streams: `records` is consumed in batches of `batch_size`."""
+        report = WriteReport()
+        ttl = str(self.config.key_ttl_seconds * 1000)
+        for chunk in _chunks(records, self.config.batch_size):
+            values = {self.key(view, entity): encode_record(record) for entity, record in chunk}
+            if self.config.cluster:
+                set_by_node = {"cluster": self._write_cluster(values, ttl)}
+            else:
+                set_by_node = {
+                    node: self._write_node(node, [(key, values[key], ttl) for key in group])
+                    for node, group in self.ring.group_by_node(values).items()
+                }
+            for node, count in set_by_node.items():
+                report.by_node[node] = report.by_node.get(node, 0) + count
+                report.written += count
+            report.kept_newer += len(values) - sum(set_by_node.values())
+        return report
+
+    def _write_node(self, node: str, entries: Sequence[tuple[bytes, bytes, str]]) -> int:
+        """Run the write script once on `node` for `entries` (key, value, ttl ms); return keys set."""
+        client = self.client(node)
+        script = client.register_script(_WRITE_IF_NOT_OLDER)
+        args = [part for _, value, ttl in entries for part in (value, ttl)]
+        return int(script(keys=[key for key, _, _ in entries], args=args))
+
+    def _write_cluster(self, values: Mapping[bytes, bytes], ttl: str) -> int:
+        # A script's keys must share a slot, and redis-py's cluster pipeline refuses scripts: so
+        # keys are grouped by the primary that holds their slot, and each key gets its own script
+        # call in a plain pipeline to that primary.
+        cluster = self.cluster_client()
+        by_primary: dict[str, list[bytes]] = {}
+        for key in values:
+            by_primary.setdefault(cluster.get_node_from_key(key).name, []).append(key)
+        written = 0
+        for name, keys in by_primary.items():
+            client = cluster.get_node(node_name=name).redis_connection
+            script = client.register_script(_WRITE_IF_NOT_OLDER)
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                script(keys=[key], args=[values[key], ttl], client=pipe)
+            written += sum(int(result) for result in pipe.execute())
+        return written
+
+    # -- reads ---------------------------------------------------------------------------------
+    def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
+        """The records of `entity_ids` in `view` that the store holds (absent ids are left out).
+        One MGET per node and batch. During a rebalance, a key that the two rings place on
+        different nodes is read from both, and the later feature date wins."""
+        ids = list(dict.fromkeys(entity_ids))
+        keys = {self.key(view, entity): entity for entity in ids}
+        if self.config.cluster:
+            found: dict[bytes, bytes] = {}
+            for chunk in _chunks(keys, self.config.batch_size):
+                replies = self.cluster_client().mget_nonatomic(chunk)
+                found.update((k, v) for k, v in zip(chunk, replies, strict=True) if v is not None)
+            return {keys[key]: decode_record(value) for key, value in found.items()}
+        moving = []
+        if self.previous_ring is not None:
+            moving = [key for key in keys if self.previous_ring.node_for(key) != self.ring.node_for(key)]
+        # The previous node first: a move copies a key before it deletes it, so a key already gone
+        # from there is on its new node by the time that is read.
+        before = self._mget_by_ring(self.previous_ring, moving) if moving else {}
+        records = {key: decode_record(value) for key, value in self._mget_by_ring(self.ring, keys).items()}
+        for key, value in before.items():
+            record = decode_record(value)
+            if key not in records or record.feature_date > records[key].feature_date:
+                records[key] = record
+        return {keys[key]: record for key, record in records.items()}
+
+    def _mget_by_ring(self, ring: ShardRing, keys: Iterable[bytes]) -> dict[bytes, bytes]:
+        found: dict[bytes, bytes] = {}
+        for node, group in ring.group_by_node(keys).items():
+            client = self.client(node)
+            for chunk in _chunks(group, self.config.batch_size):
+                found.update((k, v) for k, v in zip(chunk, client.mget(chunk), strict=True) if v is not None)
+        return found
+
+    def scan_keys(self, node: str, view: str | None = None) -> Iterator[bytes]:
+        """Every featurelake key on one ring node (of one view, when given), by SCAN."""
+        pattern = key_pattern(self.config.key_prefix, view)
+        yield from self.client(node).scan_iter(match=pattern, count=self.config.batch_size)
+
+    def count_keys(self, view: str | None = None) -> dict[str, int]:
+        """Keys per node (SCAN); on a cluster, per primary."""
+        pattern = key_pattern(self.config.key_prefix, view)
+        if self.config.cluster:
+            cluster = self.cluster_client()
+            return {
+                node.name: sum(1 for _ in cluster.scan_iter(match=pattern, count=1000, target_nodes=node))
+                for node in cluster.get_primaries()
+            }
+        nodes = dict.fromkeys((*self.config.nodes, *self.config.previous_nodes))
+        return {node: sum(1 for _ in self.scan_keys(node, view)) for node in nodes}
+
+    def entity_ids(self, view: str) -> Iterator[str]:
+        """Every entity id of `view` the ring holds (SCAN over every node; during a rebalance an id
+        may appear twice)."""
+        if self.config.cluster:
+            raise NotImplementedError("listing entities of a Redis Cluster is not supported; read by id")
+        for node in dict.fromkeys((*self.config.nodes, *self.config.previous_nodes)):
+            for key in self.scan_keys(node, view):
+                yield entity_of_key(key, prefix=self.config.key_prefix, view=view)
+
+    # -- rebalance -----------------------------------------------------------------------------
+    def rebalance(self, *, max_keys: int | None = None) -> RebalanceReport:
+        """Move every key the ring (`nodes`) places on another node than the one holding it. Scans
+        every node of `nodes` and `previous_nodes`. `max_keys` stops after that many moves (the
+        report is then not `complete`; run again to go on)."""
+        if self.ring is None:
+            raise ValueError("a Redis Cluster rebalances its own slots: use `redis-cli --cluster rebalance`")
+        report = RebalanceReport()
+        for node in dict.fromkeys((*self.config.nodes, *self.config.previous_nodes)):
+            for page in _chunks(self.scan_keys(node), self.config.batch_size):
+                report.scanned += len(page)
+                misplaced = [key for key in page if self.ring.node_for(key) != node]
+                if max_keys is not None:
+                    misplaced = misplaced[: max(0, max_keys - report.moved)]
+                if misplaced:
+                    self._move(node, misplaced, report)
+                if max_keys is not None and report.moved >= max_keys:
+                    report.complete = False
+                    log.info(
+                        "rebalance stopped after %d moves (max_keys); run it again to go on", report.moved
+                    )
+                    return report
+        log.info(
+            "rebalance: scanned %d keys, moved %d (%s), %d kept a newer record, %d changed during the move",
+            report.scanned,
+            report.moved,
+            report.moved_from,
+            report.kept_newer,
+            report.changed_during_move,
+        )
+        report.complete = report.changed_during_move == 0
+        return report
+
+    def _move(self, source: str, keys: Sequence[bytes], report: RebalanceReport) -> None:
+        pipe = self.client(source).pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.pttl(key)
+        replies = pipe.execute()
+        present = [
+            (key, value, str(max(ttl, 0)))
+            for key, value, ttl in zip(keys, replies[::2], replies[1::2], strict=True)
+            if value is not None  # expired since the scan
+        ]
+        if not present:
+            return
+        by_key = {entry[0]: entry for entry in present}
+        for owner, group in self.ring.group_by_node(by_key).items():
+            written = self._write_node(owner, [by_key[key] for key in group])
+            report.kept_newer += len(group) - written
+        delete = self.client(source).register_script(_DELETE_IF_UNCHANGED)
+        deleted = int(delete(keys=[key for key, _, _ in present], args=[value for _, value, _ in present]))
+        report.changed_during_move += len(present) - deleted
+        report.moved += deleted
+        report.moved_from[source] = report.moved_from.get(source, 0) + deleted

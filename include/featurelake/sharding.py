@@ -1,0 +1,44 @@
+"""The consistent-hash ring that places online-store keys on Redis shards.
+
+A ketama ring (uhashring with `hash_fn="ketama"`: md5, 160 points per node, the libketama layout that
+twemproxy and other ketama clients share), so adding a node to N moves about 1/(N+1) of the keys and
+removing one moves only that node's keys. Nodes are named by their `host:port`, and the name is what
+is hashed: the same names give the same placement in every client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypeVar
+
+from uhashring import HashRing
+
+K = TypeVar("K", str, bytes)
+
+
+class ShardRing:
+    """A ketama ring over named nodes; `node_for` and `group_by_node` place keys."""
+
+    def __init__(self, nodes: Iterable[str]) -> None:
+        names = list(nodes)
+        if not names:
+            raise ValueError("a shard ring needs at least one node; list them as host:port")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"shard ring nodes must be unique; {duplicates} appear more than once")
+        self.nodes: tuple[str, ...] = tuple(names)
+        self._ring = HashRing(nodes=names, hash_fn="ketama")
+
+    def node_for(self, key: str | bytes) -> str:
+        """The node that owns `key`."""
+        return self._ring.get_node(key.decode() if isinstance(key, bytes) else key)
+
+    def group_by_node(self, keys: Iterable[K]) -> dict[str, list[K]]:
+        """`keys` grouped by owning node, each group in the input's order."""
+        groups: dict[str, list[K]] = {}
+        for key in keys:
+            groups.setdefault(self.node_for(key), []).append(key)
+        return groups
+
+    def __repr__(self) -> str:
+        return f"ShardRing({list(self.nodes)!r})"

@@ -1,0 +1,39 @@
+"""Move the online store's keys to the nodes its ring now names (a live rebalance)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from featurelake_airflow.hooks.online_store import OnlineStoreHook
+
+
+class RebalanceOnlineStoreOperator(BaseOperator):
+    """Run one rebalance pass over the connection's `nodes` and `previous_nodes`
+    (`OnlineStore.rebalance`). It is idempotent, so a retry after a crash finishes the move. Fails
+    when the pass could not finish (keys changed under it): retry until it does. Returns the counts."""
+
+    ui_color = "#fbe3e4"
+
+    def __init__(self, *, online_conn_id: str = OnlineStoreHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.online_conn_id = online_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        with OnlineStoreHook(online_conn_id=self.online_conn_id).get_conn() as store:
+            if not store.config.previous_nodes:
+                self.log.info("the connection lists no previous_nodes: checking every key's placement anyway")
+            report = store.rebalance()
+            counts = store.count_keys()
+        self.log.info("Rebalance: %s; keys per node now: %s", report, counts)
+        if not report.complete:
+            raise RuntimeError(
+                f"{report.changed_during_move} keys changed on their old node during the move; retry "
+                "this task. Were writers still using the old ring? Point them at the new `nodes` first."
+            )
+        self.log.info(
+            "Every key is on its ring node. Remove `previous_nodes` from connection %r.", self.online_conn_id
+        )
+        return {**asdict(report), "keys_per_node": counts}

@@ -1,0 +1,192 @@
+"""The Redis online store on real servers: a ketama ring of four pytest-redis shards, and a real
+3-primary Redis Cluster. Grouped reads and writes, the later feature date winning, TTLs, a live
+rebalance that loses no key (with readers and writers running, and after an interruption), and the
+layered cache over Redis with the lake as its compute layer."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import redis
+
+from featurelake.cache import LayeredFeatureCache
+from featurelake.feature_records import FeatureRecord, feature_key
+from featurelake.offline_features import read_offline_features
+from featurelake.online_store import OnlineStore, OnlineStoreConfig
+from featurelake.sharding import ShardRing
+
+pytestmark = pytest.mark.integration
+
+VIEW = "user_features"
+
+
+def records(n: int, day: str = "2026-10-28", *, start: int = 0) -> list[tuple[str, FeatureRecord]]:
+    return [
+        (f"u{i:06d}", FeatureRecord(day, {"n": i, "spend": i / 4, "group": "food"}))
+        for i in range(start, start + n)
+    ]
+
+
+def keys_on(node: str) -> set[bytes]:
+    host, port = node.rsplit(":", 1)
+    client = redis.Redis(host=host, port=int(port))
+    try:
+        return set(client.scan_iter(match="fl:*", count=1000))
+    finally:
+        client.close()
+
+
+def test_grouped_writes_and_reads_place_every_key_on_its_ring_node(redis_nodes: list[str]) -> None:
+    nodes = redis_nodes[:3]
+    with OnlineStore(OnlineStoreConfig(nodes=nodes, batch_size=700)) as store:
+        report = store.write(VIEW, records(5000))
+        assert (report.written, report.kept_newer) == (5000, 0)
+        assert sum(report.by_node.values()) == 5000 and set(report.by_node) == set(nodes)
+        got = store.read(VIEW, [f"u{i:06d}" for i in range(5000)] + ["nobody"])
+    assert len(got) == 5000 and "nobody" not in got
+    assert got["u000007"] == FeatureRecord("2026-10-28", {"n": 7, "spend": 1.75, "group": "food"})
+    ring = ShardRing(nodes)
+    for node in nodes:
+        on_node = keys_on(node)
+        assert len(on_node) == report.by_node[node]
+        assert all(ring.node_for(key) == node for key in on_node)
+    assert not keys_on(redis_nodes[3])
+
+
+def test_the_later_feature_date_wins_and_ttls_are_set(redis_nodes: list[str]) -> None:
+    config = OnlineStoreConfig(nodes=redis_nodes[:2], key_ttl_seconds=3600)
+    with OnlineStore(config) as store:
+        store.write(VIEW, records(100, "2026-10-28"))
+        older = store.write(VIEW, records(100, "2026-10-01"))  # a backfill of an older date
+        assert (older.written, older.kept_newer) == (0, 100)
+        again = store.write(VIEW, records(100, "2026-10-28"))  # a rerun of the same date
+        assert (again.written, again.kept_newer) == (100, 0)
+        newer = store.write(VIEW, records(50, "2026-10-29"))
+        assert newer.written == 50
+        got = store.read(VIEW, [f"u{i:06d}" for i in range(100)])
+        assert {r.feature_date for i, r in got.items() if int(i[1:]) < 50} == {"2026-10-29"}
+        assert {r.feature_date for i, r in got.items() if int(i[1:]) >= 50} == {"2026-10-28"}
+        key = feature_key("fl", VIEW, "u000001")
+        ttl = store.client(store.ring.node_for(key)).ttl(key)
+        assert 3500 < ttl <= 3600
+
+
+def test_live_rebalance_onto_a_new_node_loses_no_key(redis_nodes: list[str]) -> None:
+    old, new = redis_nodes[:3], redis_nodes
+    with OnlineStore(OnlineStoreConfig(nodes=old)) as store:
+        store.write(VIEW, records(20_000))
+    ids = [f"u{i:06d}" for i in range(20_000)]
+    migrating = OnlineStoreConfig(nodes=new, previous_nodes=old, batch_size=500)
+
+    # Readers and a writer (already on the new ring) run during the whole move.
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def read_all_the_time() -> None:
+        with OnlineStore(migrating) as reader:
+            while not stop.is_set():
+                got = reader.read(VIEW, ids)
+                if len(got) != len(ids):
+                    problems.append(f"a read during the rebalance found {len(got)} of {len(ids)}")
+
+    def write_newer() -> None:
+        with OnlineStore(migrating) as writer:
+            for start in range(0, 2000, 200):
+                writer.write(VIEW, records(200, "2026-10-29", start=start))
+
+    threads = [threading.Thread(target=read_all_the_time), threading.Thread(target=write_newer)]
+    for thread in threads:
+        thread.start()
+    try:
+        with OnlineStore(migrating) as store:
+            # An interrupted pass (a crash after 3,000 moves), then a rerun that finishes the move.
+            first = store.rebalance(max_keys=3000)
+            assert (first.moved, first.complete) == (3000, False)
+            second = store.rebalance()
+            assert second.complete
+            threads[1].join()
+            final = store.rebalance()
+            assert (final.moved, final.complete) == (0, True)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not problems, problems[:3]
+
+    ring = ShardRing(new)
+    placed = {node: keys_on(node) for node in new}
+    assert sum(len(keys) for keys in placed.values()) == 20_000, "every key once: none lost, none left twice"
+    assert all(ring.node_for(key) == node for node, keys in placed.items() for key in keys)
+    moved_share = len(placed[new[3]]) / 20_000
+    assert 0.15 < moved_share < 0.35, f"the new node took {moved_share:.0%}, about 1/4 expected"
+    with OnlineStore(OnlineStoreConfig(nodes=new)) as store:
+        got = store.read(VIEW, ids)
+    assert len(got) == 20_000
+    assert all(got[f"u{i:06d}"].feature_date == "2026-10-29" for i in range(2000)), "no newer write lost"
+    assert got["u019999"] == FeatureRecord("2026-10-28", {"n": 19999, "spend": 19999 / 4, "group": "food"})
+
+
+def test_removing_a_node_moves_only_its_keys(redis_nodes: list[str]) -> None:
+    old, new = redis_nodes[:3], redis_nodes[:2]
+    with OnlineStore(OnlineStoreConfig(nodes=old)) as store:
+        store.write(VIEW, records(3000))
+    before = {node: keys_on(node) for node in new}
+    with OnlineStore(OnlineStoreConfig(nodes=new, previous_nodes=old)) as store:
+        report = store.rebalance()
+        assert report.complete and report.moved_from == {old[2]: report.moved}
+    assert not keys_on(old[2])
+    after = {node: keys_on(node) for node in new}
+    assert all(before[node] <= after[node] for node in new)
+    assert sum(len(keys) for keys in after.values()) == 3000
+
+
+def test_a_redis_cluster_reads_and_writes_the_same_records(redis_cluster: list[str]) -> None:
+    config = OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True, batch_size=400)
+    with OnlineStore(config) as store:
+        report = store.write(VIEW, records(3000))
+        assert (report.written, report.kept_newer) == (3000, 0)
+        assert store.write(VIEW, records(10, "2026-01-01")).kept_newer == 10
+        got = store.read(VIEW, [f"u{i:06d}" for i in range(3000)])
+        per_primary = store.count_keys(VIEW)
+        with pytest.raises(ValueError, match="rebalances its own slots"):
+            store.rebalance()
+    assert len(got) == 3000 and got["u000003"].values["n"] == 3
+    assert len(per_primary) == 3 and sum(per_primary.values()) == 3000
+    assert all(count > 500 for count in per_primary.values()), per_primary
+
+
+def test_layered_cache_over_redis_computes_misses_from_the_lake(
+    redis_nodes: list[str], tmp_path: Path
+) -> None:
+    features = tmp_path / "features" / "user_features"
+    for day, spend in ((date(2026, 10, 27), 1.0), (date(2026, 10, 28), 2.0), (date(2026, 10, 29), 3.0)):
+        partition = features / f"date={day.isoformat()}"
+        partition.mkdir(parents=True)
+        table = pa.table({"user_id": ["a", "b", "c"], "feature_date": [day] * 3, "total_spend": [spend] * 3})
+        pq.write_table(table, partition / "part-0.parquet")
+
+    with OnlineStore(OnlineStoreConfig(nodes=redis_nodes[:2])) as store:
+        store.write(VIEW, [("a", FeatureRecord("2026-10-28", {"total_spend": 2.0}))])
+
+        def compute(ids):
+            return read_offline_features(str(features), ids, as_of=date(2026, 10, 28))
+
+        cache = LayeredFeatureCache(view=VIEW, store=store, compute=compute)
+        got = cache.get_many(["a", "b", "z"])
+        assert got == {
+            "a": FeatureRecord("2026-10-28", {"total_spend": 2.0}),
+            "b": FeatureRecord("2026-10-28", {"total_spend": 2.0}),  # the newest partition <= as_of
+        }
+        assert (cache.stats.store_hits, cache.stats.computed, cache.stats.missing) == (1, 1, 1)
+        assert store.read(VIEW, ["b"]) == {"b": got["b"]}, "the computed record was written back to Redis"
+
+        # A fresh process warms its local layer in bulk: every read is then local.
+        fresh = LayeredFeatureCache(view=VIEW, store=store, compute=compute)
+        assert fresh.warm(["a", "b", "c"], batch_size=2) == 3
+        fresh.get_many(["a", "b", "c"])
+        assert fresh.stats.local_hits == 3

@@ -1,0 +1,117 @@
+"""The online store's key and value format, pinned to exact bytes (docs/online-store.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import msgpack
+import numpy as np
+import pytest
+
+from featurelake.feature_records import (
+    FeatureRecord,
+    decode_record,
+    encode_record,
+    entity_of_key,
+    feature_key,
+    key_pattern,
+    plain_value,
+    record_from_row,
+)
+
+
+def test_feature_key_bytes() -> None:
+    assert feature_key("fl", "user_features", "u000042") == b"fl:user_features:u000042"
+    assert feature_key("prod", "user_features", "ü") == "prod:user_features:ü".encode()
+    assert key_pattern("fl") == "fl:*"
+    assert key_pattern("fl", "user_features") == "fl:user_features:*"
+    assert entity_of_key(b"fl:user_features:u:1", prefix="fl", view="user_features") == "u:1"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "view", "entity"),
+    [
+        pytest.param("", "user_features", "u1", id="empty-prefix"),
+        pytest.param("fl", "a:b", "u1", id="colon-in-view"),
+        pytest.param("fl", "user_features", "", id="empty-entity"),
+    ],
+)
+def test_feature_key_rejects_ambiguous_segments(prefix: str, view: str, entity: str) -> None:
+    with pytest.raises(ValueError, match=r"key|entity"):
+        feature_key(prefix, view, entity)
+
+
+def test_value_bytes_are_the_documented_msgpack_array() -> None:
+    row = {
+        "user_id": "u1",
+        "total_spend": 12.5,
+        "transaction_count": 3,
+        "std_spend": None,
+        "last_transaction_ts": datetime(2026, 10, 28, 13, 5, 1, 250000),
+        "top_category_group": "food",
+        "feature_date": date(2026, 10, 28),
+    }
+    record = record_from_row(row, feature_date=date(2026, 10, 28), exclude=("user_id", "feature_date"))
+    value = encode_record(record)
+    assert value == (
+        b"\x93\x01\xaa2026-10-28\x85\xabtotal_spend\xcb@)\x00\x00\x00\x00\x00\x00\xb1transaction_count"
+        b"\x03\xa9std_spend\xc0\xb3last_transaction_ts\xbb2026-10-28T13:05:01.250000Z"
+        b"\xb2top_category_group\xa4food"
+    )
+    assert msgpack.unpackb(value) == [
+        1,
+        "2026-10-28",
+        {
+            "total_spend": 12.5,
+            "transaction_count": 3,
+            "std_spend": None,
+            "last_transaction_ts": "2026-10-28T13:05:01.250000Z",
+            "top_category_group": "food",
+        },
+    ]
+    assert decode_record(value) == record
+
+
+@pytest.mark.parametrize(
+    ("value", "plain"),
+    [
+        pytest.param(datetime(2026, 1, 2, 3, 4, 5), "2026-01-02T03:04:05Z", id="naive-is-utc"),
+        pytest.param(
+            datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2))),
+            "2026-01-02T03:04:05Z",
+            id="aware",
+        ),
+        pytest.param(datetime(2026, 1, 2, tzinfo=UTC), "2026-01-02T00:00:00Z", id="utc"),
+        pytest.param(date(2026, 1, 2), "2026-01-02", id="date"),
+        pytest.param(float("nan"), None, id="nan-is-null"),
+        pytest.param(np.int64(7), 7, id="numpy-int"),
+        pytest.param(np.float64(0.25), 0.25, id="numpy-float"),
+        pytest.param(True, True, id="bool"),
+    ],
+)
+def test_plain_values(value: object, plain: object) -> None:
+    assert plain_value("c", value) == plain
+
+
+def test_unsupported_value_names_the_column() -> None:
+    with pytest.raises(TypeError, match="'merchants' holds a list"):
+        plain_value("merchants", ["m1"])
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(b"\xc1", "msgpack failed", id="not-msgpack"),
+        pytest.param(msgpack.packb({"a": 1}), "want \\[version, date, map\\]", id="wrong-layout"),
+        pytest.param(msgpack.packb([2, "2026-01-01", {}]), "format version 2", id="newer-version"),
+    ],
+)
+def test_decode_refuses_what_it_does_not_know(value: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        decode_record(value)
+
+
+def test_record_dates_are_iso() -> None:
+    assert record_from_row({}, feature_date="2026-10-28") == FeatureRecord("2026-10-28", {})
+    with pytest.raises(ValueError):
+        record_from_row({}, feature_date="28/10/2026")

@@ -1,0 +1,111 @@
+"""The layered cache's own logic: LRU bound, TTL expiry and the order of layers, with an in-memory
+store (tests/integration/test_online_store.py runs it against real Redis shards)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from featurelake.cache import LayeredFeatureCache
+from featurelake.feature_records import FeatureRecord
+
+
+class DictStore:
+    """The two OnlineStore methods the cache calls, over a dict."""
+
+    def __init__(self, records: dict[str, FeatureRecord] | None = None) -> None:
+        self.records = dict(records or {})
+        self.reads: list[list[str]] = []
+
+    def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
+        ids = list(entity_ids)
+        self.reads.append(ids)
+        return {i: self.records[i] for i in ids if i in self.records}
+
+    def write(self, view: str, records: Iterable[tuple[str, FeatureRecord]]) -> None:
+        self.records.update(records)
+
+
+def record(n: int) -> FeatureRecord:
+    return FeatureRecord("2026-10-28", {"n": n})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_layers_answer_in_order_and_misses_are_computed_once() -> None:
+    store = DictStore({"a": record(1)})
+    computed: list[list[str]] = []
+
+    def compute(ids):
+        computed.append(list(ids))
+        return {i: record(9) for i in ids if i == "b"}
+
+    cache = LayeredFeatureCache(view="v", store=store, compute=compute)
+    assert cache.get_many(["a", "b", "c"]) == {"a": record(1), "b": record(9)}
+    assert (cache.stats.local_hits, cache.stats.store_hits, cache.stats.computed, cache.stats.missing) == (
+        0,
+        1,
+        1,
+        1,
+    )
+    assert store.reads == [["a", "b", "c"]] and computed == [["b", "c"]]
+    assert store.records["b"] == record(9), "a computed record is written back to the store"
+
+    assert cache.get_many(["a", "b"]) == {"a": record(1), "b": record(9)}
+    assert cache.stats.local_hits == 2 and len(store.reads) == 1, "both now answered locally"
+
+
+def test_entries_expire_after_the_ttl() -> None:
+    clock = Clock()
+    store = DictStore({"a": record(1)})
+    cache = LayeredFeatureCache(view="v", store=store, ttl_seconds=10, timer=clock)
+    cache.get("a")
+    clock.now = 9.9
+    cache.get("a")
+    assert cache.stats.local_hits == 1
+    store.records["a"] = record(2)
+    clock.now = 10.1
+    assert cache.get("a") == record(2), "expired locally, so read again from the store"
+    assert cache.stats.store_hits == 2
+
+
+def test_the_local_layer_is_bounded_lru() -> None:
+    store = DictStore({k: record(i) for i, k in enumerate("abcd")})
+    cache = LayeredFeatureCache(view="v", store=store, max_entries=3)
+    cache.get_many(["a", "b", "c"])
+    cache.get("a")  # a is now the most recently used
+    cache.get("d")  # evicts b, the least recently used
+    assert len(cache) == 3
+    store.reads.clear()
+    cache.get_many(["a", "c", "d", "b"])
+    assert store.reads == [["b"]]
+
+
+def test_warm_loads_in_batches_and_invalidate_drops_locally() -> None:
+    store = DictStore({f"u{i}": record(i) for i in range(25)})
+    cache = LayeredFeatureCache(view="v", store=store)
+    assert cache.warm((f"u{i}" for i in range(30)), batch_size=10) == 25
+    assert [len(r) for r in store.reads] == [10, 10, 10]
+    cache.invalidate(["u1"])
+    assert len(cache) == 24
+    cache.invalidate()
+    assert len(cache) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"max_entries": 0}, "max_entries", id="size"),
+        pytest.param({"ttl_seconds": 0}, "ttl_seconds", id="ttl"),
+    ],
+)
+def test_bad_bounds_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LayeredFeatureCache(view="v", store=DictStore(), **kwargs)

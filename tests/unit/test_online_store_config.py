@@ -1,0 +1,64 @@
+"""OnlineStoreConfig from an Airflow Redis connection's fields, and the errors that name what to fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from featurelake.online_store import OnlineStoreConfig
+
+
+def test_one_node_from_host_and_port() -> None:
+    config = OnlineStoreConfig.from_connection(host="redis-0", port=6380, password="s", extra={"db": 2})
+    assert config.nodes == ("redis-0:6380",)
+    assert (config.db, config.password, config.cluster, config.key_prefix) == (2, "s", False, "fl")
+    assert config.key_ttl_seconds == 2 * 24 * 3600
+    assert OnlineStoreConfig.from_connection(host="redis-0", port=None).nodes == ("redis-0:6379",)
+
+
+def test_a_ring_and_its_previous_nodes_from_the_extra() -> None:
+    config = OnlineStoreConfig.from_connection(
+        host="ignored",
+        port=1,
+        extra={
+            "nodes": ["r0:6379", "r1:6379", "r2:6379"],
+            "previous_nodes": ["r0:6379", "r1:6379"],
+            "key_prefix": "prod",
+            "key_ttl_seconds": 0,
+            "batch_size": 500,
+        },
+    )
+    assert config.nodes == ("r0:6379", "r1:6379", "r2:6379")
+    assert config.previous_nodes == ("r0:6379", "r1:6379")
+    assert (config.key_prefix, config.key_ttl_seconds, config.batch_size) == ("prod", 0, 500)
+
+
+def test_a_cluster_from_the_extra() -> None:
+    config = OnlineStoreConfig.from_connection(host="c0", port=7000, extra={"cluster": True})
+    assert config.cluster and config.nodes == ("c0:7000",)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        pytest.param({"host": None, "port": None}, "names no Redis node", id="no-node"),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"shards": []}}, "unknown extra \\['shards'\\]", id="typo"
+        ),
+        pytest.param(
+            {"host": None, "port": None, "extra": {"nodes": ["r0"]}}, "must be host:port", id="no-port"
+        ),
+        pytest.param(
+            {"host": None, "port": None, "extra": {"nodes": "r0:1"}}, "must be a list", id="not-a-list"
+        ),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"cluster": True, "db": 3}},
+            "Redis Cluster uses database 0",
+            id="cluster-db",
+        ),
+        pytest.param({"host": "r", "port": 1, "extra": {"key_ttl_seconds": -1}}, "key_ttl_seconds", id="ttl"),
+        pytest.param({"host": "r", "port": 1, "extra": {"key_prefix": "a:b"}}, "key prefix", id="prefix"),
+    ],
+)
+def test_bad_connections_say_what_to_fix(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        OnlineStoreConfig.from_connection(**fields, conn_id="featurelake_online")

@@ -1,0 +1,72 @@
+"""The ketama ring: placement pinned to exact nodes, and the share of keys that move."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from featurelake.sharding import ShardRing
+
+NODES = ["redis-0:6379", "redis-1:6379", "redis-2:6379"]
+
+
+def test_placement_is_pinned() -> None:
+    """The same node names place keys the same way in every client and release."""
+    ring = ShardRing(NODES)
+    assert {k: ring.node_for(f"fl:user_features:{k}") for k in ("u1", "u2", "u3", "u4", "u5")} == {
+        "u1": "redis-1:6379",
+        "u2": "redis-1:6379",
+        "u3": "redis-2:6379",
+        "u4": "redis-2:6379",
+        "u5": "redis-1:6379",
+    }
+    assert ring.node_for(b"fl:user_features:u3") == "redis-2:6379"
+
+
+def test_group_by_node_keeps_every_key_once() -> None:
+    ring = ShardRing(NODES)
+    keys = [f"k{i}" for i in range(3000)]
+    groups = ring.group_by_node(keys)
+    assert sorted(k for group in groups.values() for k in group) == sorted(keys)
+    assert set(groups) == set(NODES)
+    # roughly even: each node holds 20-47% of 3 nodes' keys
+    assert all(600 <= len(group) <= 1400 for group in groups.values()), {n: len(g) for n, g in groups.items()}
+
+
+@pytest.mark.parametrize(
+    ("nodes", "message"),
+    [
+        pytest.param([], "at least one node", id="empty"),
+        pytest.param(["a:1", "a:1"], "unique", id="duplicate"),
+    ],
+)
+def test_bad_rings_are_refused(nodes: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ShardRing(nodes)
+
+
+@settings(max_examples=25, deadline=None)
+@given(node_count=st.integers(min_value=2, max_value=8), seed=st.integers(min_value=0, max_value=10_000))
+def test_adding_a_node_moves_about_its_share_and_only_to_it(node_count: int, seed: int) -> None:
+    nodes = [f"10.0.{seed % 250}.{i}:6379" for i in range(node_count)]
+    before, after = ShardRing(nodes), ShardRing([*nodes, f"10.1.{seed % 250}.99:6379"])
+    keys = [f"fl:user_features:{seed}-{i}" for i in range(4000)]
+    moved = [k for k in keys if before.node_for(k) != after.node_for(k)]
+    assert {after.node_for(k) for k in moved} <= {f"10.1.{seed % 250}.99:6379"}
+    share = len(moved) / len(keys)
+    expected = 1 / (node_count + 1)
+    # ketama with 160 points per node: the share stays within about half of its expectation
+    assert 0.5 * expected <= share <= 1.6 * expected, (share, expected)
+
+
+@settings(max_examples=15, deadline=None)
+@given(node_count=st.integers(min_value=3, max_value=8), removed=st.integers(min_value=0, max_value=7))
+def test_removing_a_node_moves_only_its_keys(node_count: int, removed: int) -> None:
+    nodes = [f"redis-{i}:6379" for i in range(node_count)]
+    gone = nodes[removed % node_count]
+    before, after = ShardRing(nodes), ShardRing([n for n in nodes if n != gone])
+    for i in range(2000):
+        key = f"k{i}"
+        if before.node_for(key) != gone:
+            assert after.node_for(key) == before.node_for(key)
