@@ -74,6 +74,7 @@ backfill: $(AIRFLOW_HOME)/.stamp-db  ## Without a scheduler: run user_features_d
 bench: $(VENV)/.stamp-installed  ## Run the benchmarks in bench/
 	$(PY) bench/generate.py
 	$(PY) bench/dag_parse.py
+	$(PY) bench/online_store.py
 	$(PY) bench/feature_job.py
 
 lock: | $(UV)  ## Regenerate requirements*.txt from requirements*.in

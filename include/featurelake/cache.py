@@ -76,23 +76,27 @@ class LayeredFeatureCache:
                 record = self._local.get(entity)
                 if record is not None:
                     found[entity] = record
-        self.stats.local_hits += len(found)
+            self.stats.local_hits += len(found)
         misses = [entity for entity in ids if entity not in found]
+        from_store: Mapping[str, FeatureRecord] = {}
         if misses:
             from_store = self.store.read(self.view, misses)
-            self.stats.store_hits += len(from_store)
             found.update(from_store)
-            self._remember(from_store)
             misses = [entity for entity in misses if entity not in from_store]
+        computed: dict[str, FeatureRecord] = {}
         if misses and self.compute is not None:
-            computed = {entity: record for entity, record in self.compute(misses).items() if entity in misses}
-            self.stats.computed += len(computed)
+            wanted = set(misses)
+            computed = {entity: record for entity, record in self.compute(misses).items() if entity in wanted}
             if computed:
                 self.store.write(self.view, computed.items())
-                self._remember(computed)
             found.update(computed)
             misses = [entity for entity in misses if entity not in computed]
-        self.stats.missing += len(misses)
+        with self._lock:
+            self._local.update(from_store)
+            self._local.update(computed)
+            self.stats.store_hits += len(from_store)
+            self.stats.computed += len(computed)
+            self.stats.missing += len(misses)
         return {entity: found[entity] for entity in ids if entity in found}
 
     def warm(self, entity_ids: Iterable[str], *, batch_size: int = 1000) -> int:
@@ -117,7 +121,3 @@ class LayeredFeatureCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._local)
-
-    def _remember(self, records: Mapping[str, FeatureRecord]) -> None:
-        with self._lock:
-            self._local.update(records)

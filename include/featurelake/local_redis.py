@@ -24,6 +24,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+# A cluster node also listens on its port + 10000 (the cluster bus).
+CLUSTER_BUS_OFFSET = 10_000
+
+
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET <= 65_535 and _is_free(port + CLUSTER_BUS_OFFSET):
+            return port
+    raise RuntimeError("found no free port pair (port, port + 10000) on loopback in 200 tries")
+
+
 class LocalRedisServer:
     """`redis-server` on 127.0.0.1:<free port> in a temporary directory; a context manager."""
 
@@ -46,7 +68,7 @@ class LocalRedisServer:
 
     def start(self, *, timeout: float = 15.0) -> LocalRedisServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="featurelake-redis-"))
-        self.port = free_port()
+        self.port = free_cluster_port() if self.cluster else free_port()
         command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         command += ["--appendonly", "no", "--dir", str(self._workdir), "--logfile", "redis.log"]
         if self.cluster:
@@ -57,14 +79,16 @@ class LocalRedisServer:
         try:
             while True:
                 if self._process.poll() is not None:
-                    error = (
-                        self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
-                    )
+                    # redis-server logs to its log file; stderr holds only what it says before that
+                    log_file = self._workdir / "redis.log"
+                    error = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+                    if self._process.stderr is not None:
+                        error += self._process.stderr.read().decode(errors="replace")
                     raise RuntimeError(f"redis-server on port {self.port} exited at start: {error}")
                 try:
                     client.ping()
                     break
-                except redis.ConnectionError:
+                except (redis.ConnectionError, redis.TimeoutError):
                     if time.monotonic() > deadline:
                         raise TimeoutError(
                             f"redis-server on port {self.port} did not answer in {timeout} s"

@@ -32,7 +32,6 @@ from featurelake.feature_records import (
     FeatureRecord,
     decode_record,
     encode_record,
-    entity_of_key,
     feature_key,
     key_pattern,
 )
@@ -255,13 +254,6 @@ class OnlineStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def ping(self) -> dict[str, bool]:
-        """PING every node (the cluster as `cluster`); a node that cannot be reached raises."""
-        if self.config.cluster:
-            return {"cluster": bool(self.cluster_client().ping())}
-        nodes = dict.fromkeys((*self.config.nodes, *self.config.previous_nodes))
-        return {node: bool(self.client(node).ping()) for node in nodes}
-
     # -- writes --------------------------------------------------------------------------------
     def key(self, view: str, entity_id: str) -> bytes:
         return feature_key(self.config.key_prefix, view, entity_id)
@@ -361,15 +353,6 @@ class OnlineStore:
             }
         nodes = dict.fromkeys((*self.config.nodes, *self.config.previous_nodes))
         return {node: sum(1 for _ in self.scan_keys(node, view)) for node in nodes}
-
-    def entity_ids(self, view: str) -> Iterator[str]:
-        """Every entity id of `view` the ring holds (SCAN over every node; during a rebalance an id
-        may appear twice)."""
-        if self.config.cluster:
-            raise NotImplementedError("listing entities of a Redis Cluster is not supported; read by id")
-        for node in dict.fromkeys((*self.config.nodes, *self.config.previous_nodes)):
-            for key in self.scan_keys(node, view):
-                yield entity_of_key(key, prefix=self.config.key_prefix, view=view)
 
     # -- rebalance -----------------------------------------------------------------------------
     def rebalance(self, *, max_keys: int | None = None) -> RebalanceReport:

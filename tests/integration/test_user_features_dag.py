@@ -129,6 +129,21 @@ def test_missing_partition_fails_naming_the_path(lake: Path) -> None:
         check.execute(context={})
 
 
+def test_publishing_a_date_with_no_features_writes_nothing(tmp_path: Path) -> None:
+    """A window with no clean transaction leaves the features partition empty (docs/features.md):
+    the publish task then succeeds and writes nothing, without reaching for Redis."""
+    from featurelake_airflow.operators.publish_online_features import PublishOnlineFeaturesOperator
+
+    publish = PublishOnlineFeaturesOperator(task_id="publish", lake=str(tmp_path), ds="2030-01-01")
+    result = publish.execute(context={})
+    assert result == {
+        "partition": f"{tmp_path}/features/user_features/date=2030-01-01",
+        "written": 0,
+        "kept_newer": 0,
+        "by_node": {},
+    }
+
+
 def _wait_for(url: str, predicate, *, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
