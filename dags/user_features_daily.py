@@ -12,11 +12,15 @@ Computes the user feature set for one UTC day of transactions.
 3. **publish_online_features** loads that partition into the Redis online store of the
    `featurelake_online` connection (one node, a ketama ring of nodes, or a Redis Cluster), keyed by
    user; the store keeps the later feature date, so a backfill never replaces newer features.
+4. **refresh_user_features_view** refreshes the Delta table `views/user_features_latest` (each
+   user's newest features): a MERGE of the day's partition, or a full rebuild with
+   `view_refresh=full`.
 
 Each run covers exactly one day (`CronDataIntervalTimetable`), so a backfill or a rerun of a date
 replaces only that date's features (and rewrites the tile and quarantine of its date, and of window
 dates with no tile yet, from the same raw data; docs/features.md). The lake root is the Airflow Variable `featurelake_lake`.
-Params: `window_days` (W), `mode` (`auto`, `full`, `incremental` or `rebuild`; docs/features.md).
+Params: `window_days` (W), `mode` (`auto`, `full`, `incremental` or `rebuild`; docs/features.md),
+`view_refresh` (`incremental` or `full`; docs/materialized-views.md).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 from featurelake_airflow.operators.publish_online_features import PublishOnlineFeaturesOperator
 from featurelake_airflow.operators.raw_partition import RawPartitionCheckOperator
+from featurelake_airflow.operators.refresh_feature_view import RefreshFeatureViewOperator
 from featurelake_airflow.operators.spark_feature_job import SparkFeatureJobOperator
 
 SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
@@ -54,8 +59,13 @@ with DAG(
         "mode": Param(
             "auto", enum=["auto", "full", "incremental", "rebuild"], description="how the window is built"
         ),
+        "view_refresh": Param(
+            "incremental",
+            enum=["incremental", "full"],
+            description="how views/user_features_latest is refreshed: MERGE the day, or rebuild",
+        ),
     },
-    tags=["featurelake", "features", "spark", "online-store"],
+    tags=["featurelake", "features", "spark", "online-store", "delta"],
 ) as dag:
     check_raw_partition = RawPartitionCheckOperator(
         task_id="check_raw_partition",
@@ -91,7 +101,15 @@ with DAG(
         online_conn_id="featurelake_online",
     )
 
-    check_raw_partition >> compute_user_features >> publish_online_features
+    refresh_user_features_view = RefreshFeatureViewOperator(
+        task_id="refresh_user_features_view",
+        lake=LAKE,
+        ds="{{ ds }}",
+        view="user_features",
+        mode="{{ params.view_refresh }}",
+    )
+
+    check_raw_partition >> compute_user_features >> [publish_online_features, refresh_user_features_view]
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ class LakeLayout:
     def user_features(self) -> str:
         return self._join("features", "user_features")
 
+    def view(self, name: str) -> str:
+        """A materialized view's Delta table (featurelake.materialized_views)."""
+        return self._join("views", name)
+
     @staticmethod
     def partition(path: str, day: date, *, column: str = "date") -> str:
         """The Hive-style directory of one date under a dataset path."""

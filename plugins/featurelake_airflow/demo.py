@@ -55,6 +55,20 @@ def feature_sample(lake: Path, day: date, rows: int = 5) -> tuple[list[str], lis
     return table.column("user_id").to_pylist(), ordered.slice(0, rows).to_pylist()
 
 
+def show_view(lake: Path) -> None:
+    """Print the Delta view's size and its latest commits."""
+    from deltalake import DeltaTable
+
+    path = lake / "views" / "user_features_latest"
+    view = DeltaTable(str(path))
+    commits = ", ".join(
+        f"v{entry['version']} {entry['operation']} ({entry.get('operationMetrics', {}).get('execution_time_ms', '?')} ms)"
+        for entry in view.history(3)
+    )
+    rows = view.to_pyarrow_dataset().count_rows()
+    console.print(f"Delta view {path}: {rows} rows, version {view.version()}; latest commits: {commits}")
+
+
 def show_online_reads(user_ids: list[str], online_connection: str, *, lake: Path, day: date) -> None:
     """Read `user_ids` through the layered cache: cold (from Redis), warm (local), and after some
     keys are evicted from Redis (computed from the lake and written back); print where each read
@@ -171,6 +185,7 @@ def run_demo(dag_id: str, day: date, online_connection: str) -> int:
     for row in sample:
         features.add_row(*(f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
     console.print(features)
+    show_view(lake)
     show_online_reads(user_ids, online_connection, lake=lake, day=day)
     return 0
 

@@ -2,7 +2,8 @@
 `airflow standalone` (scheduler, dag-processor, api-server, triggerer) in its own AIRFLOW_HOME, with
 LocalExecutor on a private PostgreSQL database, on a free loopback port; `airflow backfill create`
 for two dates, newest first (`--run-backwards`), then the two partitions checked against the DuckDB
-oracle, and the online store (two real Redis shards) checked to hold each user's newest features."""
+oracle, and the online store (two real Redis shards) and the Delta view checked to hold each user's
+newest features."""
 
 from __future__ import annotations
 
@@ -360,3 +361,22 @@ def test_backfill_create_is_run_by_the_scheduler(
     older_run = next(run for run in runs if run["logical_date"][:10] == BACKFILL_DATES[0].isoformat())
     published = _xcom(standalone, token, older_run["dag_run_id"], "publish_online_features")
     assert published["kept_newer"] > 0 and published["written"] < len(newest), published
+
+    # The Delta view too: built as of DS, then the MERGE of DS-1 kept every newer row.
+    from deltalake import DeltaTable
+
+    from featurelake.materialized_views import latest_per_entity
+
+    view = DeltaTable(str(lake / "views" / "user_features_latest"))
+    want, _ = latest_per_entity(str(lake / "features" / "user_features"), as_of=DS)
+    assert view.to_pyarrow_table().sort_by("user_id").to_pylist() == want.to_pylist()
+    refreshed = {
+        run["logical_date"][:10]: _xcom(standalone, token, run["dag_run_id"], "refresh_user_features_view")
+        for run in runs
+    }
+    newer, older = refreshed[DS.isoformat()], refreshed[BACKFILL_DATES[0].isoformat()]
+    assert (newer["mode"], newer["version"]) == ("full", 0), newer  # built, as there was no table yet
+    # merged after it: every user of DS-1 has a newer row, so nothing was updated (delta-rs then
+    # commits nothing); users only on DS-1 would have been inserted
+    assert (older["mode"], older["updated"]) == ("incremental", 0), older
+    assert older["inserted"] == len(want) - newer["rows"]

@@ -62,6 +62,17 @@ def assert_online_store_holds(nodes: list[str], lake: Path, day: date) -> None:
     assert {"total_spend", "unique_merchants", "last_transaction_ts", "top_category_group"} <= set(values)
 
 
+def assert_view_holds_the_latest_features(lake: Path, day: date) -> None:
+    """views/user_features_latest is each user's newest feature row on or before `day`."""
+    from deltalake import DeltaTable
+
+    from featurelake.materialized_views import latest_per_entity
+
+    view = DeltaTable(str(lake / "views" / "user_features_latest")).to_pyarrow_table().sort_by("user_id")
+    want, _ = latest_per_entity(str(lake / "features" / "user_features"), as_of=day)
+    assert view.num_rows > 100 and view.to_pylist() == want.to_pylist()
+
+
 def run_dag(
     dag,
     day: date,
@@ -98,6 +109,7 @@ def test_daily_run_writes_the_oracle_features(
         "check_raw_partition": "success",
         "compute_user_features": "success",
         "publish_online_features": "success",
+        "refresh_user_features_view": "success",
     }
 
     got = read_features(lake, DS)
@@ -107,6 +119,7 @@ def test_daily_run_writes_the_oracle_features(
     report = json.loads((lake / "_metrics" / "user_features" / f"date={DS.isoformat()}.json").read_text())
     assert report["users_written"] == len(want)
     assert_online_store_holds(online_nodes, lake, DS)
+    assert_view_holds_the_latest_features(lake, DS)
 
     # The store grows to four nodes: online_store_rebalance moves the keys, and none is lost.
     from airflow.dag_processing.dagbag import DagBag
@@ -253,3 +266,4 @@ def test_same_dag_runs_on_a_standalone_cluster(
     assert day.isoformat() in report["tiles_built"]
     assert pd.Timestamp(read_features(lake, day)["feature_date"].iloc[0]).date() == day
     assert_online_store_holds(redis_nodes, lake, day)
+    assert_view_holds_the_latest_features(lake, day)
