@@ -12,7 +12,10 @@ Computes the user feature set for one UTC day of transactions.
 3. **publish_online_features** loads that partition into the Redis online store of the
    `featurelake_online` connection (one node, a ketama ring of nodes, or a Redis Cluster), keyed by
    user; the store keeps the later feature date, so a backfill never replaces newer features.
-4. **refresh_user_features_view** refreshes the Delta table `views/user_features_latest` (each
+4. **compute_merchant_stats** runs a Dask job on the `dask_default` connection (a scheduler, or an
+   in-process LocalCluster): per-merchant statistics over the last 30 days of raw transactions,
+   shuffled by merchant, into `features/merchant_stats/date={{ ds }}/`.
+5. **refresh_user_features_view** refreshes the Delta table `views/user_features_latest` (each
    user's newest features): a MERGE of the day's partition, or a full rebuild with
    `view_refresh=full`.
 
@@ -31,6 +34,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
+from featurelake_airflow.operators.dask_merchant_stats import DaskMerchantStatsOperator
 from featurelake_airflow.operators.publish_online_features import PublishOnlineFeaturesOperator
 from featurelake_airflow.operators.raw_partition import RawPartitionCheckOperator
 from featurelake_airflow.operators.refresh_feature_view import RefreshFeatureViewOperator
@@ -65,7 +69,7 @@ with DAG(
             description="how views/user_features_latest is refreshed: MERGE the day, or rebuild",
         ),
     },
-    tags=["featurelake", "features", "spark", "online-store", "delta"],
+    tags=["featurelake", "features", "spark", "dask", "online-store", "delta"],
 ) as dag:
     check_raw_partition = RawPartitionCheckOperator(
         task_id="check_raw_partition",
@@ -109,7 +113,17 @@ with DAG(
         mode="{{ params.view_refresh }}",
     )
 
+    compute_merchant_stats = DaskMerchantStatsOperator(
+        task_id="compute_merchant_stats",
+        lake=LAKE,
+        ds="{{ ds }}",
+        window_days=30,
+        dask_conn_id="dask_default",
+        execution_timeout=timedelta(hours=2),
+    )
+
     check_raw_partition >> compute_user_features >> [publish_online_features, refresh_user_features_view]
+    check_raw_partition >> compute_merchant_stats
 
 
 if __name__ == "__main__":

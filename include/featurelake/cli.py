@@ -103,6 +103,20 @@ def generate(
     stdout.print(summary_table(summary))
 
 
+@app.command("merchant-api")
+def merchant_api(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8089,
+    rate: Annotated[int, typer.Option(help="Requests per second before it answers 429.")] = 50,
+) -> None:
+    """Serve the sandbox merchant profile API (GET /merchants/<id>) until interrupted."""
+    from featurelake.merchant_api import serve_forever
+
+    stdout.print(
+        f"merchant API sandbox on http://127.0.0.1:{port}/merchants/<id>, {rate} requests/s (Ctrl-C stops)"
+    )
+    serve_forever(port=port, rate=rate)
+
+
 def summary_table(summary: GenerationSummary) -> Table:
     """A short report of one generate run: volumes, messy rows by kind, and speed."""
     table = Table(title="featurelake generate", show_header=False, title_justify="left")

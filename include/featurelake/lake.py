@@ -33,8 +33,20 @@ class LakeLayout:
         return self._join("quarantine", "transactions")
 
     @property
+    def raw_merchant_profiles(self) -> str:
+        return self._join("raw", "merchant_profiles")
+
+    @property
+    def quarantine_merchant_profiles(self) -> str:
+        return self._join("quarantine", "merchant_profiles")
+
+    @property
     def user_daily_tiles(self) -> str:
         return self._join("tiles", "user_daily")
+
+    @property
+    def merchant_stats(self) -> str:
+        return self._join("features", "merchant_stats")
 
     @property
     def user_features(self) -> str:

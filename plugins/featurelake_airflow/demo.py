@@ -55,6 +55,12 @@ def feature_sample(lake: Path, day: date, rows: int = 5) -> tuple[list[str], lis
     return table.column("user_id").to_pylist(), ordered.slice(0, rows).to_pylist()
 
 
+def pq_rows(path: Path) -> int:
+    import pyarrow.dataset as pads
+
+    return pads.dataset(path, format="parquet").count_rows()
+
+
 def show_view(lake: Path) -> None:
     """Print the Delta view's size and its latest commits."""
     from deltalake import DeltaTable
@@ -185,6 +191,8 @@ def run_demo(dag_id: str, day: date, online_connection: str) -> int:
     for row in sample:
         features.add_row(*(f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
     console.print(features)
+    stats = lake / "features" / "merchant_stats" / f"date={day.isoformat()}"
+    console.print(f"Dask (LocalCluster): {pq_rows(stats)} merchants' 30-day statistics in {stats}")
     show_view(lake)
     show_online_reads(user_ids, online_connection, lake=lake, day=day)
     return 0

@@ -108,6 +108,7 @@ def test_daily_run_writes_the_oracle_features(
     assert states == {
         "check_raw_partition": "success",
         "compute_user_features": "success",
+        "compute_merchant_stats": "success",
         "publish_online_features": "success",
         "refresh_user_features_view": "success",
     }
@@ -120,6 +121,8 @@ def test_daily_run_writes_the_oracle_features(
     assert report["users_written"] == len(want)
     assert_online_store_holds(online_nodes, lake, DS)
     assert_view_holds_the_latest_features(lake, DS)
+    stats = pd.read_parquet(lake / "features" / "merchant_stats" / f"date={DS.isoformat()}")
+    assert len(stats) > 20 and stats["merchant_id"].is_unique, "the Dask task wrote one row per merchant"
 
     # The store grows to four nodes: online_store_rebalance moves the keys, and none is lost.
     from airflow.dag_processing.dagbag import DagBag

@@ -1,0 +1,96 @@
+"""A sandbox of the merchant profile API, for local runs, the demo and the tests: a real aiohttp
+server that enforces a rate limit the way public APIs do (429 with `Retry-After` above `rate` requests
+in any trailing second), fails about 1 in 10 ids once with a 503, answers 404 for unknown merchants,
+and serves some profiles that break a rule (`featurelake.merchant_profiles.sandbox_profile`).
+
+    featurelake merchant-api --port 8089 --rate 50
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+
+from aiohttp import web
+
+from featurelake.merchant_profiles import sandbox_fails_first, sandbox_profile
+
+log = logging.getLogger(__name__)
+
+PATH_TEMPLATE = "/merchants/{id}"
+
+
+def build_app(*, rate: int) -> web.Application:
+    """The sandbox app. `app["served"]` keeps the monotonic time of every request it answered
+    with 200 or 404, and `app["limited"]` counts its 429s."""
+    app = web.Application()
+    window: deque[float] = deque()
+    seen: set[str] = set()
+    app["served"] = []
+    app["limited"] = 0
+
+    async def merchant(request: web.Request) -> web.Response:
+        now = time.monotonic()
+        while window and now - window[0] >= 1.0:
+            window.popleft()
+        if len(window) >= rate:
+            app["limited"] += 1
+            return web.json_response({"error": "rate limited"}, status=429, headers={"Retry-After": "1"})
+        window.append(now)
+        merchant_id = request.match_info["merchant_id"]
+        if sandbox_fails_first(merchant_id) and merchant_id not in seen:
+            seen.add(merchant_id)
+            return web.json_response({"error": "try again"}, status=503)
+        app["served"].append(now)
+        profile = sandbox_profile(merchant_id)
+        if profile is None:
+            return web.json_response({"error": f"no merchant {merchant_id}"}, status=404)
+        return web.json_response(profile)
+
+    app.router.add_get("/merchants/{merchant_id}", merchant)
+    return app
+
+
+class SandboxServer:
+    """The sandbox on 127.0.0.1:`port` in a background thread; a context manager."""
+
+    def __init__(self, *, port: int, rate: int = 50) -> None:
+        self.port = port
+        self.app = build_app(rate=rate)
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="merchant-api", daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._runner = web.AppRunner(self.app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._started.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> SandboxServer:
+        self._thread.start()
+        if not self._started.wait(timeout=10):
+            raise TimeoutError(f"the merchant API sandbox did not start on port {self.port} in 10 s")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
+def serve_forever(*, port: int, rate: int) -> None:
+    """Serve the sandbox in the foreground until interrupted."""
+    log.info("merchant API sandbox on http://127.0.0.1:%d%s, %d requests/s", port, PATH_TEMPLATE, rate)
+    web.run_app(build_app(rate=rate), host="127.0.0.1", port=port, print=None)

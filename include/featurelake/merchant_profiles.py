@@ -1,0 +1,153 @@
+"""Merchant profiles from an HTTP API: fetched at a bounded rate (`featurelake.fetch`), validated on a
+thread pool and enriched on a process pool (`featurelake.stages`), then written as one date's Parquet
+partition, with every profile that could not be fetched or failed validation quarantined with its
+reason. `featurelake merchant-api` serves a sandbox of this API (`featurelake.merchant_api`).
+
+A profile is a JSON object: `merchant_id` (the id asked for), `name` (non-empty), `country` (ISO
+3166 alpha-2), `risk_score` (a number in [0, 1]) and `established` (YYYY-MM-DD).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import pyarrow as pa
+
+from featurelake.fetch import FetchResult
+from featurelake.stages import Stage, run_stages
+
+PROFILE_SCHEMA = pa.schema(
+    [
+        pa.field("merchant_id", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("country", pa.string(), nullable=False),
+        pa.field("risk_score", pa.float64(), nullable=False),
+        pa.field("risk_bucket", pa.string(), nullable=False),
+        pa.field("established", pa.date32(), nullable=False),
+        pa.field("years_active", pa.int32(), nullable=False),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [("merchant_id", pa.string()), ("reason", pa.string()), ("payload", pa.string())]
+)
+
+RISK_BUCKETS = ((0.2, "low"), (0.6, "medium"), (1.0, "high"))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A profile after validation: its row, or why it was refused."""
+
+    merchant_id: str
+    row: dict[str, Any] | None
+    reason: str | None
+    payload: str
+
+
+def validate_profile(item: tuple[str, Any]) -> Checked:
+    """(merchant id, JSON payload) -> a checked profile (thread stage: cheap, per item)."""
+    merchant_id, payload = item
+    text = repr(payload)[:500]
+    if not isinstance(payload, Mapping):
+        return Checked(merchant_id, None, "not_an_object", text)
+    if payload.get("merchant_id") != merchant_id:
+        return Checked(merchant_id, None, "wrong_merchant_id", text)
+    name, country, score = payload.get("name"), payload.get("country"), payload.get("risk_score")
+    if not isinstance(name, str) or not name.strip():
+        return Checked(merchant_id, None, "missing_name", text)
+    if not (isinstance(country, str) and len(country) == 2 and country.isalpha() and country.isupper()):
+        return Checked(merchant_id, None, "bad_country", text)
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1:
+        return Checked(merchant_id, None, "bad_risk_score", text)
+    try:
+        established = date.fromisoformat(payload.get("established", ""))
+    except (TypeError, ValueError):
+        return Checked(merchant_id, None, "bad_established", text)
+    row = {"merchant_id": merchant_id, "name": name.strip(), "country": country, "risk_score": float(score)}
+    return Checked(merchant_id, {**row, "established": established}, None, text)
+
+
+def enrich_profile(checked: Checked, *, as_of: date | None = None) -> Checked:
+    """Add the derived columns (process stage: the CPU-bound part of a real enrichment)."""
+    if checked.row is None:
+        return checked
+    row = dict(checked.row)
+    row["risk_bucket"] = next(bucket for limit, bucket in RISK_BUCKETS if row["risk_score"] <= limit)
+    reference = as_of or date.today()
+    row["years_active"] = max(0, (reference - row["established"]).days // 365)
+    return Checked(checked.merchant_id, row, None, checked.payload)
+
+
+@dataclass
+class _EnrichAsOf:
+    """`enrich_profile` with a fixed date, picklable for a process pool."""
+
+    as_of: date
+
+    def __call__(self, checked: Checked) -> Checked:
+        return enrich_profile(checked, as_of=self.as_of)
+
+
+def build_profiles(
+    fetched: FetchResult, *, as_of: date, validate_workers: int = 2, enrich_workers: int = 2
+) -> tuple[pa.Table, pa.Table]:
+    """(profiles, quarantine): valid profiles sorted by merchant_id, and one quarantine row per
+    merchant that failed to fetch (`fetch_failed: <why>`) or to validate (the rule it broke)."""
+    stages = [
+        Stage("validate", validate_profile, pool="thread", workers=validate_workers),
+        Stage("enrich", _EnrichAsOf(as_of), pool="process", workers=enrich_workers),
+    ]
+    rows, quarantine = [], []
+    for checked in run_stages(sorted(fetched.found.items()), stages):
+        if checked.row is None:
+            quarantine.append(
+                {"merchant_id": checked.merchant_id, "reason": checked.reason, "payload": checked.payload}
+            )
+        else:
+            rows.append(checked.row)
+    for merchant_id, why in sorted(fetched.failed.items()):
+        quarantine.append({"merchant_id": merchant_id, "reason": f"fetch_failed: {why}", "payload": None})
+    profiles = pa.Table.from_pylist(rows, schema=PROFILE_SCHEMA)
+    refused = pa.Table.from_pylist(
+        sorted(quarantine, key=lambda r: r["merchant_id"]), schema=QUARANTINE_SCHEMA
+    )
+    return profiles, refused
+
+
+# -- the sandbox API's data -----------------------------------------------------------------------
+def _digest(merchant_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(merchant_id.encode()).digest()[:8], "big")
+
+
+def sandbox_profile(merchant_id: str) -> dict[str, Any] | None:
+    """The sandbox API's deterministic profile of a merchant: None (a 404) for about 1 in 50 ids,
+    and a profile that breaks a rule for about 1 in 40."""
+    digest = _digest(merchant_id)
+    if digest % 50 == 0:
+        return None
+    countries = ("DE", "FR", "US", "GB", "NL", "ES", "IT", "SE")
+    profile = {
+        "merchant_id": merchant_id,
+        "name": f"Merchant {merchant_id}",
+        "country": countries[digest % len(countries)],
+        "risk_score": round((digest >> 8) % 1000 / 999, 3),
+        "established": date(1990 + (digest >> 20) % 35, 1 + (digest >> 28) % 12, 1).isoformat(),
+    }
+    if digest % 40 == 1:
+        profile["risk_score"] = "n/a"
+    return profile
+
+
+def sandbox_fails_first(merchant_id: str) -> bool:
+    """Whether the sandbox answers this id's first request with a 503 (about 1 in 10 ids)."""
+    return _digest(merchant_id) % 10 == 3
+
+
+def distinct(values: Iterable[str | None]) -> list[str]:
+    """The distinct non-empty values, sorted."""
+    return sorted({value for value in values if value})

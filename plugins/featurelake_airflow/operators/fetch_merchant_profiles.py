@@ -1,0 +1,70 @@
+"""Fetch the profiles of one day's merchants from an HTTP API into the lake."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from featurelake_airflow.hooks.http_api import HttpApiHook
+
+
+class FetchMerchantProfilesOperator(BaseOperator):
+    """Fetch the profile of every merchant in `<lake>/raw/transactions/date=<ds>/` at the
+    connection's rate limit, validate (threads) and enrich (processes) them, and replace
+    `<lake>/raw/merchant_profiles/date=<ds>/` and `<lake>/quarantine/merchant_profiles/date=<ds>/`.
+    A retry refetches and writes the same files. Returns the counts, quarantined ones by reason."""
+
+    template_fields: Sequence[str] = ("lake", "ds")
+    ui_color = "#f3e8fd"
+
+    def __init__(
+        self, *, lake: str, ds: str, http_conn_id: str = HttpApiHook.default_conn_name, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.lake = lake
+        self.ds = ds
+        self.http_conn_id = http_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        import asyncio
+        from collections import Counter
+
+        import pyarrow.dataset as pads
+
+        from featurelake.arrow_partitions import replace_partition
+        from featurelake.fetch import fetch_all
+        from featurelake.lake import LakeLayout
+        from featurelake.merchant_profiles import build_profiles, distinct
+
+        day = date.fromisoformat(self.ds)
+        layout = LakeLayout(self.lake.removeprefix("file://"))
+        raw = LakeLayout.partition(layout.raw_transactions, day)
+        merchants = distinct(
+            pads.dataset(raw, format="parquet").to_table(columns=["merchant_id"])["merchant_id"].to_pylist()
+        )
+        config = HttpApiHook(http_conn_id=self.http_conn_id).get_conn()
+        self.log.info(
+            "Fetching %d merchants of %s from %s at %s/s",
+            len(merchants),
+            self.ds,
+            config.base_url,
+            config.rate_per_second,
+        )
+        fetched = asyncio.run(fetch_all(config, merchants))
+        profiles, quarantine = build_profiles(fetched, as_of=day)
+        replace_partition(profiles, layout.raw_merchant_profiles, day)
+        replace_partition(quarantine, layout.quarantine_merchant_profiles, day)
+        by_reason = dict(sorted(Counter(r.split(":")[0] for r in quarantine["reason"].to_pylist()).items()))
+        if by_reason:
+            self.log.warning("%d merchants quarantined: %s", quarantine.num_rows, by_reason)
+        return {
+            "merchants": len(merchants),
+            "profiles": profiles.num_rows,
+            "quarantined": quarantine.num_rows,
+            "quarantined_by_reason": by_reason,
+            "requests": fetched.requests,
+            "retries": fetched.retries,
+        }

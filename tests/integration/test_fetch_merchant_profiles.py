@@ -1,0 +1,127 @@
+"""Rate-limited async fetching against a real HTTP server on loopback (the merchant API sandbox,
+aiohttp), and the DAG merchant_profiles_daily end to end through `dag.test()`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from featurelake.fetch import FetchConfig, fetch_all
+from featurelake.local_redis import free_port
+from featurelake.merchant_api import PATH_TEMPLATE, SandboxServer
+from featurelake.merchant_profiles import sandbox_fails_first, sandbox_profile
+from featurelake.synthetic import generate_lake
+from tests.support import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+IDS = [f"m{i:05d}" for i in range(80)]
+
+
+def most_in_one_second(times: list[float]) -> int:
+    return max((sum(1 for t in times if start <= t < start + 1.0) for start in times), default=0)
+
+
+def test_requests_stay_under_the_rate_and_retries_fetch_everything() -> None:
+    with SandboxServer(port=free_port(), rate=25) as server:
+        config = FetchConfig(
+            base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=20, max_concurrency=6
+        )
+        result = asyncio.run(fetch_all(config, [*IDS, *IDS[:5]]))  # duplicates are fetched once
+        served, limited = server.app["served"], server.app["limited"]
+    unknown = {i for i in IDS if sandbox_profile(i) is None}
+    flaky = {i for i in IDS if sandbox_fails_first(i)}
+    assert flaky and unknown, "the sample holds both kinds"
+    assert set(result.found) == set(IDS) - unknown
+    assert result.failed == dict.fromkeys(sorted(unknown), "HTTP 404: not found")
+    assert result.found[IDS[1]] == sandbox_profile(IDS[1])
+    assert (result.retries, result.requests) == (len(flaky), len(IDS) + len(flaky))
+    assert limited == 0, "the client never went over the server's limit"
+    assert most_in_one_second(served) <= 20
+
+
+def test_a_client_faster_than_the_server_is_slowed_by_429s_and_loses_nothing() -> None:
+    with SandboxServer(port=free_port(), rate=10) as server:
+        config = FetchConfig(
+            base_url=server.base_url,
+            path_template=PATH_TEMPLATE,
+            rate_per_second=40,
+            max_concurrency=8,
+            max_attempts=8,
+        )
+        result = asyncio.run(fetch_all(config, IDS[:40]))
+        limited = server.app["limited"]
+    assert limited > 0, "the server refused some requests (429)"
+    assert len(result.found) + len(result.failed) == 40
+    assert all(why == "HTTP 404: not found" for why in result.failed.values())
+
+
+def test_an_unreachable_api_fails_every_id_with_the_reason() -> None:
+    config = FetchConfig(
+        base_url=f"http://127.0.0.1:{free_port()}", rate_per_second=100, max_attempts=2, backoff_seconds=0.01
+    )
+    result = asyncio.run(fetch_all(config, ["a", "b"]))
+    assert result.found == {}
+    assert set(result.failed) == {"a", "b"}
+    assert all("ClientConnectorError" in why and "after 2 attempts" in why for why in result.failed.values())
+
+
+def test_the_dag_writes_profiles_and_quarantine_and_a_rerun_gives_the_same_files(
+    tmp_path: Path, monkeypatch, airflow_db
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    day = date(2026, 8, 20)
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=day, end=day, users=300, seed=3)
+    dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).get_dag("merchant_profiles_daily")
+    monkeypatch.setenv("AIRFLOW_VAR_FEATURELAKE_LAKE", str(lake))
+    with SandboxServer(port=free_port(), rate=200) as server:
+        connection = {
+            "conn_type": "http",
+            "host": "127.0.0.1",
+            "port": server.port,
+            "extra": {"path_template": PATH_TEMPLATE, "rate_per_second": 150, "max_concurrency": 16},
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_MERCHANT_API", json.dumps(connection))
+        files = []
+        for _ in range(2):
+            run = dag.test(logical_date=datetime(2026, 8, 20, tzinfo=UTC))
+            states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+            assert str(run.state) == "success", states
+            report = next(
+                ti for ti in run.get_task_instances() if ti.task_id == "fetch_merchant_profiles"
+            ).xcom_pull(task_ids="fetch_merchant_profiles")
+            profile_dir = lake / "raw" / "merchant_profiles" / "date=2026-08-20"
+            quarantine_dir = lake / "quarantine" / "merchant_profiles" / "date=2026-08-20"
+            files.append(
+                (
+                    sorted(p.name for p in profile_dir.iterdir()),
+                    (profile_dir / "part-00000.parquet").read_bytes(),
+                )
+            )
+    merchants = sorted(
+        set(
+            pq.read_table(lake / "raw" / "transactions" / "date=2026-08-20", columns=["merchant_id"])[
+                "merchant_id"
+            ].to_pylist()
+        )
+        - {None, ""}
+    )
+    profiles = pq.read_table(profile_dir)
+    quarantine = pq.read_table(quarantine_dir)
+    assert report["merchants"] == len(merchants) > 20
+    assert report["profiles"] + report["quarantined"] == len(merchants), (
+        "every merchant is a profile or quarantined"
+    )
+    assert profiles.num_rows == report["profiles"] and quarantine.num_rows == report["quarantined"]
+    assert set(report["quarantined_by_reason"]) <= {"fetch_failed", "bad_risk_score"}
+    assert report["quarantined_by_reason"].get("fetch_failed") == sum(
+        sandbox_profile(m) is None for m in merchants
+    )
+    assert files[0] == files[1], "the rerun replaced the partition with the same bytes"

@@ -1,0 +1,88 @@
+"""Stage pipelines on thread and process pools: order, overlap, bounds and errors."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from featurelake.stages import Stage, StageError, run_stages
+
+
+def add_one(x: int) -> int:
+    return x + 1
+
+
+def double_with_pid(x: int) -> tuple[int, int]:
+    return x * 2, os.getpid()
+
+
+def test_items_go_through_every_stage_in_input_order_on_their_pools() -> None:
+    def slow_on_odd(x: int) -> int:
+        time.sleep(0.02 if x % 2 else 0)  # later items overtake earlier ones inside the pool
+        return x
+
+    stages = [
+        Stage("jitter", slow_on_odd, pool="thread", workers=4),
+        Stage("add", add_one, pool="thread", workers=2),
+        Stage("double", double_with_pid, pool="process", workers=2),
+    ]
+    out = list(run_stages(range(30), stages))
+    assert [value for value, _ in out] == [(x + 1) * 2 for x in range(30)]
+    assert os.getpid() not in {pid for _, pid in out}, "the process stage ran in worker processes"
+
+
+def test_stages_overlap_and_in_flight_items_are_bounded() -> None:
+    lock = threading.Lock()
+    inside = {"now": 0, "most": 0}
+
+    def enter(x: int) -> int:
+        with lock:
+            inside["now"] += 1
+            inside["most"] = max(inside["most"], inside["now"])
+        time.sleep(0.01)
+        return x
+
+    def leave(x: int) -> int:
+        time.sleep(0.01)
+        with lock:
+            inside["now"] -= 1
+        return x
+
+    out = list(
+        run_stages(
+            range(40), [Stage("in", enter, workers=4), Stage("out", leave, workers=4)], max_in_flight=6
+        )
+    )
+    assert out == list(range(40))
+    # several items were inside at once (the pools work in parallel), never more than the bound
+    assert 2 <= inside["most"] <= 6, inside
+
+
+def test_a_failing_item_names_its_stage_and_position() -> None:
+    def refuse_seven(x: int) -> int:
+        if x == 7:
+            raise ValueError("seven")
+        return x
+
+    seen = []
+    with pytest.raises(StageError, match=r"stage 'check' failed on item 7: ValueError\('seven'\)"):
+        for value in run_stages(range(10), [Stage("check", refuse_seven)], max_in_flight=2):
+            seen.append(value)
+    assert seen == list(range(7)), "the items before the failure came out"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"pool": "fiber"}, "pool must be", id="pool"),
+        pytest.param({"workers": 0}, "workers must be", id="workers"),
+    ],
+)
+def test_bad_stages_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Stage("s", add_one, **kwargs)
+    with pytest.raises(ValueError, match="at least one stage"):
+        list(run_stages([1], []))
