@@ -1,22 +1,18 @@
-"""Helpers shared by the test levels: free loopback ports and real spark-submit runs."""
+"""Helpers shared by the test levels: free loopback ports, real spark-submit runs, emptied Redis servers."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from featurelake.local_redis import free_port
+
+__all__ = ["PROJECT_ROOT", "VENV_BIN", "emptied_redis_nodes", "free_port", "spark_submit"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """A TCP port that is free on loopback right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def spark_submit(
@@ -35,3 +31,18 @@ def spark_submit(
     return subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900
     )
+
+
+def emptied_redis_nodes(*servers) -> list[str]:
+    """host:port of pytest-redis server fixtures, each emptied (FLUSHALL) first."""
+    import redis
+
+    nodes = []
+    for server in servers:
+        client = redis.Redis(host=server.host, port=server.port)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+        nodes.append(f"{server.host}:{server.port}")
+    return nodes

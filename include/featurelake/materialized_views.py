@@ -77,13 +77,18 @@ def latest_per_entity(
     latest: pa.Table | None = None
     for day in days:
         rows = read_feature_partition(features_path, day)
+        if rows.num_rows == 0:  # a date with no entity in its window is left empty
+            continue
         _check_entities(rows, entity_column, _partition(features_path, day))
         if latest is None:
             latest = rows
             continue
         kept = latest.filter(pc.invert(pc.is_in(latest[entity_column], value_set=rows[entity_column])))
         latest = pa.concat_tables([kept, rows.select(latest.column_names).cast(latest.schema)])
-    assert latest is not None
+    if latest is None:
+        raise FileNotFoundError(
+            f"the feature partitions on or before {as_of} under {features_path} are all empty"
+        )
     return latest.sort_by(entity_column), len(days)
 
 
@@ -128,6 +133,11 @@ def refresh_incremental(
             "or refresh the view in full"
         )
     rows = read_feature_partition(features_path, ds)
+    if rows.num_rows == 0:
+        log.warning("%s is empty (no entity in its window): nothing to merge", _partition(features_path, ds))
+        return RefreshReport(
+            name, "incremental", ds.isoformat(), 1, view.to_pyarrow_dataset().count_rows(), view.version()
+        )
     _check_entities(rows, entity_column, _partition(features_path, ds))
     # In the table's column order and types (a MERGE matches columns by name, and fails on a type
     # mismatch rather than cast).

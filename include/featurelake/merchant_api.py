@@ -21,30 +21,33 @@ from featurelake.merchant_profiles import sandbox_fails_first, sandbox_profile
 log = logging.getLogger(__name__)
 
 PATH_TEMPLATE = "/merchants/{id}"
+# The monotonic time of every request answered with 200 or 404, and the number of 429s.
+SERVED = web.AppKey("served", list[float])
+LIMITED = web.AppKey("limited", int)
 
 
 def build_app(*, rate: int) -> web.Application:
-    """The sandbox app. `app["served"]` keeps the monotonic time of every request it answered
-    with 200 or 404, and `app["limited"]` counts its 429s."""
+    """The sandbox app. `app[SERVED]` keeps the monotonic time of every request it answered
+    with 200 or 404, and `app[LIMITED]` counts its 429s."""
     app = web.Application()
     window: deque[float] = deque()
     seen: set[str] = set()
-    app["served"] = []
-    app["limited"] = 0
+    app[SERVED] = []
+    app[LIMITED] = 0
 
     async def merchant(request: web.Request) -> web.Response:
         now = time.monotonic()
         while window and now - window[0] >= 1.0:
             window.popleft()
         if len(window) >= rate:
-            app["limited"] += 1
+            app[LIMITED] += 1
             return web.json_response({"error": "rate limited"}, status=429, headers={"Retry-After": "1"})
         window.append(now)
         merchant_id = request.match_info["merchant_id"]
         if sandbox_fails_first(merchant_id) and merchant_id not in seen:
             seen.add(merchant_id)
             return web.json_response({"error": "try again"}, status=503)
-        app["served"].append(now)
+        app[SERVED].append(now)
         profile = sandbox_profile(merchant_id)
         if profile is None:
             return web.json_response({"error": f"no merchant {merchant_id}"}, status=404)

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
+from featurelake.synthetic import TRANSACTIONS_SCHEMA
+
 if TYPE_CHECKING:
     from distributed import Client
 
@@ -47,16 +49,8 @@ STATS_SCHEMA = pa.schema(
     ]
 )
 
-_COLUMNS = [
-    "transaction_id",
-    "user_id",
-    "merchant_id",
-    "category_id",
-    "amount",
-    "currency",
-    "transaction_ts",
-    "date",
-]
+# Every raw column (exact copies are whole-row copies) and the partition's date.
+_COLUMNS = [*TRANSACTIONS_SCHEMA.names, "date"]
 
 
 @dataclass
@@ -151,7 +145,13 @@ def dask_client(address: str | None, **local_options: Any) -> Client:
     from distributed import Client
 
     if address in (None, "", "local"):
-        options = {"processes": False, "n_workers": 1, "threads_per_worker": 2, "dashboard_address": None}
+        # The dashboard cannot be switched off here; a free loopback port keeps it out of the way.
+        options = {
+            "processes": False,
+            "n_workers": 1,
+            "threads_per_worker": 2,
+            "dashboard_address": "127.0.0.1:0",
+        }
         # A client that starts its cluster owns it: closing the client stops the cluster.
         return Client(**{**options, **local_options}, set_as_default=False)
     return Client(address, set_as_default=False, timeout="30s")

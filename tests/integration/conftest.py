@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 from pytest_redis import factories
 
+from tests.support import emptied_redis_nodes
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -39,15 +41,7 @@ redis_shard_3 = factories.redis_proc(port=None)
 @pytest.fixture
 def redis_nodes(redis_shard_0, redis_shard_1, redis_shard_2, redis_shard_3) -> list[str]:
     """host:port of four empty Redis servers."""
-    import redis
-
-    nodes = []
-    for shard in (redis_shard_0, redis_shard_1, redis_shard_2, redis_shard_3):
-        client = redis.Redis(host=shard.host, port=shard.port)
-        client.flushall()
-        client.close()
-        nodes.append(f"{shard.host}:{shard.port}")
-    return nodes
+    return emptied_redis_nodes(redis_shard_0, redis_shard_1, redis_shard_2, redis_shard_3)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pytest
 from featurelake.synthetic import generate_lake
 from tests.integration.test_user_features_job import assert_matches_oracle, read_features
 from tests.oracle.user_features_duckdb import compute_user_features
-from tests.support import VENV_BIN, free_port
+from tests.support import VENV_BIN, emptied_redis_nodes, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -188,15 +188,7 @@ def metadata_database() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def online_nodes(redis_shard_0, redis_shard_1) -> list[str]:
     """Two emptied pytest-redis servers: the online store's ring for this module."""
-    import redis
-
-    nodes = []
-    for shard in (redis_shard_0, redis_shard_1):
-        client = redis.Redis(host=shard.host, port=shard.port)
-        client.flushall()
-        client.close()
-        nodes.append(f"{shard.host}:{shard.port}")
-    return nodes
+    return emptied_redis_nodes(redis_shard_0, redis_shard_1)
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurelake.fetch import FetchConfig, fetch_all
-from featurelake.local_redis import free_port
-from featurelake.merchant_api import PATH_TEMPLATE, SandboxServer
+from featurelake.merchant_api import LIMITED, PATH_TEMPLATE, SERVED, SandboxServer
 from featurelake.merchant_profiles import sandbox_fails_first, sandbox_profile
 from featurelake.synthetic import generate_lake
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +32,7 @@ def test_requests_stay_under_the_rate_and_retries_fetch_everything() -> None:
             base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=20, max_concurrency=6
         )
         result = asyncio.run(fetch_all(config, [*IDS, *IDS[:5]]))  # duplicates are fetched once
-        served, limited = server.app["served"], server.app["limited"]
+        served, limited = server.app[SERVED], server.app[LIMITED]
     unknown = {i for i in IDS if sandbox_profile(i) is None}
     flaky = {i for i in IDS if sandbox_fails_first(i)}
     assert flaky and unknown, "the sample holds both kinds"
@@ -55,7 +54,7 @@ def test_a_client_faster_than_the_server_is_slowed_by_429s_and_loses_nothing() -
             max_attempts=8,
         )
         result = asyncio.run(fetch_all(config, IDS[:40]))
-        limited = server.app["limited"]
+        limited = server.app[LIMITED]
     assert limited > 0, "the server refused some requests (429)"
     assert len(result.found) + len(result.failed) == 40
     assert all(why == "HTTP 404: not found" for why in result.failed.values())

@@ -149,3 +149,13 @@ def test_spark_reads_the_delta_table_the_library_wrote(features: Path, tmp_path:
     frame = spark_read_delta_files(spark, str(view))
     got = sorted((row["user_id"], row["feature_date"], row["total_spend"]) for row in frame.collect())
     assert got == sorted((user, day, spend) for user, (day, spend) in WANT_AS_OF_D3.items())
+
+
+def test_an_empty_date_changes_nothing(features: Path, tmp_path: Path) -> None:
+    """A date with no user in its window leaves its partition empty: both refreshes skip it."""
+    (features / "date=2026-10-29").mkdir()
+    view = tmp_path / "views" / "v"
+    full = refresh_view(str(view), str(features), ds=date(2026, 10, 29), mode="full")
+    merged = refresh_view(str(view), str(features), ds=date(2026, 10, 29), mode="incremental")
+    assert (full.dates_read, full.rows, merged.rows, merged.version) == (4, 6, 6, full.version)
+    assert {r["user_id"]: (r["feature_date"], r["total_spend"]) for r in rows_of(view)} == WANT_AS_OF_D3
