@@ -75,6 +75,7 @@ bench: $(VENV)/.stamp-installed  ## Run the benchmarks in bench/
 	$(PY) bench/generate.py
 	$(PY) bench/dag_parse.py
 	$(PY) bench/online_store.py
+	$(PY) bench/merchant_stats.py
 	$(PY) bench/feature_job.py
 
 lock: | $(UV)  ## Regenerate requirements*.txt from requirements*.in

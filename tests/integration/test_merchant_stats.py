@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pytest
 
 from featurelake.merchant_stats import compute_merchant_stats, dask_client
 from featurelake.synthetic import generate_lake
+from tests.oracle.merchant_stats_duckdb import oracle
 from tests.support import VENV_BIN, free_port
 
 pytestmark = pytest.mark.integration
@@ -79,26 +79,6 @@ def dask_scheduler(tmp_path_factory) -> Iterator[str]:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-def oracle(lake: Path, ds: date, window_days: int) -> pd.DataFrame:
-    """The same statistics in DuckDB SQL, written apart from the Dask code."""
-    start = ds - timedelta(days=window_days - 1)
-    query = f"""
-        WITH counted AS (
-            SELECT DISTINCT transaction_id, user_id, merchant_id, category_id, amount, currency, transaction_ts, date
-            FROM read_parquet('{lake}/raw/transactions/*/*.parquet', hive_partitioning = true)
-            WHERE date BETWEEN DATE '{start}' AND DATE '{ds}'
-              AND coalesce(transaction_id, '') <> '' AND coalesce(user_id, '') <> ''
-              AND coalesce(merchant_id, '') <> '' AND amount IS NOT NULL AND NOT isnan(amount)
-        )
-        SELECT merchant_id, count(*) AS transaction_count, count(DISTINCT user_id) AS unique_users,
-               sum(amount) AS total_amount, avg(amount) AS avg_amount,
-               avg(CASE WHEN amount < 0 THEN 1.0 ELSE 0.0 END) AS refund_share,
-               count(DISTINCT date) AS active_days
-        FROM counted GROUP BY merchant_id ORDER BY merchant_id
-    """
-    return duckdb.sql(query).df()
 
 
 def assert_matches(got_path: Path, want: pd.DataFrame, ds: date) -> None:
