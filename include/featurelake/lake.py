@@ -44,13 +44,17 @@ class LakeLayout:
     def user_daily_tiles(self) -> str:
         return self._join("tiles", "user_daily")
 
+    def features(self, name: str) -> str:
+        """A date-partitioned feature dataset."""
+        return self._join("features", name)
+
     @property
     def merchant_stats(self) -> str:
-        return self._join("features", "merchant_stats")
+        return self.features("merchant_stats")
 
     @property
     def user_features(self) -> str:
-        return self._join("features", "user_features")
+        return self.features("user_features")
 
     def view(self, name: str) -> str:
         """A materialized view's Delta table (featurelake.materialized_views)."""
@@ -59,7 +63,7 @@ class LakeLayout:
     @staticmethod
     def partition(path: str, day: date, *, column: str = "date") -> str:
         """The Hive-style directory of one date under a dataset path."""
-        return f"{path}/{column}={day.isoformat()}"
+        return f"{path.rstrip('/')}/{column}={day.isoformat()}"
 
     def run_metrics(self, job: str, day: date) -> str:
         """The JSON file in which a job run reports its counts (read back by the Airflow operator)."""

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from featurelake.lake import LakeLayout
 from featurelake.offline_features import feature_dates
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,9 @@ class RefreshReport:
     updated: int = 0
 
 
-def _partition(features_path: str, day: date) -> str:
-    return f"{features_path.rstrip('/')}/date={day.isoformat()}"
-
-
 def read_feature_partition(features_path: str, day: date) -> pa.Table:
     """One date's feature rows, without the partition column."""
-    table = pads.dataset(_partition(features_path, day), format="parquet").to_table()
+    table = pads.dataset(LakeLayout.partition(features_path, day), format="parquet").to_table()
     return table.drop_columns([c for c in ("date",) if c in table.column_names])
 
 
@@ -79,7 +76,7 @@ def latest_per_entity(
         rows = read_feature_partition(features_path, day)
         if rows.num_rows == 0:  # a date with no entity in its window is left empty
             continue
-        _check_entities(rows, entity_column, _partition(features_path, day))
+        _check_entities(rows, entity_column, LakeLayout.partition(features_path, day))
         if latest is None:
             latest = rows
             continue
@@ -129,16 +126,18 @@ def refresh_incremental(
         return refresh_full(view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
     if ds not in feature_dates(features_path):
         raise FileNotFoundError(
-            f"{_partition(features_path, ds)} does not exist: run the feature job for {ds} first, "
+            f"{LakeLayout.partition(features_path, ds)} does not exist: run the feature job for {ds} first, "
             "or refresh the view in full"
         )
     rows = read_feature_partition(features_path, ds)
     if rows.num_rows == 0:
-        log.warning("%s is empty (no entity in its window): nothing to merge", _partition(features_path, ds))
+        log.warning(
+            "%s is empty (no entity in its window): nothing to merge", LakeLayout.partition(features_path, ds)
+        )
         return RefreshReport(
             name, "incremental", ds.isoformat(), 1, view.to_pyarrow_dataset().count_rows(), view.version()
         )
-    _check_entities(rows, entity_column, _partition(features_path, ds))
+    _check_entities(rows, entity_column, LakeLayout.partition(features_path, ds))
     # In the table's column order and types (a MERGE matches columns by name, and fails on a type
     # mismatch rather than cast).
     target_schema = pa.schema(view.schema().to_arrow())

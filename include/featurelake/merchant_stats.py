@@ -120,10 +120,14 @@ def compute_merchant_stats(
     by_merchant = valid.shuffle("merchant_id")
     meta = merchant_stats_of_partition(pd.DataFrame({c: pd.Series(dtype="object") for c in _COLUMNS}), ds=ds)
     stats = by_merchant.map_partitions(merchant_stats_of_partition, ds=ds, meta=meta)
+    write = stats.to_parquet(
+        output, write_index=False, overwrite=True, schema=STATS_SCHEMA, engine="pyarrow", compute=False
+    )
     with client.as_current():
-        rows_read, rows_counted = dd.compute(rows.shape[0], valid.shape[0])
-        stats.to_parquet(output, write_index=False, overwrite=True, schema=STATS_SCHEMA, engine="pyarrow")
-        merchants = dd.read_parquet(output, columns=["merchant_id"]).shape[0].compute()
+        # One graph: the raw files are read once for the counts, the statistics and the write.
+        _, rows_read, rows_counted, merchants = dd.compute(
+            write, rows.shape[0], valid.shape[0], stats.shape[0]
+        )
     log.info(
         "merchant stats for %s (%d days): %d merchants from %d valid of %d rows -> %s",
         ds,

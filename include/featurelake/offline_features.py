@@ -14,6 +14,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from featurelake.feature_records import FeatureRecord, records_from_batches
+from featurelake.lake import LakeLayout
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def read_offline_features(
     if not candidates or not entity_ids:
         return {}
     day = candidates[-1]
-    partition = f"{features_path.rstrip('/')}/date={day.isoformat()}"
+    partition = LakeLayout.partition(features_path, day)
     records = dict(
         partition_records(partition, feature_date=day, entity_column=entity_column, entity_ids=entity_ids)
     )

@@ -211,6 +211,11 @@ class OnlineStore:
         self.ring = None if config.cluster else ShardRing(config.nodes)
         self.previous_ring = ShardRing(config.previous_nodes) if config.previous_nodes else None
 
+    @property
+    def every_node(self) -> list[str]:
+        """The ring's nodes and, during a rebalance, the previous ones, each once."""
+        return list(dict.fromkeys((*self.config.nodes, *self.config.previous_nodes)))
+
     # -- clients -------------------------------------------------------------------------------
     def client(self, node: str) -> redis.Redis:
         """The client of one ring node, created on first use."""
@@ -351,8 +356,7 @@ class OnlineStore:
                 node.name: sum(1 for _ in cluster.scan_iter(match=pattern, count=1000, target_nodes=node))
                 for node in cluster.get_primaries()
             }
-        nodes = dict.fromkeys((*self.config.nodes, *self.config.previous_nodes))
-        return {node: sum(1 for _ in self.scan_keys(node, view)) for node in nodes}
+        return {node: sum(1 for _ in self.scan_keys(node, view)) for node in self.every_node}
 
     # -- rebalance -----------------------------------------------------------------------------
     def rebalance(self, *, max_keys: int | None = None) -> RebalanceReport:
@@ -362,7 +366,7 @@ class OnlineStore:
         if self.ring is None:
             raise ValueError("a Redis Cluster rebalances its own slots: use `redis-cli --cluster rebalance`")
         report = RebalanceReport()
-        for node in dict.fromkeys((*self.config.nodes, *self.config.previous_nodes)):
+        for node in self.every_node:
             for page in _chunks(self.scan_keys(node), self.config.batch_size):
                 report.scanned += len(page)
                 misplaced = [key for key in page if self.ring.node_for(key) != node]

@@ -40,7 +40,9 @@ class PublishOnlineFeaturesOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         day = date.fromisoformat(self.ds)
-        location = f"{self.lake.rstrip('/')}/features/{self.view}/date={day.isoformat()}"
+        from featurelake.lake import LakeLayout
+
+        location = LakeLayout.partition(LakeLayout(self.lake).features(self.view), day)
         partition = lake_path(location)
         if not partition.exists():
             self.log.warning(

@@ -45,7 +45,7 @@ class RefreshFeatureViewOperator(BaseOperator):
         name = f"{self.view}_latest"
         report = refresh_view(
             layout.view(name),
-            f"{layout.root}/features/{self.view}",
+            layout.features(self.view),
             ds=date.fromisoformat(self.ds),
             mode=self.mode,
             entity_column=self.entity_column,
