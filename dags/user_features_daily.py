@@ -15,15 +15,18 @@ Computes the user feature set for one UTC day of transactions.
 4. **compute_merchant_stats** runs a Dask job on the `dask_default` connection (a scheduler, or an
    in-process LocalCluster): per-merchant statistics over the last 30 days of raw transactions,
    shuffled by merchant, into `features/merchant_stats/date={{ ds }}/`.
-5. **refresh_user_features_view** refreshes the Delta table `views/user_features_latest` (each
-   user's newest features): a MERGE of the day's partition, or a full rebuild with
-   `view_refresh=full`.
+5. **choose_view_engine** picks who refreshes the Delta table `views/user_features_latest` (each
+   user's newest features): **refresh_user_features_view** with delta-rs in the worker, or
+   **refresh_user_features_view_spark** with delta-spark on the `spark_default` connection, when
+   that connection loads Delta's session extension (or `view_engine=spark`). Either MERGEs the
+   day's partition, or rebuilds in full with `view_refresh=full`.
 
 Each run covers exactly one day (`CronDataIntervalTimetable`), so a backfill or a rerun of a date
 replaces only that date's features (and rewrites the tile and quarantine of its date, and of window
 dates with no tile yet, from the same raw data; docs/features.md). The lake root is the Airflow Variable `featurelake_lake`.
 Params: `window_days` (W), `mode` (`auto`, `full`, `incremental` or `rebuild`; docs/features.md),
-`view_refresh` (`incremental` or `full`; docs/materialized-views.md).
+`view_refresh` (`incremental` or `full`) and `view_engine` (`auto`, `deltalake` or `spark`;
+docs/materialized-views.md).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from featurelake_airflow.operators.publish_online_features import PublishOnlineF
 from featurelake_airflow.operators.raw_partition import RawPartitionCheckOperator
 from featurelake_airflow.operators.refresh_feature_view import RefreshFeatureViewOperator
 from featurelake_airflow.operators.spark_feature_job import SparkFeatureJobOperator
+from featurelake_airflow.operators.view_engine import ChooseViewEngineOperator
 
 SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 LAKE = "{{ var.value.featurelake_lake }}"
@@ -67,6 +71,12 @@ with DAG(
             "incremental",
             enum=["incremental", "full"],
             description="how views/user_features_latest is refreshed: MERGE the day, or rebuild",
+        ),
+        "view_engine": Param(
+            "auto",
+            enum=["auto", "deltalake", "spark"],
+            description="who refreshes the view: delta-rs, delta-spark, or auto (Spark when the "
+            "Spark connection loads Delta's session extension)",
         ),
     },
     tags=["featurelake", "features", "spark", "dask", "online-store", "delta"],
@@ -105,12 +115,38 @@ with DAG(
         online_conn_id="featurelake_online",
     )
 
+    choose_view_engine = ChooseViewEngineOperator(
+        task_id="choose_view_engine",
+        engine="{{ params.view_engine }}",
+        deltalake_task_id="refresh_user_features_view",
+        spark_task_id="refresh_user_features_view_spark",
+        spark_conn_id="spark_default",
+    )
+
     refresh_user_features_view = RefreshFeatureViewOperator(
         task_id="refresh_user_features_view",
         lake=LAKE,
         ds="{{ ds }}",
         view="user_features",
         mode="{{ params.view_refresh }}",
+    )
+
+    refresh_user_features_view_spark = SparkFeatureJobOperator(
+        task_id="refresh_user_features_view_spark",
+        conn_id="spark_default",
+        application=str(SPARK_JOBS / "refresh_feature_view.py"),
+        name="featurelake-refresh-user-features-latest-{{ ds }}",
+        application_args=[
+            "--ds",
+            "{{ ds }}",
+            "--lake",
+            LAKE,
+            "--view",
+            "user_features",
+            "--mode",
+            "{{ params.view_refresh }}",
+        ],
+        report_path=LAKE + "/_metrics/user_features_latest/date={{ ds }}.json",
     )
 
     compute_merchant_stats = DaskMerchantStatsOperator(
@@ -122,7 +158,8 @@ with DAG(
         execution_timeout=timedelta(hours=2),
     )
 
-    check_raw_partition >> compute_user_features >> [publish_online_features, refresh_user_features_view]
+    check_raw_partition >> compute_user_features >> [publish_online_features, choose_view_engine]
+    choose_view_engine >> [refresh_user_features_view, refresh_user_features_view_spark]
     check_raw_partition >> compute_merchant_stats
 
 

@@ -72,3 +72,13 @@ def test_dag_file_parses_fast_without_heavy_imports(dag_file: Path) -> None:
         f"{dag_file.name}: parsed in {result['seconds']:.3f} s (process {time.perf_counter() - start:.1f} s)"
     )
     assert heavy == [], f"{dag_file.name} imports {heavy} at parse time; import them inside tasks"
+
+
+def test_daily_dag_offers_every_view_engine_and_refresh_mode(dag_bag) -> None:
+    """Listed literally in the DAG, like the job's modes: keep them in step with the library."""
+    from featurelake.materialized_views import REFRESH_MODES
+    from featurelake.materialized_views_spark import VIEW_ENGINES
+
+    params = dag_bag.dags["user_features_daily"].params
+    assert params.get_param("view_engine").schema["enum"] == list(VIEW_ENGINES)
+    assert sorted(params.get_param("view_refresh").schema["enum"]) == sorted(REFRESH_MODES)

@@ -1,0 +1,241 @@
+"""The materialized views of `featurelake.materialized_views`, refreshed by Spark with delta-spark:
+for a cluster whose Spark has the Delta jars, where the view is too large for one process.
+
+The table, its rows and both refreshes are the same as delta-rs's (docs/materialized-views.md):
+- full: each entity's newest row on or before `as_of` (a window function over the feature
+  partitions), overwriting the table in one commit;
+- incremental: MERGE the partition of `ds` on the entity column; a matched row is replaced only by
+  a row of the same or a later feature date, and a new entity is inserted.
+Either engine can refresh a table the other wrote: both write the Delta protocol delta-rs writes.
+
+Spark needs the delta-spark jars (`delta_spark_package()`: the pip package delta-spark holds only
+the Python side) and the session properties `DELTA_SPARK_SESSION_CONF`. `require_delta_spark` fails
+with what to set when the jars are missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+from importlib.metadata import version
+from typing import TYPE_CHECKING
+
+from featurelake.lake import LakeLayout
+from featurelake.materialized_views import REFRESH_MODES, RefreshReport
+from featurelake.partitioning import date_partition_exists, existing_date_partitions, hadoop_file_system
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+# Delta's session extension (MERGE, table commands) and catalog, as delta-spark's docs set them.
+DELTA_SPARK_SESSION_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+DELTA_SPARK_EXTENSION = DELTA_SPARK_SESSION_CONF["spark.sql.extensions"]
+
+# The Scala version of the pyspark wheel's jars (pyspark 4 is built for Scala 2.13 only).
+SCALA_BINARY_VERSION = "2.13"
+
+
+def delta_spark_package() -> str:
+    """Maven coordinates of the delta-spark jar that matches the installed delta-spark Python package."""
+    return f"io.delta:delta-spark_{SCALA_BINARY_VERSION}:{version('delta-spark')}"
+
+
+class DeltaSparkMissingError(RuntimeError):
+    """Spark runs without the delta-spark jars."""
+
+
+def require_delta_spark(spark: SparkSession) -> None:
+    """Fail, saying what to configure, unless the driver can load delta-spark's classes."""
+    from py4j.java_gateway import JavaClass
+
+    if not isinstance(spark.sparkContext._jvm.io.delta.tables.DeltaTable, JavaClass):  # type: ignore[union-attr]
+        raise DeltaSparkMissingError(
+            "the delta-spark jars are not on Spark's classpath (class io.delta.tables.DeltaTable not "
+            f"found). Add them in the Spark connection's conf: spark.jars.packages={delta_spark_package()} "
+            "(needs Maven Central or a mirror in spark.jars.repositories), or spark.jars=<the local "
+            "delta-spark and delta-storage jars>; or refresh the view with delta-rs (view_engine=deltalake)."
+        )
+
+
+def _check_one_row_per_entity(rows: DataFrame, keys: list[str], where: str) -> None:
+    from pyspark.sql import functions as F
+
+    repeated = rows.groupBy(*keys).count().where(F.col("count") > 1).limit(1).collect()
+    if repeated:
+        raise ValueError(
+            f"{where} holds {keys[0]!r} {repeated[0][keys[0]]!r} more than once; a view needs one row "
+            "per entity and date"
+        )
+
+
+def latest_per_entity(
+    spark: SparkSession, features_path: str, *, as_of: date, entity_column: str = "user_id"
+) -> DataFrame:
+    """Each entity's newest row in the date partitions on or before `as_of` (later partitions never
+    count), without the partition column, in the features' column order."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    fs, root = hadoop_file_system(spark, features_path)
+    if not fs.exists(root):
+        raise FileNotFoundError(f"{features_path} does not exist; run the feature job first")
+    rows = spark.read.option("basePath", features_path).parquet(features_path)
+    if entity_column not in rows.columns:
+        raise ValueError(f"{features_path} has no {entity_column!r} column; columns: {rows.columns}")
+    rows = rows.where(F.col("date") <= F.lit(as_of))
+    _check_one_row_per_entity(rows, [entity_column, "date"], features_path)
+    newest_first = Window.partitionBy(entity_column).orderBy(F.col("date").desc())
+    return (
+        rows.withColumn("_newest", F.row_number().over(newest_first))
+        .where(F.col("_newest") == 1)
+        .drop("_newest", "date")
+    )
+
+
+def _table_metrics(spark: SparkSession, view_path: str) -> tuple[int, dict[str, str]]:
+    """The table's current version and the operation metrics of its last commit."""
+    from delta.tables import DeltaTable
+
+    last = DeltaTable.forPath(spark, view_path).history(1).collect()[0]
+    return int(last["version"]), dict(last["operationMetrics"] or {})
+
+
+def refresh_full(
+    spark: SparkSession,
+    view_path: str,
+    features_path: str,
+    *,
+    as_of: date,
+    entity_column: str = "user_id",
+    name: str = "",
+) -> RefreshReport:
+    """Rebuild the view from every partition on or before `as_of` and overwrite it (one commit)."""
+    require_delta_spark(spark)
+    latest = latest_per_entity(spark, features_path, as_of=as_of, entity_column=entity_column)
+    (
+        latest.sortWithinPartitions(entity_column)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .save(view_path)
+    )
+    table_version, metrics = _table_metrics(spark, view_path)
+    rows = int(metrics.get("numOutputRows", 0))
+    dates_read = sum(1 for day in existing_date_partitions(spark, features_path) if day <= as_of)
+    log.info(
+        "full refresh of %s as of %s on Spark: %d rows from %d dates, version %d",
+        view_path,
+        as_of,
+        rows,
+        dates_read,
+        table_version,
+    )
+    return RefreshReport(name, "full", as_of.isoformat(), dates_read, rows, table_version, inserted=rows)
+
+
+def refresh_incremental(
+    spark: SparkSession,
+    view_path: str,
+    features_path: str,
+    *,
+    ds: date,
+    entity_column: str = "user_id",
+    name: str = "",
+) -> RefreshReport:
+    """MERGE the partition of `ds` into the view on `entity_column`: the later feature date wins and
+    new entities are inserted. A view that does not exist yet is built in full."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    require_delta_spark(spark)
+    if not DeltaTable.isDeltaTable(spark, view_path):
+        log.info("%s is not a Delta table yet: building it in full as of %s", view_path, ds)
+        return refresh_full(spark, view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
+    partition = LakeLayout.partition(features_path, ds)
+    fs, partition_path = hadoop_file_system(spark, partition)
+    if not fs.exists(partition_path):
+        raise FileNotFoundError(
+            f"{partition} does not exist: run the feature job for {ds} first, or refresh the view in full"
+        )
+    view = DeltaTable.forPath(spark, view_path)
+    if not date_partition_exists(spark, features_path, ds):
+        log.warning("%s is empty (no entity in its window): nothing to merge", partition)
+        table_version, _ = _table_metrics(spark, view_path)
+        return RefreshReport(name, "incremental", ds.isoformat(), 1, view.toDF().count(), table_version)
+    rows = spark.read.parquet(partition)
+    new_columns = sorted(set(rows.columns) - set(view.toDF().columns))
+    if new_columns:
+        raise ValueError(
+            f"{partition} has columns the view {view_path} lacks ({', '.join(new_columns)}): refresh "
+            "the view in full to take the new schema"
+        )
+    _check_one_row_per_entity(rows, [entity_column], partition)
+    (
+        view.alias("t")
+        .merge(rows.alias("s"), F.col(f"t.`{entity_column}`") == F.col(f"s.`{entity_column}`"))
+        .whenMatchedUpdateAll(condition=F.col("s.feature_date") >= F.col("t.feature_date"))
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    table_version, metrics = _table_metrics(spark, view_path)
+    total = DeltaTable.forPath(spark, view_path).toDF().count()
+    log.info("incremental refresh of %s with %s on Spark: %s", view_path, ds, metrics)
+    return RefreshReport(
+        name,
+        "incremental",
+        ds.isoformat(),
+        1,
+        total,
+        table_version,
+        inserted=int(metrics.get("numTargetRowsInserted", 0)),
+        updated=int(metrics.get("numTargetRowsUpdated", 0)),
+    )
+
+
+def refresh_view(
+    spark: SparkSession,
+    view_path: str,
+    features_path: str,
+    *,
+    ds: date,
+    mode: str = "incremental",
+    entity_column: str = "user_id",
+    name: str = "",
+) -> RefreshReport:
+    """Refresh the view for `ds` in `mode` (`incremental` or `full`) on Spark."""
+    if mode not in REFRESH_MODES:
+        raise ValueError(f"refresh mode must be one of {', '.join(REFRESH_MODES)}, got {mode!r}")
+    if mode == "full":
+        return refresh_full(spark, view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
+    return refresh_incremental(spark, view_path, features_path, ds=ds, entity_column=entity_column, name=name)
+
+
+VIEW_ENGINES = ("auto", "deltalake", "spark")
+
+
+@dataclass(frozen=True)
+class ViewEngineChoice:
+    engine: str  # "deltalake" or "spark"
+    reason: str
+
+
+def choose_view_engine(requested: str, spark_conf: dict[str, str]) -> ViewEngineChoice:
+    """Which engine refreshes a view: `deltalake` or `spark` as asked; for `auto`, Spark when the
+    Spark connection's conf loads Delta's session extension (so the cluster is set up for
+    delta-spark), else delta-rs in the Airflow worker."""
+    if requested not in VIEW_ENGINES:
+        raise ValueError(f"view engine must be one of {', '.join(VIEW_ENGINES)}, got {requested!r}")
+    if requested != "auto":
+        return ViewEngineChoice(requested, f"view_engine={requested}")
+    extensions = [e.strip() for e in spark_conf.get("spark.sql.extensions", "").split(",")]
+    if DELTA_SPARK_EXTENSION in extensions:
+        return ViewEngineChoice(
+            "spark", f"the Spark connection's spark.sql.extensions has {DELTA_SPARK_EXTENSION}"
+        )
+    return ViewEngineChoice("deltalake", "the Spark connection does not load Delta's session extension")
