@@ -65,6 +65,10 @@ class LakeLayout:
         """The Hive-style directory of one date under a dataset path."""
         return f"{path.rstrip('/')}/{column}={day.isoformat()}"
 
+    def staging(self, job: str, day: date) -> str:
+        """A job run's scratch directory, which every worker of a cluster reaches; the job removes it."""
+        return self._join("_staging", job, f"date={day.isoformat()}")
+
     def run_metrics(self, job: str, day: date) -> str:
         """The JSON file in which a job run reports its counts (read back by the Airflow operator)."""
         return self._join("_metrics", job, f"date={day.isoformat()}.json")

@@ -1,7 +1,14 @@
 """Per-merchant statistics over a window of raw transactions, with Dask: the job for data larger than
-memory. Dask reads the window's date partitions lazily (the pruned ones are never opened), shuffles
-rows by merchant so that each merchant's rows sit in one partition, and aggregates each partition
-with pandas. Memory holds a few partitions at a time, and the shuffle spills to disk.
+memory. Dask reads the window's date partitions lazily (the pruned ones are never opened) and
+stages each partition's valid rows as Parquet under a staging directory, by merchant bucket (a hash
+of merchant_id) and date. Then one task per bucket aggregates its dates one at a time, keeping
+running sums and each merchant's distinct users. A task holds one raw partition, or one date of one
+bucket plus those running totals, so the window can be many times the workers' memory.
+
+Why not Dask's own shuffle by merchant: it puts all of a merchant's rows into one partition, and card
+data is skewed (on the benchmark lake one merchant has 13% of the rows). That partition outgrew the
+workers: at 40M rows, workers of 1 and 2 GiB were restarted by their nannies (docs/benchmarks.md).
+The staging is the same exchange through the lake, with the date as a second key.
 
 A row counts when it is valid by the data contract (non-empty transaction_id, user_id and
 merchant_id, an amount that is neither null nor NaN), and exact copies of a row count once. (Two
@@ -22,6 +29,7 @@ only reports how many rows it read and counted.) Columns per merchant:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -63,29 +71,64 @@ class MerchantStatsReport:
     output_path: str
 
 
-def merchant_stats_of_partition(rows: pd.DataFrame, *, ds: date) -> pd.DataFrame:
-    """The statistics of every merchant whose rows are all in `rows` (one shuffled partition)."""
-    if rows.empty:
-        return pd.DataFrame(
-            {field.name: pd.Series(dtype=field.type.to_pandas_dtype()) for field in STATS_SCHEMA}
-        )
-    rows = rows.drop_duplicates()  # exact copies sit in one partition: they share the merchant
-    grouped = rows.groupby("merchant_id", sort=True)
-    stats = pd.DataFrame(
+def empty_merchant_stats() -> pd.DataFrame:
+    """A statistics frame with no merchant, typed like the output."""
+    return pd.DataFrame({field.name: pd.Series(dtype=field.type.to_pandas_dtype()) for field in STATS_SCHEMA})
+
+
+def _day_partials(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One date's rows of a bucket: per-merchant counts and sums, and the distinct (merchant, user)
+    pairs. Exact copies share their date, so dropping them here drops every copy."""
+    rows = rows.drop_duplicates()
+    merchant = rows["merchant_id"]
+    partials = pd.DataFrame(
         {
-            "transaction_count": grouped.size(),
-            "unique_users": grouped["user_id"].nunique(),
-            "total_amount": grouped["amount"].sum(),
-            "refund_share": grouped["amount"].apply(lambda a: float((a < 0).mean())),
-            "active_days": grouped["date"].nunique(),
+            "transaction_count": rows.groupby(merchant).size(),
+            "total_amount": rows["amount"].groupby(merchant).sum(),
+            "refunds": (rows["amount"] < 0).groupby(merchant).sum(),
+            "active_days": 1,
         }
     )
-    stats["avg_amount"] = stats["total_amount"] / stats["transaction_count"]
-    stats["stats_date"] = ds
-    stats = stats.reset_index()
-    return stats[[field.name for field in STATS_SCHEMA]].astype(
-        {"transaction_count": "int64", "unique_users": "int64", "active_days": "int64"}
+    return partials, rows[["merchant_id", "user_id"]].drop_duplicates()
+
+
+def merchant_stats_of_days(days: Iterable[pd.DataFrame], *, ds: date) -> pd.DataFrame:
+    """The statistics of every merchant whose rows are all in `days` (one frame per date, each holding
+    all of that date's rows of these merchants). Memory holds one date's rows plus, per merchant,
+    running sums and its distinct users, so a merchant with a large share of the window (card data is
+    skewed: on the benchmark lake one merchant has 13% of the rows) needs no more than its users."""
+    totals: pd.DataFrame | None = None
+    pairs: list[pd.DataFrame] = []
+    pending = 0
+    deduplicated = 0
+    for rows in days:
+        if rows.empty:
+            continue
+        partials, day_pairs = _day_partials(rows)
+        totals = partials if totals is None else totals.add(partials, fill_value=0)
+        pairs.append(day_pairs)
+        pending += len(day_pairs)
+        if pending > 2 * deduplicated + 500_000:  # amortized: each pair is re-deduplicated O(1) times
+            pairs = [pd.concat(pairs, ignore_index=True).drop_duplicates()]
+            pending = deduplicated = len(pairs[0])
+    if totals is None:
+        return empty_merchant_stats()
+    users = pd.concat(pairs, ignore_index=True).drop_duplicates()["merchant_id"].value_counts()
+    stats = totals.sort_index()
+    count = stats["transaction_count"].astype("int64")
+    out = pd.DataFrame(
+        {
+            "merchant_id": stats.index.astype(object),
+            "stats_date": ds,
+            "transaction_count": count.to_numpy(),
+            "unique_users": users.reindex(stats.index).astype("int64").to_numpy(),
+            "total_amount": stats["total_amount"].to_numpy(),
+            "avg_amount": (stats["total_amount"] / count).to_numpy(),
+            "refund_share": (stats["refunds"] / count).to_numpy(),
+            "active_days": stats["active_days"].astype("int64").to_numpy(),
+        }
     )
+    return out[[field.name for field in STATS_SCHEMA]]
 
 
 def _valid(rows: pd.DataFrame) -> pd.DataFrame:
@@ -96,11 +139,87 @@ def _valid(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[keep]
 
 
+def merchant_bucket(merchant_ids: pd.Series, buckets: int) -> pd.Series:
+    """The staging bucket of each merchant id: a hash that every process computes alike."""
+    hashes = pd.util.hash_pandas_object(merchant_ids, index=False).to_numpy()
+    return pd.Series((hashes % buckets).astype("int32"), index=merchant_ids.index)
+
+
+_STAGE_COUNTS_META = pd.DataFrame(
+    {"rows_read": pd.Series(dtype="int64"), "rows_valid": pd.Series(dtype="int64")}
+)
+
+
+def stage_partition(
+    rows: pd.DataFrame, *, staging: str, buckets: int, partition_info: dict | None = None
+) -> pd.DataFrame:
+    """Write one raw partition's valid rows to `staging/bucket=<b>/date=<d>/part-<n>-0.parquet` (one
+    file per bucket and date that get rows) and return its counts. Reading and staging are one task,
+    so a worker holds a raw partition only while it stages it."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    number = (partition_info or {}).get("number", 0)
+    valid = _valid(rows)
+    if len(valid):
+        staged = valid.assign(bucket=merchant_bucket(valid["merchant_id"], buckets))
+        filesystem, root = fsspec.core.url_to_fs(staging)
+        pq.write_to_dataset(
+            pa.Table.from_pandas(staged, preserve_index=False),
+            root,
+            partition_cols=["bucket", "date"],
+            filesystem=filesystem,
+            basename_template=f"part-{number}-{{i}}.parquet",
+        )
+    return pd.DataFrame({"rows_read": [len(rows)], "rows_valid": [len(valid)]})
+
+
+def merchant_stats_of_bucket(bucket: int, *, staging: str, ds: date) -> pd.DataFrame:
+    """The statistics of the merchants of one staged bucket, read one date at a time (a bucket no
+    row fell into is empty)."""
+    import fsspec
+
+    filesystem, root = fsspec.core.url_to_fs(f"{staging}/bucket={bucket}")
+    if not filesystem.exists(root):
+        return empty_merchant_stats()
+    day_dirs = sorted(
+        info["name"] for info in filesystem.ls(root, detail=True) if info["type"] == "directory"
+    )
+    columns = [c for c in _COLUMNS if c != "date"]  # the date is the directory's, the same for all rows
+
+    def days() -> Iterator[pd.DataFrame]:
+        for day_dir in day_dirs:
+            yield pd.read_parquet(day_dir, columns=columns, filesystem=filesystem)
+
+    return merchant_stats_of_days(days(), ds=ds)
+
+
+def remove_tree(path: str) -> None:
+    """Delete a directory (local or any fsspec URI) if it exists."""
+    import fsspec
+
+    filesystem, local_path = fsspec.core.url_to_fs(path)
+    if filesystem.exists(local_path):
+        filesystem.rm(local_path, recursive=True)
+
+
 def compute_merchant_stats(
-    client: Client, *, raw_transactions: str, output: str, ds: date, window_days: int = 30
+    client: Client,
+    *,
+    raw_transactions: str,
+    output: str,
+    staging: str,
+    ds: date,
+    window_days: int = 30,
+    buckets: int | None = None,
 ) -> MerchantStatsReport:
     """Compute the window [ds - (W-1), ds] on the cluster of `client` and replace `output` (a
-    directory: one Parquet file per shuffled partition). Later partitions never count."""
+    directory: one Parquet file per bucket). Later partitions never count.
+
+    `staging` is a scratch directory every worker reaches (in the lake); it is emptied first, so a
+    retry of a failed run starts clean, and removed at the end. `buckets` defaults to the number of
+    input partitions, so a bucket holds about as many rows as one date."""
+    import dask
     import dask.dataframe as dd
 
     if window_days < 1:
@@ -114,27 +233,41 @@ def compute_merchant_stats(
         dataset={"partitioning": "hive"},
         engine="pyarrow",
     )
-    # The partition column arrives as a category; plain strings shuffle and compare simply.
+    # The partition column arrives as a category; plain strings stage and compare simply.
     rows = rows.assign(date=rows["date"].astype("string"))
-    valid = _valid(rows)
-    by_merchant = valid.shuffle("merchant_id")
-    meta = merchant_stats_of_partition(pd.DataFrame({c: pd.Series(dtype="object") for c in _COLUMNS}), ds=ds)
-    stats = by_merchant.map_partitions(merchant_stats_of_partition, ds=ds, meta=meta)
-    write = stats.to_parquet(
-        output, write_index=False, overwrite=True, schema=STATS_SCHEMA, engine="pyarrow", compute=False
+    bucket_count = buckets or max(1, rows.npartitions)
+    remove_tree(staging)
+    counts = rows.map_partitions(
+        stage_partition, staging=staging, buckets=bucket_count, meta=_STAGE_COUNTS_META
     )
     with client.as_current():
-        # One graph: the raw files are read once for the counts, the statistics and the write.
-        _, rows_read, rows_counted, merchants = dd.compute(
-            write, rows.shape[0], valid.shape[0], stats.shape[0]
+        totals = counts.sum().compute()
+        rows_read, rows_counted = int(totals["rows_read"]), int(totals["rows_valid"])
+        meta = empty_merchant_stats()
+        # stats_date holds datetime.date objects, which Parquet stores as date32; Dask's string
+        # conversion would turn them into text.
+        with dask.config.set({"dataframe.convert-string": False}):
+            stats = dd.from_map(
+                merchant_stats_of_bucket,
+                range(bucket_count),
+                staging=staging,
+                ds=ds,
+                meta=meta,
+                enforce_metadata=False,
+            )
+        write = stats.to_parquet(
+            output, write_index=False, overwrite=True, schema=STATS_SCHEMA, engine="pyarrow", compute=False
         )
+        _, merchants = dd.compute(write, stats.shape[0])
+    remove_tree(staging)
     log.info(
-        "merchant stats for %s (%d days): %d merchants from %d valid of %d rows -> %s",
+        "merchant stats for %s (%d days): %d merchants from %d valid of %d rows, %d buckets -> %s",
         ds,
         window_days,
         merchants,
         rows_counted,
         rows_read,
+        bucket_count,
         output,
     )
     return MerchantStatsReport(

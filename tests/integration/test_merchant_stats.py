@@ -5,6 +5,7 @@ DuckDB computation on the same files."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -103,6 +104,7 @@ def test_a_distributed_scheduler_computes_the_oracle_stats(
             client,
             raw_transactions=str(lake / "raw" / "transactions"),
             output=str(output),
+            staging=str(tmp_path / "staging"),
             ds=DS,
             window_days=WINDOW,
         )
@@ -113,15 +115,22 @@ def test_a_distributed_scheduler_computes_the_oracle_stats(
 
 def test_a_local_cluster_gives_the_same_and_a_rerun_replaces_the_output(lake: Path, tmp_path: Path) -> None:
     output = tmp_path / "merchant_stats" / f"date={DS}"
+    # What a failed attempt could leave in the staging directory: it must not count.
+    stale = tmp_path / "staging" / "bucket=0"
+    stale.mkdir(parents=True)
+    raw_day = next((lake / "raw" / "transactions" / f"date={DS}").glob("*.parquet"))
+    shutil.copy(raw_day, stale / "part.999.parquet")
     with dask_client("local") as client:
         for _ in range(2):
             compute_merchant_stats(
                 client,
                 raw_transactions=str(lake / "raw" / "transactions"),
                 output=str(output),
+                staging=str(tmp_path / "staging"),
                 ds=DS,
                 window_days=WINDOW,
             )
     assert_matches(output, oracle(lake, DS, WINDOW), DS)
+    assert not (tmp_path / "staging").exists(), "the job removes its staging directory"
     with pytest.raises(ValueError, match="window_days must be >= 1"):
-        compute_merchant_stats(None, raw_transactions="x", output="y", ds=DS, window_days=0)
+        compute_merchant_stats(None, raw_transactions="x", output="y", staging="z", ds=DS, window_days=0)

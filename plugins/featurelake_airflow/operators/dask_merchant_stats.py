@@ -48,6 +48,7 @@ class DaskMerchantStatsOperator(BaseOperator):
                 client,
                 raw_transactions=layout.raw_transactions,
                 output=LakeLayout.partition(layout.merchant_stats, day),
+                staging=layout.staging("merchant_stats", day),
                 ds=day,
                 window_days=int(self.window_days),
             )

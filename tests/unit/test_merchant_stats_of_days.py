@@ -1,0 +1,68 @@
+"""The per-bucket aggregation of the Dask merchant job, one date at a time (pure pandas)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from featurelake.merchant_stats import STATS_SCHEMA, merchant_stats_of_days
+
+DS = date(2026, 10, 28)
+
+
+def day(*rows: tuple[str, str, str, float]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["transaction_id", "user_id", "merchant_id", "amount"])
+
+
+def test_counts_sums_users_and_days_across_dates() -> None:
+    days = [
+        # an exact copy of t1 counts once; u1 buys twice at m1
+        day(
+            ("t1", "u1", "m1", 10.0),
+            ("t1", "u1", "m1", 10.0),
+            ("t2", "u1", "m1", -4.0),
+            ("t3", "u2", "m2", 1.5),
+        ),
+        day(),  # a date with no row for this bucket
+        # u1 again at m1 on another date: still one user; t4 is a second version of t1's id, and counts
+        day(("t4", "u1", "m1", 6.0), ("t1", "u1", "m1", 7.0)),
+    ]
+    got = merchant_stats_of_days(iter(days), ds=DS).set_index("merchant_id")
+    assert list(got.reset_index().columns) == STATS_SCHEMA.names
+    assert got.loc["m1"].to_dict() == {
+        "stats_date": DS,
+        "transaction_count": 4,
+        "unique_users": 1,
+        "total_amount": 19.0,
+        "avg_amount": 4.75,
+        "refund_share": 0.25,
+        "active_days": 2,
+    }
+    assert (
+        got.loc["m2", "transaction_count"],
+        got.loc["m2", "unique_users"],
+        got.loc["m2", "active_days"],
+    ) == (1, 1, 1)
+
+
+def test_no_rows_gives_an_empty_typed_frame() -> None:
+    got = merchant_stats_of_days(iter([day(), day()]), ds=DS)
+    assert got.empty and list(got.columns) == STATS_SCHEMA.names
+
+
+@pytest.mark.parametrize("dates", [3, 40])
+def test_a_heavy_merchant_keeps_exact_distinct_users(dates: int) -> None:
+    """Many dates of one merchant with repeat buyers: distinct users stay exact whatever the order."""
+    days = [
+        day(*((f"t{d}-{u}", f"u{(u * 7 + d) % 50_000}", "hot", 1.0) for u in range(30_000)))
+        for d in range(dates)
+    ]
+    got = merchant_stats_of_days(iter(days), ds=DS).set_index("merchant_id").loc["hot"]
+    want_users = len({f"u{(u * 7 + d) % 50_000}" for d in range(dates) for u in range(30_000)})
+    assert (got["transaction_count"], got["unique_users"], got["active_days"]) == (
+        30_000 * dates,
+        want_users,
+        dates,
+    )
