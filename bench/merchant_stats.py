@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--window-days", type=int, default=120)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="1500MiB", help="per Dask worker process")
+    parser.add_argument("--buckets", type=int, default=None, help="staging buckets (default: the job's)")
     parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "bench" / "data")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -129,6 +130,7 @@ def main() -> None:
                     staging=str(Path(scratch) / "staging"),
                     ds=DS,
                     window_days=args.window_days,
+                    buckets=args.buckets,
                 )
                 dask_seconds = time.perf_counter() - started
             # A nanny restarts a worker that passes 95% of its limit: its process id changes.
@@ -150,6 +152,7 @@ def main() -> None:
         "rows_read": report.rows_read,
         "rows_counted": report.rows_counted,
         "merchants": report.merchants,
+        "buckets": report.buckets,
         "window_in_pandas_mib": window_bytes / 2**20,
         "workers_memory_limit_mib": limit / 2**20,
         "window_over_limit": window_bytes / limit,

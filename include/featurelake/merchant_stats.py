@@ -69,6 +69,7 @@ class MerchantStatsReport:
     rows_read: int
     rows_counted: int
     output_path: str
+    buckets: int = 0
 
 
 def empty_merchant_stats() -> pd.DataFrame:
@@ -137,6 +138,18 @@ def _valid(rows: pd.DataFrame) -> pd.DataFrame:
 
     keep = present("transaction_id") & present("user_id") & present("merchant_id") & rows["amount"].notnull()
     return rows[keep]
+
+
+# Raw partitions (dates, usually) per staging bucket by default. Every (bucket, date) is one staged
+# file, read by its own step of a bucket task, so more buckets mean more small files; fewer mean more
+# distinct (merchant, user) pairs held per task. On the 10M-row benchmark lake (120 dates), 120
+# buckets took 78 s and 30 took 32 s (docs/benchmarks.md).
+DATES_PER_BUCKET = 4
+
+
+def default_bucket_count(partitions: int) -> int:
+    """Staging buckets for a window of `partitions` raw partitions: one per DATES_PER_BUCKET."""
+    return max(1, -(-partitions // DATES_PER_BUCKET))
 
 
 def merchant_bucket(merchant_ids: pd.Series, buckets: int) -> pd.Series:
@@ -217,8 +230,8 @@ def compute_merchant_stats(
     directory: one Parquet file per bucket). Later partitions never count.
 
     `staging` is a scratch directory every worker reaches (in the lake); it is emptied first, so a
-    retry of a failed run starts clean, and removed at the end. `buckets` defaults to the number of
-    input partitions, so a bucket holds about as many rows as one date."""
+    retry of a failed run starts clean, and removed at the end. `buckets`: see
+    `default_bucket_count`."""
     import dask
     import dask.dataframe as dd
 
@@ -235,7 +248,7 @@ def compute_merchant_stats(
     )
     # The partition column arrives as a category; plain strings stage and compare simply.
     rows = rows.assign(date=rows["date"].astype("string"))
-    bucket_count = buckets or max(1, rows.npartitions)
+    bucket_count = buckets or default_bucket_count(rows.npartitions)
     remove_tree(staging)
     counts = rows.map_partitions(
         stage_partition, staging=staging, buckets=bucket_count, meta=_STAGE_COUNTS_META
@@ -271,7 +284,7 @@ def compute_merchant_stats(
         output,
     )
     return MerchantStatsReport(
-        ds.isoformat(), window_days, int(merchants), int(rows_read), int(rows_counted), output
+        ds.isoformat(), window_days, int(merchants), int(rows_read), int(rows_counted), output, bucket_count
     )
 
 
