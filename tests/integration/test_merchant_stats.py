@@ -95,42 +95,40 @@ def assert_matches(got_path: Path, want: pd.DataFrame, ds: date) -> None:
         )
 
 
+def run_merchant_stats(client, lake: Path, tmp_path: Path):
+    """The job over WINDOW days up to DS, into tmp_path's merchant_stats/date=DS, staging in tmp_path."""
+    return compute_merchant_stats(
+        client,
+        raw_transactions=str(lake / "raw" / "transactions"),
+        output=str(tmp_path / "merchant_stats" / f"date={DS}"),
+        staging=str(tmp_path / "staging"),
+        ds=DS,
+        window_days=WINDOW,
+    )
+
+
 def test_a_distributed_scheduler_computes_the_oracle_stats(
     lake: Path, dask_scheduler: str, tmp_path: Path
 ) -> None:
-    output = tmp_path / "merchant_stats" / f"date={DS}"
     with dask_client(dask_scheduler) as client:
-        report = compute_merchant_stats(
-            client,
-            raw_transactions=str(lake / "raw" / "transactions"),
-            output=str(output),
-            staging=str(tmp_path / "staging"),
-            ds=DS,
-            window_days=WINDOW,
-        )
+        report = run_merchant_stats(client, lake, tmp_path)
         assert client.scheduler.address == dask_scheduler
-    assert_matches(output, oracle(lake, DS, WINDOW), DS)
+    assert_matches(Path(report.output_path), oracle(lake, DS, WINDOW), DS)
     assert report.rows_read > report.rows_counted > 0, "invalid rows were read and not counted"
 
 
 def test_a_local_cluster_gives_the_same_and_a_rerun_replaces_the_output(lake: Path, tmp_path: Path) -> None:
-    output = tmp_path / "merchant_stats" / f"date={DS}"
-    # What a failed attempt could leave in the staging directory: it must not count.
-    stale = tmp_path / "staging" / "bucket=0"
+    # What a failed attempt could leave in the staging directory, where a bucket task reads: a date
+    # of bucket 0 holding the whole raw day. It must not count.
+    stale = tmp_path / "staging" / "bucket=0" / f"date={DS}"
     stale.mkdir(parents=True)
     raw_day = next((lake / "raw" / "transactions" / f"date={DS}").glob("*.parquet"))
-    shutil.copy(raw_day, stale / "part.999.parquet")
+    shutil.copy(raw_day, stale / "part-999-0.parquet")
+    want = oracle(lake, DS, WINDOW)
     with dask_client("local") as client:
-        for _ in range(2):
-            compute_merchant_stats(
-                client,
-                raw_transactions=str(lake / "raw" / "transactions"),
-                output=str(output),
-                staging=str(tmp_path / "staging"),
-                ds=DS,
-                window_days=WINDOW,
-            )
-    assert_matches(output, oracle(lake, DS, WINDOW), DS)
+        for _ in range(2):  # the first run meets the stale files; the rerun replaces its output
+            report = run_merchant_stats(client, lake, tmp_path)
+            assert_matches(Path(report.output_path), want, DS)
     assert not (tmp_path / "staging").exists(), "the job removes its staging directory"
     with pytest.raises(ValueError, match="window_days must be >= 1"):
         compute_merchant_stats(None, raw_transactions="x", output="y", staging="z", ds=DS, window_days=0)
