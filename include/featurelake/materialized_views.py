@@ -168,6 +168,12 @@ def refresh_incremental(
     )
 
 
+def check_refresh_mode(mode: str) -> None:
+    """Refuse a refresh mode other than `incremental` or `full`, naming both (both engines use it)."""
+    if mode not in REFRESH_MODES:
+        raise ValueError(f"refresh mode must be one of {', '.join(REFRESH_MODES)}, got {mode!r}")
+
+
 def refresh_view(
     view_path: str,
     features_path: str,
@@ -178,8 +184,7 @@ def refresh_view(
     name: str = "",
 ) -> RefreshReport:
     """Refresh the view for `ds` in `mode` (`incremental` or `full`)."""
-    if mode not in REFRESH_MODES:
-        raise ValueError(f"refresh mode must be one of {', '.join(REFRESH_MODES)}, got {mode!r}")
+    check_refresh_mode(mode)
     if mode == "full":
         return refresh_full(view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
     return refresh_incremental(view_path, features_path, ds=ds, entity_column=entity_column, name=name)

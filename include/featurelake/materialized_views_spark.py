@@ -22,7 +22,7 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 from featurelake.lake import LakeLayout
-from featurelake.materialized_views import REFRESH_MODES, RefreshReport
+from featurelake.materialized_views import RefreshReport, check_refresh_mode
 from featurelake.partitioning import date_partition_exists, existing_date_partitions, hadoop_file_system
 
 if TYPE_CHECKING:
@@ -209,8 +209,7 @@ def refresh_view(
     name: str = "",
 ) -> RefreshReport:
     """Refresh the view for `ds` in `mode` (`incremental` or `full`) on Spark."""
-    if mode not in REFRESH_MODES:
-        raise ValueError(f"refresh mode must be one of {', '.join(REFRESH_MODES)}, got {mode!r}")
+    check_refresh_mode(mode)
     if mode == "full":
         return refresh_full(spark, view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
     return refresh_incremental(spark, view_path, features_path, ds=ds, entity_column=entity_column, name=name)
