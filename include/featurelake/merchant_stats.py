@@ -69,7 +69,7 @@ class MerchantStatsReport:
     rows_read: int
     rows_counted: int
     output_path: str
-    buckets: int = 0
+    buckets: int
 
 
 def empty_merchant_stats() -> pd.DataFrame:
