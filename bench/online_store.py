@@ -12,6 +12,9 @@ Records look like user_features rows: 12 values (floats, ints, an ISO timestamp 
   Redis (the local layer emptied first).
 - Single-key latency of `LayeredFeatureCache.get`, local hit and Redis hit, p50 and p99.
 - A rebalance from three nodes to four: keys moved per second.
+- A Redis Cluster of three primaries: `OnlineStore.write` against the same on the ring, and
+  `OnlineStore.read` (one GET per key in a cluster pipeline, which never meets TRYAGAIN during a
+  slot migration) against redis-py's `mget_nonatomic` (one MGET per slot, in batches of 1,000).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from rich.table import Table
 
 from featurelake.cache import LayeredFeatureCache
 from featurelake.feature_records import FeatureRecord, encode_record, record_from_row
-from featurelake.local_redis import LocalRedisServer
+from featurelake.local_redis import LocalRedisCluster, LocalRedisServer
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
 
 VIEW = "user_features"
@@ -155,12 +158,35 @@ def main() -> None:
             results["rebalance_moved"] = report.moved
             assert report.complete and sum(migrating.count_keys(VIEW).values()) == args.records
 
+    # A Redis Cluster: the store's writes, and its reads against one MGET per slot.
+    with (
+        LocalRedisCluster(primaries=3) as cluster,
+        OnlineStore(OnlineStoreConfig(nodes=cluster.addresses[:1], cluster=True)) as on_cluster,
+    ):
+        results["cluster_write_store_s"] = median_seconds(
+            lambda: on_cluster.write(VIEW, records), args.repeat
+        )
+        keys = [on_cluster.key(VIEW, entity) for entity in ids]
+
+        def mget_per_slot() -> None:
+            for start in range(0, len(keys), on_cluster.config.batch_size):
+                on_cluster.cluster_client().mget_nonatomic(keys[start : start + on_cluster.config.batch_size])
+
+        results["cluster_read_store_s"] = median_seconds(lambda: on_cluster.read(VIEW, ids), args.repeat)
+        results["cluster_read_mget_per_slot_s"] = median_seconds(mget_per_slot, args.repeat)
+        assert len(on_cluster.read(VIEW, ids)) == args.records
+
     ratios = {
         "read: one GET per key / grouped MGET": results["read_get_per_key_s"] / results["read_store_s"],
         "write: newer-wins script / plain SET PX": results["write_store_s"] / results["write_plain_set_s"],
         "cache get_many: from Redis / local": results["cache_from_redis_s"] / results["cache_local_s"],
+        "cluster read: MGET per slot / the store's GET pipeline": results["cluster_read_mget_per_slot_s"]
+        / results["cluster_read_store_s"],
+        "cluster write / ring write": results["cluster_write_store_s"] / results["write_store_s"],
     }
-    table = Table(title=f"Online store, {args.records:,} records, ring of 3 private redis-servers")
+    table = Table(
+        title=f"Online store, {args.records:,} records, a ring of 3 private redis-servers and a 3-primary cluster"
+    )
     for column in ("measurement", "value"):
         table.add_column(column)
     for name, value in results.items():
@@ -168,6 +194,8 @@ def main() -> None:
     table.add_row("records/s: store read", f"{args.records / results['read_store_s']:,.0f}")
     table.add_row("records/s: store write", f"{args.records / results['write_store_s']:,.0f}")
     table.add_row("keys/s: rebalance", f"{results['rebalance_moved'] / results['rebalance_s']:,.0f}")
+    table.add_row("records/s: cluster read", f"{args.records / results['cluster_read_store_s']:,.0f}")
+    table.add_row("records/s: cluster write", f"{args.records / results['cluster_write_store_s']:,.0f}")
     for name, ratio in ratios.items():
         table.add_row(name, f"{ratio:.2f}x")
     console.print(table)

@@ -1,9 +1,11 @@
-"""A private `redis-server` process on a free loopback port, with no persistence: the demo's online
-store, and the tests' Redis Cluster nodes. (The tests' standalone shards come from pytest-redis; this
-exists because the demo runs outside pytest and pytest-redis has no cluster mode.)"""
+"""Private `redis-server` processes on free loopback ports, with no persistence: the demo's online
+store, and a Redis Cluster of such servers for the tests and the benchmark. (The tests' standalone
+shards come from pytest-redis; this exists because the demo runs outside pytest and pytest-redis has
+no cluster mode.)"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import socket
@@ -116,6 +118,63 @@ class LocalRedisServer:
             self._workdir = None
 
     def __enter__(self) -> LocalRedisServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class LocalRedisCluster:
+    """A Redis Cluster of `primaries` cluster-enabled `LocalRedisServer`s with no replicas, joined
+    by `redis-cli --cluster create` (which spreads the 16,384 slots evenly); a context manager.
+    `addresses` are the host:port of its nodes."""
+
+    def __init__(self, primaries: int = 3) -> None:
+        if primaries < 3:
+            raise ValueError(f"a Redis Cluster needs at least 3 primaries, got {primaries}")
+        if shutil.which("redis-cli") is None:
+            raise FileNotFoundError(
+                "'redis-cli' is not on PATH; it creates the cluster. Install Redis's tools (Debian: "
+                "`apt-get install redis-tools`, macOS: `brew install redis`)."
+            )
+        self.primaries = primaries
+        self.addresses: list[str] = []
+        self._servers = contextlib.ExitStack()
+
+    def start(self, *, timeout: float = 30.0) -> LocalRedisCluster:
+        try:
+            servers = [
+                self._servers.enter_context(LocalRedisServer(cluster=True)) for _ in range(self.primaries)
+            ]
+            self.addresses = [server.address for server in servers]
+            command = ["redis-cli", "--cluster", "create", *self.addresses]
+            created = subprocess.run(
+                [*command, "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if created.returncode != 0:
+                raise RuntimeError(f"`{' '.join(command)}` failed: {created.stdout[-2000:]}{created.stderr}")
+            with redis.Redis(host="127.0.0.1", port=servers[0].port) as client:
+                deadline = time.monotonic() + timeout
+                while client.cluster("info").get("cluster_state") != "ok":
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"the cluster on {self.addresses} did not reach state ok in {timeout} s"
+                        )
+                    time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("Redis Cluster of %d primaries on %s", self.primaries, ", ".join(self.addresses))
+        return self
+
+    def stop(self) -> None:
+        self._servers.close()
+        self.addresses = []
+
+    def __enter__(self) -> LocalRedisCluster:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

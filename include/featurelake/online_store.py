@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import AskError, MovedError
 
 from featurelake.feature_records import (
     FeatureRecord,
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 DEFAULT_KEY_PREFIX = "fl"
 DEFAULT_KEY_TTL_SECONDS = 2 * 24 * 3600
 DEFAULT_BATCH_SIZE = 1000
+
+# A Redis Cluster's replies for a key whose slot is moving (ASK) or has moved (MOVED).
+_SLOT_REDIRECTIONS = (AskError, MovedError)
 
 # KEYS: feature keys. ARGV: value_1, ttl_ms_1, value_2, ttl_ms_2, ... (ttl 0: no expiry).
 # Sets each key unless it holds a record with a later feature date (element 2 of the msgpack array).
@@ -179,6 +183,9 @@ class WriteReport:
     written: int = 0
     kept_newer: int = 0
     by_node: dict[str, int] = field(default_factory=dict)
+    # On a Redis Cluster: keys whose slot was moving (ASK) or had moved (MOVED), written through
+    # the cluster's redirection. Counted among `written` or `kept_newer` like the others.
+    redirected: int = 0
 
 
 @dataclass
@@ -271,7 +278,9 @@ class OnlineStore:
         for chunk in _chunks(records, self.config.batch_size):
             values = {self.key(view, entity): encode_record(record) for entity, record in chunk}
             if self.config.cluster:
-                set_by_node = {"cluster": self._write_cluster(values, ttl)}
+                written, redirected = self._write_cluster(values, ttl)
+                set_by_node = {"cluster": written}
+                report.redirected += redirected
             else:
                 set_by_node = {
                     node: self._write_node(node, [(key, values[key], ttl) for key in group])
@@ -290,23 +299,41 @@ class OnlineStore:
         args = [part for _, value, ttl in entries for part in (value, ttl)]
         return int(script(keys=[key for key, _, _ in entries], args=args))
 
-    def _write_cluster(self, values: Mapping[bytes, bytes], ttl: str) -> int:
+    def _write_cluster(self, values: Mapping[bytes, bytes], ttl: str) -> tuple[int, int]:
+        """Run the write script for each key on the cluster; return (keys set, keys redirected)."""
         # A script's keys must share a slot, and redis-py's cluster pipeline refuses scripts: so
         # keys are grouped by the primary that holds their slot, and each key gets its own script
-        # call in a plain pipeline to that primary.
+        # call in a plain pipeline to that primary. A plain pipeline does not follow the cluster's
+        # redirections, so a key whose slot is moving (ASK) or has moved (MOVED) since the slot
+        # table was read is sent again through the cluster client, which follows them (and,
+        # on MOVED, updates its slot table for the next batch).
         cluster = self.cluster_client()
         by_primary: dict[str, list[bytes]] = {}
         for key in values:
             by_primary.setdefault(cluster.get_node_from_key(key).name, []).append(key)
         written = 0
+        redirected: list[bytes] = []
         for name, keys in by_primary.items():
             client = cluster.get_node(node_name=name).redis_connection
             script = client.register_script(_WRITE_IF_NOT_OLDER)
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 script(keys=[key], args=[values[key], ttl], client=pipe)
-            written += sum(int(result) for result in pipe.execute())
-        return written
+            for key, result in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(result, _SLOT_REDIRECTIONS):
+                    redirected.append(key)
+                elif isinstance(result, Exception):
+                    raise result
+                else:
+                    written += int(result)
+        if redirected:
+            log.info(
+                "%d keys are on slots the cluster is moving: written through redirections", len(redirected)
+            )
+            script = cluster.register_script(_WRITE_IF_NOT_OLDER)
+            for key in redirected:
+                written += int(script(keys=[key], args=[values[key], ttl]))
+        return written, len(redirected)
 
     # -- reads ---------------------------------------------------------------------------------
     def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
@@ -318,8 +345,7 @@ class OnlineStore:
         if self.config.cluster:
             found: dict[bytes, bytes] = {}
             for chunk in _chunks(keys, self.config.batch_size):
-                replies = self.cluster_client().mget_nonatomic(chunk)
-                found.update((k, v) for k, v in zip(chunk, replies, strict=True) if v is not None)
+                found.update(self._get_cluster(chunk))
             return {keys[key]: decode_record(value) for key, value in found.items()}
         moving = []
         if self.previous_ring is not None:
@@ -333,6 +359,16 @@ class OnlineStore:
             if key not in records or record.feature_date > records[key].feature_date:
                 records[key] = record
         return {keys[key]: record for key, record in records.items()}
+
+    def _get_cluster(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        # One GET per key in a cluster pipeline: it sends each primary its keys at once and follows
+        # ASK and MOVED. Not MGET per slot (redis-py's mget_nonatomic): an MGET of keys that a slot
+        # migration has split between two nodes fails with TRYAGAIN until the slot's move ends, and
+        # random keys rarely share a slot, so it was no faster (bench/online_store.py).
+        pipe = self.cluster_client().pipeline()
+        for key in keys:
+            pipe.get(key)
+        return {k: v for k, v in zip(keys, pipe.execute(), strict=True) if v is not None}
 
     def _mget_by_ring(self, ring: ShardRing, keys: Iterable[bytes]) -> dict[bytes, bytes]:
         found: dict[bytes, bytes] = {}

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import contextlib
 import logging
-import subprocess
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -47,32 +44,8 @@ def redis_nodes(redis_shard_0, redis_shard_1, redis_shard_2, redis_shard_3) -> l
 @pytest.fixture(scope="module")
 def redis_cluster() -> Iterator[list[str]]:
     """A real 3-primary Redis Cluster on loopback (cluster-enabled servers joined by
-    `redis-cli --cluster create`); yields the host:port of its nodes."""
-    from featurelake.local_redis import LocalRedisServer
+    `redis-cli --cluster create`), one per test module; yields the host:port of its nodes."""
+    from featurelake.local_redis import LocalRedisCluster
 
-    with contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(LocalRedisServer(cluster=True)) for _ in range(3)]
-        created = subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(s.address for s in servers),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert created.returncode == 0, created.stdout + created.stderr
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=servers[0].port)
-        deadline = time.monotonic() + 30
-        while client.cluster("info").get("cluster_state") != "ok":
-            assert time.monotonic() < deadline, "the cluster did not reach state ok in 30 s"
-            time.sleep(0.2)
-        client.close()
-        yield [s.address for s in servers]
+    with LocalRedisCluster(primaries=3) as cluster:
+        yield cluster.addresses

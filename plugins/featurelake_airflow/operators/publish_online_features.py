@@ -68,6 +68,11 @@ class PublishOnlineFeaturesOperator(BaseOperator):
             report.kept_newer,
             report.by_node,
         )
+        if report.redirected:
+            self.log.info(
+                "%d keys were on Redis Cluster slots being moved, and were written through redirections",
+                report.redirected,
+            )
         return {
             "partition": location,
             "written": report.written,

@@ -1,0 +1,202 @@
+"""The online store on a real 3-primary Redis Cluster while the cluster moves slots: writes and reads
+that meet ASK (a slot half migrated) and MOVED (a slot moved after the client cached the slot
+table) lose nothing, and a live `redis-cli --cluster reshard` under a writer and a reader loses no
+key and no newer record. Its own module, so its own cluster: the slots it moves stay moved."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from datetime import date, timedelta
+
+import pytest
+import redis
+from redis.crc import key_slot
+from redis.exceptions import ClusterError, TryAgainError
+
+from featurelake.feature_records import FeatureRecord, feature_key
+from featurelake.online_store import DEFAULT_KEY_PREFIX, OnlineStore, OnlineStoreConfig
+
+pytestmark = pytest.mark.integration
+
+VIEW = "user_features"
+# The live reshard counts its own keys, apart from those the first test leaves in the cluster
+RESHARD_VIEW = "user_features_reshard"
+
+
+def client_of(address: str) -> redis.Redis:
+    host, port = address.rsplit(":", 1)
+    return redis.Redis(host=host, port=int(port))
+
+
+def node_id(address: str) -> str:
+    with client_of(address) as client:
+        return client.execute_command("CLUSTER", "MYID").decode()
+
+
+def owner_of_slot(addresses: list[str], slot: int) -> str:
+    with client_of(addresses[0]) as client:
+        for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return f"{primary[0].decode()}:{primary[1]}"
+    raise AssertionError(f"slot {slot} has no owner")
+
+
+def entities_in_slot(slot: int, count: int, prefix: str) -> list[str]:
+    found = []
+    for i in range(2_000_000):
+        entity = f"{prefix}{i:07d}"
+        if key_slot(feature_key(DEFAULT_KEY_PREFIX, VIEW, entity)) == slot:
+            found.append(entity)
+            if len(found) == count:
+                return found
+    raise AssertionError(f"fewer than {count} entities in slot {slot}")
+
+
+def dated(entities: list[str], day: date) -> list[tuple[str, FeatureRecord]]:
+    """One record per entity, dated `day`."""
+    return [(entity, FeatureRecord(day.isoformat(), {"entity": entity})) for entity in entities]
+
+
+def test_writes_and_reads_follow_ask_and_moved_while_a_slot_migrates(redis_cluster: list[str]) -> None:
+    background = [f"u{i:06d}" for i in range(3000)]
+    slot = key_slot(feature_key(DEFAULT_KEY_PREFIX, VIEW, "s0000000"))
+    in_slot = entities_in_slot(slot, 12, "s")
+    new_in_slot = entities_in_slot(slot, 12, "n")
+    source = owner_of_slot(redis_cluster, slot)
+    target = next(address for address in redis_cluster if address != source)
+    day = date(2026, 10, 28)
+    keys_in_slot = [feature_key(DEFAULT_KEY_PREFIX, VIEW, e) for e in in_slot]
+
+    with OnlineStore(OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True, batch_size=500)) as store:
+        assert store.write(VIEW, dated(background + in_slot, day)).written == 3012
+
+        # Half the slot's keys move to the target; the slot stays MIGRATING on the source. The
+        # store's cached slot table still names the source.
+        with client_of(source) as src, client_of(target) as dst:
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", node_id(source))
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", node_id(target))
+            host, port = target.rsplit(":", 1)
+            src.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", *keys_in_slot[:6])
+            assert src.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 6
+
+            # Keys still on the source, keys already moved (ASK), and new keys (ASK)
+            report = store.write(VIEW, dated(in_slot + new_in_slot, day + timedelta(days=1)))
+            assert (report.written, report.kept_newer, report.redirected) == (24, 0, 18)
+            # An older record is still refused on both sides of the migration
+            report = store.write(VIEW, dated(in_slot, day))
+            assert (report.written, report.kept_newer, report.redirected) == (0, 12, 6)
+            # The slot's keys are split between two nodes: an MGET of them gets TRYAGAIN until the
+            # move ends, while the store reads them (one GET per key)
+            with pytest.raises((TryAgainError, ClusterError)):
+                store.cluster_client().mget_nonatomic(keys_in_slot)
+            got = store.read(VIEW, background + in_slot + new_in_slot)
+            assert len(got) == 3024
+            assert {got[e].feature_date for e in in_slot + new_in_slot} == {"2026-10-29"}
+            assert all(got[e].feature_date == "2026-10-28" for e in background)
+
+            # Finish the move: the rest of the slot's keys, then every node learns the new owner.
+            rest = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+            src.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", *rest)
+            for address in redis_cluster:
+                with client_of(address) as node:
+                    node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id(target))
+            assert src.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+            assert dst.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 24
+
+        # The same store, whose slot table still names the source: MOVED
+        report = store.write(VIEW, dated(in_slot + new_in_slot, day + timedelta(days=2)))
+        assert (report.written, report.kept_newer, report.redirected) == (24, 0, 24)
+        # MOVED updated the slot table: the next write goes straight to the target
+        assert store.write(VIEW, dated(in_slot, day + timedelta(days=3))).redirected == 0
+        got = store.read(VIEW, background + in_slot + new_in_slot)
+        assert len(got) == 3024
+        assert {got[e].feature_date for e in in_slot} == {"2026-10-31"}
+        assert {got[e].feature_date for e in new_in_slot} == {"2026-10-30"}
+        assert sum(store.count_keys(VIEW).values()) == 3024
+    assert owner_of_slot(redis_cluster, slot) == target
+
+
+def test_a_live_reshard_loses_no_key_and_no_newer_record(redis_cluster: list[str]) -> None:
+    entities = [f"r{i:06d}" for i in range(6000)]
+    first_day = date(2026, 11, 1)
+    config = OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True, batch_size=500)
+    with OnlineStore(config) as store:
+        store.write(RESHARD_VIEW, dated(entities, first_day))
+        counts_before = store.count_keys(RESHARD_VIEW)
+    source = max(counts_before, key=counts_before.get)
+    target = next(address for address in redis_cluster if address != source)
+
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    # The latest day whose write has returned; a read must never see an older record than that.
+    written = {"day": first_day, "redirected": 0}
+    reads = {"passes": 0}
+
+    def write_days() -> None:
+        try:
+            with OnlineStore(config) as writer:
+                day = first_day
+                while not stop.is_set():
+                    day += timedelta(days=1)
+                    report = writer.write(RESHARD_VIEW, dated(entities, day))
+                    assert report.written == len(entities), report
+                    written["day"] = day
+                    written["redirected"] += report.redirected
+        except BaseException as error:  # reported by the test thread
+            failures.append(error)
+
+    def read_all() -> None:
+        try:
+            with OnlineStore(config) as reader:
+                while not stop.is_set():
+                    floor = written["day"]
+                    got = reader.read(RESHARD_VIEW, entities)
+                    assert len(got) == len(entities), f"{len(entities) - len(got)} keys missing"
+                    oldest = min(record.feature_date for record in got.values())
+                    assert oldest >= floor.isoformat(), (oldest, floor)
+                    reads["passes"] += 1
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=write_days), threading.Thread(target=read_all)]
+    for thread in threads:
+        thread.start()
+    try:
+        reshard = subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "reshard",
+                source,
+                "--cluster-from",
+                node_id(source),
+                "--cluster-to",
+                node_id(target),
+                "--cluster-slots",
+                "2000",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert reshard.returncode == 0, reshard.stdout[-2000:] + reshard.stderr
+    assert not failures, failures[0]
+    # Both ran during the reshard, and the writer met slots on the move
+    assert reads["passes"] > 0 and written["redirected"] > 0, (reads, written)
+
+    with OnlineStore(config) as store:
+        last = written["day"].isoformat()
+        got = store.read(RESHARD_VIEW, entities)
+        counts_after = store.count_keys(RESHARD_VIEW)
+    assert len(got) == len(entities)
+    assert {record.feature_date for record in got.values()} == {last}
+    assert sum(counts_after.values()) == len(entities)
+    # The keys followed the 2,000 slots: the source lost about 2000/16384 of all keys to the target
+    moved = counts_before[source] - counts_after[source]
+    assert moved > 0 and counts_after[target] - counts_before[target] == moved
