@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import AskError, MovedError
+from redis.exceptions import AskError, ClusterError, MovedError, TryAgainError
 
 from featurelake.feature_records import (
     FeatureRecord,
@@ -361,14 +361,24 @@ class OnlineStore:
         return {keys[key]: record for key, record in records.items()}
 
     def _get_cluster(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
-        # One GET per key in a cluster pipeline: it sends each primary its keys at once and follows
-        # ASK and MOVED. Not MGET per slot (redis-py's mget_nonatomic): an MGET of keys that a slot
-        # migration has split between two nodes fails with TRYAGAIN until the slot's move ends, and
-        # random keys rarely share a slot, so it was no faster (bench/online_store.py).
-        pipe = self.cluster_client().pipeline()
-        for key in keys:
-            pipe.get(key)
-        return {k: v for k, v in zip(keys, pipe.execute(), strict=True) if v is not None}
+        # One MGET per slot (redis-py's mget_nonatomic, pipelined per primary; it follows ASK and
+        # MOVED). An MGET of keys that a slot migration has split between two nodes gets TRYAGAIN
+        # until that slot's move ends: such a batch is read again with one GET per key in a cluster
+        # pipeline, which never gets TRYAGAIN but is slower (bench/online_store.py).
+        cluster = self.cluster_client()
+        try:
+            replies = cluster.mget_nonatomic(list(keys))
+        except (TryAgainError, ClusterError) as error:
+            log.info(
+                "a slot of this batch is being migrated (%s): reading its %d keys one by one",
+                error,
+                len(keys),
+            )
+            pipe = cluster.pipeline()
+            for key in keys:
+                pipe.get(key)
+            replies = pipe.execute()
+        return {k: v for k, v in zip(keys, replies, strict=True) if v is not None}
 
     def _mget_by_ring(self, ring: ShardRing, keys: Iterable[bytes]) -> dict[bytes, bytes]:
         found: dict[bytes, bytes] = {}

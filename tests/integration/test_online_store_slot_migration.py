@@ -5,6 +5,7 @@ key and no newer record. Its own module, so its own cluster: the slots it moves 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import threading
 from datetime import date, timedelta
@@ -58,7 +59,9 @@ def dated(entities: list[str], day: date) -> list[tuple[str, FeatureRecord]]:
     return [(entity, FeatureRecord(day.isoformat(), {"entity": entity})) for entity in entities]
 
 
-def test_writes_and_reads_follow_ask_and_moved_while_a_slot_migrates(redis_cluster: list[str]) -> None:
+def test_writes_and_reads_follow_ask_and_moved_while_a_slot_migrates(
+    redis_cluster: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
     background = [f"u{i:06d}" for i in range(3000)]
     slot = key_slot(feature_key(DEFAULT_KEY_PREFIX, VIEW, "s0000000"))
     in_slot = entities_in_slot(slot, 12, "s")
@@ -87,10 +90,12 @@ def test_writes_and_reads_follow_ask_and_moved_while_a_slot_migrates(redis_clust
             report = store.write(VIEW, dated(in_slot, day))
             assert (report.written, report.kept_newer, report.redirected) == (0, 12, 6)
             # The slot's keys are split between two nodes: an MGET of them gets TRYAGAIN until the
-            # move ends, while the store reads them (one GET per key)
+            # move ends, so the store reads that batch again with one GET per key
             with pytest.raises((TryAgainError, ClusterError)):
                 store.cluster_client().mget_nonatomic(keys_in_slot)
-            got = store.read(VIEW, background + in_slot + new_in_slot)
+            with caplog.at_level(logging.INFO, logger="featurelake.online_store"):
+                got = store.read(VIEW, background + in_slot + new_in_slot)
+            assert "reading its 24 keys one by one" in caplog.text
             assert len(got) == 3024
             assert {got[e].feature_date for e in in_slot + new_in_slot} == {"2026-10-29"}
             assert all(got[e].feature_date == "2026-10-28" for e in background)
