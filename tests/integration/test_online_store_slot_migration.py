@@ -1,7 +1,8 @@
 """The online store on a real 3-primary Redis Cluster while the cluster moves slots: writes and reads
 that meet ASK (a slot half migrated) and MOVED (a slot moved after the client cached the slot
-table) lose nothing, and a live `redis-cli --cluster reshard` under a writer and a reader loses no
-key and no newer record. Its own module, so its own cluster: the slots it moves stay moved."""
+table) lose nothing; a live `redis-cli --cluster reshard` under a writer and a reader loses no key
+and no newer record; and the Airflow publish task, configured by its connection alone, publishes
+during a reshard. Its own module, so its own cluster: the slots it moves stay moved."""
 
 from __future__ import annotations
 
@@ -205,3 +206,57 @@ def test_a_live_reshard_loses_no_key_and_no_newer_record(redis_cluster: list[str
     # The keys followed the 2,000 slots: the source lost about 2000/16384 of all keys to the target
     moved = counts_before[source] - counts_after[source]
     assert moved > 0 and counts_after[target] - counts_before[target] == moved
+
+
+def test_the_publish_task_writes_to_a_cluster_named_by_its_connection_during_a_reshard(
+    redis_cluster: list[str], tmp_path, monkeypatch
+) -> None:
+    """The Airflow task, configured by the connection alone, publishes a feature partition again
+    and again while `redis-cli --cluster reshard` moves slots; every run writes every row, and the
+    store then holds the partition."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurelake_airflow.operators.publish_online_features import PublishOnlineFeaturesOperator
+
+    users = [f"p{i:06d}" for i in range(5000)]
+    partition = tmp_path / "features" / "user_features" / "date=2026-10-28"
+    partition.mkdir(parents=True)
+    features = {
+        "user_id": users,
+        "total_spend": [i * 0.25 for i in range(5000)],
+        "transaction_count": list(range(5000)),
+    }
+    pq.write_table(pa.table(features), partition / "part-00000.parquet")
+    host, port = redis_cluster[0].rsplit(":", 1)
+    connection = {"conn_type": "redis", "host": host, "port": int(port), "extra": {"cluster": True}}
+    monkeypatch.setenv("AIRFLOW_CONN_FEATURELAKE_ONLINE", json.dumps(connection))
+
+    config = OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True)
+    with OnlineStore(config) as store:
+        store.write("warm", dated(users, date(2026, 1, 1)))  # keys spread over the slots
+        counts = store.count_keys("warm")
+    source = max(counts, key=counts.get)
+    target = next(address for address in redis_cluster if address != source)
+    command = ["redis-cli", "--cluster", "reshard", source, "--cluster-from", node_id(source)]
+    command += ["--cluster-to", node_id(target), "--cluster-slots", "1500", "--cluster-yes"]
+    results = []
+    log_path = tmp_path / "reshard.log"
+    # redis-cli's output goes to a file: a pipe that nobody reads would fill up and stop it
+    with (
+        log_path.open("w") as log_file,
+        subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT) as reshard,
+    ):
+        while reshard.poll() is None or not results:
+            publish = PublishOnlineFeaturesOperator(task_id="publish", lake=str(tmp_path), ds="2026-10-28")
+            results.append(publish.execute(context={}))
+    assert reshard.returncode == 0, log_path.read_text()[-2000:]
+    assert all((r["written"], r["kept_newer"]) == (5000, 0) for r in results), results
+    assert len(results) > 1 and sum(r["redirected"] for r in results) > 0, results
+
+    with OnlineStore(config) as store:
+        got = store.read("user_features", users)
+    assert len(got) == 5000 and got["p000004"].values == {"total_spend": 1.0, "transaction_count": 4}
+    assert {record.feature_date for record in got.values()} == {"2026-10-28"}

@@ -160,6 +160,7 @@ def test_publishing_a_date_with_no_features_writes_nothing(tmp_path: Path) -> No
         "written": 0,
         "kept_newer": 0,
         "by_node": {},
+        "redirected": 0,
     }
 
 

@@ -48,7 +48,7 @@ class PublishOnlineFeaturesOperator(BaseOperator):
             self.log.warning(
                 "%s does not exist (no entity had data in the window): nothing to publish", location
             )
-            return {"partition": location, "written": 0, "kept_newer": 0, "by_node": {}}
+            return {"partition": location, "written": 0, "kept_newer": 0, "by_node": {}, "redirected": 0}
         from featurelake.offline_features import partition_records
 
         # An object-store path reads through Airflow's fsspec filesystem, with its connection's keys.
@@ -78,4 +78,5 @@ class PublishOnlineFeaturesOperator(BaseOperator):
             "written": report.written,
             "kept_newer": report.kept_newer,
             "by_node": report.by_node,
+            "redirected": report.redirected,
         }
