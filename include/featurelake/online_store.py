@@ -308,13 +308,15 @@ class OnlineStore:
         # table was read is sent again through the cluster client, which follows them (and,
         # on MOVED, updates its slot table for the next batch).
         cluster = self.cluster_client()
-        by_primary: dict[str, list[bytes]] = {}
+        by_primary: dict[str, tuple[ClusterNode, list[bytes]]] = {}
         for key in values:
-            by_primary.setdefault(cluster.get_node_from_key(key).name, []).append(key)
+            node = cluster.get_node_from_key(key)
+            by_primary.setdefault(node.name, (node, []))[1].append(key)
         written = 0
         redirected: list[bytes] = []
-        for name, keys in by_primary.items():
-            client = cluster.get_node(node_name=name).redis_connection
+        for node, keys in by_primary.values():
+            # connects first to a node the client learned of from a redirection
+            client = cluster.get_redis_connection(node)
             script = client.register_script(_WRITE_IF_NOT_OLDER)
             pipe = client.pipeline(transaction=False)
             for key in keys:

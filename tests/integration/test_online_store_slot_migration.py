@@ -1,14 +1,16 @@
 """The online store on a real 3-primary Redis Cluster while the cluster moves slots: writes and reads
 that meet ASK (a slot half migrated) and MOVED (a slot moved after the client cached the slot
 table) lose nothing; a live `redis-cli --cluster reshard` under a writer and a reader loses no key
-and no newer record; and the Airflow publish task, configured by its connection alone, publishes
-during a reshard. Its own module, so its own cluster: the slots it moves stay moved."""
+and no newer record; the Airflow publish task, configured by its connection alone, publishes
+during a reshard; and a node added to the cluster gets its keys from a client that predates it.
+Its own module, so its own cluster: the slots and nodes it adds stay."""
 
 from __future__ import annotations
 
 import logging
 import subprocess
 import threading
+import time
 from datetime import date, timedelta
 
 import pytest
@@ -53,6 +55,27 @@ def entities_in_slot(slot: int, count: int, prefix: str) -> list[str]:
             if len(found) == count:
                 return found
     raise AssertionError(f"fewer than {count} entities in slot {slot}")
+
+
+def wait_until_every_node_knows(
+    addresses: list[str], new_id: str, *, count: int, timeout: float = 30
+) -> None:
+    """Wait until every node lists `new_id` among `count` connected nodes and has cluster state ok
+    (the cluster bus gossips a node added with `redis-cli --cluster add-node`; a reshard started
+    earlier fails half done, with CLUSTERDOWN from the new node)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        views = []
+        for address in addresses:
+            with client_of(address) as client:
+                state = client.cluster("info").get("cluster_state")
+                views.append(f"{state}\n" + client.execute_command("CLUSTER", "NODES").decode())
+        if all(
+            view.startswith("ok") and new_id in view and view.count(" connected") == count for view in views
+        ):
+            return
+        assert time.monotonic() < deadline, f"the nodes did not all learn of {new_id} in {timeout} s: {views}"
+        time.sleep(0.2)
 
 
 def dated(entities: list[str], day: date) -> list[tuple[str, FeatureRecord]]:
@@ -260,3 +283,41 @@ def test_the_publish_task_writes_to_a_cluster_named_by_its_connection_during_a_r
         got = store.read("user_features", users)
     assert len(got) == 5000 and got["p000004"].values == {"total_spend": 1.0, "transaction_count": 4}
     assert {record.feature_date for record in got.values()} == {"2026-10-28"}
+
+
+def test_a_node_added_to_the_cluster_gets_its_keys_from_a_client_that_predates_it(
+    redis_cluster: list[str],
+) -> None:
+    """`redis-cli --cluster add-node`, then slots resharded onto the new node: a store whose client
+    was created before the node existed learns of it from MOVED and writes to it directly next."""
+    from featurelake.local_redis import LocalRedisServer
+
+    entities = [f"a{i:06d}" for i in range(4000)]
+    with (
+        LocalRedisServer(cluster=True) as new_node,
+        OnlineStore(OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True, batch_size=500)) as store,
+    ):
+        assert store.write(RESHARD_VIEW, dated(entities, date(2026, 11, 1))).written == 4000
+        added = subprocess.run(
+            ["redis-cli", "--cluster", "add-node", new_node.address, redis_cluster[0]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert added.returncode == 0, added.stdout[-2000:] + added.stderr
+        new_id = node_id(new_node.address)
+        wait_until_every_node_knows([*redis_cluster, new_node.address], new_id, count=4)
+        command = ["redis-cli", "--cluster", "reshard", redis_cluster[0], "--cluster-from", "all"]
+        command += ["--cluster-to", new_id, "--cluster-slots", "3000", "--cluster-yes"]
+        reshard = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert reshard.returncode == 0, reshard.stdout[-2000:] + reshard.stderr
+
+        first = store.write(RESHARD_VIEW, dated(entities, date(2026, 11, 2)))
+        second = store.write(RESHARD_VIEW, dated(entities, date(2026, 11, 3)))
+        got = store.read(RESHARD_VIEW, entities)
+        per_primary = store.count_keys(RESHARD_VIEW)
+    assert first.written == second.written == 4000
+    # The first write met MOVED for the moved slots; by the second, the client knew the new owner
+    assert first.redirected > 0 and second.redirected == 0, (first, second)
+    assert {record.feature_date for record in got.values()} == {"2026-11-03"} and len(got) == 4000
+    assert per_primary[new_node.address] > 400, per_primary
