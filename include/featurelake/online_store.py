@@ -13,8 +13,8 @@ Rebalancing a ring (nodes added or removed) is live:
    old node only if it still holds the copied bytes. A crash leaves each key on one node or on both
    with the same bytes, and a rerun finishes the move: the pass is idempotent.
 3. When a pass moves nothing, drop `previous_nodes`.
-A Redis Cluster moves its own slots (`redis-cli --cluster rebalance`); this store only reads and
-writes it.
+A Redis Cluster moves its own slots (`redis-cli --cluster reshard` or `rebalance`); this store reads
+and writes it meanwhile, following the cluster's ASK and MOVED redirections.
 """
 
 from __future__ import annotations
@@ -330,7 +330,8 @@ class OnlineStore:
                     written += int(result)
         if redirected:
             log.info(
-                "%d keys are on slots the cluster is moving: written through redirections", len(redirected)
+                "%d keys are on slots the cluster is moving or has moved: written through redirections",
+                len(redirected),
             )
             script = cluster.register_script(_WRITE_IF_NOT_OLDER)
             for key in redirected:
