@@ -125,50 +125,70 @@ class LocalRedisServer:
 
 
 class LocalRedisCluster:
-    """A Redis Cluster of `primaries` cluster-enabled `LocalRedisServer`s with no replicas, joined
-    by `redis-cli --cluster create` (which spreads the 16,384 slots evenly); a context manager.
-    `addresses` are the host:port of its nodes."""
+    """A Redis Cluster of `primaries` cluster-enabled `LocalRedisServer`s, each with `replicas`
+    replicas, joined by `redis-cli --cluster create` (which spreads the 16,384 slots evenly over
+    the primaries); a context manager. `addresses` are the host:port of all its nodes."""
 
-    def __init__(self, primaries: int = 3) -> None:
+    def __init__(self, primaries: int = 3, *, replicas: int = 0) -> None:
         if primaries < 3:
             raise ValueError(f"a Redis Cluster needs at least 3 primaries, got {primaries}")
+        if replicas < 0:
+            raise ValueError(f"replicas per primary must be >= 0, got {replicas}")
         if shutil.which("redis-cli") is None:
             raise FileNotFoundError(
                 "'redis-cli' is not on PATH; it creates the cluster. Install Redis's tools (Debian: "
                 "`apt-get install redis-tools`, macOS: `brew install redis`)."
             )
         self.primaries = primaries
+        self.replicas = replicas
         self.addresses: list[str] = []
         self._servers = contextlib.ExitStack()
 
     def start(self, *, timeout: float = 30.0) -> LocalRedisCluster:
         try:
             servers = [
-                self._servers.enter_context(LocalRedisServer(cluster=True)) for _ in range(self.primaries)
+                self._servers.enter_context(LocalRedisServer(cluster=True))
+                for _ in range(self.primaries * (1 + self.replicas))
             ]
             self.addresses = [server.address for server in servers]
             command = ["redis-cli", "--cluster", "create", *self.addresses]
             created = subprocess.run(
-                [*command, "--cluster-replicas", "0", "--cluster-yes"],
+                [*command, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                 capture_output=True,
                 text=True,
                 timeout=60,
             )
             if created.returncode != 0:
                 raise RuntimeError(f"`{' '.join(command)}` failed: {created.stdout[-2000:]}{created.stderr}")
-            with redis.Redis(host="127.0.0.1", port=servers[0].port) as client:
-                deadline = time.monotonic() + timeout
-                while client.cluster("info").get("cluster_state") != "ok":
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(
-                            f"the cluster on {self.addresses} did not reach state ok in {timeout} s"
-                        )
-                    time.sleep(0.2)
+            # Every node must see the cluster ok and every replica as one (the cluster bus gossips
+            # `--cluster create`'s replica assignments after the slots).
+            deadline = time.monotonic() + timeout
+            for server in servers:
+                with redis.Redis(host="127.0.0.1", port=server.port) as client:
+                    while not self._settled(client):
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(
+                                f"{server.address} of the cluster on {self.addresses} did not see it "
+                                f"settled (state ok, {self.primaries * self.replicas} replicas) in {timeout} s"
+                            )
+                        time.sleep(0.2)
         except BaseException:
             self.stop()
             raise
-        log.info("Redis Cluster of %d primaries on %s", self.primaries, ", ".join(self.addresses))
+        log.info(
+            "Redis Cluster of %d primaries with %d replicas each on %s",
+            self.primaries,
+            self.replicas,
+            ", ".join(self.addresses),
+        )
         return self
+
+    def _settled(self, client: redis.Redis) -> bool:
+        if client.cluster("info").get("cluster_state") != "ok":
+            return False
+        nodes = client.execute_command("CLUSTER", "NODES").decode().splitlines()
+        replicas = sum("slave" in line.split()[2].split(",") for line in nodes)
+        return replicas == self.primaries * self.replicas
 
     def stop(self) -> None:
         self._servers.close()

@@ -2,8 +2,9 @@
 that meet ASK (a slot half migrated) and MOVED (a slot moved after the client cached the slot
 table) lose nothing; a live `redis-cli --cluster reshard` under a writer and a reader loses no key
 and no newer record; the Airflow publish task, configured by its connection alone, publishes
-during a reshard; and a node added to the cluster gets its keys from a client that predates it.
-Its own module, so its own cluster: the slots and nodes it adds stay."""
+during a reshard; a node added to the cluster gets its keys from a client that predates it; and a
+manual failover (a replica promoted) is followed too. Its own module, so its own cluster: the slots
+and nodes it adds stay."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from datetime import date, timedelta
 
 import pytest
@@ -19,6 +21,7 @@ from redis.crc import key_slot
 from redis.exceptions import ClusterError, TryAgainError
 
 from featurelake.feature_records import FeatureRecord, feature_key
+from featurelake.local_redis import LocalRedisCluster, LocalRedisServer
 from featurelake.online_store import DEFAULT_KEY_PREFIX, OnlineStore, OnlineStoreConfig
 
 pytestmark = pytest.mark.integration
@@ -290,8 +293,6 @@ def test_a_node_added_to_the_cluster_gets_its_keys_from_a_client_that_predates_i
 ) -> None:
     """`redis-cli --cluster add-node`, then slots resharded onto the new node: a store whose client
     was created before the node existed learns of it from MOVED and writes to it directly next."""
-    from featurelake.local_redis import LocalRedisServer
-
     entities = [f"a{i:06d}" for i in range(4000)]
     with (
         LocalRedisServer(cluster=True) as new_node,
@@ -321,3 +322,48 @@ def test_a_node_added_to_the_cluster_gets_its_keys_from_a_client_that_predates_i
     assert first.redirected > 0 and second.redirected == 0, (first, second)
     assert {record.feature_date for record in got.values()} == {"2026-11-03"} and len(got) == 4000
     assert per_primary[new_node.address] > 400, per_primary
+
+
+@pytest.fixture(scope="module")
+def replicated_cluster() -> Iterator[list[str]]:
+    """A real Redis Cluster of 3 primaries with a replica each; the host:port of its 6 nodes."""
+    with LocalRedisCluster(primaries=3, replicas=1) as cluster:
+        yield cluster.addresses
+
+
+def role(address: str) -> str:
+    with client_of(address) as client:
+        return client.execute_command("ROLE")[0].decode()
+
+
+def a_primary_and_its_replica(addresses: list[str]) -> tuple[str, str]:
+    with client_of(addresses[0]) as client:
+        nodes = [line.split() for line in client.execute_command("CLUSTER", "NODES").decode().splitlines()]
+    address_of = {fields[0]: fields[1].split("@")[0] for fields in nodes}
+    for fields in nodes:
+        if "slave" in fields[2].split(","):
+            return address_of[fields[3]], address_of[fields[0]]
+    raise AssertionError(f"no replica in {nodes}")
+
+
+def test_writes_and_reads_go_on_through_a_manual_failover(replicated_cluster: list[str]) -> None:
+    """`CLUSTER FAILOVER` on a replica swaps it with its primary (as for an upgrade). The store's
+    client still maps the slots to the old primary, now a replica, which answers MOVED."""
+    entities = [f"f{i:06d}" for i in range(5000)]
+    primary, replica = a_primary_and_its_replica(replicated_cluster)
+    with OnlineStore(OnlineStoreConfig(nodes=replicated_cluster[:1], cluster=True, batch_size=500)) as store:
+        assert store.write(VIEW, dated(entities, date(2026, 11, 1))).written == 5000
+        with client_of(replica) as client:
+            client.execute_command("CLUSTER", "FAILOVER")
+        deadline = time.monotonic() + 30
+        while (role(replica), role(primary)) != ("master", "slave"):
+            assert time.monotonic() < deadline, "the failover did not finish in 30 s"
+            time.sleep(0.1)
+
+        report = store.write(VIEW, dated(entities, date(2026, 11, 2)))
+        got = store.read(VIEW, entities)
+        per_primary = store.count_keys(VIEW)
+    assert (report.written, report.kept_newer) == (5000, 0) and report.redirected > 0, report
+    assert len(got) == 5000 and {record.feature_date for record in got.values()} == {"2026-11-02"}
+    # The promoted replica serves the old primary's keys, and the old primary is no longer asked
+    assert per_primary.get(replica, 0) > 1000 and primary not in per_primary, per_primary
