@@ -51,7 +51,13 @@ def free_cluster_port() -> int:
 class LocalRedisServer:
     """`redis-server` on 127.0.0.1:<free port> in a temporary directory; a context manager."""
 
-    def __init__(self, *, executable: str = "redis-server", cluster: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        executable: str = "redis-server",
+        cluster: bool = False,
+        cluster_node_timeout_ms: int = 15_000,
+    ) -> None:
         found = shutil.which(executable)
         if found is None:
             raise FileNotFoundError(
@@ -60,6 +66,8 @@ class LocalRedisServer:
             )
         self.executable = found
         self.cluster = cluster
+        # How long a cluster node may be unreachable before the others fail it over (Redis' default)
+        self.cluster_node_timeout_ms = cluster_node_timeout_ms
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
@@ -75,6 +83,7 @@ class LocalRedisServer:
         command += ["--appendonly", "no", "--dir", str(self._workdir), "--logfile", "redis.log"]
         if self.cluster:
             command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            command += ["--cluster-node-timeout", str(self.cluster_node_timeout_ms)]
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout
@@ -129,7 +138,7 @@ class LocalRedisCluster:
     replicas, joined by `redis-cli --cluster create` (which spreads the 16,384 slots evenly over
     the primaries); a context manager. `addresses` are the host:port of all its nodes."""
 
-    def __init__(self, primaries: int = 3, *, replicas: int = 0) -> None:
+    def __init__(self, primaries: int = 3, *, replicas: int = 0, node_timeout_ms: int = 15_000) -> None:
         if primaries < 3:
             raise ValueError(f"a Redis Cluster needs at least 3 primaries, got {primaries}")
         if replicas < 0:
@@ -141,13 +150,17 @@ class LocalRedisCluster:
             )
         self.primaries = primaries
         self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.servers: list[LocalRedisServer] = []
         self.addresses: list[str] = []
         self._servers = contextlib.ExitStack()
 
     def start(self, *, timeout: float = 30.0) -> LocalRedisCluster:
         try:
-            servers = [
-                self._servers.enter_context(LocalRedisServer(cluster=True))
+            servers = self.servers = [
+                self._servers.enter_context(
+                    LocalRedisServer(cluster=True, cluster_node_timeout_ms=self.node_timeout_ms)
+                )
                 for _ in range(self.primaries * (1 + self.replicas))
             ]
             self.addresses = [server.address for server in servers]
@@ -190,8 +203,13 @@ class LocalRedisCluster:
         replicas = sum("slave" in line.split()[2].split(",") for line in nodes)
         return replicas == self.primaries * self.replicas
 
+    def server(self, address: str) -> LocalRedisServer:
+        """The server of one node (to stop it, for a failover)."""
+        return next(server for server in self.servers if server.address == address)
+
     def stop(self) -> None:
         self._servers.close()
+        self.servers = []
         self.addresses = []
 
     def __enter__(self) -> LocalRedisCluster:

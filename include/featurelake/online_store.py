@@ -183,8 +183,9 @@ class WriteReport:
     written: int = 0
     kept_newer: int = 0
     by_node: dict[str, int] = field(default_factory=dict)
-    # On a Redis Cluster: keys whose slot was moving (ASK) or had moved (MOVED), written through
-    # the cluster's redirection. Counted among `written` or `kept_newer` like the others.
+    # On a Redis Cluster: keys whose slot was moving (ASK) or had moved (MOVED), or whose primary
+    # did not answer (a failover), sent again through redis-py's cluster client. Counted among
+    # `written` or `kept_newer` like the others.
     redirected: int = 0
 
 
@@ -305,8 +306,8 @@ class OnlineStore:
         # keys are grouped by the primary that holds their slot, and each key gets its own script
         # call in a plain pipeline to that primary. A plain pipeline does not follow the cluster's
         # redirections, so a key whose slot is moving (ASK) or has moved (MOVED) since the slot
-        # table was read is sent again through the cluster client, which follows them (and,
-        # on MOVED, updates its slot table for the next batch).
+        # table was read, or whose primary does not answer, is sent again through the cluster
+        # client, which follows redirections and refreshes its slot table (for the next batch too).
         cluster = self.cluster_client()
         by_primary: dict[str, tuple[ClusterNode, list[bytes]]] = {}
         for key in values:
@@ -321,7 +322,17 @@ class OnlineStore:
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 script(keys=[key], args=[values[key], ttl], client=pipe)
-            for key, result in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+            try:
+                results = pipe.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                # The primary is gone (a failover, say); the cluster client refreshes its slot
+                # table on a connection error and retries, so all its keys go that way.
+                log.warning(
+                    "cluster node %s did not answer (%s): resending its %d keys", node.name, error, len(keys)
+                )
+                redirected.extend(keys)
+                continue
+            for key, result in zip(keys, results, strict=True):
                 if isinstance(result, _SLOT_REDIRECTIONS):
                     redirected.append(key)
                 elif isinstance(result, Exception):
@@ -330,7 +341,8 @@ class OnlineStore:
                     written += int(result)
         if redirected:
             log.info(
-                "%d keys are on slots the cluster is moving or has moved: written through redirections",
+                "%d keys are on slots the cluster is moving or has moved, or on a node that did not answer: "
+                "resent through the cluster client",
                 len(redirected),
             )
             script = cluster.register_script(_WRITE_IF_NOT_OLDER)

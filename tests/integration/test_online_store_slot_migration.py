@@ -2,8 +2,8 @@
 that meet ASK (a slot half migrated) and MOVED (a slot moved after the client cached the slot
 table) lose nothing; a live `redis-cli --cluster reshard` under a writer and a reader loses no key
 and no newer record; the Airflow publish task, configured by its connection alone, publishes
-during a reshard; a node added to the cluster gets its keys from a client that predates it; and a
-manual failover (a replica promoted) is followed too. Its own module, so its own cluster: the slots
+during a reshard; a node added to the cluster gets its keys from a client that predates it; and
+failovers (manual, and after a primary dies) are followed too. Its own module, so its own cluster: the slots
 and nodes it adds stay."""
 
 from __future__ import annotations
@@ -325,10 +325,11 @@ def test_a_node_added_to_the_cluster_gets_its_keys_from_a_client_that_predates_i
 
 
 @pytest.fixture(scope="module")
-def replicated_cluster() -> Iterator[list[str]]:
-    """A real Redis Cluster of 3 primaries with a replica each; the host:port of its 6 nodes."""
-    with LocalRedisCluster(primaries=3, replicas=1) as cluster:
-        yield cluster.addresses
+def replicated_cluster() -> Iterator[LocalRedisCluster]:
+    """A real Redis Cluster of 3 primaries with a replica each, which fails a node over after it
+    has been unreachable for 1 s (Redis' default is 15 s)."""
+    with LocalRedisCluster(primaries=3, replicas=1, node_timeout_ms=1000) as cluster:
+        yield cluster
 
 
 def role(address: str) -> str:
@@ -337,21 +338,23 @@ def role(address: str) -> str:
 
 
 def a_primary_and_its_replica(addresses: list[str]) -> tuple[str, str]:
+    """A primary other than addresses[0] (which the tests ask), and its replica."""
     with client_of(addresses[0]) as client:
         nodes = [line.split() for line in client.execute_command("CLUSTER", "NODES").decode().splitlines()]
     address_of = {fields[0]: fields[1].split("@")[0] for fields in nodes}
     for fields in nodes:
-        if "slave" in fields[2].split(","):
+        if "slave" in fields[2].split(",") and address_of[fields[3]] != addresses[0]:
             return address_of[fields[3]], address_of[fields[0]]
-    raise AssertionError(f"no replica in {nodes}")
+    raise AssertionError(f"no replica of a primary other than {addresses[0]} in {nodes}")
 
 
-def test_writes_and_reads_go_on_through_a_manual_failover(replicated_cluster: list[str]) -> None:
+def test_writes_and_reads_go_on_through_a_manual_failover(replicated_cluster: LocalRedisCluster) -> None:
     """`CLUSTER FAILOVER` on a replica swaps it with its primary (as for an upgrade). The store's
     client still maps the slots to the old primary, now a replica, which answers MOVED."""
     entities = [f"f{i:06d}" for i in range(5000)]
-    primary, replica = a_primary_and_its_replica(replicated_cluster)
-    with OnlineStore(OnlineStoreConfig(nodes=replicated_cluster[:1], cluster=True, batch_size=500)) as store:
+    addresses = replicated_cluster.addresses
+    primary, replica = a_primary_and_its_replica(addresses)
+    with OnlineStore(OnlineStoreConfig(nodes=addresses[:1], cluster=True, batch_size=500)) as store:
         assert store.write(VIEW, dated(entities, date(2026, 11, 1))).written == 5000
         with client_of(replica) as client:
             client.execute_command("CLUSTER", "FAILOVER")
@@ -367,3 +370,26 @@ def test_writes_and_reads_go_on_through_a_manual_failover(replicated_cluster: li
     assert len(got) == 5000 and {record.feature_date for record in got.values()} == {"2026-11-02"}
     # The promoted replica serves the old primary's keys, and the old primary is no longer asked
     assert per_primary.get(replica, 0) > 1000 and primary not in per_primary, per_primary
+
+
+def test_writes_go_on_after_a_primary_dies_and_its_replica_takes_over(
+    replicated_cluster: LocalRedisCluster,
+) -> None:
+    """A primary's process dies; after the node timeout the cluster promotes its replica. A store
+    whose client still maps the slots to the dead primary writes every record on its next call."""
+    entities = [f"k{i:06d}" for i in range(3000)]
+    addresses = replicated_cluster.addresses
+    primary, replica = a_primary_and_its_replica(addresses)
+    with OnlineStore(OnlineStoreConfig(nodes=addresses[:1], cluster=True, batch_size=500)) as store:
+        assert store.write(VIEW, dated(entities, date(2026, 11, 5))).written == 3000
+        replicated_cluster.server(primary).stop()
+        deadline = time.monotonic() + 60
+        with client_of(addresses[0]) as survivor:
+            while role(replica) != "master" or survivor.cluster("info").get("cluster_state") != "ok":
+                assert time.monotonic() < deadline, "the cluster did not promote the replica in 60 s"
+                time.sleep(0.2)
+
+        report = store.write(VIEW, dated(entities, date(2026, 11, 6)))
+        got = store.read(VIEW, entities)
+    assert (report.written, report.kept_newer) == (3000, 0) and report.redirected > 0, report
+    assert len(got) == 3000 and {record.feature_date for record in got.values()} == {"2026-11-06"}
