@@ -1,4 +1,5 @@
-"""Helpers shared by the test levels: free loopback ports, real spark-submit runs, emptied Redis servers."""
+"""Helpers shared by the test levels: free loopback ports, real spark-submit runs, Redis clients and
+emptied Redis servers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from featurelake.local_redis import free_port
 
-__all__ = ["PROJECT_ROOT", "VENV_BIN", "emptied_redis_nodes", "free_port", "spark_submit"]
+__all__ = ["PROJECT_ROOT", "VENV_BIN", "emptied_redis_nodes", "free_port", "redis_client", "spark_submit"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -31,6 +32,14 @@ def spark_submit(
     return subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900
     )
+
+
+def redis_client(address: str):
+    """A plain redis-py client of one server, `host:port`; close it (or use it as a context manager)."""
+    import redis
+
+    host, port = address.rsplit(":", 1)
+    return redis.Redis(host=host, port=int(port))
 
 
 def emptied_redis_nodes(*servers) -> list[str]:

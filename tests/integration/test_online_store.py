@@ -12,13 +12,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import redis
 
 from featurelake.cache import LayeredFeatureCache
 from featurelake.feature_records import FeatureRecord, feature_key
 from featurelake.offline_features import read_offline_features
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
 from featurelake.sharding import ShardRing
+from tests.support import redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +33,8 @@ def records(n: int, day: str = "2026-10-28", *, start: int = 0) -> list[tuple[st
 
 
 def keys_on(node: str) -> set[bytes]:
-    host, port = node.rsplit(":", 1)
-    client = redis.Redis(host=host, port=int(port))
-    try:
+    with redis_client(node) as client:
         return set(client.scan_iter(match="fl:*", count=1000))
-    finally:
-        client.close()
 
 
 def test_grouped_writes_and_reads_place_every_key_on_its_ring_node(redis_nodes: list[str]) -> None:

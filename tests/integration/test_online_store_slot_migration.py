@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 
 import pytest
-import redis
 from redis.crc import key_slot
 from redis.exceptions import ClusterError, TryAgainError
 
 from featurelake.feature_records import FeatureRecord, feature_key
 from featurelake.local_redis import LocalRedisCluster, LocalRedisServer
 from featurelake.online_store import DEFAULT_KEY_PREFIX, OnlineStore, OnlineStoreConfig
+from tests.support import redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +31,13 @@ VIEW = "user_features"
 RESHARD_VIEW = "user_features_reshard"
 
 
-def client_of(address: str) -> redis.Redis:
-    host, port = address.rsplit(":", 1)
-    return redis.Redis(host=host, port=int(port))
-
-
 def node_id(address: str) -> str:
-    with client_of(address) as client:
+    with redis_client(address) as client:
         return client.execute_command("CLUSTER", "MYID").decode()
 
 
 def owner_of_slot(addresses: list[str], slot: int) -> str:
-    with client_of(addresses[0]) as client:
+    with redis_client(addresses[0]) as client:
         for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
             if start <= slot <= end:
                 return f"{primary[0].decode()}:{primary[1]}"
@@ -70,7 +65,7 @@ def wait_until_every_node_knows(
     while True:
         views = []
         for address in addresses:
-            with client_of(address) as client:
+            with redis_client(address) as client:
                 state = client.cluster("info").get("cluster_state")
                 views.append(f"{state}\n" + client.execute_command("CLUSTER", "NODES").decode())
         if all(
@@ -103,7 +98,7 @@ def test_writes_and_reads_follow_ask_and_moved_while_a_slot_migrates(
 
         # Half the slot's keys move to the target; the slot stays MIGRATING on the source. The
         # store's cached slot table still names the source.
-        with client_of(source) as src, client_of(target) as dst:
+        with redis_client(source) as src, redis_client(target) as dst:
             dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", node_id(source))
             src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", node_id(target))
             host, port = target.rsplit(":", 1)
@@ -131,7 +126,7 @@ def test_writes_and_reads_follow_ask_and_moved_while_a_slot_migrates(
             rest = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
             src.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", *rest)
             for address in redis_cluster:
-                with client_of(address) as node:
+                with redis_client(address) as node:
                     node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id(target))
             assert src.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
             assert dst.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 24
@@ -333,13 +328,13 @@ def replicated_cluster() -> Iterator[LocalRedisCluster]:
 
 
 def role(address: str) -> str:
-    with client_of(address) as client:
+    with redis_client(address) as client:
         return client.execute_command("ROLE")[0].decode()
 
 
 def a_primary_and_its_replica(addresses: list[str]) -> tuple[str, str]:
     """A primary other than addresses[0] (which the tests ask), and its replica."""
-    with client_of(addresses[0]) as client:
+    with redis_client(addresses[0]) as client:
         nodes = [line.split() for line in client.execute_command("CLUSTER", "NODES").decode().splitlines()]
     address_of = {fields[0]: fields[1].split("@")[0] for fields in nodes}
     for fields in nodes:
@@ -356,7 +351,7 @@ def test_writes_and_reads_go_on_through_a_manual_failover(replicated_cluster: Lo
     primary, replica = a_primary_and_its_replica(addresses)
     with OnlineStore(OnlineStoreConfig(nodes=addresses[:1], cluster=True, batch_size=500)) as store:
         assert store.write(VIEW, dated(entities, date(2026, 11, 1))).written == 5000
-        with client_of(replica) as client:
+        with redis_client(replica) as client:
             client.execute_command("CLUSTER", "FAILOVER")
         deadline = time.monotonic() + 30
         while (role(replica), role(primary)) != ("master", "slave"):
@@ -384,7 +379,7 @@ def test_writes_go_on_after_a_primary_dies_and_its_replica_takes_over(
         assert store.write(VIEW, dated(entities, date(2026, 11, 5))).written == 3000
         replicated_cluster.server(primary).stop()
         deadline = time.monotonic() + 60
-        with client_of(addresses[0]) as survivor:
+        with redis_client(addresses[0]) as survivor:
             while role(replica) != "master" or survivor.cluster("info").get("cluster_state") != "ok":
                 assert time.monotonic() < deadline, "the cluster did not promote the replica in 60 s"
                 time.sleep(0.2)
