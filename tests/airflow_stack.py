@@ -1,0 +1,293 @@
+"""Real Airflow components as processes, for the tests that run DAGs under a scheduler: a private
+PostgreSQL database, the environment every component shares, the REST API (what the UI calls), and a
+teardown that finds every process the components started.
+
+Used by tests/integration/test_backfill_under_scheduler.py (`airflow standalone`, LocalExecutor) and
+tests/integration/test_celery_executor.py (api-server, scheduler, dag-processor and a Celery worker,
+each its own process, as in docker-compose.yaml)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import VENV_BIN, free_port
+
+__all__ = ["MARKER", "AirflowStack", "component_env", "private_postgres_database", "stop_components"]
+
+# Every process a component starts (task supervisors, spark-submit, the JVM, pyspark daemons and
+# Celery pool workers that start their own process groups) inherits this variable, so teardown
+# finds them all.
+MARKER = "FEATURELAKE_TEST_AIRFLOW_HOME"
+
+
+def request_json(url: str, *, token: str | None = None, body: dict | None = None) -> Any:
+    """GET `url` (or POST `body` as JSON) and return the decoded JSON reply."""
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@contextlib.contextmanager
+def private_postgres_database(prefix: str) -> Iterator[str]:
+    """A new database on the machine's PostgreSQL (FEATURELAKE_TEST_POSTGRES, default
+    postgresql://postgres@127.0.0.1:5432/postgres), dropped afterwards; yields its SQLAlchemy URL.
+
+    Not SQLite: when the scheduler and the CLI write at once, SQLite can refuse a writer at once
+    ("database is locked") whatever its busy timeout, when a read transaction upgrades.
+    """
+    import psycopg2
+    from psycopg2 import sql
+
+    admin_url = os.environ.get("FEATURELAKE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"{prefix}_{os.getpid()}_{int(time.time())}"
+    try:
+        admin = psycopg2.connect(admin_url)
+    except psycopg2.OperationalError as error:
+        pytest.fail(
+            f"cannot reach PostgreSQL at {admin_url} ({error}); start it or set FEATURELAKE_TEST_POSTGRES"
+        )
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+def component_env(
+    *, home: Path, database: str, port: int, lake: Path, online_nodes: list[str], **overrides: str
+) -> dict[str, str]:
+    """The environment every component of one test's Airflow shares: its own home and database, the
+    API on a free loopback port, and the DAGs' connections (Spark local[2], the online store's ring,
+    the Dask default of airflow.env). The scheduler creates no runs from the DAGs' own timetables
+    (`use_job_schedule` off), so the only runs are the ones the test asks for."""
+    return {
+        **os.environ,  # airflow.env as applied by tests/conftest.py: dags and plugins folders
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        # Components started one by one must share these, or task tokens fail between them.
+        "AIRFLOW__API_AUTH__JWT_SECRET": f"featurelake-test-jwt-{home.name}",
+        "AIRFLOW__API__SECRET_KEY": f"featurelake-test-api-{home.name}",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        # The log servers' fixed default ports (8793, 8794) would clash with another Airflow here.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW_VAR_FEATURELAKE_LAKE": str(lake),
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(
+            {"conn_type": "spark", "host": "local[2]", "extra": {"conf": {"spark.log.level": "WARN"}}}
+        ),
+        "AIRFLOW_CONN_FEATURELAKE_ONLINE": json.dumps(
+            {"conn_type": "redis", "host": "127.0.0.1", "port": 1, "extra": {"nodes": online_nodes}}
+        ),
+        "NO_COLOR": "1",
+        MARKER: str(home),
+        **overrides,
+    }
+
+
+@dataclass
+class AirflowStack:
+    """A running Airflow of one test: its home, shared environment, API root and component logs."""
+
+    home: Path
+    env: dict[str, str]
+    base_url: str
+    logs: list[Path] = field(default_factory=list)
+    _token: str | None = None
+
+    # --- diagnostics -------------------------------------------------------------------------
+    def task_log_tails(self, lines: int = 60) -> str:
+        """The end of every task attempt's log, newest last."""
+        logs = sorted((self.home / "logs").glob("dag_id=*/**/*.log"), key=lambda p: p.stat().st_mtime)
+        return "\n".join(
+            f"--- {path.relative_to(self.home)}\n"
+            + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            for path in logs
+        )
+
+    def diagnostics(self, lines: int = 150) -> str:
+        components = "".join(
+            f"\n=== {log.name} ===\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+            for log in self.logs
+        )
+        return f"\n=== task logs ===\n{self.task_log_tails()}{components}"
+
+    # --- the CLI and the REST API --------------------------------------------------------------
+    def airflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the real Airflow CLI against this Airflow's home and database."""
+        return subprocess.run(
+            [str(VENV_BIN / "airflow"), *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        """Start `airflow <args>` in its own process group, its output in `<home>/<name>.log`."""
+        log = self.home / f"{name}.log"
+        self.logs.append(log)
+        with log.open("w") as output:
+            return subprocess.Popen(
+                [str(VENV_BIN / "airflow"), *args],
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def poll(self, what: str, check: Callable[[], Any], *, timeout: float, every: float = 2) -> Any:
+        """Call `check` until it returns something truthy; fail with the logs after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                result = check()
+            except (OSError, ValueError) as error:  # not listening yet, 401/404 before parsing, half a reply
+                last, result = error, None
+            if result:
+                return result
+            time.sleep(every)
+        pytest.fail(
+            f"timed out after {timeout:.0f} s waiting for {what} (last error: {last}){self.diagnostics()}"
+        )
+
+    def api(self, path: str, *, body: dict | None = None) -> Any:
+        """The REST API as the UI calls it, signed in as admin (simple auth manager)."""
+        if self._token is None:
+            passwords = self.env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE") or str(
+                self.home / "simple_auth_manager_passwords.json.generated"
+            )
+            password = json.loads(Path(passwords).read_text())["admin"]
+            reply = request_json(
+                f"{self.base_url}/auth/token", body={"username": "admin", "password": password}
+            )
+            self._token = reply["access_token"]
+        return request_json(f"{self.base_url}{path}", token=self._token, body=body)
+
+    def wait_until_ready(self, dag_ids: list[str], *, components: tuple[str, ...], timeout: float) -> None:
+        """Until the health endpoint reports `components` healthy and every DAG of `dag_ids` is parsed
+        (an import error of one of them fails at once)."""
+
+        def healthy() -> bool:
+            health = request_json(f"{self.base_url}/api/v2/monitor/health")
+            return all((health.get(part) or {}).get("status") == "healthy" for part in components)
+
+        self.poll(f"the API and healthy {', '.join(components)}", healthy, timeout=timeout)
+
+        def parsed() -> bool:
+            errors = self.api("/api/v2/importErrors")["import_errors"]
+            ours = [e for e in errors if any(e["filename"].endswith(f"{d}.py") for d in dag_ids)]
+            assert not ours, f"DAGs failed to import: {ours}"
+            return all(self.api(f"/api/v2/dags/{d}")["dag_id"] == d for d in dag_ids)
+
+        self.poll(f"{', '.join(dag_ids)} to be parsed", parsed, timeout=timeout)
+
+    def dag_runs(self, dag_id: str) -> list[dict]:
+        return self.api(f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=logical_date")["dag_runs"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        run = urllib.parse.quote(run_id, safe="")
+        return self.api(f"/api/v2/dags/{dag_id}/dagRuns/{run}/taskInstances")["task_instances"]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        run = urllib.parse.quote(run_id, safe="")
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run}/taskInstances/{task_id}/xcomEntries/return_value"
+        value = self.api(path)["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
+    def wait_for_runs(self, dag_id: str, count: int, *, run_type: str, timeout: float) -> list[dict]:
+        """Until `count` runs of `run_type` have succeeded; the first failed task or run fails the
+        test with the logs (the DAGs retry after a minute, so a first failure is already the answer).
+        Returns every run of the DAG."""
+
+        def finished() -> list[dict] | None:
+            runs = self.dag_runs(dag_id)
+            for run in runs:
+                states = self.task_states(dag_id, run["dag_run_id"])
+                if run["state"] == "failed" or {"failed", "up_for_retry"} & set(states.values()):
+                    pytest.fail(f"run {run['dag_run_id']} failed: {states}{self.diagnostics()}")
+            ours = [run for run in runs if run["run_type"] == run_type]
+            if len(ours) == count and all(run["state"] == "success" for run in ours):
+                return runs
+            return None
+
+        return self.poll(
+            f"{count} {run_type} runs of {dag_id} to succeed", finished, timeout=timeout, every=3
+        )
+
+
+def marked_processes(home: Path) -> list[int]:
+    """Pids of live processes whose environment carries this Airflow's marker."""
+    needle = f"{MARKER}={home}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except OSError:  # exited meanwhile, or not ours to read
+            continue
+    return pids
+
+
+def stop_components(
+    processes: list[subprocess.Popen], home: Path, *, sig: int, timeout: float = 60
+) -> list[int]:
+    """Send `sig` to each component (SIGINT for `airflow standalone`, which then stops its own
+    components, where SIGTERM would orphan the scheduler; SIGTERM for the others), wait, then kill
+    whatever is left. Fails if a process survives SIGKILL. Returns the pids that outlived the
+    graceful stop."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(sig)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+    deadline = time.monotonic() + 15
+    while marked_processes(home) and time.monotonic() < deadline:
+        time.sleep(0.5)  # children exit a moment after their parents
+    leftovers = marked_processes(home)
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    for pid in marked_processes(home):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for process in processes:
+        process.wait(timeout=10)
+    time.sleep(0.5)
+    assert not marked_processes(home), f"processes survived SIGKILL: {marked_processes(home)}"
+    return leftovers
