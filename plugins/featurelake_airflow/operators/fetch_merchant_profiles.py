@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from featurelake_airflow.hooks.http_api import HttpApiHook
+from featurelake_airflow.task_process import child_processes_allowed
 
 
 class FetchMerchantProfilesOperator(BaseOperator):
@@ -54,7 +55,8 @@ class FetchMerchantProfilesOperator(BaseOperator):
             config.rate_per_second,
         )
         fetched = asyncio.run(fetch_all(config, merchants))
-        profiles, quarantine = build_profiles(fetched, as_of=day)
+        with child_processes_allowed():  # the enrich stage's process pool, also on a Celery worker
+            profiles, quarantine = build_profiles(fetched, as_of=day)
         replace_partition(profiles, layout.raw_merchant_profiles, day)
         replace_partition(quarantine, layout.quarantine_merchant_profiles, day)
         by_reason = dict(sorted(Counter(r.split(":")[0] for r in quarantine["reason"].to_pylist()).items()))

@@ -1,0 +1,168 @@
+"""Both daily DAGs under the two executors of docker-compose.yaml, run for real without Docker: the
+Airflow components (`api-server`, `scheduler`, `dag-processor`, and under CeleryExecutor a
+`celery worker`) each in its own process, as the compose services are, on a private PostgreSQL
+database. CeleryExecutor's broker is a private redis-server, its result backend the same database.
+
+Each DAG is triggered through the REST API, as the UI's Trigger button does. Their tasks use every
+engine: Spark (spark-submit on local[2]), Dask (a LocalCluster inside the task), the online store (two
+real Redis shards), the Delta view, and the merchant API (the sandbox on loopback), whose profiles
+are enriched on a process pool inside the task process. `dag.test()` runs tasks in the test's own
+process; only a real scheduler or Celery worker runs them in Airflow's task processes, where that
+pool once failed (docs/merchant-profiles.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from featurelake.local_redis import LocalRedisServer
+from featurelake.merchant_api import SandboxServer
+from featurelake.synthetic import generate_lake
+from tests.airflow_stack import AirflowStack, component_env, private_postgres_database, stop_components
+from tests.integration.test_user_features_job import assert_matches_oracle, read_features
+from tests.oracle.user_features_duckdb import compute_user_features
+from tests.support import emptied_redis_nodes, free_port
+
+pytestmark = pytest.mark.integration
+
+DS = date(2026, 8, 20)
+DAG_IDS = ["user_features_daily", "merchant_profiles_daily"]
+STARTUP_TIMEOUT = 240.0  # seconds until the API answers and both DAGs are parsed (about 20 s here)
+RUN_TIMEOUT = 600.0  # seconds for both runs to succeed (about 45 s here)
+
+
+@pytest.fixture(scope="module", params=["LocalExecutor", "CeleryExecutor"])
+def stack(request, tmp_path_factory, redis_shard_2, redis_shard_3) -> Iterator[AirflowStack]:
+    """A fresh lake, database, online store and Airflow for one executor. Under CeleryExecutor the
+    broker is a redis-server of its own (not an online-store shard), as in the compose file."""
+    executor = request.param
+    home = tmp_path_factory.mktemp(f"{executor}-home")
+    lake = home / "lake"
+    generate_lake(lake=lake, start=DS - timedelta(days=95), end=DS, users=150, seed=29)
+    online_nodes = emptied_redis_nodes(redis_shard_2, redis_shard_3)
+    port = free_port()
+    with (
+        private_postgres_database(f"featurelake_{executor.lower()}") as database,
+        LocalRedisServer() as broker,
+        SandboxServer(port=free_port(), rate=200) as merchant_api,
+    ):
+        env = component_env(
+            home=home,
+            database=database,
+            port=port,
+            lake=lake,
+            online_nodes=online_nodes,
+            AIRFLOW__CORE__EXECUTOR=executor,
+            AIRFLOW__CELERY__BROKER_URL=f"redis://{broker.address}/0",
+            AIRFLOW__CELERY__RESULT_BACKEND=database.replace("postgresql+psycopg2://", "db+postgresql://"),
+            AIRFLOW_CONN_MERCHANT_API=json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": "127.0.0.1",
+                    "port": merchant_api.port,
+                    "extra": {
+                        "path_template": "/merchants/{id}",
+                        "rate_per_second": 150,
+                        "max_concurrency": 16,
+                    },
+                }
+            ),
+        )
+        stack = AirflowStack(home=home, env=env, base_url=f"http://127.0.0.1:{port}")
+        migrated = stack.airflow("db", "migrate", timeout=300)
+        assert migrated.returncode == 0, f"airflow db migrate failed:\n{migrated.stdout}\n{migrated.stderr}"
+        processes: list[subprocess.Popen] = []
+        try:
+            processes.append(stack.start("api-server", "api-server"))
+            processes.append(stack.start("scheduler", "scheduler"))
+            processes.append(stack.start("dag-processor", "dag-processor"))
+            if executor == "CeleryExecutor":
+                processes.append(stack.start("celery-worker", "celery", "worker", "--concurrency", "2"))
+            yield stack
+        finally:
+            # SIGTERM: a warm shutdown for the Celery worker, a clean stop for the others.
+            leftovers = stop_components(processes, home, sig=signal.SIGTERM)
+            if leftovers:
+                print(f"killed {len(leftovers)} processes that outlived SIGTERM: {leftovers}")
+
+
+def test_both_daily_dags_run_under_the_executor(stack: AirflowStack) -> None:
+    lake = Path(stack.env["AIRFLOW_VAR_FEATURELAKE_LAKE"])
+    executor = stack.env["AIRFLOW__CORE__EXECUTOR"]
+    started = time.monotonic()
+    stack.wait_until_ready(
+        DAG_IDS, components=("metadatabase", "scheduler", "dag_processor"), timeout=STARTUP_TIMEOUT
+    )
+    ready = time.monotonic()
+
+    # What the UI's Trigger button sends for a chosen logical date.
+    for dag_id in DAG_IDS:
+        stack.api(f"/api/v2/dags/{dag_id}/dagRuns", body={"logical_date": f"{DS.isoformat()}T00:00:00Z"})
+    runs = {
+        dag_id: stack.wait_for_runs(dag_id, 1, run_type="manual", timeout=RUN_TIMEOUT) for dag_id in DAG_IDS
+    }
+    print(
+        f"{executor}: ready in {ready - started:.0f} s; both runs done {time.monotonic() - ready:.0f} s later"
+    )
+
+    succeeded = Counter()
+    for dag_id, (run,) in runs.items():
+        assert run["logical_date"][:10] == DS.isoformat()
+        for ti in stack.task_instances(dag_id, run["dag_run_id"]):
+            if ti["state"] == "success":
+                succeeded[ti["task_id"]] += 1
+    assert {"compute_user_features", "publish_online_features", "fetch_merchant_profiles"} <= set(succeeded)
+    if executor == "CeleryExecutor":
+        # Every task went through the broker to the worker, and ran there once.
+        worker_log = (stack.home / "celery-worker.log").read_text(errors="replace")
+        executed = Counter(re.findall(r"Executing workload in Celery: .*?task_id='([a-z_]+)'", worker_log))
+        assert executed == succeeded, (executed, succeeded)
+
+    # user_features_daily: the features match the oracle, and every user is online at DS.
+    assert_matches_oracle(read_features(lake, DS), compute_user_features(lake=lake, ds=DS))
+    from featurelake.offline_features import partition_records
+    from featurelake.online_store import OnlineStore, OnlineStoreConfig
+
+    online = json.loads(stack.env["AIRFLOW_CONN_FEATURELAKE_ONLINE"])["extra"]["nodes"]
+    records = dict(
+        partition_records(
+            str(lake / "features" / "user_features" / f"date={DS.isoformat()}"), feature_date=DS
+        )
+    )
+    with OnlineStore(OnlineStoreConfig(nodes=online)) as store:
+        assert store.read("user_features", records) == records
+    assert pq.read_table(lake / "features" / "merchant_stats" / f"date={DS.isoformat()}").num_rows > 0
+
+    # merchant_profiles_daily: every merchant of the day is a profile or quarantined.
+    (profiles_run,) = runs["merchant_profiles_daily"]
+    report = stack.xcom("merchant_profiles_daily", profiles_run["dag_run_id"], "fetch_merchant_profiles")
+    merchants = set(
+        pq.read_table(lake / "raw" / "transactions" / f"date={DS.isoformat()}", columns=["merchant_id"])[
+            "merchant_id"
+        ].to_pylist()
+    ) - {None, ""}
+    assert report["merchants"] == len(merchants) > 20
+    assert report["profiles"] + report["quarantined"] == len(merchants), report
+    assert (
+        pq.read_table(lake / "raw" / "merchant_profiles" / f"date={DS.isoformat()}").num_rows
+        == report["profiles"]
+        > 0
+    )
+    # The enrich stage's pool started in a task process whose __main__ is Airflow's launcher script,
+    # and under Celery one that a pool worker forked from a daemonic billiard process.
+    (fetch_log,) = stack.home.glob(
+        "logs/dag_id=merchant_profiles_daily/**/task_id=fetch_merchant_profiles/*.log"
+    )
+    fetch_text = fetch_log.read_text()
+    assert "will not run the task process's main script" in fetch_text, fetch_log
+    assert ("inherited ForkProcess" in fetch_text) == (executor == "CeleryExecutor"), fetch_log
