@@ -3,8 +3,8 @@ PostgreSQL database, the environment every component shares, the REST API (what 
 teardown that finds every process the components started.
 
 Used by tests/integration/test_backfill_under_scheduler.py (`airflow standalone`, LocalExecutor) and
-tests/integration/test_celery_executor.py (api-server, scheduler, dag-processor and a Celery worker,
-each its own process, as in docker-compose.yaml)."""
+tests/integration/test_executors.py (api-server, scheduler, dag-processor and, under CeleryExecutor, a
+Celery worker, each its own process, as in docker-compose.yaml)."""
 
 from __future__ import annotations
 

@@ -289,9 +289,11 @@ def compute_merchant_stats(
 
 
 def dask_client(address: str | None, **local_options: Any) -> Client:
-    """A client of the scheduler at `address` (tcp://host:port), or of a new in-process
-    LocalCluster when `address` is None or `local`: threads, no worker processes (worker processes
-    started from inside an Airflow task re-import Airflow and fail; see the README)."""
+    """A client of the scheduler at `address` (tcp://host:port), or of a new LocalCluster when
+    `address` is None or `local`. `local_options` go to the LocalCluster; by default it is one worker
+    of two threads in this process (`processes=False`). Worker processes (`processes=True`) are
+    spawned, and started from an Airflow task they need the operator's
+    `child_processes_allowed()` block."""
     from distributed import Client
 
     if address in (None, "", "local"):

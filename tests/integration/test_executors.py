@@ -4,11 +4,11 @@ Airflow components (`api-server`, `scheduler`, `dag-processor`, and under Celery
 database. CeleryExecutor's broker is a private redis-server, its result backend the same database.
 
 Each DAG is triggered through the REST API, as the UI's Trigger button does. Their tasks use every
-engine: Spark (spark-submit on local[2]), Dask (a LocalCluster inside the task), the online store (two
-real Redis shards), the Delta view, and the merchant API (the sandbox on loopback), whose profiles
-are enriched on a process pool inside the task process. `dag.test()` runs tasks in the test's own
-process; only a real scheduler or Celery worker runs them in Airflow's task processes, where that
-pool once failed (docs/merchant-profiles.md)."""
+engine: Spark (spark-submit on local[2]), Dask (a LocalCluster whose worker processes the task
+starts), the online store (two real Redis shards), the Delta view, and the merchant API (the sandbox
+on loopback), whose profiles are enriched on a process pool inside the task process. `dag.test()` runs tasks in the test's own
+process; only a real scheduler or Celery worker runs them in Airflow's task processes, where both
+the pool and the Dask workers once failed (docs/merchant-profiles.md)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ from featurelake.local_redis import LocalRedisServer
 from featurelake.merchant_api import SandboxServer
 from featurelake.synthetic import generate_lake
 from tests.airflow_stack import AirflowStack, component_env, private_postgres_database, stop_components
+from tests.integration.test_merchant_stats import assert_matches as assert_merchant_stats_match
 from tests.integration.test_user_features_job import assert_matches_oracle, read_features
+from tests.oracle.merchant_stats_duckdb import oracle
 from tests.oracle.user_features_duckdb import compute_user_features
 from tests.support import emptied_redis_nodes, free_port
 
@@ -65,6 +67,15 @@ def stack(request, tmp_path_factory, redis_shard_2, redis_shard_3) -> Iterator[A
             AIRFLOW__CORE__EXECUTOR=executor,
             AIRFLOW__CELERY__BROKER_URL=f"redis://{broker.address}/0",
             AIRFLOW__CELERY__RESULT_BACKEND=database.replace("postgresql+psycopg2://", "db+postgresql://"),
+            # compute_merchant_stats on a LocalCluster of worker processes, children of the task
+            # process (the other tests use airflow.env's default: threads inside the task process).
+            AIRFLOW_CONN_DASK_DEFAULT=json.dumps(
+                {
+                    "conn_type": "generic",
+                    "host": "local",
+                    "extra": {"processes": True, "workers": 2, "threads": 1, "memory_limit": "1GiB"},
+                }
+            ),
             AIRFLOW_CONN_MERCHANT_API=json.dumps(
                 {
                     "conn_type": "http",
@@ -141,7 +152,11 @@ def test_both_daily_dags_run_under_the_executor(stack: AirflowStack) -> None:
     )
     with OnlineStore(OnlineStoreConfig(nodes=online)) as store:
         assert store.read("user_features", records) == records
-    assert pq.read_table(lake / "features" / "merchant_stats" / f"date={DS.isoformat()}").num_rows > 0
+    assert_merchant_stats_match(
+        lake / "features" / "merchant_stats" / f"date={DS.isoformat()}", oracle(lake, DS, 30), DS
+    )
+    (stats_log,) = stack.home.glob("logs/dag_id=user_features_daily/**/task_id=compute_merchant_stats/*.log")
+    assert "a LocalCluster of 2 workers (each a process of its own)" in stats_log.read_text(), stats_log
 
     # merchant_profiles_daily: every merchant of the day is a profile or quarantined.
     (profiles_run,) = runs["merchant_profiles_daily"]

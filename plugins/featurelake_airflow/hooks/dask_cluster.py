@@ -1,9 +1,12 @@
 """A Dask cluster's Airflow connection.
 
     {"conn_type": "generic", "host": "dask-scheduler", "port": 8786}    # a distributed scheduler
-    {"conn_type": "generic", "host": "local"}                           # an in-process LocalCluster
+    {"conn_type": "generic", "host": "local"}                           # a LocalCluster in the task
 
-The extra `threads` sets the local cluster's threads (default 2).
+Extras of a local cluster: `workers` (default 1), `threads` per worker (default 2), `processes`
+(default false: the workers are threads of the task process; true: each worker is a process of its
+own, with a nanny that restarts it when it passes its memory limit) and `memory_limit` per worker
+(Dask's format, such as "2GiB"; default Dask's "auto", the machine's memory split among the workers).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from airflow.sdk import BaseHook
 
 if TYPE_CHECKING:
     from distributed import Client
+
+LOCAL_EXTRAS = frozenset({"workers", "threads", "processes", "memory_limit"})
 
 
 class DaskClusterHook(BaseHook):
@@ -38,10 +43,36 @@ class DaskClusterHook(BaseHook):
             host = f"tcp://{host}"
         return f"{host}:{connection.port}" if connection.port else host
 
+    def local_cluster_options(self) -> dict[str, Any]:
+        """The LocalCluster's options from the connection's extras (distributed's names)."""
+        extra = self.get_connection(self.dask_conn_id).extra_dejson
+        unknown = sorted(set(extra) - LOCAL_EXTRAS)
+        if unknown:
+            raise ValueError(
+                f"connection {self.dask_conn_id!r}: unknown extra {', '.join(unknown)}; "
+                f"a local Dask cluster takes {', '.join(sorted(LOCAL_EXTRAS))}"
+            )
+        processes = extra.get("processes", False)
+        if not isinstance(processes, bool):
+            raise ValueError(
+                f"connection {self.dask_conn_id!r}: extra processes must be true or false, got {processes!r}"
+            )
+        options: dict[str, Any] = {
+            "n_workers": int(extra.get("workers", 1)),
+            "threads_per_worker": int(extra.get("threads", 2)),
+            "processes": processes,
+        }
+        if "memory_limit" in extra:
+            options["memory_limit"] = extra["memory_limit"]
+        return options
+
     def get_conn(self) -> Client:
-        """A client; close it when done (it also stops a local cluster it started)."""
+        """A client; close it when done (it also stops a local cluster it started). A local cluster
+        with worker processes spawns them: start it inside
+        `featurelake_airflow.task_process.child_processes_allowed()`."""
         from featurelake.merchant_stats import dask_client
 
-        connection = self.get_connection(self.dask_conn_id)
-        threads = int(connection.extra_dejson.get("threads", 2))
-        return dask_client(self.scheduler_address(), threads_per_worker=threads)
+        address = self.scheduler_address()
+        if address is not None:
+            return dask_client(address)
+        return dask_client(None, **self.local_cluster_options())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import date
@@ -10,6 +11,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from featurelake_airflow.hooks.dask_cluster import DaskClusterHook
+from featurelake_airflow.task_process import child_processes_allowed
 
 
 class DaskMerchantStatsOperator(BaseOperator):
@@ -42,8 +44,25 @@ class DaskMerchantStatsOperator(BaseOperator):
         day = date.fromisoformat(self.ds)
         layout = LakeLayout(self.lake.removeprefix("file://"))
         hook = DaskClusterHook(dask_conn_id=self.dask_conn_id)
-        self.log.info("Dask scheduler: %s", hook.scheduler_address() or "an in-process LocalCluster")
-        with hook.get_conn() as client:
+        address = hook.scheduler_address()
+        spawns_workers = False
+        if address is None:
+            local = hook.local_cluster_options()
+            spawns_workers = local["processes"]
+            self.log.info(
+                "Dask: a LocalCluster of %d workers (%s), %d threads each, memory limit %s",
+                local["n_workers"],
+                "each a process of its own" if spawns_workers else "inside the task process",
+                local["threads_per_worker"],
+                local.get("memory_limit", "auto"),
+            )
+        else:
+            self.log.info("Dask scheduler: %s", address)
+        # Local worker processes are spawned as children of the task process.
+        with (
+            child_processes_allowed() if spawns_workers else contextlib.nullcontext(),
+            hook.get_conn() as client,
+        ):
             report = compute_merchant_stats(
                 client,
                 raw_transactions=layout.raw_transactions,

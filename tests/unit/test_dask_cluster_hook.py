@@ -1,0 +1,53 @@
+"""The Dask connection: a scheduler's address, or a local cluster's options from the extras."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def hook_for(monkeypatch, connection: dict):
+    from featurelake_airflow.hooks.dask_cluster import DaskClusterHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_DASK_TEST", json.dumps({"conn_type": "generic", **connection}))
+    return DaskClusterHook(dask_conn_id="dask_test")
+
+
+def test_a_scheduler_is_an_address(monkeypatch) -> None:
+    assert hook_for(monkeypatch, {"host": "dask-scheduler", "port": 8786}).scheduler_address() == (
+        "tcp://dask-scheduler:8786"
+    )
+    assert hook_for(monkeypatch, {"host": "tls://dask:8786"}).scheduler_address() == "tls://dask:8786"
+
+
+def test_a_local_cluster_is_one_worker_of_two_threads_in_the_task_by_default(monkeypatch) -> None:
+    hook = hook_for(monkeypatch, {"host": "local"})
+    assert hook.scheduler_address() is None
+    assert hook.local_cluster_options() == {"n_workers": 1, "threads_per_worker": 2, "processes": False}
+
+
+def test_the_extras_set_worker_processes_and_their_memory(monkeypatch) -> None:
+    extra = {"processes": True, "workers": 3, "threads": 1, "memory_limit": "2GiB"}
+    assert hook_for(monkeypatch, {"host": "local", "extra": extra}).local_cluster_options() == {
+        "n_workers": 3,
+        "threads_per_worker": 1,
+        "processes": True,
+        "memory_limit": "2GiB",
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"nworkers": 2},
+            "unknown extra nworkers; a local Dask cluster takes memory_limit, processes, threads, workers",
+        ),
+        ({"processes": "yes"}, "extra processes must be true or false, got 'yes'"),
+    ],
+)
+def test_a_wrong_extra_is_named(monkeypatch, extra: dict, message: str) -> None:
+    hook = hook_for(monkeypatch, {"host": "local", "extra": extra})
+    with pytest.raises(ValueError, match=f"connection 'dask_test': {message}"):
+        hook.local_cluster_options()
