@@ -192,9 +192,10 @@ class AirflowStack:
             self._token = reply["access_token"]
         return request_json(f"{self.base_url}{path}", token=self._token, body=body)
 
-    def wait_until_ready(self, dag_ids: list[str], *, components: tuple[str, ...], timeout: float) -> None:
-        """Until the health endpoint reports `components` healthy and every DAG of `dag_ids` is parsed
-        (an import error of one of them fails at once)."""
+    def wait_until_ready(self, dag_ids: list[str], *, timeout: float) -> None:
+        """Until the health endpoint reports the database, scheduler and dag-processor healthy and
+        every DAG of `dag_ids` is parsed (an import error of one of them fails at once)."""
+        components = ("metadatabase", "scheduler", "dag_processor")
 
         def healthy() -> bool:
             health = request_json(f"{self.base_url}/api/v2/monitor/health")
@@ -209,6 +210,11 @@ class AirflowStack:
             return all(self.api(f"/api/v2/dags/{d}")["dag_id"] == d for d in dag_ids)
 
         self.poll(f"{', '.join(dag_ids)} to be parsed", parsed, timeout=timeout)
+
+    def task_log(self, dag_id: str, task_id: str) -> str:
+        """The log of a task's only attempt in this Airflow (a test with one run of the DAG)."""
+        (log,) = self.home.glob(f"logs/dag_id={dag_id}/**/task_id={task_id}/*.log")
+        return log.read_text(errors="replace")
 
     def dag_runs(self, dag_id: str) -> list[dict]:
         return self.api(f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=logical_date")["dag_runs"]

@@ -74,9 +74,7 @@ def test_backfill_create_is_run_by_the_scheduler(
     standalone: AirflowStack, lake: Path, online_nodes: list[str]
 ) -> None:
     started = time.monotonic()
-    standalone.wait_until_ready(
-        [DAG_ID], components=("metadatabase", "scheduler", "dag_processor"), timeout=STARTUP_TIMEOUT
-    )
+    standalone.wait_until_ready([DAG_ID], timeout=STARTUP_TIMEOUT)
     ready = time.monotonic()
 
     created = standalone.airflow(

@@ -111,9 +111,7 @@ def test_both_daily_dags_run_under_the_executor(stack: AirflowStack) -> None:
     lake = Path(stack.env["AIRFLOW_VAR_FEATURELAKE_LAKE"])
     executor = stack.env["AIRFLOW__CORE__EXECUTOR"]
     started = time.monotonic()
-    stack.wait_until_ready(
-        DAG_IDS, components=("metadatabase", "scheduler", "dag_processor"), timeout=STARTUP_TIMEOUT
-    )
+    stack.wait_until_ready(DAG_IDS, timeout=STARTUP_TIMEOUT)
     ready = time.monotonic()
 
     # What the UI's Trigger button sends for a chosen logical date.
@@ -155,8 +153,8 @@ def test_both_daily_dags_run_under_the_executor(stack: AirflowStack) -> None:
     assert_merchant_stats_match(
         lake / "features" / "merchant_stats" / f"date={DS.isoformat()}", oracle(lake, DS, 30), DS
     )
-    (stats_log,) = stack.home.glob("logs/dag_id=user_features_daily/**/task_id=compute_merchant_stats/*.log")
-    assert "a LocalCluster of 2 workers (each a process of its own)" in stats_log.read_text(), stats_log
+    stats_log = stack.task_log("user_features_daily", "compute_merchant_stats")
+    assert "a LocalCluster of 2 workers (each a process of its own)" in stats_log, stats_log
 
     # merchant_profiles_daily: every merchant of the day is a profile or quarantined.
     (profiles_run,) = runs["merchant_profiles_daily"]
@@ -175,9 +173,6 @@ def test_both_daily_dags_run_under_the_executor(stack: AirflowStack) -> None:
     )
     # The enrich stage's pool started in a task process whose __main__ is Airflow's launcher script,
     # and under Celery one that a pool worker forked from a daemonic billiard process.
-    (fetch_log,) = stack.home.glob(
-        "logs/dag_id=merchant_profiles_daily/**/task_id=fetch_merchant_profiles/*.log"
-    )
-    fetch_text = fetch_log.read_text()
-    assert "will not run the task process's main script" in fetch_text, fetch_log
-    assert ("inherited ForkProcess" in fetch_text) == (executor == "CeleryExecutor"), fetch_log
+    fetch_log = stack.task_log("merchant_profiles_daily", "fetch_merchant_profiles")
+    assert "will not run the task process's main script" in fetch_log, fetch_log
+    assert ("inherited ForkProcess" in fetch_log) == (executor == "CeleryExecutor"), fetch_log

@@ -11,11 +11,13 @@ own, with a nanny that restarts it when it passes its memory limit) and `memory_
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
 if TYPE_CHECKING:
+    from airflow.sdk import Connection
     from distributed import Client
 
 LOCAL_EXTRAS = frozenset({"workers", "threads", "processes", "memory_limit"})
@@ -33,9 +35,15 @@ class DaskClusterHook(BaseHook):
         super().__init__(**kwargs)
         self.dask_conn_id = dask_conn_id
 
+    @cached_property
+    def _dask_connection(self) -> Connection:
+        # Looked up once: the operator asks for the address and the options before get_conn, and a
+        # secrets backend may answer each lookup over the network.
+        return self.get_connection(self.dask_conn_id)
+
     def scheduler_address(self) -> str | None:
         """tcp://host:port of the scheduler, or None for a local cluster."""
-        connection = self.get_connection(self.dask_conn_id)
+        connection = self._dask_connection
         host = connection.host or "local"
         if host == "local":
             return None
@@ -45,7 +53,7 @@ class DaskClusterHook(BaseHook):
 
     def local_cluster_options(self) -> dict[str, Any]:
         """The LocalCluster's options from the connection's extras (distributed's names)."""
-        extra = self.get_connection(self.dask_conn_id).extra_dejson
+        extra = self._dask_connection.extra_dejson
         unknown = sorted(set(extra) - LOCAL_EXTRAS)
         if unknown:
             raise ValueError(
