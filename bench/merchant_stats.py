@@ -37,7 +37,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.feature_job import DS, SEED, LakeSpec, ensure_lake  # noqa: E402
-from featurelake.merchant_stats import compute_merchant_stats  # noqa: E402
+from featurelake.merchant_stats import compute_merchant_stats, read_parquet_frame  # noqa: E402
 from tests.oracle.merchant_stats_duckdb import oracle  # noqa: E402
 
 console = Console(width=None if Console().is_terminal else 140)
@@ -48,7 +48,7 @@ def window_bytes_in_pandas(lake: Path, ds: date, window_days: int, sample_days: 
     sizes = []
     for offset in range(sample_days):
         day = ds - timedelta(days=offset)
-        frame = pd.read_parquet(lake / "raw" / "transactions" / f"date={day.isoformat()}")
+        frame = read_parquet_frame(str(lake / "raw" / "transactions" / f"date={day.isoformat()}"))
         sizes.append(int(frame.memory_usage(deep=True).sum()))
     return int(statistics.mean(sizes) * window_days)
 
