@@ -62,6 +62,9 @@ class LayeredFeatureCache:
             maxsize=max_entries, ttl=ttl_seconds, timer=timer
         )
         self._lock = threading.Lock()
+        # Counts `invalidate` calls: a read that began before one does not put what it read into
+        # the local layer, which could be the value the invalidation was for.
+        self._invalidations = 0
 
     def get(self, entity_id: str) -> FeatureRecord | None:
         return self.get_many([entity_id]).get(entity_id)
@@ -72,6 +75,7 @@ class LayeredFeatureCache:
         ids = list(dict.fromkeys(entity_ids))
         found: dict[str, FeatureRecord] = {}
         with self._lock:
+            invalidations = self._invalidations
             for entity in ids:
                 record = self._local.get(entity)
                 if record is not None:
@@ -92,8 +96,9 @@ class LayeredFeatureCache:
             found.update(computed)
             misses = [entity for entity in misses if entity not in computed]
         with self._lock:
-            self._local.update(from_store)
-            self._local.update(computed)
+            if self._invalidations == invalidations:
+                self._local.update(from_store)
+                self._local.update(computed)
             self.stats.store_hits += len(from_store)
             self.stats.computed += len(computed)
             self.stats.missing += len(misses)
@@ -102,6 +107,8 @@ class LayeredFeatureCache:
     def warm(self, entity_ids: Iterable[str], *, batch_size: int = 1000) -> int:
         """Load `entity_ids` into the layers in batches (computing and storing misses); return how
         many have a record."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         loaded = 0
         iterator = iter(entity_ids)
         while batch := list(islice(iterator, batch_size)):
@@ -110,8 +117,10 @@ class LayeredFeatureCache:
         return loaded
 
     def invalidate(self, entity_ids: Iterable[str] | None = None) -> None:
-        """Drop ids (every id when None) from the local layer; the store keeps them."""
+        """Drop ids (every id when None) from the local layer; the store keeps them. Reads in
+        flight do not fill the local layer again with what they found."""
         with self._lock:
+            self._invalidations += 1
             if entity_ids is None:
                 self._local.clear()
             else:

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import msgpack
+import numpy as np
 
 FORMAT_VERSION = 1
 
@@ -30,9 +31,17 @@ class FeatureRecord:
     values: Mapping[str, Any]
 
 
+# ':' separates key segments; the others are glob characters, which would make the SCAN pattern of
+# a prefix or view match other keys too.
+_RESERVED_IN_NAMES = frozenset(":*?[]\\")
+
+
 def _check_name(kind: str, name: str) -> None:
-    if not name or ":" in name:
-        raise ValueError(f"{kind} {name!r} must be non-empty and hold no ':' (it is a key segment)")
+    if not name or not _RESERVED_IN_NAMES.isdisjoint(name):
+        raise ValueError(
+            f"{kind} {name!r} must be non-empty and hold none of : * ? [ ] \\ (it is a key segment and "
+            "part of a SCAN pattern)"
+        )
 
 
 def feature_key(prefix: str, view: str, entity_id: str) -> bytes:
@@ -61,13 +70,29 @@ def entity_of_key(key: bytes, *, prefix: str, view: str) -> str:
     return key[len(head) :].decode()
 
 
+# msgpack's integers: signed 64-bit, and unsigned up to 2**64 - 1.
+_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
 def plain_value(column: str, value: Any) -> Any:
     """`value` as the format holds it; a type the format has no place for is an error naming `column`."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            raise ValueError(
+                f"feature column {column!r} holds {value}, outside msgpack's 64-bit integers; store it as "
+                "a float or a string"
+            )
         return value
     if isinstance(value, float):
         return None if math.isnan(value) else value
+    if isinstance(value, np.datetime64):
+        # .item() of a nanosecond datetime64 is an int: go through microseconds (NaT: None)
+        return plain_value(column, value.astype("datetime64[us]").item())
     if isinstance(value, datetime):
+        if value != value:  # pandas' NaT, a datetime that equals nothing
+            return None
         utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return utc.isoformat().replace("+00:00", "Z")
     if isinstance(value, date):

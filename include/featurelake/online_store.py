@@ -9,7 +9,8 @@ Rebalancing a ring (nodes added or removed) is live:
 1. Point every client at the new `nodes`, with the old ones as `previous_nodes`. Writes then go to
    the new owners; a read that misses on a key's new owner asks its previous owner.
 2. `rebalance()` scans every node (SCAN, never KEYS) and moves each key that the new ring places
-   elsewhere: copy to the new owner (newer record wins, remaining TTL kept), then delete from the
+   elsewhere: copy to the new owner (remaining TTL kept) unless it already holds a record of the
+   same or a later feature date, which a writer on the new ring put there; then delete from the
    old node only if it still holds the copied bytes. A crash leaves each key on one node or on both
    with the same bytes, and a rerun finishes the move: the pass is idempotent.
 3. When a pass moves nothing, drop `previous_nodes`.
@@ -47,16 +48,30 @@ DEFAULT_BATCH_SIZE = 1000
 # A Redis Cluster's replies for a key whose slot is moving (ASK) or has moved (MOVED).
 _SLOT_REDIRECTIONS = (AskError, MovedError)
 
-# KEYS: feature keys. ARGV: value_1, ttl_ms_1, value_2, ttl_ms_2, ... (ttl 0: no expiry).
+# The write script's first argument: replace a record of the same feature date, or keep it.
+_REPLACE_SAME_DATE = "1"
+_KEEP_SAME_DATE = "0"
+
+# KEYS: feature keys. ARGV[1]: '1' to replace a record of the same feature date (a write: a rerun
+# or a correction of that date), '0' to keep it (a rebalance's copy: a record of the same date already
+# on the new owner was written after the switch to the new ring, so it is the current one).
+# ARGV[2..]: value_1, ttl_ms_1, value_2, ttl_ms_2, ... (ttl 0: no expiry).
 # Sets each key unless it holds a record with a later feature date (element 2 of the msgpack array).
 # Returns the number of keys set.
 _WRITE_IF_NOT_OLDER = """
+local replace_same_date = ARGV[1] == '1'
 local written = 0
 for i, key in ipairs(KEYS) do
-  local value = ARGV[2 * i - 1]
-  local ttl = ARGV[2 * i]
+  local value = ARGV[2 * i]
+  local ttl = ARGV[2 * i + 1]
   local current = redis.call('GET', key)
-  if (not current) or cmsgpack.unpack(current)[2] <= cmsgpack.unpack(value)[2] then
+  local set = not current
+  if current then
+    local held = cmsgpack.unpack(current)[2]
+    local given = cmsgpack.unpack(value)[2]
+    set = held < given or (replace_same_date and held == given)
+  end
+  if set then
     if ttl == '0' then
       redis.call('SET', key, value)
     else
@@ -68,15 +83,20 @@ end
 return written
 """
 
-# KEYS: keys. ARGV: the value each must still hold. Deletes those that do; returns how many.
+# KEYS: keys. ARGV: the value each must still hold. Deletes those that do; returns {deleted, gone}:
+# the keys deleted, and those no longer there (expired since they were read).
 _DELETE_IF_UNCHANGED = """
 local deleted = 0
+local gone = 0
 for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[i] then
+  local current = redis.call('GET', key)
+  if not current then
+    gone = gone + 1
+  elseif current == ARGV[i] then
     deleted = deleted + redis.call('DEL', key)
   end
 end
-return deleted
+return {deleted, gone}
 """
 
 
@@ -85,6 +105,27 @@ def _host_port(node: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise ValueError(f"online store node {node!r} must be host:port, for example redis-0:6379")
     return host, int(port)
+
+
+def _flag_extra(extra: Mapping[str, Any], name: str, conn_id: str) -> bool:
+    """A true/false extra: a JSON boolean, or the strings "true"/"false" (a connection's extras
+    are often typed as text, and bool("false") is True)."""
+    value = extra.get(name, False)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"connection {conn_id!r}: extra `{name}` must be true or false, got {value!r}")
+
+
+def _int_extra(extra: Mapping[str, Any], name: str, default: int, conn_id: str) -> int:
+    """A whole-number extra: a JSON integer, or a string of digits."""
+    value = extra.get(name, default)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError(f"connection {conn_id!r}: extra `{name}` must be a whole number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -164,14 +205,14 @@ class OnlineStoreConfig:
         return cls(
             nodes=tuple(nodes),
             previous_nodes=tuple(extra.get("previous_nodes", ())),
-            cluster=bool(extra.get("cluster", False)),
-            db=int(extra.get("db", 0)),
+            cluster=_flag_extra(extra, "cluster", conn_id),
+            db=_int_extra(extra, "db", 0, conn_id),
             username=login or None,
             password=password or None,
-            ssl=bool(extra.get("ssl", False)),
+            ssl=_flag_extra(extra, "ssl", conn_id),
             key_prefix=str(extra.get("key_prefix", DEFAULT_KEY_PREFIX)),
-            key_ttl_seconds=int(extra.get("key_ttl_seconds", DEFAULT_KEY_TTL_SECONDS)),
-            batch_size=int(extra.get("batch_size", DEFAULT_BATCH_SIZE)),
+            key_ttl_seconds=_int_extra(extra, "key_ttl_seconds", DEFAULT_KEY_TTL_SECONDS, conn_id),
+            batch_size=_int_extra(extra, "batch_size", DEFAULT_BATCH_SIZE, conn_id),
         )
 
 
@@ -195,12 +236,25 @@ class RebalanceReport:
 
     scanned: int = 0
     moved: int = 0
-    # Keys whose new owner already held a later record: only deleted from the old node.
+    # Keys whose new owner already held a record of a later or the same feature date (written there
+    # since the switch to the new ring): only deleted from the old node.
     kept_newer: int = 0
+    # Keys that expired on the old node during the move (their TTL ran out): nothing to move.
+    expired_during_move: int = 0
     # Keys that changed on the old node during the move: left there for the next pass.
     changed_during_move: int = 0
     moved_from: dict[str, int] = field(default_factory=dict)
     complete: bool = True
+
+
+def copy_ttl(pttl: int) -> str | None:
+    """The write script's ttl argument for a copy of a key whose PTTL reply was `pttl`: "0" for
+    no expiry (-1), the remaining milliseconds, or None when the key has expired (-2: gone; 0:
+    expiring now), as one can between a GET and a PTTL, so that it is not copied. Copying it with
+    ttl "0" would keep it forever."""
+    if pttl == -1:
+        return "0"
+    return str(pttl) if pttl > 0 else None
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -273,11 +327,18 @@ class OnlineStore:
 
     def write(self, view: str, records: Iterable[tuple[str, FeatureRecord]]) -> WriteReport:
         """Set the records of `view` (entity id, record), keeping any later-dated record the store
-        holds. Streams: `records` is consumed in batches of `batch_size`."""
+        holds. Of two records of one entity, the later feature date wins, and on the same date the
+        one given last, wherever the batches of `batch_size` split `records` (which is consumed in
+        such batches, so it streams)."""
         report = WriteReport()
         ttl = str(self.config.key_ttl_seconds * 1000)
         for chunk in _chunks(records, self.config.batch_size):
-            values = {self.key(view, entity): encode_record(record) for entity, record in chunk}
+            latest: dict[str, FeatureRecord] = {}
+            for entity, record in chunk:
+                held = latest.get(entity)
+                if held is None or held.feature_date <= record.feature_date:
+                    latest[entity] = record
+            values = {self.key(view, entity): encode_record(record) for entity, record in latest.items()}
             if self.config.cluster:
                 written, redirected = self._write_cluster(values, ttl)
                 set_by_node = {"cluster": written}
@@ -290,14 +351,17 @@ class OnlineStore:
             for node, count in set_by_node.items():
                 report.by_node[node] = report.by_node.get(node, 0) + count
                 report.written += count
-            report.kept_newer += len(values) - sum(set_by_node.values())
+            # a record passed over for a later one of the same entity in this chunk counts here too
+            report.kept_newer += len(chunk) - sum(set_by_node.values())
         return report
 
-    def _write_node(self, node: str, entries: Sequence[tuple[bytes, bytes, str]]) -> int:
+    def _write_node(
+        self, node: str, entries: Sequence[tuple[bytes, bytes, str]], *, same_date: str = _REPLACE_SAME_DATE
+    ) -> int:
         """Run the write script once on `node` for `entries` (key, value, ttl ms); return keys set."""
         client = self.client(node)
         script = client.register_script(_WRITE_IF_NOT_OLDER)
-        args = [part for _, value, ttl in entries for part in (value, ttl)]
+        args = [same_date, *(part for _, value, ttl in entries for part in (value, ttl))]
         return int(script(keys=[key for key, _, _ in entries], args=args))
 
     def _write_cluster(self, values: Mapping[bytes, bytes], ttl: str) -> tuple[int, int]:
@@ -321,7 +385,7 @@ class OnlineStore:
             script = client.register_script(_WRITE_IF_NOT_OLDER)
             pipe = client.pipeline(transaction=False)
             for key in keys:
-                script(keys=[key], args=[values[key], ttl], client=pipe)
+                script(keys=[key], args=[_REPLACE_SAME_DATE, values[key], ttl], client=pipe)
             try:
                 results = pipe.execute(raise_on_error=False)
             except (redis.ConnectionError, redis.TimeoutError) as error:
@@ -347,7 +411,7 @@ class OnlineStore:
             )
             script = cluster.register_script(_WRITE_IF_NOT_OLDER)
             for key in redirected:
-                written += int(script(keys=[key], args=[values[key], ttl]))
+                written += int(script(keys=[key], args=[_REPLACE_SAME_DATE, values[key], ttl]))
         return written, len(redirected)
 
     # -- reads ---------------------------------------------------------------------------------
@@ -442,11 +506,13 @@ class OnlineStore:
                     )
                     return report
         log.info(
-            "rebalance: scanned %d keys, moved %d (%s), %d kept a newer record, %d changed during the move",
+            "rebalance: scanned %d keys, moved %d (%s), %d kept a newer record, %d expired, "
+            "%d changed during the move",
             report.scanned,
             report.moved,
             report.moved_from,
             report.kept_newer,
+            report.expired_during_move,
             report.changed_during_move,
         )
         report.complete = report.changed_during_move == 0
@@ -458,19 +524,25 @@ class OnlineStore:
             pipe.get(key)
             pipe.pttl(key)
         replies = pipe.execute()
-        present = [
-            (key, value, str(max(ttl, 0)))
-            for key, value, ttl in zip(keys, replies[::2], replies[1::2], strict=True)
-            if value is not None  # expired since the scan
+        copies = [
+            (key, value, copy_ttl(pttl))
+            for key, value, pttl in zip(keys, replies[::2], replies[1::2], strict=True)
+            if value is not None  # else expired since the scan
         ]
+        present = [(key, value, ttl) for key, value, ttl in copies if ttl is not None]
+        report.expired_during_move += len(keys) - len(present)
         if not present:
             return
         by_key = {entry[0]: entry for entry in present}
         for owner, group in self.ring.group_by_node(by_key).items():
-            written = self._write_node(owner, [by_key[key] for key in group])
+            written = self._write_node(owner, [by_key[key] for key in group], same_date=_KEEP_SAME_DATE)
             report.kept_newer += len(group) - written
         delete = self.client(source).register_script(_DELETE_IF_UNCHANGED)
-        deleted = int(delete(keys=[key for key, _, _ in present], args=[value for _, value, _ in present]))
-        report.changed_during_move += len(present) - deleted
+        deleted, gone = (
+            int(count)
+            for count in delete(keys=[key for key, _, _ in present], args=[value for _, value, _ in present])
+        )
+        report.expired_during_move += gone
+        report.changed_during_move += len(present) - deleted - gone
         report.moved += deleted
         report.moved_from[source] = report.moved_from.get(source, 0) + deleted

@@ -6,6 +6,7 @@ layered cache over Redis with the lake as its compute layer."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import date
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurelake.cache import LayeredFeatureCache
-from featurelake.feature_records import FeatureRecord, feature_key
+from featurelake.feature_records import FeatureRecord, encode_record, feature_key
 from featurelake.offline_features import read_offline_features
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
 from featurelake.sharding import ShardRing
@@ -139,6 +140,84 @@ def test_removing_a_node_moves_only_its_keys(redis_nodes: list[str]) -> None:
     after = {node: keys_on(node) for node in new}
     assert all(before[node] <= after[node] for node in new)
     assert sum(len(keys) for keys in after.values()) == 3000
+
+
+def test_a_rewrite_of_a_date_on_the_new_ring_wins_over_the_old_nodes_copy(redis_nodes: list[str]) -> None:
+    # A corrected rerun of a date lands on the new owners while the move is pending: the move must
+    # not put the old node's copy of that date back over it.
+    old, new = redis_nodes[:1], redis_nodes[:2]
+    with OnlineStore(OnlineStoreConfig(nodes=old)) as store:
+        store.write(VIEW, [(f"u{i:04d}", FeatureRecord("2026-10-28", {"v": "stale"})) for i in range(400)])
+    with OnlineStore(OnlineStoreConfig(nodes=new, previous_nodes=old)) as store:
+        store.write(
+            VIEW, [(f"u{i:04d}", FeatureRecord("2026-10-28", {"v": "corrected"})) for i in range(400)]
+        )
+        report = store.rebalance()
+        moving = sum(1 for i in range(400) if store.ring.node_for(store.key(VIEW, f"u{i:04d}")) == new[1])
+        assert moving > 50
+        assert (report.moved, report.kept_newer, report.complete) == (moving, moving, True)
+        got = store.read(VIEW, [f"u{i:04d}" for i in range(400)])
+    assert {record.values["v"] for record in got.values()} == {"corrected"}
+    assert sum(len(keys_on(node)) for node in new) == 400
+
+
+class _ExpiringSource(OnlineStore):
+    """Deletes the keys of each move from the old node after they are copied: what their TTLs
+    running out at that moment does."""
+
+    def _write_node(self, node, entries, **kwargs):
+        written = super()._write_node(node, entries, **kwargs)
+        if self.config.previous_nodes:
+            with redis_client(self.config.previous_nodes[0]) as client:
+                client.delete(*(key for key, _, _ in entries))
+        return written
+
+
+def test_keys_expiring_during_a_rebalance_neither_fail_the_pass_nor_live_on(redis_nodes: list[str]) -> None:
+    old, new = redis_nodes[:1], redis_nodes[:2]
+    with OnlineStore(OnlineStoreConfig(nodes=old)) as store:
+        store.write(VIEW, records(600))
+    with _ExpiringSource(OnlineStoreConfig(nodes=new, previous_nodes=old)) as store:
+        report = store.rebalance()
+    assert report.moved == 0 and report.expired_during_move > 50
+    assert (report.changed_during_move, report.complete) == (0, True)
+
+    # Many keys whose TTLs run out while the pass runs: none may be copied without its TTL.
+    source = redis_nodes[2]
+    with redis_client(source) as client:
+        pipe = client.pipeline(transaction=False)
+        value = encode_record(FeatureRecord("2026-10-28", {"n": 1}))
+        for i in range(30_000):
+            pipe.set(feature_key("fl", VIEW, f"e{i:05d}"), value, px=200 + i % 800)
+        pipe.execute()
+    with OnlineStore(OnlineStoreConfig(nodes=redis_nodes[:2], previous_nodes=[source])) as store:
+        report = store.rebalance()
+    assert (report.changed_during_move, report.complete) == (0, True)
+
+    def expiring_keys_left() -> dict[str, int]:
+        return {node: sum(1 for key in keys_on(node) if b":e" in key) for node in redis_nodes[:3]}
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(expiring_keys_left().values()):
+        time.sleep(0.2)
+    assert not any(expiring_keys_left().values()), f"keys outlived their TTL: {expiring_keys_left()}"
+
+
+@pytest.mark.parametrize("batch_size", [1, 1000])
+def test_an_entity_given_twice_in_one_write_keeps_its_later_record(
+    redis_nodes: list[str], batch_size: int
+) -> None:
+    given = [
+        ("a", FeatureRecord("2026-10-29", {"v": 2})),
+        ("a", FeatureRecord("2026-10-28", {"v": 1})),
+        ("b", FeatureRecord("2026-10-28", {"v": 1})),
+        ("b", FeatureRecord("2026-10-28", {"v": 2})),
+    ]
+    with OnlineStore(OnlineStoreConfig(nodes=redis_nodes[:2], batch_size=batch_size)) as store:
+        report = store.write(VIEW, given)
+        got = store.read(VIEW, ["a", "b"])
+    assert got == {"a": FeatureRecord("2026-10-29", {"v": 2}), "b": FeatureRecord("2026-10-28", {"v": 2})}
+    assert report.written + report.kept_newer == 4
 
 
 def test_a_redis_cluster_reads_and_writes_the_same_records(redis_cluster: list[str]) -> None:

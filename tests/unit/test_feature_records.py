@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import msgpack
 import numpy as np
+import pandas as pd
 import pytest
 
 from featurelake.feature_records import (
@@ -33,6 +34,8 @@ def test_feature_key_bytes() -> None:
     [
         pytest.param("", "user_features", "u1", id="empty-prefix"),
         pytest.param("fl", "a:b", "u1", id="colon-in-view"),
+        pytest.param("fl*", "user_features", "u1", id="glob-in-prefix"),
+        pytest.param("fl", "user_[a]", "u1", id="glob-in-view"),
         pytest.param("fl", "user_features", "", id="empty-entity"),
     ],
 )
@@ -87,6 +90,13 @@ def test_value_bytes_are_the_documented_msgpack_array() -> None:
         pytest.param(np.int64(7), 7, id="numpy-int"),
         pytest.param(np.float64(0.25), 0.25, id="numpy-float"),
         pytest.param(True, True, id="bool"),
+        pytest.param(pd.NaT, None, id="pandas-nat-is-null"),
+        pytest.param(pd.Timestamp("2026-10-28T13:05:01.25"), "2026-10-28T13:05:01.250000Z", id="pandas-ts"),
+        pytest.param(
+            np.datetime64("2026-10-28T13:05:01.250000000"), "2026-10-28T13:05:01.250000Z", id="numpy-ns"
+        ),
+        pytest.param(np.datetime64("NaT"), None, id="numpy-nat-is-null"),
+        pytest.param(2**64 - 1, 2**64 - 1, id="largest-uint64"),
     ],
 )
 def test_plain_values(value: object, plain: object) -> None:
@@ -96,6 +106,8 @@ def test_plain_values(value: object, plain: object) -> None:
 def test_unsupported_value_names_the_column() -> None:
     with pytest.raises(TypeError, match="'merchants' holds a list"):
         plain_value("merchants", ["m1"])
+    with pytest.raises(ValueError, match="'big' holds 18446744073709551616, outside msgpack's 64-bit"):
+        plain_value("big", 2**64)
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,30 @@ def test_warm_loads_in_batches_and_invalidate_drops_locally() -> None:
     assert len(cache) == 0
 
 
+def test_a_read_in_flight_does_not_undo_an_invalidation() -> None:
+    # Another thread writes a newer record and invalidates it while this read is at the store.
+    cache: LayeredFeatureCache
+
+    class StoreWithAWriterMidRead(DictStore):
+        def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
+            found = super().read(view, entity_ids)
+            self.records["x"] = record(2)
+            cache.invalidate(["x"])
+            return found
+
+    store = StoreWithAWriterMidRead({"x": record(1)})
+    cache = LayeredFeatureCache(view="v", store=store)
+    assert cache.get("x") == record(1)  # what the store held when it was read
+    assert len(cache) == 0
+    store.read = DictStore.read.__get__(store)  # the writer is done
+    assert cache.get("x") == record(2)
+
+
+def test_warm_refuses_a_batch_size_below_one() -> None:
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        LayeredFeatureCache(view="v", store=DictStore()).warm(["a"], batch_size=0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from featurelake.online_store import OnlineStoreConfig
+from featurelake.online_store import OnlineStoreConfig, copy_ttl
 
 
 def test_one_node_from_host_and_port() -> None:
@@ -37,6 +37,14 @@ def test_a_cluster_from_the_extra() -> None:
     assert config.cluster and config.nodes == ("c0:7000",)
 
 
+def test_extras_typed_as_text_mean_what_they_say() -> None:
+    # An extra typed by hand, or from a connection URI's query, is often a string: "false" is false.
+    extra = {"cluster": "false", "ssl": "False", "db": "2", "key_ttl_seconds": "3600"}
+    config = OnlineStoreConfig.from_connection(host="r", port=1, extra=extra)
+    assert (config.cluster, config.ssl, config.db, config.key_ttl_seconds) == (False, False, 2, 3600)
+    assert OnlineStoreConfig.from_connection(host="r", port=1, extra={"ssl": "true"}).ssl
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -57,8 +65,38 @@ def test_a_cluster_from_the_extra() -> None:
         ),
         pytest.param({"host": "r", "port": 1, "extra": {"key_ttl_seconds": -1}}, "key_ttl_seconds", id="ttl"),
         pytest.param({"host": "r", "port": 1, "extra": {"key_prefix": "a:b"}}, "key prefix", id="prefix"),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"ssl": "no"}},
+            "'featurelake_online': extra `ssl` must be true or false, got 'no'",
+            id="flag",
+        ),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"db": "two"}},
+            "'featurelake_online': extra `db` must be a whole number, got 'two'",
+            id="db-text",
+        ),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"key_ttl_seconds": "2d"}},
+            "extra `key_ttl_seconds` must be a whole number",
+            id="ttl-text",
+        ),
     ],
 )
 def test_bad_connections_say_what_to_fix(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         OnlineStoreConfig.from_connection(**fields, conn_id="featurelake_online")
+
+
+@pytest.mark.parametrize(
+    ("pttl", "ttl"),
+    [
+        pytest.param(-1, "0", id="no-expiry"),
+        pytest.param(1500, "1500", id="remaining"),
+        pytest.param(0, None, id="expiring-now"),
+        pytest.param(-2, None, id="gone"),
+    ],
+)
+def test_a_rebalance_copies_the_remaining_ttl_and_never_revives_an_expired_key(
+    pttl: int, ttl: str | None
+) -> None:
+    assert copy_ttl(pttl) == ttl
