@@ -4,12 +4,15 @@ partition, with every profile that could not be fetched or failed validation qua
 reason. `featurelake merchant-api` serves a sandbox of this API (`featurelake.merchant_api`).
 
 A profile is a JSON object: `merchant_id` (the id asked for), `name` (non-empty), `country` (ISO
-3166 alpha-2), `risk_score` (a number in [0, 1]) and `established` (YYYY-MM-DD).
+3166 alpha-2: two ASCII letters A-Z), `risk_score` (a number in [0, 1]) and `established` (a real date
+written YYYY-MM-DD, ASCII digits; not the other ISO 8601 forms Python's `date.fromisoformat` accepts,
+such as `19900101` or `1990-W01-1`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -37,6 +40,9 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 RISK_BUCKETS = ((0.2, "low"), (0.6, "medium"), (1.0, "high"))
+# ASCII only: `str.isupper()` and `\d` also accept letters and digits of other scripts.
+COUNTRY_PATTERN = re.compile(r"[A-Z]{2}")
+DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True)
@@ -60,13 +66,16 @@ def validate_profile(item: tuple[str, Any]) -> Checked:
     name, country, score = payload.get("name"), payload.get("country"), payload.get("risk_score")
     if not isinstance(name, str) or not name.strip():
         return Checked(merchant_id, None, "missing_name", text)
-    if not (isinstance(country, str) and len(country) == 2 and country.isalpha() and country.isupper()):
+    if not (isinstance(country, str) and COUNTRY_PATTERN.fullmatch(country)):
         return Checked(merchant_id, None, "bad_country", text)
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1:
         return Checked(merchant_id, None, "bad_risk_score", text)
+    written = payload.get("established")
+    if not (isinstance(written, str) and DATE_PATTERN.fullmatch(written)):
+        return Checked(merchant_id, None, "bad_established", text)
     try:
-        established = date.fromisoformat(payload.get("established", ""))
-    except (TypeError, ValueError):
+        established = date.fromisoformat(written)
+    except ValueError:  # the form is right, the date is not: 2001-02-30
         return Checked(merchant_id, None, "bad_established", text)
     row = {"merchant_id": merchant_id, "name": name.strip(), "country": country, "risk_score": float(score)}
     return Checked(merchant_id, {**row, "established": established}, None, text)

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, date, datetime
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from aiohttp import web
 
 from featurelake.fetch import FetchConfig, fetch_all
 from featurelake.merchant_api import LIMITED, PATH_TEMPLATE, SERVED, SandboxServer
@@ -20,6 +24,43 @@ from tests.support import PROJECT_ROOT, free_port
 pytestmark = pytest.mark.integration
 
 IDS = [f"m{i:05d}" for i in range(80)]
+# Ids the sandbox answers with a profile at the first request.
+PLAIN = [i for i in IDS if sandbox_profile(i) is not None and not sandbox_fails_first(i)]
+
+# An answer for one id: given the request and its number (from 1) for that id, a response, or None
+# to let the sandbox answer.
+Answer = Callable[[web.Request, int], Awaitable[web.StreamResponse | None]]
+
+
+def add_misbehaviour(server: SandboxServer, answers: dict[str, Answer]) -> list[tuple[str, float]]:
+    """Put `answers` in front of a sandbox that has not started yet (a middleware). Returns the log
+    of every request the sandbox gets, filled as they come: (merchant id, monotonic time)."""
+    seen: list[tuple[str, float]] = []
+
+    @web.middleware
+    async def misbehave(request: web.Request, handler) -> web.StreamResponse:
+        merchant_id = request.match_info.get("merchant_id", "")
+        seen.append((merchant_id, time.monotonic()))
+        answer = answers.get(merchant_id)
+        response = None
+        if answer is not None:
+            response = await answer(request, sum(1 for seen_id, _ in seen if seen_id == merchant_id))
+        return response if response is not None else await handler(request)
+
+    server.app.middlewares.append(misbehave)
+    return seen
+
+
+async def redirect_to_itself(request: web.Request, number: int) -> web.StreamResponse:
+    raise web.HTTPFound(request.raw_path)
+
+
+async def malformed_status_line(request: web.Request, number: int) -> web.StreamResponse:
+    """A status line no HTTP parser accepts, then the connection closes. aiohttp's own response
+    is never sent: writing it to the closed transport fails, and aiohttp drops it quietly."""
+    request.transport.write(b"HTTP/1.1 2x0 Nonsense\r\n\r\n")
+    request.transport.close()
+    return web.Response()
 
 
 def most_in_one_second(times: list[float]) -> int:
@@ -68,6 +109,84 @@ def test_an_unreachable_api_fails_every_id_with_the_reason() -> None:
     assert result.found == {}
     assert set(result.failed) == {"a", "b"}
     assert all("ClientConnectorError" in why and "after 2 attempts" in why for why in result.failed.values())
+
+
+def test_a_redirect_loop_or_a_malformed_response_fails_that_id_alone_without_retry() -> None:
+    good = [i for i in IDS[:14] if sandbox_profile(i) is not None]
+    server = SandboxServer(port=free_port(), rate=200)
+    seen = add_misbehaviour(server, {"m-loop": redirect_to_itself, "m-garbage": malformed_status_line})
+    with server:
+        config = FetchConfig(
+            base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=100, backoff_seconds=0.01
+        )
+        result = asyncio.run(fetch_all(config, [*good[:5], "m-loop", *good[5:9], "m-garbage", *good[9:]]))
+    assert any(sandbox_fails_first(i) for i in good), "the good ids include some retried ones"
+    assert result.found == {i: sandbox_profile(i) for i in good}
+    assert set(result.failed) == {"m-loop", "m-garbage"}
+    assert result.failed["m-loop"] == (
+        "TooManyRedirects: 10 redirects in a row (a redirect loop?), "
+        f"the last from {server.base_url}/merchants/m-loop"
+    )
+    assert result.failed["m-garbage"].startswith(
+        "ClientResponseError: malformed HTTP response: Bad status line: Invalid status code: "
+        "b'HTTP/1.1 2x0 Nonsense'"
+    )
+    requested = [merchant_id for merchant_id, _ in seen]
+    assert requested.count("m-loop") == 10, "one GET (aiohttp stops at 10 redirects), not retried"
+    assert requested.count("m-garbage") == 1, "not retried"
+    assert result.retries == sum(sandbox_fails_first(i) for i in good)
+
+
+def test_a_retry_after_http_date_is_honoured() -> None:
+    dated, plain = PLAIN[:2]
+
+    async def unavailable_for_a_second_or_two(request: web.Request, number: int) -> web.StreamResponse | None:
+        if number > 1:
+            return None
+        until = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)  # whole seconds
+        return web.json_response({"error": "maintenance"}, status=503, headers={"Retry-After": until})
+
+    async def unavailable_twice(request: web.Request, number: int) -> web.StreamResponse | None:
+        return web.json_response({"error": "try again"}, status=503) if number <= 2 else None
+
+    server = SandboxServer(port=free_port(), rate=200)
+    seen = add_misbehaviour(server, {dated: unavailable_for_a_second_or_two, plain: unavailable_twice})
+    with server:
+        config = FetchConfig(
+            base_url=server.base_url,
+            path_template=PATH_TEMPLATE,
+            rate_per_second=100,
+            backoff_seconds=0.01,
+            max_attempts=4,
+        )
+        result = asyncio.run(fetch_all(config, [dated, plain]))
+    assert result.found == {dated: sandbox_profile(dated), plain: sandbox_profile(plain)}
+    assert (result.requests, result.retries) == (5, 3)
+    requested = [merchant_id for merchant_id, _ in seen]
+    # plain backs off ~10 ms and ~20 ms; dated waits for its date, 1-2 s ahead, so it comes last.
+    assert requested.count(dated) == 2 and requested.count(plain) == 3, requested
+    assert requested[-1] == dated, requested
+    first, second = (at for merchant_id, at in seen if merchant_id == dated)
+    assert second - first > 0.8, "waited until the date (more than 1 s ahead), not the backoff"
+
+
+def test_a_huge_retry_after_waits_only_max_retry_after_seconds() -> None:
+    (slow,) = PLAIN[:1]
+
+    async def come_back_tomorrow(request: web.Request, number: int) -> web.StreamResponse | None:
+        if number > 1:
+            return None
+        return web.json_response({"error": "rate limited"}, status=429, headers={"Retry-After": "86400"})
+
+    server = SandboxServer(port=free_port(), rate=200)
+    seen = add_misbehaviour(server, {slow: come_back_tomorrow})
+    with server:
+        config = FetchConfig(
+            base_url=server.base_url, path_template=PATH_TEMPLATE, max_retry_after_seconds=0.05
+        )
+        result = asyncio.run(asyncio.wait_for(fetch_all(config, [slow]), timeout=60))
+    assert result.found == {slow: sandbox_profile(slow)}
+    assert (result.requests, result.retries, len(seen)) == (2, 1, 2)
 
 
 def test_the_dag_writes_profiles_and_quarantine_and_a_rerun_gives_the_same_files(

@@ -1,13 +1,15 @@
-"""Merchant profile validation and enrichment, the fetch settings, and the HTTP connection."""
+"""Merchant profile validation and enrichment, the fetch settings and `Retry-After` parsing, and the
+HTTP connection."""
 
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 
-from featurelake.fetch import FetchConfig, FetchResult
+from featurelake.fetch import FetchConfig, FetchResult, retry_after_seconds
 from featurelake.merchant_profiles import build_profiles, enrich_profile, sandbox_profile, validate_profile
 
 GOOD = {
@@ -44,11 +46,40 @@ def test_a_good_profile_is_validated_and_enriched() -> None:
         pytest.param({**GOOD, "risk_score": 1.5}, "bad_risk_score", id="score-range"),
         pytest.param({**GOOD, "risk_score": True}, "bad_risk_score", id="score-bool"),
         pytest.param({**GOOD, "established": "03/01/2001"}, "bad_established", id="date"),
+        # ISO 3166 alpha-2 is two ASCII capitals; isalpha()/isupper() also accept other scripts.
+        pytest.param({**GOOD, "country": "ÄÖ"}, "bad_country", id="country-latin-1"),
+        pytest.param({**GOOD, "country": "ΔΕ"}, "bad_country", id="country-greek"),
+        pytest.param({**GOOD, "country": "de"}, "bad_country", id="country-lower"),
+        pytest.param({**GOOD, "country": "D1"}, "bad_country", id="country-digit"),
+        pytest.param({**GOOD, "country": "DE\n"}, "bad_country", id="country-newline"),
+        pytest.param({**GOOD, "country": 49}, "bad_country", id="country-number"),
+        # YYYY-MM-DD only; Python 3.11's date.fromisoformat accepts the other ISO 8601 forms too.
+        pytest.param({**GOOD, "established": "20010301"}, "bad_established", id="date-basic"),
+        pytest.param({**GOOD, "established": "2001-W09-4"}, "bad_established", id="date-week"),
+        pytest.param({**GOOD, "established": "2001W094"}, "bad_established", id="date-week-basic"),
+        pytest.param({**GOOD, "established": "2001-060"}, "bad_established", id="date-ordinal"),
+        pytest.param({**GOOD, "established": "2001-03-01T00:00"}, "bad_established", id="date-time"),
+        pytest.param({**GOOD, "established": "2001-03-01\n"}, "bad_established", id="date-newline"),
+        pytest.param(
+            {**GOOD, "established": "\uff12\uff10\uff10\uff11-\uff10\uff13-\uff10\uff11"},
+            "bad_established",
+            id="date-fullwidth",
+        ),
+        pytest.param({**GOOD, "established": "2001-02-30"}, "bad_established", id="date-no-such-day"),
+        pytest.param({**GOOD, "established": 20010301}, "bad_established", id="date-number"),
+        pytest.param({k: v for k, v in GOOD.items() if k != "established"}, "bad_established", id="no-date"),
     ],
 )
 def test_bad_profiles_are_refused_with_the_rule(payload: object, reason: str) -> None:
     checked = validate_profile(("m1", payload))
     assert (checked.row, checked.reason) == (None, reason)
+
+
+@pytest.mark.parametrize(("country", "established"), [("US", "2000-02-29"), ("ZA", "0001-01-01")])
+def test_strict_forms_still_accept_every_real_code_and_date(country: str, established: str) -> None:
+    checked = validate_profile(("m1", {**GOOD, "country": country, "established": established}))
+    assert checked.reason is None
+    assert (checked.row["country"], checked.row["established"]) == (country, date.fromisoformat(established))
 
 
 def test_build_profiles_quarantines_refused_and_unfetched_merchants() -> None:
@@ -88,6 +119,48 @@ def test_fetch_config_builds_quoted_urls_and_refuses_bad_settings() -> None:
         FetchConfig(base_url="http://api", path_template="/merchants")
     with pytest.raises(ValueError, match="rate_per_second must be > 0"):
         FetchConfig(base_url="http://api", rate_per_second=0)
+    with pytest.raises(ValueError, match="max_retry_after_seconds must be >= 0, got -1"):
+        FetchConfig(base_url="http://api", max_retry_after_seconds=-1)
+
+
+NOW = datetime(2026, 10, 28, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        pytest.param("7", 7.0, id="delay-seconds"),
+        pytest.param(" 0 ", 0.0, id="zero-padded"),
+        pytest.param("Wed, 28 Oct 2026 12:00:30 GMT", 30.0, id="http-date"),
+        pytest.param("Wednesday, 28-Oct-26 12:00:05 GMT", 5.0, id="rfc850-date"),
+        pytest.param("Wed Oct 28 12:00:02 2026", 2.0, id="asctime-date"),
+        pytest.param("Wed, 28 Oct 2026 12:00:09 -0000", 9.0, id="date-minus-zero"),
+        pytest.param("Wed, 28 Oct 2026 11:59:00 GMT", 0.0, id="date-in-the-past"),
+        pytest.param(None, None, id="absent"),
+        pytest.param("", None, id="empty"),
+        pytest.param("soon", None, id="garbage"),
+        pytest.param("1.5", None, id="not-delay-seconds"),
+        pytest.param("-3", None, id="negative"),
+        pytest.param("²", None, id="unicode-digit"),
+        pytest.param("Wed, 28 Oct 99999 12:00:00 GMT", None, id="date-out-of-range"),
+    ],
+)
+def test_retry_after_is_read_in_both_forms(header: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(header, cap=60, now=NOW) == seconds
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["86400", "99999999999999999999999", "Wed, 28 Oct 2026 13:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT"],
+)
+def test_a_huge_retry_after_is_capped(header: str) -> None:
+    assert retry_after_seconds(header, cap=60, now=NOW) == 60
+    assert retry_after_seconds(header, cap=0, now=NOW) == 0
+
+
+def test_an_http_date_retry_after_counts_from_now_by_default() -> None:
+    ahead = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 < retry_after_seconds(ahead, cap=60) <= 30
 
 
 def test_the_hook_reads_the_api_from_an_http_connection(monkeypatch) -> None:
@@ -98,12 +171,17 @@ def test_the_hook_reads_the_api_from_an_http_connection(monkeypatch) -> None:
         "host": "merchants.example.com",
         "schema": "https",
         "password": "token",
-        "extra": {"path_template": "/v1/merchants/{id}", "rate_per_second": 5, "headers": {"X-Team": "ml"}},
+        "extra": {
+            "path_template": "/v1/merchants/{id}",
+            "rate_per_second": 5,
+            "max_retry_after_seconds": 10,
+            "headers": {"X-Team": "ml"},
+        },
     }
     monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", json.dumps(connection))
     config = HttpApiHook(http_conn_id="merchants").get_conn()
     assert config.url("m1") == "https://merchants.example.com/v1/merchants/m1"
-    assert config.rate_per_second == 5
+    assert (config.rate_per_second, config.max_retry_after_seconds) == (5, 10)
     assert dict(config.headers) == {"Authorization": "Bearer token", "X-Team": "ml"}
     monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", json.dumps({**connection, "extra": {"rate": 5}}))
     with pytest.raises(ValueError, match=r"unknown extra \['rate'\]"):

@@ -5,7 +5,7 @@
                "headers": {"Authorization": "Bearer ..."}}}
 
 The password, when set, is sent as a bearer token. Extras: `path_template`, `rate_per_second`,
-`max_concurrency`, `max_attempts`, `timeout_seconds`, `headers`.
+`max_concurrency`, `max_attempts`, `timeout_seconds`, `max_retry_after_seconds`, `headers`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class HttpApiHook(BaseHook):
             "max_concurrency",
             "max_attempts",
             "timeout_seconds",
+            "max_retry_after_seconds",
             "headers",
         }
         unknown = sorted(set(extra) - known)
