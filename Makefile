@@ -40,12 +40,16 @@ $(VENV)/.stamp-installed: requirements.txt requirements-dev.txt pyproject.toml |
 
 env: $(VENV)/.stamp-installed  ## Create .venv from the locks (skipped when they have not changed)
 
-$(AIRFLOW_HOME)/.stamp-db: $(VENV)/.stamp-installed
+# One stamp per metadata database: pointing AIRFLOW__DATABASE__SQL_ALCHEMY_CONN at another database
+# migrates that one too.
+DB_STAMP := $(AIRFLOW_HOME)/.stamp-db-$(shell printf '%s' '$(subst ','\'',$(AIRFLOW__DATABASE__SQL_ALCHEMY_CONN))' | cksum | cut -d' ' -f1)
+
+$(DB_STAMP): $(VENV)/.stamp-installed
 	mkdir -p $(AIRFLOW_HOME)
 	airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -30 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 	touch $@
 
-demo: $(AIRFLOW_HOME)/.stamp-db  ## Generate ~120 days of data and run user_features_daily for one date
+demo: $(DB_STAMP)  ## Generate ~120 days of data and run user_features_daily for one date
 	featurelake generate --start $(DEMO_START) --end $(DEMO_END) --users $(DEMO_USERS) --seed 7 \
 		--lake $(AIRFLOW_VAR_FEATURELAKE_LAKE)
 	$(PY) -m featurelake_airflow.demo --dag-id user_features_daily --date $(DEMO_DATE)
@@ -57,18 +61,21 @@ lint: $(VENV)/.stamp-installed  ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-airflow: $(AIRFLOW_HOME)/.stamp-db  ## Serve the Airflow UI on :8080 (user admin, see README)
+airflow: $(DB_STAMP)  ## Serve the Airflow UI on :8080 (user admin, see README)
 	airflow standalone
 
 FROM ?=
 TO ?=
-backfill: $(AIRFLOW_HOME)/.stamp-db  ## Without a scheduler: run user_features_daily for each date FROM..TO
-	@test -n "$(FROM)" -a -n "$(TO)" || (echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2)
-	@d="$(FROM)"; while [[ ! "$$d" > "$(TO)" ]]; do \
+# The dates come from Python, not date(1): GNU and BSD date take different options.
+BACKFILL_DATES = $(PY) -c 'import sys; from datetime import date, timedelta as t; a, b = map(date.fromisoformat, sys.argv[1:]); print(*(a + t(i) for i in range((b - a).days + 1)))'
+backfill: $(DB_STAMP)  ## Without a scheduler: run user_features_daily for each date FROM..TO
+	@[[ "$(FROM)" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$$ && "$(TO)" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$$ && ! "$(FROM)" > "$(TO)" ]] \
+		|| { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD, with FROM on or before TO"; exit 2; }
+	@dates=$$($(BACKFILL_DATES) "$(FROM)" "$(TO)") || exit 2; \
+	for d in $$dates; do \
 		echo "== user_features_daily $$d"; \
 		airflow dags test user_features_daily "$$d" > $(AIRFLOW_HOME)/backfill-$$d.log 2>&1 \
 			|| { tail -40 $(AIRFLOW_HOME)/backfill-$$d.log; exit 1; }; \
-		d=$$(date -u -d "$$d + 1 day" +%F); \
 	done
 
 bench: $(VENV)/.stamp-installed  ## Run the benchmarks in bench/
@@ -87,5 +94,6 @@ clean:  ## Remove the venv, the project's .airflow and the demo lake
 	rm -rf $(VENV) $(CURDIR)/.uv-bootstrap $(CURDIR)/.airflow $(CURDIR)/data .pytest_cache
 
 AIRFLOW_ENV_NAMES := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\) ?=.*/\1/p' $(CURDIR)/airflow.env)
-exports:  ## Print airflow.env as shell exports: eval "$(make -s exports)"
+exports:  ## Print airflow.env and the venv's PATH as shell exports: eval "$(make -s exports)"
 	@$(foreach name,$(AIRFLOW_ENV_NAMES),printf 'export %s=%q\n' '$(name)' '$($(name))';)
+	@printf 'export PATH=%q:"$$PATH"\n' '$(VENV)/bin'

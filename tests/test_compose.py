@@ -56,6 +56,7 @@ SHARED_AIRFLOW_ENV = (
     "AIRFLOW_CONN_SPARK_DEFAULT",
     "AIRFLOW_CONN_DASK_DEFAULT",
     "AIRFLOW_CONN_FEATURELAKE_ONLINE",
+    "AIRFLOW_CONN_MERCHANT_API",
 )
 CELERY: dict[str, Any] = {"profiles": ("celery",), "variables": {"AIRFLOW_EXECUTOR": "CeleryExecutor"}}
 DEFAULT: dict[str, Any] = {"profiles": (), "variables": {}}
@@ -261,6 +262,14 @@ def test_connections_point_at_services(default_stack: dict[str, Any]) -> None:
     assert online["extra"]["nodes"] == [f"{shard}:6379" for shard in REDIS_SHARDS]
     assert f"{online['host']}:{online['port']}" in online["extra"]["nodes"]
 
+    merchant_api = json.loads(env["AIRFLOW_CONN_MERCHANT_API"])
+    assert (merchant_api["host"], merchant_api["port"]) == ("merchant-api", 8089)
+    command = services["merchant-api"]["command"]
+    assert command[:2] == ["featurelake", "merchant-api"]
+    assert (
+        command[command.index("--host") + 1] == "0.0.0.0" and command[command.index("--port") + 1] == "8089"
+    )
+
     assert env["AIRFLOW_VAR_FEATURELAKE_LAKE"] == LAKE_TARGET
     assert urlsplit(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]).hostname == "airflow-apiserver"
     assert urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).hostname == "postgres"
@@ -277,7 +286,14 @@ def test_start_order(default_stack: dict[str, Any]) -> None:
         if name != "airflow-init":
             assert depends["airflow-init"]["condition"] == "service_completed_successfully", name
     scheduler = services["airflow-scheduler"]["depends_on"]
-    for name in (*REDIS_SHARDS, "spark-master", "dask-scheduler", "airflow-apiserver"):
+    for name in (*REDIS_SHARDS, "spark-master", "dask-scheduler", "merchant-api", "airflow-apiserver"):
         assert scheduler[name]["condition"] == "service_healthy", name
-    for name in ("postgres", "airflow-apiserver", *REDIS_SHARDS, "spark-master", "dask-scheduler"):
+    for name in (
+        "postgres",
+        "airflow-apiserver",
+        *REDIS_SHARDS,
+        "spark-master",
+        "dask-scheduler",
+        "merchant-api",
+    ):
         assert "healthcheck" in services[name], f"{name} has no healthcheck to wait on"

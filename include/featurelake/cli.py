@@ -105,16 +105,19 @@ def generate(
 
 @app.command("merchant-api")
 def merchant_api(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8089,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8089,
     rate: Annotated[int, typer.Option(help="Requests per second before it answers 429.")] = 50,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on: 0.0.0.0 in a container that other containers call.")
+    ] = "127.0.0.1",
 ) -> None:
     """Serve the sandbox merchant profile API (GET /merchants/<id>) until interrupted."""
     from featurelake.merchant_api import serve_forever
 
     stdout.print(
-        f"merchant API sandbox on http://127.0.0.1:{port}/merchants/<id>, {rate} requests/s (Ctrl-C stops)"
+        f"merchant API sandbox on http://{host}:{port}/merchants/<id>, {rate} requests/s (Ctrl-C stops)"
     )
-    serve_forever(port=port, rate=rate)
+    serve_forever(port=port, rate=rate, host=host)
 
 
 def summary_table(summary: GenerationSummary) -> Table:

@@ -93,7 +93,7 @@ class SandboxServer:
         self._thread.join(timeout=10)
 
 
-def serve_forever(*, port: int, rate: int) -> None:
+def serve_forever(*, port: int, rate: int, host: str = "127.0.0.1") -> None:
     """Serve the sandbox in the foreground until interrupted."""
-    log.info("merchant API sandbox on http://127.0.0.1:%d%s, %d requests/s", port, PATH_TEMPLATE, rate)
-    web.run_app(build_app(rate=rate), host="127.0.0.1", port=port, print=None)
+    log.info("merchant API sandbox on http://%s:%d%s, %d requests/s", host, port, PATH_TEMPLATE, rate)
+    web.run_app(build_app(rate=rate), host=host, port=port, print=None)
