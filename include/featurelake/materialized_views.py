@@ -10,7 +10,14 @@ Two refreshes give the same table:
   per entity, not the whole history), and overwrite the table in one commit;
 - incremental: MERGE one date's partition on the entity column. A matched row is replaced only by a
   row of the same or a later feature date, and a new entity is inserted. So a rerun gives the same
-  rows, and a backfill of an older date never replaces newer rows.
+  rows, and a backfill of an older date never replaces newer rows. A rerun of a date whose partition
+  was rewritten without some entities also takes back those entities' rows of that date: each gets
+  its newest row of an earlier partition, or is deleted if it has none (the same MERGE, one commit).
+
+The columns of a full refresh are the union of every partition's columns (oldest first; a column a
+partition lacks is null in its rows); a column whose type changed between partitions is refused.
+An incremental refresh keeps the view's columns: a partition with a column more or less than the
+view, or another type, is refused, saying to refresh in full.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ class RefreshReport:
     version: int
     inserted: int = 0
     updated: int = 0
+    deleted: int = 0
 
 
 def read_feature_partition(features_path: str, day: date) -> pa.Table:
@@ -55,17 +63,106 @@ def read_feature_partition(features_path: str, day: date) -> pa.Table:
 def _check_entities(table: pa.Table, entity_column: str, where: str) -> None:
     if entity_column not in table.column_names:
         raise ValueError(f"{where} has no {entity_column!r} column; columns: {table.column_names}")
+    nulls = table[entity_column].null_count
+    if nulls:
+        raise ValueError(
+            f"{where} has {nulls} row(s) with a null {entity_column!r}; a view row needs an entity. "
+            "Fix the feature job's input or logic and rerun it for this date, then refresh the view"
+        )
     if table.num_rows and pc.count_distinct(table[entity_column]).as_py() != table.num_rows:
         raise ValueError(
             f"{where} holds an {entity_column!r} more than once; a view needs one row per entity"
         )
 
 
+def _delta_type(arrow_type: pa.DataType) -> pa.DataType:
+    """The Arrow type a Delta table stores `arrow_type` as (Delta has no large_string, for one)."""
+    from deltalake import Schema
+
+    try:
+        delta_schema = Schema.from_arrow(pa.schema([pa.field("c", arrow_type)]))
+        return pa.schema(delta_schema.to_arrow()).field(0).type
+    except Exception:  # a type Delta cannot hold: the write says so
+        return arrow_type
+
+
+def _same_type(a: pa.DataType, b: pa.DataType) -> bool:
+    return a == b or _delta_type(a) == _delta_type(b)
+
+
+def _unify_schemas(before: pa.Schema, rows: pa.Schema, where: str) -> pa.Schema:
+    """The columns of `before` (the partitions read so far) then the new ones of `rows` (the
+    partition `where`). A column that is null in every row so far takes the other's type."""
+    fields = []
+    for field in before:
+        if field.name not in rows.names:
+            fields.append(field.with_nullable(True))
+            continue
+        other = rows.field(field.name)
+        if pa.types.is_null(field.type):
+            fields.append(other.with_nullable(True))
+        elif pa.types.is_null(other.type) or _same_type(field.type, other.type):
+            fields.append(field)
+        else:
+            raise ValueError(
+                f"{where}: column {field.name!r} is {other.type}, but {field.type} in the older "
+                "partitions; a view column has one type. Rerun the feature job for the older dates "
+                "so that every partition has the new type, then refresh the view in full"
+            )
+    fields += [rows.field(name).with_nullable(True) for name in rows.names if name not in before.names]
+    return pa.schema(fields)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with the columns of `schema`, in its order and types; a column it lacks is null."""
+    columns = [
+        table[field.name].cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(table.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _fit_to_view(
+    rows: pa.Table, view_schema: pa.Schema, where: str, view_path: str, *, allow_missing: bool = False
+) -> pa.Table:
+    """`rows` in the view's column order and types. Refuses a column the view lacks, one of another
+    type, and (unless `allow_missing`: an older partition, whose rows a full refresh fills with
+    nulls) a view column the partition lacks."""
+    new = [name for name in rows.column_names if name not in view_schema.names]
+    missing = [] if allow_missing else [name for name in view_schema.names if name not in rows.column_names]
+    changed = [
+        f"{field.name} ({rows.schema.field(field.name).type}, the view's is {field.type})"
+        for field in view_schema
+        if field.name in rows.column_names
+        and not pa.types.is_null(rows.schema.field(field.name).type)
+        and not _same_type(rows.schema.field(field.name).type, field.type)
+    ]
+    if new or missing or changed:
+        found = "; ".join(
+            f"{what}: {', '.join(names)}"
+            for what, names in (
+                ("columns the view lacks", new),
+                ("view columns it lacks", missing),
+                ("columns of another type", changed),
+            )
+            if names
+        )
+        raise ValueError(
+            f"{where} does not have the columns of the view {view_path} ({found}): the feature "
+            "definition changed, and an incremental refresh keeps the view's schema. Refresh the view "
+            "in full (view_refresh=full) to take the new schema"
+        )
+    return _conform(rows, view_schema)
+
+
 def latest_per_entity(
     features_path: str, *, as_of: date, entity_column: str = "user_id"
 ) -> tuple[pa.Table, int]:
     """Each entity's newest row in the partitions on or before `as_of`, sorted by entity; and the
-    number of dates read. Reads one date at a time, oldest first, each replacing its entities."""
+    number of dates read. Reads one date at a time, oldest first, each replacing its entities.
+    The columns are those of every partition (`_unify_schemas`): null where a partition lacks one."""
     days = [d for d in feature_dates(features_path) if d <= as_of]
     if not days:
         raise FileNotFoundError(
@@ -76,12 +173,15 @@ def latest_per_entity(
         rows = read_feature_partition(features_path, day)
         if rows.num_rows == 0:  # a date with no entity in its window is left empty
             continue
-        _check_entities(rows, entity_column, LakeLayout.partition(features_path, day))
+        where = LakeLayout.partition(features_path, day)
+        _check_entities(rows, entity_column, where)
         if latest is None:
             latest = rows
             continue
+        schema = _unify_schemas(latest.schema, rows.schema, where)
+        latest, rows = _conform(latest, schema), _conform(rows, schema)
         kept = latest.filter(pc.invert(pc.is_in(latest[entity_column], value_set=rows[entity_column])))
-        latest = pa.concat_tables([kept, rows.select(latest.column_names).cast(latest.schema)])
+        latest = pa.concat_tables([kept, rows])
     if latest is None:
         raise FileNotFoundError(
             f"the feature partitions on or before {as_of} under {features_path} are all empty"
@@ -111,11 +211,49 @@ def refresh_full(
     )
 
 
+def newest_rows_before(
+    features_path: str,
+    *,
+    before: date,
+    entities: pa.Array,
+    entity_column: str,
+    view_schema: pa.Schema,
+    view_path: str,
+) -> tuple[pa.Table, int]:
+    """The newest row of each of `entities` in the partitions before `before`, fitted to the view's
+    columns (null where an older partition lacks one), and the number of dates read. Reads newest
+    date first and stops once every entity is found; an entity with no such row has none."""
+    wanted = entities
+    found: list[pa.Table] = []
+    dates_read = 0
+    for day in reversed([d for d in feature_dates(features_path) if d < before]):
+        if len(wanted) == 0:
+            break
+        dates_read += 1
+        rows = read_feature_partition(features_path, day)
+        if rows.num_rows == 0:
+            continue
+        where = LakeLayout.partition(features_path, day)
+        _check_entities(rows, entity_column, where)
+        wanted_here = wanted.cast(rows.schema.field(entity_column).type)
+        rows = rows.filter(pc.is_in(rows[entity_column], value_set=wanted_here))
+        if rows.num_rows:
+            found.append(_fit_to_view(rows, view_schema, where, view_path, allow_missing=True))
+            wanted = pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=rows[entity_column])))
+    table = pa.concat_tables(found) if found else view_schema.empty_table()
+    return table, dates_read
+
+
 def refresh_incremental(
     view_path: str, features_path: str, *, ds: date, entity_column: str = "user_id", name: str = ""
 ) -> RefreshReport:
     """MERGE the partition of `ds` into the view on `entity_column`: the later feature date wins and
-    new entities are inserted. A view that does not exist yet is built in full."""
+    new entities are inserted. A view that does not exist yet is built in full.
+
+    A rerun after the partition of `ds` was rewritten without some entities: their rows of `ds` in
+    the view are replaced by their newest rows before `ds` (read back one date at a time until all
+    are found), or deleted when they have none, in the same MERGE; so the view equals a full
+    refresh. A partition whose columns differ from the view's is refused (refresh in full)."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -124,35 +262,75 @@ def refresh_incremental(
     except TableNotFoundError:
         log.info("%s is not a Delta table yet: building it in full as of %s", view_path, ds)
         return refresh_full(view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
+    partition = LakeLayout.partition(features_path, ds)
     if ds not in feature_dates(features_path):
         raise FileNotFoundError(
-            f"{LakeLayout.partition(features_path, ds)} does not exist: run the feature job for {ds} first, "
-            "or refresh the view in full"
+            f"{partition} does not exist: run the feature job for {ds} first, or refresh the view in full"
         )
     rows = read_feature_partition(features_path, ds)
-    if rows.num_rows == 0:
-        log.warning(
-            "%s is empty (no entity in its window): nothing to merge", LakeLayout.partition(features_path, ds)
-        )
+    if rows.num_rows:
+        _check_entities(rows, entity_column, partition)
+        # In the table's column order and types (a MERGE matches columns by name, and fails on a type
+        # mismatch rather than cast); a schema change needs a full refresh.
+        view_schema = pa.schema(view.schema().to_arrow())
+        rows = _fit_to_view(rows, view_schema, partition, view_path)
+    # The view's entities of `ds` that the partition no longer holds (a rerun after a rewrite).
+    of_ds = view.to_pyarrow_dataset().to_table(
+        columns=[entity_column], filter=pads.field("feature_date") == pa.scalar(ds, pa.date32())
+    )[entity_column]
+    gone = (
+        pc.filter(of_ds, pc.invert(pc.is_in(of_ds, value_set=rows[entity_column])))
+        if rows.num_rows
+        else of_ds
+    )
+    if rows.num_rows == 0 and len(gone) == 0:
+        log.warning("%s is empty (no entity in its window): nothing to merge", partition)
         return RefreshReport(
             name, "incremental", ds.isoformat(), 1, view.to_pyarrow_dataset().count_rows(), view.version()
         )
-    _check_entities(rows, entity_column, LakeLayout.partition(features_path, ds))
-    # In the table's column order and types (a MERGE matches columns by name, and fails on a type
-    # mismatch rather than cast).
-    target_schema = pa.schema(view.schema().to_arrow())
-    rows = rows.select(target_schema.names).cast(target_schema)
-    metrics: dict[str, Any] = (
+    dates_read = 1
+    source = rows
+    update_when = "s.feature_date >= t.feature_date"
+    if len(gone):
+        view_schema = pa.schema(view.schema().to_arrow())
+        earlier, looked_back = newest_rows_before(
+            features_path,
+            before=ds,
+            entities=gone,
+            entity_column=entity_column,
+            view_schema=view_schema,
+            view_path=view_path,
+        )
+        dates_read += looked_back
+        log.warning(
+            "%s no longer holds %d %s(s) whose row of %s is in %s: %d take their newest earlier row "
+            "(%d earlier dates read), %d are deleted",
+            partition,
+            len(gone),
+            entity_column,
+            ds,
+            view_path,
+            earlier.num_rows,
+            looked_back,
+            len(gone) - earlier.num_rows,
+        )
+        source = pa.concat_tables([rows, earlier]) if rows.num_rows else earlier
+        # an earlier row replaces the row of `ds` it stands in for
+        update_when += f" OR t.feature_date = '{ds.isoformat()}'"
+    merge = (
         view.merge(
-            rows,
+            source,
             predicate=f"t.{entity_column} = s.{entity_column}",
             source_alias="s",
             target_alias="t",
         )
-        .when_matched_update_all(predicate="s.feature_date >= t.feature_date")
+        .when_matched_update_all(predicate=update_when)
         .when_not_matched_insert_all()
-        .execute()
     )
+    if len(gone) > source.num_rows - rows.num_rows:
+        # entities with no row before `ds`; only added when needed, as it scans the whole table
+        merge = merge.when_not_matched_by_source_delete(predicate=f"t.feature_date = '{ds.isoformat()}'")
+    metrics: dict[str, Any] = merge.execute()
     view = DeltaTable(view_path)
     total = view.to_pyarrow_dataset().count_rows()
     log.info("incremental refresh of %s with %s: %s", view_path, ds, metrics)
@@ -160,11 +338,12 @@ def refresh_incremental(
         name,
         "incremental",
         ds.isoformat(),
-        1,
+        dates_read,
         total,
         view.version(),
         inserted=int(metrics.get("num_target_rows_inserted", 0)),
         updated=int(metrics.get("num_target_rows_updated", 0)),
+        deleted=int(metrics.get("num_target_rows_deleted", 0)),
     )
 
 

@@ -5,7 +5,11 @@ The table, its rows and both refreshes are the same as delta-rs's (docs/material
 - full: each entity's newest row on or before `as_of` (a window function over the feature
   partitions), overwriting the table in one commit;
 - incremental: MERGE the partition of `ds` on the entity column; a matched row is replaced only by
-  a row of the same or a later feature date, and a new entity is inserted.
+  a row of the same or a later feature date, and a new entity is inserted; the view's rows of `ds`
+  whose entity the partition no longer holds (a rerun after a rewrite) take that entity's newest
+  earlier row, or are deleted;
+- a full refresh takes every partition's columns (Parquet's mergeSchema); an incremental refresh
+  refuses a partition whose columns differ from the view's.
 Either engine can refresh a table the other wrote: both write the Delta protocol delta-rs writes.
 
 Spark needs the delta-spark jars (`delta_spark_package()`: the pip package delta-spark holds only
@@ -66,12 +70,85 @@ def require_delta_spark(spark: SparkSession) -> None:
 def _check_one_row_per_entity(rows: DataFrame, keys: list[str], where: str) -> None:
     from pyspark.sql import functions as F
 
+    if rows.where(F.col(keys[0]).isNull()).limit(1).count():
+        raise ValueError(
+            f"{where} has rows with a null {keys[0]!r}; a view row needs an entity. Fix the feature "
+            "job's input or logic and rerun it for the date, then refresh the view"
+        )
     repeated = rows.groupBy(*keys).count().where(F.col("count") > 1).limit(1).collect()
     if repeated:
         raise ValueError(
             f"{where} holds {keys[0]!r} {repeated[0][keys[0]]!r} more than once; a view needs one row "
             "per entity and date"
         )
+
+
+def _read_features(spark: SparkSession, features_path: str) -> DataFrame:
+    """Every partition, with the columns of all of them (null where a partition lacks one); Spark
+    fails on a column whose type changed between partitions."""
+    return spark.read.option("basePath", features_path).option("mergeSchema", "true").parquet(features_path)
+
+
+def _check_view_columns(
+    rows: DataFrame, view: DataFrame, where: str, view_path: str, *, allow_missing: bool = False
+) -> None:
+    """Refuse rows whose columns differ from the view's (as delta-rs's refresh does)."""
+    # simpleString: the type without the nullability of nested fields, which Delta may not keep
+    types = {field.name: field.dataType.simpleString() for field in view.schema}
+    new = [name for name in rows.columns if name not in types]
+    missing = [] if allow_missing else [name for name in view.columns if name not in rows.columns]
+    changed = [
+        f"{field.name} ({field.dataType.simpleString()}, the view's is {types[field.name]})"
+        for field in rows.schema
+        if field.name in types and field.dataType.simpleString() not in (types[field.name], "void")
+    ]
+    if new or missing or changed:
+        found = "; ".join(
+            f"{what}: {', '.join(names)}"
+            for what, names in (
+                ("columns the view lacks", new),
+                ("view columns it lacks", missing),
+                ("columns of another type", changed),
+            )
+            if names
+        )
+        raise ValueError(
+            f"{where} does not have the columns of the view {view_path} ({found}): the feature "
+            "definition changed, and an incremental refresh keeps the view's schema. Refresh the view "
+            "in full (view_refresh=full) to take the new schema"
+        )
+
+
+def newest_rows_before(
+    spark: SparkSession,
+    features_path: str,
+    *,
+    before: date,
+    entities: DataFrame,
+    entity_column: str,
+    view: DataFrame,
+    view_path: str,
+) -> DataFrame:
+    """The newest row of each of `entities` (one column, `entity_column`) in the partitions before
+    `before`, in the view's columns (null where an older partition lacks one)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    rows = _read_features(spark, features_path).where(F.col("date") < F.lit(before))
+    rows = rows.join(entities, entity_column, "left_semi")
+    _check_one_row_per_entity(rows, [entity_column, "date"], features_path)
+    newest_first = Window.partitionBy(entity_column).orderBy(F.col("date").desc())
+    newest = rows.withColumn("_newest", F.row_number().over(newest_first)).where(F.col("_newest") == 1)
+    newest = newest.drop("_newest", "date")
+    _check_view_columns(newest, view, features_path, view_path, allow_missing=True)
+    return newest.select(
+        *[
+            F.col(f"`{field.name}`")
+            if field.name in newest.columns
+            else F.lit(None).cast(field.dataType).alias(field.name)
+            for field in view.schema
+        ]
+    )
 
 
 def latest_per_entity(
@@ -85,7 +162,7 @@ def latest_per_entity(
     fs, root = hadoop_file_system(spark, features_path)
     if not fs.exists(root):
         raise FileNotFoundError(f"{features_path} does not exist; run the feature job first")
-    rows = spark.read.option("basePath", features_path).parquet(features_path)
+    rows = _read_features(spark, features_path)
     if entity_column not in rows.columns:
         raise ValueError(f"{features_path} has no {entity_column!r} column; columns: {rows.columns}")
     rows = rows.where(F.col("date") <= F.lit(as_of))
@@ -149,7 +226,10 @@ def refresh_incremental(
     name: str = "",
 ) -> RefreshReport:
     """MERGE the partition of `ds` into the view on `entity_column`: the later feature date wins and
-    new entities are inserted. A view that does not exist yet is built in full."""
+    new entities are inserted. A view that does not exist yet is built in full. The view's rows of
+    `ds` whose entity the partition no longer holds take its newest earlier row, or are deleted, in
+    the same MERGE (as delta-rs's refresh_incremental); a partition whose columns differ from the
+    view's is refused."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
@@ -164,25 +244,65 @@ def refresh_incremental(
             f"{partition} does not exist: run the feature job for {ds} first, or refresh the view in full"
         )
     view = DeltaTable.forPath(spark, view_path)
-    if not date_partition_exists(spark, features_path, ds):
+    current = view.toDF()
+    if date_partition_exists(spark, features_path, ds):
+        rows = spark.read.parquet(partition)
+        _check_view_columns(rows, current, partition, view_path)
+        _check_one_row_per_entity(rows, [entity_column], partition)
+        rows = rows.select(*[f"`{name}`" for name in current.columns])
+    else:
+        rows = spark.createDataFrame([], current.schema)
+    # The view's entities of `ds` that the partition no longer holds (a rerun after a rewrite).
+    gone = (
+        current.where(F.col("feature_date") == F.lit(ds))
+        .select(entity_column)
+        .join(rows.select(entity_column), entity_column, "left_anti")
+    ).cache()
+    gone_count = gone.count()
+    if gone_count == 0 and not date_partition_exists(spark, features_path, ds):
+        gone.unpersist()
         log.warning("%s is empty (no entity in its window): nothing to merge", partition)
         table_version, _ = _table_metrics(spark, view_path)
-        return RefreshReport(name, "incremental", ds.isoformat(), 1, view.toDF().count(), table_version)
-    rows = spark.read.parquet(partition)
-    new_columns = sorted(set(rows.columns) - set(view.toDF().columns))
-    if new_columns:
-        raise ValueError(
-            f"{partition} has columns the view {view_path} lacks ({', '.join(new_columns)}): refresh "
-            "the view in full to take the new schema"
+        return RefreshReport(name, "incremental", ds.isoformat(), 1, current.count(), table_version)
+    source = rows
+    update_when = F.col("s.feature_date") >= F.col("t.feature_date")
+    replaced = dates_read = 0
+    if gone_count:
+        earlier = newest_rows_before(
+            spark,
+            features_path,
+            before=ds,
+            entities=gone,
+            entity_column=entity_column,
+            view=current,
+            view_path=view_path,
+        ).cache()
+        replaced = earlier.count()
+        dates_read = sum(1 for day in existing_date_partitions(spark, features_path) if day < ds)
+        log.warning(
+            "%s no longer holds %d %s(s) whose row of %s is in %s: %d take their newest earlier row, "
+            "%d are deleted",
+            partition,
+            gone_count,
+            entity_column,
+            ds,
+            view_path,
+            replaced,
+            gone_count - replaced,
         )
-    _check_one_row_per_entity(rows, [entity_column], partition)
-    (
+        source = rows.unionByName(earlier)
+        # an earlier row replaces the row of `ds` it stands in for
+        update_when = update_when | (F.col("t.feature_date") == F.lit(ds))
+    merge = (
         view.alias("t")
-        .merge(rows.alias("s"), F.col(f"t.`{entity_column}`") == F.col(f"s.`{entity_column}`"))
-        .whenMatchedUpdateAll(condition=F.col("s.feature_date") >= F.col("t.feature_date"))
+        .merge(source.alias("s"), F.col(f"t.`{entity_column}`") == F.col(f"s.`{entity_column}`"))
+        .whenMatchedUpdateAll(condition=update_when)
         .whenNotMatchedInsertAll()
-        .execute()
     )
+    if replaced < gone_count:
+        merge = merge.whenNotMatchedBySourceDelete(condition=F.col("t.feature_date") == F.lit(ds))
+    merge.execute()
+    gone.unpersist()
     table_version, metrics = _table_metrics(spark, view_path)
     total = DeltaTable.forPath(spark, view_path).toDF().count()
     log.info("incremental refresh of %s with %s on Spark: %s", view_path, ds, metrics)
@@ -190,11 +310,12 @@ def refresh_incremental(
         name,
         "incremental",
         ds.isoformat(),
-        1,
+        1 + dates_read,
         total,
         table_version,
         inserted=int(metrics.get("numTargetRowsInserted", 0)),
         updated=int(metrics.get("numTargetRowsUpdated", 0)),
+        deleted=int(metrics.get("numTargetRowsDeleted", 0)),
     )
 
 

@@ -1,12 +1,15 @@
 """Delta-table materialized views on real Delta tables (delta-rs): a full rebuild and incremental
-MERGEs give the same table, whatever order the dates arrive in; reruns are idempotent; bad input is
-refused with the path; and Spark reads the table the library wrote."""
+MERGEs give the same table, whatever order the dates arrive in, and after a rerun of a rewritten
+date; reruns are idempotent; a full refresh takes a changed schema, an incremental one refuses it;
+bad input is refused with the path; and Spark reads the table the library wrote."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
@@ -21,6 +24,7 @@ from tests.feature_view_partitions import (
     D1,
     D2,
     D3,
+    SCHEMA,
     WANT_AS_OF_D3,
     rows_of,
     write_feature_partitions,
@@ -119,3 +123,142 @@ def test_an_empty_date_changes_nothing(features: Path, tmp_path: Path) -> None:
     merged = refresh_view(str(view), str(features), ds=date(2026, 10, 29), mode="incremental")
     assert (full.dates_read, full.rows, merged.rows, merged.version) == (4, 6, 6, full.version)
     assert {r["user_id"]: (r["feature_date"], r["total_spend"]) for r in rows_of(view)} == WANT_AS_OF_D3
+
+
+def rewrite_partition(features: Path, day: date, users: dict[str, float]) -> None:
+    """The feature job reruns `day` and writes `users` (an empty dict: an empty partition)."""
+    shutil.rmtree(features / f"date={day.isoformat()}")
+    if users:
+        write_partition(features, day, users)
+    else:
+        (features / f"date={day.isoformat()}").mkdir()
+
+
+def add_column(features: Path, day: date, name: str, values: list) -> None:
+    path = features / f"date={day.isoformat()}" / "part-00000.snappy.parquet"
+    pq.write_table(pq.read_table(path).append_column(name, pa.array(values)), path)
+
+
+def assert_equals_a_full_refresh(view: Path, features: Path, as_of: date, tmp_path: Path) -> None:
+    full = tmp_path / "views" / "reference"
+    refresh_full(str(full), str(features), as_of=as_of)
+    assert pa.schema(DeltaTable(str(view)).schema().to_arrow()) == pa.schema(
+        DeltaTable(str(full)).schema().to_arrow()
+    )
+    assert rows_of(view) == rows_of(full)
+
+
+@pytest.mark.parametrize(
+    ("rerun", "rewritten", "want"),
+    [
+        # c takes back its row of D1, d (new on D3) has none left: deleted
+        pytest.param(D3, {"a": 21.5}, {"a": (D3, 21.5), "c": (D1, 3.0)}, id="latest-date"),
+        # after D3: e and n had only D2, a and c keep their rows of D3
+        pytest.param(D2, {"c": 13.0}, {"a": (D3, 21.0), "c": (D3, 23.0)}, id="older-date"),
+        # the feature job now finds nobody on D3: a back to D2, c back to D1, d deleted
+        pytest.param(D3, {}, {"a": (D2, 11.0), "c": (D1, 3.0)}, id="emptied-date"),
+    ],
+)
+def test_a_rerun_of_a_rewritten_date_equals_a_full_refresh(
+    features: Path, tmp_path: Path, rerun: date, rewritten: dict[str, float], want: dict
+) -> None:
+    view = tmp_path / "views" / "v"
+    for day in (D1, D2, D3):
+        refresh_incremental(str(view), str(features), ds=day)
+    before = {r["user_id"] for r in rows_of(view)}
+    rewrite_partition(features, rerun, rewritten)
+    report = refresh_incremental(str(view), str(features), ds=rerun)
+    assert report.mode == "incremental"
+    assert_equals_a_full_refresh(view, features, D3, tmp_path)
+    got = {r["user_id"]: (r["feature_date"], r["total_spend"]) for r in rows_of(view)}
+    assert {user: got[user] for user in want} == want
+    assert report.deleted == len(before - set(got)) > 0
+    assert [h["operation"] for h in DeltaTable(str(view)).history(1)] == ["MERGE"], "one commit"
+
+
+def test_a_full_refresh_takes_a_new_column_and_an_incremental_one_refuses_it(
+    features: Path, tmp_path: Path
+) -> None:
+    """A feature change adds `new_feature` from D3 on: a full refresh takes it (null for the rows of
+    older dates), an incremental one refuses the partition and leaves the table as it was."""
+    add_column(features, D3, "new_feature", [7.0, 8.0, 9.0])  # a, c, d
+    view = tmp_path / "views" / "v"
+    built = refresh_full(str(view), str(features), as_of=D2)
+    with pytest.raises(
+        ValueError,
+        match=r"date=2026-10-28 does not have the columns of the view .*\(columns the view lacks: "
+        r"new_feature\).*Refresh the view in full",
+    ):
+        refresh_incremental(str(view), str(features), ds=D3)
+    assert DeltaTable(str(view)).version() == built.version
+
+    refresh_view(str(view), str(features), ds=D3, mode="full")
+    rows = {r["user_id"]: r for r in rows_of(view)}
+    assert list(next(iter(rows.values()))) == [*SCHEMA.names, "new_feature"]
+    assert {user: row["new_feature"] for user, row in rows.items()} == {
+        "a": 7.0,
+        "b": None,
+        "c": 8.0,
+        "d": 9.0,
+        "e": None,
+        "n": None,
+    }
+    # from now on incremental refreshes go on with the new column: a new date, and a rerun of D3
+    # without c, whose row of D1 (without the column) comes back with a null
+    D4 = date(2026, 10, 29)
+    write_partition(features, D4, {"a": 31.0, "f": 6.0})
+    add_column(features, D4, "new_feature", [1.0, 2.0])
+    assert refresh_incremental(str(view), str(features), ds=D4).inserted == 1
+    rewrite_partition(features, D3, {"a": 21.0, "d": 24.0})
+    add_column(features, D3, "new_feature", [7.0, 9.0])
+    refresh_incremental(str(view), str(features), ds=D3)
+    assert next(r for r in rows_of(view) if r["user_id"] == "c")["new_feature"] is None
+    assert_equals_a_full_refresh(view, features, D4, tmp_path)
+
+
+def test_a_partition_without_a_column_is_null_in_a_full_refresh_and_refused_incrementally(
+    features: Path, tmp_path: Path
+) -> None:
+    D4 = date(2026, 10, 29)
+    write_partition(features, D4, {"a": 31.0})
+    path = features / f"date={D4}" / "part-00000.snappy.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["std_spend"]), path)
+    view = tmp_path / "views" / "v"
+    refresh_full(str(view), str(features), as_of=D3)
+    with pytest.raises(
+        ValueError, match=r"date=2026-10-29 does not have .*\(view columns it lacks: std_spend\)"
+    ):
+        refresh_incremental(str(view), str(features), ds=D4)
+    refresh_full(str(view), str(features), as_of=D4)
+    rows = {r["user_id"]: r for r in rows_of(view)}
+    assert (rows["a"]["feature_date"], rows["a"]["std_spend"], rows["c"]["std_spend"]) == (D4, None, 23.0 / 3)
+
+
+def test_a_column_whose_type_changed_is_refused_naming_the_partition(features: Path, tmp_path: Path) -> None:
+    path = features / f"date={D3}" / "part-00000.snappy.parquet"
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("transaction_count")
+    pq.write_table(table.set_column(index, "transaction_count", pa.array(["21", "23", "24"])), path)
+    view = tmp_path / "views" / "v"
+    with pytest.raises(
+        ValueError,
+        match=r"date=2026-10-28: column 'transaction_count' is string, but int64 in the older partitions",
+    ):
+        refresh_full(str(view), str(features), as_of=D3)
+    refresh_full(str(view), str(features), as_of=D2)
+    with pytest.raises(ValueError, match=r"columns of another type: transaction_count \(string"):
+        refresh_incremental(str(view), str(features), ds=D3)
+
+
+def test_a_null_entity_is_refused_as_a_null(features: Path, tmp_path: Path) -> None:
+    D4 = date(2026, 10, 29)
+    write_partition(features, D4, {"a": 31.0, "z": 1.0})
+    path = features / f"date={D4}" / "part-00000.snappy.parquet"
+    pq.write_table(pq.read_table(path).set_column(0, "user_id", pa.array(["a", None])), path)
+    view = tmp_path / "views" / "v"
+    message = r"date=2026-10-29 has 1 row\(s\) with a null 'user_id'.*rerun it for this date"
+    with pytest.raises(ValueError, match=message):
+        refresh_full(str(view), str(features), as_of=D4)
+    refresh_full(str(view), str(features), as_of=D3)
+    with pytest.raises(ValueError, match=message):
+        refresh_incremental(str(view), str(features), ds=D4)
