@@ -150,8 +150,9 @@ def process_by_partition(
     Each date is read with a pruned read and replaced as a whole (`write_partitioned`'s `replace`):
     a date whose result is empty is left empty, not holding an earlier run's rows. So the function
     is idempotent: running a date twice gives the same output, and a failure part-way leaves
-    finished dates complete. Returns the dates processed; dates with no input partition are
-    skipped and logged.
+    finished dates complete. Returns the dates processed. A date with no input data (no partition,
+    or one emptied since) is skipped and logged, and its output partition, derived from input that
+    is gone, is removed.
     """
     from pyspark.sql import functions as F
 
@@ -159,7 +160,15 @@ def process_by_partition(
     done: list[date] = []
     for day in sorted(set(dates)):
         if day not in available:
-            log.warning("No partition %s=%s under %s; skipped", partition_col, day, input_path)
+            stale = f"{output_path.rstrip('/')}/{partition_col}={day.isoformat()}"
+            removed = delete_path(spark, stale)
+            log.warning(
+                "No data in partition %s=%s under %s; skipped%s",
+                partition_col,
+                day,
+                input_path,
+                f", and removed its earlier output {stale}" if removed else "",
+            )
             continue
         part = read_partition_range(spark, input_path, day, day, partition_col=partition_col)
         result = transform(part.drop(partition_col), day).withColumn(partition_col, F.lit(day))

@@ -150,6 +150,27 @@ def test_process_by_partition_empties_a_date_whose_result_is_now_empty(spark, tm
     assert _digest(tmp_path / "out" / f"date={DAYS[1].isoformat()}") == untouched
 
 
+def test_process_by_partition_removes_the_output_of_a_date_whose_input_is_gone(spark, tmp_path: Path) -> None:
+    source, target = tmp_path / "in", str(tmp_path / "out")
+    write_partitioned(_events(spark, DAYS[:2]), str(source), ["date"])
+    process_by_partition(
+        spark, input_path=str(source), output_path=target, dates=DAYS[:2], transform=lambda d, _: d
+    )
+    untouched = _digest(tmp_path / "out" / f"date={DAYS[1].isoformat()}")
+
+    # The producer reran the first date and it now holds no data file.
+    for data_file in (source / f"date={DAYS[0].isoformat()}").glob("*.parquet"):
+        data_file.unlink()
+    done = process_by_partition(
+        spark, input_path=str(source), output_path=target, dates=[DAYS[0]], transform=lambda d, _: d
+    )
+
+    assert done == []
+    assert existing_date_partitions(spark, target) == {DAYS[1]}
+    assert not (tmp_path / "out" / f"date={DAYS[0].isoformat()}").exists()
+    assert _digest(tmp_path / "out" / f"date={DAYS[1].isoformat()}") == untouched
+
+
 def test_apply_per_key_sees_each_key_whole(spark) -> None:
     rows = [(f"u{u}", float(v)) for u in range(20) for v in range(u + 1)]
     df = spark.createDataFrame(rows, "user_id string, amount double")
