@@ -91,8 +91,14 @@ class LayeredFeatureCache:
         if misses and self.compute is not None:
             wanted = set(misses)
             computed = {entity: record for entity, record in self.compute(misses).items() if entity in wanted}
-            if computed:
-                self.store.write(self.view, computed.items())
+            if computed and self.store.write(self.view, computed.items()).kept_newer:
+                # A writer got later records into the store meanwhile: serve those, not ours.
+                stored = self.store.read(self.view, list(computed))
+                computed.update(
+                    (entity, record)
+                    for entity, record in stored.items()
+                    if record.feature_date > computed[entity].feature_date
+                )
             found.update(computed)
             misses = [entity for entity in misses if entity not in computed]
         with self._lock:

@@ -9,6 +9,7 @@ import pytest
 
 from featurelake.cache import LayeredFeatureCache
 from featurelake.feature_records import FeatureRecord
+from featurelake.online_store import WriteReport
 
 
 class DictStore:
@@ -23,8 +24,16 @@ class DictStore:
         self.reads.append(ids)
         return {i: self.records[i] for i in ids if i in self.records}
 
-    def write(self, view: str, records: Iterable[tuple[str, FeatureRecord]]) -> None:
-        self.records.update(records)
+    def write(self, view: str, records: Iterable[tuple[str, FeatureRecord]]) -> WriteReport:
+        report = WriteReport()
+        for entity, record in records:
+            held = self.records.get(entity)
+            if held is not None and held.feature_date > record.feature_date:
+                report.kept_newer += 1
+            else:
+                self.records[entity] = record
+                report.written += 1
+        return report
 
 
 def record(n: int) -> FeatureRecord:
@@ -116,6 +125,21 @@ def test_a_read_in_flight_does_not_undo_an_invalidation() -> None:
     assert len(cache) == 0
     store.read = DictStore.read.__get__(store)  # the writer is done
     assert cache.get("x") == record(2)
+
+
+def test_a_computed_record_loses_to_a_later_one_written_meanwhile() -> None:
+    later = FeatureRecord("2026-10-29", {"n": 2})
+
+    store = DictStore()
+
+    def compute(ids):
+        store.records["x"] = later  # a writer publishes the next date while this computes
+        return {"x": record(1)}
+
+    cache = LayeredFeatureCache(view="v", store=store, compute=compute)
+    assert cache.get("x") == later
+    assert store.records["x"] == later
+    assert cache.get("x") == later  # and the local layer holds the later one
 
 
 def test_warm_refuses_a_batch_size_below_one() -> None:
