@@ -1,17 +1,24 @@
 """Per-merchant statistics over a window of raw transactions, with Dask: the job for data larger than
-memory. Dask reads the window's date partitions lazily (the pruned ones are never opened) and
-stages each partition's valid rows as Parquet under a staging directory, by merchant bucket (a hash
-of merchant_id) and date. Then one task per bucket aggregates its dates one at a time, keeping
-running sums and each merchant's distinct users. A task holds one raw partition, or one date of one
-bucket plus those running totals, so the window can be many times the workers' memory.
+memory. Dask reads the window's date partitions lazily (only their directories are listed: files of
+other dates are never opened) and stages each partition's valid rows as Parquet under a staging
+directory, by merchant bucket (a hash of merchant_id) and date. Then one task per bucket aggregates
+its dates one at a time, keeping running sums and each merchant's distinct users. A task holds one
+raw partition, or one date of one bucket plus those running totals, so the window can be many times
+the workers' memory.
 
 Why not Dask's own shuffle by merchant: it puts all of a merchant's rows into one partition, and card
 data is skewed (on the benchmark lake one merchant has 13% of the rows). That partition outgrew the
 workers: at 40M rows, workers of 1 and 2 GiB were restarted by their nannies (docs/benchmarks.md).
 The staging is the same exchange through the lake, with the date as a second key.
 
-A row counts when it is valid by the data contract (non-empty transaction_id, user_id and
-merchant_id, an amount that is neither null nor NaN), and exact copies of a row count once. (Two
+The output directory is replaced as a whole: the run writes it beside its place under a hidden name
+(`.date=<ds>.<random>`, which readers and partition listings ignore) and swaps it in by renames, so
+a reader sees the previous output or the new one (or, between the two renames, no directory), and a
+failed run leaves the previous one.
+
+A row counts when it is valid by the data contract (docs/data-contract.md: non-empty transaction_id
+and user_id, an amount that is neither null nor NaN, a transaction_ts whose UTC date is the
+partition's date) and has a non-empty merchant_id, and exact copies of a row count once. (Two
 different versions of one transaction_id both count: the user feature job quarantines them, this job
 only reports how many rows it read and counted.) Columns per merchant:
 
@@ -29,6 +36,7 @@ only reports how many rows it read and counted.) Columns per merchant:
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -149,11 +157,23 @@ def merchant_stats_of_days(days: Iterable[pd.DataFrame], *, ds: date) -> pd.Data
     return out[[field.name for field in STATS_SCHEMA]]
 
 
-def _valid(rows: pd.DataFrame) -> pd.DataFrame:
+def valid_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows that count: valid by the data contract's rules 1-6 (non-empty transaction_id and
+    user_id; amount neither null nor NaN; transaction_ts not null and on the UTC date of the row's
+    `date`, the partition's, as `YYYY-MM-DD`), with a non-empty merchant_id."""
+
     def present(column: str) -> pd.Series:
         return rows[column].notnull() & (rows[column].astype("string") != "")
 
     keep = present("transaction_id") & present("user_id") & present("merchant_id") & rows["amount"].notnull()
+    # Rules 5 and 6: the UTC day of transaction_ts is the partition's date. A null ts is NaT, which
+    # equals nothing. A raw partition holds one date, so each distinct date is parsed once.
+    codes, dates = pd.factorize(rows["date"])
+    partition_day = np.asarray(dates, dtype=object).astype("datetime64[D]")[codes]
+    ts = rows["transaction_ts"]
+    if ts.dt.tz is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    keep &= ts.notnull().to_numpy() & (ts.to_numpy().astype("datetime64[D]") == partition_day)
     return rows[keep]
 
 
@@ -190,7 +210,7 @@ def stage_partition(
     import pyarrow.parquet as pq
 
     number = (partition_info or {}).get("number", 0)
-    valid = _valid(rows)
+    valid = valid_rows(rows)
     if len(valid):
         staged = valid.assign(bucket=merchant_bucket(valid["merchant_id"], buckets))
         filesystem, root = fsspec.core.url_to_fs(staging)
@@ -224,6 +244,75 @@ def merchant_stats_of_bucket(bucket: int, *, staging: str, ds: date) -> pd.DataF
     return merchant_stats_of_days(days(), ds=ds)
 
 
+def window_files(raw_transactions: str, days: Iterable[str]) -> list[str]:
+    """The Parquet files of the `date=<day>` partitions of `days` under `raw_transactions`, sorted:
+    only those directories are listed, and names starting with `.` or `_` are skipped (the data
+    contract's temporary and marker files). Dates without a partition are skipped; a missing
+    `raw_transactions` raises FileNotFoundError."""
+    import fsspec
+
+    filesystem, root = fsspec.core.url_to_fs(raw_transactions)
+    root = root.rstrip("/")
+    if not filesystem.isdir(root):
+        raise FileNotFoundError(raw_transactions)
+    files = []
+    for day in days:
+        directory = f"date={day}"
+        if not filesystem.isdir(f"{root}/{directory}"):
+            continue
+        for info in filesystem.ls(f"{root}/{directory}", detail=True):
+            name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+            if info["type"] == "file" and name.endswith(".parquet") and not name.startswith((".", "_")):
+                # in the form the caller gave (a path or a URI), as Dask is given it
+                files.append(f"{raw_transactions.rstrip('/')}/{directory}/{name}")
+    return sorted(files)
+
+
+def _hidden_sibling(path: str, label: str) -> str:
+    """`<parent>/.<name>.<label>` for `path` = `<parent>/<name>` (a local path or an fsspec URI)."""
+    parent, name = path.rstrip("/").rsplit("/", 1)
+    return f"{parent}/.{name}.{label}"
+
+
+def remove_leftovers(output: str) -> None:
+    """Delete what a run killed before it ended may have left beside `output`: its hidden
+    `.<name>.*` siblings (a new output being written, or the previous one being swapped out)."""
+    import fsspec
+
+    filesystem, target = fsspec.core.url_to_fs(output)
+    parent, name = target.rstrip("/").rsplit("/", 1)
+    if not filesystem.isdir(parent):
+        return
+    for info in filesystem.ls(parent, detail=True):
+        if info["name"].rstrip("/").rsplit("/", 1)[-1].startswith(f".{name}."):
+            filesystem.rm(info["name"], recursive=True)
+
+
+def swap_in(staged: str, output: str) -> None:
+    """Replace the directory `output` by the directory `staged` (its hidden sibling), by renames:
+    the previous output is renamed aside, `staged` takes its place, then the previous output is
+    deleted. On a local filesystem each rename is atomic, so a reader sees the old output or the
+    new one, never a mix (between the renames, for an instant, no directory), as
+    `arrow_partitions.replace_partition` does; if the second rename fails, the previous output is
+    put back. On an object store a "rename" copies, so only the failed-run guarantee holds there."""
+    import fsspec
+
+    filesystem, target = fsspec.core.url_to_fs(output)
+    staged_path = fsspec.core.url_to_fs(staged)[1]
+    old = fsspec.core.url_to_fs(_hidden_sibling(output, f"old-{uuid.uuid4().hex}"))[1]
+    had_output = filesystem.exists(target)
+    if had_output:
+        filesystem.mv(target, old, recursive=True)
+    try:
+        filesystem.mv(staged_path, target, recursive=True)
+    except BaseException:
+        if had_output and not filesystem.exists(target):
+            filesystem.mv(old, target, recursive=True)
+        raise
+    if had_output:
+        filesystem.rm(old, recursive=True)
+
+
 def remove_tree(path: str) -> None:
     """Delete a directory (local or any fsspec URI) if it exists."""
     import fsspec
@@ -244,35 +333,53 @@ def compute_merchant_stats(
     buckets: int | None = None,
 ) -> MerchantStatsReport:
     """Compute the window [ds - (W-1), ds] on the cluster of `client` and replace `output` (a
-    directory: one Parquet file per bucket). Later partitions never count.
+    directory: one Parquet file per bucket). Later partitions never count, and files of dates
+    outside the window are never opened.
+
+    The new output is written to a hidden sibling of `output` (`.<name>.<random>`) and swapped in by
+    renames once complete (`swap_in`): until then readers see the previous output, and a failed run
+    leaves it as it was. Hidden siblings that a killed run left are deleted first.
 
     `staging` is a scratch directory every worker reaches (in the lake); it is emptied first, so a
     retry of a failed run starts clean, and removed at the end. `buckets`: see
     `default_bucket_count`."""
     import dask
     import dask.dataframe as dd
+    import fsspec
 
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1, got {window_days}")
     start = ds - timedelta(days=window_days - 1)
     days = [(start + timedelta(days=i)).isoformat() for i in range(window_days)]
-    rows = dd.read_parquet(
-        raw_transactions,
-        columns=_COLUMNS,
-        filters=[("date", "in", days)],
-        dataset={"partitioning": "hive"},
-        engine="pyarrow",
-    )
-    # The partition column arrives as a category; plain strings stage and compare simply.
-    rows = rows.assign(date=rows["date"].astype("string"))
-    bucket_count = buckets or default_bucket_count(rows.npartitions)
+    # Dask's own discovery under raw_transactions would read the schema of its first file, whatever
+    # its date (a corrupt file before the window failed the job): list the window's partitions only.
+    files = window_files(raw_transactions, days)
+    rows = None
+    if files:
+        rows = dd.read_parquet(
+            files,
+            columns=_COLUMNS,
+            # the base directory as Dask hands paths to pyarrow: without the protocol
+            dataset={
+                "partitioning": "hive",
+                "partition_base_dir": fsspec.core.url_to_fs(raw_transactions)[1].rstrip("/"),
+            },
+            engine="pyarrow",
+        )
+        # The partition column arrives as a category; plain strings stage and compare simply.
+        rows = rows.assign(date=rows["date"].astype("string"))
+    bucket_count = buckets or default_bucket_count(rows.npartitions if rows is not None else 0)
     remove_tree(staging)
-    counts = rows.map_partitions(
-        stage_partition, staging=staging, buckets=bucket_count, meta=_STAGE_COUNTS_META
-    )
+    remove_leftovers(output)
+    new_output = _hidden_sibling(output, uuid.uuid4().hex)
     with client.as_current():
-        totals = counts.sum().compute()
-        rows_read, rows_counted = int(totals["rows_read"]), int(totals["rows_valid"])
+        rows_read = rows_counted = 0
+        if rows is not None:
+            counts = rows.map_partitions(
+                stage_partition, staging=staging, buckets=bucket_count, meta=_STAGE_COUNTS_META
+            )
+            totals = counts.sum().compute()
+            rows_read, rows_counted = int(totals["rows_read"]), int(totals["rows_valid"])
         meta = empty_merchant_stats()
         # stats_date holds datetime.date objects, which Parquet stores as date32; Dask's string
         # conversion would turn them into text.
@@ -285,10 +392,14 @@ def compute_merchant_stats(
                 meta=meta,
                 enforce_metadata=False,
             )
-        write = stats.to_parquet(
-            output, write_index=False, overwrite=True, schema=STATS_SCHEMA, engine="pyarrow", compute=False
-        )
-        _, merchants = dd.compute(write, stats.shape[0])
+        try:
+            write = stats.to_parquet(
+                new_output, write_index=False, schema=STATS_SCHEMA, engine="pyarrow", compute=False
+            )
+            _, merchants = dd.compute(write, stats.shape[0])
+            swap_in(new_output, output)
+        finally:
+            remove_tree(new_output)
     remove_tree(staging)
     log.info(
         "merchant stats for %s (%d days): %d merchants from %d valid of %d rows, %d buckets -> %s",

@@ -15,8 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import featurelake.merchant_stats as merchant_stats
 from featurelake.merchant_stats import compute_merchant_stats, dask_client
 from featurelake.synthetic import generate_lake
+from tests.oracle.edge_case_lake import write_edge_case_lake
 from tests.oracle.merchant_stats_duckdb import oracle
 from tests.support import VENV_BIN, free_port
 
@@ -82,9 +84,9 @@ def dask_scheduler(tmp_path_factory) -> Iterator[str]:
                 process.kill()
 
 
-def assert_matches(got_path: Path, want: pd.DataFrame, ds: date) -> None:
+def assert_matches(got_path: Path, want: pd.DataFrame, ds: date, *, min_merchants: int = 21) -> None:
     got = pd.read_parquet(got_path).sort_values("merchant_id").reset_index(drop=True)
-    assert len(got) == len(want) > 20
+    assert len(got) == len(want) >= min_merchants
     assert (got["stats_date"] == ds).all()
     assert got["merchant_id"].tolist() == want["merchant_id"].tolist()
     for column in ("transaction_count", "unique_users", "active_days"):
@@ -132,3 +134,124 @@ def test_a_local_cluster_gives_the_same_and_a_rerun_replaces_the_output(lake: Pa
     assert not (tmp_path / "staging").exists(), "the job removes its staging directory"
     with pytest.raises(ValueError, match="window_days must be >= 1"):
         compute_merchant_stats(None, raw_transactions="x", output="y", staging="z", ds=DS, window_days=0)
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def hidden_siblings(output: Path) -> list[str]:
+    return sorted(path.name for path in output.parent.iterdir() if path.name.startswith("."))
+
+
+def test_a_failed_run_leaves_the_previous_output_and_a_clean_rerun_replaces_it(
+    lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = tmp_path / "merchant_stats" / f"date={DS}"
+    run = {
+        "raw_transactions": str(lake / "raw" / "transactions"),
+        "output": str(output),
+        "staging": str(tmp_path / "staging"),
+        "ds": DS,
+        "buckets": 4,
+    }
+    real_bucket_stats = merchant_stats.merchant_stats_of_bucket
+    seen_mid_run: dict[str, object] = {}
+
+    def bucket_3_fails_last(bucket: int, **kwargs):
+        """Bucket 3 fails once the other buckets' files are written: the new output is 3/4 done."""
+        if bucket != 3:
+            return real_bucket_stats(bucket, **kwargs)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            written = sorted(output.parent.glob(".*/part.*.parquet"))
+            if len(written) == 3:
+                break
+            time.sleep(0.05)
+        seen_mid_run["new_files"] = [path.name for path in written]
+        seen_mid_run["output"] = files_of(output)  # what a reader of the date sees meanwhile
+        raise OSError("worker lost while computing bucket 3")
+
+    with dask_client("local") as client:
+        # the previous output: a shorter window, so that its replacement differs
+        compute_merchant_stats(client, **run, window_days=WINDOW - 3)
+        previous = files_of(output)
+        previous_frame = pd.read_parquet(output)
+        assert sorted(previous) == [f"part.{i}.parquet" for i in range(4)]
+
+        monkeypatch.setattr(merchant_stats, "merchant_stats_of_bucket", bucket_3_fails_last)
+        with pytest.raises(OSError, match="worker lost while computing bucket 3"):
+            compute_merchant_stats(client, **run, window_days=WINDOW)
+        assert seen_mid_run["new_files"] == ["part.0.parquet", "part.1.parquet", "part.2.parquet"]
+        assert seen_mid_run["output"] == previous, "readers saw the output change during the run"
+        assert files_of(output) == previous, "the failed run changed the previous output"
+        pd.testing.assert_frame_equal(pd.read_parquet(output), previous_frame)
+        # a reader of the whole dataset sees one complete date, whatever the failed run left
+        dataset = pd.read_parquet(output.parent)
+        assert len(dataset) == len(previous_frame)
+
+        monkeypatch.undo()
+        report = compute_merchant_stats(client, **run, window_days=WINDOW)
+        assert_matches(output, oracle(lake, DS, WINDOW), DS)
+        assert report.rows_read > report.rows_counted > 0
+        replaced = files_of(output)
+        assert sorted(replaced) == sorted(previous) and replaced != previous
+        assert hidden_siblings(output) == [], "the rerun removes what the failed run left"
+
+        # a retry of a successful run gives the same files
+        compute_merchant_stats(client, **run, window_days=WINDOW)
+        assert files_of(output) == replaced
+        assert hidden_siblings(output) == []
+
+
+def test_rows_with_a_null_or_mismatched_timestamp_do_not_count(tmp_path: Path) -> None:
+    """The edge-case lake of the user features has every invalid kind of the data contract, the null
+    transaction_ts and the timestamp on another UTC date than its partition included."""
+    window = 90
+    lake = tmp_path / "lake"
+    write_edge_case_lake(lake, ds=DS, window_days=window)
+    with dask_client("local") as client:
+        report = compute_merchant_stats(
+            client,
+            raw_transactions=str(lake / "raw" / "transactions"),
+            output=str(tmp_path / "merchant_stats" / f"date={DS}"),
+            staging=str(tmp_path / "staging"),
+            ds=DS,
+            window_days=window,
+        )
+    got = pd.read_parquet(report.output_path).set_index("merchant_id")
+    # m17: rows at 00:00:00 and 23:59:59.999999 UTC of their date count; a 500.00 row filed under the
+    # next date does not
+    assert got.loc["m17", ["transaction_count", "total_amount", "active_days"]].tolist() == [2, 3.0, 1]
+    # m18 has only invalid rows: the otherwise valid ones have a null ts or one on another date
+    assert "m18" not in got.index
+    # 50 raw rows in the window: 8 invalid by the contract's rules 1-4, 3 by rules 5 and 6 (a null ts,
+    # two timestamps on another date), and 3 valid ones with a null merchant_id
+    assert (report.rows_read, report.rows_counted) == (50, 50 - 8 - 3 - 3)
+    want = oracle(lake, DS, window)
+    assert "m17" in set(want["merchant_id"]) and "m18" not in set(want["merchant_id"])
+    assert_matches(Path(report.output_path), want, DS, min_merchants=15)
+
+
+def test_files_of_dates_outside_the_window_are_never_opened(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=DS - timedelta(days=6), end=DS + timedelta(days=1), users=300, seed=3)
+    window = 3
+    want = oracle(lake, DS, window)
+    raw = lake / "raw" / "transactions"
+    # the oldest date (where Dask's discovery read the schema) and a later one: not Parquet
+    for day in (DS - timedelta(days=6), DS - timedelta(days=window), DS + timedelta(days=1)):
+        (raw / f"date={day}" / "part-00000.parquet").write_bytes(b"not parquet")
+    # temporary and marker files, which the data contract says readers ignore, in a window date
+    (raw / f"date={DS}" / ".part-00001.parquet").write_bytes(b"half a file")
+    (raw / f"date={DS}" / "_SUCCESS").write_bytes(b"")
+    with dask_client("local") as client:
+        report = compute_merchant_stats(
+            client,
+            raw_transactions=str(raw),
+            output=str(tmp_path / "merchant_stats" / f"date={DS}"),
+            staging=str(tmp_path / "staging"),
+            ds=DS,
+            window_days=window,
+        )
+    assert_matches(Path(report.output_path), want, DS)

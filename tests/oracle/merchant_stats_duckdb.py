@@ -21,6 +21,9 @@ def oracle(lake: Path, ds: date, window_days: int) -> pd.DataFrame:
             WHERE date BETWEEN DATE '{start}' AND DATE '{ds}'
               AND coalesce(transaction_id, '') <> '' AND coalesce(user_id, '') <> ''
               AND coalesce(merchant_id, '') <> '' AND amount IS NOT NULL AND NOT isnan(amount)
+              -- contract rules 5 and 6: a timestamp, on the UTC date of its partition
+              AND transaction_ts IS NOT NULL
+              AND CAST(transaction_ts AT TIME ZONE 'UTC' AS DATE) = date
         )
         SELECT merchant_id, count(*) AS transaction_count, count(DISTINCT user_id) AS unique_users,
                sum(amount) AS total_amount, avg(amount) AS avg_amount,

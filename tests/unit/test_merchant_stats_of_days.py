@@ -7,7 +7,13 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from featurelake.merchant_stats import ARROW_STRING, STATS_SCHEMA, merchant_stats_of_days, read_parquet_frame
+from featurelake.merchant_stats import (
+    ARROW_STRING,
+    STATS_SCHEMA,
+    merchant_stats_of_days,
+    read_parquet_frame,
+    valid_rows,
+)
 
 DS = date(2026, 10, 28)
 
@@ -83,3 +89,36 @@ def test_staged_days_are_read_with_arrow_strings_under_pandas_2_and_3(tmp_path) 
     assert frame["amount"].dtype == "float64"
     # the columns argument reads only those
     assert list(read_parquet_frame(str(path), columns=["amount"]).columns) == ["amount"]
+
+
+def test_valid_rows_follow_the_data_contract() -> None:
+    """Rules 1-6 of docs/data-contract.md, and a merchant_id, on rows of two partitions."""
+    ts = pd.to_datetime(
+        [
+            "2026-10-28 00:00:00",  # the first microsecond of the partition's UTC date
+            "2026-10-28 23:59:59.999999",  # and the last
+            None,  # rule 5: null ts
+            "2026-10-29 00:00:00",  # rule 6: the next UTC date
+            "2026-10-27 23:59:59.999999",  # rule 6: the previous one, itself in a window
+            "2026-10-27 12:00:00",  # valid in the partition of 2026-10-27
+            "2026-10-28 12:00:00",  # rule 6 in the partition of 2026-10-27
+            "2026-10-28 12:00:00",  # rule 4: NaN amount
+            "2026-10-28 12:00:00",  # rule 1: empty transaction_id
+            "2026-10-28 12:00:00",  # no merchant_id
+        ],
+        format="ISO8601",
+    ).tz_localize("UTC")
+    rows = pd.DataFrame(
+        {
+            "transaction_id": pd.Series(
+                ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "", "t9"], dtype=ARROW_STRING
+            ),
+            "user_id": pd.Series(["u1"] * 10, dtype=ARROW_STRING),
+            "merchant_id": pd.Series(["m1"] * 9 + [None], dtype=ARROW_STRING),
+            "amount": [1.0] * 7 + [float("nan")] + [1.0] * 2,
+            "transaction_ts": pd.Series(ts).astype("datetime64[us, UTC]"),
+            "date": pd.Series(["2026-10-28"] * 5 + ["2026-10-27"] * 2 + ["2026-10-28"] * 3, dtype="string"),
+        }
+    )
+    assert valid_rows(rows)["transaction_id"].tolist() == ["t0", "t1", "t5"]
+    assert valid_rows(rows.iloc[:0]).empty
