@@ -107,6 +107,27 @@ def _host_port(node: str) -> tuple[str, int]:
     return host, int(port)
 
 
+_CONNECTION_EXTRAS = frozenset(
+    {
+        "nodes",
+        "previous_nodes",
+        "cluster",
+        "db",
+        "ssl",
+        "key_prefix",
+        "key_ttl_seconds",
+        "batch_size",
+        # the Airflow Redis connection form's own fields
+        "startup_nodes",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_keyfile",
+        "ssl_certfile",
+        "ssl_check_hostname",
+    }
+)
+
+
 def _flag_extra(extra: Mapping[str, Any], name: str, conn_id: str) -> bool:
     """A true/false extra: a JSON boolean, or the strings "true"/"false" (a connection's extras
     are often typed as text, and bool("false") is True)."""
@@ -143,6 +164,12 @@ class OnlineStoreConfig:
     username: str | None = None
     password: str | None = None
     ssl: bool = False
+    # With `ssl`: redis-py's TLS options (None: redis-py's default).
+    ssl_cert_reqs: str | None = None
+    ssl_ca_certs: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_check_hostname: bool | None = None
     # First segment of every key, so several deployments can share the servers.
     key_prefix: str = DEFAULT_KEY_PREFIX
     # Lifetime of a written record; a user missing from later publishes expires after it. 0: never.
@@ -180,23 +207,33 @@ class OnlineStoreConfig:
         conn_id: str = "featurelake_online",
     ) -> OnlineStoreConfig:
         """From an Airflow Redis connection's fields: one node at host:port, or the `nodes` extra
-        (a list of host:port). Other extras: `previous_nodes`, `cluster`, `db`, `ssl`,
-        `key_prefix`, `key_ttl_seconds`, `batch_size`."""
-        extra = dict(extra or {})
-        known = {
-            "nodes",
-            "previous_nodes",
-            "cluster",
-            "db",
-            "ssl",
-            "key_prefix",
-            "key_ttl_seconds",
-            "batch_size",
-        }
-        unknown = sorted(set(extra) - known)
+        (a list of host:port), or host:port plus the Redis connection form's `startup_nodes` (a
+        comma-separated string of host:port: the cluster's other startup nodes, or the ring's other
+        nodes). Other extras: `previous_nodes`, `cluster`, `db`, `ssl`, `key_prefix`,
+        `key_ttl_seconds`, `batch_size`, and the form's TLS fields `ssl_cert_reqs`,
+        `ssl_ca_certs`, `ssl_keyfile`, `ssl_certfile`, `ssl_check_hostname`. The form saves every
+        one of its fields, so an empty value (null or "") means unset."""
+        # The Airflow UI's Redis form saves all of its fields into the extra, the untouched ones too.
+        extra = {name: value for name, value in (extra or {}).items() if value is not None and value != ""}
+        unknown = sorted(set(extra) - _CONNECTION_EXTRAS)
         if unknown:
-            raise ValueError(f"connection {conn_id!r}: unknown extra {unknown}; known: {sorted(known)}")
-        nodes = extra.get("nodes") or ([f"{host}:{port or 6379}"] if host else [])
+            raise ValueError(
+                f"connection {conn_id!r}: unknown extra {unknown}; known: {sorted(_CONNECTION_EXTRAS)}"
+            )
+        startup = extra.get("startup_nodes", "")
+        if not isinstance(startup, str):
+            raise ValueError(
+                f'connection {conn_id!r}: `startup_nodes` must be a string such as "r1:6379,r2:6379"'
+            )
+        more = [entry.strip() for entry in startup.split(",") if entry.strip()]
+        if more and extra.get("nodes"):
+            raise ValueError(
+                f"connection {conn_id!r} sets both `nodes` and `startup_nodes`: list the nodes in one"
+            )
+        here = [f"{host}:{port or 6379}"] if host else []
+        nodes = extra.get("nodes") or list(
+            dict.fromkeys(here + [n if ":" in n else f"{n}:6379" for n in more])
+        )
         if not nodes:
             raise ValueError(f"connection {conn_id!r} names no Redis node: set its host, or a `nodes` extra")
         for name in ("nodes", "previous_nodes"):
@@ -210,6 +247,13 @@ class OnlineStoreConfig:
             username=login or None,
             password=password or None,
             ssl=_flag_extra(extra, "ssl", conn_id),
+            ssl_cert_reqs=extra.get("ssl_cert_reqs"),
+            ssl_ca_certs=extra.get("ssl_ca_certs"),
+            ssl_keyfile=extra.get("ssl_keyfile"),
+            ssl_certfile=extra.get("ssl_certfile"),
+            ssl_check_hostname=_flag_extra(extra, "ssl_check_hostname", conn_id)
+            if "ssl_check_hostname" in extra
+            else None,
             key_prefix=str(extra.get("key_prefix", DEFAULT_KEY_PREFIX)),
             key_ttl_seconds=_int_extra(extra, "key_ttl_seconds", DEFAULT_KEY_TTL_SECONDS, conn_id),
             batch_size=_int_extra(extra, "batch_size", DEFAULT_BATCH_SIZE, conn_id),
@@ -289,11 +333,24 @@ class OnlineStore:
                 db=self.config.db,
                 username=self.config.username,
                 password=self.config.password,
-                ssl=self.config.ssl,
+                **self._tls_options(),
                 socket_timeout=10,
                 socket_connect_timeout=5,
             )
         return self._clients[node]
+
+    def _tls_options(self) -> dict[str, Any]:
+        """redis-py's TLS keyword arguments: `ssl`, and the options the connection sets."""
+        if not self.config.ssl:
+            return {"ssl": False}
+        options = {
+            "ssl_cert_reqs": self.config.ssl_cert_reqs,
+            "ssl_ca_certs": self.config.ssl_ca_certs,
+            "ssl_keyfile": self.config.ssl_keyfile,
+            "ssl_certfile": self.config.ssl_certfile,
+            "ssl_check_hostname": self.config.ssl_check_hostname,
+        }
+        return {"ssl": True, **{name: value for name, value in options.items() if value is not None}}
 
     def cluster_client(self) -> RedisCluster:
         if self._cluster is None:
@@ -301,7 +358,7 @@ class OnlineStore:
                 startup_nodes=[ClusterNode(*_host_port(node)) for node in self.config.nodes],
                 username=self.config.username,
                 password=self.config.password,
-                ssl=self.config.ssl,
+                **self._tls_options(),
                 socket_timeout=10,
                 socket_connect_timeout=5,
             )

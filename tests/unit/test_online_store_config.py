@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from featurelake.online_store import OnlineStoreConfig, copy_ttl
+from featurelake.online_store import OnlineStore, OnlineStoreConfig, copy_ttl
 
 
 def test_one_node_from_host_and_port() -> None:
@@ -45,6 +45,48 @@ def test_extras_typed_as_text_mean_what_they_say() -> None:
     assert OnlineStoreConfig.from_connection(host="r", port=1, extra={"ssl": "true"}).ssl
 
 
+# What the Airflow UI's Redis connection form saves: every one of its fields, untouched ones too.
+REDIS_FORM_DEFAULTS = {
+    "db": 0,
+    "cluster": False,
+    "startup_nodes": None,
+    "ssl": False,
+    "ssl_cert_reqs": "required",
+    "ssl_ca_certs": None,
+    "ssl_keyfile": None,
+    "ssl_certfile": None,
+    "ssl_check_hostname": False,
+}
+
+
+def test_a_connection_saved_by_the_redis_form_works() -> None:
+    config = OnlineStoreConfig.from_connection(host="redis-0", port=6379, extra=REDIS_FORM_DEFAULTS)
+    assert (config.nodes, config.cluster, config.ssl, config.db) == (("redis-0:6379",), False, False, 0)
+    assert OnlineStore(config)._tls_options() == {"ssl": False}
+
+
+def test_the_forms_startup_nodes_list_a_rings_or_a_clusters_other_nodes() -> None:
+    ring = OnlineStoreConfig.from_connection(
+        host="r0", port=6379, extra={**REDIS_FORM_DEFAULTS, "startup_nodes": "r1:6380, r2"}
+    )
+    assert ring.nodes == ("r0:6379", "r1:6380", "r2:6379") and not ring.cluster
+    cluster = OnlineStoreConfig.from_connection(
+        host="c0", port=7000, extra={**REDIS_FORM_DEFAULTS, "cluster": True, "startup_nodes": "c1:7000"}
+    )
+    assert cluster.cluster and cluster.nodes == ("c0:7000", "c1:7000")
+
+
+def test_the_forms_tls_fields_reach_the_clients() -> None:
+    extra = {**REDIS_FORM_DEFAULTS, "ssl": True, "ssl_ca_certs": "/etc/ca.pem", "ssl_check_hostname": True}
+    config = OnlineStoreConfig.from_connection(host="r0", port=6380, extra=extra)
+    assert OnlineStore(config)._tls_options() == {
+        "ssl": True,
+        "ssl_cert_reqs": "required",
+        "ssl_ca_certs": "/etc/ca.pem",
+        "ssl_check_hostname": True,
+    }
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -74,6 +116,11 @@ def test_extras_typed_as_text_mean_what_they_say() -> None:
             {"host": "r", "port": 1, "extra": {"db": "two"}},
             "'featurelake_online': extra `db` must be a whole number, got 'two'",
             id="db-text",
+        ),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"nodes": ["r:1"], "startup_nodes": "r2:1"}},
+            "sets both `nodes` and `startup_nodes`",
+            id="nodes-twice",
         ),
         pytest.param(
             {"host": "r", "port": 1, "extra": {"key_ttl_seconds": "2d"}},
