@@ -186,3 +186,11 @@ def test_the_hook_reads_the_api_from_an_http_connection(monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", json.dumps({**connection, "extra": {"rate": 5}}))
     with pytest.raises(ValueError, match=r"unknown extra \['rate'\]"):
         HttpApiHook(http_conn_id="merchants").get_conn()
+
+
+def test_the_fetch_task_refuses_an_object_store_lake_by_name() -> None:
+    from featurelake_airflow.operators.fetch_merchant_profiles import FetchMerchantProfilesOperator
+
+    task = FetchMerchantProfilesOperator(task_id="fetch", lake="s3a://bucket/lake", ds="2026-10-28")
+    with pytest.raises(ValueError, match=r"the lake s3a://bucket/lake is not a local path.*Mount the lake"):
+        task.execute({})

@@ -41,6 +41,12 @@ class FetchMerchantProfilesOperator(BaseOperator):
         from featurelake.merchant_profiles import build_profiles, distinct
 
         day = date.fromisoformat(self.ds)
+        if "://" in self.lake.removeprefix("file://"):
+            raise ValueError(
+                f"the lake {self.lake} is not a local path: this task reads and writes its partitions with "
+                "local-file writers. Mount the lake on the Airflow workers and set the Variable "
+                "featurelake_lake to the mount's path"
+            )
         layout = LakeLayout(self.lake.removeprefix("file://"))
         raw = LakeLayout.partition(layout.raw_transactions, day)
         merchants = distinct(
