@@ -124,6 +124,27 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def schema_change_error(
+    where: str, view_path: str, *, new: list[str], missing: list[str], changed: list[str]
+) -> ValueError:
+    """The error of an incremental refresh (either engine) whose partition `where` has columns the
+    view lacks (`new`), lacks view columns (`missing`), or has columns of another type (`changed`)."""
+    found = "; ".join(
+        f"{what}: {', '.join(names)}"
+        for what, names in (
+            ("columns the view lacks", new),
+            ("view columns it lacks", missing),
+            ("columns of another type", changed),
+        )
+        if names
+    )
+    return ValueError(
+        f"{where} does not have the columns of the view {view_path} ({found}): the feature "
+        "definition changed, and an incremental refresh keeps the view's schema. Refresh the view "
+        "in full (view_refresh=full) to take the new schema"
+    )
+
+
 def _fit_to_view(
     rows: pa.Table, view_schema: pa.Schema, where: str, view_path: str, *, allow_missing: bool = False
 ) -> pa.Table:
@@ -140,20 +161,7 @@ def _fit_to_view(
         and not _same_type(rows.schema.field(field.name).type, field.type)
     ]
     if new or missing or changed:
-        found = "; ".join(
-            f"{what}: {', '.join(names)}"
-            for what, names in (
-                ("columns the view lacks", new),
-                ("view columns it lacks", missing),
-                ("columns of another type", changed),
-            )
-            if names
-        )
-        raise ValueError(
-            f"{where} does not have the columns of the view {view_path} ({found}): the feature "
-            "definition changed, and an incremental refresh keeps the view's schema. Refresh the view "
-            "in full (view_refresh=full) to take the new schema"
-        )
+        raise schema_change_error(where, view_path, new=new, missing=missing, changed=changed)
     return _conform(rows, view_schema)
 
 

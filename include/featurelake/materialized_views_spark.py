@@ -26,7 +26,7 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 from featurelake.lake import LakeLayout
-from featurelake.materialized_views import RefreshReport, check_refresh_mode
+from featurelake.materialized_views import RefreshReport, check_refresh_mode, schema_change_error
 from featurelake.partitioning import date_partition_exists, existing_date_partitions, hadoop_file_system
 
 if TYPE_CHECKING:
@@ -103,20 +103,7 @@ def _check_view_columns(
         if field.name in types and field.dataType.simpleString() not in (types[field.name], "void")
     ]
     if new or missing or changed:
-        found = "; ".join(
-            f"{what}: {', '.join(names)}"
-            for what, names in (
-                ("columns the view lacks", new),
-                ("view columns it lacks", missing),
-                ("columns of another type", changed),
-            )
-            if names
-        )
-        raise ValueError(
-            f"{where} does not have the columns of the view {view_path} ({found}): the feature "
-            "definition changed, and an incremental refresh keeps the view's schema. Refresh the view "
-            "in full (view_refresh=full) to take the new schema"
-        )
+        raise schema_change_error(where, view_path, new=new, missing=missing, changed=changed)
 
 
 def newest_rows_before(
