@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
+from pyspark.sql import functions as F
 
 from featurelake import materialized_views as delta_rs
 from featurelake.materialized_views_spark import delta_spark_package, latest_per_entity
@@ -58,6 +59,46 @@ def test_spark_rebuild_refuses_an_entity_twice_in_a_date(features: Path, spark) 
     )
     with pytest.raises(ValueError, match=r"holds 'user_id' '(a|e|n)' more than once"):
         latest_per_entity(spark, str(features), as_of=D3)
+
+
+def test_spark_helpers_of_a_rerun_agree_with_delta_rs(features: Path, spark, tmp_path: Path) -> None:
+    # The parts of Spark's incremental refresh that need no Delta jars: the look-back for entities a
+    # rewritten date dropped, and the schema check.
+    import pyarrow as pa
+
+    from featurelake import materialized_views_spark as on_spark
+
+    view_path = str(tmp_path / "view")
+    delta_rs.refresh_full(view_path, str(features), as_of=D3)
+    view = spark.read.parquet(view_path)  # the table's data files, as the Delta reader sees them
+    wanted = ["a", "c", "e", "zz"]
+    got = on_spark.newest_rows_before(
+        spark,
+        str(features),
+        before=D3,
+        entities=spark.createDataFrame([(u,) for u in wanted], "user_id string"),
+        entity_column="user_id",
+        view=view,
+        view_path=view_path,
+    )
+    want, _ = delta_rs.newest_rows_before(
+        str(features),
+        before=D3,
+        entities=pa.array(wanted),
+        entity_column="user_id",
+        view_schema=pa.schema(DeltaTable(view_path).schema().to_arrow()),
+        view_path=view_path,
+    )
+    assert spark_rows(got) == want.sort_by("user_id").to_pylist()
+    assert [row["user_id"] for row in spark_rows(got)] == ["a", "c", "e"]
+
+    partition = str(features / f"date={D3.isoformat()}")
+    on_spark._check_view_columns(spark.read.parquet(partition), view, partition, view_path)
+    changed = spark.read.parquet(partition).drop("std_spend").withColumn("new_feature", F.lit(1))
+    with pytest.raises(
+        ValueError, match=r"columns the view lacks: new_feature; view columns it lacks: std_spend\)"
+    ):
+        on_spark._check_view_columns(changed, view, partition, view_path)
 
 
 def test_job_without_the_jars_says_what_to_configure(features: Path, tmp_path: Path) -> None:
