@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from featurelake.arrow_partitions import hidden_sibling, remove_leftovers, swap_in
 from featurelake.synthetic import TRANSACTIONS_SCHEMA
 
 if TYPE_CHECKING:
@@ -268,51 +269,6 @@ def window_files(raw_transactions: str, days: Iterable[str]) -> list[str]:
     return sorted(files)
 
 
-def _hidden_sibling(path: str, label: str) -> str:
-    """`<parent>/.<name>.<label>` for `path` = `<parent>/<name>` (a local path or an fsspec URI)."""
-    parent, name = path.rstrip("/").rsplit("/", 1)
-    return f"{parent}/.{name}.{label}"
-
-
-def remove_leftovers(output: str) -> None:
-    """Delete what a run killed before it ended may have left beside `output`: its hidden
-    `.<name>.*` siblings (a new output being written, or the previous one being swapped out)."""
-    import fsspec
-
-    filesystem, target = fsspec.core.url_to_fs(output)
-    parent, name = target.rstrip("/").rsplit("/", 1)
-    if not filesystem.isdir(parent):
-        return
-    for info in filesystem.ls(parent, detail=True):
-        if info["name"].rstrip("/").rsplit("/", 1)[-1].startswith(f".{name}."):
-            filesystem.rm(info["name"], recursive=True)
-
-
-def swap_in(staged: str, output: str) -> None:
-    """Replace the directory `output` by the directory `staged` (its hidden sibling), by renames:
-    the previous output is renamed aside, `staged` takes its place, then the previous output is
-    deleted. On a local filesystem each rename is atomic, so a reader sees the old output or the
-    new one, never a mix (between the renames, for an instant, no directory), as
-    `arrow_partitions.replace_partition` does; if the second rename fails, the previous output is
-    put back. On an object store a "rename" copies, so only the failed-run guarantee holds there."""
-    import fsspec
-
-    filesystem, target = fsspec.core.url_to_fs(output)
-    staged_path = fsspec.core.url_to_fs(staged)[1]
-    old = fsspec.core.url_to_fs(_hidden_sibling(output, f"old-{uuid.uuid4().hex}"))[1]
-    had_output = filesystem.exists(target)
-    if had_output:
-        filesystem.mv(target, old, recursive=True)
-    try:
-        filesystem.mv(staged_path, target, recursive=True)
-    except BaseException:
-        if had_output and not filesystem.exists(target):
-            filesystem.mv(old, target, recursive=True)
-        raise
-    if had_output:
-        filesystem.rm(old, recursive=True)
-
-
 def remove_tree(path: str) -> None:
     """Delete a directory (local or any fsspec URI) if it exists."""
     import fsspec
@@ -371,7 +327,7 @@ def compute_merchant_stats(
     bucket_count = buckets or default_bucket_count(rows.npartitions if rows is not None else 0)
     remove_tree(staging)
     remove_leftovers(output)
-    new_output = _hidden_sibling(output, uuid.uuid4().hex)
+    new_output = hidden_sibling(output, uuid.uuid4().hex)
     with client.as_current():
         rows_read = rows_counted = 0
         if rows is not None:
