@@ -97,15 +97,15 @@ def assert_matches(got_path: Path, want: pd.DataFrame, ds: date, *, min_merchant
         )
 
 
-def run_merchant_stats(client, lake: Path, tmp_path: Path):
-    """The job over WINDOW days up to DS, into tmp_path's merchant_stats/date=DS, staging in tmp_path."""
+def run_merchant_stats(client, lake: Path, tmp_path: Path, *, window_days: int = WINDOW):
+    """The job over `window_days` days up to DS, into tmp_path's merchant_stats/date=DS, staging in tmp_path."""
     return compute_merchant_stats(
         client,
         raw_transactions=str(lake / "raw" / "transactions"),
         output=str(tmp_path / "merchant_stats" / f"date={DS}"),
         staging=str(tmp_path / "staging"),
         ds=DS,
-        window_days=WINDOW,
+        window_days=window_days,
     )
 
 
@@ -211,14 +211,7 @@ def test_rows_with_a_null_or_mismatched_timestamp_do_not_count(tmp_path: Path) -
     lake = tmp_path / "lake"
     write_edge_case_lake(lake, ds=DS, window_days=window)
     with dask_client("local") as client:
-        report = compute_merchant_stats(
-            client,
-            raw_transactions=str(lake / "raw" / "transactions"),
-            output=str(tmp_path / "merchant_stats" / f"date={DS}"),
-            staging=str(tmp_path / "staging"),
-            ds=DS,
-            window_days=window,
-        )
+        report = run_merchant_stats(client, lake, tmp_path, window_days=window)
     got = pd.read_parquet(report.output_path).set_index("merchant_id")
     # m17: rows at 00:00:00 and 23:59:59.999999 UTC of their date count; a 500.00 row filed under the
     # next date does not
@@ -246,12 +239,5 @@ def test_files_of_dates_outside_the_window_are_never_opened(tmp_path: Path) -> N
     (raw / f"date={DS}" / ".part-00001.parquet").write_bytes(b"half a file")
     (raw / f"date={DS}" / "_SUCCESS").write_bytes(b"")
     with dask_client("local") as client:
-        report = compute_merchant_stats(
-            client,
-            raw_transactions=str(raw),
-            output=str(tmp_path / "merchant_stats" / f"date={DS}"),
-            staging=str(tmp_path / "staging"),
-            ds=DS,
-            window_days=window,
-        )
+        report = run_merchant_stats(client, lake, tmp_path, window_days=window)
     assert_matches(Path(report.output_path), want, DS)
