@@ -6,6 +6,12 @@ from dataclasses import dataclass
 from datetime import date
 
 
+def is_data_file(name: str) -> bool:
+    """Whether a file name in a partition is data a reader must see: a `.parquet` file whose name
+    does not start with `.` or `_` (writers' temporary files and markers, as Spark and pyarrow skip)."""
+    return name.endswith(".parquet") and not name.startswith((".", "_"))
+
+
 @dataclass(frozen=True)
 class LakeLayout:
     """Paths of featurelake's datasets under `root` (a local path or any URI Spark understands)."""

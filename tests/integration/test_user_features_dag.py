@@ -148,6 +148,21 @@ def test_missing_partition_fails_naming_the_path(lake: Path) -> None:
         check.execute(context={})
 
 
+@pytest.mark.parametrize("name", [".part-00000.parquet.tmp.parquet", "_part-00000.parquet"])
+def test_a_partition_holding_only_hidden_files_has_not_landed(tmp_path: Path, name: str) -> None:
+    """A writer's in-flight upload (a `.` name) or a marker (a `_` name) is not data: readers skip it."""
+    from featurelake_airflow.operators.raw_partition import RawPartitionCheckOperator
+
+    partition = tmp_path / "raw" / "transactions" / "date=2030-01-01"
+    partition.mkdir(parents=True)
+    (partition / name).write_bytes(b"PAR1")
+    check = RawPartitionCheckOperator(task_id="check", lake=str(tmp_path), ds="2030-01-01")
+    with pytest.raises(FileNotFoundError, match=r"date=2030-01-01 is missing or holds no \.parquet files"):
+        check.execute(context={})
+    (partition / "part-00000.parquet").write_bytes(b"PAR1")
+    assert check.execute(context={})["files"] == 1
+
+
 def test_publishing_a_date_with_no_features_writes_nothing(tmp_path: Path) -> None:
     """A window with no clean transaction leaves the features partition empty (docs/features.md):
     the publish task then succeeds and writes nothing, without reaching for Redis."""

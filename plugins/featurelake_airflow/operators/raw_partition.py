@@ -11,7 +11,8 @@ from featurelake_airflow.lake_paths import lake_path
 
 
 class RawPartitionCheckOperator(BaseOperator):
-    """Check that `<lake>/raw/<dataset>/date=<ds>/` holds at least one Parquet file.
+    """Check that `<lake>/raw/<dataset>/date=<ds>/` holds at least one Parquet file that readers see
+    (not a hidden `.`/`_` name, which is still being written or a marker).
 
     Returns the partition path and its file count. Retries give late data time to land.
     """
@@ -26,16 +27,18 @@ class RawPartitionCheckOperator(BaseOperator):
         self.dataset = dataset
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from featurelake.lake import is_data_file
+
         partition = f"{self.lake.rstrip('/')}/raw/{self.dataset}/date={self.ds}"
         directory = lake_path(partition)
         files = (
-            sorted(p.name for p in directory.iterdir() if p.name.endswith(".parquet"))
+            sorted(p.name for p in directory.iterdir() if is_data_file(p.name) and p.is_file())
             if directory.exists()
             else []
         )
         if not files:
             raise FileNotFoundError(
-                f"raw partition {partition} is missing or holds no .parquet files. Land the {self.dataset} "
+                f"raw partition {partition} is missing or holds no .parquet files (names starting with . or _ are in-flight or markers, and do not count). Land the {self.dataset} "
                 f"data for {self.ds} there (locally: `featurelake generate --start {self.ds} --end {self.ds} "
                 f"--lake {self.lake} ...`), then clear this task to retry."
             )
