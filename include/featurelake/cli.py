@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -56,7 +55,9 @@ def generate(
     end: Annotated[datetime, typer.Option(formats=DATE_FORMATS, help="Last date (UTC), included.")],
     users: Annotated[int, typer.Option(help="Number of users in the population.")],
     seed: Annotated[int, typer.Option(help="Random seed: the same arguments give identical files.")],
-    lake: Annotated[Path, typer.Option(envvar=LAKE_ENVVAR, help="Lake root directory.")],
+    lake: Annotated[
+        str, typer.Option(envvar=LAKE_ENVVAR, help="Lake root: a local directory or a file:// URI.")
+    ],
     transactions_per_user_day: Annotated[
         float, typer.Option(help="Mean transactions per user per day.")
     ] = 0.5,

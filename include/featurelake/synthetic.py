@@ -355,9 +355,23 @@ class GenerationSummary:
         return self.total_rows / self.seconds if self.seconds > 0 else 0.0
 
 
+def local_lake_root(lake: Path | str) -> Path:
+    """The local directory of a lake given as a path or a `file://` URI. The generator writes with
+    local-file writers, so another scheme is refused, naming it."""
+    text = str(lake)
+    if text.startswith("file://"):
+        return Path(text.removeprefix("file://"))
+    if "://" in text:
+        raise ValueError(
+            f"lake {text} is not a local path: the generator writes local files. Generate into a local "
+            "directory (or a mount of the object store) and copy it there"
+        )
+    return Path(text)
+
+
 def generate_lake(
     *,
-    lake: Path,
+    lake: Path | str,
     start: date,
     end: date,
     users: int,
@@ -378,6 +392,7 @@ def generate_lake(
     _check_rate(transactions_per_user_day)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    lake = local_lake_root(lake)
 
     began = time.perf_counter()
     layout = LakeLayout(root=str(lake))

@@ -411,6 +411,32 @@ def test_cli_takes_the_lake_from_the_airflow_variable(tmp_path: Path) -> None:
     assert (_partition(tmp_path, START) / PART_FILE).exists()
 
 
+def test_cli_takes_a_file_uri_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DAGs accept a `file://` lake root, and so does the generator: nothing lands elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    lake = tmp_path / "lake"
+    result = runner.invoke(
+        app,
+        ["generate", "--start", "2026-01-01", "--end", "2026-01-01", "--users", "10", "--seed", "1"],
+        env={LAKE_ENVVAR: f"file://{lake}"},
+    )
+    assert result.exit_code == 0, result.output
+    assert (_partition(lake, START) / PART_FILE).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lake"]
+
+
+def test_cli_refuses_an_object_store_lake_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        ["generate", "--start", "2026-01-01", "--end", "2026-01-01", "--users", "10", "--seed", "1"],
+        env={LAKE_ENVVAR: "s3://bucket/lake"},
+    )
+    assert result.exit_code == 2, result.output
+    assert "s3://bucket/lake is not a local path" in " ".join(result.output.split())
+    assert not any(tmp_path.iterdir()), "nothing is written"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
