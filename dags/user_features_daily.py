@@ -105,6 +105,9 @@ with DAG(
         ],
         report_path=LAKE + "/_metrics/user_features/date={{ ds }}.json",
         execution_timeout=timedelta(hours=2),
+        # Runs of other dates share the window's tiles: a backfill's runs (whose --max-active-runs
+        # is independent of the DAG's) and the daily run take turns here.
+        max_active_tis_per_dag=1,
     )
 
     publish_online_features = PublishOnlineFeaturesOperator(
@@ -129,6 +132,7 @@ with DAG(
         ds="{{ ds }}",
         view="user_features",
         mode="{{ params.view_refresh }}",
+        max_active_tis_per_dag=1,  # one writer at a time on the view's Delta table
     )
 
     refresh_user_features_view_spark = SparkFeatureJobOperator(
@@ -147,6 +151,7 @@ with DAG(
             "{{ params.view_refresh }}",
         ],
         report_path=LAKE + "/_metrics/user_features_latest/date={{ ds }}.json",
+        max_active_tis_per_dag=1,
     )
 
     compute_merchant_stats = DaskMerchantStatsOperator(
