@@ -4,19 +4,22 @@ requests per second and `max_concurrency` in flight, with retries, and every fai
 The rate limit is aiolimiter's leaky bucket with a capacity of one request (`AsyncLimiter(1,
 1 / rate)`): `AsyncLimiter(rate, 1)` lets a whole second's worth through at once, so a 1-second
 window can see twice the rate. A semaphore alone limits concurrency, not requests per second.
+Every HTTP request waits for the limiter: a retry, and each hop of a redirect, which `fetch_all`
+follows itself (up to `MAX_REDIRECTS` requests) rather than letting aiohttp follow it unseen.
 Retries (429, 5xx, timeouts and connection errors) back off exponentially and honour `Retry-After`
-(delay-seconds or an HTTP-date, at most `max_retry_after_seconds`); a retry waits for the limiter
-again, so retries count against the rate too. Any other aiohttp error (a redirect loop, a malformed
-response, a redirect to a non-HTTP URL) fails its id at once, with the reason; it never fails the
-other ids.
+(delay-seconds or an HTTP-date, at most `max_retry_after_seconds`). Any other failure (a redirect
+loop, a malformed response, a redirect to a non-HTTP URL) fails its id at once, with the reason; it
+never fails the other ids.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import re
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +29,8 @@ from urllib.parse import quote
 
 import aiohttp
 from aiolimiter import AsyncLimiter
+from multidict import CIMultiDict
+from yarl import URL
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +39,65 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 TRANSIENT_ERRORS = (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 # ...except the connection errors that waiting does not fix: the server's certificate or fingerprint.
 PERMANENT_CONNECTION_ERRORS = (aiohttp.ClientConnectorCertificateError, aiohttp.ServerFingerprintMismatch)
+# Redirects fetch_all follows itself, each hop through the limiter; at most this many requests per attempt.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+# Sent only to the origin they were set for, as aiohttp does when it follows a redirect.
+CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
+# Failures that say nothing about the id: the API refused our credentials.
+API_REFUSED_STATUSES = frozenset({401, 403, 407})
+
+
+class FetchSettingError(ValueError):
+    """A FetchConfig setting with a value it cannot use; `setting` names it."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+def _number(
+    setting: str, value: object, *, minimum: float, inclusive: bool, whole: bool = False, why: str = ""
+) -> None:
+    """Refuse `value` unless it is a finite number (an int when `whole`) above `minimum`."""
+    message = (
+        f"{setting} must be {'>=' if inclusive else '>'} {minimum:g} "
+        f"({'an integer' if whole else 'a finite number'}), got {value!r}{why}"
+    )
+    numeric = isinstance(value, int) if whole else isinstance(value, (int, float))
+    if isinstance(value, bool) or not numeric or not math.isfinite(value):
+        raise FetchSettingError(setting, message)
+    if value < minimum or (value == minimum and not inclusive):
+        raise FetchSettingError(setting, message)
+
+
+def _check_path_template(template: object) -> None:
+    """Refuse a template that `str.format(id=...)` would not turn into a path: only `{id}` may be
+    a replacement field; literal braces are doubled (`{{`, `}}`)."""
+    rule = "path_template may hold only the field {id} (the quoted id); write a literal brace as {{ or }}"
+    if not isinstance(template, str):
+        raise FetchSettingError("path_template", f"{rule}; got {template!r}, not a string")
+    try:
+        fields = [
+            (name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+        ]
+    except ValueError as error:  # a lone brace: "/{id" or "/a}/{id}"
+        raise FetchSettingError("path_template", f"{rule}; got {template!r} ({error})") from error
+    other = [
+        name
+        for name, spec, conversion in fields
+        if name is not None and (name, spec, conversion) != ("id", "", None)
+    ]
+    if other:
+        raise FetchSettingError("path_template", f"{rule}; got {template!r}, which also holds {other}")
+    if not fields or all(name is None for name, _, _ in fields):
+        raise FetchSettingError("path_template", f"path_template must hold {{id}}, got {template!r}")
 
 
 @dataclass(frozen=True)
 class FetchConfig:
-    """How to call the API: `base_url` + `path_template.format(id=<quoted id>)`."""
+    """How to call the API: `base_url` + `path_template.format(id=<quoted id>)`. Times are in
+    seconds; `timeout_seconds` bounds each HTTP request (each hop of a redirect has its own)."""
 
     base_url: str
     path_template: str = "/{id}"
@@ -51,17 +110,35 @@ class FetchConfig:
     headers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
-        if "{id}" not in self.path_template:
-            raise ValueError(f"path_template must hold {{id}}, got {self.path_template!r}")
-        if self.rate_per_second <= 0 or self.max_concurrency < 1 or self.max_attempts < 1:
-            raise ValueError(
-                "rate_per_second must be > 0, max_concurrency and max_attempts >= 1; got "
-                f"{self.rate_per_second}, {self.max_concurrency}, {self.max_attempts}"
+        try:
+            host = URL(self.base_url).host if isinstance(self.base_url, str) else None
+        except ValueError:
+            host = None
+        if not host or not self.base_url.startswith(("http://", "https://")):
+            raise FetchSettingError(
+                "base_url",
+                f"base_url must start with http:// or https:// and name a host, got {self.base_url!r}",
             )
-        if not self.max_retry_after_seconds >= 0:
-            raise ValueError(f"max_retry_after_seconds must be >= 0, got {self.max_retry_after_seconds}")
+        _check_path_template(self.path_template)
+        _number("rate_per_second", self.rate_per_second, minimum=0, inclusive=False)
+        _number("max_concurrency", self.max_concurrency, minimum=1, inclusive=True, whole=True)
+        _number("max_attempts", self.max_attempts, minimum=1, inclusive=True, whole=True)
+        _number(
+            "timeout_seconds",
+            self.timeout_seconds,
+            minimum=0,
+            inclusive=False,
+            why=" (0 or less turns aiohttp's timeout off, and a server that never answers hangs the task)",
+        )
+        _number("backoff_seconds", self.backoff_seconds, minimum=0, inclusive=True)
+        _number("max_retry_after_seconds", self.max_retry_after_seconds, minimum=0, inclusive=True)
+        if not all(
+            isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(part, str) for part in pair)
+            for pair in self.headers
+        ):
+            raise FetchSettingError(
+                "headers", f"headers must be (name, value) pairs of strings, got {self.headers!r}"
+            )
 
     def url(self, resource_id: str) -> str:
         return self.base_url.rstrip("/") + self.path_template.format(id=quote(resource_id, safe=""))
@@ -69,12 +146,17 @@ class FetchConfig:
 
 @dataclass
 class FetchResult:
-    """The JSON of every id fetched, and why each other id failed (after its last attempt)."""
+    """The JSON of every id fetched, and why each other id failed (after its last attempt).
+    `api_failed` holds the failed ids whose failure says nothing about the id itself: the API was
+    unavailable (a 429, a 5xx, a timeout or a connection error after every attempt; a TLS or
+    malformed-response error) or refused our credentials (401, 403, 407). The other failed ids are
+    the id's own: a 404, another 4xx, a body that is not JSON, a bad redirect."""
 
     found: dict[str, Any] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     requests: int = 0
     retries: int = 0
+    api_failed: set[str] = field(default_factory=set)
 
 
 class _Retry(Exception):
@@ -87,6 +169,23 @@ class _Retry(Exception):
 
 class _Failed(Exception):
     """A failed attempt that another attempt would not fix; the message is the id's reason."""
+
+
+class _ApiFailed(_Failed):
+    """A `_Failed` that says nothing about the id: the API's fault, not the id's."""
+
+
+def _redirect_target(url: URL, location: str | None, status: int) -> URL:
+    """The absolute URL a redirect from `url` points at (`location` may be relative)."""
+    if location is None:
+        raise _Failed(f"HTTP {status}: a redirect without a Location header, from {url}")
+    try:
+        target = url.join(URL(location))
+    except ValueError as error:
+        raise _Failed(f"HTTP {status}: a redirect to {location!r}, which is not a URL") from error
+    if target.scheme not in ("http", "https") or not target.host:
+        raise _Failed(f"HTTP {status}: a redirect to {location!r}, which is not an http(s) URL")
+    return target
 
 
 def retry_after_seconds(value: str | None, *, cap: float, now: datetime | None = None) -> float | None:
@@ -121,11 +220,6 @@ def _transient(error: BaseException) -> bool:
 
 def _describe(error: BaseException) -> str:
     """Why an aiohttp error failed an id, on one line."""
-    if isinstance(error, aiohttp.TooManyRedirects):
-        return (
-            f"TooManyRedirects: {len(error.history)} redirects in a row (a redirect loop?), "
-            f"the last from {error.request_info.real_url}"
-        )
     if isinstance(error, aiohttp.ClientResponseError) and error.message:
         return f"{type(error).__name__}: malformed HTTP response: {' '.join(error.message.split())}"
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
@@ -133,43 +227,67 @@ def _describe(error: BaseException) -> str:
 
 async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
     """GET every id once (duplicates are fetched once). A 429 or 5xx, a timeout or a lost connection
-    is retried; a 404 (the id does not exist), another 4xx, a body that is not JSON, and any other
-    aiohttp error (a redirect loop, a malformed response) fail the id without retry. Never raises
-    for one id; the result names each id that failed, and why."""
+    is retried; a 404 (the id does not exist), another 4xx, a body that is not JSON, a redirect loop
+    (more than `MAX_REDIRECTS` requests) and any other aiohttp error (a malformed response) fail
+    the id without retry. Never raises for one id; the result names each id that failed, and why."""
     unique = list(dict.fromkeys(ids))
     result = FetchResult()
     limiter = AsyncLimiter(1, 1 / config.rate_per_second)
     in_flight = asyncio.Semaphore(config.max_concurrency)
     timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
 
-    async with aiohttp.ClientSession(timeout=timeout, headers=dict(config.headers)) as session:
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def request(url: URL, headers: CIMultiDict[str]) -> tuple[Any, URL | None]:
+            """One HTTP request through the limiter: (the JSON, None), or (None, where it redirects)."""
+            await limiter.acquire()
+            result.requests += 1
+            try:
+                # Not aiohttp's redirects: it would send each hop without waiting for the limiter.
+                async with session.get(url, headers=headers, allow_redirects=False) as response:
+                    if response.status in REDIRECT_STATUSES:
+                        location = response.headers.get("Location")
+                        return None, _redirect_target(url, location, response.status)
+                    if response.status in RETRY_STATUSES:
+                        wait = retry_after_seconds(
+                            response.headers.get("Retry-After"), cap=config.max_retry_after_seconds
+                        )
+                        raise _Retry(f"HTTP {response.status}", wait)
+                    if response.status == 404:
+                        raise _Failed("HTTP 404: not found")
+                    if response.status >= 400:
+                        body = await response.text(errors="replace")
+                        failure = _ApiFailed if response.status in API_REFUSED_STATUSES else _Failed
+                        raise failure(f"HTTP {response.status}: {body[:200]}")
+                    try:
+                        return await response.json(content_type=None), None
+                    except ValueError as error:  # not JSON, or not UTF-8
+                        raise _Failed(f"not JSON: {error}") from error
+            except (TimeoutError, aiohttp.ClientError) as error:
+                if isinstance(error, TimeoutError):  # its message is empty
+                    raise _Retry(f"TimeoutError: no answer within {config.timeout_seconds:g} s") from error
+                if _transient(error):
+                    raise _Retry(f"{type(error).__name__}: {error}") from error
+                reason = _describe(error)
+                log.warning("GET %s failed without retry: %s", url, reason)
+                raise _ApiFailed(reason) from error
 
         async def attempt(resource_id: str) -> Any:
             async with in_flight:
-                await limiter.acquire()
-                result.requests += 1
-                try:
-                    async with session.get(config.url(resource_id)) as response:
-                        if response.status in RETRY_STATUSES:
-                            wait = retry_after_seconds(
-                                response.headers.get("Retry-After"), cap=config.max_retry_after_seconds
-                            )
-                            raise _Retry(f"HTTP {response.status}", wait)
-                        if response.status == 404:
-                            raise _Failed("HTTP 404: not found")
-                        if response.status >= 400:
-                            body = await response.text(errors="replace")
-                            raise _Failed(f"HTTP {response.status}: {body[:200]}")
-                        try:
-                            return await response.json(content_type=None)
-                        except ValueError as error:  # not JSON, or not UTF-8
-                            raise _Failed(f"not JSON: {error}") from error
-                except (TimeoutError, aiohttp.ClientError) as error:
-                    if _transient(error):
-                        raise _Retry(f"{type(error).__name__}: {error}") from error
-                    reason = _describe(error)
-                    log.warning("GET %s failed without retry: %s", config.url(resource_id), reason)
-                    raise _Failed(reason) from error
+                url = URL(config.url(resource_id))
+                headers = CIMultiDict(config.headers)
+                for _ in range(MAX_REDIRECTS):
+                    payload, target = await request(url, headers)
+                    if target is None:
+                        return payload
+                    if target.origin() != url.origin():
+                        for name in CREDENTIAL_HEADERS:
+                            headers.popall(name, None)
+                    url, last = target, url
+                raise _Failed(
+                    f"TooManyRedirects: {MAX_REDIRECTS} redirects in a row (a redirect loop?), "
+                    f"the last from {last}"
+                )
 
         async def fetch_one(resource_id: str) -> None:
             for number in range(1, config.max_attempts + 1):
@@ -179,22 +297,26 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                 except _Retry as retry:
                     if number == config.max_attempts:
                         result.failed[resource_id] = f"{retry} after {number} attempts"
+                        result.api_failed.add(resource_id)
                         return
                     result.retries += 1
                     backoff = config.backoff_seconds * 2 ** (number - 1) * (1 + random.random() / 2)
                     await asyncio.sleep(retry.wait if retry.wait is not None else backoff)
                 except _Failed as failure:
                     result.failed[resource_id] = str(failure)
+                    if isinstance(failure, _ApiFailed):
+                        result.api_failed.add(resource_id)
                     return
 
         await asyncio.gather(*(fetch_one(resource_id) for resource_id in unique))
     log.info(
-        "fetched %d of %d ids from %s in %d requests (%d retries, %d failed)",
+        "fetched %d of %d ids from %s in %d requests (%d retries, %d failed, %d of them the API's fault)",
         len(result.found),
         len(unique),
         config.base_url,
         result.requests,
         result.retries,
         len(result.failed),
+        len(result.api_failed),
     )
     return result

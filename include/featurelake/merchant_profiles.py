@@ -1,7 +1,9 @@
 """Merchant profiles from an HTTP API: fetched at a bounded rate (`featurelake.fetch`), validated on a
 thread pool and enriched on a process pool (`featurelake.stages`), then written as one date's Parquet
 partition, with every profile that could not be fetched or failed validation quarantined with its
-reason. `featurelake merchant-api` serves a sandbox of this API (`featurelake.merchant_api`).
+reason. When too many ids failed because of the API itself (`check_api_available`), nothing is
+written: an outage must not replace a good partition with an empty one. `featurelake merchant-api`
+serves a sandbox of this API (`featurelake.merchant_api`).
 
 A profile is a JSON object: `merchant_id` (the id asked for), `name` (non-empty), `country` (ISO
 3166 alpha-2: two ASCII letters A-Z), `risk_score` (a number in [0, 1]) and `established` (a real date
@@ -100,6 +102,28 @@ class _EnrichAsOf:
 
     def __call__(self, checked: Checked) -> Checked:
         return enrich_profile(checked, as_of=self.as_of)
+
+
+class ApiUnavailableError(RuntimeError):
+    """Too many merchants failed because of the API (`FetchResult.api_failed`) to write the result."""
+
+
+def check_api_available(fetched: FetchResult, *, max_failed_fraction: float, api: str, day: date) -> None:
+    """Raise ApiUnavailableError when more than `max_failed_fraction` (in [0, 1]) of the merchants
+    asked for failed because of the API (down, or refusing our credentials), not because of the
+    merchant (a 404, a bad payload). `api` names the API in the message. Call it before writing."""
+    asked = len(fetched.found) + len(fetched.failed)
+    if not asked or len(fetched.api_failed) <= max_failed_fraction * asked:
+        return
+    examples = "; ".join(f"{i}: {fetched.failed[i]}" for i in sorted(fetched.api_failed)[:3])
+    raise ApiUnavailableError(
+        f"the merchant API {api} failed {len(fetched.api_failed)} of {asked} merchants for reasons of "
+        f"its own, more than max_failed_fraction={max_failed_fraction:g} allows (for example {examples}). "
+        f"The profile and quarantine partitions of {day.isoformat()} were left as they were. If the API "
+        "is down, the task's retry (or a rerun once it is up) fetches again; if it refuses our "
+        "credentials, fix the connection; to accept this share of failures, raise the connection's "
+        "extra max_failed_fraction"
+    )
 
 
 def build_profiles(

@@ -38,7 +38,16 @@ class Stage:
 
 
 class StageError(RuntimeError):
-    """A stage raised on one item; the message names the stage and the item's position."""
+    """A stage raised on one item; the message names the stage and the item's position, and
+    `__cause__` is the stage's own exception, with its traceback (a process stage's includes the
+    worker's, as `concurrent.futures` chains it)."""
+
+
+def _stage_error(message: str, cause: BaseException) -> StageError:
+    """A StageError caused by `cause`, as `raise StageError(message) from cause` would make it."""
+    error = StageError(message)
+    error.__cause__ = cause
+    return error
 
 
 def _executor(stage: Stage) -> Executor:
@@ -62,14 +71,18 @@ def _through_stages(item: Any, index: int, stages: Sequence[Stage], executors: S
             try:
                 outcome = future.result()
             except BaseException as error:
-                final.set_exception(StageError(f"stage {stage.name!r} failed on item {index}: {error!r}"))
+                final.set_exception(
+                    _stage_error(f"stage {stage.name!r} failed on item {index}: {error!r}", error)
+                )
                 return
             run(number + 1, outcome)
 
         try:
             executors[number].submit(stage.function, value).add_done_callback(done)
         except BaseException as error:  # a pool shut down or broken
-            final.set_exception(StageError(f"stage {stage.name!r} could not take item {index}: {error!r}"))
+            final.set_exception(
+                _stage_error(f"stage {stage.name!r} could not take item {index}: {error!r}", error)
+            )
 
     run(0, item)
     return final

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from featurelake.fetch import FetchConfig, fetch_all
 from featurelake.merchant_api import LIMITED, PATH_TEMPLATE, SERVED, SandboxServer
-from featurelake.merchant_profiles import sandbox_fails_first, sandbox_profile
+from featurelake.merchant_profiles import ApiUnavailableError, sandbox_fails_first, sandbox_profile
 from featurelake.synthetic import generate_lake
 from tests.support import PROJECT_ROOT, free_port
 
@@ -79,6 +79,7 @@ def test_requests_stay_under_the_rate_and_retries_fetch_everything() -> None:
     assert flaky and unknown, "the sample holds both kinds"
     assert set(result.found) == set(IDS) - unknown
     assert result.failed == dict.fromkeys(sorted(unknown), "HTTP 404: not found")
+    assert result.api_failed == set(), "a 404 is the id's failure, not the API's"
     assert result.found[IDS[1]] == sandbox_profile(IDS[1])
     assert (result.retries, result.requests) == (len(flaky), len(IDS) + len(flaky))
     assert limited == 0, "the client never went over the server's limit"
@@ -109,6 +110,36 @@ def test_an_unreachable_api_fails_every_id_with_the_reason() -> None:
     assert result.found == {}
     assert set(result.failed) == {"a", "b"}
     assert all("ClientConnectorError" in why and "after 2 attempts" in why for why in result.failed.values())
+    assert result.api_failed == {"a", "b"}
+
+
+def test_a_silent_api_fails_the_id_after_timeout_seconds() -> None:
+    """A positive timeout_seconds bounds every request (0 or less would turn aiohttp's timeout off,
+    and FetchConfig refuses it): a server that reads the request and never answers fails the id."""
+
+    async def main() -> tuple[object, float]:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1024)
+            await asyncio.sleep(3600)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            config = FetchConfig(base_url=f"http://127.0.0.1:{port}", timeout_seconds=0.3, max_attempts=1)
+            started = time.monotonic()
+            result = await asyncio.wait_for(fetch_all(config, ["a"]), timeout=30)
+            return result, time.monotonic() - started
+        finally:
+            server.close()
+
+    result, took = asyncio.run(main())
+    assert result.found == {}
+    assert result.failed == {
+        "a": "TimeoutError: no answer within 0.3 s after 1 attempts"
+    } and result.api_failed == {"a"}
+    assert 0.25 < took < 5
+    with pytest.raises(ValueError, match="timeout_seconds must be > 0"):
+        FetchConfig(base_url="http://127.0.0.1:1", timeout_seconds=0)
 
 
 def test_a_redirect_loop_or_a_malformed_response_fails_that_id_alone_without_retry() -> None:
@@ -135,6 +166,92 @@ def test_a_redirect_loop_or_a_malformed_response_fails_that_id_alone_without_ret
     assert requested.count("m-loop") == 10, "one GET (aiohttp stops at 10 redirects), not retried"
     assert requested.count("m-garbage") == 1, "not retried"
     assert result.retries == sum(sandbox_fails_first(i) for i in good)
+
+
+def test_every_redirect_hop_waits_for_the_rate_limit() -> None:
+    """Each id's first request is redirected to the same path: twice the requests, and still at most
+    `rate_per_second` of them in any second (aiohttp following redirects itself sent the hops
+    outside the limiter: about 40 a second at a rate of 20)."""
+    ids = PLAIN[:30]
+
+    async def redirect_the_first_request(request: web.Request, number: int) -> web.StreamResponse | None:
+        if number > 1:
+            return None
+        raise web.HTTPFound(request.match_info["merchant_id"])  # relative: /merchants/<id>
+
+    server = SandboxServer(port=free_port(), rate=200)
+    seen = add_misbehaviour(server, dict.fromkeys(ids, redirect_the_first_request))
+    with server:
+        config = FetchConfig(
+            base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=20, max_concurrency=8
+        )
+        result = asyncio.run(fetch_all(config, ids))
+    assert most_in_one_second([at for _, at in seen]) <= 21, "one request of jitter at most"
+    assert result.found == {i: sandbox_profile(i) for i in ids}
+    assert (result.requests, result.retries, len(seen)) == (60, 0, 60), "each hop counts as a request"
+
+
+def test_redirects_keep_credentials_on_their_origin_and_bad_ones_fail_their_id() -> None:
+    """A hop to another origin drops Authorization (as aiohttp does); a same-origin hop keeps it; a
+    redirect to a non-HTTP URL or without a Location fails its id alone, without retry."""
+    near, away = PLAIN[:2]
+    other = SandboxServer(port=free_port(), rate=200)
+    elsewhere = add_misbehaviour(other, {})
+    authorization: list[tuple[int, str, str | None]] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler) -> web.StreamResponse:
+        authorization.append((request.url.port, request.path, request.headers.get("Authorization")))
+        return await handler(request)
+
+    other.app.middlewares.insert(0, record)
+
+    async def to_the_same_origin(request: web.Request, number: int) -> web.StreamResponse | None:
+        if number > 1:
+            return None
+        raise web.HTTPTemporaryRedirect(f"{request.path}?hop=1")
+
+    async def to_another_origin(request: web.Request, number: int) -> web.StreamResponse | None:
+        raise web.HTTPMovedPermanently(f"{other.base_url}/merchants/{away}")
+
+    async def to_ftp(request: web.Request, number: int) -> web.StreamResponse | None:
+        raise web.HTTPFound("ftp://127.0.0.1/merchants/m-ftp")
+
+    async def nowhere(request: web.Request, number: int) -> web.StreamResponse | None:
+        return web.Response(status=302)
+
+    server = SandboxServer(port=free_port(), rate=200)
+    server.app.middlewares.insert(0, record)
+    seen = add_misbehaviour(
+        server, {near: to_the_same_origin, away: to_another_origin, "m-ftp": to_ftp, "m-nowhere": nowhere}
+    )
+    with other, server:
+        config = FetchConfig(
+            base_url=server.base_url,
+            path_template=PATH_TEMPLATE,
+            rate_per_second=100,
+            headers=(("Authorization", "Bearer secret"), ("X-Team", "ml")),
+        )
+        result = asyncio.run(fetch_all(config, [near, away, "m-ftp", "m-nowhere"]))
+    assert result.found == {near: sandbox_profile(near), away: sandbox_profile(away)}
+    assert result.failed == {
+        "m-ftp": "HTTP 302: a redirect to 'ftp://127.0.0.1/merchants/m-ftp', which is not an http(s) URL",
+        "m-nowhere": (
+            f"HTTP 302: a redirect without a Location header, from {server.base_url}/merchants/m-nowhere"
+        ),
+    }
+    assert result.api_failed == set() and result.retries == 0
+    assert sorted(authorization) == sorted(
+        [
+            (server.port, f"/merchants/{near}", "Bearer secret"),
+            (server.port, f"/merchants/{near}", "Bearer secret"),  # the hop, same origin
+            (server.port, f"/merchants/{away}", "Bearer secret"),
+            (other.port, f"/merchants/{away}", None),  # the hop to another origin
+            (server.port, "/merchants/m-ftp", "Bearer secret"),
+            (server.port, "/merchants/m-nowhere", "Bearer secret"),
+        ]
+    )
+    assert [i for i, _ in elsewhere] == [away] and len(seen) == 5
 
 
 def test_a_retry_after_http_date_is_honoured() -> None:
@@ -187,6 +304,66 @@ def test_a_huge_retry_after_waits_only_max_retry_after_seconds() -> None:
         result = asyncio.run(asyncio.wait_for(fetch_all(config, [slow]), timeout=60))
     assert result.found == {slow: sandbox_profile(slow)}
     assert (result.requests, result.retries, len(seen)) == (2, 1, 2)
+
+
+def partition_files(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def test_an_api_outage_fails_the_task_and_keeps_the_last_good_partitions(tmp_path: Path, monkeypatch) -> None:
+    """An API that answers 503 to everything: fetch_all fails every merchant without raising, and
+    the task used to replace the good profiles with an empty partition (every merchant quarantined).
+    Now it raises, names the API and the counts, and both partitions keep their bytes; with
+    max_failed_fraction=1 the check is off and the outage is written as before."""
+    from featurelake_airflow.operators.fetch_merchant_profiles import FetchMerchantProfilesOperator
+
+    day = date(2026, 8, 21)
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=day, end=day, users=120, seed=5)
+    profile_dir = lake / "raw" / "merchant_profiles" / "date=2026-08-21"
+    quarantine_dir = lake / "quarantine" / "merchant_profiles" / "date=2026-08-21"
+    task = FetchMerchantProfilesOperator(task_id="fetch", lake=str(lake), ds="2026-08-21")
+
+    def use_api(port: int, **extra: object) -> None:
+        connection = {"conn_type": "http", "host": "127.0.0.1", "port": port, "extra": extra}
+        monkeypatch.setenv("AIRFLOW_CONN_MERCHANT_API", json.dumps(connection))
+
+    with SandboxServer(port=free_port(), rate=200) as server:
+        use_api(server.port, path_template=PATH_TEMPLATE, rate_per_second=150, max_concurrency=16)
+        good = task.execute({})
+    assert good["profiles"] > 10
+    profiles, quarantine = partition_files(profile_dir), partition_files(quarantine_dir)
+
+    @web.middleware
+    async def unavailable(request: web.Request, handler) -> web.StreamResponse:
+        return web.json_response({"error": "down for maintenance"}, status=503)
+
+    outage = SandboxServer(port=free_port(), rate=200)
+    outage.app.middlewares.append(unavailable)
+    with outage:
+        use_api(outage.port, path_template=PATH_TEMPLATE, rate_per_second=200, max_attempts=2)
+        with pytest.raises(ApiUnavailableError) as caught:
+            task.execute({})
+        message = str(caught.value)
+        assert message.startswith(
+            f"the merchant API {outage.base_url} (connection 'merchant_api') failed "
+            f"{good['merchants']} of {good['merchants']} merchants for reasons of its own, more than "
+            "max_failed_fraction=0.5 allows (for example "
+        )
+        assert "HTTP 503 after 2 attempts" in message
+        assert "The profile and quarantine partitions of 2026-08-21 were left as they were" in message
+        assert partition_files(profile_dir) == profiles and partition_files(quarantine_dir) == quarantine
+
+        use_api(
+            outage.port,
+            path_template=PATH_TEMPLATE,
+            rate_per_second=200,
+            max_attempts=1,
+            max_failed_fraction=1,
+        )
+        written = task.execute({})
+    assert (written["profiles"], written["quarantined_by_reason"]) == (0, {"fetch_failed": good["merchants"]})
+    assert list(profile_dir.iterdir()) == []
 
 
 def test_the_dag_writes_profiles_and_quarantine_and_a_rerun_gives_the_same_files(

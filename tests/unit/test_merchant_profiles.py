@@ -10,7 +10,14 @@ from email.utils import format_datetime
 import pytest
 
 from featurelake.fetch import FetchConfig, FetchResult, retry_after_seconds
-from featurelake.merchant_profiles import build_profiles, enrich_profile, sandbox_profile, validate_profile
+from featurelake.merchant_profiles import (
+    ApiUnavailableError,
+    build_profiles,
+    check_api_available,
+    enrich_profile,
+    sandbox_profile,
+    validate_profile,
+)
 
 GOOD = {
     "merchant_id": "m1",
@@ -115,12 +122,105 @@ def test_fetch_config_builds_quoted_urls_and_refuses_bad_settings() -> None:
     assert config.url("m 1/x") == "http://api:8089/merchants/m%201%2Fx"
     with pytest.raises(ValueError, match="http:// or https://"):
         FetchConfig(base_url="api:8089")
+    with pytest.raises(ValueError, match="and name a host, got 'http://'"):
+        FetchConfig(base_url="http://")
     with pytest.raises(ValueError, match=r"must hold \{id\}"):
         FetchConfig(base_url="http://api", path_template="/merchants")
     with pytest.raises(ValueError, match="rate_per_second must be > 0"):
         FetchConfig(base_url="http://api", rate_per_second=0)
-    with pytest.raises(ValueError, match="max_retry_after_seconds must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="max_retry_after_seconds must be >= 0"):
         FetchConfig(base_url="http://api", max_retry_after_seconds=-1)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        # 0 or less turns aiohttp's timeout off: a silent server would hang the task.
+        pytest.param(
+            "timeout_seconds", 0, r"timeout_seconds must be > 0 \(a finite number\), got 0 ", id="timeout-0"
+        ),
+        pytest.param(
+            "timeout_seconds", -1, r"timeout_seconds must be > 0 .*got -1 \(0 or less", id="timeout-neg"
+        ),
+        pytest.param(
+            "timeout_seconds", float("inf"), "timeout_seconds must be > 0 .*got inf", id="timeout-inf"
+        ),
+        pytest.param(
+            "timeout_seconds", float("nan"), "timeout_seconds must be > 0 .*got nan", id="timeout-nan"
+        ),
+        pytest.param("timeout_seconds", "10", "timeout_seconds must be > 0 .*got '10'", id="timeout-text"),
+        pytest.param(
+            "backoff_seconds",
+            -0.1,
+            r"backoff_seconds must be >= 0 \(a finite number\), got -0.1",
+            id="backoff",
+        ),
+        pytest.param(
+            "backoff_seconds", float("nan"), "backoff_seconds must be >= 0 .*got nan", id="backoff-nan"
+        ),
+        pytest.param("rate_per_second", float("inf"), "rate_per_second must be > 0 .*got inf", id="rate-inf"),
+        pytest.param(
+            "max_retry_after_seconds", float("nan"), "max_retry_after_seconds must be >= 0", id="cap-nan"
+        ),
+        pytest.param(
+            "max_concurrency", 0, r"max_concurrency must be >= 1 \(an integer\), got 0", id="concurrency"
+        ),
+        pytest.param(
+            "max_concurrency", 2.5, "max_concurrency must be >= 1 .*got 2.5", id="concurrency-float"
+        ),
+        pytest.param("max_attempts", True, "max_attempts must be >= 1 .*got True", id="attempts-bool"),
+        pytest.param("max_attempts", 0, "max_attempts must be >= 1 .*got 0", id="attempts"),
+    ],
+)
+def test_fetch_config_refuses_a_bad_number_by_name(setting: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        FetchConfig(base_url="http://api", **{setting: value})
+    assert caught.value.setting == setting
+
+
+@pytest.mark.parametrize(
+    ("template", "also"),
+    [
+        pytest.param("/{version}/merchants/{id}", "['version']", id="other-field"),
+        pytest.param("/merchants/{id}?fields={name}", "['name']", id="query-field"),
+        pytest.param("/merchants/{}/{id}", "['']", id="positional"),
+        pytest.param("/merchants/{id!r}", "['id']", id="conversion"),
+        pytest.param("/merchants/{id:>8}", "['id']", id="format-spec"),
+        pytest.param("/merchants/{id[0]}", "['id[0]']", id="index"),
+        pytest.param("/merchants/{id", "expected '}' before end of string", id="unclosed"),
+        pytest.param("/a}/{id}", "Single '}' encountered", id="lone-close"),
+    ],
+)
+def test_fetch_config_allows_only_the_id_field_in_path_template(template: str, also: str) -> None:
+    with pytest.raises(ValueError, match=r"path_template may hold only the field \{id\}") as caught:
+        FetchConfig(base_url="http://api", path_template=template)
+    assert "write a literal brace as {{ or }}" in str(caught.value)
+    assert repr(template) in str(caught.value) and also in str(caught.value)
+
+
+def test_fetch_config_keeps_doubled_braces_literal() -> None:
+    config = FetchConfig(base_url="http://api", path_template="/v{{1}}/merchants/{id}/{id}")
+    assert config.url("m/1") == "http://api/v{1}/merchants/m%2F1/m%2F1"
+
+
+def test_check_api_available_counts_only_the_apis_failures() -> None:
+    day = date(2026, 10, 28)
+    found = {f"m{i}": GOOD for i in range(4)}
+    missing = {f"x{i}": "HTTP 404: not found" for i in range(6)}
+    # 10 merchants: 6 unknown (404) and 4 found; the 404s say nothing about the API.
+    check_api_available(FetchResult(found=found, failed=missing), max_failed_fraction=0, api="A", day=day)
+    down = {f"d{i}": "HTTP 503 after 4 attempts" for i in range(5)}
+    half = FetchResult(found=found, failed={**down, "x0": "HTTP 404: not found"}, api_failed=set(down))
+    check_api_available(half, max_failed_fraction=0.5, api="A", day=day)  # 5 of 10: not more than half
+    with pytest.raises(ApiUnavailableError) as caught:
+        check_api_available(half, max_failed_fraction=0.4, api="http://api (connection 'm')", day=day)
+    assert str(caught.value).startswith(
+        "the merchant API http://api (connection 'm') failed 5 of 10 merchants for reasons of its own, "
+        "more than max_failed_fraction=0.4 allows (for example d0: HTTP 503 after 4 attempts; "
+        "d1: HTTP 503 after 4 attempts; d2: HTTP 503 after 4 attempts). The profile and quarantine "
+        "partitions of 2026-10-28 were left as they were."
+    )
+    check_api_available(FetchResult(), max_failed_fraction=0, api="A", day=day)  # no merchants at all
 
 
 NOW = datetime(2026, 10, 28, 12, 0, 0, tzinfo=UTC)
@@ -183,9 +283,79 @@ def test_the_hook_reads_the_api_from_an_http_connection(monkeypatch) -> None:
     assert config.url("m1") == "https://merchants.example.com/v1/merchants/m1"
     assert (config.rate_per_second, config.max_retry_after_seconds) == (5, 10)
     assert dict(config.headers) == {"Authorization": "Bearer token", "X-Team": "ml"}
+    assert HttpApiHook(http_conn_id="merchants").max_failed_fraction() == 0.5
     monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", json.dumps({**connection, "extra": {"rate": 5}}))
     with pytest.raises(ValueError, match=r"unknown extra \['rate'\]"):
         HttpApiHook(http_conn_id="merchants").get_conn()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MERCHANTS", json.dumps({**connection, "extra": {"max_failed_fraction": 0.2}})
+    )
+    assert HttpApiHook(http_conn_id="merchants").max_failed_fraction() == 0.2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param(
+            {"timeout_seconds": 0},
+            r"connection 'merchants': extra 'timeout_seconds': timeout_seconds must be > 0 .*got 0",
+            id="timeout-0",
+        ),
+        pytest.param(
+            {"timeout_seconds": "10"},
+            r"connection 'merchants': extra 'timeout_seconds': .*got '10'",
+            id="timeout-text",
+        ),
+        pytest.param(
+            {"max_attempts": 0},
+            r"connection 'merchants': extra 'max_attempts': max_attempts must be >= 1",
+            id="attempts",
+        ),
+        pytest.param(
+            {"path_template": "/{version}/m/{id}"},
+            r"connection 'merchants': extra 'path_template': path_template may hold only the field \{id\}",
+            id="template",
+        ),
+        pytest.param(
+            {"headers": ["X-Team: ml"]},
+            r"connection 'merchants': extra 'headers' must be an object of header names to string values",
+            id="headers-list",
+        ),
+        pytest.param(
+            {"headers": {"X-Retries": 3}},
+            r"connection 'merchants': extra 'headers' must be an object",
+            id="headers-number",
+        ),
+    ],
+)
+def test_the_hook_names_the_connection_and_the_extra_of_a_bad_setting(
+    monkeypatch, extra: dict, message: str
+) -> None:
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+
+    connection = {"conn_type": "http", "host": "merchants.example.com", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", json.dumps(connection))
+    with pytest.raises(ValueError, match=message):
+        HttpApiHook(http_conn_id="merchants").get_conn()
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "0.5", True, None])
+def test_the_hook_refuses_a_bad_max_failed_fraction_by_name(monkeypatch, value: object) -> None:
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+
+    connection = {
+        "conn_type": "http",
+        "host": "merchants.example.com",
+        "extra": {"max_failed_fraction": value},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", json.dumps(connection))
+    hook = HttpApiHook(http_conn_id="merchants")
+    assert hook.get_conn().base_url == "http://merchants.example.com", "not a FetchConfig setting"
+    with pytest.raises(
+        ValueError,
+        match=rf"connection 'merchants': extra 'max_failed_fraction' must be a number in \[0, 1\] .*got {value!r}",
+    ):
+        hook.max_failed_fraction()
 
 
 def test_the_fetch_task_refuses_an_object_store_lake_by_name() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import traceback
 
 import pytest
 
@@ -17,6 +18,10 @@ def add_one(x: int) -> int:
 
 def double_with_pid(x: int) -> tuple[int, int]:
     return x * 2, os.getpid()
+
+
+def look_up_missing(x: int) -> int:
+    return {"a": 1}[f"missing-{x}"]
 
 
 def test_items_go_through_every_stage_in_input_order_on_their_pools() -> None:
@@ -72,6 +77,18 @@ def test_a_failing_item_names_its_stage_and_position() -> None:
         for value in run_stages(range(10), [Stage("check", refuse_seven)], max_in_flight=2):
             seen.append(value)
     assert seen == list(range(7)), "the items before the failure came out"
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_a_stage_error_keeps_the_stage_exception_and_its_traceback(pool: str) -> None:
+    with pytest.raises(StageError, match=r"stage 'look' failed on item 0: KeyError\('missing-5'\)") as caught:
+        list(run_stages([5], [Stage("look", look_up_missing, pool=pool, workers=1)]))
+    cause = caught.value.__cause__
+    assert isinstance(cause, KeyError) and cause.args == ("missing-5",)
+    text = "".join(traceback.format_exception(caught.value))
+    # where the stage function failed: in this process's frames, or a worker's remote traceback
+    assert "in look_up_missing" in text and 'return {"a": 1}[f"missing-{x}"]' in text, text
+    assert "The above exception was the direct cause of the following exception" in text
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,10 @@
                "headers": {"Authorization": "Bearer ..."}}}
 
 The password, when set, is sent as a bearer token. Extras: `path_template`, `rate_per_second`,
-`max_concurrency`, `max_attempts`, `timeout_seconds`, `max_retry_after_seconds`, `headers`.
+`max_concurrency`, `max_attempts`, `timeout_seconds`, `max_retry_after_seconds`, `headers` (the
+`FetchConfig` settings of the same names), and `max_failed_fraction`: the largest share of ids that
+may fail because of the API (unavailable, or refusing our credentials) before a task refuses the
+result (default 0.5). A bad value fails naming the connection and the extra.
 """
 
 from __future__ import annotations
@@ -16,6 +19,19 @@ from airflow.sdk import BaseHook
 
 if TYPE_CHECKING:
     from featurelake.fetch import FetchConfig
+
+FETCH_EXTRAS = frozenset(
+    {
+        "path_template",
+        "rate_per_second",
+        "max_concurrency",
+        "max_attempts",
+        "timeout_seconds",
+        "max_retry_after_seconds",
+        "headers",
+    }
+)
+DEFAULT_MAX_FAILED_FRACTION = 0.5
 
 
 class HttpApiHook(BaseHook):
@@ -30,25 +46,22 @@ class HttpApiHook(BaseHook):
         super().__init__(**kwargs)
         self.http_conn_id = http_conn_id
 
-    def get_conn(self) -> FetchConfig:
-        from featurelake.fetch import FetchConfig
-
+    def _extras(self) -> tuple[Any, dict[str, Any]]:
+        """The connection and its extras, refusing unknown ones."""
         connection = self.get_connection(self.http_conn_id)
         extra = dict(connection.extra_dejson)
-        known = {
-            "path_template",
-            "rate_per_second",
-            "max_concurrency",
-            "max_attempts",
-            "timeout_seconds",
-            "max_retry_after_seconds",
-            "headers",
-        }
+        known = FETCH_EXTRAS | {"max_failed_fraction"}
         unknown = sorted(set(extra) - known)
         if unknown:
             raise ValueError(
                 f"connection {self.http_conn_id!r}: unknown extra {unknown}; known: {sorted(known)}"
             )
+        return connection, extra
+
+    def get_conn(self) -> FetchConfig:
+        from featurelake.fetch import FetchConfig, FetchSettingError
+
+        connection, extra = self._extras()
         if not connection.host:
             raise ValueError(f"connection {self.http_conn_id!r} has no host; set it to the API's host name")
         host = (
@@ -57,7 +70,33 @@ class HttpApiHook(BaseHook):
             else f"{connection.schema or 'http'}://{connection.host}"
         )
         base_url = f"{host}:{connection.port}" if connection.port else host
-        headers = dict(extra.pop("headers", {}))
+        headers = extra.pop("headers", {})
+        if not isinstance(headers, dict) or not all(
+            isinstance(name, str) and isinstance(value, str) for name, value in headers.items()
+        ):
+            raise ValueError(
+                f"connection {self.http_conn_id!r}: extra 'headers' must be an object of header names "
+                f"to string values, got {headers!r}"
+            )
+        headers = dict(headers)
         if connection.password:
             headers.setdefault("Authorization", f"Bearer {connection.password}")
-        return FetchConfig(base_url=base_url, headers=tuple(sorted(headers.items())), **extra)
+        settings = {name: value for name, value in extra.items() if name in FETCH_EXTRAS}
+        try:
+            return FetchConfig(base_url=base_url, headers=tuple(sorted(headers.items())), **settings)
+        except FetchSettingError as error:
+            # Every setting but base_url is the extra of the same name (headers: checked above).
+            where = "its host, schema and port" if error.setting == "base_url" else f"extra {error.setting!r}"
+            raise ValueError(f"connection {self.http_conn_id!r}: {where}: {error}") from error
+
+    def max_failed_fraction(self) -> float:
+        """The extra `max_failed_fraction` (default 0.5): a number in [0, 1]."""
+        _, extra = self._extras()
+        value = extra.get("max_failed_fraction", DEFAULT_MAX_FAILED_FRACTION)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(
+                f"connection {self.http_conn_id!r}: extra 'max_failed_fraction' must be a number in [0, 1] "
+                f"(the largest share of ids that may fail because of the API; 1 turns the check off), "
+                f"got {value!r}"
+            )
+        return float(value)

@@ -16,7 +16,10 @@ class FetchMerchantProfilesOperator(BaseOperator):
     """Fetch the profile of every merchant in `<lake>/raw/transactions/date=<ds>/` at the
     connection's rate limit, validate (threads) and enrich (processes) them, and replace
     `<lake>/raw/merchant_profiles/date=<ds>/` and `<lake>/quarantine/merchant_profiles/date=<ds>/`.
-    A retry refetches and writes the same files. Returns the counts, quarantined ones by reason."""
+    A retry refetches and writes the same files. When more than the connection's
+    `max_failed_fraction` of the merchants failed because of the API (an outage), it raises and
+    writes nothing, so the partitions keep their last good data. Returns the counts, quarantined
+    ones by reason."""
 
     template_fields: Sequence[str] = ("lake", "ds")
     ui_color = "#f3e8fd"
@@ -38,7 +41,7 @@ class FetchMerchantProfilesOperator(BaseOperator):
         from featurelake.arrow_partitions import replace_partition
         from featurelake.fetch import fetch_all
         from featurelake.lake import LakeLayout
-        from featurelake.merchant_profiles import build_profiles, distinct
+        from featurelake.merchant_profiles import build_profiles, check_api_available, distinct
 
         day = date.fromisoformat(self.ds)
         if "://" in self.lake.removeprefix("file://"):
@@ -52,7 +55,8 @@ class FetchMerchantProfilesOperator(BaseOperator):
         merchants = distinct(
             pads.dataset(raw, format="parquet").to_table(columns=["merchant_id"])["merchant_id"].to_pylist()
         )
-        config = HttpApiHook(http_conn_id=self.http_conn_id).get_conn()
+        hook = HttpApiHook(http_conn_id=self.http_conn_id)
+        config, max_failed_fraction = hook.get_conn(), hook.max_failed_fraction()
         self.log.info(
             "Fetching %d merchants of %s from %s at %s/s",
             len(merchants),
@@ -61,6 +65,8 @@ class FetchMerchantProfilesOperator(BaseOperator):
             config.rate_per_second,
         )
         fetched = asyncio.run(fetch_all(config, merchants))
+        api = f"{config.base_url} (connection {self.http_conn_id!r})"
+        check_api_available(fetched, max_failed_fraction=max_failed_fraction, api=api, day=day)
         with child_processes_allowed():  # the enrich stage's process pool, also on a Celery worker
             profiles, quarantine = build_profiles(fetched, as_of=day)
         replace_partition(profiles, layout.raw_merchant_profiles, day)
