@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from datetime import date
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
@@ -56,6 +57,19 @@ def partition_records(
         # the date is the record's own field; `date` is the partition column if a reader adds it
         exclude=("feature_date", "date"),
     )
+
+
+def partition_entities(
+    partition: str, *, entity_column: str = "user_id", filesystem: Any = None
+) -> pa.ChunkedArray:
+    """The entity ids of one feature partition directory, as text (as `partition_records` gives
+    them), read from the entity column alone. A directory with no data file holds none."""
+    dataset = pads.dataset(partition, format="parquet", filesystem=filesystem)
+    if entity_column not in dataset.schema.names:
+        if not dataset.files:
+            return pa.chunked_array([], pa.string())
+        raise ValueError(f"{partition} has no entity column {entity_column!r}; it has {dataset.schema.names}")
+    return pc.cast(dataset.to_table(columns=[entity_column])[entity_column], pa.string())
 
 
 def read_offline_features(

@@ -14,6 +14,9 @@ Rebalancing a ring (nodes added or removed) is live:
    old node only if it still holds the copied bytes. A crash leaves each key on one node or on both
    with the same bytes, and a rerun finishes the move: the pass is idempotent.
 3. When a pass moves nothing, drop `previous_nodes`.
+Publishing a date (`replace_date`) writes its records, then removes that date's records of entities
+the date no longer holds (a rerun with corrected data): SCAN of key names, and a compare-and-delete
+script of the few candidates, so that a record of a later date is never removed.
 A Redis Cluster moves its own slots (`redis-cli --cluster reshard` or `rebalance`); this store reads
 and writes it meanwhile, following the cluster's ASK and MOVED redirections.
 """
@@ -23,9 +26,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from itertools import islice
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import AskError, ClusterError, MovedError, TryAgainError
@@ -97,6 +103,22 @@ for i, key in ipairs(KEYS) do
   end
 end
 return {deleted, gone}
+"""
+
+
+# KEYS: feature keys. ARGV[1]: an ISO feature date. Deletes each key that holds a record of that
+# date (element 2 of the msgpack array), and leaves a record of any other date; returns the keys
+# deleted. Run per key on the server, so a record a writer replaced meanwhile is never deleted.
+_DELETE_IF_DATED = """
+local deleted = {}
+for _, key in ipairs(KEYS) do
+  local current = redis.call('GET', key)
+  if current and cmsgpack.unpack(current)[2] == ARGV[1] then
+    redis.call('DEL', key)
+    deleted[#deleted + 1] = key
+  end
+end
+return deleted
 """
 
 
@@ -272,6 +294,8 @@ class WriteReport:
     # did not answer (a failover), sent again through redis-py's cluster client. Counted among
     # `written` or `kept_newer` like the others.
     redirected: int = 0
+    # `replace_date` only: records of the date removed because the date no longer holds their entity.
+    removed_stale: int = 0
 
 
 @dataclass
@@ -299,6 +323,26 @@ def copy_ttl(pttl: int) -> str | None:
     if pttl == -1:
         return "0"
     return str(pttl) if pttl > 0 else None
+
+
+def _iso_date(day: date | str) -> str:
+    """`day` as the records hold it: YYYY-MM-DD."""
+    try:
+        return (day if isinstance(day, date) else date.fromisoformat(day)).isoformat()
+    except ValueError:
+        raise ValueError(f"a feature date must be YYYY-MM-DD, got {day!r}") from None
+
+
+def _entity_set(entity_ids: pa.Array | pa.ChunkedArray | Iterable[str]) -> pa.Array:
+    """Entity ids as one pyarrow binary array (UTF-8, as in the keys), for a set lookup. Integer or
+    dictionary-encoded ids become their text, as the written records' ids do."""
+    if isinstance(entity_ids, (pa.Array, pa.ChunkedArray)):
+        ids = pc.cast(entity_ids, pa.string())
+    else:
+        ids = pa.array(list(entity_ids), pa.string())
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    return pc.cast(pc.drop_null(ids), pa.binary())
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -423,6 +467,16 @@ class OnlineStore:
 
     def _write_cluster(self, values: Mapping[bytes, bytes], ttl: str) -> tuple[int, int]:
         """Run the write script for each key on the cluster; return (keys set, keys redirected)."""
+        replies, redirected = self._script_per_key_on_cluster(
+            _WRITE_IF_NOT_OLDER, {key: [_REPLACE_SAME_DATE, value, ttl] for key, value in values.items()}
+        )
+        return sum(int(reply) for reply in replies.values()), redirected
+
+    def _script_per_key_on_cluster(
+        self, source: str, args_by_key: Mapping[bytes, Sequence[str | bytes]]
+    ) -> tuple[dict[bytes, Any], int]:
+        """Run the Lua `source` once per key (KEYS: that key, ARGV: its args) on the cluster; return
+        each key's reply, and how many keys were redirected."""
         # A script's keys must share a slot, and redis-py's cluster pipeline refuses scripts: so
         # keys are grouped by the primary that holds their slot, and each key gets its own script
         # call in a plain pipeline to that primary. A plain pipeline does not follow the cluster's
@@ -431,18 +485,18 @@ class OnlineStore:
         # client, which follows redirections and refreshes its slot table (for the next batch too).
         cluster = self.cluster_client()
         by_primary: dict[str, tuple[ClusterNode, list[bytes]]] = {}
-        for key in values:
+        for key in args_by_key:
             node = cluster.get_node_from_key(key)
             by_primary.setdefault(node.name, (node, []))[1].append(key)
-        written = 0
+        replies: dict[bytes, Any] = {}
         redirected: list[bytes] = []
         for node, keys in by_primary.values():
             # connects first to a node the client learned of from a redirection
             client = cluster.get_redis_connection(node)
-            script = client.register_script(_WRITE_IF_NOT_OLDER)
+            script = client.register_script(source)
             pipe = client.pipeline(transaction=False)
             for key in keys:
-                script(keys=[key], args=[_REPLACE_SAME_DATE, values[key], ttl], client=pipe)
+                script(keys=[key], args=list(args_by_key[key]), client=pipe)
             try:
                 results = pipe.execute(raise_on_error=False)
             except (redis.ConnectionError, redis.TimeoutError) as error:
@@ -459,17 +513,17 @@ class OnlineStore:
                 elif isinstance(result, Exception):
                     raise result
                 else:
-                    written += int(result)
+                    replies[key] = result
         if redirected:
             log.info(
                 "%d keys are on slots the cluster is moving or has moved, or on a node that did not answer: "
                 "resent through the cluster client",
                 len(redirected),
             )
-            script = cluster.register_script(_WRITE_IF_NOT_OLDER)
+            script = cluster.register_script(source)
             for key in redirected:
-                written += int(script(keys=[key], args=[_REPLACE_SAME_DATE, values[key], ttl]))
-        return written, len(redirected)
+                replies[key] = script(keys=[key], args=list(args_by_key[key]))
+        return replies, len(redirected)
 
     # -- reads ---------------------------------------------------------------------------------
     def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
@@ -539,6 +593,107 @@ class OnlineStore:
                 for node in cluster.get_primaries()
             }
         return {node: sum(1 for _ in self.scan_keys(node, view)) for node in self.every_node}
+
+    # -- replacing a date, deleting -----------------------------------------------------------
+    def replace_date(
+        self,
+        view: str,
+        feature_date: date | str,
+        records: Iterable[tuple[str, FeatureRecord]],
+        entity_ids: pa.Array | pa.ChunkedArray | Iterable[str],
+    ) -> WriteReport:
+        """Publish one date of `view`: `write` its `records`, then `remove_stale` the records of
+        that date whose entity is not in `entity_ids` (every entity the date holds; none for a date
+        with no entity). The store then holds the date as given and keeps records of later dates."""
+        day = _iso_date(feature_date)  # refused before anything is written
+        report = self.write(view, records)
+        report.removed_stale = self.remove_stale(view, day, entity_ids)
+        return report
+
+    def remove_stale(
+        self,
+        view: str,
+        feature_date: date | str,
+        entity_ids: pa.Array | pa.ChunkedArray | Iterable[str],
+    ) -> int:
+        """Delete the records of `view` dated `feature_date` whose entity is not in `entity_ids`;
+        return how many keys were removed. SCAN reads the key names of every node (on a cluster,
+        every primary); the keys of entities outside `entity_ids` are the candidates, and a script
+        deletes each candidate only if it still holds a record of that date, so a record of another
+        date, or one a writer put there meanwhile with a later date, stays."""
+        day = _iso_date(feature_date)
+        keep = _entity_set(entity_ids)
+        pattern = key_pattern(self.config.key_prefix, view)
+        head = pattern.removesuffix("*").encode()
+        removed: set[bytes] = set()
+        if self.config.cluster:
+            cluster = self.cluster_client()
+            candidates: set[bytes] = set()
+            for primary in cluster.get_primaries():
+                scanned = cluster.scan_iter(match=pattern, count=self.config.batch_size, target_nodes=primary)
+                candidates.update(self._outside(scanned, head, keep))
+            for chunk in _chunks(candidates, self.config.batch_size):
+                replies, _ = self._script_per_key_on_cluster(_DELETE_IF_DATED, {key: [day] for key in chunk})
+                removed.update(key for key, reply in replies.items() if reply)
+        else:
+            found_on = {
+                node: self._outside(self.scan_keys(node, view), head, keep) for node in self.every_node
+            }
+            # Where each candidate was found, then on its owner on the ring: last, because a
+            # rebalance that moves the key meanwhile copies it there before deleting it here.
+            for node, keys in found_on.items():
+                removed.update(
+                    self._delete_dated(node, [k for k in keys if self.ring.node_for(k) != node], day)
+                )
+            candidates = {key for keys in found_on.values() for key in keys}
+            for owner, keys in self.ring.group_by_node(candidates).items():
+                removed.update(self._delete_dated(owner, keys, day))
+        log.info(
+            "%s of %s: removed %d records of entities the date no longer holds (%d keys of other "
+            "entities checked; those of other dates stay)",
+            view,
+            day,
+            len(removed),
+            len(candidates),
+        )
+        return len(removed)
+
+    def _outside(self, keys: Iterable[bytes], head: bytes, keep: pa.Array) -> list[bytes]:
+        """The keys (all starting with `head`) whose entity is not in `keep`; one set lookup for
+        all of them, as pyarrow builds its hash table of `keep` on each call."""
+        pages = [pa.array([key[len(head) :] for key in page], pa.binary()) for page in _chunks(keys, 10_000)]
+        if not pages:
+            return []
+        entities = pa.chunked_array(pages, pa.binary())
+        outside = entities.filter(pc.invert(pc.is_in(entities, value_set=keep)))
+        return [head + entity for entity in outside.to_pylist()]
+
+    def _delete_dated(self, node: str, keys: Sequence[bytes], day: str) -> list[bytes]:
+        """Run the compare-and-delete script on `node` in batches; return the keys it deleted."""
+        script = self.client(node).register_script(_DELETE_IF_DATED)
+        return [
+            key for chunk in _chunks(keys, self.config.batch_size) for key in script(keys=chunk, args=[day])
+        ]
+
+    def delete(self, view: str, entity_ids: Iterable[str]) -> int:
+        """Delete the records of `entity_ids` in `view`, whatever their date; return the keys
+        deleted. On a ring during a rebalance, from the previous owner and then the owner."""
+        keys = list(dict.fromkeys(self.key(view, entity) for entity in entity_ids))
+        deleted = 0
+        if self.config.cluster:
+            cluster = self.cluster_client()
+            for chunk in _chunks(keys, self.config.batch_size):
+                deleted += int(cluster.delete(*chunk))  # redis-py sends one DEL per slot
+            return deleted
+        groups: list[tuple[str, list[bytes]]] = []
+        if self.previous_ring is not None:
+            for node, group in self.previous_ring.group_by_node(keys).items():
+                groups.append((node, [key for key in group if self.ring.node_for(key) != node]))
+        groups.extend(self.ring.group_by_node(keys).items())
+        for node, group in groups:
+            for chunk in _chunks(group, self.config.batch_size):
+                deleted += int(self.client(node).delete(*chunk))
+        return deleted
 
     # -- rebalance -----------------------------------------------------------------------------
     def rebalance(self, *, max_keys: int | None = None) -> RebalanceReport:

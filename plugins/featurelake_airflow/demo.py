@@ -79,14 +79,16 @@ def show_online_reads(user_ids: list[str], online_connection: str, *, lake: Path
     """Read `user_ids` through the layered cache: cold (from Redis), warm (local), and after some
     keys are evicted from Redis (computed from the lake and written back); print where each read
     was answered and how long it took."""
+    from airflow.sdk import Connection
+
     from featurelake.cache import LayeredFeatureCache
     from featurelake.offline_features import read_offline_features
-    from featurelake.online_store import OnlineStore, OnlineStoreConfig
+    from featurelake.online_store import OnlineStore
+    from featurelake_airflow.hooks.online_store import OnlineStoreHook
 
-    connection = json.loads(online_connection)
-    config = OnlineStoreConfig.from_connection(
-        host=connection.get("host"), port=connection.get("port"), extra=connection.get("extra")
-    )
+    # Read as the DAG's tasks read it: password, TLS and cluster included.
+    connection = Connection.from_json(online_connection, conn_id=OnlineStoreHook.default_conn_name)
+    config = OnlineStoreHook.config_of(connection)
     features = str(lake / "features" / "user_features")
     evicted = user_ids[:100]
     with OnlineStore(config) as store:
@@ -115,8 +117,7 @@ def show_online_reads(user_ids: list[str], online_connection: str, *, lake: Path
 
         timed_read("cold: local layer empty", user_ids)
         timed_read("warm", user_ids)
-        for node, keys in store.ring.group_by_node([store.key("user_features", u) for u in evicted]).items():
-            store.client(node).delete(*keys)
+        store.delete("user_features", evicted)
         cache.invalidate(evicted)
         timed_read("evicted from Redis and locally", evicted)
         timed_read("the same again", evicted)

@@ -265,3 +265,196 @@ def test_layered_cache_over_redis_computes_misses_from_the_lake(
         assert fresh.warm(["a", "b", "c"], batch_size=2) == 3
         fresh.get_many(["a", "b", "c"])
         assert fresh.stats.local_hits == 3
+
+
+# -- a rerun of a date with corrected data -----------------------------------------------------
+DAY, LATER, EARLIER = "2026-10-28", "2026-10-29", "2026-10-27"
+
+
+def dated_records(ids: range, day: str, prefix: str = "r") -> list[tuple[str, FeatureRecord]]:
+    return [(f"{prefix}{i:05d}", FeatureRecord(day, {"n": i})) for i in ids]
+
+
+def seed_a_published_date(store: OnlineStore, view: str) -> None:
+    """r00000-r00299 of DAY; r00300-r00319 of LATER and r00320-r00339 of EARLIER (other dates of
+    entities that DAY's rerun will not hold); r00000-r00009 are then rewritten with LATER."""
+    store.write(view, dated_records(range(300), DAY))
+    store.write(view, dated_records(range(300, 320), LATER))
+    store.write(view, dated_records(range(320, 340), EARLIER))
+    store.write(view, dated_records(range(10), LATER))
+
+
+def assert_the_rerun_replaced_the_date(store: OnlineStore, view: str) -> None:
+    got = store.read(view, [f"r{i:05d}" for i in range(340)])
+    dates = {entity: record.feature_date for entity, record in got.items()}
+    assert dates == {
+        **{f"r{i:05d}": LATER for i in range(10)},
+        **{f"r{i:05d}": DAY for i in range(10, 250)},  # r00250-r00299: dropped by the rerun
+        **{f"r{i:05d}": LATER for i in range(300, 320)},
+        **{f"r{i:05d}": EARLIER for i in range(320, 340)},
+    }
+
+
+@pytest.mark.parametrize("node_count", [1, 3], ids=["one node", "ring of 3"])
+def test_a_rerun_of_a_date_removes_the_records_of_entities_it_no_longer_holds(
+    redis_nodes: list[str], node_count: int
+) -> None:
+    config = OnlineStoreConfig(nodes=redis_nodes[:node_count], key_ttl_seconds=0, batch_size=64)
+    with OnlineStore(config) as store:
+        seed_a_published_date(store, VIEW)
+        # The corrected partition holds r00000-r00249 (r00000-r00009 kept LATER records).
+        report = store.replace_date(
+            VIEW,
+            date(2026, 10, 28),
+            dated_records(range(250), DAY),
+            pa.array([f"r{i:05d}" for i in range(250)]),  # as the partition's column
+        )
+        assert (report.written, report.kept_newer, report.removed_stale) == (240, 10, 50)
+        assert_the_rerun_replaced_the_date(store, VIEW)
+        again = store.replace_date(
+            VIEW, DAY, dated_records(range(250), DAY), [f"r{i:05d}" for i in range(250)]
+        )
+        assert again.removed_stale == 0, "a rerun of the same partition removes nothing more"
+
+        # The date left with no entity at all: every record of DAY goes, the other dates stay.
+        assert store.replace_date(VIEW, DAY, [], []).removed_stale == 240
+        left = {
+            entity: record.feature_date
+            for entity, record in store.read(VIEW, [f"r{i:05d}" for i in range(340)]).items()
+        }
+    assert set(left.values()) == {LATER, EARLIER} and len(left) == 50
+    assert sum(len(keys_on(node)) for node in redis_nodes[:node_count]) == 50
+
+
+def test_a_rerun_during_a_live_rebalance_removes_stale_records_from_old_and_new_nodes(
+    redis_nodes: list[str],
+) -> None:
+    old, new = redis_nodes[:3], redis_nodes
+    with OnlineStore(OnlineStoreConfig(nodes=old, batch_size=64)) as store:
+        seed_a_published_date(store, VIEW)
+    stale = {feature_key("fl", VIEW, f"r{i:05d}") for i in range(250, 300)}
+    migrating = OnlineStoreConfig(nodes=new, previous_nodes=old, batch_size=64)
+    with OnlineStore(migrating) as store:
+        moving = {key for key in stale if store.ring.node_for(key) != store.previous_ring.node_for(key)}
+        assert moving, "some stale records are still on their previous node"
+        # and some are on both nodes, as a move leaves them until its delete
+        store.write(VIEW, dated_records(range(250, 275), DAY))
+        report = store.replace_date(
+            VIEW, DAY, dated_records(range(250), DAY), [f"r{i:05d}" for i in range(250)]
+        )
+        assert report.removed_stale == 50
+        assert not any(stale & keys_on(node) for node in new), "a stale record is left on a node"
+        assert_the_rerun_replaced_the_date(store, VIEW)
+        assert store.rebalance().complete
+    with OnlineStore(OnlineStoreConfig(nodes=new)) as store:
+        assert_the_rerun_replaced_the_date(store, VIEW)
+
+
+def test_a_rerun_on_a_redis_cluster_removes_the_records_of_entities_it_no_longer_holds(
+    redis_cluster: list[str],
+) -> None:
+    view = "rerun_view"  # the cluster is shared by the module's tests
+    with OnlineStore(OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True, batch_size=64)) as store:
+        seed_a_published_date(store, view)
+        report = store.replace_date(
+            view, DAY, dated_records(range(250), DAY), [f"r{i:05d}" for i in range(250)]
+        )
+        assert (report.written, report.kept_newer, report.removed_stale) == (240, 10, 50)
+        assert_the_rerun_replaced_the_date(store, view)
+        assert store.replace_date(view, DAY, [], []).removed_stale == 240
+        assert sum(store.count_keys(view).values()) == 50
+        assert store.delete(view, [f"r{i:05d}" for i in range(340)]) == 50
+        assert sum(store.count_keys(view).values()) == 0
+
+
+class _NewerWriteAfterTheScan(OnlineStore):
+    """A writer puts a later record of every candidate between the SCAN and the compare-and-delete."""
+
+    def _outside(self, keys, head, keep):
+        candidates = super()._outside(keys, head, keep)
+        entities = [key[len(head) :].decode() for key in candidates]
+        OnlineStore.write(self, VIEW, [(entity, FeatureRecord(LATER, {"n": -1})) for entity in entities])
+        return candidates
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["ring", "cluster"])
+def test_a_later_record_written_during_the_removal_is_never_removed(
+    redis_nodes: list[str], redis_cluster: list[str], cluster: bool
+) -> None:
+    config = (
+        OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True)
+        if cluster
+        else OnlineStoreConfig(nodes=redis_nodes[:3])
+    )
+    ids = [f"w{i:03d}" for i in range(100)]
+    with OnlineStore(config) as store:
+        store.delete(VIEW, ids)
+        store.write(VIEW, [(entity, FeatureRecord(DAY, {"n": 1})) for entity in ids])
+    with _NewerWriteAfterTheScan(config) as store:
+        assert store.remove_stale(VIEW, DAY, ids[:60]) == 0
+        got = store.read(VIEW, ids)
+        store.delete(VIEW, ids)
+    assert {entity for entity, record in got.items() if record.feature_date == LATER} == set(ids[60:])
+    assert len(got) == 100
+
+
+def test_the_publish_task_removes_what_a_corrected_rerun_dropped(
+    redis_nodes: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from featurelake_airflow.operators.publish_online_features import PublishOnlineFeaturesOperator
+
+    host, port = redis_nodes[0].rsplit(":", 1)
+    connection = {"conn_type": "redis", "host": host, "port": int(port), "extra": {"key_ttl_seconds": 0}}
+    monkeypatch.setenv("AIRFLOW_CONN_FEATURELAKE_ONLINE", json.dumps(connection))
+    partition = tmp_path / "features" / "user_features" / f"date={DAY}"
+
+    def publish(users: list[str] | None) -> dict:
+        if partition.exists():
+            for old in partition.iterdir():
+                old.unlink()
+            partition.rmdir()
+        if users is not None:
+            partition.mkdir(parents=True)
+            table = pa.table({"user_id": users, "total_spend": [1.0] * len(users)})
+            pq.write_table(table, partition / "part-0.parquet")
+        task = PublishOnlineFeaturesOperator(task_id="publish", lake=str(tmp_path), ds=DAY)
+        return task.execute(context={})
+
+    with OnlineStore(OnlineStoreConfig(nodes=redis_nodes[:1])) as store:
+        store.write(VIEW, [("later", FeatureRecord(LATER, {"total_spend": 9.0}))])
+        first = publish(["a", "b", "c", "later"])
+        assert (first["written"], first["kept_newer"], first["removed_stale"]) == (3, 1, 0)
+        rerun = publish(["a"])  # corrected: b and c had only bogus transactions
+        assert (rerun["written"], rerun["removed_stale"]) == (1, 2)
+        assert set(store.read(VIEW, ["a", "b", "c", "later"])) == {"a", "later"}
+        empty = publish([])  # a partition of no rows
+        assert (empty["written"], empty["removed_stale"]) == (0, 1)
+        publish(["a", "b"])
+        gone = publish(None)  # the feature job left the date absent: no entity had data
+        assert gone == {
+            "partition": str(partition),
+            "written": 0,
+            "kept_newer": 0,
+            "by_node": {},
+            "redirected": 0,
+            "removed_stale": 2,
+        }
+        assert store.read(VIEW, ["a", "b", "c", "later"]) == {
+            "later": FeatureRecord(LATER, {"total_spend": 9.0})
+        }
+
+
+def test_delete_finds_keys_on_their_previous_node_during_a_rebalance(redis_nodes: list[str]) -> None:
+    old, new = redis_nodes[:1], redis_nodes[:2]
+    ids = [f"x{i:04d}" for i in range(200)]
+    with OnlineStore(OnlineStoreConfig(nodes=old)) as store:
+        store.write(VIEW, [(entity, FeatureRecord(DAY, {"n": 1})) for entity in ids])
+    with OnlineStore(OnlineStoreConfig(nodes=new, previous_nodes=old)) as store:
+        store.write(VIEW, [(entity, FeatureRecord(LATER, {"n": 2})) for entity in ids[:50]])
+        held = sum(len(keys_on(node)) for node in new)
+        assert held > 200, "some keys are on both nodes"
+        assert store.delete(VIEW, ids) == held
+        assert store.read(VIEW, ids) == {}
+    assert not keys_on(new[0]) and not keys_on(new[1])

@@ -163,19 +163,35 @@ def test_a_partition_holding_only_hidden_files_has_not_landed(tmp_path: Path, na
     assert check.execute(context={})["files"] == 1
 
 
-def test_publishing_a_date_with_no_features_writes_nothing(tmp_path: Path) -> None:
-    """A window with no clean transaction leaves the features partition empty (docs/features.md):
-    the publish task then succeeds and writes nothing, without reaching for Redis."""
+def test_publishing_a_date_with_no_features_removes_that_dates_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window with no clean transaction leaves the features partition absent (docs/features.md):
+    the publish task then writes nothing, and removes the store's records of that date (a rerun
+    whose corrected data left no entity) while keeping those of other dates."""
+    from featurelake.feature_records import FeatureRecord
+    from featurelake.local_redis import LocalRedisServer
+    from featurelake.online_store import OnlineStore, OnlineStoreConfig
     from featurelake_airflow.operators.publish_online_features import PublishOnlineFeaturesOperator
 
-    publish = PublishOnlineFeaturesOperator(task_id="publish", lake=str(tmp_path), ds="2030-01-01")
-    result = publish.execute(context={})
+    with LocalRedisServer() as server:
+        connection = {"conn_type": "redis", "host": "127.0.0.1", "port": server.port}
+        monkeypatch.setenv("AIRFLOW_CONN_FEATURELAKE_ONLINE", json.dumps(connection))
+        with OnlineStore(OnlineStoreConfig(nodes=(server.address,))) as store:
+            store.write(
+                "user_features",
+                [("a", FeatureRecord("2030-01-01", {"n": 1})), ("b", FeatureRecord("2030-01-02", {"n": 2}))],
+            )
+            publish = PublishOnlineFeaturesOperator(task_id="publish", lake=str(tmp_path), ds="2030-01-01")
+            result = publish.execute(context={})
+            assert set(store.read("user_features", ["a", "b"])) == {"b"}
     assert result == {
         "partition": f"{tmp_path}/features/user_features/date=2030-01-01",
         "written": 0,
         "kept_newer": 0,
         "by_node": {},
         "redirected": 0,
+        "removed_stale": 1,
     }
 
 

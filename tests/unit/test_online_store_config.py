@@ -147,3 +147,9 @@ def test_a_rebalance_copies_the_remaining_ttl_and_never_revives_an_expired_key(
     pttl: int, ttl: str | None
 ) -> None:
     assert copy_ttl(pttl) == ttl
+
+
+def test_a_replaced_date_must_be_iso() -> None:
+    store = OnlineStore(OnlineStoreConfig(nodes=("127.0.0.1:1",)))
+    with pytest.raises(ValueError, match="a feature date must be YYYY-MM-DD, got '28/10/2026'"):
+        store.replace_date("user_features", "28/10/2026", [], [])

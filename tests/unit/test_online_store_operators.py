@@ -1,14 +1,16 @@
-"""The online store's operators and hook around the library: the connection they read, and what the
-rebalance task does with an unfinished pass (the real moves are in tests/integration)."""
+"""The online store's operators and hook around the library: the connection they read (the demo's
+too), what the rebalance task does with an unfinished pass, and what the publish task does with an
+absent partition (the real moves and removals are in tests/integration)."""
 
 from __future__ import annotations
 
 import json
+from datetime import date
 from unittest import mock
 
 import pytest
 
-from featurelake.online_store import OnlineStoreConfig, RebalanceReport
+from featurelake.online_store import OnlineStoreConfig, RebalanceReport, WriteReport
 
 
 def test_the_hook_reads_the_ring_from_the_connection(monkeypatch) -> None:
@@ -73,3 +75,86 @@ def test_rebalance_task_fails_until_a_pass_finishes(report: RebalanceReport, err
             result = task.execute(context={})
             assert result["moved"] == 4 and result["keys_per_node"] == {"a:1": 5, "b:2": 4}
     hook.assert_called_once_with(online_conn_id="shards")
+
+
+def test_the_demo_and_the_hook_read_a_connection_the_same_way(monkeypatch) -> None:
+    from airflow.sdk import Connection
+
+    from featurelake_airflow.hooks.online_store import OnlineStoreHook
+
+    connection = {
+        "conn_type": "redis",
+        "host": "redis-c0",
+        "port": 7000,
+        "login": "feature-writer",
+        "password": "secret",
+        "extra": {"cluster": "true", "ssl": True, "ssl_cert_reqs": "required"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_FEATURELAKE_ONLINE", json.dumps(connection))
+    expected = OnlineStoreConfig(
+        nodes=("redis-c0:7000",),
+        cluster=True,
+        username="feature-writer",
+        password="secret",
+        ssl=True,
+        ssl_cert_reqs="required",
+    )
+    assert OnlineStoreHook().config() == expected
+    assert OnlineStoreHook.config_of(Connection.from_json(json.dumps(connection), conn_id="x")) == expected
+
+
+class FakePublishStore:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __enter__(self) -> FakePublishStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def replace_date(self, view, feature_date, records, entity_ids) -> WriteReport:
+        self.calls.append((view, feature_date, list(records), list(entity_ids)))
+        return WriteReport(removed_stale=7)
+
+
+def test_publishing_an_absent_partition_removes_the_dates_records(tmp_path) -> None:
+    from featurelake_airflow.operators import publish_online_features
+
+    store = FakePublishStore()
+    hook = mock.Mock()
+    hook.return_value.get_conn.return_value = store
+    with mock.patch.object(publish_online_features, "OnlineStoreHook", hook):
+        task = publish_online_features.PublishOnlineFeaturesOperator(
+            task_id="publish", lake=str(tmp_path), ds="2030-01-01", online_conn_id="shards"
+        )
+        result = task.execute(context={})
+    assert store.calls == [("user_features", date(2030, 1, 1), [], [])]
+    assert result == {
+        "partition": f"{tmp_path}/features/user_features/date=2030-01-01",
+        "written": 0,
+        "kept_newer": 0,
+        "by_node": {},
+        "redirected": 0,
+        "removed_stale": 7,
+    }
+    hook.assert_called_once_with(online_conn_id="shards")
+
+
+def test_partition_entities_are_the_ids_the_records_are_keyed_by(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurelake.offline_features import partition_entities, partition_records
+
+    partition = tmp_path / "date=2026-10-28"
+    partition.mkdir()
+    assert partition_entities(str(partition)).to_pylist() == [], "a directory with no data file"
+    ids = pa.array([7, 12], pa.int64())
+    pq.write_table(pa.table({"user_id": ids, "v": [1.0, 2.0]}), partition / "part-0.parquet")
+    (partition / "_SUCCESS").write_text("")
+    entities = partition_entities(str(partition))
+    keyed = [entity for entity, _ in partition_records(str(partition), feature_date=date(2026, 10, 28))]
+    assert entities.to_pylist() == keyed == ["7", "12"]
+    with pytest.raises(ValueError, match="no entity column 'merchant_id'"):
+        partition_entities(str(partition), entity_column="merchant_id")

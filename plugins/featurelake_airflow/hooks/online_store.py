@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
     from featurelake.online_store import OnlineStore, OnlineStoreConfig
 
 
@@ -31,17 +33,23 @@ class OnlineStoreHook(BaseHook):
         self.online_conn_id = online_conn_id
 
     def config(self) -> OnlineStoreConfig:
+        """The store config of this hook's connection."""
+        return self.config_of(self.get_connection(self.online_conn_id))
+
+    @staticmethod
+    def config_of(connection: Connection) -> OnlineStoreConfig:
+        """The store config of an Airflow connection (the demo builds one from its JSON with
+        `Connection.from_json`): host, port, login, password and extras."""
         # Imported here: DAG files import this hook through operators, and parse without redis.
         from featurelake.online_store import OnlineStoreConfig
 
-        connection = self.get_connection(self.online_conn_id)
         return OnlineStoreConfig.from_connection(
             host=connection.host,
             port=connection.port,
             login=connection.login,
             password=connection.password,
             extra=connection.extra_dejson,
-            conn_id=self.online_conn_id,
+            conn_id=connection.conn_id,
         )
 
     def get_conn(self) -> OnlineStore:

@@ -15,8 +15,10 @@ from featurelake_airflow.lake_paths import lake_path
 
 class PublishOnlineFeaturesOperator(BaseOperator):
     """Write every row of `<lake>/features/<view>/date=<ds>/` to the online store, keyed by
-    `entity_column`. The store keeps the later of two feature dates, so a backfill of an old date
-    never replaces newer features, and a rerun writes the same records. Returns the counts."""
+    `entity_column`, then remove the store's records of `ds` whose entity that partition no longer
+    holds (all of them when it is absent: no entity had data). The store keeps the later of two
+    feature dates, so a backfill of an old date never replaces newer features, and a rerun leaves
+    the store holding the date as the partition does. Returns the counts."""
 
     template_fields: Sequence[str] = ("lake", "ds", "view")
     ui_color = "#fbe3e4"
@@ -41,25 +43,30 @@ class PublishOnlineFeaturesOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         day = date.fromisoformat(self.ds)
         from featurelake.lake import LakeLayout
+        from featurelake.offline_features import partition_entities, partition_records
 
         location = LakeLayout.partition(LakeLayout(self.lake).features(self.view), day)
         partition = lake_path(location)
-        if not partition.exists():
-            self.log.warning(
-                "%s does not exist (no entity had data in the window): nothing to publish", location
+        if partition.exists():
+            # An object-store path reads through Airflow's fsspec filesystem, with its connection's keys.
+            filesystem, path = (
+                (None, str(partition)) if isinstance(partition, Path) else (partition.fs, partition.path)
             )
-            return {"partition": location, "written": 0, "kept_newer": 0, "by_node": {}, "redirected": 0}
-        from featurelake.offline_features import partition_records
-
-        # An object-store path reads through Airflow's fsspec filesystem, with its connection's keys.
-        filesystem, path = (
-            (None, str(partition)) if isinstance(partition, Path) else (partition.fs, partition.path)
-        )
-        records = partition_records(
-            path, feature_date=day, entity_column=self.entity_column, filesystem=filesystem
-        )
+            columns = {"entity_column": self.entity_column, "filesystem": filesystem}
+            records = partition_records(path, feature_date=day, **columns)
+            entities = partition_entities(path, **columns)
+        else:
+            # The feature job leaves the partition absent when no entity had data in the window: a
+            # rerun that ends so takes back every record of the date that an earlier run published.
+            self.log.warning(
+                "%s does not exist (no entity had data in the window): nothing to write, and the "
+                "store's records of %s are removed",
+                location,
+                self.ds,
+            )
+            records, entities = [], []
         with OnlineStoreHook(online_conn_id=self.online_conn_id).get_conn() as store:
-            report = store.write(self.view, records)
+            report = store.replace_date(self.view, day, records, entities)
         self.log.info(
             "Published %d %s records for %s (%d kept: the store holds later dates); per node: %s",
             report.written,
@@ -68,6 +75,15 @@ class PublishOnlineFeaturesOperator(BaseOperator):
             report.kept_newer,
             report.by_node,
         )
+        if report.removed_stale:
+            self.log.warning(
+                "Removed %d %s records of %s whose %s the partition no longer holds (a rerun with "
+                "corrected data)",
+                report.removed_stale,
+                self.view,
+                self.ds,
+                self.entity_column,
+            )
         if report.redirected:
             self.log.info(
                 "%d keys were on Redis Cluster slots being moved, and were written through redirections",
@@ -79,4 +95,5 @@ class PublishOnlineFeaturesOperator(BaseOperator):
             "kept_newer": report.kept_newer,
             "by_node": report.by_node,
             "redirected": report.redirected,
+            "removed_stale": report.removed_stale,
         }
