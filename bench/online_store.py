@@ -7,7 +7,8 @@ Records look like user_features rows: 12 values (floats, ints, an ISO timestamp 
 - Reads of every record: `OnlineStore.read` (one MGET per node and batch of 1,000) against one GET
   per key over the same connections (pipelining off: the naive client).
 - Writes: `OnlineStore.write` (the Lua script that keeps the later feature date) against plain
-  pipelined `SET PX` of the same bytes, which keeps no date.
+  pipelined `SET PX` of the same bytes, which keeps no date. Then the publish task's
+  `replace_date` (the write, then `remove_stale`'s SCAN of every key name) against the write alone.
 - The layered cache: `get_many` answered from the local layer against the same call answered from
   Redis (the local layer emptied first).
 - Single-key latency of `LayeredFeatureCache.get`, local hit and Redis hit, p50 and p99.
@@ -118,6 +119,13 @@ def main() -> None:
         results["write_store_s"] = median_seconds(
             lambda: store.write(VIEW, records), args.repeat, before=lambda: flush(ring)
         )
+        # The publish task: the same write, then removing records of that date whose entity the
+        # date no longer holds (none here, the daily case: one SCAN of every key name).
+        results["publish_replace_date_s"] = median_seconds(
+            lambda: store.replace_date(VIEW, "2026-10-28", records, ids),
+            args.repeat,
+            before=lambda: flush(ring),
+        )
 
         # Reads of every record: grouped MGET against one GET per key.
         def one_get_per_key() -> None:
@@ -200,6 +208,7 @@ def main() -> None:
     ratios = {
         "read: one GET per key / grouped MGET": results["read_get_per_key_s"] / results["read_store_s"],
         "write: newer-wins script / plain SET PX": results["write_store_s"] / results["write_plain_set_s"],
+        "publish: write + remove_stale / write": results["publish_replace_date_s"] / results["write_store_s"],
         "cache get_many: from Redis / local": results["cache_from_redis_s"] / results["cache_local_s"],
         "cluster fetch: GET pipeline (the fallback) / MGET per slot": results["cluster_get_pipeline_s"]
         / results["cluster_mget_per_slot_s"],
