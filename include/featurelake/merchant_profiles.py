@@ -14,6 +14,7 @@ such as `19900101` or `1990-W01-1`).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -60,7 +61,8 @@ class Checked:
 def validate_profile(item: tuple[str, Any]) -> Checked:
     """(merchant id, JSON payload) -> a checked profile (thread stage: cheap, per item)."""
     merchant_id, payload = item
-    text = repr(payload)[:500]
+    # The whole answer, as JSON, so a quarantined profile can be read anywhere and replayed.
+    text = json.dumps(payload, ensure_ascii=False)
     if not isinstance(payload, Mapping):
         return Checked(merchant_id, None, "not_an_object", text)
     if payload.get("merchant_id") != merchant_id:

@@ -80,6 +80,7 @@ def test_a_good_profile_is_validated_and_enriched() -> None:
 def test_bad_profiles_are_refused_with_the_rule(payload: object, reason: str) -> None:
     checked = validate_profile(("m1", payload))
     assert (checked.row, checked.reason) == (None, reason)
+    assert json.loads(checked.payload) == payload, "the quarantine keeps the whole answer, as JSON"
 
 
 @pytest.mark.parametrize(("country", "established"), [("US", "2000-02-29"), ("ZA", "0001-01-01")])
