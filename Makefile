@@ -61,17 +61,33 @@ lint: $(VENV)/.stamp-installed  ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-airflow: $(DB_STAMP)  ## Serve the Airflow UI on :8080 (user admin, see README)
-	airflow standalone
+# Ctrl-C reaches every process of the terminal's group, and LocalExecutor's workers ignore it and
+# outlive a standalone that is still stopping. So standalone runs in its own session, and Ctrl-C is
+# passed to it alone: it stops its components and exits (about 15 s). The launcher gives it back
+# the default SIGINT, which the shell takes from a command it starts in the background.
+STANDALONE_LAUNCHER = $(PY) -c 'import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); os.setsid(); os.execvp("airflow", ["airflow", "standalone"])'
+airflow: $(DB_STAMP)  ## Serve the Airflow UI on :8080 (user admin, see README); Ctrl-C stops it
+	@$(STANDALONE_LAUNCHER) & pid=$$!; \
+	trap 'echo "stopping airflow standalone (pid $$pid)..."; kill -INT $$pid 2>/dev/null; wait $$pid' INT TERM; \
+	wait $$pid
 
 FROM ?=
 TO ?=
 # The dates come from Python, not date(1): GNU and BSD date take different options.
-BACKFILL_DATES = $(PY) -c 'import sys; from datetime import date, timedelta as t; a, b = map(date.fromisoformat, sys.argv[1:]); print(*(a + t(i) for i in range((b - a).days + 1)))'
+BACKFILL_DATES = $(PY) -c 'import sys; from datetime import date, timedelta as t; sys.excepthook = lambda *e: sys.exit(f"make backfill: {e[1]}: FROM and TO must be real dates, YYYY-MM-DD"); a, b = map(date.fromisoformat, sys.argv[1:]); print(*(a + t(i) for i in range((b - a).days + 1)))'
 backfill: $(DB_STAMP)  ## Without a scheduler: run user_features_daily for each date FROM..TO
 	@[[ "$(FROM)" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$$ && "$(TO)" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$$ && ! "$(FROM)" > "$(TO)" ]] \
 		|| { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD, with FROM on or before TO"; exit 2; }
 	@dates=$$($(BACKFILL_DATES) "$(FROM)" "$(TO)") || exit 2; \
+	lake="$${AIRFLOW_VAR_FEATURELAKE_LAKE#file://}"; missing=(); \
+	if [[ "$$lake" != *://* ]]; then for d in $$dates; do \
+		compgen -G "$$lake/raw/transactions/date=$$d/[!._]*.parquet" > /dev/null || missing+=("$$d"); \
+	done; fi; \
+	if (( $${#missing[@]} )); then \
+		echo "make backfill: no raw transactions under $$lake/raw/transactions for: $${missing[*]}"; \
+		echo "land them first (locally: featurelake generate --start $(FROM) --end $(TO) --users 5000 --seed 7 --lake $$lake)"; \
+		exit 2; \
+	fi; \
 	for d in $$dates; do \
 		echo "== user_features_daily $$d"; \
 		airflow dags test user_features_daily "$$d" > $(AIRFLOW_HOME)/backfill-$$d.log 2>&1 \

@@ -11,10 +11,11 @@ Computes the user feature set for one UTC day of transactions.
    Its XCom is the job's report (users written, tiles built, rows quarantined by reason).
 3. **publish_online_features** loads that partition into the Redis online store of the
    `featurelake_online` connection (one node, a ketama ring of nodes, or a Redis Cluster), keyed by
-   user; the store keeps the later feature date, so a backfill never replaces newer features.
+   user; the store keeps the later feature date, so a backfill never replaces newer features, and
+   a rerun removes the records of that date whose user the corrected partition no longer holds.
 4. **compute_merchant_stats** runs a Dask job on the `dask_default` connection (a scheduler, or an
    in-process LocalCluster): per-merchant statistics over the last 30 days of raw transactions,
-   shuffled by merchant, into `features/merchant_stats/date={{ ds }}/`.
+   staged through the lake in merchant hash buckets, into `features/merchant_stats/date={{ ds }}/`.
 5. **choose_view_engine** picks who refreshes the Delta table `views/user_features_latest` (each
    user's newest features): **refresh_user_features_view** with delta-rs in the worker, or
    **refresh_user_features_view_spark** with delta-spark on the `spark_default` connection, when

@@ -115,10 +115,18 @@ def merchant_api(
     """Serve the sandbox merchant profile API (GET /merchants/<id>) until interrupted."""
     from featurelake.merchant_api import serve_forever
 
+    if rate < 1:
+        raise typer.BadParameter(f"must be at least 1 request per second, got {rate}", param_hint="--rate")
     stdout.print(
         f"merchant API sandbox on http://{host}:{port}/merchants/<id>, {rate} requests/s (Ctrl-C stops)"
     )
-    serve_forever(port=port, rate=rate, host=host)
+    try:
+        serve_forever(port=port, rate=rate, host=host)
+    except OSError as error:  # the address is taken, or not this machine's
+        stderr.print(
+            f"[red]error:[/] cannot listen on {host}:{port}: {error.strerror}; pass another --port or --host"
+        )
+        raise typer.Exit(code=2) from error
 
 
 def summary_table(summary: GenerationSummary) -> Table:

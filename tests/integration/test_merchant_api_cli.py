@@ -43,3 +43,31 @@ def test_the_sandbox_serves_on_every_address_it_is_told_to() -> None:
         server.terminate()
         output, _ = server.communicate(timeout=10)
     assert f"http://0.0.0.0:{port}/merchants/<id>" in output
+
+
+def test_a_taken_port_is_named_without_a_traceback() -> None:
+    import socket
+
+    featurelake = Path(sys.executable).with_name("featurelake")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [str(featurelake), "merchant-api", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"cannot listen on 127.0.0.1:{port}" in message and "pass another --port" in message
+    assert "Traceback" not in result.stderr
+
+
+def test_a_rate_below_one_is_refused() -> None:
+    featurelake = Path(sys.executable).with_name("featurelake")
+    result = subprocess.run(
+        [str(featurelake), "merchant-api", "--rate", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "at least 1 request per second" in " ".join(result.stderr.split())
