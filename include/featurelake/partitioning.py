@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
+from featurelake.lake import is_data_file
+
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
@@ -31,6 +33,8 @@ def write_partitioned(
     sort_within: Sequence[str] = (),
     shuffle: bool = True,
     replace: Iterable[date] = (),
+    staging: str | None = None,
+    marker: str | None = None,
 ) -> None:
     """Write `df` as Parquet under `path`, partitioned by `partition_cols`, replacing only the
     partitions present in `df` (dynamic partition overwrite): a rerun of one date leaves every other
@@ -47,7 +51,16 @@ def write_partitioned(
     `replace` names dates of the (single, date) partition column whose partitions are removed before
     the write. A dynamic overwrite leaves a partition alone when `df` has no rows for it, so a date
     whose new data is empty would keep an earlier write's files; listed dates end up holding exactly
-    `df`'s rows, or nothing. A write that fails after the removal leaves them empty, not stale.
+    `df`'s rows, or nothing. Without `staging`, a write that fails after the removal leaves them
+    empty, not stale.
+
+    `staging` (a scratch directory on the same file system, removed first) makes the replacement safe
+    against a failed write: `df` is written there, and only once that write has succeeded is each
+    partition it wrote, and each `replace` date, swapped into `path` (a directory rename per
+    partition: no extra pass over the data). A failed write leaves `path` as it was. `marker` names
+    an empty file put in each of those partitions, even one left with no rows, so that a listing
+    (`existing_date_partitions(..., marker=...)`) tells a partition written empty from one never
+    written. Both need the single (date) partition column that `replace` needs.
     """
     if not partition_cols:
         raise ValueError("write_partitioned needs at least one partition column, got none")
@@ -55,10 +68,18 @@ def write_partitioned(
     if missing:
         raise ValueError(f"partition columns {missing} are not in the DataFrame (columns: {df.columns})")
     replaced = sorted(set(replace))
-    if replaced and len(partition_cols) != 1:
-        raise ValueError(f"replace needs exactly one (date) partition column, got {list(partition_cols)}")
-    for day in replaced:
-        delete_path(df.sparkSession, f"{path}/{partition_cols[0]}={day.isoformat()}")
+    if (replaced or staging or marker) and len(partition_cols) != 1:
+        raise ValueError(
+            f"replace, staging and marker need exactly one (date) partition column, got {list(partition_cols)}"
+        )
+    if marker and not staging:
+        raise ValueError(f"marker {marker!r} needs a staging directory; pass staging=")
+    spark = df.sparkSession
+    if staging:
+        delete_path(spark, staging)  # a killed run's leftovers
+    else:
+        for day in replaced:
+            delete_path(spark, f"{path}/{partition_cols[0]}={day.isoformat()}")
     out = df.repartition(*partition_cols) if shuffle else df
     if sort_within or not shuffle:
         out = out.sortWithinPartitions(*partition_cols, *sort_within)
@@ -66,8 +87,40 @@ def write_partitioned(
         out.write.mode("overwrite")
         .option("partitionOverwriteMode", "dynamic")
         .partitionBy(*partition_cols)
-        .parquet(path)
+        .parquet(staging or path)
     )
+    if staging:
+        _swap_partitions_in(
+            spark, staging=staging, path=path, column=partition_cols[0], replace=replaced, marker=marker
+        )
+
+
+def _swap_partitions_in(
+    spark: SparkSession, *, staging: str, path: str, column: str, replace: list[date], marker: str | None
+) -> None:
+    """Move the partitions written under `staging` into `path`, each replacing its namesake, and
+    remove the `replace` dates' partitions that `staging` does not hold; then remove `staging`."""
+    fs, staged_root = hadoop_file_system(spark, staging)
+    jvm_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
+    names = {f"{column}={day.isoformat()}" for day in replace}
+    if fs.exists(staged_root):
+        names |= {
+            status.getPath().getName()
+            for status in fs.listStatus(staged_root)
+            if status.isDirectory() and status.getPath().getName().startswith(f"{column}=")
+        }
+    for name in sorted(names):
+        staged = jvm_path(staged_root, name)
+        if marker:
+            fs.create(jvm_path(staged, marker), True).close()  # creates the directory of an empty partition
+        live = jvm_path(f"{path.rstrip('/')}/{name}")
+        if fs.exists(live) and not fs.delete(live, True):
+            raise OSError(f"could not remove {live} to replace it with {staged}; remove it by hand and rerun")
+        if fs.exists(staged):
+            fs.mkdirs(live.getParent())
+            if not fs.rename(staged, live):
+                raise OSError(f"could not move {staged} to {live}; check that both are on one file system")
+    fs.delete(staged_root, True)
 
 
 def read_partition_range(
@@ -103,29 +156,59 @@ def hadoop_file_system(spark: SparkSession, path: str) -> tuple[Any, Any]:
     return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
 
 
-def _holds_parquet(fs: Any, directory: Any) -> bool:
-    return any(child.getPath().getName().endswith(".parquet") for child in fs.listStatus(directory))
+def _holds_data(fs: Any, directory: Any, marker: str | None = None) -> bool:
+    """Whether `directory` holds a data file (`is_data_file`: not a writer's hidden temporary file
+    or marker), or the file `marker`."""
+    return any(
+        is_data_file(name) or name == marker
+        for name in (child.getPath().getName() for child in fs.listStatus(directory))
+    )
 
 
-def existing_date_partitions(spark: SparkSession, path: str, *, partition_col: str = "date") -> set[date]:
-    """The date partitions under `path` that hold at least one data file, from a listing only."""
+def listed_date_partitions(spark: SparkSession, path: str, *, partition_col: str = "date") -> dict[date, Any]:
+    """Every `partition_col=YYYY-MM-DD` directory under `path`, empty or not: {date: Hadoop Path},
+    from one listing. Hidden names (`_temporary`, `.spark-staging-*`) are skipped; a directory
+    named `partition_col=` plus anything but a date is an error that names it."""
     fs, hadoop_path = hadoop_file_system(spark, path)
     if not fs.exists(hadoop_path):
-        return set()
-    found: set[date] = set()
+        return {}
+    found: dict[date, Any] = {}
     prefix = f"{partition_col}="
     for status in fs.listStatus(hadoop_path):
         name = status.getPath().getName()
-        if status.isDirectory() and name.startswith(prefix) and _holds_parquet(fs, status.getPath()):
-            found.add(date.fromisoformat(name[len(prefix) :]))
+        if not (status.isDirectory() and name.startswith(prefix)):
+            continue
+        try:
+            day = date.fromisoformat(name[len(prefix) :])
+        except ValueError:
+            raise ValueError(
+                f"{status.getPath()} is not a partition of {path}: its partition directories must be "
+                f"named {prefix}YYYY-MM-DD. Move it out of {path} (a backup or a copy belongs elsewhere) "
+                "and rerun"
+            ) from None
+        found[day] = status.getPath()
     return found
+
+
+def existing_date_partitions(
+    spark: SparkSession, path: str, *, partition_col: str = "date", marker: str | None = None
+) -> set[date]:
+    """The date partitions under `path` that hold at least one data file (or the file `marker`,
+    see `write_partitioned`), from a listing only. Hidden files (names starting with `.` or `_`)
+    are not data: writers' temporary files and uploads in flight."""
+    fs, _ = hadoop_file_system(spark, path)
+    return {
+        day
+        for day, directory in listed_date_partitions(spark, path, partition_col=partition_col).items()
+        if _holds_data(fs, directory, marker)
+    }
 
 
 def date_partition_exists(spark: SparkSession, path: str, day: date, *, partition_col: str = "date") -> bool:
     """Whether the partition of `day` under `path` holds at least one data file: a listing of that
     one directory, where `existing_date_partitions` lists every partition."""
     fs, hadoop_path = hadoop_file_system(spark, f"{path}/{partition_col}={day.isoformat()}")
-    return bool(fs.exists(hadoop_path)) and _holds_parquet(fs, hadoop_path)
+    return bool(fs.exists(hadoop_path)) and _holds_data(fs, hadoop_path)
 
 
 def delete_path(spark: SparkSession, path: str) -> bool:

@@ -1,7 +1,10 @@
 """Build SparkSessions from a tuned base configuration, with the caller's settings merged on top.
 
-Precedence, lowest first: the tuned base below, then whatever spark-submit already set (the Spark
-connection's `conf` extra and the operator's `conf`, passed as `--conf`), then per-job overrides.
+Precedence, lowest first: the tuned base below, then whatever spark-submit already set
+(spark-defaults.conf, the Spark connection's `conf` extra and the operator's `conf`, passed as
+`--conf`), then per-job overrides. The few settings the features' correctness depends on
+(`REQUIRED_SPARK_CONF`) are set last, over every layer: a different value asked for is logged as a
+warning naming the property, and not applied.
 """
 
 from __future__ import annotations
@@ -53,6 +56,32 @@ CLUSTER_SHUFFLE_PARTITIONS_PER_CORE = 3
 CLUSTER_MIN_SHUFFLE_PARTITIONS = 200
 
 
+# Settings the features' correctness depends on, applied over every other layer (`build_spark_session`).
+REQUIRED_SPARK_CONF = {
+    # Dates and timestamps are UTC whatever the machine's zone: every date Spark SQL takes from a
+    # timestamp uses the session zone, so another zone moves rows across days (into the quarantine as
+    # date mismatches, or across the window's edges). (The driver's JVM is already running when this
+    # conf is read, so its default zone stays the machine's; nothing depends on it, and a test runs
+    # the job in UTC+14.)
+    "spark.sql.session.timeZone": "UTC",
+    # ANSI mode: an overflowing integer sum or cast fails the job instead of wrapping around into a
+    # wrong total, or turning into a silent null.
+    "spark.sql.ansi.enabled": "true",
+    # Parquet timestamps as INT64 micros, so that pyarrow, DuckDB and delta-rs read them as tz-aware UTC.
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+}
+
+
+def required_spark_conf_conflicts(asked: Mapping[str, str]) -> dict[str, str]:
+    """The properties of `REQUIRED_SPARK_CONF` that `asked` sets to another value, with that value
+    (compared without case or surrounding blanks: `True` is `true`)."""
+    return {
+        key: str(asked[key])
+        for key, required in REQUIRED_SPARK_CONF.items()
+        if key in asked and str(asked[key]).strip().lower() != required.lower()
+    }
+
+
 def base_spark_conf(*, master: str, submitted: Mapping[str, str] | None = None) -> dict[str, str]:
     """The tuned defaults for feature jobs on `master`; `submitted` holds the properties already
     set on top of them (the Spark connection's, spark-submit's, the job's), read for the cluster's size.
@@ -68,13 +97,7 @@ def base_spark_conf(*, master: str, submitted: Mapping[str, str] | None = None) 
         "spark.sql.adaptive.skewJoin.enabled": "true",
         "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
         "spark.sql.parquet.compression.codec": "snappy",
-        # Dates and timestamps are UTC whatever the machine's zone: every date Spark SQL takes from
-        # a timestamp uses the session zone. (The driver's JVM is already running when this conf is
-        # read, so its default zone stays the machine's; nothing depends on it, and a test runs the
-        # job in UTC+14.) Parquet timestamps as INT64 micros, so that pyarrow, DuckDB and delta-rs
-        # read them as tz-aware UTC.
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        **REQUIRED_SPARK_CONF,
         # Executors start after this conf is read, so on a cluster their JVMs run in UTC too.
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         # Reruns and backfills replace only the partitions they write.
@@ -140,7 +163,8 @@ def build_spark_session(
     master: str | None = None,
     overrides: Mapping[str, str] | None = None,
 ) -> SparkSession:
-    """Start (or reuse) a SparkSession: base defaults < spark-submit's settings < `overrides`.
+    """Start (or reuse) a SparkSession: base defaults < spark-submit's settings < `overrides`
+    < `REQUIRED_SPARK_CONF`, whose properties no layer can change (a warning names any that one tried to).
 
     `master` is only used when spark-submit did not set one (plain `python job.py`, tests);
     otherwise the Spark connection decides.
@@ -159,12 +183,27 @@ def build_spark_session(
     submitted = SparkConf()
     effective_master = submitted.get("spark.master", None) or master or LOCAL_MASTER
     on_top = merge_spark_conf(dict(submitted.getAll()), overrides)
-    final = merge_spark_conf(base_spark_conf(master=effective_master, submitted=on_top), on_top)
+    for key, value in required_spark_conf_conflicts(on_top).items():
+        log.warning(
+            "Ignoring %s=%s (from spark-defaults.conf, the Spark connection's conf, the operator's conf "
+            "or the job's overrides): the features are only correct with %s=%s, which the job sets. "
+            "Remove the setting to silence this warning.",
+            key,
+            value,
+            key,
+            REQUIRED_SPARK_CONF[key],
+        )
+    final = merge_spark_conf(
+        base_spark_conf(master=effective_master, submitted=on_top), on_top, REQUIRED_SPARK_CONF
+    )
     builder = SparkSession.builder.appName(app_name).master(effective_master)
     for key, value in final.items():
         if key != "spark.master":
             builder = builder.config(key, value)
     session = builder.getOrCreate()
+    # Again on the session itself: a session that already existed keeps its own SQL settings.
+    for key, value in REQUIRED_SPARK_CONF.items():
+        session.conf.set(key, value)
     session.sparkContext.setLogLevel("WARN")
     log.info(
         "Spark session %s on %s (shuffle partitions %s; driver JVM collectors: %s)",

@@ -81,7 +81,15 @@ TILE_SCHEMA = T.StructType(
     ]
 )
 
+# The empty file in each tile partition a run has written, even one with no rows (a date with no
+# clean transaction): planning tells a built date from a missing one by it.
+TILE_BUILT_MARKER = "_BUILT"
+
 MICROS_PER_UNIT = 1_000_000
+# The largest amount, in absolute value, a row may hold: its micro-units (9e18) fit in a 64-bit
+# integer (at most about 9.22e18), and so does its square in decimal(38,0). Larger amounts, and
+# infinite ones, are quarantined as `invalid_amount`.
+MAX_ABS_AMOUNT = 9e12
 
 FEATURE_COLUMNS = (
     "user_id",
@@ -105,6 +113,7 @@ QUARANTINE_REASONS = (
     "missing_user_id",
     "missing_amount",
     "nan_amount",
+    "invalid_amount",
     "missing_transaction_ts",
     "date_mismatch",
     "conflicting_duplicate",
@@ -129,6 +138,8 @@ def plan_tile_build(
     full: ds only. A full run computes the window from raw and reads no tile; it rebuilds the tile
     of ds, as every run does, so that a rerun of a date picks re-landed raw data up.
     incremental: ds plus the window's raw dates with no tile, then the window is combined from tiles.
+    `tile_dates` are the dates whose tile a run has built (TILE_BUILT_MARKER), empty ones included,
+    so that a date with no clean row is built once, not by every later run.
     rebuild: every raw date of the window, then the window is combined from tiles (after the raw
     data or the categories lookup of past dates changed).
     auto: incremental when the window already has a tile, else full.
@@ -156,6 +167,8 @@ def quarantine_reason() -> Column:
         .when(_empty("user_id"), "missing_user_id")
         .when(F.col("amount").isNull(), "missing_amount")
         .when(F.isnan("amount"), "nan_amount")
+        # infinite, or too large to carry in micro-units (which would fail the job with CAST_OVERFLOW)
+        .when(F.abs("amount") > F.lit(MAX_ABS_AMOUNT), "invalid_amount")
         .when(F.col("transaction_ts").isNull(), "missing_transaction_ts")
         .when(F.to_date("transaction_ts") != F.col("date"), "date_mismatch")
     )
@@ -250,7 +263,8 @@ def quarantined_rows(marked: DataFrame) -> DataFrame:
 
 
 def amount_micros(column: str = "amount") -> Column:
-    """The amount in whole micro-units (1e-6) as a long: exact for amounts with up to 6 decimals."""
+    """The amount in whole micro-units (1e-6) as a long: exact for amounts with up to 6 decimals. Valid
+    rows hold at most MAX_ABS_AMOUNT in absolute value, so the cast cannot overflow."""
     return F.round(F.col(column) * MICROS_PER_UNIT).cast("long")
 
 
@@ -332,6 +346,29 @@ def build_daily_tiles(marked: DataFrame, categories: DataFrame) -> DataFrame:
         )
     )
     return tiles.select(*TILE_SCHEMA.fieldNames())
+
+
+def check_unique_category_ids(categories: DataFrame, *, path: str) -> None:
+    """Fail when the categories lookup maps one category_id to several groups (a small action on the
+    lookup): no group could be picked for its transactions but by row order. Identical repeated
+    rows are harmless and pass."""
+    clashes = (
+        categories.where(F.col("category_id").isNotNull())
+        .select("category_id", "category_group")
+        .distinct()
+        .groupBy("category_id")
+        .agg(F.sort_array(F.collect_list(F.coalesce("category_group", F.lit("<null>")))).alias("groups"))
+        .where(F.size("groups") > 1)
+        .orderBy("category_id")
+        .limit(20)
+        .collect()
+    )
+    if clashes:
+        listed = "; ".join(f"{row['category_id']}: {', '.join(row['groups'])}" for row in clashes)
+        raise ValueError(
+            f"the categories lookup {path} gives several category groups to category_id {listed}. "
+            "category_id must be unique there: fix the lookup (one row per category_id) and rerun"
+        )
 
 
 def lookup_category_groups(categories: DataFrame) -> list[str]:

@@ -1,6 +1,10 @@
 """One run of the user feature job: plan, validate and quarantine raw rows, build tiles, compute the
 window (full: from raw; otherwise: from tiles), write the features and report. Called by
-spark_jobs/user_features.py and bench/."""
+spark_jobs/user_features.py and bench/.
+
+Every write goes to the run's staging directory first (`LakeLayout.staging`), and its partitions
+replace the published ones only once it has succeeded: a run that fails leaves the features, tiles
+and quarantine it would have replaced as they were."""
 
 from __future__ import annotations
 
@@ -13,16 +17,20 @@ from pyspark.sql import functions as F
 from featurelake.lake import LakeLayout
 from featurelake.partitioning import (
     date_partition_exists,
+    delete_path,
     existing_date_partitions,
     hadoop_file_system,
+    listed_date_partitions,
     write_partitioned,
 )
 from featurelake.user_features import (
     CATEGORIES_SCHEMA,
+    TILE_BUILT_MARKER,
     TILE_SCHEMA,
     FeatureRunReport,
     build_daily_tiles,
     category_groups,
+    check_unique_category_ids,
     combine_tiles,
     lookup_category_groups,
     mark_transactions,
@@ -37,6 +45,35 @@ from featurelake.user_features import (
 
 log = logging.getLogger(__name__)
 
+STAGING_JOB = "user_features"
+
+
+def remove_withdrawn_dates(
+    spark: SparkSession, layout: LakeLayout, *, raw_dates: set[date], start: date, ds: date
+) -> list[date]:
+    """Remove the tiles and quarantine of the window's dates whose raw partition is gone (withdrawn
+    by the producer since they were built), so that the window is combined from raw data that
+    exists, as a full run computes it. Returns those dates."""
+    built_from_raw = (layout.user_daily_tiles, layout.quarantine_transactions)
+    withdrawn = sorted(
+        {
+            day
+            for path in built_from_raw
+            for day in listed_date_partitions(spark, path)
+            if start <= day <= ds and day not in raw_dates
+        }
+    )
+    for day in withdrawn:
+        for path in built_from_raw:
+            if delete_path(spark, LakeLayout.partition(path, day)):
+                log.warning(
+                    "raw transactions of %s are gone (%s): removed %s, built from them",
+                    day,
+                    LakeLayout.partition(layout.raw_transactions, day),
+                    LakeLayout.partition(path, day),
+                )
+    return withdrawn
+
 
 def run_user_features(
     spark: SparkSession, *, ds: date, lake: str, window_days: int, mode: str
@@ -49,7 +86,11 @@ def run_user_features(
             f"no raw transactions for {ds}: {LakeLayout.partition(layout.raw_transactions, ds)} is missing or "
             "empty. Land that day's data (or run `featurelake generate`) and retry the task."
         )
-    tile_dates = existing_date_partitions(spark, layout.user_daily_tiles)
+    withdrawn = remove_withdrawn_dates(spark, layout, raw_dates=raw_dates, start=start, ds=ds)
+    # A tile written by a run holds its marker, even when its date had no clean row (tiles written
+    # before markers existed hold data files).
+    tile_dates = existing_date_partitions(spark, layout.user_daily_tiles, marker=TILE_BUILT_MARKER)
+    tile_dates -= set(withdrawn)
     mode, to_build = plan_tile_build(
         mode=mode, ds=ds, raw_dates=raw_dates, tile_dates=tile_dates, start=start
     )
@@ -68,6 +109,10 @@ def run_user_features(
     )
 
     categories = spark.read.schema(CATEGORIES_SCHEMA).parquet(layout.raw_categories)
+    check_unique_category_ids(categories, path=layout.raw_categories)
+    # Each write goes here first, and replaces the published partitions only when it succeeded.
+    staged = LakeLayout(layout.staging(STAGING_JOB, ds))
+    delete_path(spark, staged.root)  # a killed run's leftovers
     rows = with_quarantine_reason(read_raw_transactions(spark, layout.raw_transactions, read))
     # Small (transaction ids that occur twice), and read by every write below: persisted once, and
     # its measured size lets Spark broadcast it.
@@ -85,6 +130,7 @@ def run_user_features(
             ["date"],
             sort_within=["transaction_id", "reason"],
             replace=to_build,
+            staging=staged.quarantine_transactions,
         )
         write_partitioned(
             build_daily_tiles(built, categories),
@@ -94,6 +140,8 @@ def run_user_features(
             # one date: AQE coalesces it into one task; several: one task per date
             shuffle=len(to_build) > 1,
             replace=to_build,
+            staging=staged.user_daily_tiles,
+            marker=TILE_BUILT_MARKER,
         )
         # Defined after the tile write: Spark lists the files when the read is defined.
         tiles = (
@@ -125,9 +173,11 @@ def run_user_features(
             shuffle=False,
             # With no clean row in the window there is nothing to write, and the date is left empty.
             replace=[ds],
+            staging=staged.user_features,
         )
     finally:
         repeated.unpersist()
+        delete_path(spark, staged.root)
 
     output = LakeLayout.partition(layout.user_features, ds)
     users = (

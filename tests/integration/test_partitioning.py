@@ -84,6 +84,63 @@ def test_replace_empties_listed_dates_the_new_data_lacks(spark, tmp_path: Path) 
     assert sorted(existing_date_partitions(spark, path)) == [d for d in DAYS if d != DAYS[4]]
 
 
+def test_staged_replace_leaves_the_partitions_alone_when_the_write_fails(spark, tmp_path: Path) -> None:
+    path, staging = str(tmp_path / "events"), str(tmp_path / "_staging" / "events")
+    write_partitioned(_events(spark, DAYS), path, ["date"])
+    before = _digest(tmp_path / "events")
+
+    failing = _events(spark, [DAYS[3]]).withColumn(
+        "value", F.assert_true(F.col("value") < 0, "boom").cast("int")
+    )
+    with pytest.raises(Exception, match="boom"):
+        write_partitioned(failing, path, ["date"], replace=[DAYS[3], DAYS[4]], staging=staging)
+    assert _digest(tmp_path / "events") == before
+
+    # Succeeding: 03-04 is swapped in, 03-05 (no new rows) is emptied but marked, the rest untouched.
+    write_partitioned(
+        _events(spark, [DAYS[3]], value=100),
+        path,
+        ["date"],
+        replace=[DAYS[3], DAYS[4]],
+        staging=staging,
+        marker="_BUILT",
+    )
+    after = _digest(tmp_path / "events")
+    replaced = ("date=2026-03-04", "date=2026-03-05")
+    assert {k: v for k, v in before.items() if not k.startswith(replaced)} == {
+        k: v for k, v in after.items() if not k.startswith(replaced)
+    }
+    assert spark.read.parquet(path).where(F.col("date") == DAYS[3]).agg(F.sum("value")).first()[0] == 100 * 15
+    assert not list((tmp_path / "events" / "date=2026-03-05").glob("*.parquet"))
+    assert (tmp_path / "events" / "date=2026-03-05" / "_BUILT").is_file()
+    assert existing_date_partitions(spark, path) == set(DAYS) - {DAYS[4]}
+    assert existing_date_partitions(spark, path, marker="_BUILT") == set(DAYS)
+    assert not (tmp_path / "_staging" / "events").exists()
+    assert spark.read.parquet(path).count() == 5 * (len(DAYS) - 1)
+
+
+def test_hidden_files_are_not_data(spark, tmp_path: Path) -> None:
+    """Writers' temporary files and uploads in flight (names starting with . or _) are not data."""
+    path = tmp_path / "events"
+    write_partitioned(_events(spark, DAYS[:1]), str(path), ["date"])
+    for name in (".part-00000.parquet.inprogress.parquet", "_tmp-part-00000.parquet"):
+        in_flight = path / "date=2026-03-02" / name
+        in_flight.parent.mkdir(parents=True, exist_ok=True)
+        in_flight.write_bytes(b"")
+    assert existing_date_partitions(spark, str(path)) == {DAYS[0]}
+    assert not date_partition_exists(spark, str(path), DAYS[1])
+
+
+def test_a_stray_partition_directory_is_named(spark, tmp_path: Path) -> None:
+    path = tmp_path / "events"
+    write_partitioned(_events(spark, DAYS[:2]), str(path), ["date"])
+    (path / "date=2026-03-02").rename(path / "date=2026-03-02.bak")
+    with pytest.raises(
+        ValueError, match=r"date=2026-03-02\.bak is not a partition of .*events.*date=YYYY-MM-DD"
+    ):
+        existing_date_partitions(spark, str(path))
+
+
 def test_replace_needs_a_single_partition_column(spark, tmp_path: Path) -> None:
     df = _events(spark, DAYS[:1])
     with pytest.raises(ValueError, match="exactly one"):

@@ -34,9 +34,17 @@ FLOAT_COLUMNS = ["total_spend", "avg_spend", "std_spend", "max_spend", "spend_7d
 def run_job(
     lake: Path, ds: date, *args: str, conf: dict[str, str] | None = None, env: dict[str, str] | None = None
 ) -> dict:
+    return submit_job(lake, ds, *args, conf=conf, env=env)[0]
+
+
+def submit_job(
+    lake: Path, ds: date, *args: str, conf: dict[str, str] | None = None, env: dict[str, str] | None = None
+) -> tuple[dict, str]:
+    """The job's report, and its output (the driver's Python logs go to stdout, Spark's to stderr)."""
     result = spark_submit(JOB, "--ds", ds.isoformat(), "--lake", str(lake), *args, conf=conf, env=env)
     assert result.returncode == 0, f"spark-submit failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
-    return json.loads((lake / "_metrics" / "user_features" / f"date={ds.isoformat()}.json").read_text())
+    report = json.loads((lake / "_metrics" / "user_features" / f"date={ds.isoformat()}.json").read_text())
+    return report, result.stdout + result.stderr
 
 
 def read_features(lake: Path, ds: date) -> pd.DataFrame:
@@ -175,18 +183,27 @@ def test_rebuild_quarantines_the_window_whatever_the_machine_time_zone(tmp_path:
     """The edge-case lake holds transactions at 00:00 and 23:59:59.999999 UTC on the window's and the
     7-day window's boundaries, so a date taken in any zone but UTC moves a row across a boundary,
     into the quarantine as a date mismatch, or out of it. Run with the process and the JVM in UTC+14,
-    in rebuild mode, which builds the tile and quarantine of every raw date of the window: every
-    invalid row of the window is quarantined with its reason, as the hand-computed counts say."""
+    and a spark-defaults.conf that asks for a New York session zone and ANSI mode off (both ignored,
+    with a warning), in rebuild mode, which builds the tile and quarantine of every raw date of the
+    window: every invalid row of the window is quarantined with its reason, as the hand-computed
+    counts say."""
     lake = tmp_path / "lake"
     expected = write_edge_case_lake(lake, ds=DS)
-    report = run_job(
+    conf_dir = tmp_path / "spark-conf"
+    conf_dir.mkdir()
+    (conf_dir / "spark-defaults.conf").write_text(
+        "spark.sql.session.timeZone America/New_York\nspark.sql.ansi.enabled false\n"
+    )
+    report, log = submit_job(
         lake,
         DS,
         "--mode",
         "rebuild",
         conf={"spark.driver.extraJavaOptions": f"-Duser.timezone={FAR_EAST_ZONE}"},
-        env={"TZ": FAR_EAST_ZONE},
+        env={"TZ": FAR_EAST_ZONE, "SPARK_CONF_DIR": str(conf_dir)},
     )
+    assert "Ignoring spark.sql.session.timeZone=America/New_York" in log
+    assert "Ignoring spark.sql.ansi.enabled=false" in log
     assert len(report["tiles_built"]) == report["raw_dates_read"]
     assert_matches_the_edge_cases(lake, report, expected)
     assert report["quarantined_by_reason"] == expected["quarantine_counts"]

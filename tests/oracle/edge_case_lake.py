@@ -22,8 +22,9 @@ Users (all dates are relative to ds; W is the window):
 - u_group_tie_cents: 0.10 + 0.20 against 0.30: a tie in cents, although not in float64 arithmetic.
 - u_date_mismatch: valid rows at 00:00:00 and 23:59:59.999999 UTC, plus a row whose ts falls on another
   UTC day than its directory (quarantined).
-- u_invalid_only: only invalid rows (null and empty transaction_id, null and NaN amount, null ts,
-  date mismatch); absent.
+- u_invalid_only: only invalid rows (null and empty transaction_id, null, NaN, infinite and too large
+  amounts, null ts, date mismatch); absent.
+- u_max_amount: one transaction of exactly the largest valid amount, 9e12.
 - Rows with a null or empty user_id, one of them also with a NaN amount (the first failing check wins).
 """
 
@@ -184,8 +185,16 @@ def write_edge_case_lake(lake: Path, *, ds: date, window_days: int = 90) -> dict
     tx("t_order_check", None, "m18", 1, math.nan, at(3, 13))  # missing_user_id before nan_amount
     tx("t_null_amount", "u_invalid_only", "m18", 1, None, at(3, 14))
     tx("t_nan_amount", "u_invalid_only", "m18", 1, math.nan, at(3, 15))
+    tx("t_inf_amount", "u_invalid_only", "m18", 1, math.inf, at(3, 15, 30))
+    tx("t_neg_inf_amount", "u_invalid_only", "m18", 1, -math.inf, at(3, 15, 40))
+    tx("t_huge_amount", "u_invalid_only", "m18", 1, 9.000000001e12, at(3, 15, 50))
+    tx("t_neg_huge_amount", "u_invalid_only", "m18", 1, -1e13, at(3, 15, 52))
+    tx(None, "u_invalid_only", "m18", 1, math.inf, at(3, 15, 55))  # missing_transaction_id first
     tx("t_null_ts", "u_invalid_only", "m18", 1, 5.00, None, partition_days_ago=3)
     tx("t_invalid_mismatch", "u_invalid_only", "m18", 1, 5.00, at(4, 10), partition_days_ago=3)
+
+    # The largest valid amount: in micro-units 9e18, within a 64-bit integer.
+    tx("t_max_amount", "u_max_amount", "m20", 6, 9e12, at(4, 11))
 
     _write_transactions(lake, rows)
     _write_categories(lake)
@@ -404,6 +413,20 @@ def write_edge_case_lake(lake: Path, *, ds: date, window_days: int = 90) -> dict
             last_amount=0.3,
             top_category_group="food",  # travel 0.10 + 0.20 ties food 0.30 in cents
         ),
+        "u_max_amount": features(
+            total_spend=9e12,
+            avg_spend=9e12,
+            std_spend=None,
+            max_spend=9e12,
+            transaction_count=1,
+            unique_merchants=1,
+            last_transaction_ts=at(4, 11),
+            days_since_last_transaction=4,
+            spend_7d=9e12,
+            transaction_count_7d=1,
+            last_amount=9e12,
+            top_category_group="shopping",
+        ),
         "u_date_mismatch": features(
             total_spend=3.0,
             avg_spend=1.5,
@@ -422,12 +445,17 @@ def write_edge_case_lake(lake: Path, *, ds: date, window_days: int = 90) -> dict
     quarantine_rows = [
         ("missing_transaction_id", None, "u_invalid_only"),
         ("missing_transaction_id", "", "u_invalid_only"),
+        ("missing_transaction_id", None, "u_invalid_only"),
         ("missing_user_id", "t_null_user", None),
         ("missing_user_id", "t_empty_user", ""),
         ("missing_user_id", "t_order_check", None),
         ("missing_amount", "t_null_amount", "u_invalid_only"),
         ("nan_amount", "t_nan_amount", "u_invalid_only"),
         ("nan_amount", "t_twin", "u_invalid_twin"),
+        ("invalid_amount", "t_inf_amount", "u_invalid_only"),
+        ("invalid_amount", "t_neg_inf_amount", "u_invalid_only"),
+        ("invalid_amount", "t_huge_amount", "u_invalid_only"),
+        ("invalid_amount", "t_neg_huge_amount", "u_invalid_only"),
         ("missing_transaction_ts", "t_null_ts", "u_invalid_only"),
         ("date_mismatch", "t_mismatch", "u_date_mismatch"),
         ("date_mismatch", "t_invalid_mismatch", "u_invalid_only"),
@@ -440,10 +468,11 @@ def write_edge_case_lake(lake: Path, *, ds: date, window_days: int = 90) -> dict
         "features": {user: {"user_id": user, **values} for user, values in expected_features.items()},
         "absent_users": ["u_old_only", "u_future_only", "u_invalid_only"],
         "quarantine_counts": {
-            "missing_transaction_id": 2,
+            "missing_transaction_id": 3,
             "missing_user_id": 3,
             "missing_amount": 1,
             "nan_amount": 2,
+            "invalid_amount": 4,
             "missing_transaction_ts": 1,
             "date_mismatch": 2,
             "conflicting_duplicate": 2,

@@ -71,6 +71,8 @@ checked AS (
             WHEN user_id IS NULL OR user_id = '' THEN 'missing_user_id'
             WHEN amount IS NULL THEN 'missing_amount'
             WHEN isnan(amount) THEN 'nan_amount'
+            -- infinite, or beyond 9e12 in absolute value (the contract's bound)
+            WHEN isinf(amount) OR abs(amount) > 9e12 THEN 'invalid_amount'
             WHEN transaction_ts IS NULL THEN 'missing_transaction_ts'
             WHEN CAST(transaction_ts AT TIME ZONE 'UTC' AS DATE) <> date THEN 'date_mismatch'
         END AS reason

@@ -105,6 +105,7 @@ def test_feature_values_match_hand_computed(edge_lake: tuple[Path, dict[str, Any
         pytest.param("u_group_tie", "top_category_group", "food", id="group-tie-alphabetical"),
         pytest.param("u_group_tie_cents", "top_category_group", "food", id="group-tie-in-cents"),
         pytest.param("u_date_mismatch", "total_spend", 3.0, id="date-mismatch-excluded"),
+        pytest.param("u_max_amount", "total_spend", 9e12, id="largest-valid-amount"),
     ],
 )
 def test_single_edge_case(edge_lake: tuple[Path, dict[str, Any]], user: str, column: str, value: Any) -> None:
@@ -135,6 +136,9 @@ def test_quarantine_keeps_the_conflicting_versions(edge_lake: tuple[Path, dict[s
     assert sorted(conflicts["amount"]) == [40.0, 45.0]
     nan_rows = rows[rows["reason"] == "nan_amount"]
     assert math.isnan(nan_rows["amount"].iloc[0])
+    # infinite, or beyond 9e12 in absolute value; unless an earlier rule already failed
+    invalid = rows[(rows["reason"] == "invalid_amount")]
+    assert sorted(invalid["amount"]) == [-math.inf, -1e13, 9.000000001e12, math.inf]
 
 
 def test_quarantine_only_reads_the_requested_dates(edge_lake: tuple[Path, dict[str, Any]]) -> None:

@@ -3,11 +3,13 @@ from __future__ import annotations
 import pytest
 
 from featurelake.spark_session import (
+    REQUIRED_SPARK_CONF,
     base_spark_conf,
     is_local_master,
     launch_spark_conf,
     local_core_count,
     merge_spark_conf,
+    required_spark_conf_conflicts,
 )
 
 
@@ -43,6 +45,7 @@ def test_local_base_is_tuned_and_has_no_dynamic_allocation() -> None:
     assert conf["spark.serializer"] == "org.apache.spark.serializer.KryoSerializer"
     assert conf["spark.sql.parquet.compression.codec"] == "snappy"
     assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert conf["spark.sql.ansi.enabled"] == "true"
     assert conf["spark.sql.sources.partitionOverwriteMode"] == "dynamic"
     assert conf["spark.sql.shuffle.partitions"] == "32"
     assert conf["spark.sql.adaptive.advisoryPartitionSizeInBytes"] == "16m"
@@ -93,3 +96,21 @@ def test_launch_conf_gives_a_local_driver_the_parallel_collector_only() -> None:
     assert launch_spark_conf(master="local[2]") == {"spark.driver.extraJavaOptions": "-XX:+UseParallelGC"}
     assert launch_spark_conf(master="yarn") == {}
     assert launch_spark_conf(master="spark://127.0.0.1:7077") == {}
+
+
+def test_required_conf_pins_utc_ansi_and_micros() -> None:
+    assert REQUIRED_SPARK_CONF == {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.ansi.enabled": "true",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    }
+
+
+def test_conflicts_with_the_required_conf_are_named() -> None:
+    asked = {
+        "spark.sql.session.timeZone": "America/New_York",
+        "spark.sql.ansi.enabled": "True",  # the same value, another spelling
+        "spark.executor.memory": "4g",
+    }
+    assert required_spark_conf_conflicts(asked) == {"spark.sql.session.timeZone": "America/New_York"}
+    assert required_spark_conf_conflicts({}) == {}

@@ -84,6 +84,12 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
                 YARN_RM_WEBAPP_ADDRESS_EXTRA,
             )
             self.durable = False
+        # An earlier attempt's report must never pass for this one's: it is removed before a submit
+        # (here, or in submit_job when a durable retry resubmits). A durable retry that reconnects
+        # to the job it submitted before, running or finished, keeps it: that job writes it.
+        if not self._may_resume(context):
+            self._remove_report()
+        report_file = lake_path(self.report_path)
         with tempfile.TemporaryDirectory(prefix="featurelake-submit-") as workdir:
             if self.ship_library:
                 import featurelake
@@ -93,7 +99,12 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
                 )
                 self.py_files = ",".join(p for p in (self.py_files, str(library_zip)) if p)
             super().execute(context)
-        report = json.loads(lake_path(self.report_path).read_text())
+        if not report_file.exists():
+            raise FileNotFoundError(
+                f"spark-submit finished but the job wrote no report at {self.report_path}; see the job's "
+                "log above for what it did, and clear the task to rerun it"
+            )
+        report = json.loads(report_file.read_text())
         self.log.info("Job report from %s: %s", self.report_path, report)
         if report.get("quarantined_rows"):
             self.log.warning(
@@ -102,3 +113,17 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
                 report.get("quarantined_by_reason"),
             )
         return report
+
+    def submit_job(self, context: Any) -> str | None:
+        """A fresh submit of a durable (resumable) task: the earlier report goes first."""
+        self._remove_report()
+        return super().submit_job(context)
+
+    def _may_resume(self, context: Any) -> bool:
+        """Whether a durable task holds the id of a job an earlier attempt submitted, which the
+        provider reconnects to instead of submitting again (unless that job failed)."""
+        store = context.get("task_state_store") if self.durable else None
+        return bool(store is not None and store.get(self.external_id_key))
+
+    def _remove_report(self) -> None:
+        lake_path(self.report_path).unlink(missing_ok=True)

@@ -1,0 +1,189 @@
+"""run_user_features in the test session's local Spark, on small hand-made lakes: failed reruns,
+withdrawn raw dates, dates with no clean row, out-of-range amounts and a bad categories lookup."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import functions as F
+
+from featurelake.user_features import with_quarantine_reason
+from featurelake.user_features_run import run_user_features
+from tests.oracle.edge_case_lake import CATEGORIES, CATEGORIES_SCHEMA, write_transactions_partition
+from tests.oracle.user_features_duckdb import compute_user_features
+
+pytestmark = pytest.mark.integration
+
+DAYS = [date(2026, 9, 1) + timedelta(days=i) for i in range(7)]
+WINDOW_DAYS = 5
+
+
+def _row(transaction_id: str, user_id: str, day: date, amount: float | None, category_id: int = 1) -> dict:
+    return {
+        "transaction_id": transaction_id,
+        "user_id": user_id,
+        "merchant_id": "m1",
+        "category_id": category_id,
+        "amount": amount,
+        "currency": "USD",
+        "transaction_ts": datetime.combine(day, time(12), UTC),
+    }
+
+
+def _write_categories(lake: Path, rows: list[tuple[int, str, str]]) -> None:
+    directory = lake / "raw" / "categories"
+    directory.mkdir(parents=True, exist_ok=True)
+    ids, names, groups = zip(*rows, strict=True)
+    table = pa.table(
+        {"category_id": list(ids), "category_name": list(names), "category_group": list(groups)},
+        schema=CATEGORIES_SCHEMA,
+    )
+    pq.write_table(table, directory / "part-00000.parquet")
+
+
+def _lake(root: Path, days: list[date], *, amounts: dict[date, float | None] | None = None) -> Path:
+    """Users u0..u2 with one transaction a day (of 10, 11 and 12; or of `amounts[day]` each)."""
+    lake = root / "lake"
+    _write_categories(lake, CATEGORIES)
+    for i, day in enumerate(days):
+        rows = [_row(f"t{i}-{k}", f"u{k}", day, (amounts or {}).get(day, 10.0 + k)) for k in range(3)]
+        write_transactions_partition(lake, partition=day, rows=rows)
+    return lake
+
+
+def _run(spark, lake: Path, ds: date, mode: str = "auto"):
+    return run_user_features(spark, ds=ds, lake=str(lake), window_days=WINDOW_DAYS, mode=mode)
+
+
+def _features(lake: Path, ds: date) -> pd.DataFrame:
+    return pd.read_parquet(lake / "features" / "user_features" / f"date={ds.isoformat()}").sort_values(
+        "user_id", ignore_index=True
+    )
+
+
+@pytest.fixture(scope="module")
+def published_lake(spark, tmp_path_factory) -> Path:
+    """A lake whose features of DAYS[4] are published, from a full run for DAYS[3] and an
+    incremental one for DAYS[4] (which built every tile of its window). Tests work on a copy."""
+    lake = _lake(tmp_path_factory.mktemp("published"), DAYS[:5])
+    _run(spark, lake, DAYS[3])
+    _run(spark, lake, DAYS[4])
+    return lake
+
+
+def _copy(lake: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(lake, tmp_path / "lake"))
+
+
+def test_a_failed_rerun_keeps_the_published_features(spark, published_lake: Path, tmp_path: Path) -> None:
+    lake = _copy(published_lake, tmp_path)
+    ds = DAYS[4]
+    published = _features(lake, ds)
+    assert published["transaction_count"].tolist() == [5, 5, 5]
+    # One tile of the window turns unreadable: the rerun fails in the combine, after its other writes.
+    tile = next((lake / "tiles" / "user_daily" / f"date={DAYS[1].isoformat()}").glob("*.parquet"))
+    table = pq.read_table(tile)
+    column = table.schema.get_field_index("amount_micros")
+    pq.write_table(table.set_column(column, "amount_micros", pa.array(["x"] * table.num_rows)), tile)
+    (tile.parent / f".{tile.name}.crc").unlink(missing_ok=True)
+
+    with pytest.raises(Exception):  # noqa: B017 (Spark's error for a column of the wrong type)
+        _run(spark, lake, ds, "incremental")
+
+    pd.testing.assert_frame_equal(_features(lake, ds), published)
+    assert not (lake / "_staging" / "user_features" / f"date={ds.isoformat()}").exists()
+
+
+def test_tiles_of_a_withdrawn_raw_date_stop_counting(spark, published_lake: Path, tmp_path: Path) -> None:
+    lake = _copy(published_lake, tmp_path)
+    ds = DAYS[4]
+    shutil.rmtree(lake / "raw" / "transactions" / f"date={DAYS[1].isoformat()}")  # the producer withdrew it
+
+    by_mode = {}
+    for mode in ("incremental", "rebuild", "full"):
+        _run(spark, lake, ds, mode)
+        by_mode[mode] = _features(lake, ds)
+    assert by_mode["full"]["transaction_count"].tolist() == [4, 4, 4]
+    pd.testing.assert_frame_equal(by_mode["incremental"], by_mode["full"])
+    pd.testing.assert_frame_equal(by_mode["rebuild"], by_mode["full"])
+    assert not (lake / "tiles" / "user_daily" / f"date={DAYS[1].isoformat()}").exists()
+
+
+def test_a_date_with_no_clean_row_is_built_and_reported_once(spark, tmp_path: Path) -> None:
+    lake = _lake(tmp_path, DAYS, amounts={DAYS[2]: None})  # a broken feed day: every amount missing
+    _run(spark, lake, DAYS[3])  # full
+    second = _run(spark, lake, DAYS[4])  # builds the window's other tiles and quarantines DAYS[2]
+    assert DAYS[2].isoformat() in second.tiles_built
+    assert second.quarantined_by_reason == {"missing_amount": 3}
+
+    for day in DAYS[5:]:
+        report = _run(spark, lake, day)
+        assert report.tiles_built == [day.isoformat()]
+        assert report.quarantined_rows == 0
+    assert _features(lake, DAYS[6])["transaction_count"].tolist() == [4, 4, 4]
+    empty_tile = lake / "tiles" / "user_daily" / f"date={DAYS[2].isoformat()}"
+    assert (empty_tile / "_BUILT").is_file()  # the marker of a built tile (docs/features.md)
+    assert not list(empty_tile.glob("*.parquet"))
+
+
+@pytest.mark.parametrize("amount", [math.inf, -math.inf, 1e13], ids=["inf", "minus-inf", "1e13"])
+def test_an_amount_too_large_for_micro_units_is_quarantined(spark, tmp_path: Path, amount: float) -> None:
+    lake = _lake(tmp_path, DAYS[:2])
+    write_transactions_partition(lake, partition=DAYS[1], rows=[_row("t-big", "u9", DAYS[1], amount)])
+
+    report = _run(spark, lake, DAYS[1], "full")
+
+    assert report.quarantined_by_reason == {"invalid_amount": 1}
+    quarantined = pd.read_parquet(lake / "quarantine" / "transactions")
+    assert quarantined["transaction_id"].tolist() == ["t-big"]
+    want = compute_user_features(lake=lake, ds=DAYS[1], window_days=WINDOW_DAYS)
+    assert _features(lake, DAYS[1])["user_id"].tolist() == want["user_id"].tolist() == ["u0", "u1", "u2"]
+
+
+def test_the_amount_bound_is_inclusive_and_rules_keep_their_order(spark) -> None:
+    day = DAYS[0]
+    ts = datetime.combine(day, time(12), UTC)
+    rows = [
+        ("t1", "u1", 9e12, ts),
+        ("t2", "u1", -9e12, ts),
+        ("t3", "u1", 9.000000001e12, ts),
+        ("t4", "u1", math.nan, ts),
+        ("t5", "", math.inf, ts),
+        ("t6", "u1", math.inf, None),
+    ]
+    frame = spark.createDataFrame(
+        rows, "transaction_id string, user_id string, amount double, transaction_ts timestamp"
+    ).withColumn("date", F.lit(day))
+    reasons = {r["transaction_id"]: r["reason"] for r in with_quarantine_reason(frame).collect()}
+    assert reasons == {
+        "t1": None,
+        "t2": None,
+        "t3": "invalid_amount",
+        "t4": "nan_amount",
+        "t5": "missing_user_id",
+        "t6": "invalid_amount",
+    }
+
+
+def test_a_category_id_with_two_groups_fails_naming_it(spark, tmp_path: Path) -> None:
+    lake = _lake(tmp_path, DAYS[:1])
+    _write_categories(
+        lake, [(1, "cafe", "dining"), (1, "supermarket", "groceries"), (2, "x", "y"), (2, "x", "y")]
+    )
+
+    with pytest.raises(
+        ValueError,
+        match=r"raw/categories gives several category groups to category_id 1: dining, groceries\.",
+    ):
+        _run(spark, lake, DAYS[0], "full")
+
+    # The same row twice is harmless.
+    _write_categories(lake, [(1, "cafe", "dining"), (1, "cafe", "dining")])
+    assert _run(spark, lake, DAYS[0], "full").users_written == 3
