@@ -21,8 +21,8 @@ from datetime import date
 from featurelake.lake import LakeLayout
 from featurelake.materialized_views import REFRESH_MODES
 from featurelake.materialized_views_spark import DELTA_SPARK_SESSION_CONF, refresh_view
+from featurelake.partitioning import write_text
 from featurelake.spark_session import build_spark_session
-from featurelake.user_features_run import write_text
 
 log = logging.getLogger("featurelake.jobs.refresh_feature_view")
 

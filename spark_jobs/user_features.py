@@ -20,9 +20,10 @@ from dataclasses import asdict
 from datetime import date
 
 from featurelake.lake import LakeLayout
+from featurelake.partitioning import write_text
 from featurelake.spark_session import build_spark_session
 from featurelake.user_features import DEFAULT_WINDOW_DAYS, RUN_MODES
-from featurelake.user_features_run import run_user_features, write_text
+from featurelake.user_features_run import run_user_features
 
 log = logging.getLogger("featurelake.jobs.user_features")
 

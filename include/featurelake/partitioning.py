@@ -4,7 +4,7 @@ per-key (hash) processing. The seed's Pattern 1, done so reruns and backfills ar
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ def write_partitioned(
     replace: Iterable[date] = (),
     staging: str | None = None,
     marker: str | None = None,
+    marker_text: Mapping[date, str] | None = None,
 ) -> None:
     """Write `df` as Parquet under `path`, partitioned by `partition_cols`, replacing only the
     partitions present in `df` (dynamic partition overwrite): a rerun of one date leaves every other
@@ -60,7 +61,9 @@ def write_partitioned(
     partition: no extra pass over the data). A failed write leaves `path` as it was. `marker` names
     an empty file put in each of those partitions, even one left with no rows, so that a listing
     (`existing_date_partitions(..., marker=...)`) tells a partition written empty from one never
-    written. Both need the single (date) partition column that `replace` needs.
+    written. `marker_text` gives the marker's contents by date (empty for a date it does not
+    name), for example what the partition was built from. Both need the single (date) partition
+    column that `replace` needs.
     """
     if not partition_cols:
         raise ValueError("write_partitioned needs at least one partition column, got none")
@@ -91,12 +94,25 @@ def write_partitioned(
     )
     if staging:
         _swap_partitions_in(
-            spark, staging=staging, path=path, column=partition_cols[0], replace=replaced, marker=marker
+            spark,
+            staging=staging,
+            path=path,
+            column=partition_cols[0],
+            replace=replaced,
+            marker=marker,
+            marker_text=marker_text or {},
         )
 
 
 def _swap_partitions_in(
-    spark: SparkSession, *, staging: str, path: str, column: str, replace: list[date], marker: str | None
+    spark: SparkSession,
+    *,
+    staging: str,
+    path: str,
+    column: str,
+    replace: list[date],
+    marker: str | None,
+    marker_text: Mapping[date, str],
 ) -> None:
     """Move the partitions written under `staging` into `path`, each replacing its namesake, and
     remove the `replace` dates' partitions that `staging` does not hold; then remove `staging`."""
@@ -111,8 +127,9 @@ def _swap_partitions_in(
         }
     for name in sorted(names):
         staged = jvm_path(staged_root, name)
-        if marker:
-            fs.create(jvm_path(staged, marker), True).close()  # creates the directory of an empty partition
+        if marker:  # also creates the directory of an empty partition
+            day = date.fromisoformat(name.removeprefix(f"{column}="))
+            write_text(spark, str(jvm_path(staged, marker)), marker_text.get(day, ""))
         live = jvm_path(f"{path.rstrip('/')}/{name}")
         if fs.exists(live) and not fs.delete(live, True):
             raise OSError(f"could not remove {live} to replace it with {staged}; remove it by hand and rerun")
@@ -154,6 +171,43 @@ def hadoop_file_system(spark: SparkSession, path: str) -> tuple[Any, Any]:
     writes (local, HDFS, S3A, ABFS, GCS) works the same."""
     hadoop_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
     return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    """Write a small file through Hadoop's FileSystem, so any lake URI Spark writes to works."""
+    fs, target = hadoop_file_system(spark, path)
+    stream = fs.create(target, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()
+
+
+def read_text(spark: SparkSession, path: str) -> str | None:
+    """The text of a small file written by `write_text`, or None when there is no such file."""
+    fs, target = hadoop_file_system(spark, path)
+    if not fs.exists(target):
+        return None
+    stream = fs.open(target)
+    try:
+        data = spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream)
+    finally:
+        stream.close()
+    return bytes(data).decode("utf-8")
+
+
+def partition_fingerprint(spark: SparkSession, directory: str) -> list[list[Any]]:
+    """What tells a partition's data apart without reading it: `[name, bytes, modification time in
+    ms]` of each data file (`is_data_file`), sorted; empty for a missing directory. Rewriting the
+    partition, even with the same rows, changes it."""
+    fs, path = hadoop_file_system(spark, directory)
+    if not fs.exists(path):
+        return []
+    return sorted(
+        [status.getPath().getName(), int(status.getLen()), int(status.getModificationTime())]
+        for status in fs.listStatus(path)
+        if status.isFile() and is_data_file(status.getPath().getName())
+    )
 
 
 def _holds_data(fs: Any, directory: Any, marker: str | None = None) -> bool:

@@ -11,6 +11,7 @@ Every column is built with vectorised numpy and handed to pyarrow as buffers: no
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import os
 import shutil
@@ -437,14 +438,20 @@ def write_parquet_atomically(table: pa.Table, *, directory: Path) -> Path:
     """Replace the contents of `directory` with `table` as one snappy Parquet file, PART_FILE.
 
     The file is written under a hidden temporary name (which Spark and pyarrow skip) and renamed into
-    place, so readers never see half a file; other files in the directory are then removed.
+    place, so readers never see half a file; other files in the directory are then removed. A file
+    with the same bytes already in place is kept as it is, modification time included, so that
+    regenerating a lake with the same arguments does not look like re-landed data to the feature
+    job's tiles (docs/features.md).
     """
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / PART_FILE
     temporary = directory / f".{PART_FILE}.{os.getpid()}.tmp"
     dictionary = [name for name in _DICTIONARY_COLUMNS if name in table.column_names]
     pq.write_table(table, temporary, compression="snappy", use_dictionary=dictionary)
-    os.replace(temporary, final)
+    if final.is_file() and filecmp.cmp(temporary, final, shallow=False):
+        temporary.unlink()
+    else:
+        os.replace(temporary, final)
     for entry in directory.iterdir():
         if entry.name == PART_FILE:
             continue

@@ -8,6 +8,7 @@ and quarantine it would have replaced as they were."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import date
 
@@ -19,8 +20,9 @@ from featurelake.partitioning import (
     date_partition_exists,
     delete_path,
     existing_date_partitions,
-    hadoop_file_system,
     listed_date_partitions,
+    partition_fingerprint,
+    read_text,
     write_partitioned,
 )
 from featurelake.user_features import (
@@ -75,6 +77,40 @@ def remove_withdrawn_dates(
     return withdrawn
 
 
+def tile_sources(spark: SparkSession, layout: LakeLayout, days: list[date]) -> dict[date, str]:
+    """What each date's tile is built from, as the text of its TILE_BUILT_MARKER: the data files of
+    its raw partition and of the categories lookup (`partition_fingerprint`), from listings only."""
+    categories = partition_fingerprint(spark, layout.raw_categories)
+    return {
+        day: json.dumps(
+            {
+                "raw_transactions": partition_fingerprint(
+                    spark, LakeLayout.partition(layout.raw_transactions, day)
+                ),
+                "categories": categories,
+            },
+            separators=(",", ":"),
+        )
+        for day in days
+    }
+
+
+def rewritten_since_built(spark: SparkSession, layout: LakeLayout, sources: dict[date, str]) -> list[date]:
+    """The dates whose tile was built from other raw files or another categories lookup than the lake
+    holds now (its marker differs from `sources`): re-landed data, or a regenerated lake. A marker
+    with no text (a tile built before markers named their sources) is taken as current."""
+    return sorted(
+        day
+        for day, source in sources.items()
+        if (
+            built := read_text(
+                spark, f"{LakeLayout.partition(layout.user_daily_tiles, day)}/{TILE_BUILT_MARKER}"
+            )
+        )
+        and built != source
+    )
+
+
 def run_user_features(
     spark: SparkSession, *, ds: date, lake: str, window_days: int, mode: str
 ) -> FeatureRunReport:
@@ -91,6 +127,16 @@ def run_user_features(
     # before markers existed hold data files).
     tile_dates = existing_date_partitions(spark, layout.user_daily_tiles, marker=TILE_BUILT_MARKER)
     tile_dates -= set(withdrawn)
+    # Listed before any raw row is read: data re-landed during the run is picked up by the next one.
+    sources = tile_sources(spark, layout, sorted(d for d in raw_dates if start <= d <= ds))
+    rewritten = rewritten_since_built(spark, layout, {d: sources[d] for d in sources if d in tile_dates})
+    for day in rewritten:
+        log.warning(
+            "the raw transactions of %s or the categories lookup changed since its tile was built: "
+            "rebuilding it",
+            day,
+        )
+    tile_dates -= set(rewritten)
     mode, to_build = plan_tile_build(
         mode=mode, ds=ds, raw_dates=raw_dates, tile_dates=tile_dates, start=start
     )
@@ -142,6 +188,7 @@ def run_user_features(
             replace=to_build,
             staging=staged.user_daily_tiles,
             marker=TILE_BUILT_MARKER,
+            marker_text=sources,
         )
         # Defined after the tile write: Spark lists the files when the read is defined.
         tiles = (
@@ -214,13 +261,3 @@ def run_user_features(
         quarantined_by_reason=by_reason,
         output_path=output,
     )
-
-
-def write_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write a small file through Hadoop's FileSystem, so any lake URI Spark writes to works."""
-    fs, target = hadoop_file_system(spark, path)
-    stream = fs.create(target, True)
-    try:
-        stream.write(bytearray(text.encode("utf-8")))
-    finally:
-        stream.close()

@@ -116,6 +116,36 @@ def test_tiles_of_a_withdrawn_raw_date_stop_counting(spark, published_lake: Path
     assert not (lake / "tiles" / "user_daily" / f"date={DAYS[1].isoformat()}").exists()
 
 
+def test_tiles_of_rewritten_raw_data_or_categories_are_rebuilt(
+    spark, published_lake: Path, tmp_path: Path
+) -> None:
+    """A tile remembers the raw files and the categories lookup it was built from (its marker), so a
+    producer re-landing a past date, or a lake regenerated with other data, is picked up."""
+    lake = _copy(published_lake, tmp_path)
+    ds = DAYS[4]
+    relanded = lake / "raw" / "transactions" / f"date={DAYS[1].isoformat()}"
+    shutil.rmtree(relanded)
+    write_transactions_partition(
+        lake, partition=DAYS[1], rows=[_row(f"t1-{k}", f"u{k}", DAYS[1], 100.0 + k) for k in range(3)]
+    )
+
+    report = _run(spark, lake, ds, "incremental")
+    assert report.tiles_built == [DAYS[1].isoformat(), ds.isoformat()]
+    incremental = _features(lake, ds)
+    _run(spark, lake, ds, "full")
+    pd.testing.assert_frame_equal(incremental, _features(lake, ds))
+    assert _run(spark, lake, ds, "incremental").tiles_built == [ds.isoformat()], "nothing else changed"
+
+    # Another categories lookup: every tile of the window is rebuilt, as mode=rebuild would.
+    _write_categories(lake, [(cid, name, "other") for cid, name, _ in CATEGORIES])
+    report = _run(spark, lake, ds, "incremental")
+    assert report.tiles_built == [d.isoformat() for d in DAYS[: ds.toordinal() - DAYS[0].toordinal() + 1]]
+    incremental = _features(lake, ds)
+    assert set(incremental["top_category_group"]) == {"other"}
+    _run(spark, lake, ds, "full")
+    pd.testing.assert_frame_equal(incremental, _features(lake, ds))
+
+
 def test_a_date_with_no_clean_row_is_built_and_reported_once(spark, tmp_path: Path) -> None:
     lake = _lake(tmp_path, DAYS, amounts={DAYS[2]: None})  # a broken feed day: every amount missing
     _run(spark, lake, DAYS[3])  # full

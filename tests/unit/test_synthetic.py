@@ -4,6 +4,7 @@ skew, the `featurelake generate` CLI and bad input."""
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -316,6 +317,22 @@ def test_rerun_replaces_the_date_directory(tmp_path: Path) -> None:
     generate_lake(lake=tmp_path, start=START, end=START, users=100, seed=SEED)
     assert [p.name for p in directory.iterdir()] == [PART_FILE]
     assert (directory / PART_FILE).read_bytes() == first
+
+
+def test_a_rerun_keeps_identical_files_and_replaces_changed_ones(tmp_path: Path) -> None:
+    """The feature job rebuilds a tile whose raw files changed (by name, size or modification time):
+    regenerating the same data must not look like a change, and other data must."""
+    generate_lake(lake=tmp_path, start=START, end=START, users=100, seed=SEED)
+    part = _partition(tmp_path, START) / PART_FILE
+    categories = tmp_path / "raw" / "categories" / PART_FILE
+    past = 1_000_000_000
+    for path in (part, categories):
+        os.utime(path, ns=(past, past))
+    generate_lake(lake=tmp_path, start=START, end=START, users=100, seed=SEED)
+    assert part.stat().st_mtime_ns == categories.stat().st_mtime_ns == past
+    generate_lake(lake=tmp_path, start=START, end=START, users=200, seed=SEED)
+    assert part.stat().st_mtime_ns != past, "another population's rows replace the file"
+    assert categories.stat().st_mtime_ns == past
 
 
 def test_zero_rate_writes_empty_partitions_with_the_schema(tmp_path: Path) -> None:
