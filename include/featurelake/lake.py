@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+# The data contract's rule 4a (docs/data-contract.md): the largest amount, in absolute value, a row
+# may hold. Its micro-units (9e18) fit in a 64-bit integer (at most about 9.22e18), and so does its
+# square in decimal(38,0). Larger amounts, and infinite ones, are invalid (`invalid_amount`).
+MAX_ABS_AMOUNT = 9e12
+
 
 def is_data_file(name: str) -> bool:
     """Whether a file name in a partition is data a reader must see: a `.parquet` file whose name

@@ -47,6 +47,7 @@ import pandas as pd
 import pyarrow as pa
 
 from featurelake.arrow_partitions import hidden_sibling, remove_leftovers, swap_in
+from featurelake.lake import MAX_ABS_AMOUNT
 from featurelake.synthetic import TRANSACTIONS_SCHEMA
 
 if TYPE_CHECKING:
@@ -159,14 +160,16 @@ def merchant_stats_of_days(days: Iterable[pd.DataFrame], *, ds: date) -> pd.Data
 
 
 def valid_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows that count: valid by the data contract's rules 1-6 (non-empty transaction_id and
-    user_id; amount neither null nor NaN; transaction_ts not null and on the UTC date of the row's
-    `date`, the partition's, as `YYYY-MM-DD`), with a non-empty merchant_id."""
+    """The rows that count: valid by the data contract's rules 1-6 and 4a (non-empty transaction_id
+    and user_id; amount neither null nor NaN, finite and at most MAX_ABS_AMOUNT in absolute value;
+    transaction_ts not null and on the UTC date of the row's `date`, the partition's, as
+    `YYYY-MM-DD`), with a non-empty merchant_id."""
 
     def present(column: str) -> pd.Series:
         return rows[column].notnull() & (rows[column].astype("string") != "")
 
     keep = present("transaction_id") & present("user_id") & present("merchant_id") & rows["amount"].notnull()
+    keep &= rows["amount"].abs() <= MAX_ABS_AMOUNT  # rule 4a; also false for NaN and infinities
     # Rules 5 and 6: the UTC day of transaction_ts is the partition's date. A null ts is NaT, which
     # equals nothing. A raw partition holds one date, so each distinct date is parsed once.
     codes, dates = pd.factorize(rows["date"])

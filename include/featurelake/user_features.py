@@ -24,6 +24,8 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from featurelake.lake import MAX_ABS_AMOUNT
+
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_DAYS = 90
@@ -86,10 +88,6 @@ TILE_SCHEMA = T.StructType(
 TILE_BUILT_MARKER = "_BUILT"
 
 MICROS_PER_UNIT = 1_000_000
-# The largest amount, in absolute value, a row may hold: its micro-units (9e18) fit in a 64-bit
-# integer (at most about 9.22e18), and so does its square in decimal(38,0). Larger amounts, and
-# infinite ones, are quarantined as `invalid_amount`.
-MAX_ABS_AMOUNT = 9e12
 
 FEATURE_COLUMNS = (
     "user_id",

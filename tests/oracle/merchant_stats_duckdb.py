@@ -21,6 +21,8 @@ def oracle(lake: Path, ds: date, window_days: int) -> pd.DataFrame:
             WHERE date BETWEEN DATE '{start}' AND DATE '{ds}'
               AND coalesce(transaction_id, '') <> '' AND coalesce(user_id, '') <> ''
               AND coalesce(merchant_id, '') <> '' AND amount IS NOT NULL AND NOT isnan(amount)
+              -- contract rule 4a: finite, and at most 9e12 in absolute value
+              AND isfinite(amount) AND abs(amount) <= 9e12
               -- contract rules 5 and 6: a timestamp, on the UTC date of its partition
               AND transaction_ts IS NOT NULL
               AND CAST(transaction_ts AT TIME ZONE 'UTC' AS DATE) = date

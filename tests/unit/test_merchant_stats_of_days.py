@@ -92,7 +92,7 @@ def test_staged_days_are_read_with_arrow_strings_under_pandas_2_and_3(tmp_path) 
 
 
 def test_valid_rows_follow_the_data_contract() -> None:
-    """Rules 1-6 of docs/data-contract.md, and a merchant_id, on rows of two partitions."""
+    """Rules 1-6 and 4a of docs/data-contract.md, and a merchant_id, on rows of two partitions."""
     ts = pd.to_datetime(
         [
             "2026-10-28 00:00:00",  # the first microsecond of the partition's UTC date
@@ -105,20 +105,24 @@ def test_valid_rows_follow_the_data_contract() -> None:
             "2026-10-28 12:00:00",  # rule 4: NaN amount
             "2026-10-28 12:00:00",  # rule 1: empty transaction_id
             "2026-10-28 12:00:00",  # no merchant_id
+            "2026-10-28 12:00:00",  # rule 4a: an infinite amount
+            "2026-10-28 12:00:00",  # rule 4a: an amount above 9e12
+            "2026-10-28 12:00:00",  # valid: -9e12, the bound
         ],
         format="ISO8601",
     ).tz_localize("UTC")
     rows = pd.DataFrame(
         {
             "transaction_id": pd.Series(
-                ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "", "t9"], dtype=ARROW_STRING
+                ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "", "t9", "t10", "t11", "t12"],
+                dtype=ARROW_STRING,
             ),
-            "user_id": pd.Series(["u1"] * 10, dtype=ARROW_STRING),
-            "merchant_id": pd.Series(["m1"] * 9 + [None], dtype=ARROW_STRING),
-            "amount": [1.0] * 7 + [float("nan")] + [1.0] * 2,
+            "user_id": pd.Series(["u1"] * 13, dtype=ARROW_STRING),
+            "merchant_id": pd.Series(["m1"] * 9 + [None] + ["m1"] * 3, dtype=ARROW_STRING),
+            "amount": [1.0] * 7 + [float("nan")] + [1.0] * 2 + [float("inf"), 9.000001e12, -9e12],
             "transaction_ts": pd.Series(ts).astype("datetime64[us, UTC]"),
-            "date": pd.Series(["2026-10-28"] * 5 + ["2026-10-27"] * 2 + ["2026-10-28"] * 3, dtype="string"),
+            "date": pd.Series(["2026-10-28"] * 5 + ["2026-10-27"] * 2 + ["2026-10-28"] * 6, dtype="string"),
         }
     )
-    assert valid_rows(rows)["transaction_id"].tolist() == ["t0", "t1", "t5"]
+    assert valid_rows(rows)["transaction_id"].tolist() == ["t0", "t1", "t5", "t12"]
     assert valid_rows(rows.iloc[:0]).empty
