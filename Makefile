@@ -63,12 +63,13 @@ lint: $(VENV)/.stamp-installed  ## ruff check and format check
 
 # Ctrl-C reaches every process of the terminal's group, and LocalExecutor's workers ignore it and
 # outlive a standalone that is still stopping. So standalone runs in its own session, and Ctrl-C is
-# passed to it alone: it stops its components and exits (about 15 s). The launcher gives it back
-# the default SIGINT, which the shell takes from a command it starts in the background.
+# passed to it alone: it stops its components and exits (about 15 s); so is a closed terminal's
+# SIGHUP. The launcher gives it back the default SIGINT, which the shell takes from a command it
+# starts in the background.
 STANDALONE_LAUNCHER = $(PY) -c 'import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); os.setsid(); os.execvp("airflow", ["airflow", "standalone"])'
 airflow: $(DB_STAMP)  ## Serve the Airflow UI on :8080 (user admin, see README); Ctrl-C stops it
 	@$(STANDALONE_LAUNCHER) & pid=$$!; \
-	trap 'echo "stopping airflow standalone (pid $$pid)..."; kill -INT $$pid 2>/dev/null; wait $$pid' INT TERM; \
+	trap 'echo "stopping airflow standalone (pid $$pid)..."; kill -INT $$pid 2>/dev/null; wait $$pid' INT TERM HUP; \
 	wait $$pid
 
 FROM ?=

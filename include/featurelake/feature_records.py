@@ -138,6 +138,23 @@ def decode_record(value: bytes) -> FeatureRecord:
     return FeatureRecord(decoded[1], decoded[2])
 
 
+def entity_keys(ids: Any) -> Any:
+    """Entity ids (a pyarrow Array or ChunkedArray) as the text `records_from_batches` keys them by,
+    `str(id)`, nulls dropped: a string column as it is, any other (1.0 for a float, True for a bool)
+    one value at a time, where pyarrow's cast would write 1 and true."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if pa.types.is_dictionary(ids.type):
+        ids = ids.dictionary_decode()
+    ids = pc.drop_null(ids)
+    if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type) or pa.types.is_integer(ids.type):
+        return ids.cast(pa.string())  # the same text as str() gives, without a Python loop
+    return pa.array([str(value) for value in ids.to_pylist()], pa.string())
+
+
 def records_from_batches(
     batches: Iterable[Any], *, entity_column: str, feature_date: date | str, exclude: Iterable[str] = ()
 ) -> Iterator[tuple[str, FeatureRecord]]:

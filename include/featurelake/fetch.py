@@ -44,8 +44,10 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
 # Sent only to the origin they were set for, as aiohttp does when it follows a redirect.
 CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
-# Failures that say nothing about the id: the API refused our credentials.
-API_REFUSED_STATUSES = frozenset({401, 403, 407})
+# The failures that are the id's own: another id may well succeed. Every other failure (a 5xx, a
+# refused credential, a body that is not JSON such as a maintenance or login page, a bad redirect)
+# says the API is unwell, and counts in `FetchResult.api_failed`.
+ID_OWN_STATUSES = frozenset(range(400, 500)) - {401, 403, 407, 429}
 
 
 class FetchSettingError(ValueError):
@@ -148,9 +150,10 @@ class FetchConfig:
 class FetchResult:
     """The JSON of every id fetched, and why each other id failed (after its last attempt).
     `api_failed` holds the failed ids whose failure says nothing about the id itself: the API was
-    unavailable (a 429, a 5xx, a timeout or a connection error after every attempt; a TLS or
-    malformed-response error) or refused our credentials (401, 403, 407). The other failed ids are
-    the id's own: a 404, another 4xx, a body that is not JSON, a bad redirect."""
+    unavailable (a 429, 500, 502, 503 or 504, a timeout or a connection error after every attempt;
+    any other 5xx; a TLS or malformed-response error; a body that is not JSON, such as a maintenance
+    page or a login page reached by a redirect; a redirect loop or a bad redirect) or refused our
+    credentials (401, 403, 407). The other failed ids are the id's own: a 404 or another 4xx."""
 
     found: dict[str, Any] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
@@ -178,13 +181,13 @@ class _ApiFailed(_Failed):
 def _redirect_target(url: URL, location: str | None, status: int) -> URL:
     """The absolute URL a redirect from `url` points at (`location` may be relative)."""
     if location is None:
-        raise _Failed(f"HTTP {status}: a redirect without a Location header, from {url}")
+        raise _ApiFailed(f"HTTP {status}: a redirect without a Location header, from {url}")
     try:
         target = url.join(URL(location))
     except ValueError as error:
-        raise _Failed(f"HTTP {status}: a redirect to {location!r}, which is not a URL") from error
+        raise _ApiFailed(f"HTTP {status}: a redirect to {location!r}, which is not a URL") from error
     if target.scheme not in ("http", "https") or not target.host:
-        raise _Failed(f"HTTP {status}: a redirect to {location!r}, which is not an http(s) URL")
+        raise _ApiFailed(f"HTTP {status}: a redirect to {location!r}, which is not an http(s) URL")
     return target
 
 
@@ -257,12 +260,12 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                         raise _Failed("HTTP 404: not found")
                     if response.status >= 400:
                         body = await response.text(errors="replace")
-                        failure = _ApiFailed if response.status in API_REFUSED_STATUSES else _Failed
+                        failure = _Failed if response.status in ID_OWN_STATUSES else _ApiFailed
                         raise failure(f"HTTP {response.status}: {body[:200]}")
                     try:
                         return await response.json(content_type=None), None
-                    except ValueError as error:  # not JSON, or not UTF-8
-                        raise _Failed(f"not JSON: {error}") from error
+                    except ValueError as error:  # not JSON, or not UTF-8: a maintenance or login page
+                        raise _ApiFailed(f"not JSON: {error}") from error
             except (TimeoutError, aiohttp.ClientError) as error:
                 if isinstance(error, TimeoutError):  # its message is empty
                     raise _Retry(f"TimeoutError: no answer within {config.timeout_seconds:g} s") from error
@@ -284,7 +287,7 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                         for name in CREDENTIAL_HEADERS:
                             headers.popall(name, None)
                     url, last = target, url
-                raise _Failed(
+                raise _ApiFailed(
                     f"TooManyRedirects: {MAX_REDIRECTS} redirects in a row (a redirect loop?), "
                     f"the last from {last}"
                 )

@@ -62,7 +62,8 @@ def validate_profile(item: tuple[str, Any]) -> Checked:
     """(merchant id, JSON payload) -> a checked profile (thread stage: cheap, per item)."""
     merchant_id, payload = item
     # The whole answer, as JSON, so a quarantined profile can be read anywhere and replayed.
-    text = json.dumps(payload, ensure_ascii=False)
+    # ASCII escapes: a lone surrogate (a truncated emoji, "\ud800") stays valid, encodable text.
+    text = json.dumps(payload)
     if not isinstance(payload, Mapping):
         return Checked(merchant_id, None, "not_an_object", text)
     if payload.get("merchant_id") != merchant_id:

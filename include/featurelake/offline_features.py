@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from featurelake.feature_records import FeatureRecord, records_from_batches
+from featurelake.feature_records import FeatureRecord, entity_keys, records_from_batches
 from featurelake.lake import LakeLayout
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def partition_entities(
         if not dataset.files:
             return pa.chunked_array([], pa.string())
         raise ValueError(f"{partition} has no entity column {entity_column!r}; it has {dataset.schema.names}")
-    return pc.cast(dataset.to_table(columns=[entity_column])[entity_column], pa.string())
+    return pa.chunked_array([entity_keys(dataset.to_table(columns=[entity_column])[entity_column])])
 
 
 def read_offline_features(

@@ -40,6 +40,7 @@ from featurelake.feature_records import (
     FeatureRecord,
     decode_record,
     encode_record,
+    entity_keys,
     feature_key,
     key_pattern,
 )
@@ -334,15 +335,13 @@ def _iso_date(day: date | str) -> str:
 
 
 def _entity_set(entity_ids: pa.Array | pa.ChunkedArray | Iterable[str]) -> pa.Array:
-    """Entity ids as one pyarrow binary array (UTF-8, as in the keys), for a set lookup. Integer or
-    dictionary-encoded ids become their text, as the written records' ids do."""
+    """Entity ids as one pyarrow binary array (UTF-8, as in the keys), for a set lookup. Ids that
+    are not text become `str(id)`, as the written records' ids do (`entity_keys`)."""
     if isinstance(entity_ids, (pa.Array, pa.ChunkedArray)):
-        ids = pc.cast(entity_ids, pa.string())
+        ids = entity_keys(entity_ids)
     else:
-        ids = pa.array(list(entity_ids), pa.string())
-    if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks()
-    return pc.cast(pc.drop_null(ids), pa.binary())
+        ids = pa.array([str(entity) for entity in entity_ids if entity is not None], pa.string())
+    return pc.cast(ids, pa.binary())
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -240,7 +240,8 @@ def test_redirects_keep_credentials_on_their_origin_and_bad_ones_fail_their_id()
             f"HTTP 302: a redirect without a Location header, from {server.base_url}/merchants/m-nowhere"
         ),
     }
-    assert result.api_failed == set() and result.retries == 0
+    # a redirect the client cannot follow is the API's doing, not the merchant's
+    assert result.api_failed == {"m-ftp", "m-nowhere"} and result.retries == 0
     assert sorted(authorization) == sorted(
         [
             (server.port, f"/merchants/{near}", "Bearer secret"),
@@ -420,3 +421,50 @@ def test_the_dag_writes_profiles_and_quarantine_and_a_rerun_gives_the_same_files
         sandbox_profile(m) is None for m in merchants
     )
     assert files[0] == files[1], "the rerun replaced the partition with the same bytes"
+
+
+async def server_error_501(request: web.Request, number: int) -> web.StreamResponse:
+    return web.Response(status=501, text="not implemented")
+
+
+async def cdn_origin_down_521(request: web.Request, number: int) -> web.StreamResponse:
+    return web.Response(status=521, text="<html>Web server is down</html>", content_type="text/html")
+
+
+async def maintenance_page(request: web.Request, number: int) -> web.StreamResponse:
+    return web.Response(status=200, text="<html>Down for maintenance</html>", content_type="text/html")
+
+
+async def to_a_login_page(request: web.Request, number: int) -> web.StreamResponse:
+    if request.path.startswith("/login"):
+        return web.Response(status=200, text="<html>Sign in</html>", content_type="text/html")
+    raise web.HTTPFound("/login?next=" + request.path)
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [server_error_501, cdn_origin_down_521, maintenance_page, to_a_login_page],
+    ids=lambda f: f.__name__,
+)
+def test_every_way_an_api_is_down_counts_as_the_apis_failure(outage: Answer) -> None:
+    """An outage rarely answers 503 alone: other 5xx, a maintenance page or a login page all say
+    nothing about the merchant, so they count in api_failed (and trip max_failed_fraction), while a
+    404 stays the merchant's own."""
+    ids = IDS[:6]
+    server = SandboxServer(port=free_port(), rate=200)
+
+    @web.middleware
+    async def down(request: web.Request, handler) -> web.StreamResponse:
+        if request.match_info.get("merchant_id") == "m-missing":
+            raise web.HTTPNotFound()
+        return await outage(request, 1)
+
+    server.app.middlewares.append(down)
+    with server:
+        config = FetchConfig(
+            base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=200, max_attempts=1
+        )
+        result = asyncio.run(fetch_all(config, [*ids, "m-missing"]))
+    assert result.found == {}
+    assert result.api_failed == set(ids), result.failed
+    assert result.failed["m-missing"] == "HTTP 404: not found"

@@ -90,6 +90,15 @@ def test_strict_forms_still_accept_every_real_code_and_date(country: str, establ
     assert (checked.row["country"], checked.row["established"]) == (country, date.fromisoformat(established))
 
 
+def test_a_payload_with_a_lone_surrogate_is_quarantined_as_valid_json() -> None:
+    """JSON's decoder turns "\\ud800" (half an emoji) into a lone surrogate, which UTF-8 cannot
+    encode: the quarantine keeps it escaped, so one such answer cannot fail the whole task."""
+    payload = json.loads('{"merchant_id": "m1", "name": "Caf\\ud800", "risk_score": "n/a"}')
+    profiles, quarantine = build_profiles(FetchResult(found={"m1": payload}), as_of=date(2026, 10, 28))
+    assert profiles.num_rows == 0
+    assert json.loads(quarantine["payload"][0].as_py()) == payload
+
+
 def test_build_profiles_quarantines_refused_and_unfetched_merchants() -> None:
     fetched = FetchResult(
         found={
@@ -292,6 +301,20 @@ def test_the_hook_reads_the_api_from_an_http_connection(monkeypatch) -> None:
         "AIRFLOW_CONN_MERCHANTS", json.dumps({**connection, "extra": {"max_failed_fraction": 0.2}})
     )
     assert HttpApiHook(http_conn_id="merchants").max_failed_fraction() == 0.2
+
+
+def test_the_hook_still_takes_the_extras_earlier_versions_took(monkeypatch) -> None:
+    """Headers as [name, value] pairs, and counts written as 4.0 (as a JSON tool may), worked
+    before the settings were checked, so connections saved that way keep working."""
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+
+    extra = {"headers": [["X-Api-Key", "k1"]], "max_concurrency": 4.0, "max_attempts": 2.0}
+    connection = {"conn_type": "http", "host": "127.0.0.1", "port": 8089, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", json.dumps(connection))
+    config = HttpApiHook(http_conn_id="merchants").get_conn()
+    assert dict(config.headers) == {"X-Api-Key": "k1"}
+    assert (config.max_concurrency, config.max_attempts) == (4, 2)
+    assert isinstance(config.max_attempts, int)
 
 
 @pytest.mark.parametrize(

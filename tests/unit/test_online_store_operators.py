@@ -158,3 +158,36 @@ def test_partition_entities_are_the_ids_the_records_are_keyed_by(tmp_path) -> No
     assert entities.to_pylist() == keyed == ["7", "12"]
     with pytest.raises(ValueError, match="no entity column 'merchant_id'"):
         partition_entities(str(partition), entity_column="merchant_id")
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [[1.0, 2.5], [True, False], ["a", None, "b"], [7, None, -3]],
+    ids=["float", "bool", "string-with-null", "int-with-null"],
+)
+def test_partition_entities_match_the_keys_whatever_the_column_type(tmp_path, ids: list) -> None:
+    """The publish task removes a date's records whose entity the partition lacks: its entity set
+    must hold the very text the keys hold (str(1.0) is '1.0', where pyarrow's cast writes '1')."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurelake.offline_features import partition_entities, partition_records
+
+    partition = tmp_path / "date=2026-10-28"
+    partition.mkdir()
+    rows = [i for i, entity in enumerate(ids) if entity is not None]
+    table = pa.table({"entity": [ids[i] for i in rows], "v": [float(i) for i in rows]})
+    pq.write_table(table, partition / "part-0.parquet")
+    keyed = [
+        entity
+        for entity, _ in partition_records(
+            str(partition), feature_date=date(2026, 10, 28), entity_column="entity"
+        )
+    ]
+    assert partition_entities(str(partition), entity_column="entity").to_pylist() == keyed
+    # and the ids of a column with nulls (which records refuse) are the others
+    with_nulls = pa.table({"entity": ids})
+    pq.write_table(with_nulls, partition / "part-0.parquet")
+    assert partition_entities(str(partition), entity_column="entity").to_pylist() == [
+        str(entity) for entity in ids if entity is not None
+    ]

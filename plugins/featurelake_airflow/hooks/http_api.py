@@ -71,6 +71,8 @@ class HttpApiHook(BaseHook):
         )
         base_url = f"{host}:{connection.port}" if connection.port else host
         headers = extra.pop("headers", {})
+        if isinstance(headers, list) and all(isinstance(pair, list) and len(pair) == 2 for pair in headers):
+            headers = dict(headers)  # [[name, value], ...], which earlier versions took too
         if not isinstance(headers, dict) or not all(
             isinstance(name, str) and isinstance(value, str) for name, value in headers.items()
         ):
@@ -82,6 +84,10 @@ class HttpApiHook(BaseHook):
         if connection.password:
             headers.setdefault("Authorization", f"Bearer {connection.password}")
         settings = {name: value for name, value in extra.items() if name in FETCH_EXTRAS}
+        for name in ("max_concurrency", "max_attempts"):  # counts; a UI or JSON tool may write 4.0
+            value = settings.get(name)
+            if isinstance(value, float) and value.is_integer():
+                settings[name] = int(value)
         try:
             return FetchConfig(base_url=base_url, headers=tuple(sorted(headers.items())), **settings)
         except FetchSettingError as error:
