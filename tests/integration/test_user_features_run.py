@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from featurelake.user_features import with_quarantine_reason
 from featurelake.user_features_run import run_user_features
-from tests.oracle.edge_case_lake import CATEGORIES, CATEGORIES_SCHEMA, write_transactions_partition
+from tests.oracle.edge_case_lake import CATEGORIES, write_categories, write_transactions_partition
 from tests.oracle.user_features_duckdb import compute_user_features
 
 pytestmark = pytest.mark.integration
@@ -37,21 +37,10 @@ def _row(transaction_id: str, user_id: str, day: date, amount: float | None, cat
     }
 
 
-def _write_categories(lake: Path, rows: list[tuple[int, str, str]]) -> None:
-    directory = lake / "raw" / "categories"
-    directory.mkdir(parents=True, exist_ok=True)
-    ids, names, groups = zip(*rows, strict=True)
-    table = pa.table(
-        {"category_id": list(ids), "category_name": list(names), "category_group": list(groups)},
-        schema=CATEGORIES_SCHEMA,
-    )
-    pq.write_table(table, directory / "part-00000.parquet")
-
-
 def _lake(root: Path, days: list[date], *, amounts: dict[date, float | None] | None = None) -> Path:
     """Users u0..u2 with one transaction a day (of 10, 11 and 12; or of `amounts[day]` each)."""
     lake = root / "lake"
-    _write_categories(lake, CATEGORIES)
+    write_categories(lake, CATEGORIES)
     for i, day in enumerate(days):
         rows = [_row(f"t{i}-{k}", f"u{k}", day, (amounts or {}).get(day, 10.0 + k)) for k in range(3)]
         write_transactions_partition(lake, partition=day, rows=rows)
@@ -137,7 +126,7 @@ def test_tiles_of_rewritten_raw_data_or_categories_are_rebuilt(
     assert _run(spark, lake, ds, "incremental").tiles_built == [ds.isoformat()], "nothing else changed"
 
     # Another categories lookup: every tile of the window is rebuilt, as mode=rebuild would.
-    _write_categories(lake, [(cid, name, "other") for cid, name, _ in CATEGORIES])
+    write_categories(lake, [(cid, name, "other") for cid, name, _ in CATEGORIES])
     report = _run(spark, lake, ds, "incremental")
     assert report.tiles_built == [d.isoformat() for d in DAYS[: ds.toordinal() - DAYS[0].toordinal() + 1]]
     incremental = _features(lake, ds)
@@ -204,7 +193,7 @@ def test_the_amount_bound_is_inclusive_and_rules_keep_their_order(spark) -> None
 
 def test_a_category_id_with_two_groups_fails_naming_it(spark, tmp_path: Path) -> None:
     lake = _lake(tmp_path, DAYS[:1])
-    _write_categories(
+    write_categories(
         lake, [(1, "cafe", "dining"), (1, "supermarket", "groceries"), (2, "x", "y"), (2, "x", "y")]
     )
 
@@ -215,5 +204,5 @@ def test_a_category_id_with_two_groups_fails_naming_it(spark, tmp_path: Path) ->
         _run(spark, lake, DAYS[0], "full")
 
     # The same row twice is harmless.
-    _write_categories(lake, [(1, "cafe", "dining"), (1, "cafe", "dining")])
+    write_categories(lake, [(1, "cafe", "dining"), (1, "cafe", "dining")])
     assert _run(spark, lake, DAYS[0], "full").users_written == 3

@@ -197,7 +197,7 @@ def write_edge_case_lake(lake: Path, *, ds: date, window_days: int = 90) -> dict
     tx("t_max_amount", "u_max_amount", "m20", 6, 9e12, at(4, 11))
 
     _write_transactions(lake, rows)
-    _write_categories(lake)
+    write_categories(lake)
 
     def features(**values: Any) -> dict[str, Any]:
         return {"feature_date": ds, **values}
@@ -502,10 +502,11 @@ def _write_transactions(lake: Path, rows: list[dict[str, Any]]) -> None:
         write_transactions_partition(lake, partition=partition, rows=file_rows)
 
 
-def _write_categories(lake: Path) -> None:
+def write_categories(lake: Path, rows: list[tuple[int, str, str]] = CATEGORIES) -> None:
+    """Write the categories lookup: (category_id, category_name, category_group) rows."""
     directory = Path(lake) / "raw" / "categories"
     directory.mkdir(parents=True, exist_ok=True)
-    ids, names, groups = zip(*CATEGORIES, strict=True)
+    ids, names, groups = zip(*rows, strict=True)
     table = pa.table(
         {"category_id": list(ids), "category_name": list(names), "category_group": list(groups)},
         schema=CATEGORIES_SCHEMA,
