@@ -13,14 +13,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from featurelake.lake import local_path
+
 
 def replace_partition(table: pa.Table, dataset: str, day: date, *, column: str = "date") -> Path:
     """Write `table` as the only file of `<dataset>/<column>=<day>/` (a local path): written beside
     it first, then swapped in by renames (`swap_in`). An empty table leaves an empty partition
     directory."""
-    root = Path(dataset.removeprefix("file://"))
-    if "://" in str(root):
-        raise ValueError(f"{dataset} is not a local path; this writer handles local lakes only")
+    root = local_path(dataset, what="the dataset", remedy="this writer handles local lakes only")
     target = root / f"{column}={day.isoformat()}"
     remove_leftovers(str(target))
     staging = Path(hidden_sibling(str(target), uuid.uuid4().hex))

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 # The data contract's rule 4a (docs/data-contract.md): the largest amount, in absolute value, a row
 # may hold. Its micro-units (9e18) fit in a 64-bit integer (at most about 9.22e18), and so does its
 # square in decimal(38,0). Larger amounts, and infinite ones, are invalid (`invalid_amount`).
 MAX_ABS_AMOUNT = 9e12
+
+
+def local_path(location: str, *, what: str, remedy: str) -> Path:
+    """The local path of `location`, given as a path or a `file://` URI, for writers of local files.
+    Another scheme (s3://, gs://...) is refused: `what` names the location and `remedy` says what
+    to do instead."""
+    path = location.removeprefix("file://")
+    if "://" in path:
+        raise ValueError(f"{what} {location} is not a local path: {remedy}")
+    return Path(path)
 
 
 def is_data_file(name: str) -> bool:

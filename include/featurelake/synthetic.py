@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurelake.lake import LakeLayout
+from featurelake.lake import LakeLayout, local_path
 from featurelake.partitioning import date_range
 
 log = logging.getLogger(__name__)
@@ -356,20 +356,6 @@ class GenerationSummary:
         return self.total_rows / self.seconds if self.seconds > 0 else 0.0
 
 
-def local_lake_root(lake: Path | str) -> Path:
-    """The local directory of a lake given as a path or a `file://` URI. The generator writes with
-    local-file writers, so another scheme is refused, naming it."""
-    text = str(lake)
-    if text.startswith("file://"):
-        return Path(text.removeprefix("file://"))
-    if "://" in text:
-        raise ValueError(
-            f"lake {text} is not a local path: the generator writes local files. Generate into a local "
-            "directory (or a mount of the object store) and copy it there"
-        )
-    return Path(text)
-
-
 def generate_lake(
     *,
     lake: Path | str,
@@ -393,7 +379,12 @@ def generate_lake(
     _check_rate(transactions_per_user_day)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    lake = local_lake_root(lake)
+    lake = local_path(
+        str(lake),
+        what="lake",
+        remedy="the generator writes local files. Generate into a local directory (or a mount of the "
+        "object store) and copy it there",
+    )
 
     began = time.perf_counter()
     layout = LakeLayout(root=str(lake))

@@ -40,17 +40,17 @@ class FetchMerchantProfilesOperator(BaseOperator):
 
         from featurelake.arrow_partitions import replace_partition
         from featurelake.fetch import fetch_all
-        from featurelake.lake import LakeLayout
+        from featurelake.lake import LakeLayout, local_path
         from featurelake.merchant_profiles import build_profiles, check_api_available, distinct
 
         day = date.fromisoformat(self.ds)
-        if "://" in self.lake.removeprefix("file://"):
-            raise ValueError(
-                f"the lake {self.lake} is not a local path: this task reads and writes its partitions with "
-                "local-file writers. Mount the lake on the Airflow workers and set the Variable "
-                "featurelake_lake to the mount's path"
-            )
-        layout = LakeLayout(self.lake.removeprefix("file://"))
+        root = local_path(
+            self.lake,
+            what="the lake",
+            remedy="this task reads and writes its partitions with local-file writers. Mount the lake on "
+            "the Airflow workers and set the Variable featurelake_lake to the mount's path",
+        )
+        layout = LakeLayout(str(root))
         raw = LakeLayout.partition(layout.raw_transactions, day)
         merchants = distinct(
             pads.dataset(raw, format="parquet").to_table(columns=["merchant_id"])["merchant_id"].to_pylist()
