@@ -81,7 +81,7 @@ DERIVED_DATASETS = ("tiles", "features", "quarantine", "_metrics")
 TARGET_SPARK_VS_DUCKDB = 3.0
 TARGET_INCREMENTAL_SHARE = 0.15
 TARGET_DOUBLED_HISTORY = 1.15
-LISTING_PHASE = "0 partition listing (existing_date_partitions)"
+LISTING_PHASE = "0 partition listing (existing_date_partitions, date_partition_files)"
 FEATURES_PHASE = (
     "3 compute the window (full: from raw; else: combine tiles; with its category groups) + write features"
 )
@@ -350,6 +350,7 @@ class PhaseRecorder:
             for name in (
                 "write_partitioned",
                 "existing_date_partitions",
+                "date_partition_files",
                 "category_groups",
                 "lookup_category_groups",
             )
@@ -357,7 +358,8 @@ class PhaseRecorder:
         self.current: dict[str, float] = {}
         self.run_label = ""
         job_module.write_partitioned = self._write
-        job_module.existing_date_partitions = self._listing
+        for name in ("existing_date_partitions", "date_partition_files"):
+            setattr(job_module, name, self._listing(self._originals[name]))
         for name in ("category_groups", "lookup_category_groups"):
             setattr(job_module, name, self._in_window_phase(self._originals[name]))
 
@@ -390,10 +392,13 @@ class PhaseRecorder:
         with self._phase(self.phase_of(path)):
             self._originals["write_partitioned"](df, path, *args, **kwargs)
 
-    def _listing(self, *args: Any, **kwargs: Any) -> set[date]:
-        # Hadoop FileSystem calls on the driver: no Spark job to label.
-        with self._phase(LISTING_PHASE, label_jobs=False):
-            return self._originals["existing_date_partitions"](*args, **kwargs)
+    def _listing(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            # Hadoop FileSystem calls on the driver: no Spark job to label.
+            with self._phase(LISTING_PHASE, label_jobs=False):
+                return original(*args, **kwargs)
+
+        return timed
 
     def _in_window_phase(self, original: Callable[..., list[str]]) -> Callable[..., list[str]]:
         def timed(*args: Any, **kwargs: Any) -> list[str]:

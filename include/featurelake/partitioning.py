@@ -196,18 +196,34 @@ def read_text(spark: SparkSession, path: str) -> str | None:
     return bytes(data).decode("utf-8")
 
 
+def _data_files(fs: Any, directory: Any) -> list[list[Any]]:
+    """`[name, bytes, modification time in ms]` of each data file (`is_data_file`) in `directory`, sorted."""
+    return sorted(
+        [status.getPath().getName(), int(status.getLen()), int(status.getModificationTime())]
+        for status in fs.listStatus(directory)
+        if status.isFile() and is_data_file(status.getPath().getName())
+    )
+
+
 def partition_fingerprint(spark: SparkSession, directory: str) -> list[list[Any]]:
     """What tells a partition's data apart without reading it: `[name, bytes, modification time in
     ms]` of each data file (`is_data_file`), sorted; empty for a missing directory. Rewriting the
     partition, even with the same rows, changes it."""
     fs, path = hadoop_file_system(spark, directory)
-    if not fs.exists(path):
-        return []
-    return sorted(
-        [status.getPath().getName(), int(status.getLen()), int(status.getModificationTime())]
-        for status in fs.listStatus(path)
-        if status.isFile() and is_data_file(status.getPath().getName())
-    )
+    return _data_files(fs, path) if fs.exists(path) else []
+
+
+def date_partition_files(
+    spark: SparkSession, path: str, *, partition_col: str = "date"
+) -> dict[date, list[list[Any]]]:
+    """Every date partition under `path` (`listed_date_partitions`) with its data files, as
+    `partition_fingerprint` gives them (empty for a partition with none): one listing per partition
+    tells both which dates have data and what each date's data is."""
+    fs, _ = hadoop_file_system(spark, path)
+    return {
+        day: _data_files(fs, directory)
+        for day, directory in listed_date_partitions(spark, path, partition_col=partition_col).items()
+    }
 
 
 def _holds_data(fs: Any, directory: Any, marker: str | None = None) -> bool:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -18,6 +20,7 @@ from pyspark.sql import functions as F
 from featurelake.lake import LakeLayout
 from featurelake.partitioning import (
     date_partition_exists,
+    date_partition_files,
     delete_path,
     existing_date_partitions,
     listed_date_partitions,
@@ -77,21 +80,16 @@ def remove_withdrawn_dates(
     return withdrawn
 
 
-def tile_sources(spark: SparkSession, layout: LakeLayout, days: list[date]) -> dict[date, str]:
+def tile_sources(
+    spark: SparkSession, layout: LakeLayout, raw_files: Mapping[date, list[list[Any]]]
+) -> dict[date, str]:
     """What each date's tile is built from, as the text of its TILE_BUILT_MARKER: the data files of
-    its raw partition and of the categories lookup (`partition_fingerprint`), from listings only."""
+    its raw partition (`raw_files`, from `date_partition_files`) and of the categories lookup
+    (`partition_fingerprint`), from listings only."""
     categories = partition_fingerprint(spark, layout.raw_categories)
     return {
-        day: json.dumps(
-            {
-                "raw_transactions": partition_fingerprint(
-                    spark, LakeLayout.partition(layout.raw_transactions, day)
-                ),
-                "categories": categories,
-            },
-            separators=(",", ":"),
-        )
-        for day in days
+        day: json.dumps({"raw_transactions": files, "categories": categories}, separators=(",", ":"))
+        for day, files in raw_files.items()
     }
 
 
@@ -116,7 +114,9 @@ def run_user_features(
 ) -> FeatureRunReport:
     layout = LakeLayout(lake)
     start, _ = window_dates(ds, window_days)
-    raw_dates = existing_date_partitions(spark, layout.raw_transactions)
+    # One listing of the raw partitions gives the dates with data and what each one holds.
+    raw_files = date_partition_files(spark, layout.raw_transactions)
+    raw_dates = {day for day, files in raw_files.items() if files}
     if ds not in raw_dates:
         raise FileNotFoundError(
             f"no raw transactions for {ds}: {LakeLayout.partition(layout.raw_transactions, ds)} is missing or "
@@ -128,7 +128,7 @@ def run_user_features(
     tile_dates = existing_date_partitions(spark, layout.user_daily_tiles, marker=TILE_BUILT_MARKER)
     tile_dates -= set(withdrawn)
     # Listed before any raw row is read: data re-landed during the run is picked up by the next one.
-    sources = tile_sources(spark, layout, sorted(d for d in raw_dates if start <= d <= ds))
+    sources = tile_sources(spark, layout, {d: raw_files[d] for d in sorted(raw_dates) if start <= d <= ds})
     rewritten = rewritten_since_built(spark, layout, {d: sources[d] for d in sources if d in tile_dates})
     for day in rewritten:
         log.warning(
