@@ -86,7 +86,7 @@ backfill: $(DB_STAMP)  ## Without a scheduler: run user_features_daily for each 
 	done; fi; \
 	if (( $${#missing[@]} )); then \
 		echo "make backfill: no raw transactions under $$lake/raw/transactions for: $${missing[*]}"; \
-		echo "land them first (locally: featurelake generate --start $(FROM) --end $(TO) --users 5000 --seed 7 --lake $$lake)"; \
+		echo "land them first (locally: featurelake generate --start $(FROM) --end $(TO) --users $(DEMO_USERS) --seed 7 --lake $$lake)"; \
 		exit 2; \
 	fi; \
 	for d in $$dates; do \
