@@ -303,6 +303,22 @@ def test_the_hook_reads_the_api_from_an_http_connection(monkeypatch) -> None:
     assert HttpApiHook(http_conn_id="merchants").max_failed_fraction() == 0.2
 
 
+def test_the_hook_looks_its_connection_up_once(monkeypatch) -> None:
+    """The operator asks for the settings and then for max_failed_fraction; a secrets backend may
+    answer each lookup over the network, so one hook asks once."""
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", json.dumps({"conn_type": "http", "host": "api"}))
+    hook = HttpApiHook(http_conn_id="merchants")
+    lookups = []
+    get_connection = hook.get_connection
+    monkeypatch.setattr(
+        hook, "get_connection", lambda conn_id: lookups.append(conn_id) or get_connection(conn_id)
+    )
+    assert (hook.get_conn().base_url, hook.max_failed_fraction()) == ("http://api", 0.5)
+    assert lookups == ["merchants"]
+
+
 def test_the_hook_still_takes_the_extras_earlier_versions_took(monkeypatch) -> None:
     """Headers as [name, value] pairs, and counts written as 4.0 (as a JSON tool may), worked
     before the settings were checked, so connections saved that way keep working."""

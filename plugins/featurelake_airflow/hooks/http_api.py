@@ -13,11 +13,14 @@ result (default 0.5). A bad value fails naming the connection and the extra.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
 if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
     from featurelake.fetch import FetchConfig
 
 FETCH_EXTRAS = frozenset(
@@ -46,9 +49,15 @@ class HttpApiHook(BaseHook):
         super().__init__(**kwargs)
         self.http_conn_id = http_conn_id
 
-    def _extras(self) -> tuple[Any, dict[str, Any]]:
+    @cached_property
+    def _http_connection(self) -> Connection:
+        # Looked up once: the operator asks for the fetch settings and max_failed_fraction, and a
+        # secrets backend may answer each lookup over the network.
+        return self.get_connection(self.http_conn_id)
+
+    def _extras(self) -> tuple[Connection, dict[str, Any]]:
         """The connection and its extras, refusing unknown ones."""
-        connection = self.get_connection(self.http_conn_id)
+        connection = self._http_connection
         extra = dict(connection.extra_dejson)
         known = FETCH_EXTRAS | {"max_failed_fraction"}
         unknown = sorted(set(extra) - known)
