@@ -3,8 +3,9 @@
     spark-submit spark_jobs/refresh_feature_view.py --ds YYYY-MM-DD --lake PATH \
         [--view user_features] [--mode incremental|full] [--entity-column user_id]
 
-Refreshes PATH/views/<view>_latest from PATH/features/<view>/ (featurelake.materialized_views_spark)
-and writes a JSON report at PATH/_metrics/<view>_latest/date=<ds>.json. Spark needs the delta-spark
+Refreshes PATH/views/<view>_latest from PATH/features/<view>/ (featurelake.materialized_views_spark),
+vacuums the files the table left longer ago than its retention, and writes a JSON report at
+PATH/_metrics/<view>_latest/date=<ds>.json. Spark needs the delta-spark
 jars (the Spark connection's spark.jars.packages or spark.jars); the job sets Delta's session
 extension and catalog itself. Without the jars it fails, saying what to set.
 """

@@ -6,8 +6,10 @@ with delta-rs (`deltalake`), which Spark reads through its file list (`spark_rea
 where the delta-spark jars are installed, with `format("delta")`.
 
 Two refreshes give the same table:
-- full: rebuild from every partition on or before `as_of`, one date at a time (memory holds one row
-  per entity, not the whole history), and overwrite the table in one commit;
+- full: rebuild from every partition on or before `as_of` (or on or before the view's newest
+  `feature_date`, when later: a full refresh of an older date never takes the view back in time),
+  one date at a time (memory holds one row per entity, not the whole history), and overwrite the
+  table in one commit, which fails if another writer committed meanwhile;
 - incremental: MERGE one date's partition on the entity column. A matched row is replaced only by a
   row of the same or a later feature date, and a new entity is inserted. So a rerun gives the same
   rows, and a backfill of an older date never replaces newer rows. A rerun of a date whose partition
@@ -18,6 +20,10 @@ The columns of a full refresh are the union of every partition's columns (oldest
 partition lacks is null in its rows); a column whose type changed between partitions is refused.
 An incremental refresh keeps the view's columns: a partition with a column more or less than the
 view, or another type, is refused, saying to refresh in full.
+
+`refresh_view` then vacuums the table: it deletes the data files that left it longer ago than its
+`delta.deletedFileRetentionDuration` (7 days by default), so the directory does not keep a copy of
+the table per refresh.
 """
 
 from __future__ import annotations
@@ -197,14 +203,58 @@ def latest_per_entity(
     return latest.sort_by(entity_column), len(days)
 
 
+def full_refresh_as_of(view_path: str, *, ds: date, newest_in_view: date | None) -> date:
+    """The date a full refresh for `ds` rebuilds the view as of: `ds`, or the view's newest
+    `feature_date` when later. A full refresh of an older date (a backfill with view_refresh=full)
+    would otherwise drop the newer rows, and the next incremental refreshes, which MERGE one date
+    each, would never bring back those of entities absent from their dates."""
+    if newest_in_view is None or newest_in_view <= ds:
+        return ds
+    log.warning(
+        "%s holds rows of %s, after %s: rebuilding it as of %s, so that it keeps them",
+        view_path,
+        newest_in_view,
+        ds,
+        newest_in_view,
+    )
+    return newest_in_view
+
+
+def _newest_feature_date(view: Any) -> date | None:
+    """The newest `feature_date` in a delta-rs DeltaTable, None when it has no row."""
+    if "feature_date" not in pa.schema(view.schema().to_arrow()).names:
+        return None
+    dates = view.to_pyarrow_dataset().to_table(columns=["feature_date"])["feature_date"]
+    return pc.max(dates).as_py()
+
+
 def refresh_full(
     view_path: str, features_path: str, *, as_of: date, entity_column: str = "user_id", name: str = ""
 ) -> RefreshReport:
-    """Rebuild the view from every partition on or before `as_of` and overwrite it (one commit)."""
+    """Rebuild the view from every partition on or before `as_of` (`full_refresh_as_of`: or the
+    view's newest feature date, when later) and overwrite it in one commit, which fails, to be
+    retried, when another writer committed to the table since this refresh opened it."""
     from deltalake import DeltaTable, write_deltalake
+    from deltalake.exceptions import TableNotFoundError
 
+    try:
+        view: DeltaTable | None = DeltaTable(view_path)
+    except TableNotFoundError:
+        view = None
+    if view is not None:
+        as_of = full_refresh_as_of(view_path, ds=as_of, newest_in_view=_newest_feature_date(view))
     table, dates_read = latest_per_entity(features_path, as_of=as_of, entity_column=entity_column)
-    write_deltalake(view_path, table, mode="overwrite", schema_mode="overwrite", name=name or None)
+    # An overwrite without a predicate is not checked against a concurrent commit that only added
+    # files (an insert-only MERGE of the other engine): it would keep them, and their entities twice.
+    # With one, delta-rs's conflict check fails the commit, against the version opened above.
+    write_deltalake(
+        view if view is not None else view_path,
+        table,
+        mode="overwrite",
+        schema_mode="overwrite",
+        predicate="true",
+        name=name or None,
+    )
     version = DeltaTable(view_path).version()
     log.info(
         "full refresh of %s as of %s: %d rows from %d dates, version %d",
@@ -373,8 +423,28 @@ def refresh_view(
     """Refresh the view for `ds` in `mode` (`incremental` or `full`)."""
     check_refresh_mode(mode)
     if mode == "full":
-        return refresh_full(view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
-    return refresh_incremental(view_path, features_path, ds=ds, entity_column=entity_column, name=name)
+        report = refresh_full(view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
+    else:
+        report = refresh_incremental(view_path, features_path, ds=ds, entity_column=entity_column, name=name)
+    vacuum_view(view_path)
+    return report
+
+
+def vacuum_view(view_path: str) -> int:
+    """Delete the view's data files that left the table longer ago than its retention
+    (`delta.deletedFileRetentionDuration`, 7 days by default), and files no version references
+    (a write killed before its commit) older than that; the number of files listed. Each MERGE or
+    overwrite leaves the files it replaced, a copy of the rewritten rows, that only a vacuum deletes.
+    Time travel to versions within the retention still works; a vacuum that finds nothing commits
+    nothing."""
+    from deltalake import DeltaTable
+
+    # full: list the directory too, not only the files removed since the last checkpoint, which
+    # would miss those removed shortly before each checkpoint
+    removed = DeltaTable(view_path).vacuum(dry_run=False, full=True)
+    if removed:
+        log.info("vacuumed %s: %d files older than its retention", view_path, len(removed))
+    return len(removed)
 
 
 def spark_read_delta_files(spark: Any, view_path: str) -> Any:

@@ -2,14 +2,17 @@
 for a cluster whose Spark has the Delta jars, where the view is too large for one process.
 
 The table, its rows and both refreshes are the same as delta-rs's (docs/materialized-views.md):
-- full: each entity's newest row on or before `as_of` (a window function over the feature
-  partitions), overwriting the table in one commit;
+- full: each entity's newest row on or before `as_of`, or on or before the view's newest
+  `feature_date` when later (a window function over those feature partitions only), overwriting
+  the table in one commit;
 - incremental: MERGE the partition of `ds` on the entity column; a matched row is replaced only by
   a row of the same or a later feature date, and a new entity is inserted; the view's rows of `ds`
   whose entity the partition no longer holds (a rerun after a rewrite) take that entity's newest
   earlier row, or are deleted;
-- a full refresh takes every partition's columns (Parquet's mergeSchema); an incremental refresh
-  refuses a partition whose columns differ from the view's.
+- a full refresh takes the columns of every partition it reads (Parquet's mergeSchema), and refuses
+  a column whose type changed between them, naming the partition; an incremental refresh refuses a
+  partition whose columns differ from the view's;
+- `refresh_view` then vacuums the table (the files it left longer ago than its retention).
 Either engine can refresh a table the other wrote: both write the Delta protocol delta-rs writes.
 
 Spark needs the delta-spark jars (`delta_spark_package()`: the pip package delta-spark holds only
@@ -26,7 +29,12 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 from featurelake.lake import LakeLayout
-from featurelake.materialized_views import RefreshReport, check_refresh_mode, schema_change_error
+from featurelake.materialized_views import (
+    RefreshReport,
+    check_refresh_mode,
+    full_refresh_as_of,
+    schema_change_error,
+)
 from featurelake.partitioning import date_partition_exists, existing_date_partitions, hadoop_file_system
 
 if TYPE_CHECKING:
@@ -83,10 +91,37 @@ def _check_one_row_per_entity(rows: DataFrame, keys: list[str], where: str) -> N
         )
 
 
-def _read_features(spark: SparkSession, features_path: str) -> DataFrame:
-    """Every partition, with the columns of all of them (null where a partition lacks one); Spark
-    fails on a column whose type changed between partitions."""
-    return spark.read.option("basePath", features_path).option("mergeSchema", "true").parquet(features_path)
+def _read_features(spark: SparkSession, features_path: str, days: list[date]) -> DataFrame:
+    """The partitions of `days` (never the others: a later partition's new column or new type must
+    not change an older refresh, as with delta-rs), with the columns of all of them (null where a
+    partition lacks one). A column whose type changed between them is refused, naming the partition."""
+    paths = [LakeLayout.partition(features_path, day) for day in sorted(days)]
+    reader = spark.read.option("basePath", features_path).option("mergeSchema", "true")
+    try:
+        return reader.parquet(*paths)
+    except Exception as error:
+        if "CANNOT_MERGE" not in str(error):
+            raise
+        raise _changed_type_error(spark, paths) from error
+
+
+def _changed_type_error(spark: SparkSession, paths: list[str]) -> ValueError:
+    """The error delta-rs's full refresh gives for the first partition (of `paths`, oldest first)
+    with a column whose type differs from the older partitions' (Spark's own names neither)."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        for field in spark.read.parquet(path).schema:
+            type_name = field.dataType.simpleString()
+            if seen.setdefault(field.name, type_name) != type_name:
+                return ValueError(
+                    f"{path}: column {field.name!r} is {type_name}, but {seen[field.name]} in the older "
+                    "partitions; a view column has one type. Rerun the feature job for the older dates "
+                    "so that every partition has the new type, then refresh the view in full"
+                )
+    return ValueError(
+        f"the partitions {paths[0]} to {paths[-1]} have columns Spark cannot merge; rerun the feature "
+        "job for the older dates so that every partition has the same types, then refresh the view in full"
+    )
 
 
 def _check_view_columns(
@@ -121,8 +156,10 @@ def newest_rows_before(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    rows = _read_features(spark, features_path).where(F.col("date") < F.lit(before))
-    rows = rows.join(entities, entity_column, "left_semi")
+    days = [day for day in existing_date_partitions(spark, features_path) if day < before]
+    if not days:
+        return spark.createDataFrame([], view.schema)
+    rows = _read_features(spark, features_path, days).join(entities, entity_column, "left_semi")
     _check_one_row_per_entity(rows, [entity_column, "date"], features_path)
     newest_first = Window.partitionBy(entity_column).orderBy(F.col("date").desc())
     newest = rows.withColumn("_newest", F.row_number().over(newest_first)).where(F.col("_newest") == 1)
@@ -142,17 +179,19 @@ def latest_per_entity(
     spark: SparkSession, features_path: str, *, as_of: date, entity_column: str = "user_id"
 ) -> DataFrame:
     """Each entity's newest row in the date partitions on or before `as_of` (later partitions never
-    count), without the partition column, in the features' column order."""
+    count, nor their columns), without the partition column, in the features' column order."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    fs, root = hadoop_file_system(spark, features_path)
-    if not fs.exists(root):
-        raise FileNotFoundError(f"{features_path} does not exist; run the feature job first")
-    rows = _read_features(spark, features_path)
+    days = [day for day in existing_date_partitions(spark, features_path) if day <= as_of]
+    if not days:
+        # as delta-rs: never overwrite the view with an empty table
+        raise FileNotFoundError(
+            f"no feature partition on or before {as_of} under {features_path}; run the feature job first"
+        )
+    rows = _read_features(spark, features_path, days)
     if entity_column not in rows.columns:
         raise ValueError(f"{features_path} has no {entity_column!r} column; columns: {rows.columns}")
-    rows = rows.where(F.col("date") <= F.lit(as_of))
     _check_one_row_per_entity(rows, [entity_column, "date"], features_path)
     newest_first = Window.partitionBy(entity_column).orderBy(F.col("date").desc())
     return (
@@ -179,8 +218,17 @@ def refresh_full(
     entity_column: str = "user_id",
     name: str = "",
 ) -> RefreshReport:
-    """Rebuild the view from every partition on or before `as_of` and overwrite it (one commit)."""
+    """Rebuild the view from every partition on or before `as_of` (`full_refresh_as_of`: or the
+    view's newest feature date, when later) and overwrite it (one commit)."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
     require_delta_spark(spark)
+    if DeltaTable.isDeltaTable(spark, view_path):
+        current = DeltaTable.forPath(spark, view_path).toDF()
+        if "feature_date" in current.columns:
+            newest = current.agg(F.max("feature_date")).first()[0]
+            as_of = full_refresh_as_of(view_path, ds=as_of, newest_in_view=newest)
     latest = latest_per_entity(spark, features_path, as_of=as_of, entity_column=entity_column)
     (
         latest.sortWithinPartitions(entity_column)
@@ -317,10 +365,21 @@ def refresh_view(
     name: str = "",
 ) -> RefreshReport:
     """Refresh the view for `ds` in `mode` (`incremental` or `full`) on Spark."""
+    from delta.tables import DeltaTable
+
     check_refresh_mode(mode)
     if mode == "full":
-        return refresh_full(spark, view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
-    return refresh_incremental(spark, view_path, features_path, ds=ds, entity_column=entity_column, name=name)
+        report = refresh_full(
+            spark, view_path, features_path, as_of=ds, entity_column=entity_column, name=name
+        )
+    else:
+        report = refresh_incremental(
+            spark, view_path, features_path, ds=ds, entity_column=entity_column, name=name
+        )
+    # as delta-rs's refresh_view: delete the files the table left longer ago than its retention
+    # (delta.deletedFileRetentionDuration, 7 days by default; delta-spark's vacuum lists the directory)
+    DeltaTable.forPath(spark, view_path).vacuum()
+    return report
 
 
 VIEW_ENGINES = ("auto", "deltalake", "spark")

@@ -262,3 +262,66 @@ def test_a_null_entity_is_refused_as_a_null(features: Path, tmp_path: Path) -> N
     refresh_full(str(view), str(features), as_of=D3)
     with pytest.raises(ValueError, match=message):
         refresh_incremental(str(view), str(features), ds=D4)
+
+
+def test_a_full_refresh_of_an_older_date_keeps_the_newer_rows(features: Path, tmp_path: Path) -> None:
+    """A backfill run with view_refresh=full for an older date must not take the view back in time:
+    the next incremental refreshes MERGE one date each and would never bring back the newer rows of
+    the entities absent from those dates (d, e, n here)."""
+    view = tmp_path / "views" / "v"
+    for day in (D1, D2, D3):
+        refresh_incremental(str(view), str(features), ds=day)
+    backfill = refresh_view(str(view), str(features), ds=D1, mode="full")
+    D4 = date(2026, 10, 29)
+    write_partition(features, D4, {"a": 31.0})
+    refresh_view(str(view), str(features), ds=D4)
+    assert_equals_a_full_refresh(view, features, D4, tmp_path)
+    assert backfill.as_of == D3.isoformat(), "rebuilt as of the view's newest feature date"
+
+
+def test_a_full_refresh_fails_when_another_writer_only_added_files_meanwhile(
+    features: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other engine's insert-only MERGE commits while the full refresh writes its files: the
+    overwrite must fail Delta's conflict check (Airflow retries it), not keep the MERGE's file and
+    so hold its entity twice."""
+    import deltalake
+
+    view = tmp_path / "views" / "v"
+    refresh_full(str(view), str(features), as_of=D3)
+    D4 = date(2026, 10, 29)
+    write_partition(features, D4, {"f": 6.0})  # a new user only: the MERGE of D4 only inserts
+    real_write = deltalake.write_deltalake
+
+    def write_while_a_merge_commits(table_or_uri: str | DeltaTable, data: pa.Table, **kwargs: object) -> None:
+        # write_deltalake reads the table's version before it writes its files, then commits
+        opened = table_or_uri if isinstance(table_or_uri, DeltaTable) else DeltaTable(table_or_uri)
+        monkeypatch.setattr(deltalake, "write_deltalake", real_write)
+        assert refresh_incremental(str(view), str(features), ds=D4).inserted == 1
+        return real_write(opened, data, **kwargs)
+
+    monkeypatch.setattr(deltalake, "write_deltalake", write_while_a_merge_commits)
+    with pytest.raises(deltalake.exceptions.CommitFailedError, match="concurrent"):
+        refresh_full(str(view), str(features), as_of=D4)
+    users = [r["user_id"] for r in rows_of(view)]
+    assert len(users) == len(set(users)) == len(WANT_AS_OF_D3) + 1
+    refresh_full(str(view), str(features), as_of=D4)  # the retry
+    assert_equals_a_full_refresh(view, features, D4, tmp_path)
+
+
+def test_a_refresh_vacuums_the_files_replaced_longer_ago_than_the_retention(
+    features: Path, tmp_path: Path
+) -> None:
+    """Each refresh replaces the table's files; without a vacuum the directory keeps them all, a
+    copy of the table per day. Files within the retention (7 days by default) are kept."""
+    view = tmp_path / "views" / "v"
+    for day in (D1, D2, D3):
+        refresh_view(str(view), str(features), ds=day)
+    assert DeltaTable(str(view), version=0).to_pyarrow_table().num_rows == 3, "time travel within it"
+    DeltaTable(str(view)).alter.set_table_properties(
+        {"delta.deletedFileRetentionDuration": "interval 0 hours"}
+    )
+    refresh_view(str(view), str(features), ds=D3, mode="full")
+    on_disk = {path.name for path in view.glob("*.parquet")}
+    assert on_disk == {Path(uri).name for uri in DeltaTable(str(view)).file_uris()}
+    assert {r["user_id"]: (r["feature_date"], r["total_spend"]) for r in rows_of(view)} == WANT_AS_OF_D3

@@ -156,3 +156,66 @@ def test_delta_spark_refreshes_equal_delta_rs_and_share_the_table(features: Path
     delta_rs.refresh_incremental(str(view), str(features), ds=D3)
     assert rows_of(view) == rows_of(reference)
     assert DeltaTable(str(view)).history()[0]["operation"] in ("MERGE", "WRITE")
+
+
+def test_spark_rebuild_reads_only_the_partitions_on_or_before_as_of(features: Path, spark) -> None:
+    """As delta-rs: a later partition's new column, or changed type, does not change an older
+    rebuild; a changed type is refused naming the partition; no partition is an error, never an
+    empty table that would overwrite the view."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = features / f"date={D3.isoformat()}" / "part-00000.snappy.parquet"
+    table = pq.read_table(path).append_column("new_feature", pa.array([7.0, 8.0, 9.0]))
+    pq.write_table(table, path)
+    want, _ = delta_rs.latest_per_entity(str(features), as_of=D2)
+    assert spark_rows(latest_per_entity(spark, str(features), as_of=D2)) == want.to_pylist()
+
+    index = table.schema.get_field_index("transaction_count")
+    pq.write_table(table.set_column(index, "transaction_count", pa.array(["21", "23", "24"])), path)
+    assert spark_rows(latest_per_entity(spark, str(features), as_of=D2)) == want.to_pylist()
+    with pytest.raises(
+        ValueError,
+        match=r"date=2026-10-28: column 'transaction_count' is string, but bigint in the older "
+        r"partitions.*then refresh the view in full",
+    ):
+        latest_per_entity(spark, str(features), as_of=D3)
+
+    with pytest.raises(FileNotFoundError, match="no feature partition on or before 2026-01-01"):
+        latest_per_entity(spark, str(features), as_of=date(2026, 1, 1))
+
+
+def test_spark_look_back_ignores_the_columns_of_later_partitions(
+    features: Path, spark, tmp_path: Path
+) -> None:
+    """A rerun of an older date while a later partition already has a new column (its incremental
+    refresh refused, waiting for a full one): delta-rs's look-back reads only the older partitions,
+    and so must Spark's, instead of refusing the view's schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurelake import materialized_views_spark as on_spark
+
+    view_path = str(tmp_path / "view")
+    delta_rs.refresh_full(view_path, str(features), as_of=D3)
+    path = features / f"date={D3.isoformat()}" / "part-00000.snappy.parquet"
+    pq.write_table(pq.read_table(path).append_column("new_feature", pa.array([7.0, 8.0, 9.0])), path)
+    got = on_spark.newest_rows_before(
+        spark,
+        str(features),
+        before=D2,
+        entities=spark.createDataFrame([("b",), ("e",)], "user_id string"),
+        entity_column="user_id",
+        view=spark.read.parquet(view_path),
+        view_path=view_path,
+    )
+    want, _ = delta_rs.newest_rows_before(
+        str(features),
+        before=D2,
+        entities=pa.array(["b", "e"]),
+        entity_column="user_id",
+        view_schema=pa.schema(DeltaTable(view_path).schema().to_arrow()),
+        view_path=view_path,
+    )
+    assert spark_rows(got) == want.sort_by("user_id").to_pylist()
+    assert [row["user_id"] for row in spark_rows(got)] == ["b"]

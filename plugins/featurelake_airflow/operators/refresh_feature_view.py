@@ -13,7 +13,9 @@ from airflow.sdk import BaseOperator
 class RefreshFeatureViewOperator(BaseOperator):
     """Refresh `<lake>/views/<view>_latest` from `<lake>/features/<view>/` for `ds`:
     `incremental` MERGEs the partition of `ds` (a missing table is built in full), `full` rebuilds
-    from every partition on or before `ds` (featurelake.materialized_views). Returns the counts.
+    from every partition on or before `ds`, or the view's newest feature date when later
+    (featurelake.materialized_views); then vacuums the files the table left longer ago than its
+    retention. Returns the counts.
     A local or `file://` lake; delta-rs also opens s3://, gs:// and az:// tables with credentials
     from its environment."""
 
