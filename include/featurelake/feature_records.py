@@ -123,14 +123,19 @@ def encode_record(record: FeatureRecord) -> bytes:
     return msgpack.packb([FORMAT_VERSION, record.feature_date, dict(record.values)], use_bin_type=True)
 
 
+_NOT_OURS = "Delete the key if nothing else needs it, or give featurelake its own key_prefix"
+
+
 def decode_record(value: bytes) -> FeatureRecord:
     """The record held by `value`; an unknown layout or version is an error, never a guess."""
     try:
         decoded = msgpack.unpackb(value, raw=False)
     except (ValueError, msgpack.UnpackException) as error:
-        raise ValueError(f"not a featurelake record (msgpack failed: {error}): {value[:40]!r}") from error
+        raise ValueError(
+            f"not a featurelake record (msgpack failed: {error}): {value[:40]!r}. {_NOT_OURS}"
+        ) from error
     if not (isinstance(decoded, list) and len(decoded) == 3 and isinstance(decoded[2], dict)):
-        raise ValueError(f"not a featurelake record (want [version, date, map]): {value[:40]!r}")
+        raise ValueError(f"not a featurelake record (want [version, date, map]): {value[:40]!r}. {_NOT_OURS}")
     if decoded[0] != FORMAT_VERSION:
         raise ValueError(
             f"record format version {decoded[0]!r}; this reader knows {FORMAT_VERSION}. Upgrade featurelake."

@@ -32,7 +32,14 @@ def feature_dates(features_path: str) -> list[date]:
     for info in infos:
         name = info.base_name
         if info.type == pafs.FileType.Directory and name.startswith("date="):
-            dates.append(date.fromisoformat(name.removeprefix("date=")))
+            try:
+                dates.append(date.fromisoformat(name.removeprefix("date=")))
+            except ValueError:
+                raise ValueError(
+                    f"{info.path} is not a partition of {features_path}: its partition directories "
+                    "must be named date=YYYY-MM-DD. Move it out of the dataset (a backup or a copy "
+                    "belongs elsewhere)"
+                ) from None
     return sorted(dates)
 
 
@@ -46,17 +53,36 @@ def partition_records(
     batch_size: int = 10_000,
 ) -> Iterator[tuple[str, FeatureRecord]]:
     """(entity id, record) for the rows of one feature partition directory (of `entity_ids` only,
-    when given), streamed in batches. `filesystem`: a pyarrow or fsspec filesystem for URIs that
-    pyarrow does not open itself."""
+    when given: ids as the records key them, `str(id)`), streamed in batches. A directory with no
+    data file holds none. `filesystem`: a pyarrow or fsspec filesystem for URIs that pyarrow does
+    not open itself."""
     dataset = pads.dataset(partition, format="parquet", filesystem=filesystem)
-    where = None if entity_ids is None else pc.field(entity_column).isin(list(entity_ids))
-    yield from records_from_batches(
+    if entity_column not in dataset.schema.names:
+        if not dataset.files:
+            return
+        raise ValueError(f"{partition} has no entity column {entity_column!r}; it has {dataset.schema.names}")
+    where, wanted = None, None
+    if entity_ids is not None:
+        id_type = dataset.schema.field(entity_column).type
+        if pa.types.is_dictionary(id_type):
+            id_type = id_type.value_type
+        if pa.types.is_string(id_type) or pa.types.is_large_string(id_type):
+            where = pc.field(entity_column).isin(list(entity_ids))
+        else:
+            # The ids are the keys' text (str(1.0) is '1.0', where a cast writes '1'): compare
+            # the rows' ids as text, as `records_from_batches` writes them.
+            wanted = set(entity_ids)
+    records = records_from_batches(
         dataset.to_batches(filter=where, batch_size=batch_size),
         entity_column=entity_column,
         feature_date=feature_date,
         # the date is the record's own field; `date` is the partition column if a reader adds it
         exclude=("feature_date", "date"),
     )
+    if wanted is None:
+        yield from records
+    else:
+        yield from ((entity, record) for entity, record in records if entity in wanted)
 
 
 def partition_entities(

@@ -59,13 +59,29 @@ _SLOT_REDIRECTIONS = (AskError, MovedError)
 _REPLACE_SAME_DATE = "1"
 _KEEP_SAME_DATE = "0"
 
+# Lua: the feature date of the record `value` held by `key` (element 2 of the msgpack array), or an
+# error reply naming the key when it holds something else (another program's value under the
+# prefix), rather than a Lua error that names neither the key nor what to do.
+_RECORD_DATE = """
+local function record_date(key, value)
+  local ok, record = pcall(cmsgpack.unpack, value)
+  if ok and type(record) == 'table' and type(record[2]) == 'string' then
+    return record[2]
+  end
+  error({err = 'featurelake: key ' .. key .. ' holds no featurelake record (a msgpack array ' ..
+    '[version, date, map]): delete it if nothing else needs it, or give featurelake its own key_prefix'})
+end
+"""
+
 # KEYS: feature keys. ARGV[1]: '1' to replace a record of the same feature date (a write: a rerun
 # or a correction of that date), '0' to keep it (a rebalance's copy: a record of the same date already
 # on the new owner was written after the switch to the new ring, so it is the current one).
 # ARGV[2..]: value_1, ttl_ms_1, value_2, ttl_ms_2, ... (ttl 0: no expiry).
 # Sets each key unless it holds a record with a later feature date (element 2 of the msgpack array).
 # Returns the number of keys set.
-_WRITE_IF_NOT_OLDER = """
+_WRITE_IF_NOT_OLDER = (
+    _RECORD_DATE
+    + """
 local replace_same_date = ARGV[1] == '1'
 local written = 0
 for i, key in ipairs(KEYS) do
@@ -74,7 +90,7 @@ for i, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
   local set = not current
   if current then
-    local held = cmsgpack.unpack(current)[2]
+    local held = record_date(key, current)
     local given = cmsgpack.unpack(value)[2]
     set = held < given or (replace_same_date and held == given)
   end
@@ -89,6 +105,7 @@ for i, key in ipairs(KEYS) do
 end
 return written
 """
+)
 
 # KEYS: keys. ARGV: the value each must still hold. Deletes those that do; returns {deleted, gone}:
 # the keys deleted, and those no longer there (expired since they were read).
@@ -110,17 +127,25 @@ return {deleted, gone}
 # KEYS: feature keys. ARGV[1]: an ISO feature date. Deletes each key that holds a record of that
 # date (element 2 of the msgpack array), and leaves a record of any other date; returns the keys
 # deleted. Run per key on the server, so a record a writer replaced meanwhile is never deleted.
-_DELETE_IF_DATED = """
+_DELETE_IF_DATED = (
+    _RECORD_DATE
+    + """
 local deleted = {}
 for _, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
-  if current and cmsgpack.unpack(current)[2] == ARGV[1] then
+  if current and record_date(key, current) == ARGV[1] then
     redis.call('DEL', key)
     deleted[#deleted + 1] = key
   end
 end
 return deleted
 """
+)
+
+
+# KEYS: one key. Deletes it; returns 1 if it was there (a script, so that it goes the way of the
+# cluster's other per-key scripts).
+_DELETE_KEY = "return redis.call('DEL', KEYS[1])"
 
 
 def _host_port(node: str) -> tuple[str, int]:
@@ -344,6 +369,23 @@ def _entity_set(entity_ids: pa.Array | pa.ChunkedArray | Iterable[str]) -> pa.Ar
     return pc.cast(ids, pa.binary())
 
 
+def _decode(key: bytes, value: bytes) -> FeatureRecord:
+    """The record `key` holds; an error names the key."""
+    try:
+        return decode_record(value)
+    except ValueError as error:
+        raise ValueError(f"online store key {key!r}: {error}") from None
+
+
+def _get_each(cluster: RedisCluster, keys: Sequence[bytes]) -> list[bytes | None]:
+    """The values of `keys`, one GET per key in redis-py's cluster pipeline (which places each
+    GET when it sends it, and follows ASK, MOVED and a failover)."""
+    pipe = cluster.pipeline()
+    for key in keys:
+        pipe.get(key)
+    return pipe.execute()
+
+
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -535,16 +577,16 @@ class OnlineStore:
             found: dict[bytes, bytes] = {}
             for chunk in _chunks(keys, self.config.batch_size):
                 found.update(self._get_cluster(chunk))
-            return {keys[key]: decode_record(value) for key, value in found.items()}
+            return {keys[key]: _decode(key, value) for key, value in found.items()}
         moving = []
         if self.previous_ring is not None:
             moving = [key for key in keys if self.previous_ring.node_for(key) != self.ring.node_for(key)]
         # The previous node first: a move copies a key before it deletes it, so a key already gone
         # from there is on its new node by the time that is read.
         before = self._mget_by_ring(self.previous_ring, moving) if moving else {}
-        records = {key: decode_record(value) for key, value in self._mget_by_ring(self.ring, keys).items()}
+        records = {key: _decode(key, value) for key, value in self._mget_by_ring(self.ring, keys).items()}
         for key, value in before.items():
-            record = decode_record(value)
+            record = _decode(key, value)
             if key not in records or record.feature_date > records[key].feature_date:
                 records[key] = record
         return {keys[key]: record for key, record in records.items()}
@@ -553,7 +595,11 @@ class OnlineStore:
         # One MGET per slot (redis-py's mget_nonatomic, pipelined per primary; it follows ASK and
         # MOVED). An MGET of keys that a slot migration has split between two nodes gets TRYAGAIN
         # until that slot's move ends: such a batch is read again with one GET per key in a cluster
-        # pipeline, which never gets TRYAGAIN but is slower (bench/online_store.py).
+        # pipeline, which never gets TRYAGAIN but is slower (bench/online_store.py). So is a batch
+        # that met a primary that does not answer (it died, and a replica took over):
+        # mget_nonatomic names each MGET's node before it sends, so its retries ask the dead node
+        # again, while the cluster pipeline places each GET when it sends it, after the cluster
+        # client has refreshed its slot table on the connection error.
         cluster = self.cluster_client()
         try:
             replies = cluster.mget_nonatomic(list(keys))
@@ -563,10 +609,14 @@ class OnlineStore:
                 error,
                 len(keys),
             )
-            pipe = cluster.pipeline()
-            for key in keys:
-                pipe.get(key)
-            replies = pipe.execute()
+            replies = _get_each(cluster, keys)
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            log.warning(
+                "a cluster node did not answer (%s): reading this batch's %d keys again one by one",
+                error,
+                len(keys),
+            )
+            replies = _get_each(cluster, keys)
         return {k: v for k, v in zip(keys, replies, strict=True) if v is not None}
 
     def _mget_by_ring(self, ring: ShardRing, keys: Iterable[bytes]) -> dict[bytes, bytes]:
@@ -680,9 +730,12 @@ class OnlineStore:
         keys = list(dict.fromkeys(self.key(view, entity) for entity in entity_ids))
         deleted = 0
         if self.config.cluster:
-            cluster = self.cluster_client()
+            # One DEL per key, pipelined to its primary as writes are, so that it follows ASK and
+            # MOVED and a failover: redis-py's multi-key delete names each slot's node before it
+            # sends, and asks a primary that died again.
             for chunk in _chunks(keys, self.config.batch_size):
-                deleted += int(cluster.delete(*chunk))  # redis-py sends one DEL per slot
+                replies, _ = self._script_per_key_on_cluster(_DELETE_KEY, {key: [] for key in chunk})
+                deleted += sum(int(reply) for reply in replies.values())
             return deleted
         groups: list[tuple[str, list[bytes]]] = []
         if self.previous_ring is not None:
@@ -706,10 +759,14 @@ class OnlineStore:
             for page in _chunks(self.scan_keys(node), self.config.batch_size):
                 report.scanned += len(page)
                 misplaced = [key for key in page if self.ring.node_for(key) != node]
-                if max_keys is not None:
-                    misplaced = misplaced[: max(0, max_keys - report.moved)]
-                if misplaced:
-                    self._move(node, misplaced, report)
+                # Keys that expire during their move are not moves: the page goes on until
+                # `max_keys` keys have moved, so that none of it is skipped before then.
+                while misplaced:
+                    room = len(misplaced) if max_keys is None else max_keys - report.moved
+                    if room <= 0:
+                        break
+                    self._move(node, misplaced[:room], report)
+                    misplaced = misplaced[room:]
                 if max_keys is not None and report.moved >= max_keys:
                     report.complete = False
                     log.info(

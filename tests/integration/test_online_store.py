@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import redis
 
 from featurelake.cache import LayeredFeatureCache
 from featurelake.feature_records import FeatureRecord, encode_record, feature_key
@@ -458,3 +459,53 @@ def test_delete_finds_keys_on_their_previous_node_during_a_rebalance(redis_nodes
         assert store.delete(VIEW, ids) == held
         assert store.read(VIEW, ids) == {}
     assert not keys_on(new[0]) and not keys_on(new[1])
+
+
+def test_a_capped_pass_whose_moves_expire_does_not_skip_the_rest_of_its_page(redis_nodes: list[str]) -> None:
+    # max_keys caps the moves, and keys that expire during their move are no moves: the pass
+    # must go on through the page rather than skip its other misplaced keys and call itself
+    # complete, after which `previous_nodes` would be dropped and those keys lost to readers.
+    old, new = redis_nodes[:1], redis_nodes[:2]
+    with OnlineStore(OnlineStoreConfig(nodes=old)) as store:
+        store.write(VIEW, records(600))
+    config = OnlineStoreConfig(nodes=new, previous_nodes=old)
+    with _ExpiringSource(config) as store:
+        report = store.rebalance(max_keys=50)
+    misplaced = [key for key in keys_on(old[0]) if ShardRing(new).node_for(key) != old[0]]
+    assert report.complete == (not misplaced), (report, len(misplaced))
+    assert report.expired_during_move > 100 and not misplaced
+
+
+def test_a_value_that_is_no_record_fails_writes_reads_and_removals_naming_its_key(
+    redis_nodes: list[str], redis_cluster: list[str]
+) -> None:
+    # Another program's value under the prefix: every batch that meets it fails, so the error
+    # must say which key it is and what to do, not `user_script:10: attempt to index a number`.
+    foreign = feature_key("fl", VIEW, "u000001")
+    record = FeatureRecord("2026-10-28", {"n": 1})
+    for config in (
+        OnlineStoreConfig(nodes=redis_nodes[:1]),
+        OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True),
+    ):
+        with OnlineStore(config) as store:
+            owner = "cluster" if config.cluster else redis_nodes[0]
+            if config.cluster:
+                store.cluster_client().set(foreign, b"hello")
+            else:
+                with redis_client(owner) as client:
+                    client.set(foreign, b"hello")
+            try:
+                with pytest.raises(
+                    redis.ResponseError, match="key fl:user_features:u000001 holds no featurelake"
+                ):
+                    store.write(VIEW, [("u000001", record)])
+                with pytest.raises(
+                    redis.ResponseError, match="key fl:user_features:u000001 holds no featurelake"
+                ):
+                    store.remove_stale(VIEW, "2026-10-28", ["u000002"])
+                with pytest.raises(
+                    ValueError, match="key b'fl:user_features:u000001': not a featurelake record"
+                ):
+                    store.read(VIEW, ["u000001"])
+            finally:
+                store.delete(VIEW, ["u000001"])

@@ -388,3 +388,47 @@ def test_writes_go_on_after_a_primary_dies_and_its_replica_takes_over(
         got = store.read(VIEW, entities)
     assert (report.written, report.kept_newer) == (3000, 0) and report.redirected > 0, report
     assert len(got) == 3000 and {record.feature_date for record in got.values()} == {"2026-11-06"}
+
+
+def _kill_a_primary_and_wait_for_its_replica(cluster: LocalRedisCluster) -> None:
+    """Stop a live primary other than addresses[0] that has a live replica; wait until the
+    cluster has promoted that replica."""
+    with redis_client(cluster.addresses[0]) as client:
+        nodes = [line.split() for line in client.execute_command("CLUSTER", "NODES").decode().splitlines()]
+    live = {fields[0]: fields[1].split("@")[0] for fields in nodes if "fail" not in fields[2]}
+    primary, replica = next(
+        (live[fields[3]], live[fields[0]])
+        for fields in nodes
+        if "slave" in fields[2].split(",") and fields[0] in live and fields[3] in live
+        if live[fields[3]] != cluster.addresses[0]
+    )
+    cluster.server(primary).stop()
+    deadline = time.monotonic() + 60
+    with redis_client(cluster.addresses[0]) as survivor:
+        while role(replica) != "master" or survivor.cluster("info").get("cluster_state") != "ok":
+            assert time.monotonic() < deadline, "the cluster did not promote the replica in 60 s"
+            time.sleep(0.2)
+
+
+def test_a_read_or_a_delete_after_a_primary_dies_does_not_fail() -> None:
+    """A client that does not write (the layered cache's reader, or an eviction) whose slot table
+    still names a primary that died: its first read after the cluster promoted the replica gets
+    every key, and its first delete deletes every key, as a write does, rather than failing once
+    with a ConnectionError. Its own cluster, so that the module's replicated cluster keeps its
+    pairs for the tests above; two primaries die in turn, each after the majority promoted the
+    replica of the one before."""
+    entities = [f"r{i:06d}" for i in range(3000)]
+    config = {"cluster": True, "batch_size": 500}
+    with (
+        LocalRedisCluster(primaries=3, replicas=1, node_timeout_ms=1000) as cluster,
+        OnlineStore(OnlineStoreConfig(nodes=cluster.addresses[:1], **config)) as store,
+    ):
+        assert store.write(VIEW, dated(entities, date(2026, 11, 7))).written == 3000
+        assert len(store.read(VIEW, entities[:10])) == 10  # the client's slot table is loaded
+        _kill_a_primary_and_wait_for_its_replica(cluster)
+        got = store.read(VIEW, entities)
+        assert len(got) == 3000 and {record.feature_date for record in got.values()} == {"2026-11-07"}
+
+        _kill_a_primary_and_wait_for_its_replica(cluster)
+        assert store.delete(VIEW, entities[:2000]) == 2000
+        assert sorted(store.read(VIEW, entities)) == entities[2000:]

@@ -1,6 +1,7 @@
 """The online store's operators and hook around the library: the connection they read (the demo's
 too), what the rebalance task does with an unfinished pass, and what the publish task does with an
-absent partition (the real moves and removals are in tests/integration)."""
+absent partition, and the partition readers they and the layered cache use (the real moves and
+removals are in tests/integration)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from unittest import mock
 
 import pytest
 
+from featurelake.feature_records import FeatureRecord
 from featurelake.online_store import OnlineStoreConfig, RebalanceReport, WriteReport
 
 
@@ -191,3 +193,56 @@ def test_partition_entities_match_the_keys_whatever_the_column_type(tmp_path, id
     assert partition_entities(str(partition), entity_column="entity").to_pylist() == [
         str(entity) for entity in ids if entity is not None
     ]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [[7, 12, -3], [1.0, 2.5, 3.0], [True, False], ["a", "b", "c"]],
+    ids=["int", "float", "bool", "string"],
+)
+def test_the_compute_layer_finds_ids_as_the_keys_hold_them_whatever_the_column_type(
+    tmp_path, ids: list
+) -> None:
+    """The layered cache's compute layer is asked for ids as the keys hold them (str(id)), as the
+    publish task keys them: a partition whose entity column is not text answers them too."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurelake.offline_features import read_offline_features
+
+    partition = tmp_path / "date=2026-10-28"
+    partition.mkdir()
+    values = [float(n) for n in range(1, len(ids) + 1)]
+    pq.write_table(pa.table({"user_id": ids, "v": values}), partition / "part-0.parquet")
+    wanted = [str(ids[0]), str(ids[1]), "nobody"]
+    got = read_offline_features(str(tmp_path), wanted, as_of=date(2026, 10, 30))
+    assert got == {
+        str(ids[0]): FeatureRecord("2026-10-28", {"v": 1.0}),
+        str(ids[1]): FeatureRecord("2026-10-28", {"v": 2.0}),
+    }
+
+
+def test_the_compute_layer_reads_a_partition_with_no_data_file_as_holding_no_entity(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurelake.offline_features import read_offline_features
+
+    (tmp_path / "date=2026-10-27").mkdir()
+    pq.write_table(pa.table({"user_id": ["a"], "v": [1.0]}), tmp_path / "date=2026-10-27" / "part-0.parquet")
+    (tmp_path / "date=2026-10-28").mkdir()
+    (tmp_path / "date=2026-10-28" / "_SUCCESS").write_text("")
+    # the newest date holds no entity: nothing is served from an older one
+    assert read_offline_features(str(tmp_path), ["a"], as_of=date(2026, 10, 28)) == {}
+    assert read_offline_features(str(tmp_path), ["a"], as_of=date(2026, 10, 27)) == {
+        "a": FeatureRecord("2026-10-27", {"v": 1.0})
+    }
+
+
+def test_the_compute_layer_names_a_directory_that_is_no_date_partition(tmp_path) -> None:
+    from featurelake.offline_features import read_offline_features
+
+    (tmp_path / "date=2026-10-28").mkdir()
+    (tmp_path / "date=2026-10-28.bak").mkdir()
+    with pytest.raises(ValueError, match=r"date=2026-10-28\.bak is not a partition of .*Move it out"):
+        read_offline_features(str(tmp_path), ["a"], as_of=date(2026, 10, 28))
