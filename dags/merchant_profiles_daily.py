@@ -4,7 +4,8 @@
 Enriches the lake with the profile of every merchant seen on one UTC day, fetched from an HTTP API
 (the `merchant_api` connection; locally, `featurelake merchant-api` serves a sandbox of it).
 
-1. **check_raw_partition** fails, naming the path, when `raw/transactions/date={{ ds }}` has not landed.
+1. **check_raw_partition** fails, naming the path, when `raw/transactions/date={{ ds }}` has not landed,
+   and at once, without retrying, in a run triggered without a logical date (it names no day).
 2. **fetch_merchant_profiles** fetches the day's distinct merchants with aiohttp at the connection's
    rate limit (aiolimiter; retries on 429 and 5xx), validates the profiles on a thread pool and
    enriches them on a process pool, and replaces `raw/merchant_profiles/date={{ ds }}/`. Profiles that

@@ -106,7 +106,7 @@ def generate(
 
 @app.command("merchant-api")
 def merchant_api(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8089,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on, 1 to 65535.")] = 8089,
     rate: Annotated[int, typer.Option(help="Requests per second before it answers 429.")] = 50,
     host: Annotated[
         str, typer.Option(help="Address to listen on: 0.0.0.0 in a container that other containers call.")

@@ -15,8 +15,11 @@ MAX_ABS_AMOUNT = 9e12
 def local_path(location: str, *, what: str, remedy: str) -> Path:
     """The local path of `location`, given as a path or a `file://` URI, for writers of local files.
     Another scheme (s3://, gs://...) is refused: `what` names the location and `remedy` says what
-    to do instead."""
+    to do instead. An empty location is refused too: it names no directory, and as a relative path
+    it would mean the current one."""
     path = location.removeprefix("file://")
+    if not path:
+        raise ValueError(f"{what} {location!r} names no directory: pass a local path or a file:// URI")
     if "://" in path:
         raise ValueError(f"{what} {location} is not a local path: {remedy}")
     return Path(path)

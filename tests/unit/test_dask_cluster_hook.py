@@ -51,3 +51,37 @@ def test_a_wrong_extra_is_named(monkeypatch, extra: dict, message: str) -> None:
     hook = hook_for(monkeypatch, {"host": "local", "extra": extra})
     with pytest.raises(ValueError, match=f"connection 'dask_test': {message}"):
         hook.local_cluster_options()
+
+
+def test_a_uri_connection_sets_the_extras_as_strings(monkeypatch) -> None:
+    """`airflow connections add --conn-uri` and AIRFLOW_CONN_* URIs carry every extra as a string."""
+    from featurelake_airflow.hooks.dask_cluster import DaskClusterHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_DASK_URI", "generic://local?processes=true&workers=3&threads=1")
+    assert DaskClusterHook(dask_conn_id="dask_uri").local_cluster_options() == {
+        "n_workers": 3,
+        "threads_per_worker": 1,
+        "processes": True,
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_DASK_URI", "generic://local?processes=False")
+    assert DaskClusterHook(dask_conn_id="dask_uri").local_cluster_options()["processes"] is False
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({"workers": 0}, id="no-worker-never-runs-a-task"),
+        pytest.param({"threads": 0}, id="no-thread"),
+        pytest.param({"workers": "two"}, id="not-a-number"),
+        pytest.param({"workers": 1.5}, id="not-whole"),
+        pytest.param({"threads": True}, id="a-flag"),
+    ],
+)
+def test_a_local_cluster_needs_at_least_one_worker_and_thread(monkeypatch, extra: dict) -> None:
+    (name, value) = next(iter(extra.items()))
+    hook = hook_for(monkeypatch, {"host": "local", "extra": extra})
+    with pytest.raises(ValueError) as raised:
+        hook.local_cluster_options()
+    assert str(raised.value) == (
+        f"connection 'dask_test': extra {name} must be a whole number >= 1, got {value!r}"
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from featurelake.lake import LakeLayout
+from featurelake.lake import LakeLayout, local_path
 from featurelake.settings import SETTINGS_FILE, apply_settings, read_settings
 
 
@@ -61,6 +61,12 @@ def test_lake_layout_paths_are_pinned() -> None:
 def test_empty_lake_root_is_rejected() -> None:
     with pytest.raises(ValueError, match="AIRFLOW_VAR_FEATURELAKE_LAKE"):
         LakeLayout("")
+
+
+@pytest.mark.parametrize("location", ["", "file://"])
+def test_an_empty_local_location_is_refused_not_taken_for_the_current_directory(location: str) -> None:
+    with pytest.raises(ValueError, match=f"^the lake {location!r} names no directory"):
+        local_path(location, what="the lake", remedy="unused")
 
 
 def test_make_exports_gives_a_shell_the_project_settings(tmp_path: Path) -> None:

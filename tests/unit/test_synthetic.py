@@ -454,6 +454,33 @@ def test_cli_refuses_an_object_store_lake_naming_it(tmp_path: Path, monkeypatch:
     assert not any(tmp_path.iterdir()), "nothing is written"
 
 
+@pytest.mark.parametrize("lake", ["", "file://"])
+def test_cli_refuses_an_empty_lake_instead_of_writing_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lake: str
+) -> None:
+    """An empty --lake (or Variable) names no directory: it must not mean the current one."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--start",
+            "2026-01-01",
+            "--end",
+            "2026-01-01",
+            "--users",
+            "10",
+            "--seed",
+            "1",
+            "--lake",
+            lake,
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert f"lake {lake!r} names no directory" in " ".join(result.output.split())
+    assert not any(tmp_path.iterdir()), "nothing is written"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -470,6 +497,14 @@ def test_cli_rejects_bad_input(tmp_path: Path, args: list[str], message: str) ->
     result = runner.invoke(app, ["generate", *args, "--seed", "1", "--lake", str(tmp_path)])
     assert result.exit_code == 2
     assert message in result.output
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_cli_merchant_api_rejects_a_port_out_of_range_before_announcing_it(port: str) -> None:
+    result = runner.invoke(app, ["merchant-api", "--port", port])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--port'" in result.output
+    assert "merchant API sandbox on" not in result.output
 
 
 def test_cli_without_a_command_shows_help() -> None:

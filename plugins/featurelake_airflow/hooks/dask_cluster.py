@@ -7,6 +7,8 @@ Extras of a local cluster: `workers` (default 1), `threads` per worker (default 
 (default false: the workers are threads of the task process; true: each worker is a process of its
 own, with a nanny that restarts it when it passes its memory limit) and `memory_limit` per worker
 (Dask's format, such as "2GiB"; default Dask's "auto", the machine's memory split among the workers).
+A connection given as a URI carries them as strings, which are read the same way:
+`generic://local?workers=2&processes=true`.
 """
 
 from __future__ import annotations
@@ -60,19 +62,34 @@ class DaskClusterHook(BaseHook):
                 f"connection {self.dask_conn_id!r}: unknown extra {', '.join(unknown)}; "
                 f"a local Dask cluster takes {', '.join(sorted(LOCAL_EXTRAS))}"
             )
-        processes = extra.get("processes", False)
-        if not isinstance(processes, bool):
-            raise ValueError(
-                f"connection {self.dask_conn_id!r}: extra processes must be true or false, got {processes!r}"
-            )
         options: dict[str, Any] = {
-            "n_workers": int(extra.get("workers", 1)),
-            "threads_per_worker": int(extra.get("threads", 2)),
-            "processes": processes,
+            "n_workers": self._count_extra(extra, "workers", default=1),
+            "threads_per_worker": self._count_extra(extra, "threads", default=2),
+            "processes": self._flag_extra(extra, "processes", default=False),
         }
         if "memory_limit" in extra:
             options["memory_limit"] = extra["memory_limit"]
         return options
+
+    def _count_extra(self, extra: dict[str, Any], name: str, *, default: int) -> int:
+        """A positive whole number: a local cluster of 0 workers or threads never runs a task."""
+        value = extra.get(name, default)
+        count = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(
+                f"connection {self.dask_conn_id!r}: extra {name} must be a whole number >= 1, got {value!r}"
+            )
+        return count
+
+    def _flag_extra(self, extra: dict[str, Any], name: str, *, default: bool) -> bool:
+        value = extra.get(name, default)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ValueError(
+                f"connection {self.dask_conn_id!r}: extra {name} must be true or false, got {value!r}"
+            )
+        return value
 
     def get_conn(self) -> Client:
         """A client; close it when done (it also stops a local cluster it started). A local cluster

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from featurelake_airflow.lake_paths import lake_path
 
@@ -15,6 +16,9 @@ class RawPartitionCheckOperator(BaseOperator):
     (not a hidden `.`/`_` name, which is still being written or a marker).
 
     Returns the partition path and its file count. Retries give late data time to land.
+
+    A run without a logical date (Airflow 3 lets a manual trigger leave it out) has no `ds`, so it
+    names no partition: the task fails at once, without retrying, and says how to trigger the run.
     """
 
     template_fields: Sequence[str] = ("lake", "dataset", "ds")
@@ -25,6 +29,16 @@ class RawPartitionCheckOperator(BaseOperator):
         self.lake = lake
         self.ds = ds
         self.dataset = dataset
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        # Checked before rendering: `{{ ds }}` is undefined in such a run, and a retry cannot help.
+        if context.get("logical_date") is None:
+            raise AirflowFailException(
+                f"run {context['run_id']} of {self.dag_id} has no logical date, so it names no day to "
+                f"process: trigger {self.dag_id} with a logical date (the trigger form's Logical date, "
+                f"or `airflow dags trigger {self.dag_id} --logical-date YYYY-MM-DD`), or backfill the dates"
+            )
+        super().render_template_fields(context, jinja_env)
 
     def execute(self, context: Any) -> dict[str, Any]:
         from featurelake.lake import is_data_file
