@@ -6,7 +6,8 @@ database. CeleryExecutor's broker is a private redis-server, its result backend 
 Each DAG is triggered through the REST API, as the UI's Trigger button does. Their tasks use every
 engine: Spark (spark-submit on local[2]), Dask (a LocalCluster whose worker processes the task
 starts), the online store (two real Redis shards), the Delta view, and the merchant API (the sandbox
-on loopback), whose profiles are enriched on a process pool inside the task process. `dag.test()` runs tasks in the test's own
+on loopback), whose profiles are enriched on a process pool inside the task process. Then
+`online_store_rebalance` moves the keys of a ring grown by a node. `dag.test()` runs tasks in the test's own
 process; only a real scheduler or Celery worker runs them in Airflow's task processes, where both
 the pool and the Dask workers once failed (docs/merchant-profiles.md)."""
 
@@ -39,6 +40,7 @@ pytestmark = pytest.mark.integration
 
 DS = date(2026, 8, 20)
 DAG_IDS = ["user_features_daily", "merchant_profiles_daily"]
+REBALANCE_DAG_ID = "online_store_rebalance"
 STARTUP_TIMEOUT = 240.0  # seconds until the API answers and both DAGs are parsed (about 20 s here)
 RUN_TIMEOUT = 600.0  # seconds for both runs to succeed (about 45 s here)
 
@@ -46,7 +48,8 @@ RUN_TIMEOUT = 600.0  # seconds for both runs to succeed (about 45 s here)
 @pytest.fixture(scope="module", params=["LocalExecutor", "CeleryExecutor"])
 def stack(request, tmp_path_factory, redis_shard_2, redis_shard_3) -> Iterator[AirflowStack]:
     """A fresh lake, database, online store and Airflow for one executor. Under CeleryExecutor the
-    broker is a redis-server of its own (not an online-store shard), as in the compose file."""
+    broker is a redis-server of its own (not an online-store shard), as in the compose file. The
+    online store is a ring of two nodes that was one (`previous_nodes`), in the middle of a resize."""
     executor = request.param
     home = tmp_path_factory.mktemp(f"{executor}-home")
     lake = home / "lake"
@@ -65,6 +68,16 @@ def stack(request, tmp_path_factory, redis_shard_2, redis_shard_3) -> Iterator[A
             lake=lake,
             online_nodes=online_nodes,
             AIRFLOW__CORE__EXECUTOR=executor,
+            # A ring grown from one node to two and not yet rebalanced: the daily run publishes on
+            # the new ring, and test_the_rebalance_dag_moves_every_key moves what the old one placed.
+            AIRFLOW_CONN_FEATURELAKE_ONLINE=json.dumps(
+                {
+                    "conn_type": "redis",
+                    "host": "127.0.0.1",
+                    "port": 1,
+                    "extra": {"nodes": online_nodes, "previous_nodes": online_nodes[:1]},
+                }
+            ),
             AIRFLOW__CELERY__BROKER_URL=f"redis://{broker.address}/0",
             AIRFLOW__CELERY__RESULT_BACKEND=database.replace("postgresql+psycopg2://", "db+postgresql://"),
             # compute_merchant_stats on a LocalCluster of worker processes, children of the task
@@ -176,3 +189,37 @@ def test_both_daily_dags_run_under_the_executor(stack: AirflowStack) -> None:
     fetch_log = stack.task_log("merchant_profiles_daily", "fetch_merchant_profiles")
     assert "will not run the task process's main script" in fetch_log, fetch_log
     assert ("inherited ForkProcess" in fetch_log) == (executor == "CeleryExecutor"), fetch_log
+
+
+def test_the_rebalance_dag_moves_every_key_under_the_executor(stack: AirflowStack) -> None:
+    """online_store_rebalance, triggered as the UI does, moves the keys that the previous ring (one
+    node) placed to the nodes the ring (two) now names, and loses none."""
+    from featurelake.feature_records import FeatureRecord
+    from featurelake.online_store import OnlineStore, OnlineStoreConfig
+
+    extra = json.loads(stack.env["AIRFLOW_CONN_FEATURELAKE_ONLINE"])["extra"]
+    placed_by_the_old_ring = {
+        f"resized-{i}": FeatureRecord(feature_date="2026-08-19", values={"total_spend": float(i)})
+        for i in range(3000)
+    }
+    with OnlineStore(OnlineStoreConfig(nodes=extra["previous_nodes"])) as old_ring:
+        assert old_ring.write("user_features", placed_by_the_old_ring.items()).written == 3000
+    stack.wait_until_ready([REBALANCE_DAG_ID], timeout=STARTUP_TIMEOUT)
+
+    stack.api(f"/api/v2/dags/{REBALANCE_DAG_ID}/dagRuns", body={"logical_date": None})
+    (run,) = stack.wait_for_runs(REBALANCE_DAG_ID, 1, run_type="manual", timeout=RUN_TIMEOUT)
+
+    report = stack.xcom(REBALANCE_DAG_ID, run["dag_run_id"], "rebalance_online_store")
+    assert report["complete"] and report["changed_during_move"] == 0, report
+    with OnlineStore(OnlineStoreConfig(nodes=extra["nodes"])) as new_ring:  # previous_nodes removed
+        assert new_ring.read("user_features", placed_by_the_old_ring) == placed_by_the_old_ring
+        # Every key the new ring gives the second node left the first one, and reached the second.
+        second = extra["nodes"][1]
+        moving = [
+            e
+            for e in placed_by_the_old_ring
+            if new_ring.ring.node_for(new_ring.key("user_features", e)) == second
+        ]
+        # the daily run's keys were published on the new ring: only these were misplaced
+        assert report["moved"] == report["moved_from"][extra["nodes"][0]] == len(moving) > 1000, report
+        assert new_ring.count_keys() == report["keys_per_node"], report
