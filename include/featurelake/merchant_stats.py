@@ -224,6 +224,9 @@ def stage_partition(
             partition_cols=["bucket", "date"],
             filesystem=filesystem,
             basename_template=f"part-{number}-{{i}}.parquet",
+            # pyarrow refuses to write a table into more than 1024 directories by default: a window
+            # of more than 4096 Dask partitions has more buckets than that (default_bucket_count)
+            max_partitions=buckets * staged["date"].nunique(),
         )
     return pd.DataFrame({"rows_read": [len(rows)], "rows_valid": [len(valid)]})
 
@@ -272,6 +275,59 @@ def window_files(raw_transactions: str, days: Iterable[str]) -> list[str]:
     return sorted(files)
 
 
+_WORKER_CHECK = "_worker_check"
+
+
+def worker_check_token(*, raw_transactions: str, staging: str) -> str:
+    """Run on a worker by `check_workers`: the token that the client wrote to `staging`, read as this
+    worker sees it. Raises FileNotFoundError when the worker does not see `raw_transactions` or the
+    token."""
+    import fsspec
+
+    filesystem, root = fsspec.core.url_to_fs(raw_transactions)
+    if not filesystem.isdir(root):
+        raise FileNotFoundError(f"no directory {raw_transactions}")
+    filesystem, root = fsspec.core.url_to_fs(staging)
+    marker = f"{root.rstrip('/')}/{_WORKER_CHECK}"
+    if not filesystem.exists(marker):
+        raise FileNotFoundError(f"no file {staging.rstrip('/')}/{_WORKER_CHECK}, which this run wrote")
+    return filesystem.cat_file(marker).decode()
+
+
+def check_workers(client: Client, *, raw_transactions: str, staging: str) -> None:
+    """Fail before any task is sent when a worker of `client`'s cluster cannot import featurelake or
+    does not see `raw_transactions` and `staging` as this process does. Otherwise such a worker dies
+    unpickling its first task (the job then waits for workers until the task's timeout) or fails it
+    on a file that exists, or stages rows where no other worker reads them."""
+    import fsspec
+
+    token = uuid.uuid4().hex
+    filesystem, root = fsspec.core.url_to_fs(staging)
+    filesystem.makedirs(root, exist_ok=True)
+    filesystem.pipe_file(f"{root.rstrip('/')}/{_WORKER_CHECK}", token.encode())
+    answers = client.run(
+        worker_check_token, raw_transactions=raw_transactions, staging=staging, on_error="return"
+    )
+    problems = []
+    for worker, answer in sorted(answers.items()):
+        if type(answer) is Exception:  # what Dask returns when the worker could not load the function
+            problems.append(f"{worker}: {answer}")
+        elif isinstance(answer, BaseException):
+            problems.append(f"{worker}: {type(answer).__name__}: {answer}")
+        elif answer != token:
+            problems.append(
+                f"{worker}: reads another run's check file in {staging} (a run of the same date "
+                "started meanwhile, or the worker sees another directory at that path)"
+            )
+    if problems:
+        raise RuntimeError(
+            f"Dask worker(s) of {client.scheduler.address} cannot run the merchant stats job: "
+            f"{'; '.join(problems)}. Every worker must import featurelake (install the project, or "
+            "put its include/ directory on the workers' PYTHONPATH) and reach the lake at the same "
+            f"path as the Airflow task ({raw_transactions}, on storage they share)"
+        )
+
+
 def remove_tree(path: str) -> None:
     """Delete a directory (local or any fsspec URI) if it exists."""
     import fsspec
@@ -300,8 +356,8 @@ def compute_merchant_stats(
     leaves it as it was. Hidden siblings that a killed run left are deleted first.
 
     `staging` is a scratch directory every worker reaches (in the lake); it is emptied first, so a
-    retry of a failed run starts clean, and removed at the end. `buckets`: see
-    `default_bucket_count`."""
+    retry of a killed run starts clean, and removed at the end, whether the run succeeds or fails.
+    Every worker is checked first (`check_workers`). `buckets`: see `default_bucket_count`."""
     import dask
     import dask.dataframe as dd
     import fsspec
@@ -331,35 +387,37 @@ def compute_merchant_stats(
     remove_tree(staging)
     remove_leftovers(output)
     new_output = hidden_sibling(output, uuid.uuid4().hex)
-    with client.as_current():
-        rows_read = rows_counted = 0
-        if rows is not None:
-            counts = rows.map_partitions(
-                stage_partition, staging=staging, buckets=bucket_count, meta=_STAGE_COUNTS_META
-            )
-            totals = counts.sum().compute()
-            rows_read, rows_counted = int(totals["rows_read"]), int(totals["rows_valid"])
-        meta = empty_merchant_stats()
-        # stats_date holds datetime.date objects, which Parquet stores as date32; Dask's string
-        # conversion would turn them into text.
-        with dask.config.set({"dataframe.convert-string": False}):
-            stats = dd.from_map(
-                merchant_stats_of_bucket,
-                range(bucket_count),
-                staging=staging,
-                ds=ds,
-                meta=meta,
-                enforce_metadata=False,
-            )
-        try:
+    try:
+        check_workers(client, raw_transactions=raw_transactions, staging=staging)
+        with client.as_current():
+            rows_read = rows_counted = 0
+            if rows is not None:
+                counts = rows.map_partitions(
+                    stage_partition, staging=staging, buckets=bucket_count, meta=_STAGE_COUNTS_META
+                )
+                totals = counts.sum().compute()
+                rows_read, rows_counted = int(totals["rows_read"]), int(totals["rows_valid"])
+            meta = empty_merchant_stats()
+            # stats_date holds datetime.date objects, which Parquet stores as date32; Dask's string
+            # conversion would turn them into text.
+            with dask.config.set({"dataframe.convert-string": False}):
+                stats = dd.from_map(
+                    merchant_stats_of_bucket,
+                    range(bucket_count),
+                    staging=staging,
+                    ds=ds,
+                    meta=meta,
+                    enforce_metadata=False,
+                )
             write = stats.to_parquet(
                 new_output, write_index=False, schema=STATS_SCHEMA, engine="pyarrow", compute=False
             )
             _, merchants = dd.compute(write, stats.shape[0])
             swap_in(new_output, output)
-        finally:
-            remove_tree(new_output)
-    remove_tree(staging)
+    finally:
+        # a failed run too: its staging is a copy of the window's valid rows
+        remove_tree(new_output)
+        remove_tree(staging)
     log.info(
         "merchant stats for %s (%d days): %d merchants from %d valid of %d rows, %d buckets -> %s",
         ds,

@@ -242,3 +242,23 @@ def test_files_of_dates_outside_the_window_are_never_opened(tmp_path: Path) -> N
     with dask_client("local") as client:
         report = run_merchant_stats(client, lake, tmp_path, window_days=window)
     assert_matches(Path(report.output_path), want, DS)
+
+
+def test_a_failed_run_removes_its_staging_and_leaves_the_previous_output(lake: Path, tmp_path: Path) -> None:
+    """A corrupt file in the window's last date fails the staging step after other dates were staged. The
+    failed run left `_staging/` holding a copy of the window's valid rows, which only a later run of
+    the same date removed: a date that is not retried kept it for good."""
+    broken = tmp_path / "lake"
+    shutil.copytree(lake, broken)
+    output = tmp_path / "merchant_stats" / f"date={DS}"
+    staging = tmp_path / "staging"
+    with dask_client("local") as client:
+        run_merchant_stats(client, broken, tmp_path)
+        previous = files_of(output)
+        corrupt = broken / "raw" / "transactions" / f"date={DS}" / "part-00000.parquet"
+        corrupt.write_bytes(b"not parquet")
+        with pytest.raises(Exception, match=str(corrupt)):
+            run_merchant_stats(client, broken, tmp_path)
+    assert not staging.exists(), sorted(str(path.relative_to(staging)) for path in staging.rglob("*"))[:5]
+    assert files_of(output) == previous
+    assert hidden_siblings(output) == []

@@ -126,3 +126,32 @@ def test_valid_rows_follow_the_data_contract() -> None:
     )
     assert valid_rows(rows)["transaction_id"].tolist() == ["t0", "t1", "t5", "t12"]
     assert valid_rows(rows.iloc[:0]).empty
+
+
+def test_a_partition_stages_into_more_buckets_than_pyarrow_writes_by_default(tmp_path) -> None:
+    """pyarrow writes one table into at most 1024 directories unless told otherwise; a window of more
+    than 4096 Dask partitions gets more buckets than that (default_bucket_count)."""
+    from featurelake.merchant_stats import default_bucket_count, merchant_bucket, stage_partition
+
+    assert default_bucket_count(4100) == 1025
+    n = 3000
+    rows = pd.DataFrame(
+        {
+            "transaction_id": pd.Series([f"t{i}" for i in range(n)], dtype=ARROW_STRING),
+            "user_id": pd.Series([f"u{i % 50}" for i in range(n)], dtype=ARROW_STRING),
+            "merchant_id": pd.Series([f"m{i:05d}" for i in range(n)], dtype=ARROW_STRING),
+            "category_id": pd.Series([1] * n, dtype="int32"),
+            "amount": [1.0] * n,
+            "currency": pd.Series(["USD"] * n, dtype=ARROW_STRING),
+            "transaction_ts": pd.Series([pd.Timestamp("2026-10-28 12:00", tz="UTC")] * n).astype(
+                "datetime64[us, UTC]"
+            ),
+            "date": pd.Series(["2026-10-28"] * n, dtype="string"),
+        }
+    )
+    counts = stage_partition(rows, staging=str(tmp_path), buckets=1100, partition_info={"number": 7})
+    assert counts.to_dict("records") == [{"rows_read": n, "rows_valid": n}]
+    staged = sorted(tmp_path.glob("bucket=*/date=2026-10-28/part-7-*.parquet"))
+    want_buckets = merchant_bucket(rows["merchant_id"], 1100).nunique()
+    assert want_buckets > 1024 and len(staged) == want_buckets
+    assert sum(len(read_parquet_frame(str(path))) for path in staged) == n
