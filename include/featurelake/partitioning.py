@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from featurelake.lake import is_data_file
@@ -23,6 +23,25 @@ def date_range(start: date, end: date) -> list[date]:
     if end < start:
         raise ValueError(f"end ({end}) is before start ({start}); pass start <= end")
     return [start + timedelta(days=offset) for offset in range((end - start).days + 1)]
+
+
+def _require_date(value: object, *, name: str) -> date:
+    """`value` when it is a `datetime.date` and not a datetime; else a TypeError naming it and the remedy.
+
+    A datetime compares with a date partition as the partition's midnight (a start at noon drops its
+    own day) and formats as `YYYY-MM-DDTHH:MM:SS` (no such directory): never a partition's day."""
+    if isinstance(value, datetime):
+        raise TypeError(
+            f"{name} must be a datetime.date, got the datetime {value!r}: date partitions are UTC days; "
+            "pass its UTC date (value.astimezone(timezone.utc).date() for an aware datetime, value.date() "
+            "for a naive UTC one)"
+        )
+    if not isinstance(value, date):
+        raise TypeError(
+            f"{name} must be a datetime.date, got {type(value).__name__} {value!r}; "
+            "pass date.fromisoformat(...) for a YYYY-MM-DD string"
+        )
+    return value
 
 
 def write_partitioned(
@@ -58,8 +77,9 @@ def write_partitioned(
     `staging` (a scratch directory on the same file system, removed first) makes the replacement safe
     against a failed write: `df` is written there, and only once that write has succeeded is each
     partition it wrote, and each `replace` date, swapped into `path` (a directory rename per
-    partition: no extra pass over the data). A failed write leaves `path` as it was. `marker` names
-    an empty file put in each of those partitions, even one left with no rows, so that a listing
+    partition: no extra pass over the data). A failed write leaves `path` as it was, and so does a
+    row whose partition value is null or not a date (an error names it before anything moves).
+    `marker` names an empty file put in each of those partitions, even one left with no rows, so that a listing
     (`existing_date_partitions(..., marker=...)`) tells a partition written empty from one never
     written. `marker_text` gives the marker's contents by date (empty for a date it does not
     name), for example what the partition was built from. Both need the single (date) partition
@@ -70,7 +90,7 @@ def write_partitioned(
     missing = [c for c in partition_cols if c not in df.columns]
     if missing:
         raise ValueError(f"partition columns {missing} are not in the DataFrame (columns: {df.columns})")
-    replaced = sorted(set(replace))
+    replaced = sorted({_require_date(day, name="a replace date") for day in replace})
     if (replaced or staging or marker) and len(partition_cols) != 1:
         raise ValueError(
             f"replace, staging and marker need exactly one (date) partition column, got {list(partition_cols)}"
@@ -118,17 +138,34 @@ def _swap_partitions_in(
     remove the `replace` dates' partitions that `staging` does not hold; then remove `staging`."""
     fs, staged_root = hadoop_file_system(spark, staging)
     jvm_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
-    names = {f"{column}={day.isoformat()}" for day in replace}
-    if fs.exists(staged_root):
-        names |= {
+    prefix = f"{column}="
+    written = (
+        {
             status.getPath().getName()
             for status in fs.listStatus(staged_root)
-            if status.isDirectory() and status.getPath().getName().startswith(f"{column}=")
+            if status.isDirectory() and status.getPath().getName().startswith(prefix)
         }
+        if fs.exists(staged_root)
+        else set()
+    )
+    # Checked before any partition moves: a null (or non-date) value would otherwise be swapped in
+    # as a directory that every later listing of `path` refuses, or stop the swap half-way.
+    for name in sorted(written):
+        value = name.removeprefix(prefix)
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            shown = "null" if value == "__HIVE_DEFAULT_PARTITION__" else repr(value)
+            raise ValueError(
+                f"rows written to {path} have a {column} value that is not a date ({shown}, staged as "
+                f"{jvm_path(staged_root, name)}); nothing was replaced: drop or fix the rows whose {column} "
+                "is not a date and rerun"
+            ) from None
+    names = written | {f"{prefix}{day.isoformat()}" for day in replace}
     for name in sorted(names):
         staged = jvm_path(staged_root, name)
         if marker:  # also creates the directory of an empty partition
-            day = date.fromisoformat(name.removeprefix(f"{column}="))
+            day = date.fromisoformat(name.removeprefix(prefix))
             write_text(spark, str(jvm_path(staged, marker)), marker_text.get(day, ""))
         live = jvm_path(f"{path.rstrip('/')}/{name}")
         if fs.exists(live) and not fs.delete(live, True):
@@ -149,20 +186,35 @@ def read_partition_range(
     partition_col: str = "date",
     schema: StructType | None = None,
 ) -> DataFrame:
-    """Read the date partitions of `path` in [start, end] only.
+    """Read the date partitions of `path` in [start, end] (dates, both included) only.
 
-    The filter is on the partition column, so Spark prunes directories before listing files
-    (`PartitionFilters` in the plan) and never opens files outside the range. `basePath` keeps
-    the partition column in the result.
+    One listing of `path` picks the partition directories in range, and Spark reads only those: it
+    lists their files alone, infers the schema (when `schema` is None) from their files, and never
+    opens a file outside the range. The filter on the partition column stays in the plan
+    (`PartitionFilters`). `basePath` keeps the partition column in the result. A range with no
+    partition reads as an empty DataFrame when `schema` is given, and is an error otherwise.
     """
     from pyspark.sql import functions as F
 
+    start = _require_date(start, name="start")
+    end = _require_date(end, name="end")
     if end < start:
         raise ValueError(f"end ({end}) is before start ({start}); pass start <= end")
+    in_range = [
+        str(directory)
+        for day, directory in sorted(listed_date_partitions(spark, path, partition_col=partition_col).items())
+        if start <= day <= end
+    ]
     reader = spark.read.option("basePath", path)
     if schema is not None:
         reader = reader.schema(schema)
-    df = reader.parquet(path)
+    elif not in_range:
+        raise ValueError(
+            f"{path} has no {partition_col}= partition in [{start}, {end}] to infer the schema from; "
+            "pass schema= to read a range that may be empty"
+        )
+    # With a schema and no partition in range, the whole dataset is listed but no file is opened.
+    df = reader.parquet(*in_range) if in_range else reader.parquet(path)
     return df.where(F.col(partition_col).between(F.lit(start), F.lit(end)))
 
 
@@ -302,16 +354,19 @@ def process_by_partition(
 
     Each date is read with a pruned read and replaced as a whole (`write_partitioned`'s `replace`):
     a date whose result is empty is left empty, not holding an earlier run's rows. So the function
-    is idempotent: running a date twice gives the same output, and a failure part-way leaves
-    finished dates complete. Returns the dates processed. A date with no input data (no partition,
+    is idempotent: running a date twice gives the same output. Each date's result is staged in
+    `<output_path>/.staging-<partition_col>=<date>/` (hidden from readers) and swapped in only once
+    written, so a failure part-way leaves finished dates complete and the failed date's earlier
+    output as it was. Returns the dates processed. A date with no input data (no partition,
     or one emptied since) is skipped and logged, and its output partition, derived from input that
     is gone, is removed.
     """
     from pyspark.sql import functions as F
 
+    wanted = sorted({_require_date(day, name="a date of dates") for day in dates})
     available = existing_date_partitions(spark, input_path, partition_col=partition_col)
     done: list[date] = []
-    for day in sorted(set(dates)):
+    for day in wanted:
         if day not in available:
             stale = f"{output_path.rstrip('/')}/{partition_col}={day.isoformat()}"
             removed = delete_path(spark, stale)
@@ -325,7 +380,8 @@ def process_by_partition(
             continue
         part = read_partition_range(spark, input_path, day, day, partition_col=partition_col)
         result = transform(part.drop(partition_col), day).withColumn(partition_col, F.lit(day))
-        write_partitioned(result, output_path, [partition_col], replace=[day])
+        staging = f"{output_path.rstrip('/')}/.staging-{partition_col}={day.isoformat()}"
+        write_partitioned(result, output_path, [partition_col], replace=[day], staging=staging)
         done.append(day)
         log.info("Processed %s=%s into %s", partition_col, day, output_path)
     return done

@@ -27,12 +27,16 @@ def is_local_master(master: str) -> bool:
     return master == "local" or master.startswith("local[")
 
 
-def local_core_count(master: str) -> int:
-    """Cores a local master uses: `local` is 1, `local[*]` is every core, `local[N]` and `local[N,F]` are N."""
+def local_core_count(master: str, *, available: int | None = None) -> int:
+    """Cores a local master uses: `local` is 1, `local[N]` and `local[N,F]` are N, `local[*]` is
+    `available` (the count Spark's `local[*]` itself uses: the driver JVM's available processors, which
+    follow CPU affinity and container limits), else `os.cpu_count()`."""
     if master == "local":
         return 1
     inner = master[len("local[") : -1].split(",")[0]
-    return (os.cpu_count() or 1) if inner == "*" else int(inner)
+    if inner != "*":
+        return int(inner)
+    return available or os.cpu_count() or 1
 
 
 def cluster_core_count(conf: Mapping[str, str]) -> int | None:
@@ -82,9 +86,12 @@ def required_spark_conf_conflicts(asked: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def base_spark_conf(*, master: str, submitted: Mapping[str, str] | None = None) -> dict[str, str]:
+def base_spark_conf(
+    *, master: str, submitted: Mapping[str, str] | None = None, available_cores: int | None = None
+) -> dict[str, str]:
     """The tuned defaults for feature jobs on `master`; `submitted` holds the properties already
-    set on top of them (the Spark connection's, spark-submit's, the job's), read for the cluster's size.
+    set on top of them (the Spark connection's, spark-submit's, the job's), read for the cluster's size;
+    `available_cores` is the driver JVM's processor count, what `local[*]` runs (`local_core_count`).
 
     AQE coalesces small shuffle partitions and splits skewed joins (a few heavy users dominate
     transaction data). Shuffle partitions are sized to the cores: on a local master 16 per core; on
@@ -105,7 +112,7 @@ def base_spark_conf(*, master: str, submitted: Mapping[str, str] | None = None) 
         "spark.ui.showConsoleProgress": "false",
     }
     if is_local_master(master):
-        cores = local_core_count(master)
+        cores = local_core_count(master, available=available_cores)
         # Many small shuffle partitions: a local driver's heap (1 GiB unless the Spark connection
         # sets spark.driver.memory) is shared by every task, and a per-user aggregate over a
         # few large partitions spills. Measured on the 10M-row benchmark: the window combine took
@@ -180,6 +187,9 @@ def build_spark_session(
     launch_master = master or LOCAL_MASTER
     launch = {"spark.master": launch_master, **launch_spark_conf(master=launch_master)}
     SparkContext._ensure_initialized(conf=SparkConf(loadDefaults=False).setAll(list(launch.items())))
+    # What Spark's local[*] runs: the JVM's count follows CPU affinity and container limits, which
+    # os.cpu_count() does not (a 2-CPU container on a 64-core host would size for 64).
+    available_cores = SparkContext._jvm.java.lang.Runtime.getRuntime().availableProcessors()  # type: ignore[union-attr]
     submitted = SparkConf()
     effective_master = submitted.get("spark.master", None) or master or LOCAL_MASTER
     on_top = merge_spark_conf(dict(submitted.getAll()), overrides)
@@ -194,7 +204,9 @@ def build_spark_session(
             REQUIRED_SPARK_CONF[key],
         )
     final = merge_spark_conf(
-        base_spark_conf(master=effective_master, submitted=on_top), on_top, REQUIRED_SPARK_CONF
+        base_spark_conf(master=effective_master, submitted=on_top, available_cores=available_cores),
+        on_top,
+        REQUIRED_SPARK_CONF,
     )
     builder = SparkSession.builder.appName(app_name).master(effective_master)
     for key, value in final.items():

@@ -4,7 +4,7 @@ per-key processing."""
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -248,3 +248,105 @@ def test_apply_per_key_names_a_missing_key(spark) -> None:
     df = spark.createDataFrame([(1,)], "x int")
     with pytest.raises(ValueError, match="key column 'user_id'"):
         apply_per_key(df, key="user_id", fn=lambda g: g, schema="x int")
+
+
+def test_range_read_without_a_schema_never_opens_a_file_outside_the_range(spark, tmp_path: Path) -> None:
+    path = tmp_path / "events"
+    write_partitioned(_events(spark, DAYS), str(path), ["date"])
+    # Named to sort first in every partition outside the range, the earliest one included: inferring
+    # the schema from the whole dataset would open one of them.
+    outside = [d for d in DAYS if not date(2026, 3, 2) <= d <= date(2026, 3, 4)]
+    for day in outside:
+        (path / f"date={day.isoformat()}" / "a-corrupt.parquet").write_bytes(b"not parquet")
+
+    df = read_partition_range(spark, str(path), date(2026, 3, 2), date(2026, 3, 4))
+
+    assert "PartitionFilters: [isnotnull(date" in df._jdf.queryExecution().executedPlan().toString()
+    assert sorted({r["date"] for r in df.select("date").collect()}) == DAYS[1:4]
+    assert df.count() == 15
+    assert read_partition_range(spark, f"file://{path}", DAYS[1], DAYS[1]).count() == 5
+
+
+def test_range_read_of_a_range_with_no_partition(spark, tmp_path: Path) -> None:
+    path = str(tmp_path / "events")
+    write_partitioned(_events(spark, DAYS[:2]), path, ["date"])
+    schema = "key string, value int, date date"
+    empty = read_partition_range(spark, path, date(2026, 4, 1), date(2026, 4, 3), schema=schema)
+    assert empty.count() == 0
+    assert empty.columns == ["key", "value", "date"]
+    with pytest.raises(ValueError, match=r"no date= partition in \[2026-04-01, 2026-04-03\].*pass schema="):
+        read_partition_range(spark, path, date(2026, 4, 1), date(2026, 4, 3))
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        pytest.param(datetime(2026, 3, 2, 12, 0), date(2026, 3, 4), id="datetime-start-at-noon"),
+        pytest.param(date(2026, 3, 2), pd.Timestamp("2026-03-04", tz="UTC"), id="timestamp-end"),
+        pytest.param("2026-03-02", date(2026, 3, 4), id="string-start"),
+    ],
+)
+def test_range_read_refuses_bounds_that_are_not_dates(spark, tmp_path: Path, start, end) -> None:
+    # A datetime start at noon compared with the partition's midnight and dropped its own day.
+    path = str(tmp_path / "events")
+    write_partitioned(_events(spark, DAYS[:5]), path, ["date"])
+    with pytest.raises(TypeError, match=r"must be a datetime\.date, got .*pass"):
+        read_partition_range(spark, path, start, end)
+
+
+def test_partition_dates_that_are_not_dates_are_refused(spark, tmp_path: Path) -> None:
+    # A datetime was looked up as `date=2026-03-02T00:00:00`: skipped as "no data", or a stale
+    # partition kept; a string failed on `.isoformat()`.
+    source, target = str(tmp_path / "in"), str(tmp_path / "out")
+    write_partitioned(_events(spark, DAYS[:2]), source, ["date"])
+    for day in (datetime(2026, 3, 2), "2026-03-02"):
+        with pytest.raises(TypeError, match=r"a date of dates must be a datetime\.date"):
+            process_by_partition(
+                spark, input_path=source, output_path=target, dates=[day], transform=lambda d, _: d
+            )
+    with pytest.raises(TypeError, match=r"a replace date must be a datetime\.date, got the datetime"):
+        write_partitioned(_events(spark, DAYS[:1]), source, ["date"], replace=[datetime(2026, 3, 2)])
+    assert not (tmp_path / "out").exists()
+    assert existing_date_partitions(spark, source) == set(DAYS[:2])
+
+
+def test_process_by_partition_keeps_a_dates_output_when_its_rerun_fails(spark, tmp_path: Path) -> None:
+    source, target = str(tmp_path / "in"), str(tmp_path / "out")
+    write_partitioned(_events(spark, DAYS[:2]), source, ["date"])
+    process_by_partition(
+        spark, input_path=source, output_path=target, dates=DAYS[:2], transform=lambda d, _: d
+    )
+    before = _digest(tmp_path / "out")
+
+    def failing(df, day):
+        return df.withColumn("value", F.assert_true(F.col("value") < 0, "boom").cast("int"))
+
+    with pytest.raises(Exception, match="boom"):
+        process_by_partition(spark, input_path=source, output_path=target, dates=DAYS[:2], transform=failing)
+
+    assert _digest(tmp_path / "out") == before
+    assert spark.read.parquet(target).count() == 10
+    # The retry succeeds and leaves no staging behind.
+    process_by_partition(
+        spark, input_path=source, output_path=target, dates=DAYS[:2], transform=lambda d, _: d
+    )
+    assert spark.read.parquet(target).count() == 10
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"date={d.isoformat()}" for d in DAYS[:2]]
+
+
+@pytest.mark.parametrize("marker", [pytest.param(None, id="no-marker"), pytest.param("_BUILT", id="marker")])
+def test_staged_write_with_null_dates_replaces_nothing_and_names_them(spark, tmp_path: Path, marker) -> None:
+    # The null partition was swapped in as date=__HIVE_DEFAULT_PARTITION__, which every later listing
+    # refuses; with a marker, the swap stopped half-way on an unclear isoformat error.
+    path, staging = str(tmp_path / "events"), str(tmp_path / "_staging" / "events")
+    write_partitioned(_events(spark, DAYS[:3]), path, ["date"])
+    before = _digest(tmp_path / "events")
+    rows = spark.createDataFrame([(DAYS[0], "k0", 100), (None, "k1", 1)], "date date, key string, value int")
+
+    with pytest.raises(
+        ValueError, match=r"have a date value that is not a date \(null, staged as .*drop or fix"
+    ):
+        write_partitioned(rows, path, ["date"], replace=[DAYS[0]], staging=staging, marker=marker)
+
+    assert _digest(tmp_path / "events") == before
+    assert existing_date_partitions(spark, path) == set(DAYS[:3])

@@ -114,3 +114,14 @@ def test_conflicts_with_the_required_conf_are_named() -> None:
     }
     assert required_spark_conf_conflicts(asked) == {"spark.sql.session.timeZone": "America/New_York"}
     assert required_spark_conf_conflicts({}) == {}
+
+
+def test_local_all_cores_follow_the_cores_the_driver_jvm_has(monkeypatch) -> None:
+    # os.cpu_count() counts the host's cores, not the affinity or the container limit Spark runs in.
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert local_core_count("local[*]", available=2) == 2
+    assert local_core_count("local[*,3]", available=2) == 2
+    assert local_core_count("local[4]", available=2) == 4
+    conf = base_spark_conf(master="local[*]", available_cores=2)
+    assert conf["spark.sql.shuffle.partitions"] == "32"
+    assert conf["spark.default.parallelism"] == "2"
