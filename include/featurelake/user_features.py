@@ -399,7 +399,8 @@ def combine_tiles(
     fails on a tile whose group is missing rather than pick a wrong top group. A transaction's date
     is the UTC date of its timestamp, so the latest transaction of the window is the latest of the
     per-day latest ones, and max_by over their timestamps picks it: no two days share a timestamp.
-    The variance comes exactly from integer sums: n * sum(x^2) - sum(x)^2 in decimal arithmetic.
+    The variance comes from exact integer sums: sum(x^2) - sum(x)^2 / n, its integer part in decimal
+    arithmetic.
     """
     start, end = window_dates(ds, window_days)
     recent = F.col("date") >= F.lit(ds - timedelta(days=RECENT_DAYS - 1))
@@ -438,8 +439,16 @@ def combine_tiles(
     group_names = F.array(*[F.lit(group) for group in groups]) if groups else F.array().cast("array<string>")
 
     n = F.col("n")
-    micros = F.col("micros").cast("decimal(38,0)")
-    variance_numerator = n.cast("decimal(38,0)") * F.col("micros_squared") - micros * micros
+    # n * sum(x^2) - sum(x)^2 can exceed decimal(38,0) when every sum fits (9e12 and 1.00: 1.62e38),
+    # so it is divided by n exactly first. With sum(x) = n*q + r (q = sum(x) div n, |r| < n):
+    # sum(x^2) - sum(x)^2/n = (sum(x^2) - n*q*q - 2*q*r) - r*r/n, whose first part is an exact
+    # integer between 0 and sum(x^2), and whose last part is below n.
+    quotient = F.expr("micros div n")
+    remainder = F.col("micros") - quotient * n
+    q = quotient.cast("decimal(38,0)")
+    exact_part = F.col("micros_squared") - n.cast("decimal(38,0)") * q * q - 2 * q * remainder
+    n_double = n.cast("double")
+    variance_numerator = exact_part.cast("double") - remainder.cast("double") ** 2 / n_double
     unit = F.lit(float(MICROS_PER_UNIT))
     features = totals.select(
         "user_id",
@@ -448,7 +457,7 @@ def combine_tiles(
         (F.col("micros").cast("double") / n / unit).alias("avg_spend"),
         F.when(
             n >= 2,
-            F.sqrt(variance_numerator.cast("double") / (n.cast("double") * (n - 1).cast("double"))) / unit,
+            F.sqrt(variance_numerator / (n_double - 1.0)) / unit,
         ).alias("std_spend"),
         "max_spend",
         n.alias("transaction_count"),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
@@ -109,6 +110,26 @@ def rewritten_since_built(spark: SparkSession, layout: LakeLayout, sources: dict
     )
 
 
+@contextmanager
+def explained_overflow(*, ds: date, window_days: int) -> Iterator[None]:
+    """Spark's ARITHMETIC_OVERFLOW (ANSI mode) from the exact sums, as an error that says what
+    overflowed and what to do: `MAX_ABS_AMOUNT` bounds each amount, not a user's sums."""
+    from pyspark.errors import ArithmeticException
+
+    try:
+        yield
+    except ArithmeticException as error:
+        raise OverflowError(
+            f"the features of {ds} overflow the job's exact sums: a user's amounts in the "
+            f"{window_days}-day window (or on one day) add up to more than 9.2e12 in absolute value, "
+            "or their squares to more than 1e26 (the sums are exact integers of micro-units, "
+            "docs/features.md). Each amount is within MAX_ABS_AMOUNT, but their sums are not: correct "
+            "or remove the rows with the largest amounts in raw/transactions of the window's dates "
+            "(re-land those dates), and rerun. "
+            f"Spark said: {str(error).splitlines()[0]}"
+        ) from error
+
+
 def run_user_features(
     spark: SparkSession, *, ds: date, lake: str, window_days: int, mode: str
 ) -> FeatureRunReport:
@@ -164,64 +185,65 @@ def run_user_features(
     # its measured size lets Spark broadcast it.
     repeated = repeated_transaction_keys(rows).persist()
     try:
-        log.info("%d (date, transaction_id) keys occur on more than one raw row", repeated.count())
-        marked = mark_transactions(rows, repeated)
-        # Pruned to the built dates' raw files, with the repeated keys of every date read.
-        built = marked.where(F.col("date").isin([F.lit(d) for d in to_build]))
-        # Every write replaces the dates it covers, so a date left with no clean (or no invalid)
-        # rows holds no stale tile (or quarantine), and a retry writes the same bytes.
-        write_partitioned(
-            quarantined_rows(built),
-            layout.quarantine_transactions,
-            ["date"],
-            sort_within=["transaction_id", "reason"],
-            replace=to_build,
-            staging=staged.quarantine_transactions,
-        )
-        write_partitioned(
-            build_daily_tiles(built, categories),
-            layout.user_daily_tiles,
-            ["date"],
-            sort_within=["user_id", "merchant_id", "category_group"],
-            # one date: AQE coalesces it into one task; several: one task per date
-            shuffle=len(to_build) > 1,
-            replace=to_build,
-            staging=staged.user_daily_tiles,
-            marker=TILE_BUILT_MARKER,
-            marker_text=sources,
-        )
-        # Defined after the tile write: Spark lists the files when the read is defined.
-        tiles = (
-            spark.read.schema(TILE_SCHEMA)
-            .option("basePath", layout.user_daily_tiles)
-            .parquet(layout.user_daily_tiles)
-        )
-        if mode == "full":
-            # From raw in one pass: every clean row as a tile of its own, already clustered by
-            # user. Adding them up per day first would only cost an aggregate: at this sparsity a
-            # daily tile holds about one transaction.
-            features = combine_tiles(
-                transaction_tiles(marked, categories, latest_per_day=False),
-                ds=ds,
-                window_days=window_days,
-                groups=lookup_category_groups(categories),
-                clustered_by_user=True,
+        with explained_overflow(ds=ds, window_days=window_days):
+            log.info("%d (date, transaction_id) keys occur on more than one raw row", repeated.count())
+            marked = mark_transactions(rows, repeated)
+            # Pruned to the built dates' raw files, with the repeated keys of every date read.
+            built = marked.where(F.col("date").isin([F.lit(d) for d in to_build]))
+            # Every write replaces the dates it covers, so a date left with no clean (or no invalid)
+            # rows holds no stale tile (or quarantine), and a retry writes the same bytes.
+            write_partitioned(
+                quarantined_rows(built),
+                layout.quarantine_transactions,
+                ["date"],
+                sort_within=["transaction_id", "reason"],
+                replace=to_build,
+                staging=staged.quarantine_transactions,
             )
-        else:
-            window_tiles = tiles.where(F.col("date").between(F.lit(start), F.lit(ds)))
-            features = combine_tiles(
-                window_tiles, ds=ds, window_days=window_days, groups=category_groups(window_tiles)
+            write_partitioned(
+                build_daily_tiles(built, categories),
+                layout.user_daily_tiles,
+                ["date"],
+                sort_within=["user_id", "merchant_id", "category_group"],
+                # one date: AQE coalesces it into one task; several: one task per date
+                shuffle=len(to_build) > 1,
+                replace=to_build,
+                staging=staged.user_daily_tiles,
+                marker=TILE_BUILT_MARKER,
+                marker_text=sources,
             )
-        write_partitioned(
-            features.withColumn("date", F.lit(ds)),
-            layout.user_features,
-            ["date"],
-            sort_within=["user_id"],
-            shuffle=False,
-            # With no clean row in the window there is nothing to write, and the date is left empty.
-            replace=[ds],
-            staging=staged.user_features,
-        )
+            # Defined after the tile write: Spark lists the files when the read is defined.
+            tiles = (
+                spark.read.schema(TILE_SCHEMA)
+                .option("basePath", layout.user_daily_tiles)
+                .parquet(layout.user_daily_tiles)
+            )
+            if mode == "full":
+                # From raw in one pass: every clean row as a tile of its own, already clustered by
+                # user. Adding them up per day first would only cost an aggregate: at this sparsity a
+                # daily tile holds about one transaction.
+                features = combine_tiles(
+                    transaction_tiles(marked, categories, latest_per_day=False),
+                    ds=ds,
+                    window_days=window_days,
+                    groups=lookup_category_groups(categories),
+                    clustered_by_user=True,
+                )
+            else:
+                window_tiles = tiles.where(F.col("date").between(F.lit(start), F.lit(ds)))
+                features = combine_tiles(
+                    window_tiles, ds=ds, window_days=window_days, groups=category_groups(window_tiles)
+                )
+            write_partitioned(
+                features.withColumn("date", F.lit(ds)),
+                layout.user_features,
+                ["date"],
+                sort_within=["user_id"],
+                shuffle=False,
+                # With no clean row in the window there is nothing to write, and the date is left empty.
+                replace=[ds],
+                staging=staged.user_features,
+            )
     finally:
         repeated.unpersist()
         delete_path(spark, staged.root)

@@ -8,6 +8,8 @@ Decisions where the contract leaves room:
 - Validity is checked first, then exact duplicates (all columns and the partition date equal) collapse to
   one row, then a transaction_id left with several different versions in one date has every distinct
   version quarantined as `conflicting_duplicate` (one quarantine row per version, not per raw copy).
+- A transaction is a (date, transaction_id): an id reused on two dates counts as two transactions, as
+  docs/features.md says ("Combining"), since repeats are detected within one date partition only.
 - `top_category_group` ranks groups on exact cent sums (DECIMAL), so 0.10 + 0.20 ties with 0.30; the
   feature columns themselves are DOUBLE sums, as the contract types them.
 """
@@ -101,8 +103,11 @@ WITH {_CLEANING_CTES},
 categorised AS (
     SELECT clean.*, coalesce(categories.category_group, 'unknown') AS category_group
     FROM clean
-    LEFT JOIN read_parquet($categories_path, hive_partitioning = false) AS categories
-        USING (category_id)
+    -- Identical repeated rows of the lookup are harmless (the contract): one row per id and group.
+    LEFT JOIN (
+        SELECT DISTINCT category_id, category_group
+        FROM read_parquet($categories_path, hive_partitioning = false)
+    ) AS categories USING (category_id)
 ),
 group_spend AS (
     -- Exact cent sums, so that ties between groups are real ties and not float rounding.
@@ -121,16 +126,16 @@ per_user AS (
         CAST($ds AS DATE) AS feature_date,
         sum(amount) AS total_spend,
         avg(amount) AS avg_spend,
-        CASE WHEN count(DISTINCT transaction_id) >= 2 THEN stddev_samp(amount) END AS std_spend,
+        CASE WHEN count(DISTINCT (date, transaction_id)) >= 2 THEN stddev_samp(amount) END AS std_spend,
         max(amount) AS max_spend,
-        count(DISTINCT transaction_id) AS transaction_count,
+        count(DISTINCT (date, transaction_id)) AS transaction_count,
         count(DISTINCT merchant_id) AS unique_merchants,
         max(transaction_ts) AS last_transaction_ts,
         CAST(
             CAST($ds AS DATE) - CAST(max(transaction_ts) AT TIME ZONE 'UTC' AS DATE) AS INTEGER
         ) AS days_since_last_transaction,
         coalesce(sum(amount) FILTER (WHERE date >= $week_start), 0.0) AS spend_7d,
-        count(DISTINCT transaction_id) FILTER (WHERE date >= $week_start) AS transaction_count_7d,
+        count(DISTINCT (date, transaction_id)) FILTER (WHERE date >= $week_start) AS transaction_count_7d,
         -- The latest transaction; on equal timestamps the greatest transaction_id.
         arg_max(amount, (transaction_ts, transaction_id)) AS last_amount
     FROM categorised
