@@ -1,16 +1,27 @@
-"""Helpers shared by the test levels: free loopback ports, real spark-submit runs, Redis clients and
-emptied Redis servers."""
+"""Helpers shared by the test levels: free loopback ports, real spark-submit runs, Redis clients,
+emptied Redis servers and Dask scheduler and worker processes."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from featurelake.local_redis import free_port
 
-__all__ = ["PROJECT_ROOT", "VENV_BIN", "emptied_redis_nodes", "free_port", "redis_client", "spark_submit"]
+__all__ = [
+    "PROJECT_ROOT",
+    "VENV_BIN",
+    "dask_processes",
+    "emptied_redis_nodes",
+    "free_port",
+    "redis_client",
+    "spark_submit",
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -55,3 +66,51 @@ def emptied_redis_nodes(*servers) -> list[str]:
             client.close()
         nodes.append(f"{server.host}:{server.port}")
     return nodes
+
+
+@contextmanager
+def dask_processes(
+    worker_command: list[str], logs: Path, *, env: dict[str, str], workers: int = 1
+) -> Iterator[str]:
+    """A `dask scheduler` on loopback and `workers` workers, each started by `worker_command` + its
+    address; yields the scheduler's address."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    base_env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    scheduler = subprocess.Popen(
+        [str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=(logs / "scheduler.log").open("w"),
+        stderr=subprocess.STDOUT,
+        env=base_env,
+    )
+    processes = [scheduler]
+    try:
+        for n in range(workers):
+            log = logs / f"worker-{n}.log"
+            options = ["--nthreads", "2", "--no-dashboard", "--local-directory", str(logs / f"w{n}")]
+            processes.append(
+                subprocess.Popen(
+                    [*worker_command, address, *options],
+                    stdout=log.open("w"),
+                    stderr=subprocess.STDOUT,
+                    env={**base_env, **env},
+                    cwd=logs,
+                )
+            )
+        from distributed import Client
+
+        deadline = time.monotonic() + 90
+        with Client(address, timeout="60s", set_as_default=False) as client:
+            while len(client.scheduler_info()["workers"]) < workers:
+                for process in processes[1:]:
+                    assert process.poll() is None, (logs / "worker-0.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, (logs / "worker-0.log").read_text()[-2000:]
+                time.sleep(0.5)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -4,9 +4,7 @@ DuckDB computation on the same files."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -20,7 +18,7 @@ from featurelake.merchant_stats import compute_merchant_stats, dask_client
 from featurelake.synthetic import generate_lake
 from tests.oracle.edge_case_lake import write_edge_case_lake
 from tests.oracle.merchant_stats_duckdb import oracle
-from tests.support import VENV_BIN, free_port
+from tests.support import VENV_BIN, dask_processes
 
 pytestmark = pytest.mark.integration
 
@@ -39,49 +37,10 @@ def lake(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dask_scheduler(tmp_path_factory) -> Iterator[str]:
     """`dask scheduler` and one `dask worker` (2 threads, its own process) on loopback."""
-    port = free_port()
-    logs = tmp_path_factory.mktemp("dask")
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    scheduler = subprocess.Popen(
-        [str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        stdout=(logs / "scheduler.log").open("w"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    address = f"tcp://127.0.0.1:{port}"
-    worker = subprocess.Popen(
-        [
-            str(VENV_BIN / "dask"),
-            "worker",
-            address,
-            "--nthreads",
-            "2",
-            "--nworkers",
-            "1",
-            "--no-dashboard",
-            "--local-directory",
-            str(logs / "worker"),
-        ],
-        stdout=(logs / "worker.log").open("w"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    try:
-        from distributed import Client
-
-        deadline = time.monotonic() + 90
-        with Client(address, timeout="60s", set_as_default=False) as client:
-            while not client.scheduler_info()["workers"]:
-                assert time.monotonic() < deadline, (logs / "worker.log").read_text()[-2000:]
-                time.sleep(0.5)
+    with dask_processes(
+        [str(VENV_BIN / "dask"), "worker"], tmp_path_factory.mktemp("dask"), env={}
+    ) as address:
         yield address
-    finally:
-        for process in (worker, scheduler):
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def assert_matches(got_path: Path, want: pd.DataFrame, ds: date, *, min_merchants: int = 21) -> None:

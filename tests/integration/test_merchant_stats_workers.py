@@ -5,13 +5,9 @@ lake's volume was not mounted). The job fails at once, naming the worker and the
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sysconfig
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,60 +15,12 @@ import pytest
 
 from featurelake.merchant_stats import compute_merchant_stats, dask_client
 from featurelake.synthetic import generate_lake
-from tests.support import VENV_BIN, free_port
+from tests.support import VENV_BIN, dask_processes
 
 pytestmark = pytest.mark.integration
 
 DS = date(2026, 8, 20)
 WINDOW = 3
-
-
-@contextmanager
-def cluster_with_workers(
-    worker_command: list[str], logs: Path, *, env: dict[str, str], workers: int = 1
-) -> Iterator[str]:
-    """A `dask scheduler` on loopback and `workers` workers, each started by `worker_command` + its
-    address; yields the scheduler's address."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    base_env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    scheduler = subprocess.Popen(
-        [str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        stdout=(logs / "scheduler.log").open("w"),
-        stderr=subprocess.STDOUT,
-        env=base_env,
-    )
-    processes = [scheduler]
-    try:
-        for n in range(workers):
-            log = logs / f"worker-{n}.log"
-            options = ["--nthreads", "2", "--no-dashboard", "--local-directory", str(logs / f"w{n}")]
-            processes.append(
-                subprocess.Popen(
-                    [*worker_command, address, *options],
-                    stdout=log.open("w"),
-                    stderr=subprocess.STDOUT,
-                    env={**base_env, **env},
-                    cwd=logs,
-                )
-            )
-        from distributed import Client
-
-        deadline = time.monotonic() + 90
-        with Client(address, timeout="60s", set_as_default=False) as client:
-            while len(client.scheduler_info()["workers"]) < workers:
-                for process in processes[1:]:
-                    assert process.poll() is None, (logs / "worker-0.log").read_text()[-2000:]
-                assert time.monotonic() < deadline, (logs / "worker-0.log").read_text()[-2000:]
-                time.sleep(0.5)
-        yield address
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def job_outcome(address: str, lake: Path, tmp_path: Path, *, seconds: float = 60) -> dict[str, object]:
@@ -122,7 +70,7 @@ def test_a_worker_that_cannot_import_featurelake_fails_the_job_at_once(lake: Pat
     logs = tmp_path / "logs"
     logs.mkdir()
     command = [str(VENV_BIN / "python"), "-S", "-m", "distributed.cli.dask_worker"]
-    with cluster_with_workers(command, logs, env={"PYTHONPATH": sysconfig.get_paths()["purelib"]}) as address:
+    with dask_processes(command, logs, env={"PYTHONPATH": sysconfig.get_paths()["purelib"]}) as address:
         error = job_error(address, lake, tmp_path)
     assert isinstance(error, RuntimeError), repr(error)
     message = str(error)
@@ -155,7 +103,7 @@ def test_a_worker_that_does_not_see_the_lake_fails_the_job_naming_it(lake: Path,
         str(VENV_BIN / "dask"),
         "worker",
     ]
-    with cluster_with_workers(command, logs, env={}) as address:
+    with dask_processes(command, logs, env={}) as address:
         error = job_error(address, lake, tmp_path)
     assert isinstance(error, RuntimeError), repr(error)
     message = str(error)
@@ -181,7 +129,7 @@ def test_workers_that_do_not_share_the_staging_directory_fail_the_job(lake: Path
         str(VENV_BIN / "dask"),
         "worker",
     ]
-    with cluster_with_workers(command, logs, env={}, workers=2) as address:
+    with dask_processes(command, logs, env={}, workers=2) as address:
         outcome = job_outcome(address, lake, tmp_path)
     assert "error" in outcome, f"the job succeeded: {outcome.get('report')}"
     error = outcome["error"]
