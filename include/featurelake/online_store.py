@@ -24,11 +24,11 @@ and writes it meanwhile, following the cluster's ASK and MOVED redirections.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,6 +45,8 @@ from featurelake.feature_records import (
     key_pattern,
 )
 from featurelake.sharding import ShardRing
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -632,15 +634,28 @@ class OnlineStore:
         pattern = key_pattern(self.config.key_prefix, view)
         yield from self.client(node).scan_iter(match=pattern, count=self.config.batch_size)
 
+    def _on_every_primary(self, scan: Callable[[RedisCluster, ClusterNode], T]) -> dict[str, T]:
+        """`scan(cluster, primary)` for each primary of the cluster, by node name. A SCAN goes to one
+        named node, so a slot table that still names a primary that died (a failover since this
+        client last wrote) fails it: the table is then loaded again from the live nodes, and every
+        primary scanned again."""
+        cluster = self.cluster_client()
+        try:
+            return {node.name: scan(cluster, node) for node in cluster.get_primaries()}
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            log.warning("a cluster node did not answer (%s): reloading the slot table, scanning again", error)
+            cluster.nodes_manager.initialize()
+            return {node.name: scan(cluster, node) for node in cluster.get_primaries()}
+
     def count_keys(self, view: str | None = None) -> dict[str, int]:
         """Keys per node (SCAN); on a cluster, per primary."""
         pattern = key_pattern(self.config.key_prefix, view)
         if self.config.cluster:
-            cluster = self.cluster_client()
-            return {
-                node.name: sum(1 for _ in cluster.scan_iter(match=pattern, count=1000, target_nodes=node))
-                for node in cluster.get_primaries()
-            }
+            return self._on_every_primary(
+                lambda cluster, node: sum(
+                    1 for _ in cluster.scan_iter(match=pattern, count=1000, target_nodes=node)
+                )
+            )
         return {node: sum(1 for _ in self.scan_keys(node, view)) for node in self.every_node}
 
     # -- replacing a date, deleting -----------------------------------------------------------
@@ -676,11 +691,16 @@ class OnlineStore:
         head = pattern.removesuffix("*").encode()
         removed: set[bytes] = set()
         if self.config.cluster:
-            cluster = self.cluster_client()
-            candidates: set[bytes] = set()
-            for primary in cluster.get_primaries():
-                scanned = cluster.scan_iter(match=pattern, count=self.config.batch_size, target_nodes=primary)
-                candidates.update(self._outside(scanned, head, keep))
+            scanned = self._on_every_primary(
+                lambda cluster, primary: set(
+                    self._outside(
+                        cluster.scan_iter(match=pattern, count=self.config.batch_size, target_nodes=primary),
+                        head,
+                        keep,
+                    )
+                )
+            )
+            candidates: set[bytes] = set().union(*scanned.values())
             for chunk in _chunks(candidates, self.config.batch_size):
                 replies, _ = self._script_per_key_on_cluster(_DELETE_IF_DATED, {key: [day] for key in chunk})
                 removed.update(key for key, reply in replies.items() if reply)

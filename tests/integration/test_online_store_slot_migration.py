@@ -414,20 +414,27 @@ def test_a_read_or_a_delete_after_a_primary_dies_does_not_fail() -> None:
     """A client that does not write (the layered cache's reader, or an eviction) whose slot table
     still names a primary that died: its first read after the cluster promoted the replica gets
     every key, and its first delete deletes every key, as a write does, rather than failing once
-    with a ConnectionError. Its own cluster, so that the module's replicated cluster keeps its
-    pairs for the tests above; two primaries die in turn, each after the majority promoted the
-    replica of the one before."""
+    with a ConnectionError; so do a count and a removal of stale records by other such clients. Its
+    own cluster, so that the module's replicated cluster keeps its pairs for the tests above; two
+    primaries die in turn, each after the majority promoted the replica of the one before."""
     entities = [f"r{i:06d}" for i in range(3000)]
     config = {"cluster": True, "batch_size": 500}
     with (
         LocalRedisCluster(primaries=3, replicas=1, node_timeout_ms=1000) as cluster,
         OnlineStore(OnlineStoreConfig(nodes=cluster.addresses[:1], **config)) as store,
+        OnlineStore(OnlineStoreConfig(nodes=cluster.addresses[:1], **config)) as counter,
+        OnlineStore(OnlineStoreConfig(nodes=cluster.addresses[:1], **config)) as remover,
     ):
         assert store.write(VIEW, dated(entities, date(2026, 11, 7))).written == 3000
-        assert len(store.read(VIEW, entities[:10])) == 10  # the client's slot table is loaded
+        for client in (store, counter, remover):  # each client's slot table is loaded
+            assert len(client.read(VIEW, entities[:10])) == 10
         _kill_a_primary_and_wait_for_its_replica(cluster)
         got = store.read(VIEW, entities)
         assert len(got) == 3000 and {record.feature_date for record in got.values()} == {"2026-11-07"}
+        # SCAN names its node: the table is reloaded, not the dead primary asked again
+        assert sum(counter.count_keys(VIEW).values()) == 3000
+        assert remover.remove_stale(VIEW, date(2026, 11, 7), entities[500:]) == 500
+        entities = entities[500:]
 
         _kill_a_primary_and_wait_for_its_replica(cluster)
         assert store.delete(VIEW, entities[:2000]) == 2000
