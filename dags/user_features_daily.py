@@ -163,6 +163,9 @@ with DAG(
         window_days=30,
         dask_conn_id="dask_default",
         execution_timeout=timedelta(hours=2),
+        # Two runs of one date (a backfill rerun overlapping the daily run) would share its staging
+        # directory in the lake: runs take turns here too.
+        max_active_tis_per_dag=1,
     )
 
     check_raw_partition >> compute_user_features >> [publish_online_features, choose_view_engine]

@@ -87,8 +87,14 @@ def test_daily_dag_offers_every_view_engine_and_refresh_mode(dag_bag) -> None:
 def test_writers_of_shared_state_take_turns_across_runs(dag_bag) -> None:
     """A backfill's runs overlap the daily run and each other (Airflow 3 applies a backfill's
     --max-active-runs apart from the DAG's max_active_runs). The tasks that rewrite what runs of other
-    dates read or write (the window's tiles, the view's Delta table) run one at a time."""
+    dates read or write (the window's tiles, the view's Delta table), or that two runs of one date
+    would share (the Dask job's staging directory), run one at a time."""
     dag = dag_bag.dags["user_features_daily"]
-    shared = {"compute_user_features", "refresh_user_features_view", "refresh_user_features_view_spark"}
+    shared = {
+        "compute_user_features",
+        "compute_merchant_stats",
+        "refresh_user_features_view",
+        "refresh_user_features_view_spark",
+    }
     limits = {task.task_id: task.max_active_tis_per_dag for task in dag.tasks if task.task_id in shared}
     assert limits == dict.fromkeys(shared, 1)
