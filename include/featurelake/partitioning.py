@@ -194,8 +194,6 @@ def read_partition_range(
     (`PartitionFilters`). `basePath` keeps the partition column in the result. A range with no
     partition reads as an empty DataFrame when `schema` is given, and is an error otherwise.
     """
-    from pyspark.sql import functions as F
-
     start = _require_date(start, name="start")
     end = _require_date(end, name="end")
     if end < start:
@@ -205,6 +203,24 @@ def read_partition_range(
         for day, directory in sorted(listed_date_partitions(spark, path, partition_col=partition_col).items())
         if start <= day <= end
     ]
+    return _read_partitions(
+        spark, path, in_range, start=start, end=end, partition_col=partition_col, schema=schema
+    )
+
+
+def _read_partitions(
+    spark: SparkSession,
+    path: str,
+    in_range: list[str],
+    *,
+    start: date,
+    end: date,
+    partition_col: str,
+    schema: StructType | None,
+) -> DataFrame:
+    """`read_partition_range`'s read of the partition directories `in_range`, already listed."""
+    from pyspark.sql import functions as F
+
     reader = spark.read.option("basePath", path)
     if schema is not None:
         reader = reader.schema(schema)
@@ -378,7 +394,11 @@ def process_by_partition(
                 f", and removed its earlier output {stale}" if removed else "",
             )
             continue
-        part = read_partition_range(spark, input_path, day, day, partition_col=partition_col)
+        # The date's directory, known to hold data: no second listing of every partition per date.
+        directory = f"{input_path.rstrip('/')}/{partition_col}={day.isoformat()}"
+        part = _read_partitions(
+            spark, input_path, [directory], start=day, end=day, partition_col=partition_col, schema=None
+        )
         result = transform(part.drop(partition_col), day).withColumn(partition_col, F.lit(day))
         staging = f"{output_path.rstrip('/')}/.staging-{partition_col}={day.isoformat()}"
         write_partitioned(result, output_path, [partition_col], replace=[day], staging=staging)
