@@ -37,6 +37,24 @@ class CacheStats:
     missing: int = 0
 
 
+class _Computation:
+    """One call's computation of some ids: `done` is set when it ended, `failed` if it raised."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.failed = True
+
+
+def _entity_ids(method: str, entity_ids: Iterable[str]) -> Iterable[str]:
+    """`entity_ids`, refused when it is one id: a string would be read as its characters."""
+    if isinstance(entity_ids, (str, bytes)):
+        raise TypeError(
+            f"{method}() takes an iterable of entity ids, got the string {entity_ids!r}; "
+            f"pass a list such as [{entity_ids!r}]"
+        )
+    return entity_ids
+
+
 class LayeredFeatureCache:
     """Records of one feature view: local LRU/TTL, then `store`, then `compute` (optional)."""
 
@@ -52,7 +70,7 @@ class LayeredFeatureCache:
     ) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
-        if ttl_seconds <= 0:
+        if not ttl_seconds > 0:  # NaN too, which would expire every entry at once
             raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds}")
         self.view = view
         self.store = store
@@ -65,14 +83,18 @@ class LayeredFeatureCache:
         # Counts `invalidate` calls: a read that began before one does not put what it read into
         # the local layer, which could be the value the invalidation was for.
         self._invalidations = 0
+        # The ids being computed, each with the computation's outcome: a concurrent miss of one
+        # waits for it rather than computing (reading the lake) again.
+        self._computing: dict[str, _Computation] = {}
 
     def get(self, entity_id: str) -> FeatureRecord | None:
         return self.get_many([entity_id]).get(entity_id)
 
     def get_many(self, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
         """The records of `entity_ids` that any layer holds or `compute` gives; one store read
-        (grouped by shard) and one compute call for the ids the layers above miss."""
-        ids = list(dict.fromkeys(entity_ids))
+        (grouped by shard) and one compute call for the ids the layers above miss. An id that
+        another call is computing is not computed again: this call waits, then reads it."""
+        ids = list(dict.fromkeys(_entity_ids("get_many", entity_ids)))
         found: dict[str, FeatureRecord] = {}
         with self._lock:
             invalidations = self._invalidations
@@ -82,41 +104,91 @@ class LayeredFeatureCache:
                     found[entity] = record
             self.stats.local_hits += len(found)
         misses = [entity for entity in ids if entity not in found]
-        from_store: Mapping[str, FeatureRecord] = {}
+        from_store: dict[str, FeatureRecord] = {}
         if misses:
-            from_store = self.store.read(self.view, misses)
+            from_store = dict(self.store.read(self.view, misses))
             found.update(from_store)
             misses = [entity for entity in misses if entity not in from_store]
         computed: dict[str, FeatureRecord] = {}
         if misses and self.compute is not None:
-            wanted = set(misses)
-            computed = {entity: record for entity, record in self.compute(misses).items() if entity in wanted}
-            if computed and self.store.write(self.view, computed.items()).kept_newer:
-                # A writer got later records into the store meanwhile: serve those, not ours.
-                stored = self.store.read(self.view, list(computed))
-                computed.update(
-                    (entity, record)
-                    for entity, record in stored.items()
-                    if record.feature_date > computed[entity].feature_date
-                )
+            computed, waited_for = self._compute_once(self.compute, misses)
+            if waited_for:
+                # Computed by another call, which wrote what it found to the store.
+                by_others = self.store.read(self.view, waited_for)
+                from_store.update(by_others)
+                found.update(by_others)
             found.update(computed)
-            misses = [entity for entity in misses if entity not in computed]
+            misses = [entity for entity in misses if entity not in found]
         with self._lock:
             if self._invalidations == invalidations:
-                self._local.update(from_store)
-                self._local.update(computed)
+                self._keep_newer(from_store)
+                self._keep_newer(computed)
             self.stats.store_hits += len(from_store)
             self.stats.computed += len(computed)
             self.stats.missing += len(misses)
         return {entity: found[entity] for entity in ids if entity in found}
 
+    def _compute_once(
+        self, compute: ComputeFeatures, misses: Sequence[str]
+    ) -> tuple[dict[str, FeatureRecord], list[str]]:
+        """Compute the `misses` that no other call is computing, write them to the store, and wait
+        for the others; return (the records computed here, the ids another call computed). An id
+        whose computation failed in the other call is computed here."""
+        wanted: list[str] = list(misses)
+        computed: dict[str, FeatureRecord] = {}
+        waited_for: list[str] = []
+        while wanted:
+            mine = _Computation()
+            with self._lock:
+                theirs = {entity: self._computing[entity] for entity in wanted if entity in self._computing}
+                ours = [entity for entity in wanted if entity not in theirs]
+                for entity in ours:
+                    self._computing[entity] = mine
+            try:
+                if ours:
+                    computed.update(self._compute_and_store(compute, ours))
+                mine.failed = False
+            finally:
+                with self._lock:
+                    for entity in ours:
+                        del self._computing[entity]
+                mine.done.set()
+            for computation in {id(c): c for c in theirs.values()}.values():
+                computation.done.wait()
+            waited_for.extend(entity for entity, computation in theirs.items() if not computation.failed)
+            wanted = [entity for entity, computation in theirs.items() if computation.failed]
+        return computed, waited_for
+
+    def _compute_and_store(self, compute: ComputeFeatures, ids: Sequence[str]) -> dict[str, FeatureRecord]:
+        """`compute(ids)`, written back to the store; a later record a writer put in the store
+        meanwhile replaces the computed one."""
+        wanted = set(ids)
+        computed = {entity: record for entity, record in compute(ids).items() if entity in wanted}
+        if computed and self.store.write(self.view, computed.items()).kept_newer:
+            # A writer got later records into the store meanwhile: serve those, not ours.
+            stored = self.store.read(self.view, list(computed))
+            computed.update(
+                (entity, record)
+                for entity, record in stored.items()
+                if record.feature_date > computed[entity].feature_date
+            )
+        return computed
+
+    def _keep_newer(self, records: Mapping[str, FeatureRecord]) -> None:
+        """Put `records` in the local layer, unless it holds a later feature date for the id (a read
+        that finished first put it there): reads never go back to an older record. Under the lock."""
+        for entity, record in records.items():
+            held = self._local.get(entity)
+            if held is None or held.feature_date <= record.feature_date:
+                self._local[entity] = record
+
     def warm(self, entity_ids: Iterable[str], *, batch_size: int = 1000) -> int:
         """Load `entity_ids` into the layers in batches (computing and storing misses); return how
-        many have a record."""
+        many records the batches found (an id given again in a later batch counts again)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         loaded = 0
-        iterator = iter(entity_ids)
+        iterator = iter(_entity_ids("warm", entity_ids))
         while batch := list(islice(iterator, batch_size)):
             loaded += len(self.get_many(batch))
         log.info("warmed %d records of %s", loaded, self.view)
@@ -130,7 +202,7 @@ class LayeredFeatureCache:
             if entity_ids is None:
                 self._local.clear()
             else:
-                for entity in entity_ids:
+                for entity in _entity_ids("invalidate", entity_ids):
                     self._local.pop(entity, None)
 
     def __len__(self) -> int:

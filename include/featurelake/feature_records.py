@@ -12,6 +12,7 @@ keep the newer of two records.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -97,11 +98,15 @@ def plain_value(column: str, value: Any) -> Any:
         return utc.isoformat().replace("+00:00", "Z")
     if isinstance(value, date):
         return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalars
+    # numpy scalars; a timedelta64's .item() is an int of its dtype's unit, which no reader knows
+    if hasattr(value, "item") and not isinstance(value, np.timedelta64):
         return plain_value(column, value.item())
+    if value is getattr(sys.modules.get("pandas"), "NA", None):  # pandas' nullable dtypes' null
+        return None
     raise TypeError(
         f"feature column {column!r} holds a {type(value).__name__}; the online format takes "
-        "null, bool, int, float, str, date and datetime values"
+        "null, bool, int, float, str, date and datetime values: convert the column to one of them "
+        "(a duration to seconds, say)"
     )
 
 
@@ -110,17 +115,42 @@ def record_from_row(
 ) -> FeatureRecord:
     """A record of the row's columns but `exclude`, in plain values."""
     skip = set(exclude)
-    day = (
-        feature_date.isoformat()
-        if isinstance(feature_date, date)
-        else date.fromisoformat(feature_date).isoformat()
+    return FeatureRecord(
+        _iso_day(feature_date), {c: plain_value(c, v) for c, v in row.items() if c not in skip}
     )
-    return FeatureRecord(day, {c: plain_value(c, v) for c, v in row.items() if c not in skip})
+
+
+def _iso_day(feature_date: date | str) -> str:
+    """`feature_date` as records hold it, YYYY-MM-DD. A datetime (a date too) is refused: its
+    isoformat() has a time, which the store's date comparison would sort after the plain date."""
+    if isinstance(feature_date, date) and not isinstance(feature_date, datetime):
+        return feature_date.isoformat()
+    if isinstance(feature_date, str):
+        try:
+            return date.fromisoformat(feature_date).isoformat()
+        except ValueError:
+            pass
+    raise ValueError(
+        f"feature_date must be a date or YYYY-MM-DD, got {feature_date!r}; pass the day the "
+        "features are for, such as '2026-10-28' (of a datetime, its .date())"
+    )
 
 
 def encode_record(record: FeatureRecord) -> bytes:
     """The record's value bytes (msgpack; map keys in the record's column order)."""
-    return msgpack.packb([FORMAT_VERSION, record.feature_date, dict(record.values)], use_bin_type=True)
+    try:
+        return msgpack.packb([FORMAT_VERSION, record.feature_date, dict(record.values)], use_bin_type=True)
+    except TypeError:
+        for column, value in record.values.items():
+            try:
+                msgpack.packb(value)
+            except TypeError:
+                raise TypeError(
+                    f"feature column {column!r} holds a {type(value).__name__}, which the online format "
+                    "has no place for: build records with record_from_row, or pass each value through "
+                    "plain_value"
+                ) from None
+        raise
 
 
 _NOT_OURS = "Delete the key if nothing else needs it, or give featurelake its own key_prefix"

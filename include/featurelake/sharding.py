@@ -20,6 +20,11 @@ class ShardRing:
     """A ketama ring over named nodes; `node_for` and `group_by_node` place keys."""
 
     def __init__(self, nodes: Iterable[str]) -> None:
+        if isinstance(nodes, (str, bytes)):
+            raise TypeError(
+                f"a shard ring takes a list of host:port names, got the string {nodes!r}; "
+                f"pass [{nodes!r}] for a ring of one node"
+            )
         names = list(nodes)
         if not names:
             raise ValueError("a shard ring needs at least one node; list them as host:port")

@@ -127,3 +127,45 @@ def test_record_dates_are_iso() -> None:
     assert record_from_row({}, feature_date="2026-10-28") == FeatureRecord("2026-10-28", {})
     with pytest.raises(ValueError):
         record_from_row({}, feature_date="28/10/2026")
+
+
+@pytest.mark.parametrize(
+    "day",
+    [
+        pytest.param(datetime(2026, 10, 28), id="datetime"),
+        pytest.param(pd.Timestamp("2026-10-28"), id="pandas-timestamp"),
+    ],
+)
+def test_a_feature_date_with_a_time_is_refused(day: object) -> None:
+    # A datetime is a date, and its isoformat() was kept: '2026-10-28T00:00:00', not the documented
+    # YYYY-MM-DD, which sorts after the same date's '2026-10-28' in the store's date comparison.
+    with pytest.raises(
+        ValueError,
+        match=r"feature_date must be a date or YYYY-MM-DD, got (datetime\.datetime\(2026, 10, 28|Timestamp\('2026-10-28)",
+    ):
+        record_from_row({}, feature_date=day)
+
+
+def test_a_feature_date_that_is_not_iso_names_the_argument() -> None:
+    with pytest.raises(ValueError, match="feature_date must be a date or YYYY-MM-DD, got '28/10/2026'"):
+        record_from_row({}, feature_date="28/10/2026")
+
+
+def test_pandas_na_is_null() -> None:
+    # A row of pandas' nullable dtypes (Int64, string, boolean) holds pd.NA where a value is missing.
+    assert plain_value("c", pd.NA) is None
+    row = pd.DataFrame({"n": [None]}, dtype="Int64").iloc[0].to_dict()
+    assert record_from_row(row, feature_date="2026-10-28") == FeatureRecord("2026-10-28", {"n": None})
+
+
+def test_a_numpy_timedelta_is_refused_like_a_timedelta() -> None:
+    # Its .item() is an int of the dtype's unit (ns here): a number whose unit no reader can know.
+    with pytest.raises(TypeError, match="'gap' holds a timedelta64"):
+        plain_value("gap", np.timedelta64(5, "ns"))
+    with pytest.raises(TypeError, match="'gap' holds a timedelta"):
+        plain_value("gap", timedelta(seconds=5))
+
+
+def test_encoding_a_value_the_format_has_no_place_for_names_the_column() -> None:
+    with pytest.raises(TypeError, match="'n' holds a int64"):
+        encode_record(FeatureRecord("2026-10-28", {"ok": 1, "n": np.int64(3)}))

@@ -157,3 +157,53 @@ def test_warm_refuses_a_batch_size_below_one() -> None:
 def test_bad_bounds_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LayeredFeatureCache(view="v", store=DictStore(), **kwargs)
+
+
+def test_a_ttl_that_is_not_a_number_is_refused() -> None:
+    # NaN passed `ttl_seconds <= 0`, and every entry then expired at once: a silently disabled cache.
+    with pytest.raises(ValueError, match="ttl_seconds must be > 0, got nan"):
+        LayeredFeatureCache(view="v", store=DictStore(), ttl_seconds=float("nan"))
+
+
+@pytest.mark.parametrize("method", ["get_many", "warm", "invalidate"])
+def test_one_id_as_a_string_is_refused_not_split_into_characters(method: str) -> None:
+    store = DictStore({"u1": record(1)})
+    cache = LayeredFeatureCache(view="v", store=store)
+    cache.get("u1")
+    with pytest.raises(
+        TypeError, match=rf"{method}\(\) takes an iterable of entity ids, got the string 'u1'"
+    ):
+        getattr(cache, method)("u1")
+    assert len(cache) == 1 and store.reads == [["u1"]]
+
+
+def test_a_failed_computation_is_not_taken_for_missing_records_by_a_reader_waiting_on_it() -> None:
+    import threading
+    import time
+
+    entered = threading.Event()
+    calls: list[list[str]] = []
+
+    def compute(ids):
+        calls.append(list(ids))
+        if len(calls) == 1:
+            entered.set()
+            time.sleep(0.3)  # the second reader misses x meanwhile
+            raise OSError("the lake is unreachable")
+        return {i: record(9) for i in ids}
+
+    cache = LayeredFeatureCache(view="v", store=DictStore(), compute=compute)
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            cache.get("x")
+        except OSError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert entered.wait(10)
+    assert cache.get("x") == record(9), "the second reader computes x itself"
+    thread.join(10)
+    assert len(errors) == 1 and calls == [["x"], ["x"]]

@@ -70,3 +70,9 @@ def test_removing_a_node_moves_only_its_keys(node_count: int, removed: int) -> N
         key = f"k{i}"
         if before.node_for(key) != gone:
             assert after.node_for(key) == before.node_for(key)
+
+
+def test_one_node_as_a_string_is_refused_not_split_into_characters() -> None:
+    # list("redis-0:6379") is 12 distinct one-character "nodes": a ring that placed keys on none.
+    with pytest.raises(TypeError, match=r"list of host:port names, got the string 'redis-0:6379'"):
+        ShardRing("redis-0:6379")  # type: ignore[arg-type]

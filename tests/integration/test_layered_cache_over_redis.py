@@ -1,0 +1,77 @@
+"""The layered cache over real Redis shards with several threads reading: a slow read never puts
+an older record over a newer one in the local layer, and concurrent misses of one id compute it
+once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+import pytest
+
+from featurelake.cache import LayeredFeatureCache
+from featurelake.feature_records import FeatureRecord
+from featurelake.online_store import OnlineStore, OnlineStoreConfig
+
+pytestmark = pytest.mark.integration
+
+VIEW = "user_features"
+OLDER = FeatureRecord("2026-10-28", {"n": 1})
+NEWER = FeatureRecord("2026-10-29", {"n": 2})
+
+
+def test_a_slow_read_does_not_put_an_older_record_over_a_newer_one(redis_nodes: list[str]) -> None:
+    cache: LayeredFeatureCache
+
+    class PublishDuringTheFirstRead(OnlineStore):
+        """The publish of the next date lands while the first read is on its way back, and another
+        thread reads (and caches) the newer record before the first read fills the local layer."""
+
+        publishing = True
+
+        def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
+            found = super().read(view, entity_ids)
+            if self.publishing:
+                self.publishing = False
+                self.write(VIEW, [("x", NEWER)])
+                assert cache.get("x") == NEWER
+            return found
+
+    with PublishDuringTheFirstRead(OnlineStoreConfig(nodes=redis_nodes[:2])) as store:
+        store.write(VIEW, [("x", OLDER)])
+        cache = LayeredFeatureCache(view=VIEW, store=store)
+        assert cache.get("x") == OLDER  # what the store held when this read asked
+        assert cache.get("x") == NEWER, "the local layer went back to the older record"
+
+
+def test_concurrent_misses_of_one_id_compute_it_once(redis_nodes: list[str]) -> None:
+    calls: list[list[str]] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def compute(ids):
+        calls.append(list(ids))
+        if len(calls) == 1:  # the first computation is slow (the lake)
+            entered.set()
+            assert release.wait(10)
+        return {entity: NEWER for entity in ids}
+
+    with OnlineStore(OnlineStoreConfig(nodes=redis_nodes[:2])) as store:
+        cache = LayeredFeatureCache(view=VIEW, store=store, compute=compute)
+        results: dict[str, dict[str, FeatureRecord]] = {}
+
+        def read(name: str) -> None:
+            results[name] = cache.get_many(["x"])
+
+        first = threading.Thread(target=read, args=("first",))
+        first.start()
+        assert entered.wait(10)
+        second = threading.Thread(target=read, args=("second",))
+        second.start()
+        time.sleep(0.3)  # the second read misses locally and in Redis while the first computes
+        release.set()
+        first.join(10)
+        second.join(10)
+        assert results == {"first": {"x": NEWER}, "second": {"x": NEWER}}
+        assert calls == [["x"]], "the second reader computed x again"
+        assert store.read(VIEW, ["x"]) == {"x": NEWER}
