@@ -232,8 +232,14 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
     """GET every id once (duplicates are fetched once). A 429 or 5xx, a timeout or a lost connection
     is retried; a 404 (the id does not exist), another 4xx, a body that is not JSON, a redirect loop
     (more than `MAX_REDIRECTS` requests) and any other aiohttp error (a malformed response) fail
-    the id without retry. Never raises for one id; the result names each id that failed, and why."""
+    the id without retry. Never raises for one id; the result names each id that failed, and why.
+    Raises ValueError, before any request, when an id is not a non-empty string."""
     unique = list(dict.fromkeys(ids))
+    # Refused before any request: an id that fails once the others are in flight would leave them
+    # running against a closed session.
+    bad = [resource_id for resource_id in unique if not isinstance(resource_id, str) or not resource_id]
+    if bad:
+        raise ValueError(f"ids must be non-empty strings; {len(bad)} are not, for example {bad[:3]!r}")
     result = FetchResult()
     limiter = AsyncLimiter(1, 1 / config.rate_per_second)
     in_flight = asyncio.Semaphore(config.max_concurrency)
@@ -259,12 +265,17 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                     if response.status == 404:
                         raise _Failed("HTTP 404: not found")
                     if response.status >= 400:
-                        body = await response.text(errors="replace")
+                        try:
+                            body = await response.text(errors="replace")
+                        except LookupError:  # a charset that is no text encoding, such as base64
+                            body = (await response.read()).decode("utf-8", errors="replace")
                         failure = _Failed if response.status in ID_OWN_STATUSES else _ApiFailed
                         raise failure(f"HTTP {response.status}: {body[:200]}")
                     try:
                         return await response.json(content_type=None), None
-                    except ValueError as error:  # not JSON, or not UTF-8: a maintenance or login page
+                    # Not JSON, or not in its charset (a maintenance or login page); a charset that
+                    # is no text encoding (LookupError: "base64"); nested deeper than Python recurses.
+                    except (ValueError, LookupError, RecursionError) as error:
                         raise _ApiFailed(f"not JSON: {error}") from error
             except (TimeoutError, aiohttp.ClientError) as error:
                 if isinstance(error, TimeoutError):  # its message is empty

@@ -67,6 +67,7 @@ class SandboxServer:
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="merchant-api", daemon=True)
         self._runner: web.AppRunner | None = None
+        self._failed: BaseException | None = None
 
     @property
     def base_url(self) -> str:
@@ -75,15 +76,27 @@ class SandboxServer:
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._runner = web.AppRunner(self.app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._started.set()
+        try:
+            self._loop.run_until_complete(self._runner.setup())
+            self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        except BaseException as error:  # a taken port: __enter__ raises it
+            self._failed = error
+            self._loop.run_until_complete(self._runner.cleanup())
+            self._loop.close()
+            return
+        finally:
+            self._started.set()
         self._loop.run_forever()
 
     def __enter__(self) -> SandboxServer:
         self._thread.start()
         if not self._started.wait(timeout=10):
             raise TimeoutError(f"the merchant API sandbox did not start on port {self.port} in 10 s")
+        if self._failed is not None:
+            self._thread.join(timeout=10)
+            raise OSError(
+                f"the merchant API sandbox could not serve on port {self.port}: {self._failed}"
+            ) from self._failed
         return self
 
     def __exit__(self, *exc_info: object) -> None:

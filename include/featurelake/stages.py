@@ -96,7 +96,13 @@ def run_stages(items: Iterable[Any], stages: Sequence[Stage], *, max_in_flight: 
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
     with ExitStack() as stack:
-        executors = [stack.enter_context(_executor(stage)) for stage in stages]
+        executors = []
+        for stage in stages:
+            executor = _executor(stage)
+            # On a failure, an early close or Ctrl-C, drop the queued items instead of running them
+            # all first: only the ones already running are waited for.
+            stack.callback(executor.shutdown, wait=True, cancel_futures=True)
+            executors.append(executor)
         pending: deque[Future] = deque()
         for index, item in enumerate(items):
             pending.append(_through_stages(item, index, stages, executors))

@@ -468,3 +468,56 @@ def test_every_way_an_api_is_down_counts_as_the_apis_failure(outage: Answer) -> 
     assert result.found == {}
     assert result.api_failed == set(ids), result.failed
     assert result.failed["m-missing"] == "HTTP 404: not found"
+
+
+async def json_in_base64_charset(request: web.Request, number: int) -> web.StreamResponse:
+    return web.Response(body=b'{"a": 1}', headers={"Content-Type": "application/json; charset=base64"})
+
+
+async def bad_request_in_rot13_charset(request: web.Request, number: int) -> web.StreamResponse:
+    return web.Response(
+        status=400, body=b"no such field", headers={"Content-Type": "text/plain; charset=rot13"}
+    )
+
+
+async def json_nested_too_deep(request: web.Request, number: int) -> web.StreamResponse:
+    return web.Response(body=b"[" * 100_000, content_type="application/json")
+
+
+def test_a_body_no_decoder_can_read_fails_that_id_alone() -> None:
+    """A charset that names no text encoding, or JSON nested deeper than Python recurses, used to
+    raise LookupError or RecursionError out of fetch_all and lose every id."""
+    good = PLAIN[:3]
+    server = SandboxServer(port=free_port(), rate=200)
+    answers = {
+        "m-base64": json_in_base64_charset,
+        "m-rot13": bad_request_in_rot13_charset,
+        "m-deep": json_nested_too_deep,
+    }
+    add_misbehaviour(server, answers)
+    with server:
+        config = FetchConfig(base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=100)
+        result = asyncio.run(fetch_all(config, [*good, *answers]))
+    assert result.found == {i: sandbox_profile(i) for i in good}
+    assert result.failed["m-base64"].startswith("not JSON: 'base64' is not a text encoding")
+    assert result.failed["m-deep"].startswith("not JSON: maximum recursion depth exceeded")
+    assert result.failed["m-rot13"] == "HTTP 400: no such field"
+    assert result.api_failed == {"m-base64", "m-deep"}, "a 400 stays the id's own"
+
+
+@pytest.mark.parametrize("bad", [None, 1017, ""], ids=["none", "int", "empty"])
+def test_an_id_that_is_not_a_non_empty_string_is_refused_before_any_request(bad: object) -> None:
+    server = SandboxServer(port=free_port(), rate=200)
+    seen = add_misbehaviour(server, {})
+
+    async def main() -> list[asyncio.Task]:
+        config = FetchConfig(base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=100)
+        with pytest.raises(ValueError, match=r"ids must be non-empty strings; 1 are not, for example"):
+            await fetch_all(config, [*PLAIN[:3], bad])
+        await asyncio.sleep(0.2)
+        return [t for t in asyncio.all_tasks() if "fetch_one" in repr(t.get_coro())]
+
+    with server:
+        left = asyncio.run(main())
+    assert left == [], "no fetch left running against the closed session"
+    assert seen == []

@@ -71,3 +71,20 @@ def test_a_rate_below_one_is_refused() -> None:
         [str(featurelake), "merchant-api", "--rate", "0"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and "at least 1 request per second" in " ".join(result.stderr.split())
+
+
+def test_the_in_process_sandbox_names_a_taken_port() -> None:
+    """SandboxServer, as the tests and the demo start it: a taken port raises at once with its
+    reason, rather than a TimeoutError that says only that the sandbox did not start in 10 s."""
+    import socket
+
+    from featurelake.merchant_api import SandboxServer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = SandboxServer(port=port)
+        with pytest.raises(OSError, match=f"could not serve on port {port}: .*address already in use"):
+            server.__enter__()
+    assert not server._thread.is_alive()

@@ -103,3 +103,43 @@ def test_bad_stages_are_refused(kwargs: dict, message: str) -> None:
         Stage("s", add_one, **kwargs)
     with pytest.raises(ValueError, match="at least one stage"):
         list(run_stages([1], []))
+
+
+def test_a_failure_drops_the_queued_items_instead_of_running_them_first() -> None:
+    lock = threading.Lock()
+    started: list[int] = []
+
+    def refuse_zero(x: int) -> int:
+        with lock:
+            started.append(x)
+        if x == 0:
+            raise ValueError("zero")
+        time.sleep(0.2)
+        return x
+
+    with pytest.raises(StageError, match="failed on item 0"):
+        list(run_stages(range(100), [Stage("check", refuse_zero, workers=2)], max_in_flight=40))
+    # the items already running finish; the other ~37 in flight are dropped, not run (about 4 s)
+    assert len(started) < 15, started
+
+
+@pytest.mark.parametrize("interrupt", [False, True], ids=["closed-early", "ctrl-c"])
+def test_stopping_the_consumer_drops_the_queued_items(interrupt: bool) -> None:
+    lock = threading.Lock()
+    started: list[int] = []
+
+    def slow(x: int) -> int:
+        with lock:
+            started.append(x)
+        time.sleep(0.2)
+        return x
+
+    results = run_stages(range(100), [Stage("slow", slow, workers=2)], max_in_flight=40)
+    assert next(results) == 0
+    if interrupt:  # Ctrl-C while the consumer works on a result; it comes out unchanged
+        with pytest.raises(KeyboardInterrupt):
+            results.throw(KeyboardInterrupt)
+    else:
+        results.close()
+    assert len(started) < 15, started
+    assert not [t for t in threading.enumerate() if t.name.startswith("stage-slow")], "workers stopped"
