@@ -18,21 +18,38 @@ import logging
 import sys
 from dataclasses import asdict
 from datetime import date
+from typing import TYPE_CHECKING
 
 from featurelake.lake import LakeLayout
-from featurelake.partitioning import write_text
+from featurelake.partitioning import hadoop_file_system, write_text
 from featurelake.spark_session import build_spark_session
 from featurelake.user_features import DEFAULT_WINDOW_DAYS, RUN_MODES
 from featurelake.user_features_run import run_user_features
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 log = logging.getLogger("featurelake.jobs.user_features")
+
+
+def run_date(value: str) -> date:
+    """`--ds`: exactly YYYY-MM-DD, the form the lake's `date=` partitions and the report path use."""
+    message = f"must be a date as YYYY-MM-DD (e.g. 2026-09-10), got {value!r}"
+    try:
+        day = date.fromisoformat(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(message) from error
+    # fromisoformat also takes 20260910 and 2026-W37-4, which name the partition differently
+    if day.isoformat() != value:
+        raise argparse.ArgumentTypeError(message)
+    return day
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--ds", required=True, type=date.fromisoformat, help="run date, YYYY-MM-DD (UTC)")
+    parser.add_argument("--ds", required=True, type=run_date, help="run date, YYYY-MM-DD (UTC)")
     parser.add_argument("--lake", required=True, help="lake root: a path or URI Spark can read")
     parser.add_argument(
         "--window-days", type=int, default=DEFAULT_WINDOW_DAYS, help="window length W in days"
@@ -52,11 +69,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def require_lake(spark: SparkSession, lake: str) -> None:
+    """Fail, naming `lake`, when the lake root does not exist (a wrong --lake, or Variable)."""
+    fs, root = hadoop_file_system(spark, lake)
+    if not fs.exists(root):
+        raise FileNotFoundError(
+            f"--lake {lake!r} does not exist: pass the lake root, the directory that holds raw/ "
+            "(in Airflow, the Variable featurelake_lake), or create the lake with `featurelake generate`"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
     spark = build_spark_session("featurelake-user-features")
     try:
+        require_lake(spark, args.lake)
         report = run_user_features(
             spark, ds=args.ds, lake=args.lake, window_days=args.window_days, mode=args.mode
         )

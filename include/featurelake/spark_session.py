@@ -33,7 +33,8 @@ def local_core_count(master: str, *, available: int | None = None) -> int:
     follow CPU affinity and container limits), else `os.cpu_count()`."""
     if master == "local":
         return 1
-    inner = master[len("local[") : -1].split(",")[0]
+    # Spark allows blanks around the comma: local[* ,2]
+    inner = master[len("local[") : -1].split(",")[0].strip()
     if inner != "*":
         return int(inner)
     return available or os.cpu_count() or 1

@@ -9,7 +9,13 @@ from airflow.models import Connection
 from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
 from featurelake_airflow.hooks.spark_connection import SparkConnectionConfHook, spark_conf_from_extra
-from featurelake_airflow.operators.spark_feature_job import submit_conf, yarn_cluster_tracking, zip_package
+from featurelake_airflow.operators.spark_feature_job import (
+    properties_keys,
+    spark_properties_file,
+    submit_conf,
+    yarn_cluster_tracking,
+    zip_package,
+)
 
 
 @pytest.mark.parametrize(
@@ -39,6 +45,8 @@ def test_conf_extra(extra: dict, want: dict) -> None:
     [
         pytest.param({"conf": ["spark.x=1"]}, id="list"),
         pytest.param({"conf": {"spark.x": {"nested": 1}}}, id="nested"),
+        # spark-submit would get spark.sql.shuffle.partitions=None
+        pytest.param({"conf": {"spark.sql.shuffle.partitions": None}}, id="null"),
     ],
 )
 def test_bad_conf_extra_names_the_connection(extra: dict) -> None:
@@ -130,3 +138,65 @@ def test_submit_conf_launches_a_local_driver_with_the_parallel_collector() -> No
     ) == {"spark.driver.extraJavaOptions": "-XX:+UseG1GC", "spark.executor.memory": "4g"}
     # a cluster keeps its own collector
     assert submit_conf(master="spark://master:7077", connection_conf={}, operator_conf=None) == {}
+
+
+def test_a_null_property_in_the_connection_is_refused_with_its_name(monkeypatch) -> None:
+    connection = Connection(
+        conn_id="spark_null",
+        conn_type="spark",
+        host="local[2]",
+        extra=json.dumps({"conf": {"spark.sql.shuffle.partitions": None, "spark.executor.memory": "2g"}}),
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_NULL", connection.as_json())
+    with pytest.raises(ValueError, match=r"connection 'spark_null'.*fix \['spark.sql.shuffle.partitions'\]"):
+        SparkConnectionConfHook(conn_id="spark_null").get_conn()
+
+
+def test_launch_options_never_replace_what_the_properties_file_sets() -> None:
+    # spark-submit lets --conf win over its properties file: the launch default must not be passed
+    preset = {"spark.driver.extraJavaOptions"}
+    assert submit_conf(master="local[2]", connection_conf={}, operator_conf=None, preset=preset) == {}
+    # the connection and the operator still win, as --conf
+    connection = {"spark.driver.extraJavaOptions": "-XX:+UseG1GC"}
+    assert (
+        submit_conf(master="local[2]", connection_conf=connection, operator_conf=None, preset=preset)
+        == connection
+    )
+
+
+def test_properties_keys_read_java_properties_syntax() -> None:
+    text = "\n".join(
+        [
+            "# spark.comment.hash 1",
+            "! spark.comment.bang 1",
+            "spark.driver.extraJavaOptions   -Dx=1 \\",
+            "    -Dcontinued.key=2",
+            "spark.executor.memory=4g",
+            "  spark.master: local[2]",
+            "spark.app.name",
+            "",
+        ]
+    )
+    assert properties_keys(text) == {
+        "spark.driver.extraJavaOptions",
+        "spark.executor.memory",
+        "spark.master",
+        "spark.app.name",
+    }
+
+
+def test_the_properties_file_is_the_one_spark_submit_loads(tmp_path: Path) -> None:
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    (conf_dir / "spark-defaults.conf").write_text("spark.executor.memory 2g\n")
+    assert spark_properties_file(
+        properties_file="/p.conf", environ={"SPARK_CONF_DIR": str(conf_dir)}
+    ) == Path("/p.conf")
+    assert spark_properties_file(properties_file=None, environ={"SPARK_CONF_DIR": str(conf_dir)}) == (
+        conf_dir / "spark-defaults.conf"
+    )
+    assert spark_properties_file(properties_file=None, environ={"SPARK_HOME": str(tmp_path)}) == (
+        conf_dir / "spark-defaults.conf"
+    )
+    assert spark_properties_file(properties_file=None, environ={"SPARK_CONF_DIR": str(tmp_path)}) is None
+    assert spark_properties_file(properties_file=None, environ={}) is None

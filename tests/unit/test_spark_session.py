@@ -125,3 +125,20 @@ def test_local_all_cores_follow_the_cores_the_driver_jvm_has(monkeypatch) -> Non
     conf = base_spark_conf(master="local[*]", available_cores=2)
     assert conf["spark.sql.shuffle.partitions"] == "32"
     assert conf["spark.default.parallelism"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("master", "cores"),
+    [
+        pytest.param("local[* ,3]", 2, id="all-cores-blank-before-comma"),
+        pytest.param("local[*, 3]", 2, id="all-cores-blank-after-comma"),
+        pytest.param("local[4 , 3]", 4, id="n-cores-blanks"),
+    ],
+)
+def test_local_masters_with_blanks_around_the_comma_are_sized(master: str, cores: int) -> None:
+    # Spark accepts blanks around the comma of local[N,F] (spark-submit --master 'local[* ,2]' runs)
+    assert is_local_master(master)
+    assert local_core_count(master, available=2) == cores
+    assert base_spark_conf(master=master, available_cores=2)["spark.sql.shuffle.partitions"] == str(
+        16 * cores
+    )

@@ -28,9 +28,13 @@ def spark_conf_from_extra(extra: Mapping[str, Any], *, conn_id: str) -> dict[str
             f"connection {conn_id!r}: the `conf` extra must be a JSON object of Spark properties, "
             f"got {type(conf).__name__}"
         )
-    bad = [key for key, value in conf.items() if isinstance(value, (Mapping, list))]
+    # null would reach spark-submit as the string "None"
+    bad = [key for key, value in conf.items() if value is None or isinstance(value, (Mapping, list))]
     if bad:
-        raise ValueError(f"connection {conn_id!r}: Spark properties must be scalars; fix {sorted(bad)}")
+        raise ValueError(
+            f"connection {conn_id!r}: Spark properties must be strings, numbers or booleans (remove a "
+            f"property to leave it unset); fix {sorted(bad)}"
+        )
     return {
         str(key): str(value).lower() if isinstance(value, bool) else str(value) for key, value in conf.items()
     }

@@ -4,9 +4,11 @@ the cluster, and the job's JSON report returned as the task's XCom."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import tempfile
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,53 @@ def zip_package(package_dir: Path, target: Path) -> Path:
 
 
 def submit_conf(
-    *, master: str, connection_conf: dict[str, str], operator_conf: dict[str, Any] | None
+    *,
+    master: str,
+    connection_conf: dict[str, str],
+    operator_conf: dict[str, Any] | None,
+    preset: Collection[str] = (),
 ) -> dict[str, str]:
     """The --conf properties of a submit, later layers winning: the properties the driver's JVM
-    needs at launch for this master (`launch_spark_conf`), the connection's `conf` extra, the
-    operator's `conf`."""
-    return merge_spark_conf(launch_spark_conf(master=master), connection_conf, operator_conf)
+    needs at launch for this master (`launch_spark_conf`) that the properties file spark-submit
+    loads does not set (`preset`: a --conf would replace the file's value), the connection's `conf`
+    extra, the operator's `conf`."""
+    launch = {key: value for key, value in launch_spark_conf(master=master).items() if key not in preset}
+    return merge_spark_conf(launch, connection_conf, operator_conf)
+
+
+def spark_properties_file(*, properties_file: str | None, environ: Mapping[str, str]) -> Path | None:
+    """The properties file spark-submit loads: `--properties-file`, else spark-defaults.conf in
+    $SPARK_CONF_DIR, else in $SPARK_HOME/conf; None when there is none."""
+    if properties_file:
+        return Path(properties_file)
+    conf_dir = environ.get("SPARK_CONF_DIR") or (
+        str(Path(environ["SPARK_HOME"]) / "conf") if environ.get("SPARK_HOME") else None
+    )
+    defaults = Path(conf_dir) / "spark-defaults.conf" if conf_dir else None
+    return defaults if defaults is not None and defaults.is_file() else None
+
+
+def properties_keys(text: str) -> set[str]:
+    """The keys a Java properties file sets (`key value`, `key=value` or `key: value`; `#` and `!`
+    comments; a value continued on the next line after a trailing backslash). Written here, not
+    taken from a properties library: only the keys are needed, and the syntax is this small."""
+    keys: set[str] = set()
+    continued = False
+    for line in (raw.lstrip() for raw in text.splitlines()):
+        if continued:
+            continued = _continues(line)
+            continue
+        if not line or line[0] in "#!":
+            continue
+        key = re.match(r"(?:\\.|[^\s=:\\])*", line)
+        keys.add(re.sub(r"\\(.)", r"\1", key.group(0) if key else ""))
+        continued = _continues(line)
+    return keys
+
+
+def _continues(line: str) -> bool:
+    """Whether a properties line goes on on the next one: an odd number of trailing backslashes."""
+    return (len(line) - len(line.rstrip("\\"))) % 2 == 1
 
 
 YARN_RM_WEBAPP_ADDRESS_EXTRA = "yarn_resourcemanager_webapp_address"
@@ -55,7 +98,8 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
     """Run a featurelake spark job and return the report it writes to `report_path`.
 
     Spark properties merge as: the job's tuned base (in the job) and, on a local master, the driver
-    JVM's launch options (`launch_spark_conf`) < the connection's `conf` extra < this operator's
+    JVM's launch options (`launch_spark_conf`) < the properties file spark-submit loads
+    (`properties_file`, or spark-defaults.conf) < the connection's `conf` extra < this operator's
     `conf`. The `featurelake` library is zipped and passed with --py-files, so the
     job also runs where the cluster has no copy of it (deploy mode `cluster`, YARN, Kubernetes).
     """
@@ -71,7 +115,15 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         connection = SparkConnectionConfHook(conn_id=self._conn_id)
         master = connection.master()
-        self.conf = submit_conf(master=master, connection_conf=connection.get_conn(), operator_conf=self.conf)
+        loaded = spark_properties_file(
+            properties_file=self.properties_file, environ={**os.environ, **(self.env_vars or {})}
+        )
+        self.conf = submit_conf(
+            master=master,
+            connection_conf=connection.get_conn(),
+            operator_conf=self.conf,
+            preset=properties_keys(loaded.read_text()) if loaded else (),
+        )
         tracking = yarn_cluster_tracking(
             master=master, deploy_mode=self._deploy_mode, extra=connection.extra()
         )

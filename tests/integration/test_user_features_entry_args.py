@@ -1,0 +1,38 @@
+"""spark_jobs/user_features.py refuses bad input through real spark-submit: a non-zero exit, and a
+message that names the input and says what to give instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support import PROJECT_ROOT, spark_submit
+
+pytestmark = pytest.mark.integration
+
+JOB = PROJECT_ROOT / "spark_jobs" / "user_features.py"
+
+
+@pytest.mark.parametrize(
+    "ds",
+    [
+        pytest.param("2026-13-01", id="no-such-month"),
+        # date.fromisoformat takes these too, but the lake's partitions and the report path are YYYY-MM-DD
+        pytest.param("20260910", id="basic-format"),
+        pytest.param("2026-W37-4", id="week-date"),
+    ],
+)
+def test_a_run_date_other_than_yyyy_mm_dd_is_refused(ds: str, tmp_path: Path) -> None:
+    result = spark_submit(JOB, "--ds", ds, "--lake", str(tmp_path), master="local[1]")
+    assert result.returncode == 2
+    # spark-submit passes the driver's stderr on to its stdout
+    message = f"argument --ds: must be a date as YYYY-MM-DD (e.g. 2026-09-10), got '{ds}'"
+    assert message in result.stdout + result.stderr
+
+
+def test_a_lake_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    lake = tmp_path / "no-such-lake"
+    result = spark_submit(JOB, "--ds", "2026-09-10", "--lake", str(lake), master="local[1]")
+    assert result.returncode != 0
+    assert f"--lake '{lake}' does not exist: pass the lake root" in result.stdout + result.stderr
