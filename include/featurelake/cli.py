@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -24,7 +25,7 @@ DATE_FORMATS = ["%Y-%m-%d"]
 
 app = typer.Typer(
     name="featurelake",
-    help="featurelake: synthetic data and feature jobs for the lake.",
+    help="featurelake: synthetic raw data for the lake, and the merchant profile API sandbox.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -99,7 +100,26 @@ def generate(
                 workers=workers,
             )
     except ValueError as error:
-        stderr.print(f"[red]error:[/] {error}")
+        stderr.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(code=2) from error
+    except OSError as error:  # the lake is a file, or not writable, or the disk is full
+        where = f": {error.filename}" if error.filename else ""
+        stderr.print(
+            "[red]error:[/] "
+            + escape(
+                f"cannot write the lake {lake}: {error.strerror or error}{where}; "
+                "pass --lake a writable directory (it is created when missing)"
+            ),
+            soft_wrap=True,  # no line breaks inside the paths
+        )
+        raise typer.Exit(code=2) from error
+    except MemoryError as error:
+        stderr.print(
+            f"[red]error:[/] out of memory generating {users:,} users at {transactions_per_user_day} "
+            f"transactions per user per day with {workers} worker(s); lower --users, "
+            "--transactions-per-user-day or --workers",
+            soft_wrap=True,
+        )
         raise typer.Exit(code=2) from error
     stdout.print(summary_table(summary))
 

@@ -16,12 +16,18 @@ def local_path(location: str, *, what: str, remedy: str) -> Path:
     """The local path of `location`, given as a path or a `file://` URI, for writers of local files.
     Another scheme (s3://, gs://...) is refused: `what` names the location and `remedy` says what
     to do instead. An empty location is refused too: it names no directory, and as a relative path
-    it would mean the current one."""
+    it would mean the current one. So is a `file:` URI not of the form `file:///absolute/path`
+    (`file:/x`, `file://host/x`): taken as a relative path, it would land under the current one."""
     path = location.removeprefix("file://")
     if not path:
         raise ValueError(f"{what} {location!r} names no directory: pass a local path or a file:// URI")
     if "://" in path:
         raise ValueError(f"{what} {location} is not a local path: {remedy}")
+    if location.startswith("file:") and not path.startswith("/"):
+        raise ValueError(
+            f"{what} {location} is not a file:// URI of an absolute path: pass a local path, or "
+            "file:// followed by an absolute path, such as file:///data/lake"
+        )
     return Path(path)
 
 

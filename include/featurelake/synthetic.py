@@ -143,6 +143,9 @@ _MICROS_PER_DAY: Final = 86_400_000_000
 _EPOCH: Final = date(1970, 1, 1)
 _TRANSACTION_ID_DIGITS: Final = 9
 _MAX_STRING_BYTES: Final = 2**31 - 1
+MAX_ROWS_PER_DATE: Final = _MAX_STRING_BYTES // len(f"t20260101-{0:0{_TRANSACTION_ID_DIGITS}d}")
+"""Most expected rows (users * transactions_per_user_day) of one date: its transaction ids must fit
+in one Arrow string array."""
 # Stream tags keep the population's and the dates' generators independent for the same seed.
 _POPULATION_STREAM: Final = 0
 _DATE_STREAM: Final = 1
@@ -249,6 +252,7 @@ def generate_transactions(
     duplicate rows follow at the end of the table.
     """
     _check_rate(transactions_per_user_day)
+    _check_rows_per_date(users=population.users, transactions_per_user_day=transactions_per_user_day)
     rng = np.random.default_rng(np.random.SeedSequence([population.seed, _DATE_STREAM, day.toordinal()]))
     n = int(rng.poisson(population.users * transactions_per_user_day))
 
@@ -300,7 +304,8 @@ def generate_transactions(
     rows = n + len(duplicated)
     columns = [
         _id_strings(
-            prefix=f"t{day:%Y%m%d}-",
+            # Not f"{day:%Y%m%d}": strftime need not pad a year below 1000 to four digits.
+            prefix=f"t{day.isoformat().replace('-', '')}-",
             numbers=with_copies(np.arange(n, dtype=np.int64)),
             digits=id_width(n, min_digits=_TRANSACTION_ID_DIGITS),
         ),
@@ -377,6 +382,7 @@ def generate_lake(
         raise ValueError(f"end ({end}) is before start ({start}); pass start <= end")
     _check_users_and_seed(users=users, seed=seed)
     _check_rate(transactions_per_user_day)
+    _check_rows_per_date(users=users, transactions_per_user_day=transactions_per_user_day)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     lake = local_path(
@@ -553,4 +559,15 @@ def _check_rate(transactions_per_user_day: float) -> None:
     if not np.isfinite(transactions_per_user_day) or transactions_per_user_day < 0:
         raise ValueError(
             f"transactions_per_user_day must be a finite number >= 0, got {transactions_per_user_day}"
+        )
+
+
+def _check_rows_per_date(*, users: int, transactions_per_user_day: float) -> None:
+    expected = users * transactions_per_user_day
+    if expected > MAX_ROWS_PER_DATE:
+        rows = f"{expected:,.0f}" if expected < 1e15 else f"{expected:.3g}"
+        raise ValueError(
+            f"users * transactions_per_user_day = {users} * {transactions_per_user_day} = {rows} rows per "
+            f"date, more than one date file holds ({MAX_ROWS_PER_DATE:,}); lower users or "
+            "transactions_per_user_day"
         )

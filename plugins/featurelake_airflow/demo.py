@@ -153,6 +153,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_demo(dag_id: str, day: date, online_connection: str) -> int:
+    from featurelake.lake import local_path
+
+    # A file:// root, which the generator and the DAG take too, is a local path here.
+    lake = local_path(
+        os.environ["AIRFLOW_VAR_FEATURELAKE_LAKE"],
+        what="the lake",
+        remedy="the demo reads the run's output from local files; point AIRFLOW_VAR_FEATURELAKE_LAKE "
+        "at a local directory",
+    )
     started = time.perf_counter()
     state, tasks = run_dag(dag_id, day)
     table = Table(title=f"{dag_id} for {day} ({state}, {time.perf_counter() - started:.0f} s)")
@@ -165,7 +174,6 @@ def run_demo(dag_id: str, day: date, online_connection: str) -> int:
         console.print(f"[red]The run ended {state}; see the task logs above.[/red]")
         return 1
 
-    lake = Path(os.environ["AIRFLOW_VAR_FEATURELAKE_LAKE"])
     report_file = lake / "_metrics" / "user_features" / f"date={day.isoformat()}.json"
     report = json.loads(report_file.read_text())
     user_ids, sample = feature_sample(lake, day)

@@ -69,6 +69,33 @@ def test_an_empty_local_location_is_refused_not_taken_for_the_current_directory(
         local_path(location, what="the lake", remedy="unused")
 
 
+@pytest.mark.parametrize(
+    ("location", "path"),
+    [
+        pytest.param("/data/lake", Path("/data/lake"), id="absolute"),
+        pytest.param("data", Path("data"), id="relative"),
+        pytest.param("file:///data/lake", Path("/data/lake"), id="file-uri"),
+    ],
+)
+def test_a_local_location_is_its_path(location: str, path: Path) -> None:
+    assert local_path(location, what="the lake", remedy="unused") == path
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        pytest.param("file://localhost/data/lake", id="with-a-host"),
+        pytest.param("file:/data/lake", id="one-slash"),
+        pytest.param("file:data/lake", id="opaque"),
+    ],
+)
+def test_a_file_uri_of_another_form_is_refused_not_taken_for_a_relative_path(location: str) -> None:
+    """`file://localhost/data/lake` was the relative path `localhost/data/lake`, and `file:/data/lake`
+    the relative `file:/data/lake`: the generator wrote the lake under the current directory."""
+    with pytest.raises(ValueError, match=f"^the lake {location} is not a file:// URI of an absolute path"):
+        local_path(location, what="the lake", remedy="unused")
+
+
 def test_make_exports_gives_a_shell_the_project_settings(tmp_path: Path) -> None:
     """`eval "$(make -s exports)"` sets airflow.env in a shell that has none of it, for the hand-run
     CLI commands of the README, and keeps what the shell already set."""

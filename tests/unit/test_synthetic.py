@@ -7,6 +7,7 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from featurelake.cli import LAKE_ENVVAR, app
 from featurelake.synthetic import (
     CATEGORIES,
     CATEGORIES_SCHEMA,
+    MAX_ROWS_PER_DATE,
     MESSY_ROW_FRACTIONS,
     MESSY_ROW_KINDS,
     PART_FILE,
@@ -147,6 +149,17 @@ def test_values_follow_the_contract(transactions: dict[date, pa.Table]) -> None:
         amount = amount[~np.isnan(amount)]
         np.testing.assert_array_equal(np.round(amount, 2), amount)
         assert (amount != 0).all()
+
+
+def test_transaction_ids_carry_a_four_digit_year_below_1000_too() -> None:
+    """`tYYYYMMDD-`: strftime's %Y gives '999' for the year 999 on glibc, so the id must not use it."""
+    day = date(999, 1, 2)
+    batch = generate_transactions(
+        day=day, population=build_population(users=10, seed=SEED), transactions_per_user_day=1.0
+    )
+    ids = batch.table.column("transaction_id").to_pylist()
+    assert ids
+    assert all(re.fullmatch(r"t09990102-\d{9}", t) for t in ids), ids[:3]
 
 
 def test_timestamps_have_microseconds_and_cover_the_day(transactions: dict[date, pa.Table]) -> None:
@@ -499,6 +512,176 @@ def test_cli_rejects_bad_input(tmp_path: Path, args: list[str], message: str) ->
     assert message in result.output
 
 
+def _no_population(**kwargs: object) -> None:
+    # Without the check, these volumes would allocate tens of GiB: fail the test instead.
+    pytest.fail(f"a population was built for {kwargs}")
+
+
+@pytest.mark.parametrize(
+    ("users", "rate"),
+    [
+        pytest.param(10, 1e300, id="rate-overflowing-numpy-poisson"),
+        pytest.param(10, 1e8, id="huge-rate"),
+        pytest.param(MAX_ROWS_PER_DATE + 1, 1.0, id="huge-users"),
+    ],
+)
+def test_too_many_rows_per_date_are_refused_before_anything_is_allocated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, users: int, rate: float
+) -> None:
+    monkeypatch.setattr("featurelake.synthetic.build_population", _no_population)
+    with pytest.raises(ValueError, match=r"rows per date, more than one date file holds \(113,025,455\)"):
+        generate_lake(
+            lake=tmp_path, start=START, end=START, users=users, seed=1, transactions_per_user_day=rate
+        )
+    assert not any(tmp_path.iterdir()), "nothing is written"
+
+
+def test_one_date_with_too_many_rows_is_refused_naming_the_inputs() -> None:
+    population = build_population(users=10, seed=SEED)
+    with pytest.raises(ValueError, match=r"= 10 \* 1e\+300 = 1e\+301 rows per date.*lower users"):
+        generate_transactions(day=START, population=population, transactions_per_user_day=1e300)
+
+
+def test_cli_refuses_too_many_rows_per_date_before_allocating_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10 users at 1e8 transactions a day would allocate gigabytes, and 1e300 overflowed numpy's
+    Poisson draw with a message naming neither option."""
+    monkeypatch.setattr("featurelake.synthetic.build_population", _no_population)
+    for rate in ("1e8", "1e300"):
+        result = runner.invoke(
+            app,
+            [
+                "generate",
+                *("--start", "2026-01-01", "--end", "2026-01-01", "--users", "10", "--seed", "1"),
+                *("--lake", str(tmp_path), "--transactions-per-user-day", rate),
+            ],
+        )
+        assert result.exit_code == 2, result.output
+        assert "lower users or transactions_per_user_day" in " ".join(result.output.split())
+    assert not any(tmp_path.iterdir()), "nothing is written"
+
+
+def _lake_that_is_a_file(tmp_path: Path) -> tuple[Path, Path]:
+    lake = tmp_path / "lake"
+    lake.write_text("not a directory")
+    return lake, lake / "raw" / "categories"
+
+
+def _date_directory_that_is_a_file(tmp_path: Path) -> tuple[Path, Path]:
+    lake = tmp_path / "lake"
+    taken = _partition(lake, START)
+    taken.parent.mkdir(parents=True)
+    taken.write_text("not a directory")
+    return lake, taken
+
+
+@pytest.mark.parametrize(
+    "make_lake",
+    [
+        pytest.param(_lake_that_is_a_file, id="lake-is-a-file"),
+        pytest.param(_date_directory_that_is_a_file, id="partition-is-a-file"),
+    ],
+)
+def test_cli_refuses_a_lake_it_cannot_write_without_a_traceback(
+    tmp_path: Path, make_lake: Callable[[Path], tuple[Path, Path]]
+) -> None:
+    lake, named = make_lake(tmp_path)
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            *("--start", "2026-01-01", "--end", "2026-01-01", "--users", "10", "--seed", "1"),
+            *("--lake", str(lake)),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert not isinstance(result.exception, OSError), "no traceback"
+    output = " ".join(result.output.split())
+    assert f"cannot write the lake {lake}" in output
+    assert str(named) in output
+    assert "pass --lake a writable directory" in output
+
+
+def test_cli_reports_an_unwritable_lake_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root, chmod cannot make a directory unwritable here, so the write itself is refused."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "raw"))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            *("--start", "2026-01-01", "--end", "2026-01-01", "--users", "10", "--seed", "1"),
+            *("--lake", str(tmp_path)),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert f"cannot write the lake {tmp_path}: Permission denied: {tmp_path / 'raw'}" in " ".join(
+        result.output.split()
+    )
+
+
+def test_cli_prints_an_error_naming_a_path_verbatim_even_with_brackets(tmp_path: Path) -> None:
+    """Error messages hold the caller's paths: they are text, not rich markup (`[/x]` raised
+    MarkupError with a traceback)."""
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            *("--start", "2026-01-01", "--end", "2026-01-01", "--users", "10", "--seed", "1"),
+            *("--lake", "s3://bucket/[/x]"),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "error: lake s3://bucket/[/x] is not a local path" in result.output
+
+
+def test_cli_writes_nothing_under_the_current_directory_for_a_file_uri_with_a_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            *("--start", "2026-01-01", "--end", "2026-01-01", "--users", "10", "--seed", "1"),
+            *("--lake", f"file://localhost{tmp_path}/lake"),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "is not a file:// URI of an absolute path" in result.output
+    assert not any(tmp_path.iterdir()), "nothing is written"
+
+
+def test_cli_reports_running_out_of_memory_naming_what_to_lower(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A population too large for this machine's memory: a message, not numpy's traceback."""
+
+    def exhausted(**kwargs: object) -> None:
+        raise MemoryError("Unable to allocate 7.45 GiB for an array")
+
+    monkeypatch.setattr("featurelake.synthetic.build_population", exhausted)
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            *("--start", "2026-01-01", "--end", "2026-01-01", "--users", "100000000", "--seed", "1"),
+            *("--lake", str(tmp_path)),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert not isinstance(result.exception, MemoryError)
+    output = " ".join(result.output.split())
+    assert "out of memory generating 100,000,000 users" in output
+    assert "lower --users, --transactions-per-user-day or --workers" in output
+
+
 @pytest.mark.parametrize("port", ["70000", "-1"])
 def test_cli_merchant_api_rejects_a_port_out_of_range_before_announcing_it(port: str) -> None:
     result = runner.invoke(app, ["merchant-api", "--port", port])
@@ -510,3 +693,12 @@ def test_cli_merchant_api_rejects_a_port_out_of_range_before_announcing_it(port:
 def test_cli_without_a_command_shows_help() -> None:
     result = runner.invoke(app, [])
     assert "generate" in result.output
+
+
+def test_cli_help_promises_only_the_commands_it_has() -> None:
+    """The CLI runs no feature job (Airflow does): its description said it did."""
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    described = " ".join(result.output.split())
+    assert "synthetic raw data for the lake, and the merchant profile API sandbox" in described
+    assert "feature jobs" not in described

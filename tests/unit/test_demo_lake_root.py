@@ -1,0 +1,50 @@
+"""The demo runner reads the run's output from the lake root the DAG wrote to, given as a path or a
+`file://` URI (which `featurelake generate` and the DAG take too)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from featurelake_airflow import demo
+
+DAY = date(2026, 10, 28)
+
+
+def test_a_file_uri_lake_is_read_as_the_local_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = tmp_path / "_metrics" / "user_features" / f"date={DAY.isoformat()}.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(
+        json.dumps(
+            {
+                "output_path": str(tmp_path / "features" / "user_features"),
+                "mode": "incremental",
+                "tiles_built": [DAY.isoformat()],
+                "quarantined_rows": 0,
+                "quarantined_by_reason": {},
+                "duplicate_rows_dropped": 0,
+            }
+        )
+    )
+    seen: list[Path] = []
+    monkeypatch.setenv("AIRFLOW_VAR_FEATURELAKE_LAKE", f"file://{tmp_path}")
+    monkeypatch.setattr(demo, "run_dag", lambda dag_id, day: ("success", []))
+    monkeypatch.setattr(demo, "feature_sample", lambda lake, day: (seen.append(lake), ([], []))[1])
+    monkeypatch.setattr(demo, "pq_rows", lambda path: 0)
+    monkeypatch.setattr(demo, "show_view", seen.append)
+    monkeypatch.setattr(demo, "show_online_reads", lambda ids, conn, *, lake, day: seen.append(lake))
+
+    assert demo.run_demo("user_features_daily", DAY, "{}") == 0
+    assert seen == [tmp_path, tmp_path, tmp_path]
+
+
+def test_an_object_store_lake_is_refused_before_the_dag_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_VAR_FEATURELAKE_LAKE", "s3://bucket/lake")
+    monkeypatch.setattr(demo, "run_dag", lambda dag_id, day: pytest.fail("the DAG ran"))
+    with pytest.raises(ValueError, match=r"the lake s3://bucket/lake is not a local path"):
+        demo.run_demo("user_features_daily", DAY, "{}")
