@@ -116,11 +116,11 @@ def record_from_row(
     """A record of the row's columns but `exclude`, in plain values."""
     skip = set(exclude)
     return FeatureRecord(
-        _iso_day(feature_date), {c: plain_value(c, v) for c, v in row.items() if c not in skip}
+        iso_feature_date(feature_date), {c: plain_value(c, v) for c, v in row.items() if c not in skip}
     )
 
 
-def _iso_day(feature_date: date | str) -> str:
+def iso_feature_date(feature_date: date | str) -> str:
     """`feature_date` as records hold it, YYYY-MM-DD. A datetime (a date too) is refused: its
     isoformat() has a time, which the store's date comparison would sort after the plain date."""
     if isinstance(feature_date, date) and not isinstance(feature_date, datetime):

@@ -42,6 +42,7 @@ from featurelake.feature_records import (
     encode_record,
     entity_keys,
     feature_key,
+    iso_feature_date,
     key_pattern,
 )
 from featurelake.sharding import ShardRing
@@ -353,14 +354,6 @@ def copy_ttl(pttl: int) -> str | None:
     return str(pttl) if pttl > 0 else None
 
 
-def _iso_date(day: date | str) -> str:
-    """`day` as the records hold it: YYYY-MM-DD."""
-    try:
-        return (day if isinstance(day, date) else date.fromisoformat(day)).isoformat()
-    except ValueError:
-        raise ValueError(f"a feature date must be YYYY-MM-DD, got {day!r}") from None
-
-
 def _entity_set(entity_ids: pa.Array | pa.ChunkedArray | Iterable[str]) -> pa.Array:
     """Entity ids as one pyarrow binary array (UTF-8, as in the keys), for a set lookup. Ids that
     are not text become `str(id)`, as the written records' ids do (`entity_keys`)."""
@@ -669,7 +662,7 @@ class OnlineStore:
         """Publish one date of `view`: `write` its `records`, then `remove_stale` the records of
         that date whose entity is not in `entity_ids` (every entity the date holds; none for a date
         with no entity). The store then holds the date as given and keeps records of later dates."""
-        day = _iso_date(feature_date)  # refused before anything is written
+        day = iso_feature_date(feature_date)  # refused before anything is written
         report = self.write(view, records)
         report.removed_stale = self.remove_stale(view, day, entity_ids)
         return report
@@ -685,7 +678,7 @@ class OnlineStore:
         every primary); the keys of entities outside `entity_ids` are the candidates, and a script
         deletes each candidate only if it still holds a record of that date, so a record of another
         date, or one a writer put there meanwhile with a later date, stays."""
-        day = _iso_date(feature_date)
+        day = iso_feature_date(feature_date)
         keep = _entity_set(entity_ids)
         pattern = key_pattern(self.config.key_prefix, view)
         head = pattern.removesuffix("*").encode()

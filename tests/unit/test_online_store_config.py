@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+
 import pytest
 
 from featurelake.online_store import OnlineStore, OnlineStoreConfig, copy_ttl
@@ -149,7 +152,17 @@ def test_a_rebalance_copies_the_remaining_ttl_and_never_revives_an_expired_key(
     assert copy_ttl(pttl) == ttl
 
 
-def test_a_replaced_date_must_be_iso() -> None:
+@pytest.mark.parametrize(
+    ("feature_date", "shown"),
+    [
+        pytest.param("28/10/2026", "'28/10/2026'", id="not-iso"),
+        # its isoformat() has a time, which sorts after the records' plain date
+        pytest.param(datetime(2026, 10, 28), "datetime.datetime(2026, 10, 28, 0, 0)", id="datetime"),
+    ],
+)
+def test_a_replaced_date_must_be_a_day(feature_date: object, shown: str) -> None:
     store = OnlineStore(OnlineStoreConfig(nodes=("127.0.0.1:1",)))
-    with pytest.raises(ValueError, match="a feature date must be YYYY-MM-DD, got '28/10/2026'"):
-        store.replace_date("user_features", "28/10/2026", [], [])
+    with pytest.raises(
+        ValueError, match=re.escape(f"feature_date must be a date or YYYY-MM-DD, got {shown};")
+    ):
+        store.replace_date("user_features", feature_date, [], [])
