@@ -297,3 +297,163 @@ def test_start_order(default_stack: dict[str, Any]) -> None:
         "merchant-api",
     ):
         assert "healthcheck" in services[name], f"{name} has no healthcheck to wait on"
+
+
+# --- The stack against the code and the image: connection ids, their extras, Airflow 3 option names.
+
+DOCKERFILE = PROJECT_ROOT / "Dockerfile"
+REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
+CONNECTION_ENV = re.compile(r"^AIRFLOW_CONN_([A-Z0-9_]+)$")
+AIRFLOW_OPTION_ENV = re.compile(r"^AIRFLOW__([A-Z0-9_]+?)__([A-Z0-9_]+)$")
+
+
+def _hook_conn_ids() -> dict[str, str]:
+    """{hook name: the conn id it reads by default}: the connections the operators fall back to."""
+    from featurelake_airflow.hooks.dask_cluster import DaskClusterHook
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+    from featurelake_airflow.hooks.online_store import OnlineStoreHook
+    from featurelake_airflow.hooks.spark_connection import SparkConnectionConfHook
+
+    hooks = (DaskClusterHook, HttpApiHook, OnlineStoreHook, SparkConnectionConfHook)
+    return {hook.__name__: hook.default_conn_name for hook in hooks}
+
+
+def _dag_conn_ids() -> dict[str, str]:
+    """{file:line: conn id} of every `*conn_id="..."` argument in dags/ (read, not imported)."""
+    import ast
+
+    found = {}
+    for path in sorted((PROJECT_ROOT / "dags").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.keyword) and node.arg and node.arg.endswith("conn_id"):
+                assert isinstance(node.value, ast.Constant), f"{path.name}:{node.lineno}: not a literal"
+                found[f"{path.name}:{node.lineno}"] = node.value.value
+    return found
+
+
+def _used_conn_ids() -> set[str]:
+    return {*_hook_conn_ids().values(), *_dag_conn_ids().values()}
+
+
+def _airflow_env_settings() -> dict[str, str]:
+    from featurelake.settings import read_settings
+
+    return read_settings(PROJECT_ROOT / "airflow.env")
+
+
+def test_the_dags_name_the_hooks_connections() -> None:
+    """A DAG that named a connection the hooks do not default to would need one more AIRFLOW_CONN_."""
+    assert set(_dag_conn_ids().values()) == set(_hook_conn_ids().values()), _dag_conn_ids()
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_connection_the_code_reads_is_defined_and_none_is_stale(
+    request: pytest.FixtureRequest, stack: Mapping[str, Any]
+) -> None:
+    services = _stack(request, stack)["services"]
+    task_runners = ["airflow-scheduler", *(["airflow-worker"] if "airflow-worker" in services else [])]
+    for name in task_runners:
+        defined = {
+            match[1].lower() for key in services[name]["environment"] if (match := CONNECTION_ENV.match(key))
+        }
+        assert defined == _used_conn_ids(), f"{name}: defines {sorted(defined)}"
+    local = {match[1].lower() for key in _airflow_env_settings() if (match := CONNECTION_ENV.match(key))}
+    assert local == _used_conn_ids(), f"airflow.env defines {sorted(local)}"
+
+
+def _connection_sources(default_stack: dict[str, Any]) -> dict[str, dict[str, str]]:
+    environment = default_stack["services"]["airflow-scheduler"]["environment"]
+    return {
+        "compose": {key: value for key, value in environment.items() if CONNECTION_ENV.match(key)},
+        "airflow.env": {
+            key: value for key, value in _airflow_env_settings().items() if CONNECTION_ENV.match(key)
+        },
+    }
+
+
+@pytest.mark.parametrize("source", ["compose", "airflow.env"])
+def test_the_hooks_accept_the_stacks_connections(
+    default_stack: dict[str, Any], source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each connection as Airflow 3 parses it (the JSON form of AIRFLOW_CONN_*), read by the hook
+    that uses it: an extra the hook does not know, or a value it refuses, fails here, not in a task."""
+    from featurelake_airflow.hooks.dask_cluster import DaskClusterHook
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+    from featurelake_airflow.hooks.online_store import OnlineStoreHook
+    from featurelake_airflow.hooks.spark_connection import SparkConnectionConfHook
+
+    for key, value in _connection_sources(default_stack)[source].items():
+        monkeypatch.setenv(key, value)
+    spark = SparkConnectionConfHook(conn_id="spark_default")
+    dask = DaskClusterHook(dask_conn_id="dask_default")
+    store = OnlineStoreHook(online_conn_id="featurelake_online").config()
+    api = HttpApiHook(http_conn_id="merchant_api")
+    fetch, max_failed_fraction = api.get_conn(), api.max_failed_fraction()
+    spark_conf = spark.get_conn()
+    assert fetch.path_template == "/merchants/{id}" and 0 <= max_failed_fraction <= 1
+    if source == "compose":
+        services = default_stack["services"]
+        assert spark.master() == "spark://spark-master:7077" and spark_conf == {}
+        assert dask.scheduler_address() == "tcp://dask-scheduler:8786"
+        assert store.nodes == tuple(f"{shard}:6379" for shard in REDIS_SHARDS) and not store.cluster
+        assert fetch.base_url == "http://merchant-api:8089"
+        # The sandbox answers 429 above its --rate: the connection must stay under it.
+        command = services["merchant-api"]["command"]
+        assert fetch.rate_per_second <= float(command[command.index("--rate") + 1])
+    else:
+        assert spark.master() == "local[*]" and spark_conf == {"spark.log.level": "WARN"}
+        assert dask.scheduler_address() is None
+        assert dask.local_cluster_options()["threads_per_worker"] >= 1
+        assert store.nodes == ("127.0.0.1:6379",) and store.db == 0
+        assert fetch.base_url == "http://127.0.0.1:8089"
+
+
+def _airflow_option_names() -> set[tuple[str, str]]:
+    """(section, option) of every option the installed Airflow and its celery provider define."""
+    from airflow.configuration import retrieve_configuration_description
+    from airflow.providers.celery.get_provider_info import get_provider_info
+
+    described = {
+        **retrieve_configuration_description(include_providers=False),
+        **get_provider_info()["config"],
+    }
+    return {(section, option) for section, body in described.items() for option in body.get("options", {})}
+
+
+def test_every_airflow_setting_is_an_airflow_3_option(celery_stack: dict[str, Any]) -> None:
+    """Airflow 3 renamed and moved many options ([webserver] to [api], [scheduler] parsing to
+    [dag_processor]); an old name set in the environment is silently ignored."""
+    names: dict[str, str] = {}
+    for service, body in celery_stack["services"].items():
+        names.update({key: f"docker-compose.yaml {service}" for key in body.get("environment") or {}})
+    names.update({key: "airflow.env" for key in _airflow_env_settings()})
+    names.update({key: "Dockerfile" for key in re.findall(r"\b(AIRFLOW__\w+)=", DOCKERFILE.read_text())})
+    options = _airflow_option_names()
+    unknown = {
+        key: where
+        for key, where in names.items()
+        if (match := AIRFLOW_OPTION_ENV.match(key)) and (match[1].lower(), match[2].lower()) not in options
+    }
+    assert not unknown, f"not options of the installed Airflow: {unknown}"
+
+
+def test_the_image_is_the_locked_airflow_with_the_pinned_lock() -> None:
+    dockerfile = DOCKERFILE.read_text()
+    base = re.search(
+        r"^FROM apache/airflow:(?P<airflow>[\d.]+)-python(?P<python>[\d.]+)\s*$", dockerfile, re.M
+    )
+    assert base, "the Dockerfile does not start from an apache/airflow:<version>-python<version> image"
+    lock = REQUIREMENTS.read_text()
+    assert re.search(rf"^apache-airflow=={re.escape(base['airflow'])}$", lock, re.M), (
+        f"the image is Airflow {base['airflow']}, but requirements.txt pins another apache-airflow"
+    )
+    requires_python = re.search(
+        r'^requires-python = "(.*)"', (PROJECT_ROOT / "pyproject.toml").read_text(), re.M
+    )
+    assert requires_python and f">={base['python']}" in requires_python[1], requires_python
+    requirements = [line.split(";")[0].strip() for line in lock.splitlines() if line and line[0].isalnum()]
+    assert requirements and all("==" in line for line in requirements), "requirements.txt is not pinned"
+    assert "COPY --chown=airflow:0 requirements.txt /opt/featurelake/requirements.txt" in dockerfile
+    assert re.search(
+        r"^RUN uv pip install --no-cache -r /opt/featurelake/requirements\.txt$", dockerfile, re.M
+    )
