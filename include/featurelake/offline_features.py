@@ -61,8 +61,15 @@ def partition_records(
         if not dataset.files:
             return
         raise ValueError(f"{partition} has no entity column {entity_column!r}; it has {dataset.schema.names}")
+    # the date is the record's own field; `date` is the partition column if a reader adds it
+    exclude = ("feature_date", "date")
+    # Checked before the first record, so that a publish fails before it writes any of them (a
+    # type or a null met in a later batch would leave the store with part of the date).
+    _check_feature_types(partition, dataset.schema, skip={entity_column, *exclude})
     where, wanted = None, None
-    if entity_ids is not None:
+    if entity_ids is None:
+        _check_no_empty_entity(partition, dataset, entity_column)
+    else:
         id_type = dataset.schema.field(entity_column).type
         if pa.types.is_dictionary(id_type):
             id_type = id_type.value_type
@@ -76,13 +83,57 @@ def partition_records(
         dataset.to_batches(filter=where, batch_size=batch_size),
         entity_column=entity_column,
         feature_date=feature_date,
-        # the date is the record's own field; `date` is the partition column if a reader adds it
-        exclude=("feature_date", "date"),
+        exclude=exclude,
     )
     if wanted is None:
         yield from records
     else:
         yield from ((entity, record) for entity, record in records if entity in wanted)
+
+
+def _writable(data_type: pa.DataType) -> bool:
+    """Whether the online format holds values of this Arrow type (`plain_value`: null, bool, int,
+    float, str, date, timestamp)."""
+    if pa.types.is_dictionary(data_type):
+        return _writable(data_type.value_type)
+    return any(
+        check(data_type)
+        for check in (
+            pa.types.is_null,
+            pa.types.is_boolean,
+            pa.types.is_integer,
+            pa.types.is_floating,
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_string_view,
+            pa.types.is_date,
+            pa.types.is_timestamp,
+        )
+    )
+
+
+def _check_feature_types(partition: str, schema: pa.Schema, *, skip: set[str]) -> None:
+    for column in schema:
+        if column.name not in skip and not _writable(column.type):
+            raise TypeError(
+                f"{partition}: feature column {column.name!r} is of type {column.type}; the online "
+                "format takes null, bool, int, float, str, date and timestamp columns: convert it to "
+                "one of them (a duration to seconds, a decimal to a float, say)"
+            )
+
+
+def _check_no_empty_entity(partition: str, dataset: pads.Dataset, entity_column: str) -> None:
+    empty = pc.field(entity_column).is_null()
+    id_type = dataset.schema.field(entity_column).type
+    if pa.types.is_dictionary(id_type):
+        id_type = id_type.value_type
+    if pa.types.is_string(id_type) or pa.types.is_large_string(id_type):
+        empty = empty | (pc.field(entity_column) == "")
+    count = dataset.count_rows(filter=empty)
+    if count:
+        raise ValueError(
+            f"{partition}: {count} feature rows have an empty {entity_column!r}; they cannot be keyed"
+        )
 
 
 def partition_entities(

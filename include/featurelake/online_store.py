@@ -24,6 +24,7 @@ and writes it meanwhile, following the cluster's ASK and MOVED redirections.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -158,6 +159,14 @@ def _host_port(node: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _is_node(entry: object) -> bool:
+    """Whether a `nodes` entry is a host:port string, as the store reads them."""
+    return isinstance(entry, str) and bool(re.fullmatch(r".+:\d+", entry))
+
+
+# redis-py's names of the TLS verify modes, which the Airflow Redis form offers too.
+_SSL_CERT_REQS = ("required", "optional", "none")
+
 _CONNECTION_EXTRAS = frozenset(
     {
         "nodes",
@@ -271,6 +280,18 @@ class OnlineStoreConfig:
             raise ValueError(
                 f"connection {conn_id!r}: unknown extra {unknown}; known: {sorted(_CONNECTION_EXTRAS)}"
             )
+        # one ':' is a port (an IPv6 address has several): it would become host:port:6379
+        if host and ("://" in host or "/" in host or host.count(":") == 1):
+            raise ValueError(
+                f"connection {conn_id!r}: its host {host!r} must be a host name or address alone; "
+                "put the port in the port field, and TLS in the `ssl` extra"
+            )
+        cert_reqs = extra.get("ssl_cert_reqs")
+        if cert_reqs is not None and cert_reqs not in _SSL_CERT_REQS:
+            raise ValueError(
+                f"connection {conn_id!r}: extra `ssl_cert_reqs` must be one of {', '.join(_SSL_CERT_REQS)}, "
+                f"got {cert_reqs!r}"
+            )
         startup = extra.get("startup_nodes", "")
         if not isinstance(startup, str):
             raise ValueError(
@@ -290,6 +311,12 @@ class OnlineStoreConfig:
         for name in ("nodes", "previous_nodes"):
             if not isinstance(extra.get(name, []), list):
                 raise ValueError(f'connection {conn_id!r}: `{name}` must be a list such as ["redis-0:6379"]')
+            for entry in extra.get(name, []):
+                if not _is_node(entry):
+                    raise ValueError(
+                        f"connection {conn_id!r}: extra `{name}` holds {entry!r}; each entry must be "
+                        'host:port text, for example "redis-0:6379"'
+                    )
         return cls(
             nodes=tuple(nodes),
             previous_nodes=tuple(extra.get("previous_nodes", ())),

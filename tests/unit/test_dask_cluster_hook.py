@@ -85,3 +85,19 @@ def test_a_local_cluster_needs_at_least_one_worker_and_thread(monkeypatch, extra
     assert str(raised.value) == (
         f"connection 'dask_test': extra {name} must be a whole number >= 1, got {value!r}"
     )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param('{"workers": 2,}', "its extra is not valid JSON", id="bad-json"),
+        pytest.param("[2]", "its extra must be a JSON object of options", id="not-an-object"),
+    ],
+)
+def test_an_extra_that_is_no_json_object_is_refused_naming_the_connection(
+    monkeypatch, extra: str, message: str
+) -> None:
+    # Airflow's extra_dejson reads it as no extra: the cluster would silently take the defaults
+    hook = hook_for(monkeypatch, {"host": "local", "extra": extra})
+    with pytest.raises(ValueError, match=f"connection 'dask_test': {message}"):
+        hook.local_cluster_options()

@@ -246,3 +246,119 @@ def test_the_compute_layer_names_a_directory_that_is_no_date_partition(tmp_path)
     (tmp_path / "date=2026-10-28.bak").mkdir()
     with pytest.raises(ValueError, match=r"date=2026-10-28\.bak is not a partition of .*Move it out"):
         read_offline_features(str(tmp_path), ["a"], as_of=date(2026, 10, 28))
+
+
+def _connection(conn_id: str = "online", **fields):
+    from airflow.sdk import Connection
+
+    return Connection(conn_id=conn_id, conn_type="redis", **fields)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        # extra_dejson reads such an extra as {}: the store would use the host alone, not the ring
+        pytest.param(
+            '{"nodes": ["r0:6379", "r1:6379"],}', "'online': its extra is not valid JSON", id="bad-json"
+        ),
+        pytest.param('["r0:6379"]', "'online': its extra must be a JSON object", id="not-an-object"),
+    ],
+)
+def test_an_extra_that_is_no_json_object_is_refused_naming_the_connection(extra: str, message: str) -> None:
+    from featurelake_airflow.hooks.online_store import OnlineStoreHook
+
+    with pytest.raises(ValueError, match=message):
+        OnlineStoreHook.config_of(_connection(host="r0", extra=extra))
+
+
+def test_a_uri_connections_path_is_its_database_and_its_password_is_decoded() -> None:
+    from airflow.sdk import Connection
+
+    from featurelake_airflow.hooks.online_store import OnlineStoreHook
+
+    uri = "redis://feature-writer:p%40ss%3Aw%2Fo%20rd@redis-0:6380/2?key_prefix=prod"
+    config = OnlineStoreHook.config_of(Connection.from_uri(uri, conn_id="online"))
+    assert (config.nodes, config.db, config.username, config.password, config.key_prefix) == (
+        ("redis-0:6380",),
+        2,
+        "feature-writer",
+        "p@ss:w/o rd",
+        "prod",
+    )
+    with pytest.raises(ValueError, match=r"'online' names two databases: 2 in its schema .* and '3'"):
+        OnlineStoreHook.config_of(Connection.from_uri("redis://redis-0/2?db=3", conn_id="online"))
+    with pytest.raises(ValueError, match=r"'online': its schema .* must be a database number"):
+        OnlineStoreHook.config_of(Connection.from_uri("redis://redis-0/features", conn_id="online"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        pytest.param(
+            {"host": "r", "extra": json.dumps({"nodes": ["r0"]})},
+            "'online': extra `nodes` holds 'r0'; each entry must be",
+            id="node-without-port",
+        ),
+        pytest.param(
+            {"host": "r", "extra": json.dumps({"nodes": ["r0:1", 6379]})},
+            "'online': extra `nodes` holds 6379",
+            id="node-not-text",
+        ),
+        pytest.param(
+            {"host": "r", "extra": json.dumps({"nodes": ["r0:1"], "previous_nodes": ["r0"]})},
+            "'online': extra `previous_nodes` holds 'r0'",
+            id="previous-node-without-port",
+        ),
+        pytest.param(
+            {"host": "r", "extra": json.dumps({"batch_size": 0})},
+            "'online': batch_size must be >= 1",
+            id="store-error",
+        ),
+        pytest.param(
+            {"host": "r", "extra": json.dumps({"ssl": True, "ssl_cert_reqs": "require"})},
+            "'online': extra `ssl_cert_reqs` must be one of required, optional, none, got 'require'",
+            id="tls-verify-mode",
+        ),
+        pytest.param(
+            {"host": "redis-0:6380"}, "'online': its host 'redis-0:6380' must be a host", id="host-with-port"
+        ),
+        pytest.param(
+            {"host": "rediss://redis-0"}, "'online': its host 'rediss://redis-0' must be", id="host-uri"
+        ),
+    ],
+)
+def test_bad_connection_fields_fail_naming_the_connection_and_the_field(fields: dict, message: str) -> None:
+    from featurelake_airflow.hooks.online_store import OnlineStoreHook
+
+    with pytest.raises(ValueError, match=message):
+        OnlineStoreHook.config_of(_connection(**fields))
+
+
+def test_an_ipv6_host_and_a_form_connection_with_blank_port_work() -> None:
+    from featurelake_airflow.hooks.online_store import OnlineStoreHook
+
+    assert OnlineStoreHook.config_of(_connection(host="::1")).nodes == ("::1:6379",)
+    form = _connection(
+        host="redis-0", port=None, extra=json.dumps({"db": 1, "startup_nodes": "", "ssl_cert_reqs": None})
+    )
+    config = OnlineStoreHook.config_of(form)
+    assert (config.nodes, config.db) == (("redis-0:6379",), 1)
+
+
+def test_a_partition_with_a_column_the_format_cannot_hold_fails_before_any_record(tmp_path) -> None:
+    """Checked on the schema: a bad column that is null in the first rows would otherwise fail the
+    publish in a later batch, after it had written the first ones."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurelake.offline_features import partition_records
+
+    partition = tmp_path / "date=2026-10-28"
+    partition.mkdir()
+    refunds = pa.array([None] * 5 + [1] * 5, pa.decimal128(10, 2))
+    pq.write_table(
+        pa.table({"user_id": [f"u{i}" for i in range(10)], "refund": refunds}), partition / "p.parquet"
+    )
+    records = partition_records(str(partition), feature_date=date(2026, 10, 28), batch_size=2)
+    with pytest.raises(TypeError, match=r"feature column 'refund' is of type decimal128\(10, 2\)"):
+        next(records)

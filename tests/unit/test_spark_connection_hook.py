@@ -200,3 +200,14 @@ def test_the_properties_file_is_the_one_spark_submit_loads(tmp_path: Path) -> No
     )
     assert spark_properties_file(properties_file=None, environ={"SPARK_CONF_DIR": str(tmp_path)}) is None
     assert spark_properties_file(properties_file=None, environ={}) is None
+
+
+def test_an_extra_that_is_not_json_is_refused_naming_the_connection(monkeypatch) -> None:
+    # Airflow's extra_dejson reads it as no extra: the job would silently run without its conf
+    extra = '{"conf": {"spark.executor.memory": "4g"},}'
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SPARK_TYPO", json.dumps({"conn_type": "spark", "host": "local[2]", "extra": extra})
+    )
+    hook = SparkConnectionConfHook(conn_id="spark_typo")
+    with pytest.raises(ValueError, match="connection 'spark_typo': its extra is not valid JSON"):
+        hook.get_conn()

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
+from featurelake_airflow.connection_extra import extra_options
+
 if TYPE_CHECKING:
     from airflow.sdk import Connection
     from distributed import Client
@@ -55,7 +57,7 @@ class DaskClusterHook(BaseHook):
 
     def local_cluster_options(self) -> dict[str, Any]:
         """The LocalCluster's options from the connection's extras (distributed's names)."""
-        extra = self._dask_connection.extra_dejson
+        extra = extra_options(self._dask_connection, example='{"workers": 2, "threads": 2}')
         unknown = sorted(set(extra) - LOCAL_EXTRAS)
         if unknown:
             raise ValueError(

@@ -6,6 +6,7 @@
 One node: host and port. A ketama ring: the `nodes` extra (and `previous_nodes` while it is
 rebalanced). A Redis Cluster: `{"cluster": true}` with the startup nodes as host/port or `nodes`.
 Login and password apply to every node; see `OnlineStoreConfig.from_connection` for every extra.
+A redis:// URI's path (`/2`, the connection's schema) is the database number, as the `db` extra.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
+
+from featurelake_airflow.connection_extra import extra_options
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -39,21 +42,51 @@ class OnlineStoreHook(BaseHook):
     @staticmethod
     def config_of(connection: Connection) -> OnlineStoreConfig:
         """The store config of an Airflow connection (the demo builds one from its JSON with
-        `Connection.from_json`): host, port, login, password and extras."""
+        `Connection.from_json`): host, port, login, password, schema (a URI's `/db`) and extras.
+        An error names the connection and the field to fix."""
         # Imported here: DAG files import this hook through operators, and parse without redis.
         from featurelake.online_store import OnlineStoreConfig
 
-        return OnlineStoreConfig.from_connection(
-            host=connection.host,
-            port=connection.port,
-            login=connection.login,
-            password=connection.password,
-            extra=connection.extra_dejson,
-            conn_id=connection.conn_id,
-        )
+        conn_id = connection.conn_id
+        extra = _extra_of(connection)
+        try:
+            return OnlineStoreConfig.from_connection(
+                host=connection.host,
+                port=connection.port,
+                login=connection.login,
+                password=connection.password,
+                extra=extra,
+                conn_id=conn_id,
+            )
+        except ValueError as error:
+            if repr(conn_id) in str(error):
+                raise
+            raise ValueError(f"connection {conn_id!r}: {error}") from None
 
     def get_conn(self) -> OnlineStore:
         """A new store on the connection's nodes; close it (or use it as a context manager)."""
         from featurelake.online_store import OnlineStore
 
         return OnlineStore(self.config())
+
+
+def _extra_of(connection: Connection) -> dict[str, Any]:
+    """The connection's extra (`extra_options`) with the database of a URI's path (its schema) as
+    `db`."""
+    conn_id = connection.conn_id
+    extra = extra_options(connection, example='{"nodes": ["redis-0:6379", "redis-1:6379"]}')
+    database = (connection.schema or "").strip("/")
+    if database:
+        if not database.isdigit():
+            raise ValueError(
+                f"connection {conn_id!r}: its schema (a redis:// URI's path) {connection.schema!r} must "
+                "be a database number, such as 2 in redis://redis-0:6379/2"
+            )
+        given = extra.get("db")
+        if given not in (None, "") and str(given).strip() != str(int(database)):
+            raise ValueError(
+                f"connection {conn_id!r} names two databases: {database} in its schema (a URI's path) "
+                f"and {given!r} in its `db` extra; keep one"
+            )
+        extra = {**extra, "db": int(database)}
+    return extra

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
+from featurelake_airflow.connection_extra import extra_options
+
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
@@ -40,6 +42,9 @@ def spark_conf_from_extra(extra: Mapping[str, Any], *, conn_id: str) -> dict[str
     }
 
 
+_EXAMPLE_EXTRA = '{"conf": {"spark.executor.memory": "4g"}}'
+
+
 class SparkConnectionConfHook(BaseHook):
     """Reads the Spark properties (`conf` extra) of a Spark connection."""
 
@@ -59,7 +64,7 @@ class SparkConnectionConfHook(BaseHook):
 
     def get_conn(self) -> dict[str, str]:
         """The connection's Spark properties, {} when it has none."""
-        return spark_conf_from_extra(self._spark_connection.extra_dejson, conn_id=self.conn_id)
+        return spark_conf_from_extra(self.extra(), conn_id=self.conn_id)
 
     def master(self) -> str:
         """The master URL spark-submit gets from this connection, as SparkSubmitHook builds it: the
@@ -75,4 +80,4 @@ class SparkConnectionConfHook(BaseHook):
 
     def extra(self) -> dict[str, Any]:
         """The connection's extra, parsed (deploy mode, queue, ResourceManager address...)."""
-        return dict(self._spark_connection.extra_dejson)
+        return extra_options(self._spark_connection, example=_EXAMPLE_EXTRA)
