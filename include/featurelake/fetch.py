@@ -271,6 +271,8 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                             body = (await response.read()).decode("utf-8", errors="replace")
                         failure = _Failed if response.status in ID_OWN_STATUSES else _ApiFailed
                         raise failure(f"HTTP {response.status}: {body[:200]}")
+                    if not (await response.read()).strip():  # response.json() would read it as null
+                        raise _ApiFailed("not JSON: an empty body")
                     try:
                         return await response.json(content_type=None), None
                     # Not JSON, or not in its charset (a maintenance or login page); a charset that

@@ -87,13 +87,16 @@ def validate_profile(item: tuple[str, Any]) -> Checked:
 
 
 def enrich_profile(checked: Checked, *, as_of: date | None = None) -> Checked:
-    """Add the derived columns (process stage: the CPU-bound part of a real enrichment)."""
+    """Add the derived columns (process stage: the CPU-bound part of a real enrichment):
+    `risk_bucket`, and `years_active`, the whole years from `established` to `as_of` (0 if later)."""
     if checked.row is None:
         return checked
     row = dict(checked.row)
     row["risk_bucket"] = next(bucket for limit, bucket in RISK_BUCKETS if row["risk_score"] <= limit)
-    reference = as_of or date.today()
-    row["years_active"] = max(0, (reference - row["established"]).days // 365)
+    reference, established = as_of or date.today(), row["established"]
+    # Whole years, as for an age: days // 365 counted a year early once enough leap days added up.
+    anniversary_ahead = (reference.month, reference.day) < (established.month, established.day)
+    row["years_active"] = max(0, reference.year - established.year - anniversary_ahead)
     return Checked(checked.merchant_id, row, None, checked.payload)
 
 

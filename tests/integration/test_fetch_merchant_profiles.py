@@ -484,15 +484,21 @@ async def json_nested_too_deep(request: web.Request, number: int) -> web.StreamR
     return web.Response(body=b"[" * 100_000, content_type="application/json")
 
 
+async def json_empty(request: web.Request, number: int) -> web.StreamResponse:
+    return web.Response(status=200, body=b" \n", content_type="application/json")
+
+
 def test_a_body_no_decoder_can_read_fails_that_id_alone() -> None:
     """A charset that names no text encoding, or JSON nested deeper than Python recurses, used to
-    raise LookupError or RecursionError out of fetch_all and lose every id."""
+    raise LookupError or RecursionError out of fetch_all and lose every id. An empty 200 body used
+    to count as the merchant's own payload, null, instead of the API's failure."""
     good = PLAIN[:3]
     server = SandboxServer(port=free_port(), rate=200)
     answers = {
         "m-base64": json_in_base64_charset,
         "m-rot13": bad_request_in_rot13_charset,
         "m-deep": json_nested_too_deep,
+        "m-empty": json_empty,
     }
     add_misbehaviour(server, answers)
     with server:
@@ -502,7 +508,8 @@ def test_a_body_no_decoder_can_read_fails_that_id_alone() -> None:
     assert result.failed["m-base64"].startswith("not JSON: 'base64' is not a text encoding")
     assert result.failed["m-deep"].startswith("not JSON: maximum recursion depth exceeded")
     assert result.failed["m-rot13"] == "HTTP 400: no such field"
-    assert result.api_failed == {"m-base64", "m-deep"}, "a 400 stays the id's own"
+    assert result.failed["m-empty"] == "not JSON: an empty body"
+    assert result.api_failed == {"m-base64", "m-deep", "m-empty"}, "a 400 stays the id's own"
 
 
 @pytest.mark.parametrize("bad", [None, 1017, ""], ids=["none", "int", "empty"])

@@ -4,8 +4,9 @@
      "extra": {"path_template": "/v1/merchants/{id}", "rate_per_second": 20, "max_concurrency": 8,
                "headers": {"Authorization": "Bearer ..."}}}
 
-The password, when set, is sent as a bearer token. Extras: `path_template`, `rate_per_second`,
-`max_concurrency`, `max_attempts`, `timeout_seconds`, `max_retry_after_seconds`, `headers` (the
+The password, when set, is sent as a bearer token (an `Authorization` header in the extras wins).
+The scheme is `schema`, else `https` for an `https://` URI connection, else `http`. Extras:
+`path_template`, `rate_per_second`, `max_concurrency`, `max_attempts`, `timeout_seconds`, `max_retry_after_seconds`, `headers` (the
 `FetchConfig` settings of the same names), and `max_failed_fraction`: the largest share of ids that
 may fail because of the API (unavailable, or refusing our credentials) before a task refuses the
 result (default 0.5). A bad value fails naming the connection and the extra.
@@ -13,10 +14,13 @@ result (default 0.5). A bad value fails naming the connection and the extra.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
+
+from featurelake_airflow.connection_extra import extra_options
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -35,6 +39,8 @@ FETCH_EXTRAS = frozenset(
     }
 )
 DEFAULT_MAX_FAILED_FRACTION = 0.5
+# Control characters (a token's trailing newline) that aiohttp refuses in a header, mid-fetch.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class HttpApiHook(BaseHook):
@@ -58,7 +64,7 @@ class HttpApiHook(BaseHook):
     def _extras(self) -> tuple[Connection, dict[str, Any]]:
         """The connection and its extras, refusing unknown ones."""
         connection = self._http_connection
-        extra = dict(connection.extra_dejson)
+        extra = extra_options(connection, example='{"rate_per_second": 20}')
         known = FETCH_EXTRAS | {"max_failed_fraction"}
         unknown = sorted(set(extra) - known)
         if unknown:
@@ -73,11 +79,9 @@ class HttpApiHook(BaseHook):
         connection, extra = self._extras()
         if not connection.host:
             raise ValueError(f"connection {self.http_conn_id!r} has no host; set it to the API's host name")
-        host = (
-            connection.host
-            if "://" in connection.host
-            else f"{connection.schema or 'http'}://{connection.host}"
-        )
+        # A URI connection (AIRFLOW_CONN_X='https://host') has no schema: its conn_type is the scheme.
+        scheme = connection.schema or ("https" if connection.conn_type == "https" else "http")
+        host = connection.host if "://" in connection.host else f"{scheme}://{connection.host}"
         base_url = f"{host}:{connection.port}" if connection.port else host
         headers = extra.pop("headers", {})
         if isinstance(headers, list) and all(isinstance(pair, list) and len(pair) == 2 for pair in headers):
@@ -90,8 +94,20 @@ class HttpApiHook(BaseHook):
                 f"to string values, got {headers!r}"
             )
         headers = dict(headers)
+        if any(CONTROL_CHARACTERS.search(name + value) for name, value in headers.items()):
+            raise ValueError(
+                f"connection {self.http_conn_id!r}: extra 'headers' holds a control character (a line "
+                "break?), which no HTTP header may hold; remove it"
+            )
         if connection.password:
-            headers.setdefault("Authorization", f"Bearer {connection.password}")
+            if CONTROL_CHARACTERS.search(connection.password):
+                raise ValueError(
+                    f"connection {self.http_conn_id!r}: its password, sent as a bearer token, holds a "
+                    "control character (a trailing line break?), which no HTTP header may hold; remove it"
+                )
+            # Header names are case-insensitive: an "authorization" extra wins over the password.
+            if not any(name.lower() == "authorization" for name in headers):
+                headers["Authorization"] = f"Bearer {connection.password}"
         settings = {name: value for name, value in extra.items() if name in FETCH_EXTRAS}
         for name in ("max_concurrency", "max_attempts"):  # counts; a UI or JSON tool may write 4.0
             value = settings.get(name)
