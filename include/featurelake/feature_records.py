@@ -94,6 +94,8 @@ def plain_value(column: str, value: Any) -> Any:
     if isinstance(value, datetime):
         if value != value:  # pandas' NaT, a datetime that equals nothing
             return None
+        if hasattr(value, "to_pydatetime"):  # a pandas Timestamp: its isoformat() shows nanoseconds
+            value = value.to_pydatetime(warn=False)
         utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return utc.isoformat().replace("+00:00", "Z")
     if isinstance(value, date):

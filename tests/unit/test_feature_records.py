@@ -92,6 +92,10 @@ def test_value_bytes_are_the_documented_msgpack_array() -> None:
         pytest.param(True, True, id="bool"),
         pytest.param(pd.NaT, None, id="pandas-nat-is-null"),
         pytest.param(pd.Timestamp("2026-10-28T13:05:01.25"), "2026-10-28T13:05:01.250000Z", id="pandas-ts"),
+        # a timestamp[ns] column's values: the format has microseconds
+        pytest.param(
+            pd.Timestamp("2026-10-28T13:05:01.250000789"), "2026-10-28T13:05:01.250000Z", id="pandas-ts-ns"
+        ),
         pytest.param(
             np.datetime64("2026-10-28T13:05:01.250000000"), "2026-10-28T13:05:01.250000Z", id="numpy-ns"
         ),

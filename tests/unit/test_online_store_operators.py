@@ -66,6 +66,7 @@ def test_rebalance_task_fails_until_a_pass_finishes(report: RebalanceReport, err
 
     hook = mock.Mock()
     hook.return_value.get_conn.return_value = FakeStore(report)
+    hook.return_value.config.return_value = FakeStore(report).config
     with mock.patch.object(rebalance_online_store, "OnlineStoreHook", hook):
         task = rebalance_online_store.RebalanceOnlineStoreOperator(
             task_id="rebalance", online_conn_id="shards"
@@ -77,6 +78,21 @@ def test_rebalance_task_fails_until_a_pass_finishes(report: RebalanceReport, err
             result = task.execute(context={})
             assert result["moved"] == 4 and result["keys_per_node"] == {"a:1": 5, "b:2": 4}
     hook.assert_called_once_with(online_conn_id="shards")
+
+
+def test_a_rebalance_of_a_redis_cluster_fails_without_retries(monkeypatch) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from featurelake_airflow.operators.rebalance_online_store import RebalanceOnlineStoreOperator
+
+    # A closed port: the task must refuse before it connects (a cluster client connects at once)
+    connection = {"conn_type": "redis", "host": "127.0.0.1", "port": 1, "extra": {"cluster": True}}
+    monkeypatch.setenv("AIRFLOW_CONN_ONLINE_CLUSTER", json.dumps(connection))
+    task = RebalanceOnlineStoreOperator(task_id="rebalance", online_conn_id="online_cluster")
+    with pytest.raises(
+        AirflowFailException, match=r"'online_cluster' is a Redis Cluster.*redis-cli --cluster rebalance"
+    ):
+        task.execute(context={})
 
 
 def test_the_demo_and_the_hook_read_a_connection_the_same_way(monkeypatch) -> None:

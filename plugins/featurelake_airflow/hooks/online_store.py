@@ -11,6 +11,7 @@ A redis:// URI's path (`/2`, the connection's schema) is the database number, as
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
@@ -35,9 +36,14 @@ class OnlineStoreHook(BaseHook):
         super().__init__(**kwargs)
         self.online_conn_id = online_conn_id
 
+    @cached_property
+    def _online_connection(self) -> Connection:
+        # Looked up once: a task may read the config, then build the store from it.
+        return self.get_connection(self.online_conn_id)
+
     def config(self) -> OnlineStoreConfig:
         """The store config of this hook's connection."""
-        return self.config_of(self.get_connection(self.online_conn_id))
+        return self.config_of(self._online_connection)
 
     @staticmethod
     def config_of(connection: Connection) -> OnlineStoreConfig:

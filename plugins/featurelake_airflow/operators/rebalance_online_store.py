@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from featurelake_airflow.hooks.online_store import OnlineStoreHook
 
@@ -22,7 +23,13 @@ class RebalanceOnlineStoreOperator(BaseOperator):
         self.online_conn_id = online_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
-        with OnlineStoreHook(online_conn_id=self.online_conn_id).get_conn() as store:
+        hook = OnlineStoreHook(online_conn_id=self.online_conn_id)
+        if hook.config().cluster:  # no retry can change that
+            raise AirflowFailException(
+                f"connection {self.online_conn_id!r} is a Redis Cluster, which moves its own slots: "
+                "run `redis-cli --cluster rebalance` instead of this DAG"
+            )
+        with hook.get_conn() as store:
             if not store.config.previous_nodes:
                 self.log.info("the connection lists no previous_nodes: checking every key's placement anyway")
             report = store.rebalance()
