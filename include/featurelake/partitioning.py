@@ -76,8 +76,9 @@ def write_partitioned(
 
     `staging` (a scratch directory on the same file system, removed first) makes the replacement safe
     against a failed write: `df` is written there, and only once that write has succeeded is each
-    partition it wrote, and each `replace` date, swapped into `path` (a directory rename per
-    partition: no extra pass over the data). A failed write leaves `path` as it was, and so does a
+    partition it wrote, and each `replace` date, swapped into `path` (per partition, the published
+    directory renamed aside and the new one renamed in: no extra pass over the data, and no reader
+    sees a partition partly removed). A failed write leaves `path` as it was, and so does a
     row whose partition value is null or not a date (an error names it before anything moves).
     `marker` names an empty file put in each of those partitions, even one left with no rows, so that a listing
     (`existing_date_partitions(..., marker=...)`) tells a partition written empty from one never
@@ -162,17 +163,28 @@ def _swap_partitions_in(
                 "is not a date and rerun"
             ) from None
     names = written | {f"{prefix}{day.isoformat()}" for day in replace}
+    # A replaced partition is renamed aside, into the staging directory, and deleted with it: a
+    # recursive delete in place would let a reader, or a run killed part-way, see some of its files.
+    replaced_root = jvm_path(staged_root, "_replaced")
     for name in sorted(names):
         staged = jvm_path(staged_root, name)
         if marker:  # also creates the directory of an empty partition
             day = date.fromisoformat(name.removeprefix(prefix))
             write_text(spark, str(jvm_path(staged, marker)), marker_text.get(day, ""))
         live = jvm_path(f"{path.rstrip('/')}/{name}")
-        if fs.exists(live) and not fs.delete(live, True):
-            raise OSError(f"could not remove {live} to replace it with {staged}; remove it by hand and rerun")
+        aside = jvm_path(replaced_root, name)
+        if fs.exists(live):
+            fs.mkdirs(replaced_root)
+            if not fs.rename(live, aside):
+                raise OSError(
+                    f"could not move {live} to {aside} to replace it with {staged}; check that both are "
+                    "on one file system, or remove it by hand, and rerun"
+                )
         if fs.exists(staged):
             fs.mkdirs(live.getParent())
             if not fs.rename(staged, live):
+                if fs.exists(aside):
+                    fs.rename(aside, live)  # put the published partition back
                 raise OSError(f"could not move {staged} to {live}; check that both are on one file system")
     fs.delete(staged_root, True)
 

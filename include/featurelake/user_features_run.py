@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
@@ -130,6 +131,30 @@ def explained_overflow(*, ds: date, window_days: int) -> Iterator[None]:
         ) from error
 
 
+@contextmanager
+def explained_unreadable_tile(*, layout: LakeLayout, ds: date) -> Iterator[None]:
+    """Spark's error for a tile file it cannot read (truncated, or not Parquet), as an error that
+    names the file and says how to rebuild it: tiles are derived from raw data."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except (Py4JJavaError, PySparkException) as error:
+        tiles = re.escape("/".join(layout.user_daily_tiles.split("/")[-2:]))
+        unreadable = re.compile(rf"reading file (\S*?/{tiles}/date=\d{{4}}-\d{{2}}-\d{{2}})/(\S+?\.parquet)")
+        said = next((line for line in str(error).splitlines() if unreadable.search(line)), None)
+        if said is None:
+            raise
+        partition, name = unreadable.search(said).groups()
+        raise OSError(
+            f"the tile file {partition}/{name} cannot be read (truncated, or not Parquet), so the "
+            f"features of {ds} were not written; the published ones are as they were. Tiles are derived "
+            "from raw data: rerun with --mode rebuild (the DAG param mode=rebuild), or delete "
+            f"{partition} and rerun. Spark said: {said.removeprefix(': ').strip()}"
+        ) from error
+
+
 def run_user_features(
     spark: SparkSession, *, ds: date, lake: str, window_days: int, mode: str
 ) -> FeatureRunReport:
@@ -185,7 +210,10 @@ def run_user_features(
     # its measured size lets Spark broadcast it.
     repeated = repeated_transaction_keys(rows).persist()
     try:
-        with explained_overflow(ds=ds, window_days=window_days):
+        with (
+            explained_overflow(ds=ds, window_days=window_days),
+            explained_unreadable_tile(layout=layout, ds=ds),
+        ):
             log.info("%d (date, transaction_id) keys occur on more than one raw row", repeated.count())
             marked = mark_transactions(rows, repeated)
             # Pruned to the built dates' raw files, with the repeated keys of every date read.

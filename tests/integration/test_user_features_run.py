@@ -90,6 +90,26 @@ def test_a_failed_rerun_keeps_the_published_features(spark, published_lake: Path
     assert not (lake / "_staging" / "user_features" / f"date={ds.isoformat()}").exists()
 
 
+def test_a_truncated_tile_fails_naming_it_and_a_rebuild_repairs_it(
+    spark, published_lake: Path, tmp_path: Path
+) -> None:
+    lake = _copy(published_lake, tmp_path)
+    ds = DAYS[4]
+    published = _features(lake, ds)
+    partition = lake / "tiles" / "user_daily" / f"date={DAYS[1].isoformat()}"
+    tile = next(partition.glob("*.parquet"))  # its marker stays: the tile counts as built
+    tile.write_bytes(tile.read_bytes()[: tile.stat().st_size // 2])
+    (tile.parent / f".{tile.name}.crc").unlink(missing_ok=True)
+
+    with pytest.raises(OSError, match=rf"the tile file \S*{partition}/{tile.name} cannot be read") as failed:
+        _run(spark, lake, ds, "incremental")
+    assert "rerun with --mode rebuild" in str(failed.value)
+    pd.testing.assert_frame_equal(_features(lake, ds), published)
+
+    assert DAYS[1].isoformat() in _run(spark, lake, ds, "rebuild").tiles_built
+    pd.testing.assert_frame_equal(_features(lake, ds), published)
+
+
 def test_tiles_of_a_withdrawn_raw_date_stop_counting(spark, published_lake: Path, tmp_path: Path) -> None:
     lake = _copy(published_lake, tmp_path)
     ds = DAYS[4]
