@@ -100,6 +100,12 @@ class LakeLayout:
         """A job run's scratch directory, which every worker of a cluster reaches; the job removes it."""
         return self._join("_staging", job, f"date={day.isoformat()}")
 
+    def run_plan(self, job: str, day: date) -> str:
+        """The JSON file in which a job run keeps its plan until it succeeds, so that a retry of a
+        failed or killed run does what that run would have done (outside `staging`, which a failed
+        run removes)."""
+        return self._join("_staging", job, "_plans", f"{day.isoformat()}.json")
+
     def run_metrics(self, job: str, day: date) -> str:
         """The JSON file in which a job run reports its counts (read back by the Airflow operator)."""
         return self._join("_metrics", job, f"date={day.isoformat()}.json")

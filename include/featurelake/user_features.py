@@ -14,6 +14,7 @@ Spark's native hash aggregates.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -152,6 +153,23 @@ def plan_tile_build(
     if mode == "rebuild":
         return mode, sorted(in_window | {ds})
     return mode, sorted({ds} | (in_window - tile_dates))
+
+
+def resume_plan(saved: str | None, *, mode: str) -> tuple[str, set[date]]:
+    """How a retry plans, given the `saved` plan (JSON) of the failed run for the same date: the
+    mode to plan with (the failed run's, when the retry's is `auto`), and the tiles to build besides
+    its own plan (the failed run's: it may have swapped some in, which the retry would take as
+    built), so that the retry writes and reports what the failed run would have. With nothing
+    saved, `mode` and no tiles."""
+    if saved is None:
+        return mode, set()
+    try:
+        plan = json.loads(saved)
+        saved_mode, saved_dates = plan["mode"], {date.fromisoformat(d) for d in plan["tiles"]}
+    except (ValueError, KeyError, TypeError) as error:
+        log.warning("ignoring an unreadable plan of an earlier run (%s): %.200r", error, saved)
+        return mode, set()
+    return (saved_mode if mode == "auto" and saved_mode in RUN_MODES else mode), saved_dates
 
 
 def _empty(column: str) -> Column:

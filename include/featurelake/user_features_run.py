@@ -29,6 +29,7 @@ from featurelake.partitioning import (
     partition_fingerprint,
     read_text,
     write_partitioned,
+    write_text,
 )
 from featurelake.user_features import (
     CATEGORIES_SCHEMA,
@@ -45,6 +46,7 @@ from featurelake.user_features import (
     quarantined_rows,
     read_raw_transactions,
     repeated_transaction_keys,
+    resume_plan,
     transaction_tiles,
     window_dates,
     with_quarantine_reason,
@@ -183,9 +185,14 @@ def run_user_features(
             day,
         )
     tile_dates -= set(rewritten)
+    # Kept until the run succeeds: a retry of a failed run builds what that run would have built.
+    plan_path = layout.run_plan(STAGING_JOB, ds)
+    mode, resumed_tiles = resume_plan(read_text(spark, plan_path), mode=mode)
     mode, to_build = plan_tile_build(
         mode=mode, ds=ds, raw_dates=raw_dates, tile_dates=tile_dates, start=start
     )
+    to_build = sorted(set(to_build) | {d for d in resumed_tiles if d in raw_dates and start <= d <= ds})
+    write_text(spark, plan_path, json.dumps({"mode": mode, "tiles": [d.isoformat() for d in to_build]}))
     # A date's tile and its quarantine come from one validation, so a run writes both for exactly the
     # dates it builds, and nothing of other dates. A full run also reads the window's other raw
     # dates, marking their rows to keep invalid rows and copies out of the features; their
@@ -298,7 +305,7 @@ def run_user_features(
         .first()
     )
     by_reason = {row["reason"]: int(row["count"]) for row in sorted(quarantined, key=lambda r: r["reason"])}
-    return FeatureRunReport(
+    report = FeatureRunReport(
         ds=ds.isoformat(),
         mode=mode,
         window_days=window_days,
@@ -311,3 +318,5 @@ def run_user_features(
         quarantined_by_reason=by_reason,
         output_path=output,
     )
+    delete_path(spark, plan_path)
+    return report

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +49,7 @@ def test_a_run_killed_while_it_replaces_the_features_leaves_no_partial_partition
     ds = DAYS[4]
     lake = _lake(tmp_path / "killed", DAYS[:5])
     clean = Path(shutil.copytree(lake, tmp_path / "clean" / "lake"))
-    _run(spark, clean, ds)
+    clean_report = _run(spark, clean, ds)
     # An earlier output of ds in many files (one user each), which the job replaces.
     published = lake / "features" / "user_features" / f"date={ds.isoformat()}"
     published.mkdir(parents=True)
@@ -72,6 +73,9 @@ def test_a_run_killed_while_it_replaces_the_features_leaves_no_partial_partition
     # A reader finds the earlier output whole, the new one whole, or (between two renames) none.
     kept = len(_parquet_files(published) & old)
     assert kept in (0, len(old)), f"a reader sees {kept} of the {len(old)} files of the earlier output"
-    _run(spark, lake, ds)
+    report = _run(spark, lake, ds)
     pd.testing.assert_frame_equal(_features(lake, ds), _features(clean, ds))
+    # The retry builds what the killed run would have (its tiles were swapped in already): it
+    # reports the same tiles and quarantined rows as a run never killed.
+    assert {**asdict(report), "output_path": None} == {**asdict(clean_report), "output_path": None}
     assert not (lake / "_staging" / "user_features" / f"date={ds.isoformat()}").exists()

@@ -5,7 +5,7 @@ from datetime import date, timedelta
 import pytest
 
 from featurelake.partitioning import date_range
-from featurelake.user_features import plan_tile_build, window_dates
+from featurelake.user_features import plan_tile_build, resume_plan, window_dates
 
 DS = date(2026, 10, 28)
 
@@ -69,3 +69,30 @@ def test_rebuild_rebuilds_every_raw_date_of_the_window() -> None:
 def test_unknown_mode_is_rejected() -> None:
     with pytest.raises(ValueError, match="got 'fast'"):
         plan_tile_build(mode="fast", ds=DS, raw_dates=set(), tile_dates=set(), start=DS)
+
+
+@pytest.mark.parametrize(
+    ("saved", "mode", "resumed"),
+    [
+        pytest.param(None, "auto", ("auto", set()), id="nothing-saved"),
+        # The failed full run swapped in the tile of ds: the retry alone would go incremental
+        pytest.param('{"mode": "full", "tiles": ["2026-10-28"]}', "auto", ("full", {DS}), id="auto-resumes"),
+        # It swapped in some of these tiles before it died: the retry builds them all again
+        pytest.param(
+            '{"mode": "incremental", "tiles": ["2026-10-27", "2026-10-28"]}',
+            "auto",
+            ("incremental", {DS - timedelta(days=1), DS}),
+            id="its-tiles-again",
+        ),
+        pytest.param(
+            '{"mode": "full", "tiles": ["2026-10-28"]}',
+            "rebuild",
+            ("rebuild", {DS}),
+            id="an-explicit-mode-wins",
+        ),
+        pytest.param("{not json", "auto", ("auto", set()), id="unreadable"),
+        pytest.param('{"mode": "full"}', "auto", ("auto", set()), id="incomplete"),
+    ],
+)
+def test_a_retry_resumes_the_plan_of_the_failed_run(saved: str | None, mode: str, resumed: tuple) -> None:
+    assert resume_plan(saved, mode=mode) == resumed
