@@ -361,6 +361,7 @@ def compute_merchant_stats(
     import dask
     import dask.dataframe as dd
     import fsspec
+    from distributed import futures_of, wait
 
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1, got {window_days}")
@@ -386,15 +387,26 @@ def compute_merchant_stats(
     bucket_count = buckets or default_bucket_count(rows.npartitions if rows is not None else 0)
     remove_tree(staging)
     remove_leftovers(output)
-    new_output = hidden_sibling(output, uuid.uuid4().hex)
+    run_id = uuid.uuid4().hex
+    new_output = hidden_sibling(output, run_id)
     try:
         check_workers(client, raw_transactions=raw_transactions, staging=staging)
         with client.as_current():
             rows_read = rows_counted = 0
             if rows is not None:
                 counts = rows.map_partitions(
-                    stage_partition, staging=staging, buckets=bucket_count, meta=_STAGE_COUNTS_META
-                )
+                    stage_partition,
+                    staging=staging,
+                    buckets=bucket_count,
+                    meta=_STAGE_COUNTS_META,
+                    # keys of this run only: the cluster must stage again, not reuse the results that
+                    # a failed run's persisted tasks (still referenced by its traceback) hold
+                    token=f"stage-partition-{run_id}",
+                ).persist()
+                # Every staging task ends, done or failed, before a failure propagates: a task still
+                # running on a worker when another one failed would otherwise write its bucket files
+                # after the staging directory was removed below (or into a retry's).
+                wait(futures_of(counts))
                 totals = counts.sum().compute()
                 rows_read, rows_counted = int(totals["rows_read"]), int(totals["rows_valid"])
             meta = empty_merchant_stats()
