@@ -19,7 +19,9 @@ Two refreshes give the same table:
 The columns of a full refresh are the union of every partition's columns (oldest first; a column a
 partition lacks is null in its rows); a column whose type changed between partitions is refused.
 An incremental refresh keeps the view's columns: a partition with a column more or less than the
-view, or another type, is refused, saying to refresh in full.
+view, or another type, is refused, saying to refresh in full; but a view column the partition lacks
+is null when the view's rows of its newest feature date already are (a dropped column, after that
+full refresh: `_dropped_in_view`).
 
 `refresh_view` then vacuums the table: it deletes the data files that left it longer ago than its
 `delta.deletedFileRetentionDuration` (7 days by default), so the directory does not keep a copy of
@@ -302,6 +304,21 @@ def newest_rows_before(
     return table, dates_read
 
 
+def _dropped_in_view(view: Any, columns: list[str]) -> bool:
+    """Whether the view has already taken the drop of `columns`: they are null in every row of its
+    newest `feature_date` (a full refresh as of a date without them keeps them, null for that date's
+    rows). A partition without them then gets nulls there, as in a full refresh, and is not refused:
+    otherwise every later incremental refresh would be refused, full refresh or not."""
+    if not columns:
+        return False
+    table = view.to_pyarrow_dataset().to_table(columns=["feature_date", *columns])
+    newest = pc.max(table["feature_date"]).as_py() if table.num_rows else None
+    if newest is None:
+        return False
+    newest_rows = table.filter(pc.equal(table["feature_date"], pa.scalar(newest, pa.date32())))
+    return all(newest_rows[name].null_count == newest_rows.num_rows for name in columns)
+
+
 def refresh_incremental(
     view_path: str, features_path: str, *, ds: date, entity_column: str = "user_id", name: str = ""
 ) -> RefreshReport:
@@ -331,7 +348,10 @@ def refresh_incremental(
         # In the table's column order and types (a MERGE matches columns by name, and fails on a type
         # mismatch rather than cast); a schema change needs a full refresh.
         view_schema = pa.schema(view.schema().to_arrow())
-        rows = _fit_to_view(rows, view_schema, partition, view_path)
+        missing = [name for name in view_schema.names if name not in rows.column_names]
+        rows = _fit_to_view(
+            rows, view_schema, partition, view_path, allow_missing=_dropped_in_view(view, missing)
+        )
     # The view's entities of `ds` that the partition no longer holds (a rerun after a rewrite).
     of_ds = view.to_pyarrow_dataset().to_table(
         columns=[entity_column], filter=pads.field("feature_date") == pa.scalar(ds, pa.date32())

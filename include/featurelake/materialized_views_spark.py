@@ -141,6 +141,23 @@ def _check_view_columns(
         raise schema_change_error(where, view_path, new=new, missing=missing, changed=changed)
 
 
+def _dropped_in_view(view: DataFrame, columns: list[str]) -> bool:
+    """Whether the view has already taken the drop of `columns` (as delta-rs's refresh checks): they
+    are null in every row of its newest `feature_date`. A partition without them then gets nulls
+    there, as in a full refresh, and is not refused."""
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    if not columns:
+        return False
+    newest = view.agg(F.max("feature_date")).first()[0]
+    if newest is None:
+        return False
+    not_null = reduce(lambda a, b: a | b, [F.col(f"`{name}`").isNotNull() for name in columns])
+    return view.where((F.col("feature_date") == F.lit(newest)) & not_null).limit(1).count() == 0
+
+
 def newest_rows_before(
     spark: SparkSession,
     features_path: str,
@@ -282,9 +299,18 @@ def refresh_incremental(
     current = view.toDF()
     if date_partition_exists(spark, features_path, ds):
         rows = spark.read.parquet(partition)
-        _check_view_columns(rows, current, partition, view_path)
+        missing = [name for name in current.columns if name not in rows.columns]
+        dropped = _dropped_in_view(current, missing)
+        _check_view_columns(rows, current, partition, view_path, allow_missing=dropped)
         _check_one_row_per_entity(rows, [entity_column], partition)
-        rows = rows.select(*[f"`{name}`" for name in current.columns])
+        rows = rows.select(
+            *[
+                F.col(f"`{field.name}`")
+                if field.name in rows.columns
+                else F.lit(None).cast(field.dataType).alias(field.name)
+                for field in current.schema
+            ]
+        )
     else:
         rows = spark.createDataFrame([], current.schema)
     # The view's entities of `ds` that the partition no longer holds (a rerun after a rewrite).
