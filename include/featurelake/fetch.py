@@ -7,7 +7,8 @@ window can see twice the rate. A semaphore alone limits concurrency, not request
 Every HTTP request waits for the limiter: a retry, and each hop of a redirect, which `fetch_all`
 follows itself (up to `MAX_REDIRECTS` requests) rather than letting aiohttp follow it unseen.
 Retries (429, 5xx, timeouts and connection errors) back off exponentially and honour `Retry-After`
-(delay-seconds or an HTTP-date, at most `max_retry_after_seconds`). Any other failure (a redirect
+(delay-seconds or an HTTP-date, at most `max_retry_after_seconds`), which speaks for the whole API:
+no request of any id starts before it has passed. Any other failure (a redirect
 loop, a malformed response, a redirect to a non-HTTP URL) fails its id at once, with the reason; it
 never fails the other ids.
 """
@@ -244,12 +245,26 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
     limiter = AsyncLimiter(1, 1 / config.rate_per_second)
     in_flight = asyncio.Semaphore(config.max_concurrency)
     timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
+    loop = asyncio.get_running_loop()
+    # A Retry-After speaks for the whole API, not one id: no request starts before this loop time.
+    paused_until = 0.0
+
+    async def take_a_turn() -> None:
+        """Wait for the limiter, and for the API's pause; a turn taken during a pause that began
+        while this request waited for the limiter is taken again after it, so the rate holds."""
+        while True:
+            while (pause := paused_until - loop.time()) > 0:
+                await asyncio.sleep(pause)
+            await limiter.acquire()
+            if paused_until <= loop.time():
+                return
 
     async with aiohttp.ClientSession(timeout=timeout) as session:
 
         async def request(url: URL, headers: CIMultiDict[str]) -> tuple[Any, URL | None]:
             """One HTTP request through the limiter: (the JSON, None), or (None, where it redirects)."""
-            await limiter.acquire()
+            nonlocal paused_until
+            await take_a_turn()
             result.requests += 1
             try:
                 # Not aiohttp's redirects: it would send each hop without waiting for the limiter.
@@ -261,6 +276,8 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                         wait = retry_after_seconds(
                             response.headers.get("Retry-After"), cap=config.max_retry_after_seconds
                         )
+                        if wait is not None:  # every id waits, not only this one
+                            paused_until = max(paused_until, loop.time() + wait)
                         raise _Retry(f"HTTP {response.status}", wait)
                     if response.status == 404:
                         raise _Failed("HTTP 404: not found")
@@ -317,7 +334,9 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                         return
                     result.retries += 1
                     backoff = config.backoff_seconds * 2 ** (number - 1) * (1 + random.random() / 2)
-                    await asyncio.sleep(retry.wait if retry.wait is not None else backoff)
+                    if retry.wait is None:
+                        await asyncio.sleep(backoff)
+                    # else: the next request waits for the API's pause (take_a_turn)
                 except _Failed as failure:
                     result.failed[resource_id] = str(failure)
                     if isinstance(failure, _ApiFailed):

@@ -255,8 +255,8 @@ def test_redirects_keep_credentials_on_their_origin_and_bad_ones_fail_their_id()
     assert [i for i, _ in elsewhere] == [away] and len(seen) == 5
 
 
-def test_a_retry_after_http_date_is_honoured() -> None:
-    dated, plain = PLAIN[:2]
+def test_a_retry_after_http_date_pauses_every_request_until_the_date() -> None:
+    dated, *others = PLAIN[:4]
 
     async def unavailable_for_a_second_or_two(request: web.Request, number: int) -> web.StreamResponse | None:
         if number > 1:
@@ -264,28 +264,44 @@ def test_a_retry_after_http_date_is_honoured() -> None:
         until = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)  # whole seconds
         return web.json_response({"error": "maintenance"}, status=503, headers={"Retry-After": until})
 
+    server = SandboxServer(port=free_port(), rate=200)
+    seen = add_misbehaviour(server, {dated: unavailable_for_a_second_or_two})
+    with server:
+        # 4/s: the others' turns come after the 503 is back, at 0.25 s intervals
+        config = FetchConfig(base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=4)
+        result = asyncio.run(fetch_all(config, [dated, *others]))
+    assert result.found == {i: sandbox_profile(i) for i in [dated, *others]}
+    assert (result.requests, result.retries) == (5, 1)
+    (first, _), *later = seen
+    assert first == dated
+    # The date is 1-2 s ahead: no other id went on at the full rate meanwhile.
+    assert all(at - seen[0][1] > 0.8 for _, at in later), seen
+    # After the pause the limiter spaces the four again (0.25 s apart at 4/s), not all at once.
+    assert later[-1][1] - later[0][1] > 0.6, seen
+
+
+def test_a_503_without_retry_after_backs_off_its_own_id_alone() -> None:
+    plain, *others = PLAIN[:3]
+
     async def unavailable_twice(request: web.Request, number: int) -> web.StreamResponse | None:
         return web.json_response({"error": "try again"}, status=503) if number <= 2 else None
 
     server = SandboxServer(port=free_port(), rate=200)
-    seen = add_misbehaviour(server, {dated: unavailable_for_a_second_or_two, plain: unavailable_twice})
+    seen = add_misbehaviour(server, {plain: unavailable_twice})
     with server:
         config = FetchConfig(
             base_url=server.base_url,
             path_template=PATH_TEMPLATE,
             rate_per_second=100,
-            backoff_seconds=0.01,
+            backoff_seconds=0.3,
             max_attempts=4,
         )
-        result = asyncio.run(fetch_all(config, [dated, plain]))
-    assert result.found == {dated: sandbox_profile(dated), plain: sandbox_profile(plain)}
-    assert (result.requests, result.retries) == (5, 3)
+        result = asyncio.run(fetch_all(config, [plain, *others]))
+    assert result.found == {i: sandbox_profile(i) for i in [plain, *others]}
+    assert (result.requests, result.retries) == (5, 2)
     requested = [merchant_id for merchant_id, _ in seen]
-    # plain backs off ~10 ms and ~20 ms; dated waits for its date, 1-2 s ahead, so it comes last.
-    assert requested.count(dated) == 2 and requested.count(plain) == 3, requested
-    assert requested[-1] == dated, requested
-    first, second = (at for merchant_id, at in seen if merchant_id == dated)
-    assert second - first > 0.8, "waited until the date (more than 1 s ahead), not the backoff"
+    # The others are not held back by plain's backoff (0.3 s, then 0.6 s and more): they come first.
+    assert requested[:3] == [plain, *others] and requested[3:] == [plain, plain], requested
 
 
 def test_a_huge_retry_after_waits_only_max_retry_after_seconds() -> None:
