@@ -7,7 +7,8 @@ date never overwrites a newer one, and a rerun of the same date writes the same 
 
 Rebalancing a ring (nodes added or removed) is live:
 1. Point every client at the new `nodes`, with the old ones as `previous_nodes`. Writes then go to
-   the new owners; a read that misses on a key's new owner asks its previous owner.
+   the new owners, unless the previous owner still holds a later record; a read of a moving key
+   asks both owners, and the later feature date wins.
 2. `rebalance()` scans every node (SCAN, never KEYS) and moves each key that the new ring places
    elsewhere: copy to the new owner (remaining TTL kept) unless it already holds a record of the
    same or a later feature date, which a writer on the new ring put there; then delete from the
@@ -128,16 +129,19 @@ return {deleted, gone}
 """
 
 
-# KEYS: feature keys. ARGV[1]: an ISO feature date. Deletes each key that holds a record of that
-# date (element 2 of the msgpack array), and leaves a record of any other date; returns the keys
-# deleted. Run per key on the server, so a record a writer replaced meanwhile is never deleted.
+# KEYS: feature keys. ARGV[1]: an ISO feature date. ARGV[2]: '<=' to delete records of that date
+# or an earlier one (an older record on a key's previous node during a rebalance), else only those
+# of that date. Deletes each key that holds such a record (element 2 of the msgpack array), and
+# leaves a record of any other date; returns the keys deleted. Run per key on the server, so a
+# record a writer replaced meanwhile is never deleted.
 _DELETE_IF_DATED = (
     _RECORD_DATE
     + """
 local deleted = {}
 for _, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
-  if current and record_date(key, current) == ARGV[1] then
+  local held = current and record_date(key, current)
+  if held and (held == ARGV[1] or (ARGV[2] == '<=' and held < ARGV[1])) then
     redis.call('DEL', key)
     deleted[#deleted + 1] = key
   end
@@ -493,7 +497,8 @@ class OnlineStore:
         """Set the records of `view` (entity id, record), keeping any later-dated record the store
         holds. Of two records of one entity, the later feature date wins, and on the same date the
         one given last, wherever the batches of `batch_size` split `records` (which is consumed in
-        such batches, so it streams)."""
+        such batches, so it streams). During a rebalance, a later record still on a key's previous
+        node is kept too."""
         report = WriteReport()
         ttl = str(self.config.key_ttl_seconds * 1000)
         for chunk in _chunks(records, self.config.batch_size):
@@ -508,6 +513,8 @@ class OnlineStore:
                 set_by_node = {"cluster": written}
                 report.redirected += redirected
             else:
+                for key in self._kept_by_previous_node(values):
+                    del values[key]
                 set_by_node = {
                     node: self._write_node(node, [(key, values[key], ttl) for key in group])
                     for node, group in self.ring.group_by_node(values).items()
@@ -518,6 +525,21 @@ class OnlineStore:
             # a record passed over for a later one of the same entity in this chunk counts here too
             report.kept_newer += len(chunk) - sum(set_by_node.values())
         return report
+
+    def _kept_by_previous_node(self, values: Mapping[bytes, bytes]) -> list[bytes]:
+        """During a rebalance: the keys about to be written whose previous node (the two rings place
+        them on different nodes) still holds a record of a later feature date than the one given.
+        The write script on the owner cannot see that record, so it would set the older one beside
+        it, where a removal of the later date (`remove_stale`) would uncover it."""
+        if self.previous_ring is None:
+            return []
+        moving = [key for key in values if self.previous_ring.node_for(key) != self.ring.node_for(key)]
+        held = self._mget_by_ring(self.previous_ring, moving)
+        return [
+            key
+            for key, value in held.items()
+            if _decode(key, value).feature_date > decode_record(values[key]).feature_date
+        ]
 
     def _write_node(
         self, node: str, entries: Sequence[tuple[bytes, bytes, str]], *, same_date: str = _REPLACE_SAME_DATE
@@ -735,8 +757,17 @@ class OnlineStore:
                     self._delete_dated(node, [k for k in keys if self.ring.node_for(k) != node], day)
                 )
             candidates = {key for keys in found_on.values() for key in keys}
+            removed_on_owner: list[bytes] = []
             for owner, keys in self.ring.group_by_node(candidates).items():
-                removed.update(self._delete_dated(owner, keys, day))
+                removed_on_owner.extend(self._delete_dated(owner, keys, day))
+            removed.update(removed_on_owner)
+            # During a rebalance, a key's previous node may still hold an older record that the
+            # owner's record of the date replaced (a write on the new ring leaves it there until
+            # the move): removed too, as on one node the date's record replaced it.
+            if self.previous_ring is not None:
+                for node, keys in self.previous_ring.group_by_node(removed_on_owner).items():
+                    superseded = [key for key in keys if self.ring.node_for(key) != node]
+                    removed.update(self._delete_dated(node, superseded, day, or_before=True))
         log.info(
             "%s of %s: removed %d records of entities the date no longer holds (%d keys of other "
             "entities checked; those of other dates stay)",
@@ -757,11 +788,17 @@ class OnlineStore:
         outside = entities.filter(pc.invert(pc.is_in(entities, value_set=keep)))
         return [head + entity for entity in outside.to_pylist()]
 
-    def _delete_dated(self, node: str, keys: Sequence[bytes], day: str) -> list[bytes]:
-        """Run the compare-and-delete script on `node` in batches; return the keys it deleted."""
+    def _delete_dated(
+        self, node: str, keys: Sequence[bytes], day: str, *, or_before: bool = False
+    ) -> list[bytes]:
+        """Run the compare-and-delete script on `node` in batches (records of `day`, or with
+        `or_before` of `day` or an earlier date); return the keys it deleted."""
         script = self.client(node).register_script(_DELETE_IF_DATED)
+        mode = "<=" if or_before else "="
         return [
-            key for chunk in _chunks(keys, self.config.batch_size) for key in script(keys=chunk, args=[day])
+            key
+            for chunk in _chunks(keys, self.config.batch_size)
+            for key in script(keys=chunk, args=[day, mode])
         ]
 
     def delete(self, view: str, entity_ids: Iterable[str]) -> int:
