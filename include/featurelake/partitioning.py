@@ -44,6 +44,19 @@ def _require_date(value: object, *, name: str) -> date:
     return value
 
 
+def _partition_date(value: str) -> date | None:
+    """The date a partition directory's value `YYYY-MM-DD` names, or None for any other value.
+
+    Stricter than `date.fromisoformat`, which also takes `20260301`, `2026-W09-7` and `2026-060`:
+    a directory named so is not the partition of its date (a replace, a lookup or a pruned read
+    of that date names `YYYY-MM-DD`), and Spark infers its value as a number or a string."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return None
+    return day if day.isoformat() == value else None
+
+
 def write_partitioned(
     df: DataFrame,
     path: str,
@@ -79,7 +92,9 @@ def write_partitioned(
     partition it wrote, and each `replace` date, swapped into `path` (per partition, the published
     directory renamed aside and the new one renamed in: no extra pass over the data, and no reader
     sees a partition partly removed). A failed write leaves `path` as it was, and so does a
-    row whose partition value is null or not a date (an error names it before anything moves).
+    row whose partition value is null or not a date (`YYYY-MM-DD`; an error names it before
+    anything moves). Without `staging` nothing checks the values: a null is written as
+    `<column>=__HIVE_DEFAULT_PARTITION__`, which every later listing of `path` refuses.
     `marker` names an empty file put in each of those partitions, even one left with no rows, so that a listing
     (`existing_date_partitions(..., marker=...)`) tells a partition written empty from one never
     written. `marker_text` gives the marker's contents by date (empty for a date it does not
@@ -153,9 +168,7 @@ def _swap_partitions_in(
     # as a directory that every later listing of `path` refuses, or stop the swap half-way.
     for name in sorted(written):
         value = name.removeprefix(prefix)
-        try:
-            date.fromisoformat(value)
-        except ValueError:
+        if _partition_date(value) is None:
             shown = "null" if value == "__HIVE_DEFAULT_PARTITION__" else repr(value)
             raise ValueError(
                 f"rows written to {path} have a {column} value that is not a date ({shown}, staged as "
@@ -204,7 +217,10 @@ def read_partition_range(
     lists their files alone, infers the schema (when `schema` is None) from their files, and never
     opens a file outside the range. The filter on the partition column stays in the plan
     (`PartitionFilters`). `basePath` keeps the partition column in the result. A range with no
-    partition reads as an empty DataFrame when `schema` is given, and is an error otherwise.
+    partition (a `path` not written yet included) reads as an empty DataFrame when `schema` is
+    given, and is an error otherwise; so is a range whose partitions hold no data file (written
+    empty), read without `schema`: there is no file to infer the schema from (Spark's
+    UNABLE_TO_INFER_SCHEMA).
     """
     start = _require_date(start, name="start")
     end = _require_date(end, name="end")
@@ -241,8 +257,14 @@ def _read_partitions(
             f"{path} has no {partition_col}= partition in [{start}, {end}] to infer the schema from; "
             "pass schema= to read a range that may be empty"
         )
-    # With a schema and no partition in range, the whole dataset is listed but no file is opened.
-    df = reader.parquet(*in_range) if in_range else reader.parquet(path)
+    if in_range:
+        df = reader.parquet(*in_range)
+    else:
+        # No partition in range, or no dataset at all yet (which a read of `path` would refuse):
+        # nothing to list or open. Columns as a read gives them: the partition column last.
+        empty = spark.createDataFrame([], schema)
+        partition = F.col(partition_col) if partition_col in empty.columns else F.lit(None).cast("date")
+        df = empty.select(*[c for c in empty.columns if c != partition_col], partition.alias(partition_col))
     return df.where(F.col(partition_col).between(F.lit(start), F.lit(end)))
 
 
@@ -328,14 +350,13 @@ def listed_date_partitions(spark: SparkSession, path: str, *, partition_col: str
         name = status.getPath().getName()
         if not (status.isDirectory() and name.startswith(prefix)):
             continue
-        try:
-            day = date.fromisoformat(name[len(prefix) :])
-        except ValueError:
+        day = _partition_date(name[len(prefix) :])
+        if day is None:
             raise ValueError(
                 f"{status.getPath()} is not a partition of {path}: its partition directories must be "
                 f"named {prefix}YYYY-MM-DD. Move it out of {path} (a backup or a copy belongs elsewhere) "
                 "and rerun"
-            ) from None
+            )
         found[day] = status.getPath()
     return found
 
