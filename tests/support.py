@@ -53,6 +53,12 @@ def redis_client(address: str):
     return redis.Redis(host=host, port=int(port))
 
 
+def keys_on(node: str, *, match: str = "fl:*") -> set[bytes]:
+    """The keys one Redis server holds under `match` (SCAN, never KEYS)."""
+    with redis_client(node) as client:
+        return set(client.scan_iter(match=match, count=1000))
+
+
 def emptied_redis_nodes(*servers) -> list[str]:
     """host:port of pytest-redis server fixtures, each emptied (FLUSHALL) first."""
     import redis

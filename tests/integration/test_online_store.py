@@ -20,7 +20,7 @@ from featurelake.feature_records import FeatureRecord, encode_record, feature_ke
 from featurelake.offline_features import read_offline_features
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
 from featurelake.sharding import ShardRing
-from tests.support import redis_client
+from tests.support import keys_on, redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +32,6 @@ def records(n: int, day: str = "2026-10-28", *, start: int = 0) -> list[tuple[st
         (f"u{i:06d}", FeatureRecord(day, {"n": i, "spend": i / 4, "group": "food"}))
         for i in range(start, start + n)
     ]
-
-
-def keys_on(node: str) -> set[bytes]:
-    with redis_client(node) as client:
-        return set(client.scan_iter(match="fl:*", count=1000))
 
 
 def test_grouped_writes_and_reads_place_every_key_on_its_ring_node(redis_nodes: list[str]) -> None:

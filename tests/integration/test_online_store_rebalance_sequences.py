@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from featurelake.feature_records import FeatureRecord
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
-from tests.support import redis_client
+from tests.support import keys_on
 
 VIEW = "user_features"
 
@@ -23,18 +23,20 @@ def _moving_entity(old: list[str], new: list[str]) -> str:
         )
 
 
-def _keys_of(node: str) -> list[bytes]:
-    with redis_client(node) as client:
-        return list(client.scan_iter(match="fl:*"))
+def _held_by_the_old_ring(redis_nodes: list[str], record: FeatureRecord) -> tuple[list[str], list[str], str]:
+    """A ring of one node grown to two (old, new), and an entity that moves, whose `record` the old
+    ring holds."""
+    old, new = redis_nodes[:1], redis_nodes[:2]
+    entity = _moving_entity(old, new)
+    with OnlineStore(OnlineStoreConfig(nodes=old)) as store:
+        store.write(VIEW, [(entity, record)])
+    return old, new, entity
 
 
 def test_removing_a_newer_date_written_during_a_rebalance_does_not_bring_back_the_old_nodes_record(
     redis_nodes: list[str],
 ) -> None:
-    old, new = redis_nodes[:1], redis_nodes[:2]
-    entity = _moving_entity(old, new)
-    with OnlineStore(OnlineStoreConfig(nodes=old)) as store:
-        store.write(VIEW, [(entity, FeatureRecord("2026-10-27", {"n": 1}))])
+    old, new, entity = _held_by_the_old_ring(redis_nodes, FeatureRecord("2026-10-27", {"n": 1}))
     with OnlineStore(OnlineStoreConfig(nodes=new, previous_nodes=old)) as store:
         store.write(VIEW, [(entity, FeatureRecord("2026-10-28", {"n": 2}))])
         assert store.read(VIEW, [entity])[entity].feature_date == "2026-10-28"
@@ -45,16 +47,13 @@ def test_removing_a_newer_date_written_during_a_rebalance_does_not_bring_back_th
         assert store.read(VIEW, [entity]) == {}
         assert store.rebalance().complete
         assert store.read(VIEW, [entity]) == {}
-    assert _keys_of(old[0]) == [] and _keys_of(new[1]) == []
+    assert keys_on(old[0]) == set() and keys_on(new[1]) == set()
 
 
 def test_an_older_write_during_a_rebalance_is_kept_out_and_not_revealed_by_a_removal(
     redis_nodes: list[str],
 ) -> None:
-    old, new = redis_nodes[:1], redis_nodes[:2]
-    entity = _moving_entity(old, new)
-    with OnlineStore(OnlineStoreConfig(nodes=old)) as store:
-        store.write(VIEW, [(entity, FeatureRecord("2026-10-28", {"n": 2}))])
+    old, new, entity = _held_by_the_old_ring(redis_nodes, FeatureRecord("2026-10-28", {"n": 2}))
     with OnlineStore(OnlineStoreConfig(nodes=new, previous_nodes=old)) as store:
         # a backfill of an older date: the store holds a later record, on the previous node
         backfill = store.write(VIEW, [(entity, FeatureRecord("2026-10-27", {"n": 1}))])
@@ -63,4 +62,4 @@ def test_an_older_write_during_a_rebalance_is_kept_out_and_not_revealed_by_a_rem
         assert store.read(VIEW, [entity]) == {}
         assert store.rebalance().complete
         assert store.read(VIEW, [entity]) == {}
-    assert _keys_of(old[0]) == [] and _keys_of(new[1]) == []
+    assert keys_on(old[0]) == set() and keys_on(new[1]) == set()

@@ -15,7 +15,7 @@ import pytest
 from featurelake.feature_records import FeatureRecord
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
 from featurelake.sharding import ShardRing
-from tests.support import redis_client
+from tests.support import keys_on, redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -126,10 +126,7 @@ def test_a_rebalance_task_killed_midway_finishes_on_its_retry(
     assert result["complete"] and result["changed_during_move"] == 0, result
     json.dumps(result)  # an XCom
     ring = ShardRing(new)
-    placed = {}
-    for node in new:
-        with redis_client(node) as client:
-            placed[node] = list(client.scan_iter(match="fl:user_features:*"))
+    placed = {node: keys_on(node, match="fl:user_features:*") for node in new}
     assert sum(len(keys) for keys in placed.values()) == 4000, "every key once: none lost, none left twice"
     assert all(ring.node_for(key) == node for node, keys in placed.items() for key in keys)
     with OnlineStore(OnlineStoreConfig(nodes=new)) as store:
