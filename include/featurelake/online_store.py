@@ -321,7 +321,7 @@ class OnlineStoreConfig:
                         f"connection {conn_id!r}: extra `{name}` holds {entry!r}; each entry must be "
                         'host:port text, for example "redis-0:6379"'
                     )
-        return cls(
+        settings: dict[str, Any] = dict(
             nodes=tuple(nodes),
             previous_nodes=tuple(extra.get("previous_nodes", ())),
             cluster=_flag_extra(extra, "cluster", conn_id),
@@ -340,6 +340,10 @@ class OnlineStoreConfig:
             key_ttl_seconds=_int_extra(extra, "key_ttl_seconds", DEFAULT_KEY_TTL_SECONDS, conn_id),
             batch_size=_int_extra(extra, "batch_size", DEFAULT_BATCH_SIZE, conn_id),
         )
+        try:
+            return cls(**settings)
+        except ValueError as error:  # the config's own checks (batch size, TTL, key prefix...)
+            raise ValueError(f"connection {conn_id!r}: {error}") from None
 
 
 @dataclass

@@ -53,21 +53,14 @@ class OnlineStoreHook(BaseHook):
         # Imported here: DAG files import this hook through operators, and parse without redis.
         from featurelake.online_store import OnlineStoreConfig
 
-        conn_id = connection.conn_id
-        extra = _extra_of(connection)
-        try:
-            return OnlineStoreConfig.from_connection(
-                host=connection.host,
-                port=connection.port,
-                login=connection.login,
-                password=connection.password,
-                extra=extra,
-                conn_id=conn_id,
-            )
-        except ValueError as error:
-            if repr(conn_id) in str(error):
-                raise
-            raise ValueError(f"connection {conn_id!r}: {error}") from None
+        return OnlineStoreConfig.from_connection(
+            host=connection.host,
+            port=connection.port,
+            login=connection.login,
+            password=connection.password,
+            extra=_extra_of(connection),
+            conn_id=connection.conn_id,
+        )
 
     def get_conn(self) -> OnlineStore:
         """A new store on the connection's nodes; close it (or use it as a context manager)."""
