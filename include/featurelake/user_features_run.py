@@ -170,13 +170,14 @@ def run_user_features(
             f"no raw transactions for {ds}: {LakeLayout.partition(layout.raw_transactions, ds)} is missing or "
             "empty. Land that day's data (or run `featurelake generate`) and retry the task."
         )
+    window_raw_dates = sorted(d for d in raw_dates if start <= d <= ds)
     withdrawn = remove_withdrawn_dates(spark, layout, raw_dates=raw_dates, start=start, ds=ds)
     # A tile written by a run holds its marker, even when its date had no clean row (tiles written
     # before markers existed hold data files).
     tile_dates = existing_date_partitions(spark, layout.user_daily_tiles, marker=TILE_BUILT_MARKER)
     tile_dates -= set(withdrawn)
     # Listed before any raw row is read: data re-landed during the run is picked up by the next one.
-    sources = tile_sources(spark, layout, {d: raw_files[d] for d in sorted(raw_dates) if start <= d <= ds})
+    sources = tile_sources(spark, layout, {d: raw_files[d] for d in window_raw_dates})
     rewritten = rewritten_since_built(spark, layout, {d: sources[d] for d in sources if d in tile_dates})
     for day in rewritten:
         log.warning(
@@ -191,13 +192,13 @@ def run_user_features(
     mode, to_build = plan_tile_build(
         mode=mode, ds=ds, raw_dates=raw_dates, tile_dates=tile_dates, start=start
     )
-    to_build = sorted(set(to_build) | {d for d in resumed_tiles if d in raw_dates and start <= d <= ds})
+    to_build = sorted(set(to_build) | (resumed_tiles & set(window_raw_dates)))
     write_text(spark, plan_path, json.dumps({"mode": mode, "tiles": [d.isoformat() for d in to_build]}))
     # A date's tile and its quarantine come from one validation, so a run writes both for exactly the
     # dates it builds, and nothing of other dates. A full run also reads the window's other raw
     # dates, marking their rows to keep invalid rows and copies out of the features; their
     # quarantine is the business of the runs that build their tiles.
-    read = sorted(d for d in raw_dates if start <= d <= ds) if mode == "full" else to_build
+    read = window_raw_dates if mode == "full" else to_build
     log.info(
         "ds=%s mode=%s window=%s days: reading %d raw date(s), building the tile and quarantine of %d",
         ds,
