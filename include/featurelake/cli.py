@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -100,27 +100,20 @@ def generate(
                 workers=workers,
             )
     except ValueError as error:
-        stderr.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
-        raise typer.Exit(code=2) from error
+        refuse(str(error), error)
     except OSError as error:  # the lake is a file, or not writable, or the disk is full
         where = f": {error.filename}" if error.filename else ""
-        stderr.print(
-            "[red]error:[/] "
-            + escape(
-                f"cannot write the lake {lake}: {error.strerror or error}{where}; "
-                "pass --lake a writable directory (it is created when missing)"
-            ),
-            soft_wrap=True,  # no line breaks inside the paths
+        refuse(
+            f"cannot write the lake {lake}: {error.strerror or error}{where}; "
+            "pass --lake a writable directory (it is created when missing)",
+            error,
         )
-        raise typer.Exit(code=2) from error
     except MemoryError as error:
-        stderr.print(
-            f"[red]error:[/] out of memory generating {users:,} users at {transactions_per_user_day} "
-            f"transactions per user per day with {workers} worker(s); lower --users, "
-            "--transactions-per-user-day or --workers",
-            soft_wrap=True,
+        refuse(
+            f"out of memory generating {users:,} users at {transactions_per_user_day} transactions per "
+            f"user per day with {workers} worker(s); lower --users, --transactions-per-user-day or --workers",
+            error,
         )
-        raise typer.Exit(code=2) from error
     stdout.print(summary_table(summary))
 
 
@@ -143,10 +136,14 @@ def merchant_api(
     try:
         serve_forever(port=port, rate=rate, host=host)
     except OSError as error:  # the address is taken, or not this machine's
-        stderr.print(
-            f"[red]error:[/] cannot listen on {host}:{port}: {error.strerror}; pass another --port or --host"
-        )
-        raise typer.Exit(code=2) from error
+        refuse(f"cannot listen on {host}:{port}: {error.strerror}; pass another --port or --host", error)
+
+
+def refuse(message: str, error: BaseException) -> NoReturn:
+    """Print `message` as the error (verbatim: a path may hold [brackets]; no line breaks inside
+    paths) and exit with code 2, as for a bad argument."""
+    stderr.print("[red]error:[/] " + escape(message), soft_wrap=True)
+    raise typer.Exit(code=2) from error
 
 
 def summary_table(summary: GenerationSummary) -> Table:
