@@ -25,7 +25,6 @@ and writes it meanwhile, following the cluster's ASK and MOVED redirections.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -165,7 +164,13 @@ def _host_port(node: str) -> tuple[str, int]:
 
 def _is_node(entry: object) -> bool:
     """Whether a `nodes` entry is a host:port string, as the store reads them."""
-    return isinstance(entry, str) and bool(re.fullmatch(r".+:\d+", entry))
+    if not isinstance(entry, str):
+        return False
+    try:
+        _host_port(entry)
+    except ValueError:
+        return False
+    return True
 
 
 # redis-py's names of the TLS verify modes, which the Airflow Redis form offers too.
