@@ -20,7 +20,7 @@ from dataclasses import asdict
 from datetime import date
 from typing import TYPE_CHECKING
 
-from featurelake.lake import LakeLayout
+from featurelake.lake import LakeLayout, iso_day
 from featurelake.partitioning import hadoop_file_system, write_text
 from featurelake.spark_session import build_spark_session
 from featurelake.user_features import DEFAULT_WINDOW_DAYS, RUN_MODES
@@ -34,14 +34,9 @@ log = logging.getLogger("featurelake.jobs.user_features")
 
 def run_date(value: str) -> date:
     """`--ds`: exactly YYYY-MM-DD, the form the lake's `date=` partitions and the report path use."""
-    message = f"must be a date as YYYY-MM-DD (e.g. 2026-09-10), got {value!r}"
-    try:
-        day = date.fromisoformat(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(message) from error
-    # fromisoformat also takes 20260910 and 2026-W37-4, which name the partition differently
-    if day.isoformat() != value:
-        raise argparse.ArgumentTypeError(message)
+    day = iso_day(value)
+    if day is None:
+        raise argparse.ArgumentTypeError(f"must be a date as YYYY-MM-DD (e.g. 2026-09-10), got {value!r}")
     return day
 
 

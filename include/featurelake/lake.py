@@ -12,6 +12,19 @@ from pathlib import Path
 MAX_ABS_AMOUNT = 9e12
 
 
+def iso_day(value: str) -> date | None:
+    """The date `value` names as exactly YYYY-MM-DD, or None for any other text.
+
+    Stricter than `date.fromisoformat`, which also takes `20260301`, `2026-W09-7` and `2026-060`:
+    a `date=` directory, or a run date, so named is not the partition of its date (a replace, a
+    lookup or a pruned read of that date names `YYYY-MM-DD`)."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return None
+    return day if day.isoformat() == value else None
+
+
 def local_path(location: str, *, what: str, remedy: str) -> Path:
     """The local path of `location`, given as a path or a `file://` URI, for writers of local files.
     Another scheme (s3://, gs://...) is refused: `what` names the location and `remedy` says what

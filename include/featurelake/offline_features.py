@@ -15,7 +15,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from featurelake.feature_records import FeatureRecord, entity_keys, records_from_batches
-from featurelake.lake import LakeLayout
+from featurelake.lake import LakeLayout, iso_day
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,14 @@ def feature_dates(features_path: str) -> list[date]:
     for info in infos:
         name = info.base_name
         if info.type == pafs.FileType.Directory and name.startswith("date="):
-            try:
-                dates.append(date.fromisoformat(name.removeprefix("date=")))
-            except ValueError:
+            day = iso_day(name.removeprefix("date="))
+            if day is None:
                 raise ValueError(
                     f"{info.path} is not a partition of {features_path}: its partition directories "
                     "must be named date=YYYY-MM-DD. Move it out of the dataset (a backup or a copy "
                     "belongs elsewhere)"
-                ) from None
+                )
+            dates.append(day)
     return sorted(dates)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from featurelake.lake import is_data_file
+from featurelake.lake import is_data_file, iso_day
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,19 +42,6 @@ def _require_date(value: object, *, name: str) -> date:
             "pass date.fromisoformat(...) for a YYYY-MM-DD string"
         )
     return value
-
-
-def _partition_date(value: str) -> date | None:
-    """The date a partition directory's value `YYYY-MM-DD` names, or None for any other value.
-
-    Stricter than `date.fromisoformat`, which also takes `20260301`, `2026-W09-7` and `2026-060`:
-    a directory named so is not the partition of its date (a replace, a lookup or a pruned read
-    of that date names `YYYY-MM-DD`), and Spark infers its value as a number or a string."""
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        return None
-    return day if day.isoformat() == value else None
 
 
 def write_partitioned(
@@ -168,7 +155,7 @@ def _swap_partitions_in(
     # as a directory that every later listing of `path` refuses, or stop the swap half-way.
     for name in sorted(written):
         value = name.removeprefix(prefix)
-        if _partition_date(value) is None:
+        if iso_day(value) is None:
             shown = "null" if value == "__HIVE_DEFAULT_PARTITION__" else repr(value)
             raise ValueError(
                 f"rows written to {path} have a {column} value that is not a date ({shown}, staged as "
@@ -350,7 +337,7 @@ def listed_date_partitions(spark: SparkSession, path: str, *, partition_col: str
         name = status.getPath().getName()
         if not (status.isDirectory() and name.startswith(prefix)):
             continue
-        day = _partition_date(name[len(prefix) :])
+        day = iso_day(name[len(prefix) :])
         if day is None:
             raise ValueError(
                 f"{status.getPath()} is not a partition of {path}: its partition directories must be "

@@ -6,6 +6,7 @@ removals are in tests/integration)."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from unittest import mock
 
@@ -255,12 +256,14 @@ def test_the_compute_layer_reads_a_partition_with_no_data_file_as_holding_no_ent
     }
 
 
-def test_the_compute_layer_names_a_directory_that_is_no_date_partition(tmp_path) -> None:
+# A compact date (which date.fromisoformat takes) is no partition either, as Spark's listing says.
+@pytest.mark.parametrize("name", ["date=2026-10-28.bak", "date=20261027"])
+def test_the_compute_layer_names_a_directory_that_is_no_date_partition(tmp_path, name: str) -> None:
     from featurelake.offline_features import read_offline_features
 
     (tmp_path / "date=2026-10-28").mkdir()
-    (tmp_path / "date=2026-10-28.bak").mkdir()
-    with pytest.raises(ValueError, match=r"date=2026-10-28\.bak is not a partition of .*Move it out"):
+    (tmp_path / name).mkdir()
+    with pytest.raises(ValueError, match=rf"{re.escape(name)} is not a partition of .*Move it out"):
         read_offline_features(str(tmp_path), ["a"], as_of=date(2026, 10, 28))
 
 
