@@ -17,9 +17,8 @@ import json
 import logging
 import sys
 from dataclasses import asdict
-from datetime import date
 
-from featurelake.lake import LakeLayout
+from featurelake.lake import LakeLayout, run_date_argument
 from featurelake.materialized_views import REFRESH_MODES
 from featurelake.materialized_views_spark import DELTA_SPARK_SESSION_CONF, refresh_view
 from featurelake.partitioning import write_text
@@ -32,7 +31,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--ds", required=True, type=date.fromisoformat, help="run date, YYYY-MM-DD (UTC)")
+    parser.add_argument("--ds", required=True, type=run_date_argument, help="run date, YYYY-MM-DD (UTC)")
     parser.add_argument("--lake", required=True, help="lake root: a path or URI Spark can read")
     parser.add_argument("--view", default="user_features", help="the feature dataset under PATH/features/")
     parser.add_argument(

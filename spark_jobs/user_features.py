@@ -17,10 +17,9 @@ import json
 import logging
 import sys
 from dataclasses import asdict
-from datetime import date
 from typing import TYPE_CHECKING
 
-from featurelake.lake import LakeLayout, iso_day
+from featurelake.lake import LakeLayout, run_date_argument
 from featurelake.partitioning import hadoop_file_system, write_text
 from featurelake.spark_session import build_spark_session
 from featurelake.user_features import DEFAULT_WINDOW_DAYS, RUN_MODES
@@ -32,19 +31,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("featurelake.jobs.user_features")
 
 
-def run_date(value: str) -> date:
-    """`--ds`: exactly YYYY-MM-DD, the form the lake's `date=` partitions and the report path use."""
-    day = iso_day(value)
-    if day is None:
-        raise argparse.ArgumentTypeError(f"must be a date as YYYY-MM-DD (e.g. 2026-09-10), got {value!r}")
-    return day
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--ds", required=True, type=run_date, help="run date, YYYY-MM-DD (UTC)")
+    parser.add_argument("--ds", required=True, type=run_date_argument, help="run date, YYYY-MM-DD (UTC)")
     parser.add_argument("--lake", required=True, help="lake root: a path or URI Spark can read")
     parser.add_argument(
         "--window-days", type=int, default=DEFAULT_WINDOW_DAYS, help="window length W in days"

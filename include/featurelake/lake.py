@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -23,6 +24,15 @@ def iso_day(value: str) -> date | None:
     except ValueError:
         return None
     return day if day.isoformat() == value else None
+
+
+def run_date_argument(value: str) -> date:
+    """The argparse type of a job's `--ds`: exactly YYYY-MM-DD, the form the lake's `date=`
+    partitions and the report paths use (`iso_day`)."""
+    day = iso_day(value)
+    if day is None:
+        raise argparse.ArgumentTypeError(f"must be a date as YYYY-MM-DD (e.g. 2026-09-10), got {value!r}")
+    return day
 
 
 def local_path(location: str, *, what: str, remedy: str) -> Path:

@@ -1,4 +1,4 @@
-"""spark_jobs/user_features.py refuses bad input through real spark-submit: a non-zero exit, and a
+"""The spark-submit entry points refuse bad input through real spark-submit: a non-zero exit, and a
 message that names the input and says what to give instead."""
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from tests.support import PROJECT_ROOT, spark_submit
 pytestmark = pytest.mark.integration
 
 JOB = PROJECT_ROOT / "spark_jobs" / "user_features.py"
+REFRESH_JOB = PROJECT_ROOT / "spark_jobs" / "refresh_feature_view.py"
 
 
+@pytest.mark.parametrize("job", [JOB, REFRESH_JOB], ids=lambda job: job.stem)
 @pytest.mark.parametrize(
     "ds",
     [
@@ -23,8 +25,9 @@ JOB = PROJECT_ROOT / "spark_jobs" / "user_features.py"
         pytest.param("2026-W37-4", id="week-date"),
     ],
 )
-def test_a_run_date_other_than_yyyy_mm_dd_is_refused(ds: str, tmp_path: Path) -> None:
-    result = spark_submit(JOB, "--ds", ds, "--lake", str(tmp_path), master="local[1]")
+def test_a_run_date_other_than_yyyy_mm_dd_is_refused(job: Path, ds: str, tmp_path: Path) -> None:
+    # the refresh job refuses it before it asks for delta-spark, so it needs no jars here
+    result = spark_submit(job, "--ds", ds, "--lake", str(tmp_path), master="local[1]")
     assert result.returncode == 2
     # spark-submit passes the driver's stderr on to its stdout
     message = f"argument --ds: must be a date as YYYY-MM-DD (e.g. 2026-09-10), got '{ds}'"
