@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,13 @@ def free_cluster_port() -> int:
     raise RuntimeError("found no free port pair (port, port + 10000) on loopback in 200 tries")
 
 
+_START_ATTEMPTS = 5
+
+
+class _PortTaken(Exception):
+    """redis-server exited because another process bound its port first."""
+
+
 class LocalRedisServer:
     """`redis-server` on 127.0.0.1:<free port> in a temporary directory; a context manager."""
 
@@ -78,40 +87,69 @@ class LocalRedisServer:
 
     def start(self, *, timeout: float = 15.0) -> LocalRedisServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="featurelake-redis-"))
-        self.port = free_cluster_port() if self.cluster else free_port()
-        command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(self._workdir), "--logfile", "redis.log"]
-        if self.cluster:
-            command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-            command += ["--cluster-node-timeout", str(self.cluster_node_timeout_ms)]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
-        deadline = time.monotonic() + timeout
         try:
-            while True:
-                if self._process.poll() is not None:
-                    # redis-server logs to its log file; stderr holds only what it says before that
-                    log_file = self._workdir / "redis.log"
-                    error = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
-                    if self._process.stderr is not None:
-                        error += self._process.stderr.read().decode(errors="replace")
-                    raise RuntimeError(f"redis-server on port {self.port} exited at start: {error}")
+            # A free port can be taken by another process before redis-server binds it: then it
+            # exits saying so, and it is started again on another port.
+            for attempt in range(1, _START_ATTEMPTS + 1):
+                self.port = free_cluster_port() if self.cluster else free_port()
                 try:
-                    client.ping()
+                    self._launch(timeout)
                     break
-                except (redis.ConnectionError, redis.TimeoutError):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(
-                            f"redis-server on port {self.port} did not answer in {timeout} s"
+                except _PortTaken:
+                    log.info("port %d was taken before redis-server bound it (try %d)", self.port, attempt)
+                    if attempt == _START_ATTEMPTS:
+                        raise RuntimeError(
+                            f"redis-server found each of {_START_ATTEMPTS} free ports taken by the time "
+                            "it bound them; another process is claiming loopback ports quickly"
                         ) from None
-                    time.sleep(0.05)
         except BaseException:
             self.stop()
             raise
-        finally:
-            client.close()
         log.info("redis-server listening on %s (data in %s)", self.address, self._workdir)
         return self
+
+    def _launch(self, timeout: float) -> None:
+        assert self._workdir is not None
+        log_file = self._workdir / "redis.log"
+        log_file.unlink(missing_ok=True)
+        command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(self._workdir), "--logfile", "redis.log"]
+        if self.cluster:
+            (self._workdir / "nodes.conf").unlink(missing_ok=True)
+            command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            command += ["--cluster-node-timeout", str(self.cluster_node_timeout_ms)]
+        self._process = process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # One try per poll: the loop retries, and checks the process between tries
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_connect_timeout=1,
+            socket_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"redis-server on port {self.port} did not answer in {timeout} s")
+                if process.poll() is not None:
+                    # redis-server logs to its log file; stderr holds only what it says before that
+                    error = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+                    if process.stderr is not None:
+                        error += process.stderr.read().decode(errors="replace")
+                    self._process = None
+                    if "Address already in use" in error:
+                        raise _PortTaken
+                    raise RuntimeError(f"redis-server on port {self.port} exited at start: {error}")
+                try:
+                    # Ours, not another server that took the port first (ours then exits, above)
+                    if client.info("server")["process_id"] == process.pid:
+                        return
+                    time.sleep(0.05)
+                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                    time.sleep(0.05)
+        finally:
+            client.close()
 
     def stop(self) -> None:
         if self._process is not None:
