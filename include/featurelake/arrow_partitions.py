@@ -5,6 +5,10 @@ partitions written with pyarrow (`replace_partition`) and for the Dask job's out
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import logging
+import os
 import shutil
 import uuid
 from datetime import date
@@ -14,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurelake.lake import local_path
+
+log = logging.getLogger(__name__)
 
 
 def replace_partition(table: pa.Table, dataset: str, day: date, *, column: str = "date") -> Path:
@@ -42,31 +48,59 @@ def hidden_sibling(path: str, label: str) -> str:
 
 def remove_leftovers(output: str) -> None:
     """Delete what a run killed before it ended may have left beside `output`: its hidden
-    `.<name>.*` siblings (a new output being written, or the previous one being swapped out)."""
+    `.<name>.*` siblings (a new output being written, or the previous one being swapped out).
+    A run killed between the two renames of `swap_in` left no `output`, and the previous one
+    aside as `.<name>.old-*`: that one is put back, as the killed run never replaced it."""
     import fsspec
 
     filesystem, target = fsspec.core.url_to_fs(output)
     parent, name = target.rstrip("/").rsplit("/", 1)
     if not filesystem.isdir(parent):
         return
-    for info in filesystem.ls(parent, detail=True):
-        if info["name"].rstrip("/").rsplit("/", 1)[-1].startswith(f".{name}."):
-            filesystem.rm(info["name"], recursive=True)
+    leftovers = [
+        info["name"]
+        for info in filesystem.ls(parent, detail=True)
+        if info["name"].rstrip("/").rsplit("/", 1)[-1].startswith(f".{name}.")
+    ]
+    if not filesystem.exists(target):
+        previous = [p for p in leftovers if p.rstrip("/").rsplit("/", 1)[-1].startswith(f".{name}.old-")]
+        if len(previous) > 1:
+            raise ValueError(
+                f"{output} is missing and {len(previous)} previous versions of it lie beside it "
+                f"({', '.join(sorted(previous))}): runs interrupted while they swapped it in. Rename "
+                f"the one to keep to {name} (or delete them all if none is), then rerun"
+            )
+        if previous:
+            log.warning(
+                "%s: putting back the previous output %s, set aside by a run that was killed",
+                output,
+                previous[0],
+            )
+            filesystem.mv(previous[0], target, recursive=True)
+            leftovers.remove(previous[0])
+    for leftover in leftovers:
+        filesystem.rm(leftover, recursive=True)
 
 
 def swap_in(staged: str, output: str) -> None:
-    """Replace the directory `output` by the directory `staged` (its hidden sibling), by renames:
-    the previous output is renamed aside, `staged` takes its place, then the previous output is
-    deleted. On a local filesystem each rename is atomic, so a reader sees the old output or the
-    new one, never a mix (between the renames, for an instant, no directory); if the second rename
-    fails, the previous output is put back. On an object store a "rename" copies, so only the
-    failed-run guarantee holds there."""
+    """Replace the directory `output` by the directory `staged` (its hidden sibling). On a local
+    Linux filesystem the two are exchanged in one atomic rename (`renameat2` with
+    `RENAME_EXCHANGE`), and the previous output, now under the hidden name, is deleted: a reader
+    sees the old output or the new one, never a mix nor no directory, however the run ends.
+    Elsewhere, by two renames: the previous output is renamed aside (`.<name>.old-*`), `staged`
+    takes its place, then the previous output is deleted. Between the two renames there is, for
+    an instant, no directory; if the second rename fails, the previous output is put back, and if
+    the run is killed there, the next run puts it back (`remove_leftovers`). On an object store a
+    "rename" copies, so only the failed-run guarantee holds there."""
     import fsspec
 
     filesystem, target = fsspec.core.url_to_fs(output)
     staged_path = fsspec.core.url_to_fs(staged)[1]
-    old = fsspec.core.url_to_fs(hidden_sibling(output, f"old-{uuid.uuid4().hex}"))[1]
     had_output = filesystem.exists(target)
+    if had_output and "file" in _protocols(filesystem) and _exchange(staged_path, target):
+        filesystem.rm(staged_path, recursive=True)  # the previous output
+        return
+    old = fsspec.core.url_to_fs(hidden_sibling(output, f"old-{uuid.uuid4().hex}"))[1]
     if had_output:
         filesystem.mv(target, old, recursive=True)
     try:
@@ -77,3 +111,30 @@ def swap_in(staged: str, output: str) -> None:
         raise
     if had_output:
         filesystem.rm(old, recursive=True)
+
+
+def _protocols(filesystem: object) -> tuple[str, ...]:
+    protocol = getattr(filesystem, "protocol", ())
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+# No standard-library call exchanges two paths, and no well-kept package wraps renameat2 (Linux
+# 3.15+, glibc 2.28+): ctypes calls glibc's.
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(first: str, second: str) -> bool:
+    """Swap two local paths in one atomic rename; False where the system or the filesystem has no
+    such rename (not Linux, an old kernel, NFS), for the caller to rename twice instead."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError, TypeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, f"cannot exchange {first} and {second}: {os.strerror(code)}")

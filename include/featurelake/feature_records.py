@@ -199,8 +199,24 @@ def records_from_batches(
     column and `exclude` are left out of the values."""
     skip = {entity_column, *exclude}
     for batch in batches:
-        for row in batch.to_pylist():
+        for row in _in_utc(batch, entity_column).to_pylist():
             entity = row[entity_column]
             if entity is None or entity == "":
                 raise ValueError(f"a feature row has an empty {entity_column!r}; it cannot be keyed")
             yield str(entity), record_from_row(row, feature_date=feature_date, exclude=skip)
+
+
+def _in_utc(batch: Any, entity_column: str) -> Any:
+    """`batch` with its zoned timestamp columns (not the entity column, whose text is the key) in
+    UTC, the same instants: a Python datetime in a zone east of UTC cannot hold the last hours of
+    9999 (nor one west of it the first hours of year 1), which the format writes in UTC anyway."""
+    import pyarrow as pa
+
+    zoned = [
+        column.with_type(pa.timestamp(column.type.unit, "UTC"))
+        if pa.types.is_timestamp(column.type) and column.type.tz is not None and column.name != entity_column
+        else column
+        for column in batch.schema
+    ]
+    schema = pa.schema(zoned, metadata=batch.schema.metadata)
+    return batch if schema.equals(batch.schema) else batch.cast(schema)

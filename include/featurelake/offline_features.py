@@ -15,7 +15,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from featurelake.feature_records import FeatureRecord, entity_keys, records_from_batches
-from featurelake.lake import LakeLayout, iso_day
+from featurelake.lake import LakeLayout, is_data_file, iso_day
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,57 @@ def feature_dates(features_path: str) -> list[date]:
     return sorted(dates)
 
 
+def partition_dataset(
+    partition: str, *, entity_column: str = "user_id", filesystem: Any = None
+) -> pads.Dataset:
+    """The data files of one partition directory as one dataset: the files directly in it that
+    `is_data_file` names (hidden `.`/`_` names, other files and subdirectories are skipped), in path
+    order. Its columns are those of all the files, in order of first appearance: a file without a
+    column reads as null there (pyarrow alone takes the first file's columns, and drops the others
+    silently). Types that differ between files are widened (int32 and int64 to int64, a dictionary
+    to its values, timestamps to UTC, as the format reads a naive one); any other disagreement is
+    an error that names the partition."""
+    if filesystem is None:
+        filesystem, root = (
+            pafs.FileSystem.from_uri(partition) if "://" in partition else (pafs.LocalFileSystem(), partition)
+        )
+    else:
+        root = partition
+        if not isinstance(filesystem, pafs.FileSystem):
+            filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(filesystem))
+    files = sorted(
+        info.path
+        for info in filesystem.get_file_info(pafs.FileSelector(root))
+        if info.type == pafs.FileType.File and is_data_file(info.base_name)
+    )
+    dataset = pads.dataset(files, format="parquet", filesystem=filesystem)
+    if len(files) < 2:
+        return dataset
+    schemas = [_widened(fragment.physical_schema, entity_column) for fragment in dataset.get_fragments()]
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as error:
+        raise ValueError(
+            f"{partition}: its data files disagree on a column's type ({error}); rewrite the partition "
+            "with one type per column"
+        ) from error
+    return pads.dataset(files, schema=schema, format="parquet", filesystem=filesystem)
+
+
+def _widened(schema: pa.Schema, entity_column: str) -> pa.Schema:
+    """`schema` with the types that hold the same values made one: a dictionary as its values, and
+    a feature timestamp (naive, in UTC by the format, or in any zone) as a UTC one of its unit."""
+    fields = []
+    for column in schema:
+        data_type = column.type
+        if pa.types.is_dictionary(data_type):
+            data_type = data_type.value_type
+        if pa.types.is_timestamp(data_type) and column.name != entity_column:
+            data_type = pa.timestamp(data_type.unit, "UTC")
+        fields.append(column.with_type(data_type))
+    return pa.schema(fields)
+
+
 def partition_records(
     partition: str,
     *,
@@ -53,10 +104,10 @@ def partition_records(
     batch_size: int = 10_000,
 ) -> Iterator[tuple[str, FeatureRecord]]:
     """(entity id, record) for the rows of one feature partition directory (of `entity_ids` only,
-    when given: ids as the records key them, `str(id)`), streamed in batches. A directory with no
-    data file holds none. `filesystem`: a pyarrow or fsspec filesystem for URIs that pyarrow does
-    not open itself."""
-    dataset = pads.dataset(partition, format="parquet", filesystem=filesystem)
+    when given: ids as the records key them, `str(id)`), streamed in batches. Its data files are
+    read in path order (`partition_dataset`); a directory with no data file holds none.
+    `filesystem`: a pyarrow or fsspec filesystem for URIs that pyarrow does not open itself."""
+    dataset = partition_dataset(partition, entity_column=entity_column, filesystem=filesystem)
     if entity_column not in dataset.schema.names:
         if not dataset.files:
             return
@@ -77,7 +128,9 @@ def partition_records(
             where = pc.field(entity_column).isin(list(entity_ids))
         else:
             # The ids are the keys' text (str(1.0) is '1.0', where a cast writes '1'): compare
-            # the rows' ids as text, as `records_from_batches` writes them.
+            # the rows' ids as text, as `records_from_batches` writes them. A null id is no key
+            # (`isin` leaves them out of a text column too); it would fail the records.
+            where = pc.field(entity_column).is_valid()
             wanted = set(entity_ids)
     records = records_from_batches(
         dataset.to_batches(filter=where, batch_size=batch_size),
@@ -141,7 +194,7 @@ def partition_entities(
 ) -> pa.ChunkedArray:
     """The entity ids of one feature partition directory, as text (as `partition_records` gives
     them), read from the entity column alone. A directory with no data file holds none."""
-    dataset = pads.dataset(partition, format="parquet", filesystem=filesystem)
+    dataset = partition_dataset(partition, entity_column=entity_column, filesystem=filesystem)
     if entity_column not in dataset.schema.names:
         if not dataset.files:
             return pa.chunked_array([], pa.string())
