@@ -26,10 +26,17 @@ full refresh: `_dropped_in_view`).
 `refresh_view` then vacuums the table: it deletes the data files that left it longer ago than its
 `delta.deletedFileRetentionDuration` (7 days by default), so the directory does not keep a copy of
 the table per refresh.
+
+A refresh given a `run_key` (the Airflow task instance) records it in its commit, with a digest of
+the feature partitions it read (`COMMIT_METADATA`). A retry of a run killed or failed after that
+commit finds it as the table's newest commit, with the same inputs, and reports it instead of
+committing again (`committed_refresh`): the same table, history and report as a run never
+interrupted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import date
@@ -46,6 +53,11 @@ log = logging.getLogger(__name__)
 
 REFRESH_MODES = ("incremental", "full")
 
+# The commitInfo key under which a refresh records its run (a JSON object; `committed_refresh`).
+COMMIT_METADATA = "featurelake.refresh"
+# Commits that change no row: a retry looks past them for the refresh it repeats.
+_MAINTENANCE_OPERATIONS = frozenset({"VACUUM START", "VACUUM END"})
+
 
 @dataclass
 class RefreshReport:
@@ -60,6 +72,92 @@ class RefreshReport:
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
+
+
+def inputs_digest(features_path: str, *, up_to: date) -> str:
+    """A digest of the feature partitions on or before `up_to`: every file's path, size and
+    modification time. A partition rewritten, added or removed changes it."""
+    import hashlib
+
+    import pyarrow.fs as pafs
+
+    filesystem, root = (
+        pafs.FileSystem.from_uri(features_path)
+        if "://" in features_path
+        else (pafs.LocalFileSystem(), features_path)
+    )
+    digest = hashlib.sha256()
+    for day in feature_dates(features_path):
+        if day > up_to:
+            continue
+        selector = pafs.FileSelector(LakeLayout.partition(root, day), recursive=True)
+        for info in sorted(filesystem.get_file_info(selector), key=lambda info: info.path):
+            digest.update(f"{info.path}\0{info.size}\0{info.mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _commit_properties(run_key: str | None, features_path: str, **recorded: Any) -> Any:
+    """The CommitProperties of a refresh: its run, for `committed_refresh` (none without a run key)."""
+    from deltalake import CommitProperties
+
+    if run_key is None:
+        return None
+    record = {
+        "run_key": run_key,
+        **recorded,
+        "inputs": inputs_digest(features_path, up_to=date.fromisoformat(recorded["as_of"])),
+    }
+    return CommitProperties(custom_metadata={COMMIT_METADATA: json.dumps(record, sort_keys=True)})
+
+
+def committed_refresh(
+    view_path: str, features_path: str, *, run_key: str, ds: date, name: str = ""
+) -> RefreshReport | None:
+    """The report of the refresh for `ds` that the run `run_key` committed, when that commit is the
+    table's newest (a vacuum aside) and the feature partitions it read are unchanged: a retry of a
+    run killed or failed after its commit. None otherwise (the retry refreshes)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        view = DeltaTable(view_path)
+    except TableNotFoundError:
+        return None
+    newest = next(
+        (entry for entry in view.history(limit=20) if entry.get("operation") not in _MAINTENANCE_OPERATIONS),
+        None,
+    )
+    if newest is None or COMMIT_METADATA not in newest:
+        return None
+    recorded = json.loads(newest[COMMIT_METADATA])
+    if recorded.get("run_key") != run_key or recorded.get("ds") != ds.isoformat():
+        return None
+    if inputs_digest(features_path, up_to=date.fromisoformat(recorded["as_of"])) != recorded["inputs"]:
+        log.info("%s: the feature partitions changed since run %s committed; refreshing", view_path, run_key)
+        return None
+    version = int(newest["version"])
+    rows = DeltaTable(view_path, version=version).to_pyarrow_dataset().count_rows()
+    metrics = newest.get("operationMetrics") or {}
+    counts = (
+        {"inserted": rows}
+        if recorded["mode"] == "full"
+        else {
+            "inserted": int(metrics.get("num_target_rows_inserted", 0)),
+            "updated": int(metrics.get("num_target_rows_updated", 0)),
+            "deleted": int(metrics.get("num_target_rows_deleted", 0)),
+        }
+    )
+    log.warning(
+        "%s: run %s already committed its refresh for %s (version %d), before it was killed or "
+        "failed; reporting that commit instead of committing again",
+        view_path,
+        run_key,
+        ds,
+        version,
+    )
+    return RefreshReport(
+        name, recorded["mode"], recorded["as_of"], int(recorded["dates_read"]), rows, version, **counts
+    )
 
 
 def read_feature_partition(features_path: str, day: date) -> pa.Table:
@@ -231,11 +329,20 @@ def _newest_feature_date(view: Any) -> date | None:
 
 
 def refresh_full(
-    view_path: str, features_path: str, *, as_of: date, entity_column: str = "user_id", name: str = ""
+    view_path: str,
+    features_path: str,
+    *,
+    as_of: date,
+    entity_column: str = "user_id",
+    name: str = "",
+    run_key: str | None = None,
+    ds: date | None = None,
 ) -> RefreshReport:
     """Rebuild the view from every partition on or before `as_of` (`full_refresh_as_of`: or the
     view's newest feature date, when later) and overwrite it in one commit, which fails, to be
-    retried, when another writer committed to the table since this refresh opened it."""
+    retried, when another writer committed to the table since this refresh opened it. `run_key`
+    and `ds` (the run's date, `as_of` by default) are recorded in the commit (`committed_refresh`)."""
+    ds = ds or as_of
     from deltalake import DeltaTable, write_deltalake
     from deltalake.exceptions import TableNotFoundError
 
@@ -256,6 +363,14 @@ def refresh_full(
         schema_mode="overwrite",
         predicate="true",
         name=name or None,
+        commit_properties=_commit_properties(
+            run_key,
+            features_path,
+            ds=ds.isoformat(),
+            mode="full",
+            as_of=as_of.isoformat(),
+            dates_read=dates_read,
+        ),
     )
     version = DeltaTable(view_path).version()
     log.info(
@@ -320,7 +435,13 @@ def _dropped_in_view(view: Any, columns: list[str]) -> bool:
 
 
 def refresh_incremental(
-    view_path: str, features_path: str, *, ds: date, entity_column: str = "user_id", name: str = ""
+    view_path: str,
+    features_path: str,
+    *,
+    ds: date,
+    entity_column: str = "user_id",
+    name: str = "",
+    run_key: str | None = None,
 ) -> RefreshReport:
     """MERGE the partition of `ds` into the view on `entity_column`: the later feature date wins and
     new entities are inserted. A view that does not exist yet is built in full.
@@ -328,7 +449,8 @@ def refresh_incremental(
     A rerun after the partition of `ds` was rewritten without some entities: their rows of `ds` in
     the view are replaced by their newest rows before `ds` (read back one date at a time until all
     are found), or deleted when they have none, in the same MERGE; so the view equals a full
-    refresh. A partition whose columns differ from the view's is refused (refresh in full)."""
+    refresh. A partition whose columns differ from the view's is refused (refresh in full).
+    `run_key` is recorded in the commit (`committed_refresh`)."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -336,7 +458,9 @@ def refresh_incremental(
         view = DeltaTable(view_path)
     except TableNotFoundError:
         log.info("%s is not a Delta table yet: building it in full as of %s", view_path, ds)
-        return refresh_full(view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
+        return refresh_full(
+            view_path, features_path, as_of=ds, entity_column=entity_column, name=name, run_key=run_key
+        )
     partition = LakeLayout.partition(features_path, ds)
     if ds not in feature_dates(features_path):
         raise FileNotFoundError(
@@ -401,6 +525,14 @@ def refresh_incremental(
             predicate=f"t.{entity_column} = s.{entity_column}",
             source_alias="s",
             target_alias="t",
+            commit_properties=_commit_properties(
+                run_key,
+                features_path,
+                ds=ds.isoformat(),
+                mode="incremental",
+                as_of=ds.isoformat(),
+                dates_read=dates_read,
+            ),
         )
         .when_matched_update_all(predicate=update_when)
         .when_not_matched_insert_all()
@@ -439,13 +571,27 @@ def refresh_view(
     mode: str = "incremental",
     entity_column: str = "user_id",
     name: str = "",
+    run_key: str | None = None,
 ) -> RefreshReport:
-    """Refresh the view for `ds` in `mode` (`incremental` or `full`)."""
+    """Refresh the view for `ds` in `mode` (`incremental` or `full`). `run_key` names the run (an
+    Airflow task instance): a retry of it whose refresh was already committed reports that commit
+    (`committed_refresh`) and commits nothing more."""
     check_refresh_mode(mode)
-    if mode == "full":
-        report = refresh_full(view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
+    done = (
+        committed_refresh(view_path, features_path, run_key=run_key, ds=ds, name=name)
+        if run_key is not None
+        else None
+    )
+    if done is not None:
+        report = done
+    elif mode == "full":
+        report = refresh_full(
+            view_path, features_path, as_of=ds, entity_column=entity_column, name=name, run_key=run_key
+        )
     else:
-        report = refresh_incremental(view_path, features_path, ds=ds, entity_column=entity_column, name=name)
+        report = refresh_incremental(
+            view_path, features_path, ds=ds, entity_column=entity_column, name=name, run_key=run_key
+        )
     vacuum_view(view_path)
     return report
 

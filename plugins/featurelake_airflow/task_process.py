@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import multiprocessing
 import multiprocessing.process
+import os
 import sys
 from collections.abc import Iterator
+
+from featurelake_airflow.spawned_child import SPAWNING_PID
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,13 @@ def child_processes_allowed() -> Iterator[None]:
       to do this: here its `daemon` setter is billiard's, and its `authkey` setter makes billiard's
       type again.
 
-    Everything is put back when the block ends. Where neither applies, nothing changes.
+    A spawned child also outlived a task process killed with SIGKILL (the OOM killer, a lost
+    worker): a process pool's idle workers wait for work for good. So for the block `__main__`
+    names `featurelake_airflow.spawned_child` as its module (`__spec__`): a spawned child runs that
+    module as its `__mp_main__` instead of the main script, and it ends the child once its parent
+    is gone.
+
+    Everything is put back when the block ends. Where none of this applies, only `__spec__` changes.
     """
     main = sys.modules["__main__"]
     main_file = getattr(main, "__file__", None) if getattr(main, "__spec__", None) is None else None
@@ -61,9 +71,18 @@ def child_processes_allowed() -> Iterator[None]:
     if main_file is not None:
         log.info("Spawned processes will not run the task process's main script %s", main_file)
         del main.__file__
+    main_spec = main.__dict__.get("__spec__")
+    main.__spec__ = importlib.util.find_spec("featurelake_airflow.spawned_child")
+    spawning_pid = os.environ.get(SPAWNING_PID)
+    os.environ[SPAWNING_PID] = str(os.getpid())
     try:
         yield
     finally:
+        if spawning_pid is None:
+            os.environ.pop(SPAWNING_PID, None)
+        else:
+            os.environ[SPAWNING_PID] = spawning_pid
+        main.__spec__ = main_spec
         if main_file is not None:
             main.__file__ = main_file
         config.pop("daemon", None)

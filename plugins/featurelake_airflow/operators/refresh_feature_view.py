@@ -15,7 +15,9 @@ class RefreshFeatureViewOperator(BaseOperator):
     `incremental` MERGEs the partition of `ds` (a missing table is built in full), `full` rebuilds
     from every partition on or before `ds`, or the view's newest feature date when later
     (featurelake.materialized_views); then vacuums the files the table left longer ago than its
-    retention. Returns the counts.
+    retention. Returns the counts. A retry of a task instance whose refresh was committed before it
+    was killed or failed reports that commit and commits nothing more (the task instance is recorded
+    in each commit).
     A local or `file://` lake; delta-rs also opens s3://, gs:// and az:// tables with credentials
     from its environment."""
 
@@ -52,6 +54,7 @@ class RefreshFeatureViewOperator(BaseOperator):
             mode=self.mode,
             entity_column=self.entity_column,
             name=name,
+            run_key=run_key(context),
         )
         self.log.info(
             "%s refresh of %s for %s: %d rows (%d inserted, %d updated), Delta version %d",
@@ -64,3 +67,12 @@ class RefreshFeatureViewOperator(BaseOperator):
             report.version,
         )
         return asdict(report)
+
+
+def run_key(context: Any) -> str | None:
+    """The task instance of `context` as `dag_id/run_id/task_id/map_index`, the same for each of its
+    tries; None without one (an `execute` called outside Airflow)."""
+    ti = context.get("ti") if context else None
+    if ti is None:
+        return None
+    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}"
