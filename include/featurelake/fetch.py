@@ -5,7 +5,8 @@ The rate limit is aiolimiter's leaky bucket with a capacity of one request (`Asy
 1 / rate)`): `AsyncLimiter(rate, 1)` lets a whole second's worth through at once, so a 1-second
 window can see twice the rate. A semaphore alone limits concurrency, not requests per second.
 Every HTTP request waits for the limiter: a retry, and each hop of a redirect, which `fetch_all`
-follows itself (up to `MAX_REDIRECTS` requests) rather than letting aiohttp follow it unseen.
+follows itself (up to `MAX_REDIRECTS` requests) rather than letting aiohttp follow it unseen; and
+aiohttp's own unseen resend of a GET whose connection was lost is off (that is a retry of ours).
 Retries (429, 5xx, timeouts and connection errors) back off exponentially and honour `Retry-After`
 (delay-seconds or an HTTP-date, at most `max_retry_after_seconds`), which speaks for the whole API:
 no request of any id starts before it has passed. Any other failure (a redirect
@@ -95,6 +96,14 @@ def _check_path_template(template: object) -> None:
         raise FetchSettingError("path_template", f"{rule}; got {template!r}, which also holds {other}")
     if not fields or all(name is None for name, _, _ in fields):
         raise FetchSettingError("path_template", f"path_template must hold {{id}}, got {template!r}")
+    # Appended to base_url as it is: "merchants/{id}" after "https://api/v1" would fetch
+    # /v1merchants/<id> (every id a 404), and "{id}" or ".x/{id}" would change the port or host.
+    if not template.startswith(("/", "?")):
+        raise FetchSettingError(
+            "path_template",
+            f"path_template must start with / (or ? for a query), got {template!r}: it is appended "
+            "to base_url as it is, and would run into base_url's last path segment, host or port",
+        )
 
 
 @dataclass(frozen=True)
@@ -217,6 +226,27 @@ def retry_after_seconds(value: str | None, *, cap: float, now: datetime | None =
     return asked
 
 
+def _usable(resource_id: object) -> bool:
+    """Whether `resource_id` can be put in a URL: a non-empty string UTF-8 can encode (a lone
+    surrogate such as "\\ud800" cannot)."""
+    if not isinstance(resource_id, str) or not resource_id:
+        return False
+    try:
+        resource_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _dot_segment(resource_id: str, url: str) -> str | None:
+    """Why `url` (`resource_id`'s) cannot be fetched, or None: an id "." or ".." that stands as a
+    path segment is removed by URL normalization (yarl's, and any server's), so the URL would name
+    another resource (`/merchants/..` is `/`)."""
+    if resource_id not in (".", "..") or URL(url).path == URL(url, encoded=True).path:
+        return None
+    return f"the id {resource_id!r} is a dot segment: {url} would fetch {URL(url)}"
+
+
 def _transient(error: BaseException) -> bool:
     """Whether a failed request is worth another attempt."""
     return isinstance(error, TRANSIENT_ERRORS) and not isinstance(error, PERMANENT_CONNECTION_ERRORS)
@@ -233,14 +263,18 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
     """GET every id once (duplicates are fetched once). A 429 or 5xx, a timeout or a lost connection
     is retried; a 404 (the id does not exist), another 4xx, a body that is not JSON, a redirect loop
     (more than `MAX_REDIRECTS` requests) and any other aiohttp error (a malformed response) fail
-    the id without retry. Never raises for one id; the result names each id that failed, and why.
-    Raises ValueError, before any request, when an id is not a non-empty string."""
+    the id without retry, and an id "." or ".." in a path fails without a request (its URL would
+    name another resource). Never raises for one id; the result names each id that failed, and why.
+    Raises ValueError, before any request, when an id is not a non-empty string UTF-8 can encode."""
     unique = list(dict.fromkeys(ids))
     # Refused before any request: an id that fails once the others are in flight would leave them
     # running against a closed session.
-    bad = [resource_id for resource_id in unique if not isinstance(resource_id, str) or not resource_id]
+    bad = [resource_id for resource_id in unique if not _usable(resource_id)]
     if bad:
-        raise ValueError(f"ids must be non-empty strings; {len(bad)} are not, for example {bad[:3]!r}")
+        raise ValueError(
+            f"ids must be non-empty strings; {len(bad)} are not, for example {bad[:3]!r} "
+            "(an id must also be text UTF-8 can encode, with no lone surrogate such as '\\ud800')"
+        )
     result = FetchResult()
     limiter = AsyncLimiter(1, 1 / config.rate_per_second)
     in_flight = asyncio.Semaphore(config.max_concurrency)
@@ -260,6 +294,11 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                 return
 
     async with aiohttp.ClientSession(timeout=timeout) as session:
+        # aiohttp sends a GET again, at once, when the server closes the connection before its
+        # answer; that request would skip the limiter and `requests`, and make an attempt two
+        # requests. Off, the lost connection is a retry of our own. There is no public switch
+        # (aio-libs/aiohttp#10790); aiohttp's test client turns it off the same way.
+        session._retry_connection = False
 
         async def request(url: URL, headers: CIMultiDict[str]) -> tuple[Any, URL | None]:
             """One HTTP request through the limiter: (the JSON, None), or (None, where it redirects)."""
@@ -323,6 +362,9 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                 )
 
         async def fetch_one(resource_id: str) -> None:
+            if (why := _dot_segment(resource_id, config.url(resource_id))) is not None:
+                result.failed[resource_id] = why  # the id's own: no request could fetch it
+                return
             for number in range(1, config.max_attempts + 1):
                 try:
                     result.found[resource_id] = await attempt(resource_id)

@@ -104,6 +104,8 @@ class SandboxServer:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():  # closing a running loop raises
+            self._loop.close()
 
 
 def serve_forever(*, port: int, rate: int, host: str = "127.0.0.1") -> None:

@@ -208,6 +208,23 @@ def test_fetch_config_allows_only_the_id_field_in_path_template(template: str, a
     assert repr(template) in str(caught.value) and also in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param("merchants/{id}", id="into-the-last-segment"),
+        pytest.param("{id}", id="into-the-port"),
+        pytest.param(".evil.example/{id}", id="into-the-host"),
+    ],
+)
+def test_fetch_config_refuses_a_path_template_without_a_leading_slash(template: str) -> None:
+    """The template is appended to base_url as it is: without a slash it runs into the base."""
+    with pytest.raises(ValueError, match=r"path_template must start with / \(or \? for a query\)") as caught:
+        FetchConfig(base_url="http://api:8089/v1", path_template=template)
+    assert caught.value.setting == "path_template" and repr(template) in str(caught.value)
+    query = FetchConfig(base_url="http://api:8089/v1/merchants", path_template="?id={id}")
+    assert query.url("m 1") == "http://api:8089/v1/merchants?id=m%201"
+
+
 def test_fetch_config_keeps_doubled_braces_literal() -> None:
     config = FetchConfig(base_url="http://api", path_template="/v{{1}}/merchants/{id}/{id}")
     assert config.url("m/1") == "http://api/v{1}/merchants/m%2F1/m%2F1"
