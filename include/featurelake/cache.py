@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -86,6 +87,20 @@ class LayeredFeatureCache:
         # The ids being computed, each with the computation's outcome: a concurrent miss of one
         # waits for it rather than computing (reading the lake) again.
         self._computing: dict[str, _Computation] = {}
+        # Events are numbered (`_tick`). Each read that goes below the local layer takes a number
+        # as it begins, kept in `_in_flight` until it ends. While others are in flight, a read
+        # notes the latest date it served of each id (`_served`), and a computation the ids it
+        # finished (`_computed`), both with their number, for the reads that began before:
+        # - a read that began before a later date was served does not put its older record in the
+        #   local layer, even once that later one has left it (TTL, LRU) or was never put there;
+        # - a read whose miss of an id another call finished computing after it began reads what
+        #   that call stored rather than computing the id again.
+        # Both hold at most one entry per id, and are emptied up to the oldest read in flight as
+        # reads end.
+        self._tick = 0
+        self._in_flight: dict[int, None] = {}
+        self._served: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._computed: OrderedDict[str, int] = OrderedDict()
 
     def get(self, entity_id: str) -> FeatureRecord | None:
         return self.get_many([entity_id]).get(entity_id)
@@ -93,7 +108,8 @@ class LayeredFeatureCache:
     def get_many(self, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
         """The records of `entity_ids` that any layer holds or `compute` gives; one store read
         (grouped by shard) and one compute call for the ids the layers above miss. An id that
-        another call is computing is not computed again: this call waits, then reads it."""
+        another call is computing, or finished computing since this call began, is not computed
+        again: this call waits, then reads it."""
         ids = list(dict.fromkeys(_entity_ids("get_many", entity_ids)))
         found: dict[str, FeatureRecord] = {}
         with self._lock:
@@ -103,15 +119,30 @@ class LayeredFeatureCache:
                 if record is not None:
                     found[entity] = record
             self.stats.local_hits += len(found)
+            if len(found) == len(ids):
+                return found
+            self._tick += 1
+            begun = self._tick
+            self._in_flight[begun] = None
+        try:
+            self._read_below(ids, found, begun, invalidations)
+        finally:
+            with self._lock:
+                self._end(begun)
+        return {entity: found[entity] for entity in ids if entity in found}
+
+    def _read_below(
+        self, ids: Sequence[str], found: dict[str, FeatureRecord], begun: int, invalidations: int
+    ) -> None:
+        """Add to `found` (the local hits) what the store holds of the other `ids`, then what
+        `compute` gives of the rest; put them in the local layer."""
         misses = [entity for entity in ids if entity not in found]
-        from_store: dict[str, FeatureRecord] = {}
-        if misses:
-            from_store = dict(self.store.read(self.view, misses))
-            found.update(from_store)
-            misses = [entity for entity in misses if entity not in from_store]
+        from_store = dict(self.store.read(self.view, misses))
+        found.update(from_store)
+        misses = [entity for entity in misses if entity not in from_store]
         computed: dict[str, FeatureRecord] = {}
         if misses and self.compute is not None:
-            computed, waited_for = self._compute_once(self.compute, misses)
+            computed, waited_for = self._compute_once(self.compute, misses, begun)
             if waited_for:
                 # Computed by another call, which wrote what it found to the store.
                 by_others = self.store.read(self.view, waited_for)
@@ -120,30 +151,57 @@ class LayeredFeatureCache:
             found.update(computed)
             misses = [entity for entity in misses if entity not in found]
         with self._lock:
-            if self._invalidations == invalidations:
-                self._keep_newer(from_store)
-                self._keep_newer(computed)
+            # an invalidation since this read began: what it found is not put back
+            put = self._invalidations == invalidations
+            self._keep_newer(from_store, begun, put=put)
+            self._keep_newer(computed, begun, put=put)
+            if len(self._in_flight) > 1:  # else no read began before this one ends
+                self._tick += 1
+                for entity, record in (*from_store.items(), *computed.items()):
+                    served = self._served.pop(entity, None)
+                    latest = record.feature_date if served is None else max(served[1], record.feature_date)
+                    self._served[entity] = (self._tick, latest)
             self.stats.store_hits += len(from_store)
             self.stats.computed += len(computed)
             self.stats.missing += len(misses)
-        return {entity: found[entity] for entity in ids if entity in found}
+
+    def _end(self, begun: int) -> None:
+        """The read numbered `begun` ended: forget what only reads begun before the oldest one
+        still in flight need. Under the lock."""
+        del self._in_flight[begun]
+        oldest = next(iter(self._in_flight), None)
+        if oldest is None:
+            self._served.clear()
+            self._computed.clear()
+            return
+        while self._served and next(iter(self._served.values()))[0] < oldest:
+            self._served.popitem(last=False)
+        while self._computed and next(iter(self._computed.values())) < oldest:
+            self._computed.popitem(last=False)
 
     def _compute_once(
-        self, compute: ComputeFeatures, misses: Sequence[str]
+        self, compute: ComputeFeatures, misses: Sequence[str], begun: int
     ) -> tuple[dict[str, FeatureRecord], list[str]]:
-        """Compute the `misses` that no other call is computing, write them to the store, and wait
-        for the others; return (the records computed here, the ids another call computed). An id
-        whose computation failed in the other call is computed here."""
+        """Compute the `misses` that no other call is computing, nor finished computing since this
+        read began (numbered `begun`), write them to the store, and wait for the others; return
+        (the records computed here, the ids another call computed). An id whose computation
+        failed in the other call is computed here."""
         wanted: list[str] = list(misses)
         computed: dict[str, FeatureRecord] = {}
         waited_for: list[str] = []
         while wanted:
             mine = _Computation()
             with self._lock:
-                theirs = {entity: self._computing[entity] for entity in wanted if entity in self._computing}
-                ours = [entity for entity in wanted if entity not in theirs]
+                done = [entity for entity in wanted if self._computed.get(entity, 0) > begun]
+                theirs = {
+                    entity: self._computing[entity]
+                    for entity in wanted
+                    if entity in self._computing and entity not in done
+                }
+                ours = [entity for entity in wanted if entity not in theirs and entity not in done]
                 for entity in ours:
                     self._computing[entity] = mine
+            waited_for.extend(done)
             try:
                 if ours:
                     computed.update(self._compute_and_store(compute, ours))
@@ -152,6 +210,11 @@ class LayeredFeatureCache:
                 with self._lock:
                     for entity in ours:
                         del self._computing[entity]
+                    if not mine.failed and len(self._in_flight) > 1:  # else no read began before
+                        self._tick += 1
+                        for entity in ours:
+                            self._computed.pop(entity, None)
+                            self._computed[entity] = self._tick
                 mine.done.set()
             for computation in {id(c): c for c in theirs.values()}.values():
                 computation.done.wait()
@@ -174,13 +237,20 @@ class LayeredFeatureCache:
             )
         return computed
 
-    def _keep_newer(self, records: Mapping[str, FeatureRecord]) -> None:
-        """Put `records` in the local layer, unless it holds a later feature date for the id (a read
-        that finished first put it there): reads never go back to an older record. Under the lock."""
+    def _keep_newer(self, records: Mapping[str, FeatureRecord], begun: int, *, put: bool) -> None:
+        """Put `records` (served by the read numbered `begun`) in the local layer, unless it holds
+        a later feature date for the id, or a read served one after this read began (which may
+        since have left the local layer). A record not put (or `put` False) still drops an older
+        one the local layer holds: reads never go back to an older record. Under the lock."""
         for entity, record in records.items():
             held = self._local.get(entity)
-            if held is None or held.feature_date <= record.feature_date:
+            if held is not None and held.feature_date > record.feature_date:
+                continue
+            served = self._served.get(entity)
+            if put and (served is None or served[0] <= begun or served[1] <= record.feature_date):
                 self._local[entity] = record
+            elif held is not None and held.feature_date < record.feature_date:
+                self._local.pop(entity, None)
 
     def warm(self, entity_ids: Iterable[str], *, batch_size: int = 1000) -> int:
         """Load `entity_ids` into the layers in batches (computing and storing misses); return how

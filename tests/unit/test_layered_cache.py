@@ -207,3 +207,74 @@ def test_a_failed_computation_is_not_taken_for_missing_records_by_a_reader_waiti
     assert cache.get("x") == record(9), "the second reader computes x itself"
     thread.join(10)
     assert len(errors) == 1 and calls == [["x"], ["x"]]
+
+
+def test_a_slow_read_does_not_bring_back_an_older_record_once_the_newer_one_expired() -> None:
+    # While a read of x is at the store, the next date is published, another read serves and
+    # caches it, and its local entry expires: the slow read must not cache the older record then.
+    clock = Clock()
+    later = FeatureRecord("2026-10-29", {"n": 2})
+    cache: LayeredFeatureCache
+
+    class StoreWithAWriterMidRead(DictStore):
+        def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
+            found = super().read(view, entity_ids)
+            if len(self.reads) == 1:
+                self.records["x"] = later
+                assert cache.get("x") == later
+                clock.now += 61
+            return found
+
+    cache = LayeredFeatureCache(view="v", store=StoreWithAWriterMidRead({"x": record(1)}), timer=clock)
+    assert cache.get("x") == record(1)
+    assert cache.get("x") == later, "a read went back to the older record after the later one was served"
+
+
+def test_a_read_that_may_not_cache_what_it_served_drops_the_older_record_held() -> None:
+    # Read B is at the store when `invalidate(["y"])` comes, then read A caches x's older record
+    # and the next date is published: B serves the later record; it may not cache it, but it must
+    # not leave the older one for later reads either.
+    later = FeatureRecord("2026-10-29", {"n": 2})
+    cache: LayeredFeatureCache
+
+    class StoreWithReadsMidRead(DictStore):
+        b_reading = True
+
+        def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
+            if self.b_reading:  # before B's read reaches the store
+                self.b_reading = False
+                cache.invalidate(["y"])
+                assert cache.get("x") == record(1)  # read A
+                self.records["x"] = later
+            return super().read(view, entity_ids)
+
+    cache = LayeredFeatureCache(view="v", store=StoreWithReadsMidRead({"x": record(1)}))
+    assert cache.get("x") == later  # read B
+    assert cache.get("x") == later, "a read went back to the older record after the later one was served"
+
+
+def test_a_miss_whose_computation_ended_meanwhile_is_not_computed_again() -> None:
+    # Read B misses x at the store; while that answer is on its way back, read A (another thread)
+    # misses x too, computes it and ends. B must read what A stored, not compute x again.
+    import threading
+
+    calls: list[list[str]] = []
+    cache: LayeredFeatureCache
+
+    class StoreWithAReaderMidRead(DictStore):
+        def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
+            found = super().read(view, entity_ids)
+            if len(self.reads) == 1:
+                reader_a = threading.Thread(target=cache.get, args=("x",))
+                reader_a.start()
+                reader_a.join(10)
+            return found
+
+    def compute(ids):
+        calls.append(list(ids))
+        return {i: record(9) for i in ids}
+
+    cache = LayeredFeatureCache(view="v", store=StoreWithAReaderMidRead(), compute=compute)
+    assert cache.get("x") == record(9)
+    assert calls == [["x"]], "x was computed again after a computation of it ended"
+    assert (cache.stats.computed, cache.stats.store_hits) == (1, 1)
