@@ -108,14 +108,37 @@ class LocalRedisServer:
         log.info("redis-server listening on %s (data in %s)", self.address, self._workdir)
         return self
 
-    def _launch(self, timeout: float) -> None:
+    @property
+    def running(self) -> bool:
+        """Whether its process runs (it was started, and neither stopped nor killed since)."""
+        return self._process is not None and self._process.poll() is None
+
+    def kill(self) -> None:
+        """Stop the process at once (SIGKILL), keeping its directory and port for `restart`: a node
+        that crashed. With no persistence it comes back empty; a cluster node keeps nodes.conf."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def restart(self, *, timeout: float = 15.0) -> LocalRedisServer:
+        """Start the process again on the same port and directory after `kill`; a cluster node
+        rejoins its cluster from its nodes.conf (as a replica, if its replica was promoted)."""
+        if self._workdir is None:
+            raise RuntimeError("restart() needs a server that was started and then killed, not stopped")
+        self.kill()
+        self._launch(timeout, keep_cluster_config=True)
+        return self
+
+    def _launch(self, timeout: float, *, keep_cluster_config: bool = False) -> None:
         assert self._workdir is not None
         log_file = self._workdir / "redis.log"
         log_file.unlink(missing_ok=True)
         command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         command += ["--appendonly", "no", "--dir", str(self._workdir), "--logfile", "redis.log"]
         if self.cluster:
-            (self._workdir / "nodes.conf").unlink(missing_ok=True)
+            if not keep_cluster_config:
+                (self._workdir / "nodes.conf").unlink(missing_ok=True)
             command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             command += ["--cluster-node-timeout", str(self.cluster_node_timeout_ms)]
         self._process = process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -25,6 +25,8 @@ and writes it meanwhile, following the cluster's ASK and MOVED redirections.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -35,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import AskError, ClusterError, MovedError, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, ClusterError, MovedError, TryAgainError
 
 from featurelake.feature_records import (
     FeatureRecord,
@@ -56,8 +58,10 @@ DEFAULT_KEY_PREFIX = "fl"
 DEFAULT_KEY_TTL_SECONDS = 2 * 24 * 3600
 DEFAULT_BATCH_SIZE = 1000
 
-# A Redis Cluster's replies for a key whose slot is moving (ASK) or has moved (MOVED).
-_SLOT_REDIRECTIONS = (AskError, MovedError)
+# A Redis Cluster's replies for a key whose slot is moving (ASK) or has moved (MOVED), or from a
+# node that does not serve the slot for a moment (CLUSTERDOWN: a failover it has not learned of
+# yet); redis-py's cluster client follows the first two, and waits out the third.
+_SLOT_REDIRECTIONS = (AskError, MovedError, ClusterDownError)
 
 # The write script's first argument: replace a record of the same feature date, or keep it.
 _REPLACE_SAME_DATE = "1"
@@ -412,13 +416,33 @@ def _decode(key: bytes, value: bytes) -> FeatureRecord:
         raise ValueError(f"online store key {key!r}: {error}") from None
 
 
+# How often, and how long apart (seconds), a read waits out a node that answers CLUSTERDOWN, as
+# redis-py's cluster client does for its own commands (0.25 s, then its slot table reloaded).
+_CLUSTER_DOWN_RETRIES = 3
+_CLUSTER_DOWN_WAIT = 0.25
+
+
 def _get_each(cluster: RedisCluster, keys: Sequence[bytes]) -> list[bytes | None]:
     """The values of `keys`, one GET per key in redis-py's cluster pipeline (which places each
-    GET when it sends it, and follows ASK, MOVED and a failover)."""
-    pipe = cluster.pipeline()
-    for key in keys:
-        pipe.get(key)
-    return pipe.execute()
+    GET when it sends it, and follows ASK, MOVED and a failover). A node that answers CLUSTERDOWN
+    for a moment (a failover it has not learned of yet) fails the pipeline at once: it is tried
+    again after a wait, with the slot table reloaded."""
+    waits = 0
+    while True:
+        pipe = cluster.pipeline()
+        for key in keys:
+            pipe.get(key)
+        try:
+            return pipe.execute()
+        except ClusterDownError as error:
+            waits += 1
+            if waits > _CLUSTER_DOWN_RETRIES:
+                raise
+            log.info(
+                "the cluster answered CLUSTERDOWN (%s): reading again in %s s", error, _CLUSTER_DOWN_WAIT
+            )
+            time.sleep(_CLUSTER_DOWN_WAIT)
+            cluster.nodes_manager.initialize()
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -434,6 +458,9 @@ class OnlineStore:
         self.config = config
         self._clients: dict[str, redis.Redis] = {}
         self._cluster: RedisCluster | None = None
+        # Threads share a store (the layered cache's readers): each client is created once, not
+        # once per thread that meets it first, which would leave the others' connections open.
+        self._clients_lock = threading.Lock()
         self.ring = None if config.cluster else ShardRing(config.nodes)
         self.previous_ring = ShardRing(config.previous_nodes) if config.previous_nodes else None
 
@@ -445,6 +472,10 @@ class OnlineStore:
     # -- clients -------------------------------------------------------------------------------
     def client(self, node: str) -> redis.Redis:
         """The client of one ring node, created on first use."""
+        with self._clients_lock:
+            return self._client_of(node)
+
+    def _client_of(self, node: str) -> redis.Redis:
         if node not in self._clients:
             host, port = _host_port(node)
             self._clients[node] = redis.Redis(
@@ -473,6 +504,11 @@ class OnlineStore:
         return {"ssl": True, **{name: value for name, value in options.items() if value is not None}}
 
     def cluster_client(self) -> RedisCluster:
+        """The Redis Cluster client, created on first use."""
+        with self._clients_lock:
+            return self._cluster_client()
+
+    def _cluster_client(self) -> RedisCluster:
         if self._cluster is None:
             self._cluster = RedisCluster(
                 startup_nodes=[ClusterNode(*_host_port(node)) for node in self.config.nodes],
@@ -485,12 +521,13 @@ class OnlineStore:
         return self._cluster
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
-        if self._cluster is not None:
-            self._cluster.close()
-            self._cluster = None
+        with self._clients_lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+            if self._cluster is not None:
+                self._cluster.close()
+                self._cluster = None
 
     def __enter__(self) -> OnlineStore:
         return self
@@ -689,8 +726,11 @@ class OnlineStore:
         """`scan(cluster, primary)` for each primary of the cluster, by node name. A SCAN goes to one
         named node, so a slot table that still names a primary that died (a failover since this
         client last wrote) fails it: the table is then loaded again from the live nodes, and every
-        primary scanned again."""
+        primary scanned again. The table is loaded afresh first: a client's table learns of a new
+        primary only from a redirection to it, so one that predates a node added since (and
+        resharded onto) would not scan that node, and would miss its keys."""
         cluster = self.cluster_client()
+        cluster.nodes_manager.initialize()
         try:
             return {node.name: scan(cluster, node) for node in cluster.get_primaries()}
         except (redis.ConnectionError, redis.TimeoutError) as error:
