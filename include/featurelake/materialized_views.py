@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from featurelake.lake import LakeLayout
-from featurelake.offline_features import feature_dates
+from featurelake.offline_features import arrow_filesystem, feature_dates
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,7 @@ def inputs_digest(features_path: str, *, up_to: date) -> str:
 
     import pyarrow.fs as pafs
 
-    filesystem, root = (
-        pafs.FileSystem.from_uri(features_path)
-        if "://" in features_path
-        else (pafs.LocalFileSystem(), features_path)
-    )
+    filesystem, root = arrow_filesystem(features_path)
     digest = hashlib.sha256()
     for day in feature_dates(features_path):
         if day > up_to:
@@ -336,13 +332,12 @@ def refresh_full(
     entity_column: str = "user_id",
     name: str = "",
     run_key: str | None = None,
-    ds: date | None = None,
 ) -> RefreshReport:
     """Rebuild the view from every partition on or before `as_of` (`full_refresh_as_of`: or the
     view's newest feature date, when later) and overwrite it in one commit, which fails, to be
     retried, when another writer committed to the table since this refresh opened it. `run_key`
-    and `ds` (the run's date, `as_of` by default) are recorded in the commit (`committed_refresh`)."""
-    ds = ds or as_of
+    and the run's date (`as_of` as given) are recorded in the commit (`committed_refresh`)."""
+    ds = as_of  # the run's date: `as_of` may move on to the view's newest date below
     from deltalake import DeltaTable, write_deltalake
     from deltalake.exceptions import TableNotFoundError
 

@@ -20,13 +20,16 @@ from featurelake.lake import LakeLayout, is_data_file, iso_day
 log = logging.getLogger(__name__)
 
 
+def arrow_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem of `location` (a local path or a URI) and the path on it."""
+    if "://" in location:
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), location
+
+
 def feature_dates(features_path: str) -> list[date]:
     """The dates of the `date=YYYY-MM-DD` partitions under a features dataset, sorted."""
-    filesystem, root = (
-        pafs.FileSystem.from_uri(features_path)
-        if "://" in features_path
-        else (pafs.LocalFileSystem(), features_path)
-    )
+    filesystem, root = arrow_filesystem(features_path)
     infos = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     dates = []
     for info in infos:
@@ -54,9 +57,7 @@ def partition_dataset(
     to its values, timestamps to UTC, as the format reads a naive one); any other disagreement is
     an error that names the partition."""
     if filesystem is None:
-        filesystem, root = (
-            pafs.FileSystem.from_uri(partition) if "://" in partition else (pafs.LocalFileSystem(), partition)
-        )
+        filesystem, root = arrow_filesystem(partition)
     else:
         root = partition
         if not isinstance(filesystem, pafs.FileSystem):
