@@ -25,6 +25,7 @@ and writes it meanwhile, following the cluster's ASK and MOVED redirections.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -36,8 +37,10 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import AskError, ClusterDownError, ClusterError, MovedError, TryAgainError
+from redis.retry import Retry
 
 from featurelake.feature_records import (
     FeatureRecord,
@@ -57,6 +60,14 @@ log = logging.getLogger(__name__)
 DEFAULT_KEY_PREFIX = "fl"
 DEFAULT_KEY_TTL_SECONDS = 2 * 24 * 3600
 DEFAULT_BATCH_SIZE = 1000
+# A command waits this long for its answer, and a connection this long to open (seconds).
+DEFAULT_SOCKET_TIMEOUT = 10.0
+DEFAULT_SOCKET_CONNECT_TIMEOUT = 5.0
+# redis-py's own defaults (redis._defaults): a command whose connection fails or times out is tried
+# again up to 10 times, waiting a random time up to 10 ms * 2**attempt, at most 1 s, in between.
+DEFAULT_RETRIES = 10
+DEFAULT_RETRY_BACKOFF_CAP = 1.0
+_RETRY_BACKOFF_BASE = 0.01
 
 # A Redis Cluster's replies for a key whose slot is moving (ASK) or has moved (MOVED), or from a
 # node that does not serve the slot for a moment (CLUSTERDOWN: a failover it has not learned of
@@ -190,6 +201,10 @@ _CONNECTION_EXTRAS = frozenset(
         "key_prefix",
         "key_ttl_seconds",
         "batch_size",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "retries",
+        "retry_backoff_cap",
         # the Airflow Redis connection form's own fields
         "startup_nodes",
         "ssl_cert_reqs",
@@ -222,6 +237,20 @@ def _int_extra(extra: Mapping[str, Any], name: str, default: int, conn_id: str) 
     raise ValueError(f"connection {conn_id!r}: extra `{name}` must be a whole number, got {value!r}")
 
 
+def _seconds_extra(extra: Mapping[str, Any], name: str, default: float, conn_id: str) -> float:
+    """A number of seconds: a JSON number, or a string of one (0.25, "0.25")."""
+    value = extra.get(name, default)
+    if not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if math.isfinite(seconds):
+                return seconds
+    raise ValueError(f"connection {conn_id!r}: extra `{name}` must be a number of seconds, got {value!r}")
+
+
 @dataclass(frozen=True)
 class OnlineStoreConfig:
     """Where the online store lives and how it writes."""
@@ -249,6 +278,16 @@ class OnlineStoreConfig:
     key_ttl_seconds: int = DEFAULT_KEY_TTL_SECONDS
     # Keys per MGET, per write script call and per SCAN page.
     batch_size: int = DEFAULT_BATCH_SIZE
+    # Seconds a command waits for its answer, and a new connection for the server (redis-py's
+    # socket_timeout and socket_connect_timeout).
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT
+    socket_connect_timeout: float = DEFAULT_SOCKET_CONNECT_TIMEOUT
+    # Times a command is tried again when its connection fails or times out (0: never), with a
+    # jittered exponential backoff of at most `retry_backoff_cap` seconds between tries. On a
+    # Redis Cluster these tries are also how a command outlasts a failover: they reload the
+    # cluster's slot table.
+    retries: int = DEFAULT_RETRIES
+    retry_backoff_cap: float = DEFAULT_RETRY_BACKOFF_CAP
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodes", tuple(self.nodes))
@@ -266,6 +305,15 @@ class OnlineStoreConfig:
             raise ValueError(f"key_ttl_seconds must be >= 0 (0: no expiry), got {self.key_ttl_seconds}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("socket_timeout", "socket_connect_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a number of seconds > 0, got {getattr(self, name)}")
+        if self.retries < 0:
+            raise ValueError(
+                f"retries must be >= 0 (0: a failed command is not tried again), got {self.retries}"
+            )
+        if not self.retry_backoff_cap >= 0:
+            raise ValueError(f"retry_backoff_cap must be >= 0 seconds, got {self.retry_backoff_cap}")
         feature_key(self.key_prefix, "view", "entity")  # validates the prefix
 
     @classmethod
@@ -283,7 +331,8 @@ class OnlineStoreConfig:
         (a list of host:port), or host:port plus the Redis connection form's `startup_nodes` (a
         comma-separated string of host:port: the cluster's other startup nodes, or the ring's other
         nodes). Other extras: `previous_nodes`, `cluster`, `db`, `ssl`, `key_prefix`,
-        `key_ttl_seconds`, `batch_size`, and the form's TLS fields `ssl_cert_reqs`,
+        `key_ttl_seconds`, `batch_size`, `socket_timeout`, `socket_connect_timeout`, `retries`,
+        `retry_backoff_cap`, and the form's TLS fields `ssl_cert_reqs`,
         `ssl_ca_certs`, `ssl_keyfile`, `ssl_certfile`, `ssl_check_hostname`. The form saves every
         one of its fields, so an empty value (null or "") means unset."""
         # The Airflow UI's Redis form saves all of its fields into the extra, the untouched ones too.
@@ -348,6 +397,12 @@ class OnlineStoreConfig:
             key_prefix=str(extra.get("key_prefix", DEFAULT_KEY_PREFIX)),
             key_ttl_seconds=_int_extra(extra, "key_ttl_seconds", DEFAULT_KEY_TTL_SECONDS, conn_id),
             batch_size=_int_extra(extra, "batch_size", DEFAULT_BATCH_SIZE, conn_id),
+            socket_timeout=_seconds_extra(extra, "socket_timeout", DEFAULT_SOCKET_TIMEOUT, conn_id),
+            socket_connect_timeout=_seconds_extra(
+                extra, "socket_connect_timeout", DEFAULT_SOCKET_CONNECT_TIMEOUT, conn_id
+            ),
+            retries=_int_extra(extra, "retries", DEFAULT_RETRIES, conn_id),
+            retry_backoff_cap=_seconds_extra(extra, "retry_backoff_cap", DEFAULT_RETRY_BACKOFF_CAP, conn_id),
         )
         try:
             return cls(**settings)
@@ -485,10 +540,22 @@ class OnlineStore:
                 username=self.config.username,
                 password=self.config.password,
                 **self._tls_options(),
-                socket_timeout=10,
-                socket_connect_timeout=5,
+                **self._socket_options(),
+                retry=self._retry(),
             )
         return self._clients[node]
+
+    def _socket_options(self) -> dict[str, float]:
+        return {
+            "socket_timeout": self.config.socket_timeout,
+            "socket_connect_timeout": self.config.socket_connect_timeout,
+        }
+
+    def _retry(self) -> Retry:
+        """A new retry policy per client: redis-py's, with the connection's count and cap."""
+        cap = self.config.retry_backoff_cap
+        backoff = ExponentialWithJitterBackoff(cap=cap, base=min(_RETRY_BACKOFF_BASE, cap))
+        return Retry(backoff, self.config.retries)
 
     def _tls_options(self) -> dict[str, Any]:
         """redis-py's TLS keyword arguments: `ssl`, and the options the connection sets."""
@@ -515,8 +582,9 @@ class OnlineStore:
                 username=self.config.username,
                 password=self.config.password,
                 **self._tls_options(),
-                socket_timeout=10,
-                socket_connect_timeout=5,
+                **self._socket_options(),
+                # the cluster's own retries; redis-py gives its nodes' connections none
+                retry=self._retry(),
             )
         return self._cluster
 

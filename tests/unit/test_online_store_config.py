@@ -90,6 +90,30 @@ def test_the_forms_tls_fields_reach_the_clients() -> None:
     }
 
 
+def test_timeouts_and_retries_default_to_the_stores_and_redis_pys_and_reach_every_ring_client() -> None:
+    default = OnlineStore(OnlineStoreConfig.from_connection(host="r0", port=6379)).client("r0:6379")
+    options = default.connection_pool.connection_kwargs
+    assert (options["socket_timeout"], options["socket_connect_timeout"]) == (10.0, 5.0)
+    assert default.get_retry().get_retries() == 10  # redis-py's own default
+    extra = {
+        "socket_timeout": "0.05",
+        "socket_connect_timeout": 0.2,
+        "retries": "1",
+        "retry_backoff_cap": 0.01,
+    }
+    config = OnlineStoreConfig.from_connection(
+        host="r0", port=6379, extra={"nodes": ["r0:1", "r1:2"], **extra}
+    )
+    assert (config.socket_timeout, config.socket_connect_timeout) == (0.05, 0.2)
+    assert (config.retries, config.retry_backoff_cap) == (1, 0.01)
+    store = OnlineStore(config)
+    for node in ("r0:1", "r1:2"):
+        client = store.client(node)
+        options = client.connection_pool.connection_kwargs
+        assert (options["socket_timeout"], options["socket_connect_timeout"]) == (0.05, 0.2)
+        assert client.get_retry().get_retries() == 1
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -129,6 +153,39 @@ def test_the_forms_tls_fields_reach_the_clients() -> None:
             {"host": "r", "port": 1, "extra": {"key_ttl_seconds": "2d"}},
             "extra `key_ttl_seconds` must be a whole number",
             id="ttl-text",
+        ),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"socket_timeout": "5s"}},
+            "'featurelake_online': extra `socket_timeout` must be a number of seconds, got '5s'",
+            id="timeout-text",
+        ),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"socket_connect_timeout": True}},
+            "extra `socket_connect_timeout` must be a number of seconds, got True",
+            id="timeout-flag",
+        ),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"socket_timeout": "nan"}},
+            "extra `socket_timeout` must be a number of seconds",
+            id="timeout-nan",
+        ),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"socket_timeout": 0}},
+            "'featurelake_online': socket_timeout must be a number of seconds > 0, got 0.0",
+            id="timeout-zero",
+        ),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"retries": -1}}, "retries must be >= 0", id="retries-negative"
+        ),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"retries": 1.5}},
+            "extra `retries` must be a whole number",
+            id="retries-fraction",
+        ),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"retry_backoff_cap": -0.5}},
+            "retry_backoff_cap must be >= 0 seconds",
+            id="backoff-negative",
         ),
     ],
 )
