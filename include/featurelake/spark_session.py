@@ -40,14 +40,21 @@ def local_core_count(master: str, *, available: int | None = None) -> int:
     return available or os.cpu_count() or 1
 
 
-def cluster_core_count(conf: Mapping[str, str]) -> int | None:
+def default_executor_cores(master: str) -> int | None:
+    """The cores of an executor that `spark.executor.cores` leaves unset: 1 on YARN and Kubernetes,
+    None on a standalone master (an executor takes all of its worker's cores)."""
+    return 1 if master.startswith(("yarn", "k8s://")) else None
+
+
+def cluster_core_count(conf: Mapping[str, str], *, master: str = "") -> int | None:
     """The most executor cores a job on a cluster can hold, read from its Spark properties:
-    `spark.cores.max` (standalone), else `spark.executor.cores` times the executor count
-    (`spark.dynamicAllocation.maxExecutors` with dynamic allocation, which the base enables, else
-    `spark.executor.instances`). None when the properties leave it open."""
+    `spark.cores.max` (standalone), else `spark.executor.cores` (on YARN and Kubernetes 1 when
+    unset, Spark's default there) times the executor count (`spark.dynamicAllocation.maxExecutors`
+    with dynamic allocation, which the base enables, else `spark.executor.instances`). None when
+    the properties leave it open."""
     if conf.get("spark.cores.max"):
         return int(conf["spark.cores.max"])
-    cores = conf.get("spark.executor.cores")
+    cores = conf.get("spark.executor.cores") or default_executor_cores(master)
     dynamic = conf.get("spark.dynamicAllocation.enabled", "true").lower() == "true"
     executors = conf.get("spark.dynamicAllocation.maxExecutors" if dynamic else "spark.executor.instances")
     if not cores or not executors:
@@ -75,6 +82,28 @@ REQUIRED_SPARK_CONF = {
     # Parquet timestamps as INT64 micros, so that pyarrow, DuckDB and delta-rs read them as tz-aware UTC.
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
+
+
+# The executors' JVMs run in UTC (`executor_java_options`).
+EXECUTOR_UTC_JAVA_OPTION = "-Duser.timezone=UTC"
+
+
+def executor_java_options(asked: str | None) -> str:
+    """`spark.executor.extraJavaOptions` for a job: the options asked for (spark-defaults.conf, the
+    Spark connection's conf, the operator's, the job's), then `-Duser.timezone=UTC`, which wins
+    over an earlier `-Duser.timezone` (the JVM keeps the last setting of a property)."""
+    asked = (asked or "").strip()
+    if asked.split()[-1:] == [EXECUTOR_UTC_JAVA_OPTION]:
+        return asked
+    zones = [o for o in asked.split() if o.startswith("-Duser.timezone=") and o != EXECUTOR_UTC_JAVA_OPTION]
+    if zones:
+        log.warning(
+            "Ignoring %s in spark.executor.extraJavaOptions: the executors' JVMs run in UTC, so %s "
+            "follows it. Remove it to silence this warning.",
+            zones[-1],
+            EXECUTOR_UTC_JAVA_OPTION,
+        )
+    return f"{asked} {EXECUTOR_UTC_JAVA_OPTION}".strip()
 
 
 def required_spark_conf_conflicts(asked: Mapping[str, str]) -> dict[str, str]:
@@ -106,8 +135,9 @@ def base_spark_conf(
         "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
         "spark.sql.parquet.compression.codec": "snappy",
         **REQUIRED_SPARK_CONF,
-        # Executors start after this conf is read, so on a cluster their JVMs run in UTC too.
-        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+        # Executors start after this conf is read, so on a cluster their JVMs run in UTC too
+        # (`build_spark_session` keeps it after options another layer asks for).
+        "spark.executor.extraJavaOptions": EXECUTOR_UTC_JAVA_OPTION,
         # Reruns and backfills replace only the partitions they write.
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.ui.showConsoleProgress": "false",
@@ -129,7 +159,7 @@ def base_spark_conf(
         # can set the threshold back.
         conf["spark.sql.sources.parallelPartitionDiscovery.threshold"] = "100000"
     else:
-        cores = cluster_core_count(submitted or {})
+        cores = cluster_core_count(submitted or {}, master=master)
         conf["spark.sql.shuffle.partitions"] = str(
             max(CLUSTER_MIN_SHUFFLE_PARTITIONS, CLUSTER_SHUFFLE_PARTITIONS_PER_CORE * (cores or 0))
         )
@@ -172,7 +202,8 @@ def build_spark_session(
     overrides: Mapping[str, str] | None = None,
 ) -> SparkSession:
     """Start (or reuse) a SparkSession: base defaults < spark-submit's settings < `overrides`
-    < `REQUIRED_SPARK_CONF`, whose properties no layer can change (a warning names any that one tried to).
+    < `REQUIRED_SPARK_CONF`, whose properties no layer can change (a warning names any that one tried to);
+    the executors' JVM options always end with `-Duser.timezone=UTC` (`executor_java_options`).
 
     `master` is only used when spark-submit did not set one (plain `python job.py`, tests);
     otherwise the Spark connection decides.
@@ -208,6 +239,10 @@ def build_spark_session(
         base_spark_conf(master=effective_master, submitted=on_top, available_cores=available_cores),
         on_top,
         REQUIRED_SPARK_CONF,
+    )
+    # Options another layer sets replace the base's whole string: the executors' zone goes back on.
+    final["spark.executor.extraJavaOptions"] = executor_java_options(
+        on_top.get("spark.executor.extraJavaOptions")
     )
     builder = SparkSession.builder.appName(app_name).master(effective_master)
     for key, value in final.items():

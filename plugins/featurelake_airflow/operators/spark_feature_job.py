@@ -14,7 +14,12 @@ from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-from featurelake.spark_session import launch_spark_conf, merge_spark_conf
+from featurelake.spark_session import (
+    REQUIRED_SPARK_CONF,
+    launch_spark_conf,
+    merge_spark_conf,
+    required_spark_conf_conflicts,
+)
 from featurelake_airflow.hooks.spark_connection import SparkConnectionConfHook
 from featurelake_airflow.lake_paths import lake_path
 
@@ -101,7 +106,10 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
     JVM's launch options (`launch_spark_conf`) < the properties file spark-submit loads
     (`properties_file`, or spark-defaults.conf) < the connection's `conf` extra < this operator's
     `conf`. The `featurelake` library is zipped and passed with --py-files, so the
-    job also runs where the cluster has no copy of it (deploy mode `cluster`, YARN, Kubernetes).
+    job also runs where the cluster has no copy of it (executors on any cluster, and the driver in
+    cluster deploy mode on YARN or Kubernetes; Spark runs no Python driver in cluster mode on a
+    standalone master). Properties of the connection's or this task's `conf` that the job will not
+    apply (`REQUIRED_SPARK_CONF`) are named in the task's log.
     """
 
     template_fields: Sequence[str] = (*SparkSubmitOperator.template_fields, "report_path")
@@ -118,9 +126,11 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
         loaded = spark_properties_file(
             properties_file=self.properties_file, environ={**os.environ, **(self.env_vars or {})}
         )
+        connection_conf = connection.get_conn()
+        self._warn_of_ignored_conf(connection_conf=connection_conf, operator_conf=self.conf or {})
         self.conf = submit_conf(
             master=master,
-            connection_conf=connection.get_conn(),
+            connection_conf=connection_conf,
             operator_conf=self.conf,
             preset=properties_keys(loaded.read_text()) if loaded else (),
         )
@@ -165,6 +175,30 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
                 report.get("quarantined_by_reason"),
             )
         return report
+
+    def _warn_of_ignored_conf(
+        self, *, connection_conf: Mapping[str, str], operator_conf: Mapping[str, Any]
+    ) -> None:
+        """Name, in the task's log, each property of the connection's or this task's conf that the job
+        will not apply (`REQUIRED_SPARK_CONF`): the job's own warning stays in the driver's log, which
+        in cluster deploy mode is on the cluster."""
+        sources = (
+            (f"the Spark connection {self._conn_id!r} (its `conf` extra)", connection_conf),
+            (f"task {self.task_id!r} (its `conf`)", operator_conf),
+        )
+        for source, asked in sources:
+            for key, value in required_spark_conf_conflicts(asked).items():
+                self.log.warning(
+                    "%s sets %s=%s; the job ignores it and runs with %s=%s, which its results depend "
+                    "on. Remove %s from %s to silence this warning.",
+                    source,
+                    key,
+                    value,
+                    key,
+                    REQUIRED_SPARK_CONF[key],
+                    key,
+                    source,
+                )
 
     def submit_job(self, context: Any) -> str | None:
         """A fresh submit of a durable (resumable) task: the earlier report goes first."""
