@@ -9,9 +9,11 @@ works on one item, stage 1 already works on the next. Results come out in input 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -40,7 +42,9 @@ class Stage:
 class StageError(RuntimeError):
     """A stage raised on one item; the message names the stage and the item's position, and
     `__cause__` is the stage's own exception, with its traceback (a process stage's includes the
-    worker's, as `concurrent.futures` chains it)."""
+    worker's, as `concurrent.futures` chains it). When a process stage's pool broke (a worker died,
+    or its answer could not be unpickled), every item in the pool is lost with it: the message says
+    so, as the item it names need not be the one at fault."""
 
 
 def _stage_error(message: str, cause: BaseException) -> StageError:
@@ -58,34 +62,87 @@ def _executor(stage: Stage) -> Executor:
     return ProcessPoolExecutor(max_workers=stage.workers, mp_context=get_context("spawn"))
 
 
-def _through_stages(item: Any, index: int, stages: Sequence[Stage], executors: Sequence[Executor]) -> Future:
-    final: Future = Future()
+def _failure(stage: Stage, index: int, error: BaseException) -> StageError:
+    if not isinstance(error, BrokenProcessPool):
+        return _stage_error(f"stage {stage.name!r} failed on item {index}: {error!r}", error)
+    # Every item in a broken pool fails with it, so the item named may not be the one at fault.
+    why = ""
+    if error.__cause__ is not None:  # the pool could not read a worker's answer: say why
+        lines = [line for line in str(error.__cause__).splitlines() if line.strip(" '")]
+        why = f" ({lines[-1]})" if lines else ""
+    return _stage_error(
+        f"stage {stage.name!r} lost item {index}: its process pool broke, failing every item in it. A "
+        "worker process died (killed by a signal or the OOM killer, os._exit, an item it could not "
+        "unpickle, a crash) or sent an answer the pool could not unpickle, on this item or another one "
+        f"in the pool at the time: {error!r}{why}",
+        error,
+    )
 
-    def run(number: int, value: Any) -> None:
-        if number == len(stages):
-            final.set_result(value)
-            return
-        stage = stages[number]
 
-        def done(future: Future) -> None:
+class _Pipeline:
+    """The stages' pools, and every stage call not finished yet, so that a stop can cancel the queued
+    calls of all stages at once before it waits for the running ones."""
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = stages
+        self.executors: list[Executor] = []  # one per stage, in order
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.calls: set[Future] = set()
+
+    def through_stages(self, item: Any, index: int) -> Future:
+        final: Future = Future()
+
+        def run(number: int, value: Any) -> None:
+            if number == len(self.stages):
+                final.set_result(value)
+                return
+            stage = self.stages[number]
+
+            def done(future: Future) -> None:
+                with self.lock:
+                    self.calls.discard(future)
+                try:
+                    outcome = future.result()
+                except BaseException as error:
+                    final.set_exception(_failure(stage, index, error))
+                    return
+                run(number + 1, outcome)
+
+            with self.lock:
+                stopping = self.stopping
+            if stopping:  # the pipeline stops: the item goes no further
+                final.set_exception(StageError(f"stage {stage.name!r} did not take item {index}: stopped"))
+                return
             try:
-                outcome = future.result()
-            except BaseException as error:
+                call = self.executors[number].submit(stage.function, value)
+            except BaseException as error:  # a pool shut down or broken
                 final.set_exception(
-                    _stage_error(f"stage {stage.name!r} failed on item {index}: {error!r}", error)
+                    _stage_error(f"stage {stage.name!r} could not take item {index}: {error!r}", error)
                 )
                 return
-            run(number + 1, outcome)
+            with self.lock:
+                self.calls.add(call)
+                stopping = self.stopping
+            if stopping:  # submitted as the stop began, after it cancelled the queued calls
+                call.cancel()
+            call.add_done_callback(done)
 
-        try:
-            executors[number].submit(stage.function, value).add_done_callback(done)
-        except BaseException as error:  # a pool shut down or broken
-            final.set_exception(
-                _stage_error(f"stage {stage.name!r} could not take item {index}: {error!r}", error)
-            )
+        run(0, item)
+        return final
 
-    run(0, item)
-    return final
+    def stop(self) -> None:
+        """Cancel the queued calls of every stage, then wait for the running ones. Stopping the
+        pools one by one would let an earlier stage work through its queue while a later one is
+        waited for."""
+        with self.lock:
+            self.stopping = True
+            queued = list(self.calls)
+        for call in queued:
+            call.cancel()  # only calls not started yet; the running ones finish
+        with ExitStack() as stack:  # every pool, even when waiting for one is interrupted
+            for executor in self.executors:
+                stack.callback(executor.shutdown, wait=True, cancel_futures=True)
 
 
 def run_stages(items: Iterable[Any], stages: Sequence[Stage], *, max_in_flight: int = 64) -> Iterator[Any]:
@@ -95,18 +152,18 @@ def run_stages(items: Iterable[Any], stages: Sequence[Stage], *, max_in_flight: 
         raise ValueError("a stage pipeline needs at least one stage")
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-    with ExitStack() as stack:
-        executors = []
+    pipeline = _Pipeline(stages)
+    try:
         for stage in stages:
-            executor = _executor(stage)
-            # On a failure, an early close or Ctrl-C, drop the queued items instead of running them
-            # all first: only the ones already running are waited for.
-            stack.callback(executor.shutdown, wait=True, cancel_futures=True)
-            executors.append(executor)
+            pipeline.executors.append(_executor(stage))
         pending: deque[Future] = deque()
         for index, item in enumerate(items):
-            pending.append(_through_stages(item, index, stages, executors))
+            pending.append(pipeline.through_stages(item, index))
             if len(pending) >= max_in_flight:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:
+        # On a failure, an early close or Ctrl-C, drop the queued items of every stage instead of
+        # running them all first: only the ones already running are waited for.
+        pipeline.stop()

@@ -16,6 +16,17 @@ PARENT_CHECK_SECONDS = 0.5
 SPAWNING_PID = "FEATURELAKE_SPAWNING_PID"
 
 
+def _forked() -> None:
+    # A process forked while the variable is set (inside the block, or in a spawned child) spawns
+    # children of its own, which must watch it, not the process it was forked from: they would
+    # otherwise find another parent than the one named, and end at once.
+    if SPAWNING_PID in os.environ:
+        os.environ[SPAWNING_PID] = str(os.getpid())
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def exit_when_orphaned(parent: int) -> None:
     """End this process at once when its parent is no longer `parent` (the parent died, and the
     process was handed to init or a subreaper)."""

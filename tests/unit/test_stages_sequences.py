@@ -1,0 +1,171 @@
+"""Stage pipelines stopped part-way, on real thread and process pools: what still runs after a
+failure or an early close, and what a broken process pool is blamed on."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+
+import pytest
+
+from featurelake.stages import Stage, StageError, run_stages
+
+
+def slow_on_one(x: int) -> int:
+    if x == 1:
+        time.sleep(1.5)  # still running when the consumer stops the pipeline
+    return x
+
+
+def exit_on_three(x: int) -> int:
+    if x == 2:
+        time.sleep(30)  # still running when item 3 kills its worker; the broken pool ends it
+    if x == 3:
+        os._exit(1)
+    return x
+
+
+class TwoArgumentError(Exception):
+    """An exception whose pickled form cannot be rebuilt (`__init__` wants two arguments)."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(what)
+        self.detail = detail
+
+
+def raise_unreadable_on_one(x: int) -> int:
+    if x == 1:
+        raise TwoArgumentError("refused", "because")
+    return x
+
+
+class Starts:
+    """Counts a stage's calls, and those that began after `stopped` was set."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.all: list[int] = []
+        self.after_stop: list[int] = []
+
+    def record(self, x: int) -> None:
+        with self.lock:
+            self.all.append(x)
+            if self.stopped.is_set():
+                self.after_stop.append(x)
+
+
+@pytest.mark.parametrize("later_pool", ["thread", "process"])
+def test_closing_early_drops_the_queued_items_of_every_stage(later_pool: str) -> None:
+    starts = Starts()
+
+    def first(x: int) -> int:
+        starts.record(x)
+        if x >= 3:
+            starts.stopped.wait(10)  # items 3.. pile up in this stage's queue until the close
+            time.sleep(0.05)  # some work: a stage left running after the close gets through ~30
+        return x
+
+    stages = [Stage("first", first, workers=1), Stage("later", slow_on_one, pool=later_pool, workers=1)]
+    results = run_stages(range(100), stages, max_in_flight=40)
+    assert next(results) == 0
+    while len(starts.all) < 4:  # item 3 is in "first", items 4-39 wait in its queue
+        time.sleep(0.01)
+    starts.stopped.set()
+    results.close()  # while "later" still runs item 1
+    # "first" was not left to work through its queue while the close waited for "later"
+    assert len(starts.after_stop) <= 2, starts.after_stop
+
+
+def test_a_failure_drops_the_queued_items_of_the_stages_before_it() -> None:
+    starts = Starts()
+    one_is_running = threading.Event()
+
+    def first(x: int) -> int:
+        starts.record(x)
+        if x >= 3:
+            starts.stopped.wait(10)
+            time.sleep(0.05)
+        return x
+
+    def check(x: int) -> int:
+        if x == 0:
+            one_is_running.wait(10)
+            starts.stopped.set()
+            raise ValueError("zero")
+        if x == 1:
+            one_is_running.set()
+            time.sleep(1.5)  # still running when the failure stops the pipeline
+        return x
+
+    stages = [Stage("first", first, workers=1), Stage("check", check, workers=2)]
+    with pytest.raises(StageError, match="stage 'check' failed on item 0: ValueError"):
+        list(run_stages(range(100), stages, max_in_flight=40))
+    assert len(starts.after_stop) <= 2, starts.after_stop
+
+
+def test_a_worker_that_dies_breaks_the_pool_and_the_error_says_so() -> None:
+    seen: list[int] = []
+    with pytest.raises(StageError) as caught:
+        for value in run_stages(range(8), [Stage("die", exit_on_three, pool="process", workers=2)]):
+            seen.append(value)
+    assert seen == [0, 1]
+    message = str(caught.value)
+    # Item 2 is the first one lost, but item 3 killed the worker: the error must not blame item 2.
+    assert message.startswith("stage 'die' lost item 2: its process pool broke"), message
+    assert "failed on item 2" not in message
+    assert "A worker process died" in message, message
+
+
+def test_a_result_that_cannot_be_unpickled_is_named_in_the_error() -> None:
+    stage = Stage("unreadable", raise_unreadable_on_one, pool="process", workers=1)
+    with pytest.raises(StageError) as caught:
+        list(run_stages(range(4), [stage]))
+    message = str(caught.value)
+    assert message.startswith("stage 'unreadable' lost item 1: its process pool broke"), message
+    # what broke the pool: the parent could not rebuild the worker's exception
+    assert "TypeError: TwoArgumentError.__init__() missing 1 required positional argument" in message
+
+
+def step(item: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(index, the stage that refuses it or -1, stages passed) -> the same, one stage further."""
+    index, refused_by, passed = item
+    if passed == refused_by:
+        raise ValueError(f"refused {index}")
+    return index, refused_by, passed + 1
+
+
+def test_random_pipelines_agree_with_a_model() -> None:
+    rng = random.Random(20261205)
+    for _ in range(10):
+        stages = [
+            Stage(f"s{k}", step, pool=rng.choice(["thread", "process"]), workers=rng.randint(1, 3))
+            for k in range(rng.randint(1, 3))
+        ]
+        count, bound = rng.randint(0, 40), rng.randint(1, 6)
+        refused = {i: rng.randrange(len(stages)) for i in range(count) if rng.random() < 0.05}
+        pulled: list[int] = []
+
+        def source(n: int = count, taken: list[int] = pulled, refused: dict[int, int] = refused):
+            for i in range(n):
+                taken.append(i)
+                yield i, refused.get(i, -1), 0
+
+        out: list[int] = []
+        error = None
+        try:
+            for index, _, passed in run_stages(source(), stages, max_in_flight=bound):
+                assert passed == len(stages)
+                out.append(index)
+                # the items taken from the input and not handed out yet: never more than the bound
+                assert len(pulled) - len(out) <= bound - 1, (len(pulled), len(out), bound)
+        except StageError as caught:
+            error = str(caught)
+        first = min(refused, default=count)
+        assert out == list(range(first)), "every item before the first refused one, in order"
+        if refused:
+            assert error == f"stage 's{refused[first]}' failed on item {first}: ValueError('refused {first}')"
+        else:
+            assert error is None
