@@ -195,6 +195,14 @@ def merge_spark_conf(
     return merged
 
 
+def session_extensions(*layers: str | None) -> str:
+    """`spark.sql.extensions` of several layers joined, each class once, in the layers' order: the
+    property is a list, so a job's own extension (Delta's, for the view refresh) joins the ones the
+    connection loads instead of replacing them."""
+    names = [name.strip() for value in layers if value for name in value.split(",") if name.strip()]
+    return ",".join(dict.fromkeys(names))
+
+
 def build_spark_session(
     app_name: str,
     *,
@@ -203,7 +211,8 @@ def build_spark_session(
 ) -> SparkSession:
     """Start (or reuse) a SparkSession: base defaults < spark-submit's settings < `overrides`
     < `REQUIRED_SPARK_CONF`, whose properties no layer can change (a warning names any that one tried to);
-    the executors' JVM options always end with `-Duser.timezone=UTC` (`executor_java_options`).
+    the executors' JVM options always end with `-Duser.timezone=UTC` (`executor_java_options`), and
+    the session extensions of `overrides` join spark-submit's (`session_extensions`).
 
     `master` is only used when spark-submit did not set one (plain `python job.py`, tests);
     otherwise the Spark connection decides.
@@ -225,6 +234,11 @@ def build_spark_session(
     submitted = SparkConf()
     effective_master = submitted.get("spark.master", None) or master or LOCAL_MASTER
     on_top = merge_spark_conf(dict(submitted.getAll()), overrides)
+    extensions = session_extensions(
+        submitted.get("spark.sql.extensions", None), (overrides or {}).get("spark.sql.extensions")
+    )
+    if extensions:
+        on_top["spark.sql.extensions"] = extensions
     for key, value in required_spark_conf_conflicts(on_top).items():
         log.warning(
             "Ignoring %s=%s (from spark-defaults.conf, the Spark connection's conf, the operator's conf "

@@ -21,8 +21,13 @@ APPLICATION = """
 import json, sys
 from featurelake.spark_session import build_spark_session
 
-spark = build_spark_session("featurelake-conf-probe")
+# a job's own session extension, as the view refresh adds Delta's (the classes need not exist:
+# Spark logs a warning for an extension it cannot load, and the probe reads only the property)
+spark = build_spark_session(
+    "featurelake-conf-probe", overrides={"spark.sql.extensions": "org.example.JobExtension"}
+)
 keys = [
+    "spark.sql.extensions",
     "spark.app.name",
     "spark.master",
     "spark.serializer",
@@ -52,6 +57,8 @@ def test_the_job_session_holds_base_connection_and_task_conf_in_that_order(
         "spark.sql.ansi.enabled": "false",
         # options of the connection's own for the executors: their JVMs still run in UTC
         "spark.executor.extraJavaOptions": "-Dfeaturelake.probe=connection",
+        # the connection's session extensions: the job's own join them
+        "spark.sql.extensions": "org.example.ConnectionExtension",
     }
     monkeypatch.setenv(
         "AIRFLOW_CONN_SPARK_PRECEDENCE_TEST",
@@ -71,6 +78,7 @@ def test_the_job_session_holds_base_connection_and_task_conf_in_that_order(
     )
     session = operator.execute(context={})
     assert session == {
+        "spark.sql.extensions": "org.example.ConnectionExtension,org.example.JobExtension",
         "spark.app.name": "featurelake-probe-2026-10-28",  # the task's name, not the job's default
         "spark.master": "local[2]",
         "spark.serializer": "org.apache.spark.serializer.KryoSerializer",  # the job's base
