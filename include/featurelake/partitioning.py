@@ -4,6 +4,7 @@ per-key (hash) processing. The seed's Pattern 1, done so reruns and backfills ar
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,38 @@ def _require_date(value: object, *, name: str) -> date:
     return value
 
 
+def date_literal(day: date) -> Any:
+    """`day` as a Spark date Column, whatever the JVM's default zone. `F.lit(day)` goes through
+    `java.sql.Date` in that zone, which turns a day the zone skipped (2011-12-30 in Pacific/Apia)
+    into the next one; a cast of the ISO text takes no zone."""
+    from pyspark.sql import functions as F
+
+    return F.lit(day.isoformat()).cast("date")
+
+
+# Characters Spark's reader takes as a glob (Hadoop's GlobPattern), escaped to be read as they are.
+_GLOB_CHARACTERS = re.compile(r"([{}\[\]*?\\])")
+
+
+def _literal_path(path: str) -> str:
+    """`path` for `DataFrameReader.parquet`, which globs its paths: a directory named `lake[1]`
+    would match `lake1`, or nothing."""
+    return _GLOB_CHARACTERS.sub(r"\\\1", path)
+
+
+def _refuse_staging_over(spark: SparkSession, *, staging: str, path: str) -> None:
+    """A ValueError when `staging` is `path` or holds it: it is removed before and after the write."""
+    staging_fs, staging_path = hadoop_file_system(spark, staging)
+    path_fs, hadoop_path = hadoop_file_system(spark, path)
+    scratch = str(staging_fs.makeQualified(staging_path)).rstrip("/")
+    target = str(path_fs.makeQualified(hadoop_path)).rstrip("/")
+    if target == scratch or target.startswith(f"{scratch}/"):
+        raise ValueError(
+            f"staging {staging!r} would remove {path} with it (a staging directory is removed before and "
+            "after the write); pass a scratch directory that is neither the dataset nor one holding it"
+        )
+
+
 def write_partitioned(
     df: DataFrame,
     path: str,
@@ -74,19 +107,20 @@ def write_partitioned(
     `df`'s rows, or nothing. Without `staging`, a write that fails after the removal leaves them
     empty, not stale.
 
-    `staging` (a scratch directory on the same file system, removed first) makes the replacement safe
-    against a failed write: `df` is written there, and only once that write has succeeded is each
-    partition it wrote, and each `replace` date, swapped into `path` (per partition, the published
-    directory renamed aside and the new one renamed in: no extra pass over the data, and no reader
-    sees a partition partly removed). A failed write leaves `path` as it was, and so does a
+    `staging` (a scratch directory on the same file system, removed first; neither `path` nor a
+    directory holding it, which is refused) makes the replacement safe against a failed write: `df`
+    is written there, and only once that write has succeeded is each partition it wrote, and each
+    `replace` date, swapped into `path` (per partition, the published directory renamed aside and
+    the new one renamed in: no extra pass over the data, and no reader sees a partition partly
+    removed). A failed write leaves `path` as it was, and so does a
     row whose partition value is null or not a date (`YYYY-MM-DD`; an error names it before
     anything moves). Without `staging` nothing checks the values: a null is written as
     `<column>=__HIVE_DEFAULT_PARTITION__`, which every later listing of `path` refuses.
     `marker` names an empty file put in each of those partitions, even one left with no rows, so that a listing
     (`existing_date_partitions(..., marker=...)`) tells a partition written empty from one never
     written. `marker_text` gives the marker's contents by date (empty for a date it does not
-    name), for example what the partition was built from. Both need the single (date) partition
-    column that `replace` needs.
+    name), for example what the partition was built from; it needs `marker`, and dates as its
+    keys. Both need the single (date) partition column that `replace` needs.
     """
     if not partition_cols:
         raise ValueError("write_partitioned needs at least one partition column, got none")
@@ -100,8 +134,13 @@ def write_partitioned(
         )
     if marker and not staging:
         raise ValueError(f"marker {marker!r} needs a staging directory; pass staging=")
+    if marker_text and not marker:
+        raise ValueError("marker_text needs marker= to name the file it is written to; pass marker=")
+    # A key that is not a date (a string, a datetime) would match no partition: every marker empty.
+    texts = {_require_date(day, name="a marker_text date"): text for day, text in (marker_text or {}).items()}
     spark = df.sparkSession
     if staging:
+        _refuse_staging_over(spark, staging=staging, path=path)
         delete_path(spark, staging)  # a killed run's leftovers
     else:
         for day in replaced:
@@ -123,7 +162,7 @@ def write_partitioned(
             column=partition_cols[0],
             replace=replaced,
             marker=marker,
-            marker_text=marker_text or {},
+            marker_text=texts,
         )
 
 
@@ -204,10 +243,11 @@ def read_partition_range(
     lists their files alone, infers the schema (when `schema` is None) from their files, and never
     opens a file outside the range. The filter on the partition column stays in the plan
     (`PartitionFilters`). `basePath` keeps the partition column in the result. A range with no
-    partition (a `path` not written yet included) reads as an empty DataFrame when `schema` is
-    given, and is an error otherwise; so is a range whose partitions hold no data file (written
-    empty), read without `schema`: there is no file to infer the schema from (Spark's
-    UNABLE_TO_INFER_SCHEMA).
+    partition (a `path` not written yet included), or whose partitions hold no data file (written
+    empty), reads as an empty DataFrame when `schema` is given, with the columns of a read that
+    finds rows (the partition column last); without `schema` either is an error: there is no file
+    to infer the schema from (Spark's UNABLE_TO_INFER_SCHEMA). `path` is taken as it is, never as
+    a glob (`lake[1]` is not `lake1`).
     """
     start = _require_date(start, name="start")
     end = _require_date(end, name="end")
@@ -236,6 +276,7 @@ def _read_partitions(
     """`read_partition_range`'s read of the partition directories `in_range`, already listed."""
     from pyspark.sql import functions as F
 
+    df = None
     reader = spark.read.option("basePath", path)
     if schema is not None:
         reader = reader.schema(schema)
@@ -245,14 +286,18 @@ def _read_partitions(
             "pass schema= to read a range that may be empty"
         )
     if in_range:
-        df = reader.parquet(*in_range)
-    else:
-        # No partition in range, or no dataset at all yet (which a read of `path` would refuse):
+        df = reader.parquet(*[_literal_path(directory) for directory in in_range])
+        if schema is not None and df.columns[-1:] != [partition_col]:
+            # Spark takes the partition column from the directories of data files, and the range
+            # has none (partitions written empty): no column, or the schema's column in its place.
+            df = None
+    if df is None:
+        # No data file in range, or no dataset at all yet (which a read of `path` would refuse):
         # nothing to list or open. Columns as a read gives them: the partition column last.
         empty = spark.createDataFrame([], schema)
         partition = F.col(partition_col) if partition_col in empty.columns else F.lit(None).cast("date")
         df = empty.select(*[c for c in empty.columns if c != partition_col], partition.alias(partition_col))
-    return df.where(F.col(partition_col).between(F.lit(start), F.lit(end)))
+    return df.where(F.col(partition_col).between(date_literal(start), date_literal(end)))
 
 
 def hadoop_file_system(spark: SparkSession, path: str) -> tuple[Any, Any]:
@@ -365,6 +410,7 @@ def existing_date_partitions(
 def date_partition_exists(spark: SparkSession, path: str, day: date, *, partition_col: str = "date") -> bool:
     """Whether the partition of `day` under `path` holds at least one data file: a listing of that
     one directory, where `existing_date_partitions` lists every partition."""
+    day = _require_date(day, name="day")
     fs, hadoop_path = hadoop_file_system(spark, f"{path}/{partition_col}={day.isoformat()}")
     return bool(fs.exists(hadoop_path)) and _holds_data(fs, hadoop_path)
 
@@ -397,8 +443,6 @@ def process_by_partition(
     or one emptied since) is skipped and logged, and its output partition, derived from input that
     is gone, is removed.
     """
-    from pyspark.sql import functions as F
-
     wanted = sorted({_require_date(day, name="a date of dates") for day in dates})
     available = existing_date_partitions(spark, input_path, partition_col=partition_col)
     done: list[date] = []
@@ -419,7 +463,7 @@ def process_by_partition(
         part = _read_partitions(
             spark, input_path, [directory], start=day, end=day, partition_col=partition_col, schema=None
         )
-        result = transform(part.drop(partition_col), day).withColumn(partition_col, F.lit(day))
+        result = transform(part.drop(partition_col), day).withColumn(partition_col, date_literal(day))
         staging = f"{output_path.rstrip('/')}/.staging-{partition_col}={day.isoformat()}"
         write_partitioned(result, output_path, [partition_col], replace=[day], staging=staging)
         done.append(day)
@@ -437,12 +481,22 @@ def apply_per_key(
 ) -> DataFrame:
     """Hash-repartition `df` by `key`, then run the pandas function `fn` once per key value.
 
-    Every row of one key lands in one task (hash partitioning), so `fn` sees the whole group. The
-    result schema is explicit: Spark cannot infer what a pandas function returns.
+    Every row of one key lands in one task (hash partitioning), so `fn` sees the whole group; rows
+    whose key is null form one group of their own. `num_partitions` (>= 1) sets the task count,
+    else `spark.sql.shuffle.partitions`. The result schema is explicit: Spark cannot infer what a
+    pandas function returns. `fn`'s columns are matched to it by name; a missing or extra column,
+    or (in a `build_spark_session` session) a value that does not convert safely, such as 1.5 to
+    a long, fails the query naming the column.
     """
     from pyspark.sql import functions as F
 
     if key not in df.columns:
         raise ValueError(f"key column {key!r} is not in the DataFrame (columns: {df.columns})")
-    partitioned = df.repartition(num_partitions, F.col(key)) if num_partitions else df.repartition(F.col(key))
+    if num_partitions is not None and num_partitions < 1:
+        raise ValueError(
+            f"num_partitions must be >= 1 (or None for spark.sql.shuffle.partitions), got {num_partitions}"
+        )
+    partitioned = (
+        df.repartition(F.col(key)) if num_partitions is None else df.repartition(num_partitions, F.col(key))
+    )
     return partitioned.groupBy(key).applyInPandas(fn, schema=schema)
