@@ -35,7 +35,12 @@ from featurelake.materialized_views import (
     full_refresh_as_of,
     schema_change_error,
 )
-from featurelake.partitioning import date_partition_exists, existing_date_partitions, hadoop_file_system
+from featurelake.partitioning import (
+    date_literal,
+    date_partition_exists,
+    existing_date_partitions,
+    hadoop_file_system,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -155,7 +160,7 @@ def _dropped_in_view(view: DataFrame, columns: list[str]) -> bool:
     if newest is None:
         return False
     not_null = reduce(lambda a, b: a | b, [F.col(f"`{name}`").isNotNull() for name in columns])
-    return view.where((F.col("feature_date") == F.lit(newest)) & not_null).limit(1).count() == 0
+    return view.where((F.col("feature_date") == date_literal(newest)) & not_null).limit(1).count() == 0
 
 
 def newest_rows_before(
@@ -315,7 +320,7 @@ def refresh_incremental(
         rows = spark.createDataFrame([], current.schema)
     # The view's entities of `ds` that the partition no longer holds (a rerun after a rewrite).
     gone = (
-        current.where(F.col("feature_date") == F.lit(ds))
+        current.where(F.col("feature_date") == date_literal(ds))
         .select(entity_column)
         .join(rows.select(entity_column), entity_column, "left_anti")
     ).cache()
@@ -353,7 +358,7 @@ def refresh_incremental(
         )
         source = rows.unionByName(earlier)
         # an earlier row replaces the row of `ds` it stands in for
-        update_when = update_when | (F.col("t.feature_date") == F.lit(ds))
+        update_when = update_when | (F.col("t.feature_date") == date_literal(ds))
     merge = (
         view.alias("t")
         .merge(source.alias("s"), F.col(f"t.`{entity_column}`") == F.col(f"s.`{entity_column}`"))
@@ -361,7 +366,7 @@ def refresh_incremental(
         .whenNotMatchedInsertAll()
     )
     if replaced < gone_count:
-        merge = merge.whenNotMatchedBySourceDelete(condition=F.col("t.feature_date") == F.lit(ds))
+        merge = merge.whenNotMatchedBySourceDelete(condition=F.col("t.feature_date") == date_literal(ds))
     merge.execute()
     gone.unpersist()
     table_version, metrics = _table_metrics(spark, view_path)

@@ -73,8 +73,8 @@ REQUIRED_SPARK_CONF = {
     # Dates and timestamps are UTC whatever the machine's zone: every date Spark SQL takes from a
     # timestamp uses the session zone, so another zone moves rows across days (into the quarantine as
     # date mismatches, or across the window's edges). (The driver's JVM is already running when this
-    # conf is read, so its default zone stays the machine's; nothing depends on it, and a test runs
-    # the job in UTC+14.)
+    # conf is read: `build_spark_session` sets its default zone to UTC, and a test runs the job in
+    # UTC+14.)
     "spark.sql.session.timeZone": "UTC",
     # ANSI mode: an overflowing integer sum or cast fails the job instead of wrapping around into a
     # wrong total, or turning into a silent null.
@@ -231,6 +231,11 @@ def build_spark_session(
     # What Spark's local[*] runs: the JVM's count follows CPU affinity and container limits, which
     # os.cpu_count() does not (a 2-CPU container on a 64-core host would size for 64).
     available_cores = SparkContext._jvm.java.lang.Runtime.getRuntime().availableProcessors()  # type: ignore[union-attr]
+    # The driver's JVM in UTC, as the executors': a Python date reaches Spark (`F.lit(day)`) through
+    # java.sql.Date in the JVM's default zone, which turns a day the zone skipped (2011-12-30 in
+    # Pacific/Apia) into the next one.
+    time_zones = SparkContext._jvm.java.util.TimeZone  # type: ignore[union-attr]
+    time_zones.setDefault(time_zones.getTimeZone("UTC"))
     submitted = SparkConf()
     effective_master = submitted.get("spark.master", None) or master or LOCAL_MASTER
     on_top = merge_spark_conf(dict(submitted.getAll()), overrides)
