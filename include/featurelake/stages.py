@@ -35,8 +35,14 @@ class Stage:
     def __post_init__(self) -> None:
         if self.pool not in ("thread", "process"):
             raise ValueError(f"stage {self.name!r}: pool must be 'thread' or 'process', got {self.pool!r}")
-        if self.workers < 1:
-            raise ValueError(f"stage {self.name!r}: workers must be >= 1, got {self.workers}")
+        if not _is_count(self.workers):
+            raise ValueError(
+                f"stage {self.name!r}: workers must be a whole number >= 1, got {self.workers!r}"
+            )
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 class StageError(RuntimeError):
@@ -147,11 +153,16 @@ class _Pipeline:
 
 def run_stages(items: Iterable[Any], stages: Sequence[Stage], *, max_in_flight: int = 64) -> Iterator[Any]:
     """Every item through `stages`, results in input order. The first failure raises StageError
-    (after the items before it were yielded)."""
+    (after the items before it were yielded). The arguments are checked when it is called, before
+    any result is asked for."""
     if not stages:
         raise ValueError("a stage pipeline needs at least one stage")
-    if max_in_flight < 1:
-        raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+    if not _is_count(max_in_flight):
+        raise ValueError(f"max_in_flight must be a whole number >= 1, got {max_in_flight!r}")
+    return _results(items, stages, max_in_flight)
+
+
+def _results(items: Iterable[Any], stages: Sequence[Stage], max_in_flight: int) -> Iterator[Any]:
     pipeline = _Pipeline(stages)
     try:
         for stage in stages:

@@ -96,13 +96,30 @@ def test_a_stage_error_keeps_the_stage_exception_and_its_traceback(pool: str) ->
     [
         pytest.param({"pool": "fiber"}, "pool must be", id="pool"),
         pytest.param({"workers": 0}, "workers must be", id="workers"),
+        pytest.param({"workers": 2.5}, "workers must be a whole number >= 1, got 2.5", id="workers-fraction"),
+        pytest.param({"workers": True}, "workers must be a whole number", id="workers-flag"),
     ],
 )
 def test_bad_stages_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Stage("s", add_one, **kwargs)
-    with pytest.raises(ValueError, match="at least one stage"):
-        list(run_stages([1], []))
+
+
+@pytest.mark.parametrize(
+    ("stages", "max_in_flight", "message"),
+    [
+        pytest.param([], 4, "at least one stage", id="no-stage"),
+        pytest.param([Stage("s", add_one)], 0, "max_in_flight must be a whole number >= 1, got 0", id="zero"),
+        pytest.param(
+            [Stage("s", add_one)], 2.5, "max_in_flight must be a whole number >= 1, got 2.5", id="fraction"
+        ),
+    ],
+)
+def test_a_bad_pipeline_is_refused_when_it_is_called_not_when_first_read(
+    stages: list, max_in_flight: object, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_stages([1], stages, max_in_flight=max_in_flight)  # never iterated
 
 
 def test_a_failure_drops_the_queued_items_instead_of_running_them_first() -> None:
