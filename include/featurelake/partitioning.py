@@ -58,7 +58,7 @@ def date_literal(day: date) -> Any:
 _GLOB_CHARACTERS = re.compile(r"([{}\[\]*?\\])")
 
 
-def _literal_path(path: str) -> str:
+def literal_path(path: str) -> str:
     """`path` for `DataFrameReader.parquet`, which globs its paths: a directory named `lake[1]`
     would match `lake1`, or nothing."""
     return _GLOB_CHARACTERS.sub(r"\\\1", path)
@@ -286,7 +286,7 @@ def _read_partitions(
             "pass schema= to read a range that may be empty"
         )
     if in_range:
-        df = reader.parquet(*[_literal_path(directory) for directory in in_range])
+        df = reader.parquet(*[literal_path(directory) for directory in in_range])
         if schema is not None and df.columns[-1:] != [partition_col]:
             # Spark takes the partition column from the directories of data files, and the range
             # has none (partitions written empty): no column, or the schema's column in its place.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import reduce
@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from featurelake.lake import MAX_ABS_AMOUNT
+from featurelake.partitioning import literal_path
 
 log = logging.getLogger(__name__)
 
@@ -519,13 +520,21 @@ class FeatureRunReport:
     output_path: str = ""
 
 
-def read_raw_transactions(spark: SparkSession, path: str, days: list[date]) -> DataFrame:
-    """The raw transactions of the given dates only (a pruned read: other dates' files are never opened)."""
-    if not days:
-        raise ValueError("no dates to read; pass at least one date")
+def read_raw_transactions(spark: SparkSession, path: str, files: Mapping[date, Sequence[str]]) -> DataFrame:
+    """The raw transactions in exactly `files`: {date: names of the data files of its partition}, as
+    the run listed them (`date_partition_files`, whose names are `is_data_file`'s). Nothing else is
+    opened: no other date's files, no file of another name (`notes.csv`, `part-0.crc`), no file in a
+    subdirectory of a partition, so a run reads the files its tiles' markers name."""
+    paths = [
+        literal_path(f"{path.rstrip('/')}/date={day.isoformat()}/{name}")
+        for day, names in sorted(files.items())
+        for name in names
+    ]
+    if not paths:
+        raise ValueError("no raw files to read; pass at least one date with a data file")
     return (
         spark.read.schema(RAW_TRANSACTIONS_SCHEMA)
         .option("basePath", path)
-        .parquet(path)
-        .where(F.col("date").isin([F.lit(d) for d in days]))
+        .parquet(*paths)
+        .where(F.col("date").isin([F.lit(d) for d in sorted(files)]))
     )

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date
 from typing import Any
@@ -19,12 +20,13 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from featurelake.lake import LakeLayout
+from featurelake.lake import LakeLayout, is_data_file
 from featurelake.partitioning import (
     date_partition_exists,
     date_partition_files,
     delete_path,
     existing_date_partitions,
+    hadoop_file_system,
     listed_date_partitions,
     partition_fingerprint,
     read_text,
@@ -33,6 +35,7 @@ from featurelake.partitioning import (
 )
 from featurelake.user_features import (
     CATEGORIES_SCHEMA,
+    RAW_DATA_COLUMNS,
     TILE_BUILT_MARKER,
     TILE_SCHEMA,
     FeatureRunReport,
@@ -157,6 +160,175 @@ def explained_unreadable_tile(*, layout: LakeLayout, ds: date) -> Iterator[None]
         ) from error
 
 
+def check_raw_layout(spark: SparkSession, layout: LakeLayout) -> None:
+    """Fail, naming them, when `raw/transactions` holds anything but `date=` directories and hidden
+    names: a file, or a directory such as `dt=2026-09-02/` or `2026-09-02/`, whose rows no run would
+    read (its date is unknown), so they would be lost without a word."""
+    fs, root = hadoop_file_system(spark, layout.raw_transactions)
+    if not fs.exists(root):
+        return
+    stray = sorted(
+        str(status.getPath())
+        for status in fs.listStatus(root)
+        if not status.getPath().getName().startswith((".", "_"))
+        and not (status.isDirectory() and status.getPath().getName().startswith("date="))
+    )
+    if stray:
+        raise ValueError(
+            f"{layout.raw_transactions} holds {', '.join(stray[:20])}, which is not a date=YYYY-MM-DD "
+            "partition directory, so no run would read it (docs/data-contract.md). Land its rows in "
+            "the partition of their UTC date, raw/transactions/date=YYYY-MM-DD/, or move it out of "
+            f"{layout.raw_transactions}, and rerun"
+        )
+
+
+# The Parquet types a raw column may have (docs/data-contract.md): its physical type, then the
+# logical types accepted with it (None: none). Spark reads these exactly; it refuses most others,
+# but reads a float32 amount with float32's error (123456.78 as 123456.78125), and a timestamp
+# without time zone as if it were UTC.
+_STRING = {"BINARY": {None, "STRING", "ENUM"}}
+RAW_PARQUET_TYPES: dict[str, dict[str, set[str | None]]] = {
+    "transaction_id": _STRING,
+    "user_id": _STRING,
+    "merchant_id": _STRING,
+    "category_id": {"INT32": {None, "INTEGER(8,true)", "INTEGER(16,true)", "INTEGER(32,true)"}},
+    "amount": {"DOUBLE": {None}},
+    "currency": _STRING,
+    "transaction_ts": {"INT64": {"TIMESTAMP(MICROS,true)", "TIMESTAMP(MILLIS,true)"}, "INT96": {None}},
+}
+_CONTRACT_TYPES = {
+    "transaction_id": "string",
+    "user_id": "string",
+    "merchant_id": "string",
+    "category_id": "int32",
+    "amount": "float64",
+    "currency": "string",
+    "transaction_ts": "timestamp[us, tz=UTC]",
+}
+
+
+def _column_problem(column: str, field: Any) -> str | None:
+    """What is wrong with the Parquet `field` (a parquet-mr Type) of the raw column `column`, or None."""
+    annotation = field.getLogicalTypeAnnotation()
+    annotation = None if annotation is None else str(annotation.toString())
+    physical = (
+        str(field.asPrimitiveType().getPrimitiveTypeName().name()) if field.isPrimitive() else "a group"
+    )
+    repeated = str(field.getRepetition().name()) == "REPEATED"
+    if not repeated and annotation in RAW_PARQUET_TYPES[column].get(physical, set()):
+        return None
+    found = " ".join(filter(None, ["repeated" if repeated else None, physical, annotation]))
+    return f"column {column} is {found}, where the contract has {_CONTRACT_TYPES[column]}"
+
+
+def raw_file_problems(spark: SparkSession, file: str, size: int) -> list[str]:
+    """What breaks the data contract in the raw data file `file` of `size` bytes, from its footer
+    (read on the driver): not Parquet (empty, truncated, another format), a column missing, or a
+    column of another type (`RAW_PARQUET_TYPES`). Names match as Spark's reader matches them,
+    whatever their case; other columns are allowed (adding a column is compatible)."""
+    from py4j.protocol import Py4JJavaError
+
+    if size == 0:
+        return ["it is empty (0 bytes), not a Parquet file"]
+    jvm = spark.sparkContext._jvm
+    try:
+        reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(
+            jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
+                jvm.org.apache.hadoop.fs.Path(file), spark.sparkContext._jsc.hadoopConfiguration()
+            )
+        )
+        try:
+            schema = reader.getFileMetaData().getSchema()
+            fields = {
+                str(schema.getFieldName(i)).lower(): schema.getType(i) for i in range(schema.getFieldCount())
+            }
+        finally:
+            reader.close()
+    except Py4JJavaError as error:
+        said = str(error.java_exception.toString()).splitlines()[0]
+        return [f"it cannot be read as Parquet (truncated, or another format: {said})"]
+    problems = [f"it has no column {column}" for column in RAW_DATA_COLUMNS if column not in fields]
+    problems += [
+        problem
+        for column in RAW_DATA_COLUMNS
+        if column in fields and (problem := _column_problem(column, fields[column]))
+    ]
+    return problems
+
+
+# Raw files whose footers `check_raw_files` reads at once.
+FOOTER_READERS = 8
+
+
+def check_raw_files(spark: SparkSession, layout: LakeLayout, files: Mapping[date, list[list[Any]]]) -> None:
+    """Fail before any row is read, naming each file and what is wrong with it, when a partition of
+    `files` ({date: [name, bytes, mtime]} from `date_partition_files`, the dates to read) holds an
+    entry no reader would read (a file not named *.parquet, a subdirectory) or a data file that
+    breaks the contract (`raw_file_problems`). Read as they are, a missing column would be nulls (every
+    row quarantined under a wrong reason, or merchant_id, category_id or currency silently null), a
+    float32 amount would lose cents, and a file Spark cannot read would fail the job naming no fix."""
+    problems = []
+    data_files = []
+    for day, listed in sorted(files.items()):
+        partition = LakeLayout.partition(layout.raw_transactions, day)
+        fs, directory = hadoop_file_system(spark, partition)
+        problems += [
+            f"{status.getPath()} is {'a subdirectory' if status.isDirectory() else 'not a .parquet file'}, "
+            "which no reader reads"
+            for status in fs.listStatus(directory)
+            if not status.getPath().getName().startswith((".", "_"))
+            and (status.isDirectory() or not is_data_file(status.getPath().getName()))
+        ]
+        data_files += [(f"{partition}/{name}", size) for name, size, _ in listed]
+    # Footers are small reads, each a round trip to an object store: several at once.
+    with ThreadPoolExecutor(max_workers=FOOTER_READERS, thread_name_prefix="raw-footer") as readers:
+        found = readers.map(lambda file: raw_file_problems(spark, *file), data_files)
+        problems += [
+            f"{file}: {problem}"
+            for (file, _), said in zip(data_files, found, strict=True)
+            for problem in said
+        ]
+    if problems:
+        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+        raise ValueError(
+            f"raw transactions break the data contract (docs/data-contract.md), so the features of "
+            f"{max(files)} were not written (the published ones are as they were): "
+            f"{'; '.join(problems[:20])}{more}. Re-land those partitions with only Parquet "
+            "files named *.parquet that hold every column of the contract with its type (a file "
+            "still being written, or one to keep there unread, needs a name starting with . or _), "
+            "then rerun the task"
+        )
+
+
+@contextmanager
+def explained_unreadable_raw(*, layout: LakeLayout, ds: date) -> Iterator[None]:
+    """Spark's error for a raw file it cannot read although its footer passed `check_raw_files` (a
+    damaged data page), as an error that names the file, says what Spark found, and what to do."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except (Py4JJavaError, PySparkException) as error:
+        raw = re.escape("/".join(layout.raw_transactions.split("/")[-2:]))
+        unreadable = re.compile(
+            rf"reading file (\S*?/{raw}/date=\d{{4}}-\d{{2}}-\d{{2}})/(\S+?\.parquet)\.\s*(.*?)\s*(SQLSTATE|$)"
+        )
+        found = next((m for line in str(error).splitlines() if (m := unreadable.search(line))), None)
+        if found is None:
+            raise
+        partition, name, said, _ = found.groups()
+        if not said:  # FAILED_READ_FILE.NO_HINT: the cause is Java's
+            said = next((line for line in str(error).splitlines() if line.startswith("Caused by: ")), "")
+            said = said.removeprefix("Caused by: ").strip() + "." if said else ""
+        raise ValueError(
+            f"the raw file {partition}/{name} cannot be read (damaged, or not as the data contract "
+            f"has it, docs/data-contract.md): {said or 'Spark gave no detail.'} So the features of "
+            f"{ds} were not written (the published ones are as they were). Re-land that partition "
+            "with intact Parquet files of the contract's columns and types, then rerun the task"
+        ) from error
+
+
 def run_user_features(
     spark: SparkSession, *, ds: date, lake: str, window_days: int, mode: str
 ) -> FeatureRunReport:
@@ -170,6 +342,7 @@ def run_user_features(
             f"no raw transactions for {ds}: {LakeLayout.partition(layout.raw_transactions, ds)} is missing or "
             "empty. Land that day's data (or run `featurelake generate`) and retry the task."
         )
+    check_raw_layout(spark, layout)
     window_raw_dates = sorted(d for d in raw_dates if start <= d <= ds)
     withdrawn = remove_withdrawn_dates(spark, layout, raw_dates=raw_dates, start=start, ds=ds)
     # A tile written by a run holds its marker, even when its date had no clean row (tiles written
@@ -208,12 +381,21 @@ def run_user_features(
         len(to_build),
     )
 
+    # Exactly the files listed (and fingerprinted) above, each checked before any row is read.
+    read_files = {day: raw_files[day] for day in read}
+    check_raw_files(spark, layout, read_files)
     categories = spark.read.schema(CATEGORIES_SCHEMA).parquet(layout.raw_categories)
     check_unique_category_ids(categories, path=layout.raw_categories)
     # Each write goes here first, and replaces the published partitions only when it succeeded.
     staged = LakeLayout(layout.staging(STAGING_JOB, ds))
     delete_path(spark, staged.root)  # a killed run's leftovers
-    rows = with_quarantine_reason(read_raw_transactions(spark, layout.raw_transactions, read))
+    rows = with_quarantine_reason(
+        read_raw_transactions(
+            spark,
+            layout.raw_transactions,
+            {day: [name for name, _, _ in files] for day, files in read_files.items()},
+        )
+    )
     # Small (transaction ids that occur twice), and read by every write below: persisted once, and
     # its measured size lets Spark broadcast it.
     repeated = repeated_transaction_keys(rows).persist()
@@ -221,6 +403,7 @@ def run_user_features(
         with (
             explained_overflow(ds=ds, window_days=window_days),
             explained_unreadable_tile(layout=layout, ds=ds),
+            explained_unreadable_raw(layout=layout, ds=ds),
         ):
             log.info("%d (date, transaction_id) keys occur on more than one raw row", repeated.count())
             marked = mark_transactions(rows, repeated)

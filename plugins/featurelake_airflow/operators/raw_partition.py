@@ -13,7 +13,8 @@ from featurelake_airflow.lake_paths import lake_path
 
 class RawPartitionCheckOperator(BaseOperator):
     """Check that `<lake>/raw/<dataset>/date=<ds>/` holds at least one Parquet file that readers see
-    (not a hidden `.`/`_` name, which is still being written or a marker).
+    (not a hidden `.`/`_` name, which is still being written or a marker), and no empty (0-byte)
+    one, which an upload in flight or a failed one leaves.
 
     Returns the partition path and its file count. Retries give late data time to land.
 
@@ -45,16 +46,26 @@ class RawPartitionCheckOperator(BaseOperator):
 
         partition = f"{self.lake.rstrip('/')}/raw/{self.dataset}/date={self.ds}"
         directory = lake_path(partition)
-        files = (
-            sorted(p.name for p in directory.iterdir() if is_data_file(p.name) and p.is_file())
+        listed = (
+            sorted(p for p in directory.iterdir() if is_data_file(p.name) and p.is_file())
             if directory.exists()
             else []
         )
-        if not files:
+        # A file of zero bytes is no Parquet file: an upload in flight, or one that failed.
+        empty = [p.name for p in listed if p.stat().st_size == 0]
+        files = [p.name for p in listed if p.name not in empty]
+        if not files or empty:
+            found = (
+                f"holds empty (0-byte) files, which are no Parquet: {', '.join(empty)}"
+                if empty
+                else "is missing or holds no .parquet files"
+            )
             raise FileNotFoundError(
-                f"raw partition {partition} is missing or holds no .parquet files (names starting with . or _ are in-flight or markers, and do not count). Land the {self.dataset} "
-                f"data for {self.ds} there (locally: `featurelake generate --start {self.ds} --end {self.ds} "
-                f"--lake {self.lake} ...`), then clear this task to retry."
+                f"raw partition {partition} {found} (names starting with . or _ are "
+                "in-flight or markers, and do not count). Land the "
+                f"{self.dataset} data for {self.ds} there, each file complete (locally: `featurelake "
+                f"generate --start {self.ds} --end {self.ds} --lake {self.lake} ...`), then clear this "
+                "task to retry."
             )
         self.log.info("Found %d Parquet file(s) in %s", len(files), partition)
         return {"partition": partition, "files": len(files)}
