@@ -9,6 +9,10 @@ own, with a nanny that restarts it when it passes its memory limit) and `memory_
 (Dask's format, such as "2GiB"; default Dask's "auto", the machine's memory split among the workers).
 A connection given as a URI carries them as strings, which are read the same way:
 `generic://local?workers=2&processes=true`.
+
+A scheduler's connection takes one extra, `timeout`: how long to try to reach the scheduler (Dask's
+format, default "30s"). A `tls://` scheduler needs Dask's TLS settings on the Airflow worker
+(`distributed.comm.tls.*`, or the `DASK_DISTRIBUTED__COMM__TLS__*` environment variables).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
 LOCAL_EXTRAS = frozenset({"workers", "threads", "processes", "memory_limit"})
+SCHEDULER_EXTRAS = frozenset({"timeout"})
 
 
 class DaskClusterHook(BaseHook):
@@ -48,12 +53,20 @@ class DaskClusterHook(BaseHook):
     def scheduler_address(self) -> str | None:
         """tcp://host:port of the scheduler, or None for a local cluster."""
         connection = self._dask_connection
-        host = connection.host or "local"
-        if host == "local":
+        host = (connection.host or "local").strip()
+        if host.lower() == "local":
             return None
         if "://" not in host:
             host = f"tcp://{host}"
-        return f"{host}:{connection.port}" if connection.port else host
+        if not connection.port:
+            return host
+        if ":" in host.split("://", 1)[1].rsplit("]", 1)[-1]:
+            # tcp://h:8786:8786 is no address: the client failed without naming the connection
+            raise ValueError(
+                f"connection {self.dask_conn_id!r}: host {connection.host!r} has a port and the port "
+                f"field is {connection.port} too; give the port in one of them"
+            )
+        return f"{host}:{connection.port}"
 
     def local_cluster_options(self) -> dict[str, Any]:
         """The LocalCluster's options from the connection's extras (distributed's names)."""
@@ -100,6 +113,47 @@ class DaskClusterHook(BaseHook):
         from featurelake.merchant_stats import dask_client
 
         address = self.scheduler_address()
-        if address is not None:
-            return dask_client(address)
-        return dask_client(None, **self.local_cluster_options())
+        if address is None:
+            return dask_client(None, **self.local_cluster_options())
+        timeout = self._scheduler_timeout()
+        try:
+            return dask_client(address, connect_timeout=timeout)
+        except OSError as error:
+            raise OSError(
+                f"connection {self.dask_conn_id!r}: no Dask scheduler answered at {address} within "
+                f"{timeout} ({error}). Start the scheduler, or fix the connection's host and port "
+                '(host "local" runs a cluster inside the task)'
+            ) from error
+        except TypeError as error:
+            if not address.startswith("tls://"):
+                raise
+            raise ValueError(
+                f"connection {self.dask_conn_id!r}: the scheduler {address} uses TLS, and this "
+                "process has no TLS settings for Dask: set distributed.comm.tls.ca-file, "
+                ".client.cert and .client.key (or DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
+                f"__CLIENT__CERT, __CLIENT__KEY) on the Airflow workers ({error})"
+            ) from error
+
+    def _scheduler_timeout(self) -> str:
+        """The scheduler connection's `timeout` extra (default "30s"); local-cluster extras are refused."""
+        from dask.utils import parse_timedelta
+
+        extra = extra_options(self._dask_connection, example='{"timeout": "30s"}')
+        unknown = sorted(set(extra) - SCHEDULER_EXTRAS)
+        if unknown:
+            raise ValueError(
+                f"connection {self.dask_conn_id!r}: extra {', '.join(unknown)} does not apply to a "
+                f"scheduler's connection (it takes {', '.join(sorted(SCHEDULER_EXTRAS))}); the extras "
+                f'{", ".join(sorted(LOCAL_EXTRAS))} shape a local cluster, with host "local"'
+            )
+        timeout = str(extra.get("timeout", "30s"))
+        try:
+            seconds = parse_timedelta(timeout)
+        except (TypeError, ValueError, KeyError):
+            seconds = None
+        if seconds is None or seconds <= 0:
+            raise ValueError(
+                f'connection {self.dask_conn_id!r}: extra timeout must be a duration such as "30s", '
+                f"got {extra['timeout']!r}"
+            )
+        return timeout

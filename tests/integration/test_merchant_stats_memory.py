@@ -1,0 +1,236 @@
+"""The Dask merchant statistics job when a worker process dies mid-job: real `dask scheduler` and
+`dask worker` processes on loopback, one worker killed with SIGKILL (its nanny starts a new one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from featurelake.local_redis import free_port
+from featurelake.merchant_stats import compute_merchant_stats, dask_client
+from featurelake.synthetic import generate_lake
+from tests.oracle.merchant_stats_duckdb import oracle
+from tests.support import VENV_BIN
+
+pytestmark = pytest.mark.integration
+
+DS = date(2026, 8, 20)
+WINDOW = 10
+BUCKETS = 48  # a bucket phase long enough to kill a worker in it
+
+
+@contextmanager
+def scheduler_and_workers(logs: Path, *, workers: int = 2) -> Iterator[str]:
+    """`dask scheduler` and `workers` `dask worker` processes (1 thread each, with a nanny) on loopback."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
+        # the scheduler's transition log keeps every transition of the test (1000 by default)
+        "DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH": "1000000",
+    }
+    command = [
+        str(VENV_BIN / "dask"),
+        "scheduler",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        address.rsplit(":", 1)[1],
+    ]
+    processes = [
+        subprocess.Popen(
+            [*command, "--no-dashboard"],
+            stdout=(logs / "scheduler.log").open("w"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    ]
+    try:
+        for n in range(workers):
+            options = ["--nthreads", "1", "--no-dashboard", "--local-directory", str(logs / f"w{n}")]
+            processes.append(
+                subprocess.Popen(
+                    [str(VENV_BIN / "dask"), "worker", address, *options],
+                    stdout=(logs / f"worker-{n}.log").open("w"),
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=logs,
+                )
+            )
+        with dask_client(address) as client:
+            client.wait_for_workers(workers, timeout=90)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def staging_runs(client) -> int:
+    """How many times the scheduler sent a staging task to a worker."""
+
+    def count(dask_scheduler) -> int:  # nested: pickled by value, as the scheduler cannot import tests
+        transitions = dask_scheduler.transition_log
+        return sum(
+            1 for key, _start, finish, *_ in transitions if finish == "processing" and "stage" in str(key)
+        )
+
+    return client.run_on_scheduler(count)
+
+
+def holders_of_staging_results(client) -> list[str]:
+    """The workers holding staging tasks' results, most first."""
+
+    def holders(dask_scheduler) -> list[str]:
+        held: dict[str, int] = {}
+        for task in dask_scheduler.tasks.values():
+            if "stage" in str(task.key) and task.state == "memory":
+                for worker in task.who_has:
+                    held[worker.address] = held.get(worker.address, 0) + 1
+        return sorted(held, key=lambda address: -held[address])
+
+    return client.run_on_scheduler(holders)
+
+
+def test_a_worker_killed_in_the_bucket_phase_does_not_rerun_staging_and_the_job_completes(
+    tmp_path: Path,
+) -> None:
+    """A worker is SIGKILLed once the first bucket's output file is written. The client still held
+    the staging tasks' results, so the scheduler ran the lost ones again: they rewrote staged files
+    while bucket tasks read them (on a 6M-row lake the job failed with ArrowInvalid "Parquet magic
+    bytes not found in footer", or OSError "Directory not empty" removing the staging, which stayed
+    behind)."""
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=DS - timedelta(days=WINDOW - 1), end=DS, users=20_000, seed=13)
+    output = tmp_path / "merchant_stats" / f"date={DS}"
+    staging = tmp_path / "staging"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    run = {
+        "raw_transactions": str(lake / "raw" / "transactions"),
+        "output": str(output),
+        "staging": str(staging),
+        "ds": DS,
+        "window_days": WINDOW,
+        "buckets": BUCKETS,
+    }
+    with scheduler_and_workers(logs) as address, dask_client(address) as client:
+        # a run undisturbed: its files, and how many staging tasks it ran (Dask may read several
+        # small raw files as one partition)
+        runs_before = staging_runs(client)
+        compute_merchant_stats(client, **run)
+        staging_tasks = staging_runs(client) - runs_before
+        undisturbed = {path.name: path.read_bytes() for path in sorted(output.iterdir())}
+        assert staging_tasks > 0
+
+        pids = client.run(os.getpid)
+        runs_before = staging_runs(client)
+        killed: dict[str, object] = {}
+
+        def kill_a_worker_in_the_bucket_phase() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not list(output.parent.glob(".date=*/part.*.parquet")):
+                time.sleep(0.005)
+            worker = [*holders_of_staging_results(client), *sorted(pids)][0]
+            killed["new_output_files"] = len(list(output.parent.glob(".date=*/part.*.parquet")))
+            os.kill(pids[worker], signal.SIGKILL)
+            killed["worker"] = worker
+
+        killer = threading.Thread(target=kill_a_worker_in_the_bucket_phase, daemon=True)
+        killer.start()
+        report = compute_merchant_stats(client, **run)
+        killer.join(60)
+        assert "worker" in killed, "no worker was killed"
+        assert 0 < killed["new_output_files"] < BUCKETS, killed  # killed within the bucket phase
+        reruns = staging_runs(client) - runs_before
+        assert reruns == staging_tasks, (
+            f"{reruns} staging task runs, where an undisturbed run had {staging_tasks}"
+        )
+        assert not staging.exists(), sorted(str(path.relative_to(staging)) for path in staging.rglob("*"))[:5]
+        assert sorted(path.name for path in output.parent.iterdir()) == [f"date={DS}"]
+        # the same files as the undisturbed run, byte for byte
+        assert {path.name: path.read_bytes() for path in sorted(output.iterdir())} == undisturbed
+
+    got = pd.read_parquet(output).sort_values("merchant_id").reset_index(drop=True)
+    want = oracle(lake, DS, WINDOW)
+    assert report.merchants == len(got) == len(want) > 0
+    assert got["merchant_id"].tolist() == want["merchant_id"].tolist()
+    for column in ("transaction_count", "unique_users", "active_days"):
+        assert got[column].tolist() == want[column].astype("int64").tolist(), column
+    for column in ("total_amount", "avg_amount", "refund_share"):
+        pd.testing.assert_series_equal(
+            got[column], want[column].astype("float64"), rtol=1e-9, check_names=False
+        )
+
+
+def hook_for(monkeypatch: pytest.MonkeyPatch, connection: dict):
+    from featurelake_airflow.hooks.dask_cluster import DaskClusterHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_DASK_REVIEW", json.dumps({"conn_type": "generic", **connection}))
+    return DaskClusterHook(dask_conn_id="dask_review")
+
+
+def test_an_unreachable_scheduler_fails_within_the_connection_timeout_naming_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing listens on the port. The client tried for a fixed 30 s and raised "Timed out trying
+    to connect to tcp://127.0.0.1:<port> after 30 s", naming neither the connection nor a remedy."""
+    port = free_port()
+    hook = hook_for(monkeypatch, {"host": "127.0.0.1", "port": port, "extra": {"timeout": "2s"}})
+    with pytest.raises(OSError) as raised:
+        hook.get_conn()
+    message = str(raised.value)
+    assert message.startswith(
+        f"connection 'dask_review': no Dask scheduler answered at tcp://127.0.0.1:{port}"
+    )
+    assert "within 2s" in message and "fix the connection's host and port" in message
+
+
+@pytest.mark.parametrize(
+    ("connection", "message"),
+    [
+        pytest.param(
+            {"host": "127.0.0.1", "port": 8786, "extra": {"workers": 2, "memory_limit": "1GiB"}},
+            "extra memory_limit, workers does not apply to a scheduler's connection",
+            id="local-extras-on-a-scheduler",
+        ),
+        pytest.param(
+            {"host": "127.0.0.1:8786", "port": 8786},
+            "host '127.0.0.1:8786' has a port and the port field is 8786 too",
+            id="port-twice",
+        ),
+        pytest.param(
+            {"host": "127.0.0.1", "port": 8786, "extra": {"timeout": "soon"}},
+            "extra timeout must be a duration",
+            id="bad-timeout",
+        ),
+        pytest.param(
+            {"host": "tls://127.0.0.1", "port": 1, "extra": {"timeout": "3s"}},
+            "the scheduler tls://127.0.0.1:1 uses TLS, and this process has no TLS settings for Dask",
+            id="tls-without-certificates",
+        ),
+    ],
+)
+def test_a_scheduler_connection_that_cannot_work_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch, connection: dict, message: str
+) -> None:
+    """The extras were ignored (the job ran on the scheduler's own workers, whatever they said), a
+    port in both fields gave the address tcp://127.0.0.1:8786:8786, and a TLS scheduler without
+    Dask's TLS settings raised a TypeError about `ssl_context`, naming no connection."""
+    with pytest.raises(ValueError, match=f"connection 'dask_review': {message}"):
+        hook_for(monkeypatch, connection).get_conn()
