@@ -76,10 +76,16 @@ def emptied_redis_nodes(*servers) -> list[str]:
 
 @contextmanager
 def dask_processes(
-    worker_command: list[str], logs: Path, *, env: dict[str, str], workers: int = 1
+    worker_command: list[str],
+    logs: Path,
+    *,
+    env: dict[str, str],
+    workers: int = 1,
+    threads: int = 2,
+    scheduler_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """A `dask scheduler` on loopback and `workers` workers, each started by `worker_command` + its
-    address; yields the scheduler's address."""
+    """A `dask scheduler` on loopback and `workers` workers of `threads` threads, each started by
+    `worker_command` + its address (with `env`); yields the scheduler's address."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     base_env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
@@ -87,13 +93,13 @@ def dask_processes(
         [str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
         stdout=(logs / "scheduler.log").open("w"),
         stderr=subprocess.STDOUT,
-        env=base_env,
+        env={**base_env, **(scheduler_env or {})},
     )
     processes = [scheduler]
     try:
         for n in range(workers):
             log = logs / f"worker-{n}.log"
-            options = ["--nthreads", "2", "--no-dashboard", "--local-directory", str(logs / f"w{n}")]
+            options = ["--nthreads", str(threads), "--no-dashboard", "--local-directory", str(logs / f"w{n}")]
             processes.append(
                 subprocess.Popen(
                     [*worker_command, address, *options],

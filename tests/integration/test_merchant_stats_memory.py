@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from featurelake.local_redis import free_port
 from featurelake.merchant_stats import compute_merchant_stats, dask_client
 from featurelake.synthetic import generate_lake
 from tests.oracle.merchant_stats_duckdb import oracle
-from tests.support import VENV_BIN
+from tests.support import VENV_BIN, dask_processes
 
 pytestmark = pytest.mark.integration
 
@@ -33,52 +32,17 @@ BUCKETS = 48  # a bucket phase long enough to kill a worker in it
 @contextmanager
 def scheduler_and_workers(logs: Path, *, workers: int = 2) -> Iterator[str]:
     """`dask scheduler` and `workers` `dask worker` processes (1 thread each, with a nanny) on loopback."""
-    address = f"tcp://127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
-        # the scheduler's transition log keeps every transition of the test (1000 by default)
-        "DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH": "1000000",
-    }
-    command = [
-        str(VENV_BIN / "dask"),
-        "scheduler",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        address.rsplit(":", 1)[1],
-    ]
-    processes = [
-        subprocess.Popen(
-            [*command, "--no-dashboard"],
-            stdout=(logs / "scheduler.log").open("w"),
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    ]
-    try:
-        for n in range(workers):
-            options = ["--nthreads", "1", "--no-dashboard", "--local-directory", str(logs / f"w{n}")]
-            processes.append(
-                subprocess.Popen(
-                    [str(VENV_BIN / "dask"), "worker", address, *options],
-                    stdout=(logs / f"worker-{n}.log").open("w"),
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=logs,
-                )
-            )
-        with dask_client(address) as client:
-            client.wait_for_workers(workers, timeout=90)
+    # the scheduler's transition log keeps every transition of the test (1000 by default)
+    transitions = {"DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH": "1000000"}
+    with dask_processes(
+        [str(VENV_BIN / "dask"), "worker"],
+        logs,
+        env={},
+        workers=workers,
+        threads=1,
+        scheduler_env=transitions,
+    ) as address:
         yield address
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def staging_runs(client) -> int:
