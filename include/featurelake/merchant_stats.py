@@ -458,7 +458,13 @@ def compute_merchant_stats(
     )
 
 
-def dask_client(address: str | None, *, connect_timeout: str = "30s", **local_options: Any) -> Client:
+# How long a client tries to reach a Dask scheduler (Dask's duration format).
+DEFAULT_SCHEDULER_TIMEOUT = "30s"
+
+
+def dask_client(
+    address: str | None, *, connect_timeout: str = DEFAULT_SCHEDULER_TIMEOUT, **local_options: Any
+) -> Client:
     """A client of the scheduler at `address` (tcp://host:port), reached within `connect_timeout`,
     or of a new LocalCluster when `address` is None or `local`. `local_options` go to the
     LocalCluster; by default it is one worker of two threads in this process (`processes=False`).

@@ -138,6 +138,8 @@ class DaskClusterHook(BaseHook):
         """The scheduler connection's `timeout` extra (default "30s"); local-cluster extras are refused."""
         from dask.utils import parse_timedelta
 
+        from featurelake.merchant_stats import DEFAULT_SCHEDULER_TIMEOUT
+
         extra = extra_options(self._dask_connection, example='{"timeout": "30s"}')
         unknown = sorted(set(extra) - SCHEDULER_EXTRAS)
         if unknown:
@@ -146,7 +148,7 @@ class DaskClusterHook(BaseHook):
                 f"scheduler's connection (it takes {', '.join(sorted(SCHEDULER_EXTRAS))}); the extras "
                 f'{", ".join(sorted(LOCAL_EXTRAS))} shape a local cluster, with host "local"'
             )
-        timeout = str(extra.get("timeout", "30s"))
+        timeout = str(extra.get("timeout", DEFAULT_SCHEDULER_TIMEOUT))
         try:
             seconds = parse_timedelta(timeout)
         except (TypeError, ValueError, KeyError):
