@@ -81,7 +81,7 @@ DERIVED_DATASETS = ("tiles", "features", "quarantine", "_metrics")
 TARGET_SPARK_VS_DUCKDB = 3.0
 TARGET_INCREMENTAL_SHARE = 0.15
 TARGET_DOUBLED_HISTORY = 1.15
-LISTING_PHASE = "0 partition listing (existing_date_partitions, date_partition_files)"
+LISTING_PHASE = "0 partition listing (existing_date_partitions, list_date_partitions)"
 FEATURES_PHASE = (
     "3 compute the window (full: from raw; else: combine tiles; with its category groups) + write features"
 )
@@ -350,7 +350,7 @@ class PhaseRecorder:
             for name in (
                 "write_partitioned",
                 "existing_date_partitions",
-                "date_partition_files",
+                "list_date_partitions",
                 "category_groups",
                 "lookup_category_groups",
             )
@@ -358,7 +358,7 @@ class PhaseRecorder:
         self.current: dict[str, float] = {}
         self.run_label = ""
         job_module.write_partitioned = self._write
-        for name in ("existing_date_partitions", "date_partition_files"):
+        for name in ("existing_date_partitions", "list_date_partitions"):
             setattr(job_module, name, self._listing(self._originals[name]))
         for name in ("category_groups", "lookup_category_groups"):
             setattr(job_module, name, self._in_window_phase(self._originals[name]))

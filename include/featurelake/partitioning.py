@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -330,11 +331,12 @@ def read_text(spark: SparkSession, path: str) -> str | None:
     return bytes(data).decode("utf-8")
 
 
-def _data_files(fs: Any, directory: Any) -> list[list[Any]]:
-    """`[name, bytes, modification time in ms]` of each data file (`is_data_file`) in `directory`, sorted."""
+def _data_files(statuses: Iterable[Any]) -> list[list[Any]]:
+    """`[name, bytes, modification time in ms]` of each data file (`is_data_file`) among a
+    directory's `statuses` (Hadoop FileStatus), sorted."""
     return sorted(
         [status.getPath().getName(), int(status.getLen()), int(status.getModificationTime())]
-        for status in fs.listStatus(directory)
+        for status in statuses
         if status.isFile() and is_data_file(status.getPath().getName())
     )
 
@@ -344,20 +346,53 @@ def partition_fingerprint(spark: SparkSession, directory: str) -> list[list[Any]
     ms]` of each data file (`is_data_file`), sorted; empty for a missing directory. Rewriting the
     partition, even with the same rows, changes it."""
     fs, path = hadoop_file_system(spark, directory)
-    return _data_files(fs, path) if fs.exists(path) else []
+    return _data_files(fs.listStatus(path)) if fs.exists(path) else []
 
 
-def date_partition_files(
+@dataclass(frozen=True)
+class DatePartitionListing:
+    """What one listing of a date-partitioned dataset found: its root, then each of its
+    `partition_col=YYYY-MM-DD` directories, each listed once (`list_date_partitions`)."""
+
+    # {date: its data files, as `partition_fingerprint` gives them}, empty for a partition with none.
+    files: dict[date, list[list[Any]]]
+    # {date: what its partition holds that no reader reads}: full paths of files that are not data
+    # (`is_data_file`) and of subdirectories, which end with "/". Hidden names (`.`, `_`) are not
+    # among them.
+    unread: dict[date, list[str]]
+    # Full paths of what the root holds besides partition directories and hidden names: files, and
+    # directories named otherwise (`dt=2026-09-02/`, `2026-09-02/`), which end with "/".
+    stray: list[str]
+
+
+def list_date_partitions(
     spark: SparkSession, path: str, *, partition_col: str = "date"
-) -> dict[date, list[list[Any]]]:
-    """Every date partition under `path` (`listed_date_partitions`) with its data files, as
-    `partition_fingerprint` gives them (empty for a partition with none): one listing per partition
-    tells both which dates have data and what each date's data is."""
-    fs, _ = hadoop_file_system(spark, path)
-    return {
-        day: _data_files(fs, directory)
-        for day, directory in listed_date_partitions(spark, path, partition_col=partition_col).items()
-    }
+) -> DatePartitionListing:
+    """Every date partition under `path` (as `listed_date_partitions` finds them) with its data
+    files and what else it holds, and what else the root holds: one listing of the root and one of
+    each partition tell which dates have data, what each date's data is, and what no reader would
+    read. Empty for a missing `path`."""
+    fs, hadoop_path = hadoop_file_system(spark, path)
+    if not fs.exists(hadoop_path):
+        return DatePartitionListing({}, {}, [])
+    directories, stray = _partition_directories(fs, hadoop_path, path=path, partition_col=partition_col)
+    files: dict[date, list[list[Any]]] = {}
+    unread: dict[date, list[str]] = {}
+    for day, directory in directories.items():
+        statuses = list(fs.listStatus(directory))
+        files[day] = _data_files(statuses)
+        unread[day] = sorted(
+            _shown(status)
+            for status in statuses
+            if not (name := status.getPath().getName()).startswith((".", "_"))
+            and (status.isDirectory() or not is_data_file(name))
+        )
+    return DatePartitionListing(files, unread, stray)
+
+
+def _shown(status: Any) -> str:
+    """The full path of a Hadoop FileStatus, ending with "/" for a directory."""
+    return f"{status.getPath()}/" if status.isDirectory() else str(status.getPath())
 
 
 def _holds_data(fs: Any, directory: Any, marker: str | None = None) -> bool:
@@ -376,11 +411,22 @@ def listed_date_partitions(spark: SparkSession, path: str, *, partition_col: str
     fs, hadoop_path = hadoop_file_system(spark, path)
     if not fs.exists(hadoop_path):
         return {}
+    return _partition_directories(fs, hadoop_path, path=path, partition_col=partition_col)[0]
+
+
+def _partition_directories(
+    fs: Any, hadoop_path: Any, *, path: str, partition_col: str
+) -> tuple[dict[date, Any], list[str]]:
+    """From one listing of the existing `hadoop_path` (`path`): its partition directories
+    ({date: Hadoop Path}), and the full paths of what else it holds but hidden names, sorted."""
     found: dict[date, Any] = {}
+    stray: list[str] = []
     prefix = f"{partition_col}="
     for status in fs.listStatus(hadoop_path):
         name = status.getPath().getName()
         if not (status.isDirectory() and name.startswith(prefix)):
+            if not name.startswith((".", "_")):
+                stray.append(_shown(status))
             continue
         day = iso_day(name[len(prefix) :])
         if day is None:
@@ -390,7 +436,7 @@ def listed_date_partitions(spark: SparkSession, path: str, *, partition_col: str
                 "and rerun"
             )
         found[day] = status.getPath()
-    return found
+    return found, sorted(stray)
 
 
 def existing_date_partitions(

@@ -522,7 +522,7 @@ class FeatureRunReport:
 
 def read_raw_transactions(spark: SparkSession, path: str, files: Mapping[date, Sequence[str]]) -> DataFrame:
     """The raw transactions in exactly `files`: {date: names of the data files of its partition}, as
-    the run listed them (`date_partition_files`, whose names are `is_data_file`'s). Nothing else is
+    the run listed them (`list_date_partitions`, whose names are `is_data_file`'s). Nothing else is
     opened: no other date's files, no file of another name (`notes.csv`, `part-0.crc`), no file in a
     subdirectory of a partition, so a run reads the files its tiles' markers name."""
     paths = [

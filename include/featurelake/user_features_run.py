@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date
@@ -20,13 +20,13 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from featurelake.lake import LakeLayout, is_data_file
+from featurelake.lake import LakeLayout
 from featurelake.partitioning import (
+    DatePartitionListing,
     date_partition_exists,
-    date_partition_files,
     delete_path,
     existing_date_partitions,
-    hadoop_file_system,
+    list_date_partitions,
     listed_date_partitions,
     partition_fingerprint,
     read_text,
@@ -91,7 +91,7 @@ def tile_sources(
     spark: SparkSession, layout: LakeLayout, raw_files: Mapping[date, list[list[Any]]]
 ) -> dict[date, str]:
     """What each date's tile is built from, as the text of its TILE_BUILT_MARKER: the data files of
-    its raw partition (`raw_files`, from `date_partition_files`) and of the categories lookup
+    its raw partition (`raw_files`, from `list_date_partitions`) and of the categories lookup
     (`partition_fingerprint`), from listings only."""
     categories = partition_fingerprint(spark, layout.raw_categories)
     return {
@@ -160,25 +160,17 @@ def explained_unreadable_tile(*, layout: LakeLayout, ds: date) -> Iterator[None]
         ) from error
 
 
-def check_raw_layout(spark: SparkSession, layout: LakeLayout) -> None:
+def check_raw_layout(layout: LakeLayout, listing: DatePartitionListing) -> None:
     """Fail, naming them, when `raw/transactions` holds anything but `date=` directories and hidden
-    names: a file, or a directory such as `dt=2026-09-02/` or `2026-09-02/`, whose rows no run would
-    read (its date is unknown), so they would be lost without a word."""
-    fs, root = hadoop_file_system(spark, layout.raw_transactions)
-    if not fs.exists(root):
-        return
-    stray = sorted(
-        str(status.getPath())
-        for status in fs.listStatus(root)
-        if not status.getPath().getName().startswith((".", "_"))
-        and not (status.isDirectory() and status.getPath().getName().startswith("date="))
-    )
-    if stray:
+    names (`listing.stray`, from the run's listing of it): a file, or a directory such as
+    `dt=2026-09-02/` or `2026-09-02/`, whose rows no run would read (its date is unknown), so they
+    would be lost without a word."""
+    if listing.stray:
         raise ValueError(
-            f"{layout.raw_transactions} holds {', '.join(stray[:20])}, which is not a date=YYYY-MM-DD "
-            "partition directory, so no run would read it (docs/data-contract.md). Land its rows in "
-            "the partition of their UTC date, raw/transactions/date=YYYY-MM-DD/, or move it out of "
-            f"{layout.raw_transactions}, and rerun"
+            f"{layout.raw_transactions} holds {', '.join(listing.stray[:20])}, which is not a "
+            "date=YYYY-MM-DD partition directory, so no run would read it (docs/data-contract.md). "
+            "Land its rows in the partition of their UTC date, raw/transactions/date=YYYY-MM-DD/, or "
+            f"move it out of {layout.raw_transactions}, and rerun"
         )
 
 
@@ -260,26 +252,27 @@ def raw_file_problems(spark: SparkSession, file: str, size: int) -> list[str]:
 FOOTER_READERS = 8
 
 
-def check_raw_files(spark: SparkSession, layout: LakeLayout, files: Mapping[date, list[list[Any]]]) -> None:
-    """Fail before any row is read, naming each file and what is wrong with it, when a partition of
-    `files` ({date: [name, bytes, mtime]} from `date_partition_files`, the dates to read) holds an
-    entry no reader would read (a file not named *.parquet, a subdirectory) or a data file that
-    breaks the contract (`raw_file_problems`). Read as they are, a missing column would be nulls (every
-    row quarantined under a wrong reason, or merchant_id, category_id or currency silently null), a
-    float32 amount would lose cents, and a file Spark cannot read would fail the job naming no fix."""
-    problems = []
-    data_files = []
-    for day, listed in sorted(files.items()):
-        partition = LakeLayout.partition(layout.raw_transactions, day)
-        fs, directory = hadoop_file_system(spark, partition)
-        problems += [
-            f"{status.getPath()} is {'a subdirectory' if status.isDirectory() else 'not a .parquet file'}, "
-            "which no reader reads"
-            for status in fs.listStatus(directory)
-            if not status.getPath().getName().startswith((".", "_"))
-            and (status.isDirectory() or not is_data_file(status.getPath().getName()))
-        ]
-        data_files += [(f"{partition}/{name}", size) for name, size, _ in listed]
+def check_raw_files(
+    spark: SparkSession, layout: LakeLayout, listing: DatePartitionListing, days: Iterable[date], *, ds: date
+) -> None:
+    """Fail before the run of `ds` reads a row, naming each file and what is wrong with it, when a
+    partition of `days` (the dates to read, as the run's `listing` of raw/transactions found them)
+    holds an entry no reader would read (a file not named *.parquet, a subdirectory) or a data file
+    that breaks the contract (`raw_file_problems`). Read as they are, a missing column would be
+    nulls (every row quarantined under a wrong reason, or merchant_id, category_id or currency
+    silently null), a float32 amount would lose cents, and a file Spark cannot read would fail the
+    job naming no fix."""
+    days = sorted(days)
+    problems = [
+        f"{entry} is {'a subdirectory' if entry.endswith('/') else 'not a .parquet file'}, which no reader reads"
+        for day in days
+        for entry in listing.unread[day]
+    ]
+    data_files = [
+        (f"{LakeLayout.partition(layout.raw_transactions, day)}/{name}", size)
+        for day in days
+        for name, size, _ in listing.files[day]
+    ]
     # Footers are small reads, each a round trip to an object store: several at once.
     with ThreadPoolExecutor(max_workers=FOOTER_READERS, thread_name_prefix="raw-footer") as readers:
         found = readers.map(lambda file: raw_file_problems(spark, *file), data_files)
@@ -292,7 +285,7 @@ def check_raw_files(spark: SparkSession, layout: LakeLayout, files: Mapping[date
         more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
         raise ValueError(
             f"raw transactions break the data contract (docs/data-contract.md), so the features of "
-            f"{max(files)} were not written (the published ones are as they were): "
+            f"{ds} were not written (the published ones are as they were): "
             f"{'; '.join(problems[:20])}{more}. Re-land those partitions with only Parquet "
             "files named *.parquet that hold every column of the contract with its type (a file "
             "still being written, or one to keep there unread, needs a name starting with . or _), "
@@ -334,15 +327,17 @@ def run_user_features(
 ) -> FeatureRunReport:
     layout = LakeLayout(lake)
     start, _ = window_dates(ds, window_days)
-    # One listing of the raw partitions gives the dates with data and what each one holds.
-    raw_files = date_partition_files(spark, layout.raw_transactions)
+    # One listing of the raw partitions gives the dates with data, what each one holds, and what
+    # else lies there.
+    raw_listing = list_date_partitions(spark, layout.raw_transactions)
+    raw_files = raw_listing.files
     raw_dates = {day for day, files in raw_files.items() if files}
     if ds not in raw_dates:
         raise FileNotFoundError(
             f"no raw transactions for {ds}: {LakeLayout.partition(layout.raw_transactions, ds)} is missing or "
             "empty. Land that day's data (or run `featurelake generate`) and retry the task."
         )
-    check_raw_layout(spark, layout)
+    check_raw_layout(layout, raw_listing)
     window_raw_dates = sorted(d for d in raw_dates if start <= d <= ds)
     withdrawn = remove_withdrawn_dates(spark, layout, raw_dates=raw_dates, start=start, ds=ds)
     # A tile written by a run holds its marker, even when its date had no clean row (tiles written
@@ -382,8 +377,8 @@ def run_user_features(
     )
 
     # Exactly the files listed (and fingerprinted) above, each checked before any row is read.
+    check_raw_files(spark, layout, raw_listing, read, ds=ds)
     read_files = {day: raw_files[day] for day in read}
-    check_raw_files(spark, layout, read_files)
     categories = spark.read.schema(CATEGORIES_SCHEMA).parquet(layout.raw_categories)
     check_unique_category_ids(categories, path=layout.raw_categories)
     # Each write goes here first, and replaces the published partitions only when it succeeded.

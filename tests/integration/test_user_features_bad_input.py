@@ -261,6 +261,71 @@ def test_a_quarantine_of_a_bad_landing_is_gone_after_the_fix(
     pd.testing.assert_frame_equal(_features(lake), corrected_features, check_exact=True)
 
 
+def test_an_incremental_run_checks_a_late_partition_it_builds(
+    spark, published_lake: Path, tmp_path: Path
+) -> None:
+    """The day before DS lands late, with a stray file: the incremental run of DS, which builds its
+    tile, fails naming the file, and says the features of DS were not written."""
+    lake = Path(shutil.copytree(published_lake, tmp_path / "lake"))
+    published = _features(lake)
+    yesterday = DS - timedelta(days=1)
+    write_transactions_partition(lake, partition=yesterday, rows=[_row("y1", "u1", 5.0, day=yesterday)])
+    (_partition(lake, yesterday) / "rows.csv").write_bytes(b"a,b\n1,2\n")
+
+    with pytest.raises(ValueError) as failed:
+        _run(spark, lake, "incremental")
+
+    said = str(failed.value)
+    assert f"date={yesterday.isoformat()}/rows.csv is not a .parquet file" in said, said
+    assert f"the features of {DS} were not written" in said, said
+    pd.testing.assert_frame_equal(_features(lake), published)
+
+
+def test_a_run_lists_each_raw_directory_once(
+    spark, published_lake: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The run's one listing of raw/transactions (its root, then each partition) serves the plan,
+    the tiles' fingerprints and the contract checks: on an object store each listing is a request."""
+    import sys
+
+    lake = Path(shutil.copytree(published_lake, tmp_path / "lake"))
+    yesterday = DS - timedelta(days=1)
+    write_transactions_partition(lake, partition=yesterday, rows=[_row("y1", "u1", 5.0, day=yesterday)])
+    listed: list[str] = []
+
+    class CountedListings:
+        def __init__(self, fs) -> None:
+            self._fs = fs
+
+        def listStatus(self, path):
+            listed.append(str(path))
+            return self._fs.listStatus(path)
+
+        def __getattr__(self, name: str):
+            return getattr(self._fs, name)
+
+    from featurelake.partitioning import hadoop_file_system
+
+    def counted(spark, path: str):
+        fs, hadoop_path = hadoop_file_system(spark, path)
+        return CountedListings(fs), hadoop_path
+
+    # wherever the library has it: a module that imported it by name holds its own reference
+    for name, module in list(sys.modules.items()):
+        if (
+            name.startswith("featurelake.")
+            and getattr(module, "hadoop_file_system", None) is hadoop_file_system
+        ):
+            monkeypatch.setattr(module, "hadoop_file_system", counted)
+    _run(spark, lake, "full")
+
+    raw = (lake / "raw" / "transactions").resolve()
+    raw_listings = sorted(p.removeprefix("file:") for p in listed if f"{raw}" in p.removeprefix("file:"))
+    assert raw_listings == sorted(
+        [str(raw), str(_partition(raw.parent.parent, yesterday)), str(_partition(raw.parent.parent))]
+    ), listed
+
+
 def test_invalid_values_are_quarantined_and_both_modes_agree_to_the_bit(spark, tmp_path: Path) -> None:
     """Infinite, too large and -0.0 amounts, ids with spaces or in two Unicode forms, a row of another
     date and a transaction_id with two contents, over two days: full and incremental runs give the
