@@ -16,6 +16,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from dataclasses import dataclass
+from itertools import count
 from multiprocessing import get_context
 from typing import Any, Literal
 
@@ -153,8 +154,9 @@ class _Pipeline:
 
 def run_stages(items: Iterable[Any], stages: Sequence[Stage], *, max_in_flight: int = 64) -> Iterator[Any]:
     """Every item through `stages`, results in input order. The first failure raises StageError
-    (after the items before it were yielded). The arguments are checked when it is called, before
-    any result is asked for."""
+    (after the items before it were yielded). When iterating `items` itself raises, the items it
+    gave before come out first, then its exception, as it is. The arguments are checked when it is
+    called, before any result is asked for."""
     if not stages:
         raise ValueError("a stage pipeline needs at least one stage")
     if not _is_count(max_in_flight):
@@ -168,12 +170,23 @@ def _results(items: Iterable[Any], stages: Sequence[Stage], max_in_flight: int) 
         for stage in stages:
             pipeline.executors.append(_executor(stage))
         pending: deque[Future] = deque()
-        for index, item in enumerate(items):
+        source = iter(items)
+        input_error: Exception | None = None
+        for index in count():
+            try:
+                item = next(source)
+            except StopIteration:
+                break
+            except Exception as error:  # raised once the items before it, already inside, came out
+                input_error = error
+                break
             pending.append(pipeline.through_stages(item, index))
             if len(pending) >= max_in_flight:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+        if input_error is not None:
+            raise input_error
     finally:
         # On a failure, an early close or Ctrl-C, drop the queued items of every stage instead of
         # running them all first: only the ones already running are waited for.

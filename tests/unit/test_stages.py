@@ -122,6 +122,28 @@ def test_a_bad_pipeline_is_refused_when_it_is_called_not_when_first_read(
         run_stages([1], stages, max_in_flight=max_in_flight)  # never iterated
 
 
+@pytest.mark.parametrize("max_in_flight", [1, 3, 64])
+def test_an_input_that_raises_gives_the_items_before_it_then_its_error(max_in_flight: int) -> None:
+    def feed():
+        yield from range(5)
+        raise OSError("the feed broke after 5 items")
+
+    seen = []
+    with pytest.raises(OSError, match="the feed broke after 5 items"):
+        for value in run_stages(feed(), [Stage("add", add_one, workers=2)], max_in_flight=max_in_flight):
+            seen.append(value)
+    assert seen == [1, 2, 3, 4, 5], "the items the input gave before its error came out"
+
+
+def test_an_item_failing_before_the_input_breaks_raises_first() -> None:
+    def feed():
+        yield from range(3)
+        raise OSError("the feed broke")
+
+    with pytest.raises(StageError, match="failed on item 1"):
+        list(run_stages(feed(), [Stage("check", lambda x: 1 / (x - 1))], max_in_flight=8))
+
+
 def test_a_failure_drops_the_queued_items_instead_of_running_them_first() -> None:
     lock = threading.Lock()
     started: list[int] = []
