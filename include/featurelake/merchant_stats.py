@@ -4,7 +4,9 @@ other dates are never opened) and stages each partition's valid rows as Parquet 
 directory, by merchant bucket (a hash of merchant_id) and date. Then one task per bucket aggregates
 its dates one at a time, keeping running sums and each merchant's distinct users. A task holds one
 raw partition, or one date of one bucket plus those running totals, so the window can be many times
-the workers' memory.
+the workers' memory. Before any task, the client checks the window's files against the data
+contract, from their Parquet footers (`featurelake.raw_contract_arrow`), and fails naming each
+offending path.
 
 Why not Dask's own shuffle by merchant: it puts all of a merchant's rows into one partition, and card
 data is skewed (on the benchmark lake one merchant has 13% of the rows). That partition outgrew the
@@ -48,6 +50,7 @@ import pyarrow as pa
 
 from featurelake.arrow_partitions import hidden_sibling, remove_leftovers, swap_in
 from featurelake.lake import MAX_ABS_AMOUNT
+from featurelake.raw_contract_arrow import RawWindow, list_raw_window, raw_window_problems
 from featurelake.synthetic import TRANSACTIONS_SCHEMA
 
 if TYPE_CHECKING:
@@ -257,28 +260,23 @@ def merchant_stats_of_bucket(bucket: int, *, staging: str, ds: date) -> pd.DataF
     return stats
 
 
-def window_files(raw_transactions: str, days: Iterable[str]) -> list[str]:
-    """The Parquet files of the `date=<day>` partitions of `days` under `raw_transactions`, sorted:
-    only those directories are listed, and names starting with `.` or `_` are skipped (the data
-    contract's temporary and marker files). Dates without a partition are skipped; a missing
-    `raw_transactions` raises FileNotFoundError."""
-    import fsspec
-
-    filesystem, root = fsspec.core.url_to_fs(raw_transactions)
-    root = root.rstrip("/")
-    if not filesystem.isdir(root):
-        raise FileNotFoundError(raw_transactions)
-    files = []
-    for day in days:
-        directory = f"date={day}"
-        if not filesystem.isdir(f"{root}/{directory}"):
-            continue
-        for info in filesystem.ls(f"{root}/{directory}", detail=True):
-            name = info["name"].rstrip("/").rsplit("/", 1)[-1]
-            if info["type"] == "file" and name.endswith(".parquet") and not name.startswith((".", "_")):
-                # in the form the caller gave (a path or a URI), as Dask is given it
-                files.append(f"{raw_transactions.rstrip('/')}/{directory}/{name}")
-    return sorted(files)
+def check_raw_window(window: RawWindow, *, ds: date, output: str) -> None:
+    """Fail, naming each offending path and what is wrong with it, when the window's partitions
+    break the data contract (`raw_window_problems`: an entry no reader reads, a data file that is
+    not Parquet, lacks a column or holds one of a type this job does not read exactly). Read as
+    they are, such files were skipped without a word, read as nulls or with float32's cents, cast
+    to the first file's types, or failed a task with an error that named no fix."""
+    problems = raw_window_problems(window)
+    if problems:
+        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+        raise ValueError(
+            f"raw transactions break the data contract (docs/data-contract.md), so the merchant stats "
+            f"of {ds} were not written (the previous output, {output}, is as it was): "
+            f"{'; '.join(problems[:20])}{more}. Re-land those partitions with only Parquet files named "
+            "*.parquet that hold every column of the contract with a type this job reads (a file still "
+            "being written, or one to keep there unread, needs a name starting with . or _), then "
+            "rerun the task"
+        )
 
 
 _WORKER_CHECK = "_worker_check"
@@ -363,7 +361,8 @@ def compute_merchant_stats(
 
     `staging` is a scratch directory every worker reaches (in the lake); it is emptied first, so a
     retry of a killed run starts clean, and removed at the end, whether the run succeeds or fails.
-    Every worker is checked first (`check_workers`). `buckets`: see `default_bucket_count`."""
+    Before that, the window's raw files are checked against the data contract on this client
+    (`check_raw_window`), and every worker (`check_workers`). `buckets`: see `default_bucket_count`."""
     import dask
     import dask.dataframe as dd
     import fsspec
@@ -375,7 +374,9 @@ def compute_merchant_stats(
     days = [(start + timedelta(days=i)).isoformat() for i in range(window_days)]
     # Dask's own discovery under raw_transactions would read the schema of its first file, whatever
     # its date (a corrupt file before the window failed the job): list the window's partitions only.
-    files = window_files(raw_transactions, days)
+    window = list_raw_window(raw_transactions, days)
+    check_raw_window(window, ds=ds, output=output)
+    files = [file.path for file in window.files]
     rows = None
     if files:
         rows = dd.read_parquet(

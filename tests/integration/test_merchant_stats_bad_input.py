@@ -1,0 +1,374 @@
+"""The Dask merchant statistics job on raw transactions that break the data contract
+(docs/data-contract.md, `raw/transactions`): each run fails before it sends a task, with one error
+naming every offending path and what is wrong, and leaves the previous output as it was. The Parquet
+variants that the contract accepts and that this job reads correctly (whether their file comes first
+in the window or not) give the same statistics as the contract's own types. One in-process
+LocalCluster serves the module."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from featurelake.merchant_stats import compute_merchant_stats, dask_client
+from tests.integration.test_merchant_stats import files_of, hidden_siblings
+from tests.oracle.edge_case_lake import TRANSACTIONS_SCHEMA, write_transactions_partition
+
+pytestmark = pytest.mark.integration
+
+DS = date(2026, 9, 10)
+BEFORE = DS - timedelta(days=1)
+WINDOW_DAYS = 2
+BAD = "part-00001.parquet"
+
+
+def _row(transaction_id: str, user_id: str, merchant_id: str, amount: float, day: date, **kw) -> dict:
+    return {
+        "transaction_id": transaction_id,
+        "user_id": user_id,
+        "merchant_id": merchant_id,
+        "category_id": kw.get("category_id", 7),
+        "amount": amount,
+        "currency": "USD",
+        "transaction_ts": datetime.combine(day, kw.get("at", time(12)), UTC),
+    }
+
+
+def _clean_rows(day: date) -> list[dict]:
+    """Rows that a file cast to another file's types would break: a category id above 127 (int8)
+    and 32767 (int16), a null one, and microseconds (milliseconds)."""
+    return [
+        _row(f"c1-{day}", "u1", "m1", 10.0, day, category_id=40_000, at=time(9, 0, 0, 123456)),
+        _row(f"c2-{day}", "u2", "m1", 20.0, day, category_id=None, at=time(23, 59, 59, 999999)),
+    ]
+
+
+def _landed_rows(day: date) -> list[dict]:
+    """The rows of the file under test: cents that float32 loses, and a refund."""
+    return [_row(f"l1-{day}", "u3", "m2", 123456.78, day), _row(f"l2-{day}", "u4", "m2", -5.0, day)]
+
+
+def _table(rows: list[dict], **columns: pa.Array | None) -> pa.Table:
+    """`rows` in the contract's types, some columns replaced by `columns` (None drops one)."""
+    names, arrays = [], []
+    for field in TRANSACTIONS_SCHEMA:
+        array = columns.get(field.name, pa.array([row[field.name] for row in rows], field.type))
+        if array is not None:
+            names.append(field.name)
+            arrays.append(array)
+    return pa.table(arrays, names=names)
+
+
+def _partition(lake: Path, day: date = DS) -> Path:
+    return lake / "raw" / "transactions" / f"date={day.isoformat()}"
+
+
+Landing = Callable[[Path], Path]
+
+
+def _write(columns: Callable[[list[dict]], dict[str, pa.Array | None]], **options) -> Landing:
+    """Land the rows of DS as BAD with some columns replaced: `columns` maps the rows to them."""
+
+    def land(lake: Path) -> Path:
+        rows = _landed_rows(DS)
+        pq.write_table(_table(rows, **columns(rows)), _partition(lake) / BAD, **options)
+        return _partition(lake) / BAD
+
+    return land
+
+
+def _put(relative: str, content: bytes | Callable[[Path], bytes]) -> Landing:
+    def land(lake: Path) -> Path:
+        path = _partition(lake) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content(lake) if callable(content) else content)
+        return path
+
+    return land
+
+
+def _truncated(lake: Path) -> bytes:
+    _write(lambda rows: {})(lake)
+    return (_partition(lake) / BAD).read_bytes()[:200]
+
+
+def _garbled_footer(lake: Path) -> bytes:
+    """Parquet's magic bytes around a footer that is not one."""
+    return b"PAR1" + b"\x07" * 64 + (64).to_bytes(4, "little") + b"PAR1"
+
+
+def _amount_in_other_case(lake: Path) -> Path:
+    table = _table(_landed_rows(DS))
+    names = ["Amount" if name == "amount" else name for name in table.column_names]
+    pq.write_table(table.rename_columns(names), _partition(lake) / BAD)
+    return _partition(lake) / BAD
+
+
+def _ts(rows: list[dict], unit: str = "us", tz: str | None = "UTC") -> pa.Array:
+    return pa.array([row["transaction_ts"] for row in rows], pa.timestamp(unit, tz=tz))
+
+
+# What a producer got wrong, and what the error must say about it, grouped by what the job did with
+# it before it checked the files.
+CONTRACT_BREACHES = [
+    # skipped without a word
+    pytest.param(_put("rows.csv", b"l1,u3,m2,7,123456.78\n"), "is not a .parquet file", id="csv"),
+    pytest.param(_put(f"{BAD}.crc", b"crc"), "is not a .parquet file", id="crc"),
+    pytest.param(lambda lake: _put(f"retry/{BAD}", b"")(lake).parent, "is a subdirectory", id="subdirectory"),
+    # an Arrow error in a staging task that named the file but no fix (on the client, if it came first)
+    pytest.param(_put(BAD, b""), "it is empty (0 bytes)", id="zero-byte-file"),
+    pytest.param(_put(BAD, _truncated), "it cannot be read as Parquet", id="truncated-file"),
+    pytest.param(
+        _put(BAD, b"transaction_id,amount\n"), "it cannot be read as Parquet", id="csv-named-parquet"
+    ),
+    pytest.param(_put(BAD, _garbled_footer), "it cannot be read as Parquet", id="garbled-footer"),
+    # read as nulls: the file's rows not counted (a missing category_id: counted, silently null)
+    pytest.param(_write(lambda rows: {"amount": None}), "it has no column amount", id="no-amount"),
+    pytest.param(
+        _write(lambda rows: {"merchant_id": None}), "it has no column merchant_id", id="no-merchant"
+    ),
+    pytest.param(
+        _write(lambda rows: {"category_id": None}), "it has no column category_id", id="no-category"
+    ),
+    pytest.param(
+        _amount_in_other_case,
+        "it has no column amount (it has Amount",
+        id="amount-in-other-case",
+    ),
+    # cast to the first file's types: wrong numbers (float32 cents, whole amounts, a merchant "2"),
+    # or, when the file comes first, an error in a task that names no file ("Failed to parse 'u2'")
+    pytest.param(
+        _write(lambda rows: {"amount": pa.array([r["amount"] for r in rows], pa.float32())}),
+        "column amount is float (Parquet FLOAT), where the contract has float64",
+        id="amount-as-float32",
+    ),
+    pytest.param(
+        _write(lambda rows: {"amount": pa.array([int(r["amount"]) for r in rows], pa.int64())}),
+        "column amount is int64",
+        id="amount-as-int64",
+    ),
+    pytest.param(
+        _write(lambda rows: {"amount": pa.array([str(r["amount"]) for r in rows])}),
+        "column amount is string",
+        id="amount-as-string",
+    ),
+    pytest.param(
+        _write(
+            lambda rows: {
+                "amount": pa.array([Decimal(f"{r['amount']:.2f}") for r in rows], pa.decimal128(10, 2))
+            }
+        ),
+        "column amount is decimal128(10, 2)",
+        id="amount-as-decimal",
+    ),
+    pytest.param(
+        _write(lambda rows: {"user_id": pa.array([3, 4], pa.int64())}),
+        "column user_id is int64 (Parquet INT64), where the contract has string",
+        id="user-id-as-int",
+    ),
+    pytest.param(
+        _write(lambda rows: {"merchant_id": pa.array([2, 2], pa.int64())}),
+        "column merchant_id is int64",
+        id="merchant-id-as-int",
+    ),
+    pytest.param(
+        _write(lambda rows: {"merchant_id": pa.array([b"m2", b"m2"], pa.binary())}, store_schema=False),
+        "column merchant_id is binary (Parquet BYTE_ARRAY), where the contract has string",
+        id="merchant-id-as-bytes",
+    ),
+    # accepted by the feature job, refused here: a categorical merchant_id repeats merchants in
+    # every bucket; a cast to the first file's types breaks
+    pytest.param(
+        _write(lambda rows: {"merchant_id": pa.array([r["merchant_id"] for r in rows]).dictionary_encode()}),
+        "column merchant_id is dictionary<values=string, indices=int32, ordered=0> (Parquet BYTE_ARRAY String)",
+        id="merchant-id-as-arrow-dictionary",
+    ),
+    pytest.param(
+        _write(lambda rows: {"category_id": pa.array([7, 7], pa.int8())}),
+        "column category_id is int8 (Parquet INT32 Int(bitWidth=8, isSigned=true))",
+        id="category-as-int8",
+    ),
+    pytest.param(
+        _write(lambda rows: {"category_id": pa.array([7, 7], pa.int16())}),
+        "column category_id is int16",
+        id="category-as-int16",
+    ),
+    pytest.param(
+        _write(lambda rows: {"transaction_ts": _ts(rows, "ms")}),
+        "column transaction_ts is timestamp[ms, tz=UTC]",
+        id="ts-in-milliseconds",
+    ),
+    # refused by both jobs: cast without a word when a later file, an error in a task when the first
+    pytest.param(
+        _write(lambda rows: {"category_id": pa.array([7, 7], pa.uint32())}),
+        "column category_id is uint32",
+        id="category-as-uint32",
+    ),
+    pytest.param(
+        _write(lambda rows: {"transaction_ts": pa.array([r["transaction_ts"].isoformat() for r in rows])}),
+        "column transaction_ts is string (Parquet BYTE_ARRAY String), where the contract has timestamp[us, tz=UTC]",
+        id="ts-as-string",
+    ),
+    pytest.param(
+        _write(lambda rows: {"transaction_ts": pa.array([1789041600000000] * 2, pa.int64())}),
+        "column transaction_ts is int64",
+        id="ts-as-int64-epoch",
+    ),
+    pytest.param(
+        _write(lambda rows: {"transaction_ts": pa.array([DS, DS], pa.date32())}),
+        "column transaction_ts is date32[day]",
+        id="ts-as-date32",
+    ),
+    pytest.param(
+        _write(lambda rows: {"transaction_ts": _ts(rows, tz=None)}),
+        "column transaction_ts is timestamp[us]",
+        id="ts-without-time-zone",
+    ),
+    pytest.param(
+        _write(lambda rows: {"transaction_ts": _ts(rows, "ns")}),
+        "column transaction_ts is timestamp[ns, tz=UTC]",
+        id="ts-in-nanoseconds",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator:
+    with dask_client("local") as client:
+        yield client
+
+
+def _clean_lake(lake: Path) -> Path:
+    for day in (BEFORE, DS):
+        write_transactions_partition(lake, partition=day, rows=_clean_rows(day))
+    return lake
+
+
+def _run(client, lake: Path, output: Path, staging: Path):
+    return compute_merchant_stats(
+        client,
+        raw_transactions=str(lake / "raw" / "transactions"),
+        output=str(output),
+        staging=str(staging),
+        ds=DS,
+        window_days=WINDOW_DAYS,
+        buckets=4,  # m1 and m2 in different buckets
+    )
+
+
+STATS_COLUMNS = [
+    "merchant_id",
+    "transaction_count",
+    "unique_users",
+    "total_amount",
+    "refund_share",
+    "active_days",
+]
+
+
+def _stats(output: Path) -> list[list]:
+    frame = pd.read_parquet(output).sort_values("merchant_id")
+    return frame[STATS_COLUMNS].values.tolist()
+
+
+@pytest.fixture(scope="module")
+def published(client, tmp_path_factory) -> Path:
+    """A clean lake and its published merchant stats of DS (`<root>/merchant_stats/date=DS`). Tests
+    work on copies."""
+    root = tmp_path_factory.mktemp("published")
+    _clean_lake(root / "lake")
+    _run(client, root / "lake", root / "merchant_stats" / f"date={DS}", root / "staging")
+    return root
+
+
+def _copy(published: Path, tmp_path: Path) -> tuple[Path, Path]:
+    shutil.copytree(published / "lake", tmp_path / "lake")
+    shutil.copytree(published / "merchant_stats", tmp_path / "merchant_stats")
+    return tmp_path / "lake", tmp_path / "merchant_stats" / f"date={DS}"
+
+
+@pytest.mark.parametrize(("land", "said"), CONTRACT_BREACHES)
+def test_a_contract_breach_fails_before_any_task_naming_the_path(
+    client, published: Path, tmp_path: Path, land: Landing, said: str
+) -> None:
+    lake, output = _copy(published, tmp_path)
+    previous = files_of(output)
+    offending = land(lake)
+    with pytest.raises(ValueError) as failure:
+        _run(client, lake, output, tmp_path / "staging")
+    message = str(failure.value)
+    assert f"{offending}: {said}" in message or f"{offending} {said}" in message, message
+    assert f"merchant stats of {DS} were not written" in message
+    assert "Re-land" in message and "starting with . or _" in message
+    assert files_of(output) == previous, "the failed run changed the previous output"
+    assert hidden_siblings(output) == []
+    assert not (tmp_path / "staging").exists(), "a task was sent: the staging directory was made"
+
+
+def test_one_error_names_every_offending_path_of_the_window(client, published: Path, tmp_path: Path) -> None:
+    lake, output = _copy(published, tmp_path)
+    (_partition(lake, BEFORE) / "rows.csv").write_bytes(b"")
+    pq.write_table(_table(_landed_rows(BEFORE), amount=None), _partition(lake, BEFORE) / BAD)
+    (_partition(lake) / BAD).write_bytes(b"")
+    # outside the window: never listed
+    (_partition(lake, DS - timedelta(days=WINDOW_DAYS)) / BAD).mkdir(parents=True)
+    with pytest.raises(ValueError) as failure:
+        _run(client, lake, output, tmp_path / "staging")
+    message = str(failure.value)
+    assert f"{_partition(lake, BEFORE) / 'rows.csv'} is not a .parquet file" in message
+    assert f"{_partition(lake, BEFORE) / BAD}: it has no column amount" in message
+    assert f"{_partition(lake) / BAD}: it is empty (0 bytes)" in message
+    assert str(DS - timedelta(days=WINDOW_DAYS)) not in message
+
+
+# Parquet forms of the contract's types that this job reads exactly: (columns, write options).
+ACCEPTED_VARIANTS = [
+    pytest.param(lambda rows: {}, {"store_schema": False}, id="no-arrow-schema"),
+    pytest.param(
+        lambda rows: {}, {"use_deprecated_int96_timestamps": True, "store_schema": False}, id="ts-as-int96"
+    ),
+    pytest.param(lambda rows: {"transaction_ts": _ts(rows, tz="Europe/Paris")}, {}, id="ts-in-another-zone"),
+    pytest.param(
+        lambda rows: {"user_id": pa.array([r["user_id"] for r in rows], pa.large_string())},
+        {},
+        id="large-strings",
+    ),
+]
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-file", "later-file"])
+@pytest.mark.parametrize(("columns", "options"), ACCEPTED_VARIANTS)
+def test_accepted_variants_give_the_contract_types_stats(
+    client, published: Path, tmp_path: Path, columns, options: dict, first: bool
+) -> None:
+    """Dask reads every file of the window as the first one's types. A variant file of the window's
+    first date, or of its last, gives the stats of the same rows in the contract's types."""
+    day = BEFORE if first else DS
+    want_lake, variant_lake = _clean_lake(tmp_path / "want"), _clean_lake(tmp_path / "variant")
+    rows = _landed_rows(day)
+    name = "a-landed.parquet" if first else BAD  # before or after the clean part-00000.parquet
+    pq.write_table(_table(rows), _partition(want_lake, day) / name)
+    pq.write_table(_table(rows, **columns(rows)), _partition(variant_lake, day) / name, **options)
+    _run(client, want_lake, tmp_path / "want-out", tmp_path / "staging")
+    _run(client, variant_lake, tmp_path / "variant-out", tmp_path / "staging")
+    want = _stats(tmp_path / "want-out")
+    assert [row[0] for row in want] == ["m1", "m2"]
+    assert want[1][1:4] == [2, 2, 123451.78]
+    assert _stats(tmp_path / "variant-out") == want
+
+
+def test_the_contract_columns_are_the_feature_jobs() -> None:
+    from featurelake.raw_contract_arrow import RAW_ARROW_TYPES
+    from featurelake.synthetic import TRANSACTIONS_SCHEMA as GENERATED
+    from featurelake.user_features import RAW_DATA_COLUMNS
+    from featurelake.user_features_run import RAW_PARQUET_TYPES
+
+    assert tuple(RAW_ARROW_TYPES) == RAW_DATA_COLUMNS == tuple(GENERATED.names) == tuple(RAW_PARQUET_TYPES)
