@@ -20,7 +20,7 @@ import pytest
 
 from featurelake.merchant_stats import compute_merchant_stats, dask_client
 from tests.integration.test_merchant_stats import files_of, hidden_siblings
-from tests.oracle.edge_case_lake import TRANSACTIONS_SCHEMA, write_transactions_partition
+from tests.oracle.edge_case_lake import transactions_table, write_transactions_partition
 
 pytestmark = pytest.mark.integration
 
@@ -56,17 +56,6 @@ def _landed_rows(day: date) -> list[dict]:
     return [_row(f"l1-{day}", "u3", "m2", 123456.78, day), _row(f"l2-{day}", "u4", "m2", -5.0, day)]
 
 
-def _table(rows: list[dict], **columns: pa.Array | None) -> pa.Table:
-    """`rows` in the contract's types, some columns replaced by `columns` (None drops one)."""
-    names, arrays = [], []
-    for field in TRANSACTIONS_SCHEMA:
-        array = columns.get(field.name, pa.array([row[field.name] for row in rows], field.type))
-        if array is not None:
-            names.append(field.name)
-            arrays.append(array)
-    return pa.table(arrays, names=names)
-
-
 def _partition(lake: Path, day: date = DS) -> Path:
     return lake / "raw" / "transactions" / f"date={day.isoformat()}"
 
@@ -79,7 +68,7 @@ def _write(columns: Callable[[list[dict]], dict[str, pa.Array | None]], **option
 
     def land(lake: Path) -> Path:
         rows = _landed_rows(DS)
-        pq.write_table(_table(rows, **columns(rows)), _partition(lake) / BAD, **options)
+        pq.write_table(transactions_table(rows, **columns(rows)), _partition(lake) / BAD, **options)
         return _partition(lake) / BAD
 
     return land
@@ -106,7 +95,7 @@ def _garbled_footer(lake: Path) -> bytes:
 
 
 def _amount_in_other_case(lake: Path) -> Path:
-    table = _table(_landed_rows(DS))
+    table = transactions_table(_landed_rows(DS))
     names = ["Amount" if name == "amount" else name for name in table.column_names]
     pq.write_table(table.rename_columns(names), _partition(lake) / BAD)
     return _partition(lake) / BAD
@@ -316,7 +305,7 @@ def test_a_contract_breach_fails_before_any_task_naming_the_path(
 def test_one_error_names_every_offending_path_of_the_window(client, published: Path, tmp_path: Path) -> None:
     lake, output = _copy(published, tmp_path)
     (_partition(lake, BEFORE) / "rows.csv").write_bytes(b"")
-    pq.write_table(_table(_landed_rows(BEFORE), amount=None), _partition(lake, BEFORE) / BAD)
+    pq.write_table(transactions_table(_landed_rows(BEFORE), amount=None), _partition(lake, BEFORE) / BAD)
     (_partition(lake) / BAD).write_bytes(b"")
     # outside the window: never listed
     (_partition(lake, DS - timedelta(days=WINDOW_DAYS)) / BAD).mkdir(parents=True)
@@ -355,8 +344,8 @@ def test_accepted_variants_give_the_contract_types_stats(
     want_lake, variant_lake = _clean_lake(tmp_path / "want"), _clean_lake(tmp_path / "variant")
     rows = _landed_rows(day)
     name = "a-landed.parquet" if first else BAD  # before or after the clean part-00000.parquet
-    pq.write_table(_table(rows), _partition(want_lake, day) / name)
-    pq.write_table(_table(rows, **columns(rows)), _partition(variant_lake, day) / name, **options)
+    pq.write_table(transactions_table(rows), _partition(want_lake, day) / name)
+    pq.write_table(transactions_table(rows, **columns(rows)), _partition(variant_lake, day) / name, **options)
     _run(client, want_lake, tmp_path / "want-out", tmp_path / "staging")
     _run(client, variant_lake, tmp_path / "variant-out", tmp_path / "staging")
     want = _stats(tmp_path / "want-out")

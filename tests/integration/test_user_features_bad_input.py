@@ -21,7 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurelake.user_features_run import run_user_features
-from tests.oracle.edge_case_lake import TRANSACTIONS_SCHEMA, write_categories, write_transactions_partition
+from tests.oracle.edge_case_lake import (
+    transactions_table,
+    write_categories,
+    write_transactions_partition,
+)
 from tests.support import PROJECT_ROOT, spark_submit
 
 pytestmark = pytest.mark.integration
@@ -46,17 +50,6 @@ def _row(transaction_id: str, user_id: str | None = "u1", amount: float | None =
 
 CLEAN_ROWS = [_row("t1", "u1", 10.0), _row("t2", "u2", 20.0)]
 LANDED_ROWS = [_row("t3", "u3", 123456.78)]  # the rows the bad file should have held
-
-
-def _table(rows: list[dict], **columns: pa.Array | None) -> pa.Table:
-    """`rows` in the contract's schema, with some columns replaced by `columns` (None drops one)."""
-    names, arrays = [], []
-    for field in TRANSACTIONS_SCHEMA:
-        array = columns.get(field.name, pa.array([r[field.name] for r in rows], field.type))
-        if array is not None:
-            names.append(field.name)
-            arrays.append(array)
-    return pa.table(arrays, names=names)
 
 
 def _partition(lake: Path, day: date = DS) -> Path:
@@ -98,13 +91,13 @@ def _put(relative: str, content: bytes | Callable[[Path], bytes]) -> Callable[[P
 
 
 def _truncated(lake: Path) -> bytes:
-    _write(_table(LANDED_ROWS))(lake)
+    _write(transactions_table(LANDED_ROWS))(lake)
     return (_partition(lake) / BAD).read_bytes()[:200]
 
 
 def _damaged(lake: Path) -> Path:
     """A file whose footer is intact but whose first page header is not: only reading rows finds it."""
-    path = _write(_table([_row(f"t{i}", "u3", float(i)) for i in range(3, 2000)]))(lake)
+    path = _write(transactions_table([_row(f"t{i}", "u3", float(i)) for i in range(3, 2000)]))(lake)
     data = bytearray(path.read_bytes())
     data[4:60] = b"\xff" * 56
     path.write_bytes(bytes(data))
@@ -131,57 +124,69 @@ CONTRACT_BREACHES = [
         id="bare-date-dir",
     ),
     pytest.param(_put(BAD, b""), "not a date=", id="file-at-root"),
-    pytest.param(_write(_table(LANDED_ROWS, amount=None)), "no column amount", id="no-amount-column"),
     pytest.param(
-        _write(_table(LANDED_ROWS, merchant_id=None)), "no column merchant_id", id="no-merchant-column"
+        _write(transactions_table(LANDED_ROWS, amount=None)), "no column amount", id="no-amount-column"
     ),
     pytest.param(
-        _write(_table(LANDED_ROWS, amount=pa.array(["123456.78"]))),
+        _write(transactions_table(LANDED_ROWS, merchant_id=None)),
+        "no column merchant_id",
+        id="no-merchant-column",
+    ),
+    pytest.param(
+        _write(transactions_table(LANDED_ROWS, amount=pa.array(["123456.78"]))),
         "column amount is BINARY STRING, where the contract has float64",
         id="amount-as-string",
     ),
     pytest.param(
-        _write(_table(LANDED_ROWS, amount=pa.array([123456.78], pa.float32()))),
+        _write(transactions_table(LANDED_ROWS, amount=pa.array([123456.78], pa.float32()))),
         "column amount is FLOAT",
         id="amount-as-float32",
     ),
     pytest.param(
-        _write(_table(LANDED_ROWS, amount=pa.array([Decimal("123456.78")], pa.decimal128(10, 2)))),
+        _write(
+            transactions_table(LANDED_ROWS, amount=pa.array([Decimal("123456.78")], pa.decimal128(10, 2)))
+        ),
         "column amount is FIXED_LEN_BYTE_ARRAY DECIMAL",
         id="amount-as-decimal",
     ),
     pytest.param(
-        _write(_table(LANDED_ROWS, user_id=pa.array([3], pa.int64()))),
+        _write(transactions_table(LANDED_ROWS, user_id=pa.array([3], pa.int64()))),
         "column user_id is INT64, where the contract has string",
         id="user-id-as-int",
     ),
     pytest.param(
-        _write(_table(LANDED_ROWS, category_id=pa.array([1], pa.uint32()))),
+        _write(transactions_table(LANDED_ROWS, category_id=pa.array([1], pa.uint32()))),
         "column category_id is INT32 INTEGER(32,false)",
         id="category-as-uint32",
     ),
     pytest.param(
-        _write(_table(LANDED_ROWS, transaction_ts=pa.array([TS.isoformat()]))),
+        _write(transactions_table(LANDED_ROWS, transaction_ts=pa.array([TS.isoformat()]))),
         "column transaction_ts is BINARY STRING",
         id="ts-as-string",
     ),
     pytest.param(
-        _write(_table(LANDED_ROWS, transaction_ts=pa.array([int(TS.timestamp() * 1e6)], pa.int64()))),
+        _write(
+            transactions_table(LANDED_ROWS, transaction_ts=pa.array([int(TS.timestamp() * 1e6)], pa.int64()))
+        ),
         "column transaction_ts is INT64, where",
         id="ts-as-int64-epoch",
     ),
     pytest.param(
-        _write(_table(LANDED_ROWS, transaction_ts=pa.array([DS], pa.date32()))),
+        _write(transactions_table(LANDED_ROWS, transaction_ts=pa.array([DS], pa.date32()))),
         "column transaction_ts is INT32 DATE",
         id="ts-as-date32",
     ),
     pytest.param(
-        _write(_table(LANDED_ROWS, transaction_ts=pa.array([TS.replace(tzinfo=None)], pa.timestamp("us")))),
+        _write(
+            transactions_table(
+                LANDED_ROWS, transaction_ts=pa.array([TS.replace(tzinfo=None)], pa.timestamp("us"))
+            )
+        ),
         "column transaction_ts is INT64 TIMESTAMP(MICROS,false)",
         id="ts-without-time-zone",
     ),
     pytest.param(
-        _write(_table(LANDED_ROWS, transaction_ts=pa.array([TS], pa.timestamp("ns", tz="UTC")))),
+        _write(transactions_table(LANDED_ROWS, transaction_ts=pa.array([TS], pa.timestamp("ns", tz="UTC")))),
         "column transaction_ts is INT64 TIMESTAMP(NANOS,true)",
         id="ts-in-nanoseconds",
     ),
@@ -229,11 +234,11 @@ def test_a_rerun_after_the_partition_is_relanded_gives_the_clean_result(
     """A float32 amount would have lost cents silently (123456.78 as 123456.78125); the failed run
     leaves nothing behind, and the retry after the producer fixed the file is the clean result."""
     lake = Path(shutil.copytree(published_lake, tmp_path / "lake"))
-    _write(_table(LANDED_ROWS, amount=pa.array([123456.78], pa.float32())))(lake)
+    _write(transactions_table(LANDED_ROWS, amount=pa.array([123456.78], pa.float32())))(lake)
     with pytest.raises(ValueError, match="column amount is FLOAT"):
         _run(spark, lake)
 
-    _write(_table(LANDED_ROWS))(lake)  # re-landed as the contract has it
+    _write(transactions_table(LANDED_ROWS))(lake)  # re-landed as the contract has it
     report = _run(spark, lake)
 
     pd.testing.assert_frame_equal(_features(lake), corrected_features, check_exact=True)
@@ -247,12 +252,12 @@ def test_a_quarantine_of_a_bad_landing_is_gone_after_the_fix(
     """A second version of t3 (another amount) quarantines both; once the producer re-lands the
     partition with one version, the rerun's quarantine and counts hold nothing of the bad run."""
     lake = Path(shutil.copytree(published_lake, tmp_path / "lake"))
-    _write(_table([*LANDED_ROWS, _row("t3", "u3", 99.0)]))(lake)
+    _write(transactions_table([*LANDED_ROWS, _row("t3", "u3", 99.0)]))(lake)
     report = _run(spark, lake)
     assert report.quarantined_by_reason == {"conflicting_duplicate": 2}
     assert "u3" not in _features(lake)["user_id"].tolist()
 
-    _write(_table(LANDED_ROWS))(lake)
+    _write(transactions_table(LANDED_ROWS))(lake)
     report = _run(spark, lake)
 
     assert (report.quarantined_rows, report.quarantined_by_reason) == (0, {})
@@ -381,7 +386,7 @@ def test_spark_submit_reports_the_bad_file_and_writes_no_report(published_lake: 
     lake = Path(shutil.copytree(published_lake, tmp_path / "lake"))
     report = lake / "_metrics" / "user_features" / f"date={DS.isoformat()}.json"
     report.unlink(missing_ok=True)
-    _write(_table(LANDED_ROWS, transaction_ts=pa.array([DS], pa.date32())))(lake)
+    _write(transactions_table(LANDED_ROWS, transaction_ts=pa.array([DS], pa.date32())))(lake)
 
     result = spark_submit(
         PROJECT_ROOT / "spark_jobs" / "user_features.py", "--ds", DS.isoformat(), "--lake", str(lake)
@@ -411,5 +416,5 @@ def test_the_partition_check_does_not_pass_an_empty_file(tmp_path: Path, alone: 
     ):
         check.execute(context={})
 
-    _write(_table(LANDED_ROWS))(lake)  # the upload completes
+    _write(transactions_table(LANDED_ROWS))(lake)  # the upload completes
     assert check.execute(context={})["files"] == (1 if alone else 2)

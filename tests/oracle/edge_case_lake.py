@@ -493,6 +493,18 @@ def write_transactions_partition(lake: Path, *, partition: date, rows: list[dict
     return path
 
 
+def transactions_table(rows: list[dict[str, Any]], **columns: pa.Array | None) -> pa.Table:
+    """`rows` (dicts with the contract's columns) in the contract's types, with some columns
+    replaced by the arrays of `columns` (None drops one): a file that breaks the contract."""
+    names, arrays = [], []
+    for field in TRANSACTIONS_SCHEMA:
+        array = columns.get(field.name, pa.array([row[field.name] for row in rows], field.type))
+        if array is not None:
+            names.append(field.name)
+            arrays.append(array)
+    return pa.table(arrays, names=names)
+
+
 def _write_transactions(lake: Path, rows: list[dict[str, Any]]) -> None:
     files: dict[tuple[date, int], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
