@@ -1,12 +1,12 @@
 """Per-merchant statistics over a window of raw transactions, with Dask: the job for data larger than
-memory. Dask reads the window's date partitions lazily (only their directories are listed: files of
-other dates are never opened) and stages each partition's valid rows as Parquet under a staging
-directory, by merchant bucket (a hash of merchant_id) and date. Then one task per bucket aggregates
-its dates one at a time, keeping running sums and each merchant's distinct users. A task holds one
-raw partition, or one date of one bucket plus those running totals, so the window can be many times
-the workers' memory. Before any task, the client checks the window's files against the data
-contract, from their Parquet footers (`featurelake.raw_contract_arrow`), and fails naming each
-offending path.
+memory. The client lists the window's date partitions (files of other dates are never opened) and
+checks their files against the data contract from their Parquet footers
+(`featurelake.raw_contract_arrow`), failing with an error that names each offending path. Then each
+task reads a piece of a raw file (`PIECE_BYTES` of row groups), cast to the contract's types, and
+stages its valid rows as Parquet under a staging directory, by merchant bucket (a hash of
+merchant_id) and date. Then one task per bucket aggregates its dates one at a time, keeping running
+sums and each merchant's distinct users. A task holds one piece of a raw partition, or one date of
+one bucket plus those running totals, so the window can be many times the workers' memory.
 
 Why not Dask's own shuffle by merchant: it puts all of a merchant's rows into one partition, and card
 data is skewed (on the benchmark lake one merchant has 13% of the rows). That partition outgrew the
@@ -50,7 +50,16 @@ import pyarrow as pa
 
 from featurelake.arrow_partitions import hidden_sibling, remove_leftovers, swap_in
 from featurelake.lake import MAX_ABS_AMOUNT
-from featurelake.raw_contract_arrow import RawWindow, list_raw_window, raw_window_problems
+from featurelake.raw_contract_arrow import (
+    RawFooter,
+    RawPiece,
+    RawWindow,
+    list_raw_window,
+    raw_pieces,
+    raw_window_problems,
+    read_raw_footers,
+    read_raw_piece,
+)
 from featurelake.synthetic import TRANSACTIONS_SCHEMA
 
 if TYPE_CHECKING:
@@ -210,9 +219,10 @@ _STAGE_COUNTS_META = pd.DataFrame(
 def stage_partition(
     rows: pd.DataFrame, *, staging: str, buckets: int, partition_info: dict | None = None
 ) -> pd.DataFrame:
-    """Write one raw partition's valid rows to `staging/bucket=<b>/date=<d>/part-<n>-0.parquet` (one
-    file per bucket and date that get rows) and return its counts. Reading and staging are one task,
-    so a worker holds a raw partition only while it stages it."""
+    """Write the valid rows of one piece of a raw partition (`raw_piece_frame`, partition `n` of the
+    read) to `staging/bucket=<b>/date=<d>/part-<n>-0.parquet` (one file per bucket and date that get
+    rows) and return its counts. Reading and staging are one task, so a worker holds a piece only
+    while it stages it."""
     import fsspec
     import pyarrow.parquet as pq
 
@@ -260,23 +270,41 @@ def merchant_stats_of_bucket(bucket: int, *, staging: str, ds: date) -> pd.DataF
     return stats
 
 
-def check_raw_window(window: RawWindow, *, ds: date, output: str) -> None:
+def check_raw_window(window: RawWindow, footers: list[RawFooter], *, ds: date, output: str) -> None:
     """Fail, naming each offending path and what is wrong with it, when the window's partitions
     break the data contract (`raw_window_problems`: an entry no reader reads, a data file that is
-    not Parquet, lacks a column or holds one of a type this job does not read exactly). Read as
-    they are, such files were skipped without a word, read as nulls or with float32's cents, cast
-    to the first file's types, or failed a task with an error that named no fix."""
-    problems = raw_window_problems(window)
+    not Parquet, lacks a column or holds one of a type the contract does not accept). Read as they
+    were, such files were skipped without a word, read as nulls or with float32's cents, cast to
+    the first file's types, or failed a task with an error that named no fix."""
+    problems = raw_window_problems(window, footers)
     if problems:
         more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
         raise ValueError(
             f"raw transactions break the data contract (docs/data-contract.md), so the merchant stats "
             f"of {ds} were not written (the previous output, {output}, is as it was): "
             f"{'; '.join(problems[:20])}{more}. Re-land those partitions with only Parquet files named "
-            "*.parquet that hold every column of the contract with a type this job reads (a file still "
-            "being written, or one to keep there unread, needs a name starting with . or _), then "
-            "rerun the task"
+            "*.parquet that hold every column of the contract with its type (a file still being "
+            "written, or one to keep there unread, needs a name starting with . or _), then rerun "
+            "the task"
         )
+
+
+# The most a task reads of a raw file (uncompressed row groups; a larger row group is read whole):
+# a day's partition is usually one file, which a large day would otherwise bring whole into one
+# worker. The size Dask's read_parquet aims at as well.
+PIECE_BYTES = 256 * 2**20
+
+
+def raw_piece_frame(piece: RawPiece) -> pd.DataFrame:
+    """The rows of `piece` (`read_raw_piece`: the contract's columns and types) as a pandas frame with
+    `ARROW_STRING` strings, and its partition's `date`."""
+    return _raw_frame(read_raw_piece(piece), piece.day)
+
+
+def _raw_frame(table: pa.Table, day: str) -> pd.DataFrame:
+    frame = table.to_pandas(types_mapper={pa.string(): ARROW_STRING, pa.large_string(): ARROW_STRING}.get)
+    frame["date"] = pd.Series(day, index=frame.index, dtype=ARROW_STRING)
+    return frame
 
 
 _WORKER_CHECK = "_worker_check"
@@ -365,36 +393,27 @@ def compute_merchant_stats(
     (`check_raw_window`), and every worker (`check_workers`). `buckets`: see `default_bucket_count`."""
     import dask
     import dask.dataframe as dd
-    import fsspec
     from distributed import futures_of, wait
 
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1, got {window_days}")
     start = ds - timedelta(days=window_days - 1)
     days = [(start + timedelta(days=i)).isoformat() for i in range(window_days)]
-    # Dask's own discovery under raw_transactions would read the schema of its first file, whatever
-    # its date (a corrupt file before the window failed the job): list the window's partitions only.
+    # Listed and read by the job, not by Dask's read_parquet: its discovery under raw_transactions
+    # read the schema of any first file, whatever its date, and it read every file as the types of
+    # the first one (an int8 category_id there failed the job on a later id of 1000).
     window = list_raw_window(raw_transactions, days)
-    check_raw_window(window, ds=ds, output=output)
-    files = [file.path for file in window.files]
+    footers = read_raw_footers(window)
+    check_raw_window(window, footers, ds=ds, output=output)
+    pieces = raw_pieces(window, footers, max_bytes=PIECE_BYTES)
+    run_id = uuid.uuid4().hex
     rows = None
-    if files:
-        rows = dd.read_parquet(
-            files,
-            columns=_COLUMNS,
-            # the base directory as Dask hands paths to pyarrow: without the protocol
-            dataset={
-                "partitioning": "hive",
-                "partition_base_dir": fsspec.core.url_to_fs(raw_transactions)[1].rstrip("/"),
-            },
-            engine="pyarrow",
-        )
-        # The partition column arrives as a category; plain strings stage and compare simply.
-        rows = rows.assign(date=rows["date"].astype("string"))
+    if pieces:
+        meta = _raw_frame(TRANSACTIONS_SCHEMA.empty_table(), "")
+        rows = dd.from_map(raw_piece_frame, pieces, meta=meta, enforce_metadata=False)
     bucket_count = buckets or default_bucket_count(rows.npartitions if rows is not None else 0)
     remove_tree(staging)
     remove_leftovers(output)
-    run_id = uuid.uuid4().hex
     new_output = hidden_sibling(output, run_id)
     try:
         check_workers(client, raw_transactions=raw_transactions, staging=staging)

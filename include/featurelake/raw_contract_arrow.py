@@ -1,8 +1,9 @@
-"""The raw transactions data contract (docs/data-contract.md, `raw/transactions`) as a job that reads
-the files with pyarrow checks it before it reads a row: one listing of a window's date partitions
-gives their data files and the entries no reader reads, and each data file's footer gives its
-columns and their types. The Spark feature job checks the same rules through parquet-mr
-(`featurelake.user_features_run.check_raw_files`); `RAW_ARROW_TYPES` says where the two differ."""
+"""The raw transactions data contract (docs/data-contract.md, `raw/transactions`) for a job that reads
+the files with pyarrow: one listing of a window's date partitions gives their data files and the
+entries no reader reads; each data file's footer gives its columns, their types and its row groups;
+and the files are read in pieces of row groups, cast to the contract's types. The Spark feature job
+checks the same rules through parquet-mr (`featurelake.user_features_run.check_raw_files`), and both
+accept the same Parquet forms of each column (`RAW_ARROW_TYPES`, `RAW_PARQUET_TYPES`)."""
 
 from __future__ import annotations
 
@@ -16,55 +17,70 @@ from typing import Any
 import pyarrow as pa
 
 from featurelake.lake import is_data_file
+from featurelake.synthetic import TRANSACTIONS_SCHEMA
 
 log = logging.getLogger(__name__)
 
 
 def _is_text(arrow_type: pa.DataType, physical: str | None) -> bool:
-    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+    """Strings, as Parquet BINARY with or without the STRING annotation (pyarrow reads the latter as
+    binary: the cast to string checks it is UTF-8), or as an Arrow dictionary of them (a file
+    pyarrow wrote from a DictionaryArray, which it reads back as one)."""
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    return any(
+        check(arrow_type)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+        )
+    )
 
 
-def _is_instant_in_microseconds(arrow_type: pa.DataType, physical: str | None) -> bool:
-    if physical == "INT96":  # Spark's legacy timestamps: UTC by convention, read as timestamp[ns]
-        return pa.types.is_timestamp(arrow_type)
-    return pa.types.is_timestamp(arrow_type) and arrow_type.unit == "us" and arrow_type.tz is not None
+def _is_instant(arrow_type: pa.DataType, physical: str | None) -> bool:
+    """A UTC instant: milliseconds or microseconds adjusted to UTC (any zone name: the instant is
+    the same), or Spark's legacy INT96, which is UTC by convention and read as naive nanoseconds."""
+    if not pa.types.is_timestamp(arrow_type):
+        return False
+    if physical == "INT96":
+        return True
+    return arrow_type.unit in ("ms", "us") and arrow_type.tz is not None
 
 
 @dataclass(frozen=True)
 class RawColumnType:
     """The types a raw column may have in a file: `contract`, as docs/data-contract.md names it,
-    and `accepts(arrow_type, physical_type)`, the Arrow type pyarrow reads it as and the Parquet
-    physical type of the column (None for a nested one)."""
+    and `accepts(arrow_type, physical_type)`, given the Arrow type pyarrow reads it as and the
+    Parquet physical type of the column (None for a nested one). Every accepted type casts to the
+    contract's exactly (`read_raw_piece`)."""
 
     contract: str
     accepts: Callable[[pa.DataType, str | None], bool]
 
 
-# The columns of the contract (user_features.RAW_DATA_COLUMNS, in its order) and the types this job
-# reads exactly. Narrower than the feature job's RAW_PARQUET_TYPES, because Dask reads every file of
-# a window as the types of its first file, and pyarrow reads some of Spark's types differently:
-# - strings: plain BINARY (no STRING annotation), and ENUM, read as bytes, not text; an Arrow
-#   dictionary type (a file pyarrow wrote from a DictionaryArray) is read as a pandas categorical,
-#   and a categorical merchant_id gives every bucket every merchant (repeated, with 0 transactions);
-# - category_id: int32 only: an int8 or int16 first file fails on a later file's id 1000 or 40000;
-# - transaction_ts: microseconds only: a millisecond first file fails on a later microsecond;
-#   any time zone (the job converts to UTC), and INT96.
+# The columns of the contract (user_features.RAW_DATA_COLUMNS, in its order) and the forms the feature
+# job's RAW_PARQUET_TYPES accepts too. Refused: float32 or decimal amounts (float32 loses cents),
+# unsigned or 64-bit category ids, timestamps without time zone or in nanoseconds, anything else.
 RAW_ARROW_TYPES: dict[str, RawColumnType] = {
     "transaction_id": RawColumnType("string", _is_text),
     "user_id": RawColumnType("string", _is_text),
     "merchant_id": RawColumnType("string", _is_text),
-    "category_id": RawColumnType("int32", lambda arrow_type, _: arrow_type == pa.int32()),
+    "category_id": RawColumnType(
+        "int32", lambda arrow_type, _: arrow_type in (pa.int8(), pa.int16(), pa.int32())
+    ),
     "amount": RawColumnType("float64", lambda arrow_type, _: arrow_type == pa.float64()),
     "currency": RawColumnType("string", _is_text),
-    "transaction_ts": RawColumnType("timestamp[us, tz=UTC]", _is_instant_in_microseconds),
+    "transaction_ts": RawColumnType("timestamp[us, tz=UTC]", _is_instant),
 }
 
 
 @dataclass(frozen=True)
 class RawFile:
     path: str  # as the caller named the dataset: a path or a URI
-    fs_path: str  # the same, as its fsspec filesystem names it
     size: int  # bytes
+    day: str  # its partition's date, YYYY-MM-DD
 
 
 @dataclass(frozen=True)
@@ -104,8 +120,19 @@ def list_raw_window(raw_transactions: str, days: Iterable[str]) -> RawWindow:
             elif info["type"] != "file" or not is_data_file(name):
                 stray.append(f"{path} is not a .parquet file, which no reader reads")
             else:
-                files.append(RawFile(path, f"{root}/{directory}/{name}", int(info["size"])))
+                files.append(RawFile(path, int(info["size"]), day))
     return RawWindow(sorted(files, key=lambda file: file.path), sorted(stray), filesystem)
+
+
+@dataclass(frozen=True)
+class RawFooter:
+    """What a raw data file's footer says: `problems` with the contract (none: the file may be
+    read); `columns`, {contract column: its name in the file}, as names match whatever their case
+    (as Spark matches them); `row_group_bytes`, the uncompressed size of each row group."""
+
+    problems: list[str]
+    columns: dict[str, str]
+    row_group_bytes: list[int]
 
 
 def _parquet_type(column: Any) -> str:
@@ -119,59 +146,141 @@ def _parquet_type(column: Any) -> str:
     return f"{column.physical_type} {logical}{')' if flags else ''}"
 
 
-def raw_file_problems(filesystem: Any, path: str, size: int) -> list[str]:
-    """What breaks the data contract in the raw data file `path` (as `filesystem` names it) of
-    `size` bytes, from its footer: not Parquet (empty, truncated, another format), a column missing
-    or repeated, or a column of a type `RAW_ARROW_TYPES` does not accept. Names match exactly, as
-    pyarrow matches them; other columns are allowed (adding a column is compatible)."""
+def read_raw_footer(filesystem: Any, path: str, size: int) -> RawFooter:
+    """The footer of the raw data file `path` (as `filesystem` names it) of `size` bytes, and what
+    in it breaks the data contract: not Parquet (empty, truncated, another format), a column
+    missing or there twice (names compared whatever their case), or a column of a type
+    `RAW_ARROW_TYPES` does not accept. Other columns are allowed (adding a column is compatible)."""
     import pyarrow.parquet as pq
 
     if size == 0:
-        return ["it is empty (0 bytes), not a Parquet file"]
+        return RawFooter(["it is empty (0 bytes), not a Parquet file"], {}, [])
     with filesystem.open(path, "rb") as handle:
         try:
             parquet = pq.ParquetFile(handle)
         except (pa.ArrowInvalid, OSError) as error:  # no magic bytes; a footer Thrift cannot decode
-            return [f"it cannot be read as Parquet (truncated, or another format: {error})"]
+            return RawFooter(
+                [f"it cannot be read as Parquet (truncated, or another format: {error})"], {}, []
+            )
         schema = parquet.schema_arrow
         leaves = {column.path: column for column in parquet.schema}
-    problems = []
+        metadata = parquet.metadata
+        row_group_bytes = [metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)]
+    problems, columns = [], {}
     for name, accepted in RAW_ARROW_TYPES.items():
-        found = schema.get_all_field_indices(name)
+        found = [field for field in schema.names if field.lower() == name]
         if not found:
-            other = [field for field in schema.names if field.lower() == name.lower()]
-            hint = f" (it has {', '.join(other)}: names must match exactly)" if other else ""
-            problems.append(f"it has no column {name}{hint}")
+            problems.append(f"it has no column {name}")
         elif len(found) > 1:
-            problems.append(f"it has {len(found)} columns named {name}")
+            problems.append(
+                f"it has {len(found)} columns named {name} ({', '.join(found)}), whatever their case"
+            )
         else:
+            columns[name] = found[0]
             arrow_type = schema.field(found[0]).type
-            leaf = leaves.get(name)
+            leaf = leaves.get(found[0])
             if not accepted.accepts(arrow_type, None if leaf is None else leaf.physical_type):
                 stored = f" (Parquet {_parquet_type(leaf)})" if leaf is not None else ""
                 problems.append(
-                    f"column {name} is {arrow_type}{stored}, where the contract has {accepted.contract}"
+                    f"column {found[0]} is {arrow_type}{stored}, where the contract has {accepted.contract}"
                 )
-    return problems
+    return RawFooter(problems, columns, row_group_bytes)
 
 
-# Raw files whose footers `raw_window_problems` reads at once.
+# Raw files whose footers `read_raw_footers` reads at once.
 FOOTER_READERS = 8
 
 
-def raw_window_problems(window: RawWindow) -> list[str]:
-    """Every entry of `window` that breaks the data contract, each as `<path> <what is wrong>`: the
-    stray entries, then each data file's `raw_file_problems`, in path order."""
+def read_raw_footers(window: RawWindow) -> list[RawFooter]:
+    """The footer of each data file of `window`, in its order (`read_raw_footer`)."""
     started = time.monotonic()
-
-    def problems_of(file: RawFile) -> list[str]:
-        return [
-            f"{file.path}: {problem}"
-            for problem in raw_file_problems(window.filesystem, file.fs_path, file.size)
-        ]
-
     # Footers are small reads, each a round trip to an object store: several at once.
     with ThreadPoolExecutor(max_workers=FOOTER_READERS, thread_name_prefix="raw-footer") as readers:
-        found = [problem for problems in readers.map(problems_of, window.files) for problem in problems]
-    log.info("checked the footers of %d raw files in %.1f s", len(window.files), time.monotonic() - started)
+        footers = list(
+            readers.map(
+                lambda file: read_raw_footer(window.filesystem, _filesystem_path(file.path), file.size),
+                window.files,
+            )
+        )
+    log.info("read the footers of %d raw files in %.1f s", len(window.files), time.monotonic() - started)
+    return footers
+
+
+def _filesystem_path(path: str) -> str:
+    import fsspec
+
+    return fsspec.core.url_to_fs(path)[1]
+
+
+def raw_window_problems(window: RawWindow, footers: list[RawFooter]) -> list[str]:
+    """Every entry of `window` that breaks the data contract, each as `<path> <what is wrong>`: the
+    stray entries, then each data file's problems (`footers`, in the order of `window.files`)."""
+    found = [
+        f"{file.path}: {problem}"
+        for file, footer in zip(window.files, footers, strict=True)
+        for problem in footer.problems
+    ]
     return [*window.stray, *found]
+
+
+@dataclass(frozen=True)
+class RawPiece:
+    """Consecutive row groups of one raw data file, read by one task (`read_raw_piece`)."""
+
+    path: str  # a path or a URI, as RawFile.path
+    day: str
+    row_groups: tuple[int, ...]
+    columns: tuple[tuple[str, str], ...]  # (contract column, its name in the file), RawFooter.columns
+
+
+def raw_pieces(window: RawWindow, footers: list[RawFooter], *, max_bytes: int) -> list[RawPiece]:
+    """The data files of `window` (whose `footers` found no problem) as pieces of consecutive row
+    groups of at most `max_bytes` uncompressed (a larger row group is a piece of its own), so a task
+    holds a bounded share of a large file. A file without row groups (no rows) is skipped."""
+    pieces = []
+    for file, footer in zip(window.files, footers, strict=True):
+        columns = tuple(footer.columns.items())
+        group: list[int] = []
+        held = 0
+        for index, size in enumerate(footer.row_group_bytes):
+            if group and held + size > max_bytes:
+                pieces.append(RawPiece(file.path, file.day, tuple(group), columns))
+                group, held = [], 0
+            group.append(index)
+            held += size
+        if group:
+            pieces.append(RawPiece(file.path, file.day, tuple(group), columns))
+    return pieces
+
+
+def read_raw_piece(piece: RawPiece) -> pa.Table:
+    """The rows of `piece` in the contract's columns and types (`TRANSACTIONS_SCHEMA`): each column
+    read by its name in the file and cast exactly (an int8 category_id to int32, milliseconds and
+    INT96 to microseconds, binary to UTF-8 strings, a dictionary to its strings). A file that
+    cannot be read although its footer passed (a damaged page) raises a ValueError that names it."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    filesystem, path = fsspec.core.url_to_fs(piece.path)
+    names = dict(piece.columns)
+    try:
+        with filesystem.open(path, "rb") as handle:
+            table = pq.ParquetFile(handle).read_row_groups(
+                list(piece.row_groups), columns=list(names.values()), use_threads=False
+            )
+        arrays = []
+        for field in TRANSACTIONS_SCHEMA:
+            column = table.column(names[field.name])
+            if pa.types.is_dictionary(column.type):
+                column = column.cast(column.type.value_type)
+            if pa.types.is_timestamp(column.type) and column.type.tz is None:  # INT96: UTC by convention
+                column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
+            arrays.append(column.cast(field.type))
+    except (OSError, pa.ArrowException) as error:
+        raise ValueError(
+            f"the raw file {piece.path} could not be read (row groups {list(piece.row_groups)}): "
+            f"{error}. Its footer passed the data contract's checks (docs/data-contract.md): unless "
+            "this was a passing storage error (then retry the task), a data page is damaged or a "
+            "string is not UTF-8. Re-land that partition, then rerun the task"
+        ) from error
+    return pa.Table.from_arrays(arrays, schema=TRANSACTIONS_SCHEMA)

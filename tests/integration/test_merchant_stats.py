@@ -95,6 +95,31 @@ def test_a_local_cluster_gives_the_same_and_a_rerun_replaces_the_output(lake: Pa
         compute_merchant_stats(None, raw_transactions="x", output="y", staging="z", ds=DS, window_days=0)
 
 
+def test_files_read_in_pieces_of_row_groups_give_the_oracle_stats(
+    lake: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Each raw file rewritten with row groups of 100 rows, and each task given one row group
+    (PIECE_BYTES of 1): several pieces per file, the same stats as whole files."""
+    import pyarrow.parquet as pq
+
+    split = tmp_path / "lake"
+    shutil.copytree(lake, split)
+    for path in (split / "raw" / "transactions").glob("date=*/*.parquet"):
+        pq.write_table(pq.read_table(path), path, row_group_size=100)
+    monkeypatch.setattr(merchant_stats, "PIECE_BYTES", 1)
+    with dask_client("local") as client:
+        report = run_merchant_stats(client, split, tmp_path)
+    assert_matches(Path(report.output_path), oracle(lake, DS, WINDOW), DS)
+    window = [DS - timedelta(days=offset) for offset in range(WINDOW)]
+    files = [
+        path for day in window for path in (split / "raw" / "transactions" / f"date={day}").glob("*.parquet")
+    ]
+    pieces = sum(pq.ParquetFile(path).metadata.num_row_groups for path in files)
+    assert pieces > 2 * len(files)
+    # the default buckets: one per 4 pieces read (merchant_stats.default_bucket_count)
+    assert report.buckets == merchant_stats.default_bucket_count(pieces)
+
+
 def files_of(directory: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
 
