@@ -4,6 +4,8 @@ layers for a list of entities ahead of traffic.
 
 The local layer is cachetools' TTLCache (bounded: least recently used entries go first, and every
 entry expires `ttl_seconds` after it was stored), behind a lock: cachetools is not thread-safe.
+Entity ids are text, as the store's keys hold them. Computed records are written and served as the
+online format holds them, so every layer serves a record alike (docs/online-store.md).
 """
 
 from __future__ import annotations
@@ -12,19 +14,32 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
 from cachetools import TTLCache
 
-from featurelake.feature_records import FeatureRecord
+from featurelake.feature_records import (
+    FeatureRecord,
+    decode_record,
+    encode_record,
+    iso_feature_date,
+    plain_value,
+)
 from featurelake.online_store import OnlineStore
 
 log = logging.getLogger(__name__)
 
-# Computes the records of the ids it is given; ids it has no record for are left out.
-ComputeFeatures = Callable[[Sequence[str]], Mapping[str, FeatureRecord]]
+# The notes kept for reads in flight (`_served`, `_computed`) hold at most max(max_entries, this)
+# ids each: a read that waits long (a slow computation) otherwise had every id that other reads
+# served meanwhile noted for it, however large the id space.
+_MIN_NOTES = 10_000
+
+# Computes the records of the ids it is given; ids it has no record for are left out (or given
+# None). Values may be of any type `plain_value` takes (numpy scalars, dates, datetimes, NaN): the
+# cache writes and serves them as the online format holds them.
+ComputeFeatures = Callable[[Sequence[str]], Mapping[str, FeatureRecord | None]]
 
 
 @dataclass
@@ -46,14 +61,72 @@ class _Computation:
         self.failed = True
 
 
-def _entity_ids(method: str, entity_ids: Iterable[str]) -> Iterable[str]:
-    """`entity_ids`, refused when it is one id: a string would be read as its characters."""
+def _entity_ids(method: str, entity_ids: Iterable[str]) -> Iterator[str]:
+    """`entity_ids`, refused when it is one id (a string would be read as its characters), and
+    each id refused when it is not text: the store keys `str(id)`, so b"u1" would read the key of
+    "b'u1'", and 1 would be a local entry of its own beside "1"'s, which `invalidate(["1"])`
+    leaves. Lazy, so that `warm` streams."""
     if isinstance(entity_ids, (str, bytes)):
         raise TypeError(
             f"{method}() takes an iterable of entity ids, got the string {entity_ids!r}; "
             f"pass a list such as [{entity_ids!r}]"
         )
-    return entity_ids
+    return _text_ids(method, entity_ids)
+
+
+def _text_ids(method: str, entity_ids: Iterable[str]) -> Iterator[str]:
+    for entity in entity_ids:
+        if not isinstance(entity, str):
+            hint = "id.decode()" if isinstance(entity, (bytes, bytearray)) else "str(id)"
+            raise TypeError(
+                f"{method}() takes entity ids as text, as the online store's keys hold them; got "
+                f"{entity!r} ({type(entity).__name__}): pass {hint}"
+            )
+        yield entity
+
+
+def _shown(ids: Sequence[str]) -> str:
+    """The first few of `ids`, for an error message."""
+    return ", ".join(repr(entity) for entity in ids[:3]) + (", ..." if len(ids) > 3 else "")
+
+
+def _computed_records(view: str, ids: Sequence[str], returned: object) -> dict[str, FeatureRecord]:
+    """What `compute(ids)` returned, as the store holds it: the records of `ids` (an id given
+    None has none; ids not asked for are dropped), each with its values in plain types
+    (`plain_value`) and gone through the format's bytes, so that the reader that computed a record
+    is served the same values as every later reader of it (from the local layer or Redis). A
+    record the format cannot hold is an error naming the id and the column."""
+    if not isinstance(returned, Mapping):
+        what = "None" if returned is None else f"a {type(returned).__name__}"
+        raise TypeError(
+            f"compute returned {what} for {len(ids)} ids of view {view!r} ({_shown(ids)}): return a "
+            "mapping of entity id to FeatureRecord, leaving out the ids it has no record for ({} when none)"
+        )
+    wanted = set(ids)
+    records: dict[str, FeatureRecord] = {}
+    for entity, record in returned.items():
+        if entity not in wanted or record is None:
+            continue
+        if not isinstance(record, FeatureRecord) or not isinstance(record.values, Mapping):
+            raise TypeError(
+                f"compute gave entity {entity!r} of view {view!r} a {type(record).__name__}, not a "
+                "FeatureRecord (feature_date, {column: value}): return one, or leave the id out"
+            )
+        try:
+            columns = [column for column in record.values if not isinstance(column, str)]
+            if columns:
+                raise TypeError(f"feature column names are text, got {columns[0]!r}")
+            plain = FeatureRecord(
+                iso_feature_date(record.feature_date),
+                {column: plain_value(column, value) for column, value in record.values.items()},
+            )
+        except (TypeError, ValueError) as error:
+            raise type(error)(
+                f"compute gave entity {entity!r} of view {view!r} a record that the online format "
+                f"cannot hold: {error}"
+            ) from None
+        records[entity] = decode_record(encode_record(plain))
+    return records
 
 
 class LayeredFeatureCache:
@@ -96,13 +169,19 @@ class LayeredFeatureCache:
         # - a read whose miss of an id another call finished computing after it began reads what
         #   that call stored rather than computing the id again.
         # Both hold at most one entry per id, and are emptied up to the oldest read in flight as
-        # reads end.
+        # reads end. Past `_notes_limit` entries the oldest go: a read that began before a served
+        # note it needed went (`_served_forgotten`) then puts nothing in the local layer, and one
+        # that began before a computed note went may compute that id again.
         self._tick = 0
         self._in_flight: dict[int, None] = {}
         self._served: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._computed: OrderedDict[str, int] = OrderedDict()
+        self._notes_limit = max(max_entries, _MIN_NOTES)
+        self._served_forgotten = 0
 
     def get(self, entity_id: str) -> FeatureRecord | None:
+        if not isinstance(entity_id, str):  # the error names get(), not get_many()
+            list(_text_ids("get", [entity_id]))
         return self.get_many([entity_id]).get(entity_id)
 
     def get_many(self, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
@@ -151,8 +230,9 @@ class LayeredFeatureCache:
             found.update(computed)
             misses = [entity for entity in misses if entity not in found]
         with self._lock:
-            # an invalidation since this read began: what it found is not put back
-            put = self._invalidations == invalidations
+            # an invalidation since this read began: what it found is not put back; nor when a
+            # note of a read served since it began went (it may have served a later date)
+            put = self._invalidations == invalidations and begun >= self._served_forgotten
             self._keep_newer(from_store, begun, put=put)
             self._keep_newer(computed, begun, put=put)
             if len(self._in_flight) > 1:  # else no read began before this one ends
@@ -161,6 +241,9 @@ class LayeredFeatureCache:
                     served = self._served.pop(entity, None)
                     latest = record.feature_date if served is None else max(served[1], record.feature_date)
                     self._served[entity] = (self._tick, latest)
+                while len(self._served) > self._notes_limit:
+                    _, (tick, _) = self._served.popitem(last=False)
+                    self._served_forgotten = max(self._served_forgotten, tick)
             self.stats.store_hits += len(from_store)
             self.stats.computed += len(computed)
             self.stats.missing += len(misses)
@@ -215,6 +298,8 @@ class LayeredFeatureCache:
                         for entity in ours:
                             self._computed.pop(entity, None)
                             self._computed[entity] = self._tick
+                        while len(self._computed) > self._notes_limit:
+                            self._computed.popitem(last=False)
                 mine.done.set()
             for computation in {id(c): c for c in theirs.values()}.values():
                 computation.done.wait()
@@ -225,8 +310,7 @@ class LayeredFeatureCache:
     def _compute_and_store(self, compute: ComputeFeatures, ids: Sequence[str]) -> dict[str, FeatureRecord]:
         """`compute(ids)`, written back to the store; a later record a writer put in the store
         meanwhile replaces the computed one."""
-        wanted = set(ids)
-        computed = {entity: record for entity, record in compute(ids).items() if entity in wanted}
+        computed = _computed_records(self.view, ids, compute(ids))
         if computed and self.store.write(self.view, computed.items()).kept_newer:
             # A writer got later records into the store meanwhile: serve those, not ours.
             stored = self.store.read(self.view, list(computed))
@@ -267,12 +351,13 @@ class LayeredFeatureCache:
     def invalidate(self, entity_ids: Iterable[str] | None = None) -> None:
         """Drop ids (every id when None) from the local layer; the store keeps them. Reads in
         flight do not fill the local layer again with what they found."""
+        ids = None if entity_ids is None else list(_entity_ids("invalidate", entity_ids))
         with self._lock:
             self._invalidations += 1
-            if entity_ids is None:
+            if ids is None:
                 self._local.clear()
             else:
-                for entity in _entity_ids("invalidate", entity_ids):
+                for entity in ids:
                     self._local.pop(entity, None)
 
     def __len__(self) -> int:
