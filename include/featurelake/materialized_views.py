@@ -16,6 +16,10 @@ Two refreshes give the same table:
   was rewritten without some entities also takes back those entities' rows of that date: each gets
   its newest row of an earlier partition, or is deleted if it has none (the same MERGE, one commit).
 
+Both read a partition as the serving path does (`partition_dataset`: its data files, the union of
+their columns), and refuse one whose rows' `feature_date` is not its date, or that holds an entity
+twice or a null one: the full refresh orders rows by partition, the MERGE by feature date.
+
 The columns of a full refresh are the union of every partition's columns (oldest first; a column a
 partition lacks is null in its rows); a column whose type changed between partitions is refused.
 An incremental refresh keeps the view's columns: a partition with a column more or less than the
@@ -47,7 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from featurelake.lake import LakeLayout
-from featurelake.offline_features import arrow_filesystem, feature_dates
+from featurelake.offline_features import arrow_filesystem, feature_dates, partition_dataset
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +160,13 @@ def committed_refresh(
     )
 
 
-def read_feature_partition(features_path: str, day: date) -> pa.Table:
-    """One date's feature rows, without the partition column."""
-    table = pads.dataset(LakeLayout.partition(features_path, day), format="parquet").to_table()
+def read_feature_partition(features_path: str, day: date, *, entity_column: str = "user_id") -> pa.Table:
+    """One date's feature rows, without the partition column, read as the serving path reads them
+    (`partition_dataset`): the data files directly in the partition, with the columns of all of
+    them. pyarrow alone takes the first file's columns (dropping a column only a later file has),
+    reads subdirectories, and fails on a writer's leftover that is not Parquet."""
+    partition = LakeLayout.partition(features_path, day)
+    table = partition_dataset(partition, entity_column=entity_column).to_table()
     return table.drop_columns([c for c in ("date",) if c in table.column_names])
 
 
@@ -177,10 +185,42 @@ def _check_entities(table: pa.Table, entity_column: str, where: str) -> None:
         )
 
 
+def _check_feature_dates(table: pa.Table, day: date, where: str) -> None:
+    """Refuse rows whose `feature_date` is not `day`, their partition's date: a full refresh takes
+    an entity's row of the newest partition, a MERGE that of the newest feature date, and a rerun
+    finds the rows of `day` by their feature date, so such rows gave two different views."""
+    if "feature_date" not in table.column_names:
+        raise ValueError(
+            f"{where} has no 'feature_date' column; a view row says there which date it is of. "
+            f"Rerun the feature job for {day}, then refresh the view"
+        )
+    try:
+        dates = table["feature_date"].cast(pa.date32())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise ValueError(
+            f"{where}: 'feature_date' is {table.schema.field('feature_date').type}, not a date ({error}). "
+            f"Rerun the feature job for {day}, then refresh the view"
+        ) from error
+    wrong = pc.invert(pc.fill_null(pc.equal(dates, pa.scalar(day, pa.date32())), False))
+    others = pc.filter(dates, wrong)
+    if len(others):
+        seen = sorted({str(value) for value in others.to_pylist()})
+        raise ValueError(
+            f"{where} has {len(others)} row(s) whose 'feature_date' is not {day} ({', '.join(seen[:3])}"
+            f"{', ...' if len(seen) > 3 else ''}); a view takes an entity's newest row by both. "
+            f"Rerun the feature job for {day} (a partition copied from another date keeps that "
+            "date's rows), then refresh the view"
+        )
+
+
 def _delta_type(arrow_type: pa.DataType) -> pa.DataType:
     """The Arrow type a Delta table stores `arrow_type` as (Delta has no large_string, for one)."""
     from deltalake import Schema
 
+    if pa.types.is_timestamp(arrow_type):
+        # Delta holds microseconds, and write_deltalake truncates nanoseconds to them; but
+        # Schema.from_arrow names a nanosecond type ("timestamp_nanos") that no write stores
+        return pa.timestamp("us", "UTC" if arrow_type.tz else None)
     try:
         delta_schema = Schema.from_arrow(pa.schema([pa.field("c", arrow_type)]))
         return pa.schema(delta_schema.to_arrow()).field(0).type
@@ -216,14 +256,20 @@ def _unify_schemas(before: pa.Schema, rows: pa.Schema, where: str) -> pa.Schema:
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """`table` with the columns of `schema`, in its order and types; a column it lacks is null."""
+    """`table` with the columns of `schema`, in its order and types; a column it lacks is null.
+    Nanoseconds cast to a coarser timestamp are truncated, as write_deltalake stores them."""
     columns = [
-        table[field.name].cast(field.type)
+        pc.cast(table[field.name], field.type, safe=not _truncates_nanoseconds(table, field))
         if field.name in table.column_names
         else pa.nulls(table.num_rows, field.type)
         for field in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _truncates_nanoseconds(table: pa.Table, field: pa.Field) -> bool:
+    source = table.schema.field(field.name).type
+    return pa.types.is_timestamp(source) and source.unit == "ns" and pa.types.is_timestamp(field.type)
 
 
 def schema_change_error(
@@ -280,11 +326,12 @@ def latest_per_entity(
         )
     latest: pa.Table | None = None
     for day in days:
-        rows = read_feature_partition(features_path, day)
+        rows = read_feature_partition(features_path, day, entity_column=entity_column)
         if rows.num_rows == 0:  # a date with no entity in its window is left empty
             continue
         where = LakeLayout.partition(features_path, day)
         _check_entities(rows, entity_column, where)
+        _check_feature_dates(rows, day, where)
         if latest is None:
             latest = rows
             continue
@@ -294,7 +341,9 @@ def latest_per_entity(
         latest = pa.concat_tables([kept, rows])
     if latest is None:
         raise FileNotFoundError(
-            f"the feature partitions on or before {as_of} under {features_path} are all empty"
+            f"the feature partitions on or before {as_of} under {features_path} are all empty: a full "
+            "refresh never replaces a view with an empty table, and leaves it as it was. Check that the "
+            "feature job wrote these dates with their entities (rerun it if not), then refresh again"
         )
     return latest.sort_by(entity_column), len(days)
 
@@ -400,11 +449,12 @@ def newest_rows_before(
         if len(wanted) == 0:
             break
         dates_read += 1
-        rows = read_feature_partition(features_path, day)
+        rows = read_feature_partition(features_path, day, entity_column=entity_column)
         if rows.num_rows == 0:
             continue
         where = LakeLayout.partition(features_path, day)
         _check_entities(rows, entity_column, where)
+        _check_feature_dates(rows, day, where)
         wanted_here = wanted.cast(rows.schema.field(entity_column).type)
         rows = rows.filter(pc.is_in(rows[entity_column], value_set=wanted_here))
         if rows.num_rows:
@@ -461,9 +511,10 @@ def refresh_incremental(
         raise FileNotFoundError(
             f"{partition} does not exist: run the feature job for {ds} first, or refresh the view in full"
         )
-    rows = read_feature_partition(features_path, ds)
+    rows = read_feature_partition(features_path, ds, entity_column=entity_column)
     if rows.num_rows:
         _check_entities(rows, entity_column, partition)
+        _check_feature_dates(rows, ds, partition)
         # In the table's column order and types (a MERGE matches columns by name, and fails on a type
         # mismatch rather than cast); a schema change needs a full refresh.
         view_schema = pa.schema(view.schema().to_arrow())
@@ -514,10 +565,12 @@ def refresh_incremental(
         source = pa.concat_tables([rows, earlier]) if rows.num_rows else earlier
         # an earlier row replaces the row of `ds` it stands in for
         update_when += f" OR t.feature_date = '{ds.isoformat()}'"
+    # quoted, as delta-spark's refresh quotes it: a name such as `user-id` is no SQL identifier
+    quoted = sql_identifier(entity_column)
     merge = (
         view.merge(
             source,
-            predicate=f"t.{entity_column} = s.{entity_column}",
+            predicate=f"t.{quoted} = s.{quoted}",
             source_alias="s",
             target_alias="t",
             commit_properties=_commit_properties(
@@ -550,6 +603,13 @@ def refresh_incremental(
         updated=int(metrics.get("num_target_rows_updated", 0)),
         deleted=int(metrics.get("num_target_rows_deleted", 0)),
     )
+
+
+def sql_identifier(column: str) -> str:
+    """`column` quoted for a delta-rs predicate, in backticks, so that `user-id` or `user.id` names
+    that column (unquoted, delta-rs's parser reads a subtraction or a field access). delta-rs
+    cannot MERGE on a column whose name holds a backtick, quoted or not."""
+    return f"`{column}`"
 
 
 def check_refresh_mode(mode: str) -> None:
@@ -610,7 +670,14 @@ def vacuum_view(view_path: str) -> int:
 
 def spark_read_delta_files(spark: Any, view_path: str) -> Any:
     """The view as a Spark DataFrame without the delta-spark jars: the Parquet files of the table's
-    current version (never the directory, which also holds files of older versions)."""
+    current version (never the directory, which also holds files of older versions). A version
+    with no file (every row deleted) is an empty DataFrame with the table's columns."""
     from deltalake import DeltaTable
 
-    return spark.read.parquet(*DeltaTable(view_path).file_uris())
+    table = DeltaTable(view_path)
+    files = table.file_uris()
+    if not files:  # spark.read.parquet() of no path cannot infer a schema, and fails
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return spark.createDataFrame([], from_arrow_schema(pa.schema(table.schema().to_arrow())))
+    return spark.read.parquet(*files)

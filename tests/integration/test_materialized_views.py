@@ -6,10 +6,11 @@ bad input is refused with the path; and Spark reads the table the library wrote.
 from __future__ import annotations
 
 import shutil
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
@@ -115,6 +116,20 @@ def test_spark_reads_the_delta_table_the_library_wrote(features: Path, tmp_path:
     assert got == sorted((user, day, spend) for user, (day, spend) in WANT_AS_OF_D3.items())
 
 
+def test_spark_reads_a_view_whose_rows_were_all_deleted(tmp_path: Path, spark) -> None:
+    """A rerun of the only date, rewritten empty, deletes every row: the table's version has no
+    file. Spark read it as `spark.read.parquet()` of no path, which fails ("Unable to infer
+    schema"); it must read an empty table with the view's columns."""
+    features = tmp_path / "features" / "user_features"
+    write_partition(features, D1, {"a": 1.0})
+    view = tmp_path / "views" / "v"
+    refresh_view(str(view), str(features), ds=D1)
+    rewrite_partition(features, D1, {})
+    assert refresh_view(str(view), str(features), ds=D1).rows == 0
+    frame = spark_read_delta_files(spark, str(view))
+    assert (frame.columns, frame.count()) == (SCHEMA.names, 0)
+
+
 def test_an_empty_date_changes_nothing(features: Path, tmp_path: Path) -> None:
     """A date with no user in its window leaves its partition empty: both refreshes skip it."""
     (features / "date=2026-10-29").mkdir()
@@ -123,6 +138,21 @@ def test_an_empty_date_changes_nothing(features: Path, tmp_path: Path) -> None:
     merged = refresh_view(str(view), str(features), ds=date(2026, 10, 29), mode="incremental")
     assert (full.dates_read, full.rows, merged.rows, merged.version) == (4, 6, 6, full.version)
     assert {r["user_id"]: (r["feature_date"], r["total_spend"]) for r in rows_of(view)} == WANT_AS_OF_D3
+
+
+def test_only_empty_partitions_are_refused_saying_what_to_do(tmp_path: Path) -> None:
+    """The first run of a view on a date with no entity: the error says what to check (it named
+    only the partitions). Deliberate: a full refresh never writes an empty view."""
+    features = tmp_path / "features" / "user_features"
+    (features / f"date={D1}").mkdir(parents=True)
+    view = tmp_path / "views" / "v"
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"on or before 2026-10-26 under .* are all empty: a full refresh never replaces a view "
+        r"with an empty table.*Check that the feature job wrote these dates",
+    ):
+        refresh_view(str(view), str(features), ds=D1)
+    assert not view.exists()
 
 
 def rewrite_partition(features: Path, day: date, users: dict[str, float]) -> None:
@@ -325,3 +355,101 @@ def test_a_refresh_vacuums_the_files_replaced_longer_ago_than_the_retention(
     on_disk = {path.name for path in view.glob("*.parquet")}
     assert on_disk == {Path(uri).name for uri in DeltaTable(str(view)).file_uris()}
     assert {r["user_id"]: (r["feature_date"], r["total_spend"]) for r in rows_of(view)} == WANT_AS_OF_D3
+
+
+def split_partition(features: Path, day: date, *, extra: tuple[str, list] | None = None) -> None:
+    """The partition of `day` as two data files, as a writer with several tasks leaves it: the first
+    row, then the others (with the column `extra`, which the first file lacks, when given)."""
+    path = features / f"date={day.isoformat()}" / "part-00000.snappy.parquet"
+    table = pq.read_table(path)
+    rest = table.slice(1)
+    if extra is not None:
+        rest = rest.append_column(extra[0], pa.array(extra[1]))
+    pq.write_table(table.slice(0, 1), path)
+    pq.write_table(rest, path.with_name("part-00001.snappy.parquet"))
+
+
+def test_a_partition_is_read_as_the_union_of_its_data_files_only(features: Path, tmp_path: Path) -> None:
+    """The view reads a partition as the serving path does (offline_features.partition_dataset): the
+    columns of all its data files, and no file that is not one (a writer's leftover `.tmp`, a copy
+    in a subdirectory). pyarrow alone took the first file's columns and silently dropped a column
+    only a later file had; it read a copy in a subdirectory, and failed on a non-Parquet file."""
+    split_partition(features, D3, extra=("new_feature", [8.0, 9.0]))  # c, d; a's file lacks it
+    (features / f"date={D3}" / "part-00002.snappy.parquet.tmp").write_bytes(b"not parquet")
+    copy = features / f"date={D3}" / "backup"
+    copy.mkdir()
+    shutil.copy(features / f"date={D3}" / "part-00000.snappy.parquet", copy / "part-00000.snappy.parquet")
+    view = tmp_path / "views" / "v"
+    refresh_full(str(view), str(features), as_of=D2)
+    with pytest.raises(
+        ValueError, match=r"date=2026-10-28 does not have .*\(columns the view lacks: new_feature\)"
+    ):
+        refresh_incremental(str(view), str(features), ds=D3)
+    refresh_full(str(view), str(features), as_of=D3)
+    rows = {r["user_id"]: r for r in rows_of(view)}
+    assert {user: (row["feature_date"], row["total_spend"]) for user, row in rows.items()} == WANT_AS_OF_D3
+    assert {user: row["new_feature"] for user, row in rows.items() if user in "acd"} == {
+        "a": None,
+        "c": 8.0,
+        "d": 9.0,
+    }
+
+
+@pytest.mark.parametrize("entity_column", ["user-id", "user.id", "UserId"])
+def test_an_entity_column_that_is_no_plain_sql_name_is_merged_on(tmp_path: Path, entity_column: str) -> None:
+    """The MERGE's condition names the entity column, quoted as delta-spark's refresh quotes it: the
+    view was built in full, then every incremental refresh failed in delta-rs's SQL parser ("No
+    field named t.user")."""
+    features = tmp_path / "features" / "user_features"
+    for day, users in ((D1, {"a": 1.0, "b": 2.0}), (D2, {"a": 11.0, "c": 3.0})):
+        write_partition(features, day, users)
+        path = features / f"date={day.isoformat()}" / "part-00000.snappy.parquet"
+        pq.write_table(pq.read_table(path).rename_columns([entity_column, *SCHEMA.names[1:]]), path)
+    view = tmp_path / "views" / "v"
+    refresh_view(str(view), str(features), ds=D1, entity_column=entity_column)
+    report = refresh_view(str(view), str(features), ds=D2, entity_column=entity_column)
+    assert (report.mode, report.inserted, report.updated) == ("incremental", 1, 1)
+    rows = DeltaTable(str(view)).to_pyarrow_table().sort_by(entity_column).to_pylist()
+    assert [(r[entity_column], r["total_spend"]) for r in rows] == [("a", 11.0), ("b", 2.0), ("c", 3.0)]
+
+
+def test_partitions_with_nanosecond_timestamps_are_merged_as_a_full_refresh_stores_them(
+    features: Path, tmp_path: Path
+) -> None:
+    """A writer such as pandas or Dask stores timestamps in nanoseconds. Delta holds microseconds:
+    a full refresh stores them so (truncated), but every incremental refresh then refused the
+    partition as "of another type" and said to refresh in full, which changed nothing."""
+    for path in features.glob("date=*/*.parquet"):
+        table = pq.read_table(path)
+        index = table.schema.get_field_index("last_transaction_ts")
+        nanos = pc.add(
+            table["last_transaction_ts"].cast(pa.timestamp("ns", tz="UTC")), pa.scalar(789, pa.duration("ns"))
+        )
+        pq.write_table(table.set_column(index, "last_transaction_ts", nanos), path)
+    view = tmp_path / "views" / "v"
+    refresh_view(str(view), str(features), ds=D2, mode="full")
+    assert refresh_view(str(view), str(features), ds=D3).mode == "incremental"
+    assert_equals_a_full_refresh(view, features, D3, tmp_path)
+    timestamps = {r["user_id"]: r["last_transaction_ts"] for r in rows_of(view)}
+    assert timestamps["d"] == datetime(2026, 10, 28, 12, tzinfo=UTC), "truncated to microseconds"
+
+
+def test_rows_dated_otherwise_than_their_partition_are_refused(features: Path, tmp_path: Path) -> None:
+    """A copy of D1's partition under date=D3 (a hand-made backfill, or a job that dates its rows
+    wrongly): a full refresh took its rows as D3's, being the newest partition, while a MERGE
+    compares feature dates and kept a's row of D2, so the two refreshes gave two tables."""
+    shutil.rmtree(features / f"date={D3}")
+    shutil.copytree(features / f"date={D1}", features / f"date={D3}")
+    view = tmp_path / "views" / "v"
+    for day in (D1, D2):
+        refresh_incremental(str(view), str(features), ds=day)
+    before = rows_of(view)
+    message = (
+        r"date=2026-10-28 has 3 row\(s\) whose 'feature_date' is not 2026-10-28 \(2026-10-26\).*"
+        r"Rerun the feature job for 2026-10-28"
+    )
+    with pytest.raises(ValueError, match=message):
+        refresh_incremental(str(view), str(features), ds=D3)
+    with pytest.raises(ValueError, match=message):
+        refresh_full(str(tmp_path / "views" / "full"), str(features), as_of=D3)
+    assert rows_of(view) == before

@@ -57,13 +57,14 @@ class RefreshFeatureViewOperator(BaseOperator):
             run_key=run_key(context),
         )
         self.log.info(
-            "%s refresh of %s for %s: %d rows (%d inserted, %d updated), Delta version %d",
+            "%s refresh of %s for %s: %d rows (%d inserted, %d updated, %d deleted), Delta version %d",
             report.mode,
             layout.view(name),
             self.ds,
             report.rows,
             report.inserted,
             report.updated,
+            report.deleted,
             report.version,
         )
         return asdict(report)
