@@ -7,11 +7,17 @@ window can see twice the rate. A semaphore alone limits concurrency, not request
 Every HTTP request waits for the limiter: a retry, and each hop of a redirect, which `fetch_all`
 follows itself (up to `MAX_REDIRECTS` requests) rather than letting aiohttp follow it unseen; and
 aiohttp's own unseen resend of a GET whose connection was lost is off (that is a retry of ours).
-Retries (429, 5xx, timeouts and connection errors) back off exponentially and honour `Retry-After`
-(delay-seconds or an HTTP-date, at most `max_retry_after_seconds`), which speaks for the whole API:
-no request of any id starts before it has passed. Any other failure (a redirect
-loop, a malformed response, a redirect to a non-HTTP URL) fails its id at once, with the reason; it
-never fails the other ids.
+Retries (429, 5xx, timeouts and connection errors) back off exponentially (each wait at most
+`max_backoff_seconds`) and honour `Retry-After` (delay-seconds or an HTTP-date, at most
+`max_retry_after_seconds`), which speaks for the whole API: no request of any id starts before it
+has passed. Any other failure (a redirect loop, a malformed response, a redirect to a non-HTTP URL
+or to a host name no resolver accepts) fails its id at once, with the reason; it never fails the
+other ids.
+
+Memory stays flat in the number of ids: at most `ids_started(config)` ids are under way at once (in
+flight, waiting for the limiter, or backing off), and the next one starts when one ends. aiohttp's
+connection pool is unbounded: `max_concurrency` is the bound, and a request never queues inside
+aiohttp for a connection while its `timeout_seconds` runs.
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ PERMANENT_CONNECTION_ERRORS = (aiohttp.ClientConnectorCertificateError, aiohttp.
 # Redirects fetch_all follows itself, each hop through the limiter; at most this many requests per attempt.
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
+# At most max(MIN_IDS_STARTED, IDS_STARTED_PER_SLOT * max_concurrency) ids under way at once: room
+# beside those in flight for ids backing off or waiting for a pause, so a backoff idles no slot.
+MIN_IDS_STARTED = 64
+IDS_STARTED_PER_SLOT = 4
 # Sent only to the origin they were set for, as aiohttp does when it follows a redirect.
 CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
 # The failures that are the id's own: another id may well succeed. Every other failure (a 5xx, a
@@ -109,7 +119,9 @@ def _check_path_template(template: object) -> None:
 @dataclass(frozen=True)
 class FetchConfig:
     """How to call the API: `base_url` + `path_template.format(id=<quoted id>)`. Times are in
-    seconds; `timeout_seconds` bounds each HTTP request (each hop of a redirect has its own)."""
+    seconds; `timeout_seconds` bounds each HTTP request (each hop of a redirect has its own). The
+    n-th retry without a `Retry-After` waits `backoff_seconds * 2**(n-1)`, plus up to half of
+    that in jitter, and never more than `max_backoff_seconds`."""
 
     base_url: str
     path_template: str = "/{id}"
@@ -118,6 +130,7 @@ class FetchConfig:
     max_attempts: int = 4
     timeout_seconds: float = 10.0
     backoff_seconds: float = 0.2
+    max_backoff_seconds: float = 30.0
     max_retry_after_seconds: float = 60.0
     headers: tuple[tuple[str, str], ...] = ()
 
@@ -131,6 +144,12 @@ class FetchConfig:
                 "base_url",
                 f"base_url must start with http:// or https:// and name a host, got {self.base_url!r}",
             )
+        if not _resolvable(URL(self.base_url)):
+            raise FetchSettingError(
+                "base_url",
+                f"base_url names a host no resolver accepts (an empty label, or one longer than 63 "
+                f"characters), got {self.base_url!r}; correct the host name",
+            )
         _check_path_template(self.path_template)
         _number("rate_per_second", self.rate_per_second, minimum=0, inclusive=False)
         _number("max_concurrency", self.max_concurrency, minimum=1, inclusive=True, whole=True)
@@ -143,6 +162,7 @@ class FetchConfig:
             why=" (0 or less turns aiohttp's timeout off, and a server that never answers hangs the task)",
         )
         _number("backoff_seconds", self.backoff_seconds, minimum=0, inclusive=True)
+        _number("max_backoff_seconds", self.max_backoff_seconds, minimum=0, inclusive=True)
         _number("max_retry_after_seconds", self.max_retry_after_seconds, minimum=0, inclusive=True)
         if not all(
             isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(part, str) for part in pair)
@@ -188,6 +208,28 @@ class _ApiFailed(_Failed):
     """A `_Failed` that says nothing about the id: the API's fault, not the id's."""
 
 
+def ids_started(config: FetchConfig) -> int:
+    """How many ids `fetch_all` has under way at once, at most (see the module docstring)."""
+    return max(MIN_IDS_STARTED, IDS_STARTED_PER_SLOT * config.max_concurrency)
+
+
+def backoff_seconds(config: FetchConfig, retry: int, *, jitter: float) -> float:
+    """The wait before retry number `retry` (from 1) without a `Retry-After`; `jitter` in [0, 1)."""
+    exponent = min(retry - 1, 64)  # 2**1100 does not fit a float; the cap is reached long before
+    return min(config.max_backoff_seconds, config.backoff_seconds * 2**exponent * (1 + jitter / 2))
+
+
+def _resolvable(url: URL) -> bool:
+    """Whether `url`'s host is a name a resolver accepts: yarl takes "a..b", a 64-letter label or
+    "xn--zz", and then its `host` or socket.getaddrinfo raised UnicodeError (the IDNA codec)."""
+    try:
+        (url.host or "").encode("idna")
+        (url.raw_host or "").encode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
 def _redirect_target(url: URL, location: str | None, status: int) -> URL:
     """The absolute URL a redirect from `url` points at (`location` may be relative)."""
     if location is None:
@@ -196,8 +238,11 @@ def _redirect_target(url: URL, location: str | None, status: int) -> URL:
         target = url.join(URL(location))
     except ValueError as error:
         raise _ApiFailed(f"HTTP {status}: a redirect to {location!r}, which is not a URL") from error
-    if target.scheme not in ("http", "https") or not target.host:
+    # raw_host: yarl's host decodes a punycode label, and raises UnicodeError for one like "xn--zz"
+    if target.scheme not in ("http", "https") or not target.raw_host:
         raise _ApiFailed(f"HTTP {status}: a redirect to {location!r}, which is not an http(s) URL")
+    if not _resolvable(target):
+        raise _ApiFailed(f"HTTP {status}: a redirect to {location!r}, whose host is not a valid host name")
     return target
 
 
@@ -293,7 +338,10 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
             if paused_until <= loop.time():
                 return
 
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    # No limit in aiohttp's pool (100 by default): `in_flight` is the bound. With a pool smaller
+    # than max_concurrency the rest queued inside aiohttp, their timeout running, and timed out.
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         # aiohttp sends a GET again, at once, when the server closes the connection before its
         # answer; that request would skip the limiter and `requests`, and make an attempt two
         # requests. Off, the lost connection is a retry of our own. There is no public switch
@@ -375,9 +423,8 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                         result.api_failed.add(resource_id)
                         return
                     result.retries += 1
-                    backoff = config.backoff_seconds * 2 ** (number - 1) * (1 + random.random() / 2)
                     if retry.wait is None:
-                        await asyncio.sleep(backoff)
+                        await asyncio.sleep(backoff_seconds(config, number, jitter=random.random()))
                     # else: the next request waits for the API's pause (take_a_turn)
                 except _Failed as failure:
                     result.failed[resource_id] = str(failure)
@@ -385,7 +432,20 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                         result.api_failed.add(resource_id)
                     return
 
-        await asyncio.gather(*(fetch_one(resource_id) for resource_id in unique))
+        # A task per id, all at once, held about 2 KB each (200 MB for 100,000 ids) and took
+        # seconds to cancel; at most ids_started(config) are under way, the next one starts when
+        # one ends. The task group cancels the others if one raises.
+        started = asyncio.Semaphore(ids_started(config))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for resource_id in unique:
+                    await started.acquire()
+                    task = group.create_task(fetch_one(resource_id))
+                    task.add_done_callback(lambda _: started.release())
+        except BaseExceptionGroup as errors:
+            # Raised as it is, not in a group: a bug's error, or the exception a signal handler
+            # raised inside a fetch (Airflow's AirflowTaskTimeout), which its caller catches by type.
+            raise errors.exceptions[0] from None
     log.info(
         "fetched %d of %d ids from %s in %d requests (%d retries, %d failed, %d of them the API's fault)",
         len(result.found),

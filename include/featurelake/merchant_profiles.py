@@ -58,16 +58,25 @@ class Checked:
     payload: str
 
 
+def answer_not_a_profile(merchant_id: str, payload: Any) -> str | None:
+    """Why the API's answer for `merchant_id` is no profile of it at all, or None: `not_an_object`
+    (a list, a string, a number) or `wrong_merchant_id` (another merchant's, or an error object
+    such as {"error": "quota exceeded"} sent with HTTP 200)."""
+    if not isinstance(payload, Mapping):
+        return "not_an_object"
+    if payload.get("merchant_id") != merchant_id:
+        return "wrong_merchant_id"
+    return None
+
+
 def validate_profile(item: tuple[str, Any]) -> Checked:
     """(merchant id, JSON payload) -> a checked profile (thread stage: cheap, per item)."""
     merchant_id, payload = item
     # The whole answer, as JSON, so a quarantined profile can be read anywhere and replayed.
     # ASCII escapes: a lone surrogate (a truncated emoji, "\ud800") stays valid, encodable text.
     text = json.dumps(payload)
-    if not isinstance(payload, Mapping):
-        return Checked(merchant_id, None, "not_an_object", text)
-    if payload.get("merchant_id") != merchant_id:
-        return Checked(merchant_id, None, "wrong_merchant_id", text)
+    if (not_a_profile := answer_not_a_profile(merchant_id, payload)) is not None:
+        return Checked(merchant_id, None, not_a_profile, text)
     name, country, score = payload.get("name"), payload.get("country"), payload.get("risk_score")
     if not isinstance(name, str) or not name.strip():
         return Checked(merchant_id, None, "missing_name", text)
@@ -117,14 +126,32 @@ class ApiUnavailableError(RuntimeError):
 def check_api_available(fetched: FetchResult, *, max_failed_fraction: float, api: str, day: date) -> None:
     """Raise ApiUnavailableError when more than `max_failed_fraction` (in [0, 1]) of the merchants
     asked for failed because of the API (down, or refusing our credentials), not because of the
-    merchant (a 404, a bad payload). `api` names the API in the message. Call it before writing."""
+    merchant (a 404, a bad field), or were answered with no profile at all (`answer_not_a_profile`:
+    an API that sends its errors with HTTP 200 answers every merchant so). `api` names the API in
+    the message. Call it before writing."""
     asked = len(fetched.found) + len(fetched.failed)
-    if not asked or len(fetched.api_failed) <= max_failed_fraction * asked:
+    not_profiles = {
+        merchant: payload
+        for merchant, payload in fetched.found.items()
+        if answer_not_a_profile(merchant, payload) is not None
+    }
+    failed = len(fetched.api_failed) + len(not_profiles)
+    if not asked or failed <= max_failed_fraction * asked:
         return
-    examples = "; ".join(f"{i}: {fetched.failed[i]}" for i in sorted(fetched.api_failed)[:3])
+    examples = [f"{i}: {fetched.failed[i]}" for i in sorted(fetched.api_failed)[:3]]
+    examples += [
+        f"{i}: answered {json.dumps(not_profiles[i])[:120]}"
+        for i in sorted(not_profiles)[: 3 - len(examples)]
+    ]
+    answered = (
+        f" ({len(not_profiles)} of them answered with no profile of theirs: not a JSON object, or "
+        "another merchant_id, such as an error sent with HTTP 200)"
+        if not_profiles
+        else ""
+    )
     raise ApiUnavailableError(
-        f"the merchant API {api} failed {len(fetched.api_failed)} of {asked} merchants for reasons of "
-        f"its own, more than max_failed_fraction={max_failed_fraction:g} allows (for example {examples}). "
+        f"the merchant API {api} failed {failed} of {asked} merchants for reasons of its own{answered}, "
+        f"more than max_failed_fraction={max_failed_fraction:g} allows (for example {'; '.join(examples)}). "
         f"The profile and quarantine partitions of {day.isoformat()} were left as they were. If the API "
         "is down, the task's retry (or a rerun once it is up) fetches again; if it refuses our "
         "credentials, fix the connection; to accept this share of failures, raise the connection's "

@@ -640,3 +640,59 @@ def test_a_path_template_without_a_leading_slash_is_refused() -> None:
             FetchConfig(base_url=f"{server.base_url}/v1", path_template="merchants/{id}")
         config = FetchConfig(base_url=server.base_url, path_template="/merchants/{id}")
         assert asyncio.run(fetch_all(config, ["m1"])).found == {"m1": profile("m1")}
+
+
+def test_max_concurrency_above_aiohttps_pool_of_100_holds_and_nothing_times_out_queueing() -> None:
+    """aiohttp's default pool holds 100 connections. With max_concurrency=150 and answers taking
+    0.6 s, the server saw at most 100 requests at once, and the other 50 waited inside aiohttp
+    for a connection with their timeout running: each failed as "TimeoutError: no answer within
+    1 s" (and counted as the API's failure) although the server never got it."""
+    plans = {f"m{n:03d}": ["slow-headers"] for n in range(150)}  # answers after 10 * 0.06 s
+    with ChaosServer(plans, timeout_seconds=0.06) as server:
+        config = FetchConfig(
+            base_url=server.base_url,
+            path_template="/merchants/{id}",
+            rate_per_second=2000,
+            max_concurrency=150,
+            max_attempts=1,
+            timeout_seconds=1,
+        )
+        result = asyncio.run(fetch_all(config, list(plans)))
+        served = server.settled()
+    assert result.failed == {}
+    assert result.found == {i: profile(i) for i in plans}
+    assert most_at_once([(start, end) for _, start, end in served.requests]) > 100
+
+
+def test_a_huge_id_list_keeps_a_bounded_number_of_tasks_and_cancels_at_once() -> None:
+    """fetch_all made a task per id at once: about 2 KB each (200 MB for 100,000 ids) while at
+    most max_concurrency of them had work, and a cancelled run took seconds to cancel them all.
+    Now at most `fetch.ids_started(config)` are under way (64 at max_concurrency=4), and a run of
+    20,000 ids stops within 0.5 s."""
+    plans = {f"m{n:05d}": ["ok"] for n in range(20_000)}
+    with ChaosServer(plans, timeout_seconds=1) as server:
+        config = FetchConfig(
+            base_url=server.base_url, path_template="/merchants/{id}", rate_per_second=1000, max_concurrency=4
+        )
+
+        async def main() -> tuple[int, list[asyncio.Task]]:
+            most = 0
+
+            async def count_tasks() -> None:
+                nonlocal most
+                while True:
+                    most = max(most, len(asyncio.all_tasks()))
+                    await asyncio.sleep(0.01)
+
+            counter = asyncio.create_task(count_tasks())
+            left = await run_then_cancel(config, list(plans), after=0.3)
+            counter.cancel()
+            return most, [task for task in left if task is not counter]
+
+        with complaints_of_this_thread() as untidy:
+            most, left = asyncio.run(main())
+        served = server.settled()
+    assert left == [] and untidy == []
+    assert len(served.requests) > 20, "the run was under way when it was cancelled"
+    # 64 ids under way, this test's task and its counter (fetch_all runs in the test's task)
+    assert most <= 64 + 2, most

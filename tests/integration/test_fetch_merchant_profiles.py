@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -383,6 +384,49 @@ def test_an_api_outage_fails_the_task_and_keeps_the_last_good_partitions(tmp_pat
     assert list(profile_dir.iterdir()) == []
 
 
+def test_an_api_that_sends_its_errors_with_http_200_fails_the_task(tmp_path: Path, monkeypatch) -> None:
+    """An API over quota that answers `200 {"error": ...}` for every merchant: nothing failed to
+    fetch, and the task used to quarantine every merchant as wrong_merchant_id and replace the good
+    profiles with an empty partition. Now it raises before writing, naming what the API answered."""
+    from featurelake_airflow.operators.fetch_merchant_profiles import FetchMerchantProfilesOperator
+
+    day = date(2026, 8, 21)
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=day, end=day, users=120, seed=5)
+    profile_dir = lake / "raw" / "merchant_profiles" / "date=2026-08-21"
+    task = FetchMerchantProfilesOperator(task_id="fetch", lake=str(lake), ds="2026-08-21")
+
+    def use_api(port: int) -> None:
+        connection = {
+            "conn_type": "http",
+            "host": "127.0.0.1",
+            "port": port,
+            "extra": {"path_template": PATH_TEMPLATE, "rate_per_second": 200, "max_concurrency": 16},
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_MERCHANT_API", json.dumps(connection))
+
+    with SandboxServer(port=free_port(), rate=200) as server:
+        use_api(server.port)
+        good = task.execute({})
+    profiles = partition_files(profile_dir)
+
+    @web.middleware
+    async def over_quota(request: web.Request, handler) -> web.StreamResponse:
+        return web.json_response({"error": "quota exceeded"}, status=200)
+
+    api = SandboxServer(port=free_port(), rate=200)
+    api.app.middlewares.append(over_quota)
+    with api, pytest.raises(ApiUnavailableError) as caught:
+        use_api(api.port)
+        task.execute({})
+    message = str(caught.value)
+    assert f"failed {good['merchants']} of {good['merchants']} merchants for reasons of its own" in message
+    assert (
+        "such as an error sent with HTTP 200" in message and 'answered {"error": "quota exceeded"}' in message
+    )
+    assert partition_files(profile_dir) == profiles
+
+
 def test_the_dag_writes_profiles_and_quarantine_and_a_rerun_gives_the_same_files(
     tmp_path: Path, monkeypatch, airflow_db
 ) -> None:
@@ -544,3 +588,68 @@ def test_an_id_that_is_not_a_non_empty_string_is_refused_before_any_request(bad:
         left = asyncio.run(main())
     assert left == [], "no fetch left running against the closed session"
     assert seen == []
+
+
+def test_backoff_never_waits_more_than_max_backoff_seconds() -> None:
+    """The n-th backoff was backoff_seconds * 2**(n-1) with no upper bound: at max_attempts=12
+    and backoff_seconds=0.01 the last wait was 10-15 s (at the default 0.2 s, 3-5 minutes, and at
+    max_attempts=20 a day). Each wait is now at most max_backoff_seconds."""
+    (flaky,) = PLAIN[:1]
+
+    async def unavailable_eleven_times(request: web.Request, number: int) -> web.StreamResponse | None:
+        return web.json_response({"error": "try again"}, status=503) if number <= 11 else None
+
+    server = SandboxServer(port=free_port(), rate=200)
+    seen = add_misbehaviour(server, {flaky: unavailable_eleven_times})
+    with server:
+        config = FetchConfig(
+            base_url=server.base_url,
+            path_template=PATH_TEMPLATE,
+            rate_per_second=100,
+            max_attempts=12,
+            backoff_seconds=0.01,
+            max_backoff_seconds=0.05,
+        )
+        result = asyncio.run(asyncio.wait_for(fetch_all(config, [flaky]), timeout=30))
+    assert result.found == {flaky: sandbox_profile(flaky)}
+    assert (result.requests, result.retries) == (12, 11)
+    arrivals = [at for _, at in seen]
+    gaps = [later - earlier for earlier, later in pairwise(arrivals)]
+    assert max(gaps) < 0.05 + 0.1, gaps  # the cap, and the server's view of it a little late
+
+
+async def to_a_host_no_resolver_accepts(request: web.Request, number: int) -> web.StreamResponse:
+    label = request.match_info["merchant_id"].removeprefix("m-bad-host-")
+    host = {"empty-label": "a..b", "long-label": "a" * 64 + ".example", "bad-punycode": "xn--zz"}[label]
+    raise web.HTTPFound(f"http://{host}/merchants/x")
+
+
+def test_a_redirect_to_a_host_no_resolver_accepts_fails_that_id_alone() -> None:
+    """yarl accepts a host such as "a..b", a label of 64 letters or "xn--zz" (no punycode), and
+    then its `host` or getaddrinfo raised UnicodeError (the IDNA codec) out of fetch_all: every id
+    of the run was lost for one merchant's bad redirect. Now that id fails alone, as the API's."""
+    good = PLAIN[:4]
+    bad = ["m-bad-host-empty-label", "m-bad-host-long-label", "m-bad-host-bad-punycode"]
+    server = SandboxServer(port=free_port(), rate=200)
+    add_misbehaviour(server, dict.fromkeys(bad, to_a_host_no_resolver_accepts))
+    with server:
+        config = FetchConfig(base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=100)
+        result = asyncio.run(fetch_all(config, [good[0], *bad, *good[1:]]))
+    assert result.found == {i: sandbox_profile(i) for i in good}
+    assert result.failed == {
+        "m-bad-host-empty-label": (
+            "HTTP 302: a redirect to 'http://a..b/merchants/x', whose host is not a valid host name"
+        ),
+        "m-bad-host-long-label": (
+            f"HTTP 302: a redirect to 'http://{'a' * 64}.example/merchants/x', "
+            "whose host is not a valid host name"
+        ),
+        "m-bad-host-bad-punycode": (
+            "HTTP 302: a redirect to 'http://xn--zz/merchants/x', whose host is not a valid host name"
+        ),
+    }
+    assert result.api_failed == set(bad) and result.retries == 0
+    with pytest.raises(
+        ValueError, match=r"base_url names a host no resolver accepts .*, got 'http://a\.\.b'"
+    ):
+        FetchConfig(base_url="http://a..b")

@@ -232,7 +232,7 @@ def test_fetch_config_keeps_doubled_braces_literal() -> None:
 
 def test_check_api_available_counts_only_the_apis_failures() -> None:
     day = date(2026, 10, 28)
-    found = {f"m{i}": GOOD for i in range(4)}
+    found = {f"m{i}": {**GOOD, "merchant_id": f"m{i}"} for i in range(4)}
     missing = {f"x{i}": "HTTP 404: not found" for i in range(6)}
     # 10 merchants: 6 unknown (404) and 4 found; the 404s say nothing about the API.
     check_api_available(FetchResult(found=found, failed=missing), max_failed_fraction=0, api="A", day=day)
@@ -248,6 +248,27 @@ def test_check_api_available_counts_only_the_apis_failures() -> None:
         "partitions of 2026-10-28 were left as they were."
     )
     check_api_available(FetchResult(), max_failed_fraction=0, api="A", day=day)  # no merchants at all
+
+
+def test_check_api_available_counts_answers_that_are_no_profile_as_the_apis() -> None:
+    """An API that sends its errors with HTTP 200: every merchant is "found", and every answer is
+    an error object, which validation would quarantine as wrong_merchant_id, one merchant at a time."""
+    day = date(2026, 10, 28)
+    found = {f"m{i}": {"error": "quota exceeded"} for i in range(6)}
+    found |= {"m6": ["not", "an", "object"], "m9": {**GOOD, "merchant_id": "m0"}}
+    found |= {merchant: {**GOOD, "merchant_id": merchant} for merchant in ("m7", "m8")}
+    fetched = FetchResult(found=found)
+    check_api_available(fetched, max_failed_fraction=0.8, api="A", day=day)  # 8 of 10
+    with pytest.raises(ApiUnavailableError) as caught:
+        check_api_available(fetched, max_failed_fraction=0.5, api="http://api (connection 'm')", day=day)
+    assert str(caught.value).startswith(
+        "the merchant API http://api (connection 'm') failed 8 of 10 merchants for reasons of its own "
+        "(8 of them answered with no profile of theirs: not a JSON object, or another merchant_id, such "
+        "as an error sent with HTTP 200), more than max_failed_fraction=0.5 allows (for example "
+        'm0: answered {"error": "quota exceeded"}; m1: answered {"error": "quota exceeded"}; '
+        'm2: answered {"error": "quota exceeded"}). The profile and quarantine partitions of 2026-10-28 '
+        "were left as they were."
+    ), caught.value
 
 
 NOW = datetime(2026, 10, 28, 12, 0, 0, tzinfo=UTC)

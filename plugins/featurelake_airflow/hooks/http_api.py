@@ -6,8 +6,9 @@
 
 The password, when set, is sent as a bearer token (an `Authorization` header in the extras wins).
 The scheme is `schema`, else `https` for an `https://` URI connection, else `http`. Extras:
-`path_template`, `rate_per_second`, `max_concurrency`, `max_attempts`, `timeout_seconds`, `max_retry_after_seconds`, `headers` (the
-`FetchConfig` settings of the same names), and `max_failed_fraction`: the largest share of ids that
+`path_template`, `rate_per_second`, `max_concurrency`, `max_attempts`, `timeout_seconds`,
+`backoff_seconds`, `max_backoff_seconds`, `max_retry_after_seconds`, `headers` (the `FetchConfig`
+settings of the same names), and `max_failed_fraction`: the largest share of ids that
 may fail because of the API (unavailable, or refusing our credentials) before a task refuses the
 result (default 0.5). A bad value fails naming the connection and the extra.
 """
@@ -34,6 +35,8 @@ FETCH_EXTRAS = frozenset(
         "max_concurrency",
         "max_attempts",
         "timeout_seconds",
+        "backoff_seconds",
+        "max_backoff_seconds",
         "max_retry_after_seconds",
         "headers",
     }
@@ -74,6 +77,8 @@ class HttpApiHook(BaseHook):
         return connection, extra
 
     def get_conn(self) -> FetchConfig:
+        from yarl import URL
+
         from featurelake.fetch import FetchConfig, FetchSettingError
 
         connection, extra = self._extras()
@@ -82,7 +87,16 @@ class HttpApiHook(BaseHook):
         # A URI connection (AIRFLOW_CONN_X='https://host') has no schema: its conn_type is the scheme.
         scheme = connection.schema or ("https" if connection.conn_type == "https" else "http")
         host = connection.host if "://" in connection.host else f"{scheme}://{connection.host}"
-        base_url = f"{host}:{connection.port}" if connection.port else host
+        base_url = host
+        if connection.port:
+            # After the host, not after a path the host may carry ("https://api/v1" gave /v1:8443).
+            try:
+                base_url = str(URL(host).with_port(connection.port))
+            except ValueError as error:
+                raise ValueError(
+                    f"connection {self.http_conn_id!r}: its host {connection.host!r} and port "
+                    f"{connection.port!r} make no URL ({error}); correct them"
+                ) from error
         headers = extra.pop("headers", {})
         if isinstance(headers, list) and all(isinstance(pair, list) and len(pair) == 2 for pair in headers):
             headers = dict(headers)  # [[name, value], ...], which earlier versions took too

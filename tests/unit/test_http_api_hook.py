@@ -1,0 +1,74 @@
+"""HttpApiHook: every FetchConfig setting can be set from the connection, and the base URL keeps a
+host's path when the connection also has a port."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def config_of(monkeypatch, connection: dict):
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", json.dumps(connection))
+    return HttpApiHook(http_conn_id="merchants").get_conn()
+
+
+def test_the_backoff_settings_are_extras(monkeypatch) -> None:
+    """backoff_seconds was a FetchConfig setting no connection could set ("unknown extra"), and
+    max_backoff_seconds, the cap of each backoff, is one too."""
+    extra = {"backoff_seconds": 1.5, "max_backoff_seconds": 20, "max_attempts": 8}
+    config = config_of(monkeypatch, {"conn_type": "http", "host": "api.example.com", "extra": extra})
+    assert (config.backoff_seconds, config.max_backoff_seconds, config.max_attempts) == (1.5, 20, 8)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param(
+            {"max_backoff_seconds": -1},
+            r"connection 'merchants': extra 'max_backoff_seconds': max_backoff_seconds must be >= 0",
+            id="negative-cap",
+        ),
+        pytest.param(
+            {"backoff_seconds": "1"},
+            r"connection 'merchants': extra 'backoff_seconds': backoff_seconds must be >= 0",
+            id="text",
+        ),
+    ],
+)
+def test_a_bad_backoff_setting_is_named(monkeypatch, extra: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config_of(monkeypatch, {"conn_type": "http", "host": "api.example.com", "extra": extra})
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [
+        pytest.param("api.example.com", 8443, "https://api.example.com:8443/v2/m/a%2Fb", id="host"),
+        pytest.param(
+            "https://api.example.com/v1",
+            8443,
+            "https://api.example.com:8443/v1/v2/m/a%2Fb",
+            id="url-with-path",
+        ),
+        pytest.param(
+            "https://api.example.com/v1", None, "https://api.example.com/v1/v2/m/a%2Fb", id="no-port"
+        ),
+    ],
+)
+def test_a_port_goes_after_the_host_not_after_its_path(
+    monkeypatch, host: str, port: int | None, url: str
+) -> None:
+    """A host written as a URL with a path ("https://api.example.com/v1") and a port gave
+    "https://api.example.com/v1:8443": every request went to port 443, path /v1:8443/..., and
+    every merchant failed with a 404, which counts as the merchant's own failure."""
+    connection = {
+        "conn_type": "http",
+        "host": host,
+        "schema": "https",
+        "port": port,
+        "extra": {"path_template": "/v2/m/{id}"},
+    }
+    assert config_of(monkeypatch, connection).url("a/b") == url
