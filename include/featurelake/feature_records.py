@@ -46,9 +46,16 @@ def _check_name(kind: str, name: str) -> None:
 
 
 def feature_key(prefix: str, view: str, entity_id: str) -> bytes:
-    """The Redis key of one entity's features: `<prefix>:<view>:<entity_id>`, UTF-8."""
+    """The Redis key of one entity's features: `<prefix>:<view>:<entity_id>`, UTF-8. The id is
+    text: b"u1" would make the key of "b'u1'", and 1 that of "1" without a word."""
     _check_name("key prefix", prefix)
     _check_name("feature view", view)
+    if not isinstance(entity_id, str):
+        hint = "id.decode()" if isinstance(entity_id, (bytes, bytearray)) else "str(id)"
+        raise TypeError(
+            f"entity ids are text, as the store's keys hold them; got {entity_id!r} "
+            f"({type(entity_id).__name__}) in view {view!r}: pass {hint}"
+        )
     if not entity_id:
         raise ValueError(f"an empty entity id has no key in view {view!r}")
     return f"{prefix}:{view}:{entity_id}".encode()
@@ -139,20 +146,24 @@ def iso_feature_date(feature_date: date | str) -> str:
 
 
 def encode_record(record: FeatureRecord) -> bytes:
-    """The record's value bytes (msgpack; map keys in the record's column order)."""
+    """The record's value bytes (msgpack; map keys in the record's column order). Its values must be
+    plain (`plain_value`, which `record_from_row` applies): they are written as they are, unchecked,
+    as this runs once per value published. A value msgpack cannot write is an error naming its
+    column."""
     try:
         return msgpack.packb([FORMAT_VERSION, record.feature_date, dict(record.values)], use_bin_type=True)
-    except TypeError:
+    except (TypeError, OverflowError) as error:  # a type msgpack has no place for; an int past 64 bits
         for column, value in record.values.items():
             try:
                 msgpack.packb(value)
-            except TypeError:
+            except (TypeError, OverflowError):
+                plain_value(column, value)  # raises, naming the column, for a type with no place
                 raise TypeError(
-                    f"feature column {column!r} holds a {type(value).__name__}, which the online format "
-                    "has no place for: build records with record_from_row, or pass each value through "
-                    "plain_value"
+                    f"feature column {column!r} holds {value!r} ({type(value).__name__}), which the "
+                    "online format has no place for: build records with record_from_row, or pass "
+                    "each value through plain_value"
                 ) from None
-        raise
+        raise error
 
 
 _NOT_OURS = "Delete the key if nothing else needs it, or give featurelake its own key_prefix"

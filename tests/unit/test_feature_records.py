@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import msgpack
@@ -171,5 +172,25 @@ def test_a_numpy_timedelta_is_refused_like_a_timedelta() -> None:
 
 
 def test_encoding_a_value_the_format_has_no_place_for_names_the_column() -> None:
-    with pytest.raises(TypeError, match="'n' holds a int64"):
+    with pytest.raises(
+        TypeError, match=r"'n' holds np.int64\(3\) \(int64\), which the online format has no place for"
+    ):
         encode_record(FeatureRecord("2026-10-28", {"ok": 1, "n": np.int64(3)}))
+    # msgpack's own error named nothing: "Integer value out of range"
+    with pytest.raises(ValueError, match="'big' holds 18446744073709551616, outside msgpack's 64-bit"):
+        encode_record(FeatureRecord("2026-10-28", {"ok": 1, "big": 2**64}))
+    with pytest.raises(TypeError, match="'gap' holds a timedelta"):
+        encode_record(FeatureRecord("2026-10-28", {"gap": timedelta(seconds=5)}))
+
+
+@pytest.mark.parametrize(
+    ("entity", "hint"),
+    [(b"u1", "id.decode()"), (1, "str(id)"), (np.int64(1), "str(id)")],
+    ids=["bytes", "int", "numpy-int"],
+)
+def test_an_entity_id_that_is_not_text_has_no_key(entity: object, hint: str) -> None:
+    # f"{b'u1'}" is "b'u1'": the key of another entity, without a word
+    with pytest.raises(
+        TypeError, match=rf"entity ids are text.*got {re.escape(repr(entity))}.*pass {re.escape(hint)}"
+    ):
+        feature_key("fl", "user_features", entity)
