@@ -1,5 +1,6 @@
 """HttpApiHook: every FetchConfig setting can be set from the connection, and the base URL keeps a
-host's path when the connection also has a port."""
+host's path when the connection also has a port. A bad setting's error:
+tests/unit/test_merchant_profiles.py::test_the_hook_names_the_connection_and_the_extra_of_a_bad_setting."""
 
 from __future__ import annotations
 
@@ -21,26 +22,6 @@ def test_the_backoff_settings_are_extras(monkeypatch) -> None:
     extra = {"backoff_seconds": 1.5, "max_backoff_seconds": 20, "max_attempts": 8}
     config = config_of(monkeypatch, {"conn_type": "http", "host": "api.example.com", "extra": extra})
     assert (config.backoff_seconds, config.max_backoff_seconds, config.max_attempts) == (1.5, 20, 8)
-
-
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        pytest.param(
-            {"max_backoff_seconds": -1},
-            r"connection 'merchants': extra 'max_backoff_seconds': max_backoff_seconds must be >= 0",
-            id="negative-cap",
-        ),
-        pytest.param(
-            {"backoff_seconds": "1"},
-            r"connection 'merchants': extra 'backoff_seconds': backoff_seconds must be >= 0",
-            id="text",
-        ),
-    ],
-)
-def test_a_bad_backoff_setting_is_named(monkeypatch, extra: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        config_of(monkeypatch, {"conn_type": "http", "host": "api.example.com", "extra": extra})
 
 
 @pytest.mark.parametrize(

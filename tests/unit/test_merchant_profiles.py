@@ -390,6 +390,16 @@ def test_the_hook_still_takes_the_extras_earlier_versions_took(monkeypatch) -> N
             id="attempts",
         ),
         pytest.param(
+            {"max_backoff_seconds": -1},
+            r"connection 'merchants': extra 'max_backoff_seconds': max_backoff_seconds must be >= 0",
+            id="negative-backoff-cap",
+        ),
+        pytest.param(
+            {"backoff_seconds": "1"},
+            r"connection 'merchants': extra 'backoff_seconds': backoff_seconds must be >= 0",
+            id="backoff-text",
+        ),
+        pytest.param(
             {"path_template": "/{version}/m/{id}"},
             r"connection 'merchants': extra 'path_template': path_template may hold only the field \{id\}",
             id="template",
