@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from featurelake.lake import MAX_ABS_AMOUNT
-from featurelake.partitioning import literal_path
+from featurelake.partitioning import date_literal, literal_path
 
 log = logging.getLogger(__name__)
 
@@ -422,8 +422,8 @@ def combine_tiles(
     arithmetic.
     """
     start, end = window_dates(ds, window_days)
-    recent = F.col("date") >= F.lit(ds - timedelta(days=RECENT_DAYS - 1))
-    in_window = tiles.where(F.col("date").between(F.lit(start), F.lit(end)))
+    recent = F.col("date") >= date_literal(ds - timedelta(days=RECENT_DAYS - 1))
+    in_window = tiles.where(F.col("date").between(date_literal(start), date_literal(end)))
     if groups is None:
         groups = category_groups(in_window)
     group_columns = [f"group_micros_{i}" for i in range(len(groups))]
@@ -471,7 +471,7 @@ def combine_tiles(
     unit = F.lit(float(MICROS_PER_UNIT))
     features = totals.select(
         "user_id",
-        F.lit(ds).alias("feature_date"),
+        date_literal(ds).alias("feature_date"),
         (F.col("micros").cast("double") / unit).alias("total_spend"),
         (F.col("micros").cast("double") / n / unit).alias("avg_spend"),
         F.when(
@@ -482,7 +482,7 @@ def combine_tiles(
         n.alias("transaction_count"),
         "unique_merchants",
         "last_transaction_ts",
-        F.datediff(F.lit(ds), F.to_date("last_transaction_ts")).alias("days_since_last_transaction"),
+        F.datediff(date_literal(ds), F.to_date("last_transaction_ts")).alias("days_since_last_transaction"),
         (F.col("micros_7d").cast("double") / unit).alias("spend_7d"),
         F.col("transaction_count_7d").cast("long").alias("transaction_count_7d"),
         "last_amount",
@@ -536,5 +536,5 @@ def read_raw_transactions(spark: SparkSession, path: str, files: Mapping[date, S
         spark.read.schema(RAW_TRANSACTIONS_SCHEMA)
         .option("basePath", path)
         .parquet(*paths)
-        .where(F.col("date").isin([F.lit(d) for d in sorted(files)]))
+        .where(F.col("date").isin([date_literal(d) for d in sorted(files)]))
     )

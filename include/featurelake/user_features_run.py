@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from featurelake.lake import LakeLayout
 from featurelake.partitioning import (
     DatePartitionListing,
+    date_literal,
     date_partition_exists,
     delete_path,
     existing_date_partitions,
@@ -403,7 +404,7 @@ def run_user_features(
             log.info("%d (date, transaction_id) keys occur on more than one raw row", repeated.count())
             marked = mark_transactions(rows, repeated)
             # Pruned to the built dates' raw files, with the repeated keys of every date read.
-            built = marked.where(F.col("date").isin([F.lit(d) for d in to_build]))
+            built = marked.where(F.col("date").isin([date_literal(d) for d in to_build]))
             # Every write replaces the dates it covers, so a date left with no clean (or no invalid)
             # rows holds no stale tile (or quarantine), and a retry writes the same bytes.
             write_partitioned(
@@ -444,12 +445,12 @@ def run_user_features(
                     clustered_by_user=True,
                 )
             else:
-                window_tiles = tiles.where(F.col("date").between(F.lit(start), F.lit(ds)))
+                window_tiles = tiles.where(F.col("date").between(date_literal(start), date_literal(ds)))
                 features = combine_tiles(
                     window_tiles, ds=ds, window_days=window_days, groups=category_groups(window_tiles)
                 )
             write_partitioned(
-                features.withColumn("date", F.lit(ds)),
+                features.withColumn("date", date_literal(ds)),
                 layout.user_features,
                 ["date"],
                 sort_within=["user_id"],
@@ -473,13 +474,13 @@ def run_user_features(
         quarantined = (
             spark.read.option("basePath", layout.quarantine_transactions)
             .parquet(layout.quarantine_transactions)
-            .where(F.col("date").isin([F.lit(d) for d in to_build]))
+            .where(F.col("date").isin([date_literal(d) for d in to_build]))
             .groupBy("reason")
             .count()
             .collect()
         )
     built_tiles = (
-        tiles.where(F.col("date").isin([F.lit(d) for d in to_build]))
+        tiles.where(F.col("date").isin([date_literal(d) for d in to_build]))
         .agg(F.sum("transaction_count").alias("clean"), F.sum("duplicate_rows").alias("duplicates"))
         .first()
     )
