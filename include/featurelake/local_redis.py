@@ -6,12 +6,18 @@ no cluster mode.)"""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -51,6 +57,27 @@ def free_cluster_port() -> int:
 
 
 _START_ATTEMPTS = 5
+
+# prctl(2) option: the signal the calling process gets when its parent thread ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def _stopped_with_this_process() -> Callable[[], None] | None:
+    """A `preexec_fn` that has redis-server get SIGTERM when the Python process that started it
+    dies, even by SIGKILL or an unhandled SIGTERM (which run no `finally`): Linux's
+    PR_SET_PDEATHSIG. That fires when the starting *thread* ends, so it is set only from the main
+    thread; a server started elsewhere, or not on Linux, is stopped only by `stop()`."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # it died before prctl: nothing would signal this process
+            os._exit(1)
+
+    return set_parent_death_signal
 
 
 class _PortTaken(Exception):
@@ -127,7 +154,13 @@ class LocalRedisServer:
         if self._workdir is None:
             raise RuntimeError("restart() needs a server that was started and then killed, not stopped")
         self.kill()
-        self._launch(timeout, keep_cluster_config=True)
+        try:
+            self._launch(timeout, keep_cluster_config=True)
+        except _PortTaken:
+            raise RuntimeError(
+                f"redis-server could not restart on port {self.port}: another process took the port "
+                "after kill(); stop() this server and start a new one"
+            ) from None
         return self
 
     def _launch(self, timeout: float, *, keep_cluster_config: bool = False) -> None:
@@ -141,7 +174,13 @@ class LocalRedisServer:
                 (self._workdir / "nodes.conf").unlink(missing_ok=True)
             command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             command += ["--cluster-node-timeout", str(self.cluster_node_timeout_ms)]
-        self._process = process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._process = process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            # preexec_fn runs between fork and exec: this one only calls prctl and getppid
+            preexec_fn=_stopped_with_this_process(),
+        )
         # One try per poll: the loop retries, and checks the process between tries
         client = redis.Redis(
             host="127.0.0.1",
@@ -154,7 +193,11 @@ class LocalRedisServer:
         try:
             while True:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"redis-server on port {self.port} did not answer in {timeout} s")
+                    shown = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+                    raise TimeoutError(
+                        f"redis-server on port {self.port} did not answer in {timeout} s; its log "
+                        f"({log_file}) ends: {shown}"
+                    )
                 if process.poll() is not None:
                     # redis-server logs to its log file; stderr holds only what it says before that
                     error = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""

@@ -35,8 +35,17 @@ class ShardRing:
         self._ring = HashRing(nodes=names, hash_fn="ketama")
 
     def node_for(self, key: str | bytes) -> str:
-        """The node that owns `key`."""
-        return self._ring.get_node(key.decode() if isinstance(key, bytes) else key)
+        """The node that owns `key` (bytes are read as UTF-8, as featurelake writes its keys)."""
+        if isinstance(key, bytes):
+            try:
+                key = key.decode()
+            except UnicodeDecodeError:
+                raise ValueError(
+                    f"key {key!r} is not UTF-8 text, so the ring cannot place it (featurelake writes "
+                    "only UTF-8 keys): delete it if nothing else needs it, or give featurelake its own "
+                    "key_prefix"
+                ) from None
+        return self._ring.get_node(key)
 
     def group_by_node(self, keys: Iterable[K]) -> dict[str, list[K]]:
         """`keys` grouped by owning node, each group in the input's order."""

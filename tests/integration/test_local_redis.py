@@ -1,10 +1,16 @@
 """featurelake.local_redis starts its own redis-server on a free loopback port (the demo's store, the
 tests' clusters). A port found free can be taken before redis-server binds it: the server must then
-start on another port, and never take a server that was there first for its own."""
+start on another port, and never take a server that was there first for its own. It keeps no data
+file, shows its log when it exits at start, and stops when the process that started it dies."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -67,3 +73,66 @@ def test_ports_taken_every_time_are_named_and_nothing_is_left_running(
     with pytest.raises(RuntimeError, match="found each of 5 free ports taken"):
         server.start()
     assert server._process is None and server._workdir is None
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_a_server_does_not_outlive_the_process_that_started_it(signal_number: int) -> None:
+    # A demo killed by the OOM killer or a CI timeout runs no `finally`: its redis-server must still stop.
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from featurelake.local_redis import LocalRedisServer\n"
+            "server = LocalRedisServer().start()\n"
+            "print(server._process.pid, flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    server_pid = int(starter.stdout.readline())
+    try:
+        starter.send_signal(signal_number)
+        starter.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(server_pid), "redis-server outlived the process that started it"
+    finally:
+        starter.kill()
+        starter.wait()
+        if _alive(server_pid):
+            os.kill(server_pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, reaped by init soon, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_server_keeps_no_data_file_and_leaves_no_directory() -> None:
+    with LocalRedisServer() as server, redis.Redis(host="127.0.0.1", port=server.port) as client:
+        assert client.config_get("save") == {"save": ""}
+        assert client.config_get("appendonly") == {"appendonly": "no"}
+        workdir = server._workdir
+        client.set("k", "v")
+    assert not workdir.exists()
+
+
+def test_a_server_that_exits_at_start_shows_its_log() -> None:
+    server = LocalRedisServer(cluster=True).start()
+    try:
+        server.kill()
+        (server._workdir / "nodes.conf").write_text("not a cluster config\n")
+        with pytest.raises(
+            RuntimeError, match=r"(?s)exited at start: .*Unrecoverable error: corrupted cluster config file"
+        ):
+            server.restart()
+        assert not server.running
+    finally:
+        server.stop()

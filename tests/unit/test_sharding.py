@@ -76,3 +76,10 @@ def test_one_node_as_a_string_is_refused_not_split_into_characters() -> None:
     # list("redis-0:6379") is 12 distinct one-character "nodes": a ring that placed keys on none.
     with pytest.raises(TypeError, match=r"list of host:port names, got the string 'redis-0:6379'"):
         ShardRing("redis-0:6379")  # type: ignore[arg-type]
+
+
+def test_a_key_that_is_no_utf8_text_is_named_not_a_decode_error() -> None:
+    # SCAN of fl:* on a shared server can return another program's key; the ring hashes text
+    ring = ShardRing(["redis-0:6379", "redis-1:6379"])
+    with pytest.raises(ValueError, match=r"key b'fl:user_features:\\xff' is not UTF-8.*key_prefix"):
+        ring.node_for(b"fl:user_features:\xff")

@@ -7,6 +7,7 @@ One node: host and port. A ketama ring: the `nodes` extra (and `previous_nodes` 
 rebalanced). A Redis Cluster: `{"cluster": true}` with the startup nodes as host/port or `nodes`.
 Login and password apply to every node; see `OnlineStoreConfig.from_connection` for every extra.
 A redis:// URI's path (`/2`, the connection's schema) is the database number, as the `db` extra.
+A rediss:// URI (conn_type "rediss") turns TLS on, as the `ssl` extra does.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class OnlineStoreHook(BaseHook):
         # Imported here: DAG files import this hook through operators, and parse without redis.
         from featurelake.online_store import OnlineStoreConfig
 
-        return OnlineStoreConfig.from_connection(
+        config = OnlineStoreConfig.from_connection(
             host=connection.host,
             port=connection.port,
             login=connection.login,
@@ -61,6 +62,18 @@ class OnlineStoreHook(BaseHook):
             extra=_extra_of(connection),
             conn_id=connection.conn_id,
         )
+        if not config.cluster:
+            # A ring refuses a name given twice, but only when the store is built, naming neither
+            # the connection nor the extra. (A cluster's startup nodes may repeat: no ring.)
+            for name in ("nodes", "previous_nodes"):
+                nodes = getattr(config, name)
+                twice = sorted({node for node in nodes if nodes.count(node) > 1})
+                if twice:
+                    raise ValueError(
+                        f"connection {connection.conn_id!r}: extra `{name}` lists "
+                        f"{', '.join(map(repr, twice))} twice; list each node once"
+                    )
+        return config
 
     def get_conn(self) -> OnlineStore:
         """A new store on the connection's nodes; close it (or use it as a context manager)."""
@@ -68,18 +81,79 @@ class OnlineStoreHook(BaseHook):
 
         return OnlineStore(self.config())
 
+    def check_servers(self, store: OnlineStore) -> None:
+        """Before a rebalance: every node of `nodes` and `previous_nodes` answers, and no Redis
+        server is listed under two names (a host name and an address, say). The ring takes two
+        names for two nodes, so a rebalance would "move" keys onto the server they are on, then
+        delete them there. Raises RuntimeError for a node that does not answer (a retry may find
+        it up), ValueError for one server under two names or a node that refuses the password."""
+        import redis
+
+        config = store.config
+        lists: dict[str, list[str]] = {node: [] for node in store.every_node}
+        for name, nodes in (("nodes", config.nodes), ("previous_nodes", config.previous_nodes)):
+            for node in nodes:
+                lists[node].append(f"`{name}`")
+        names_of: dict[str, list[str]] = {}
+        unreachable = []
+        for node in store.every_node:
+            try:
+                run_id = store.client(node).info("server")["run_id"]
+            except redis.AuthenticationError as error:  # a ConnectionError to redis-py, but no outage
+                raise ValueError(
+                    f"connection {self.online_conn_id!r}: {node} (in {' and '.join(lists[node])}) refuses "
+                    f"its login and password ({error}). Nothing was moved. Every node takes the "
+                    "connection's login and password: set them to the ones the node expects."
+                ) from None
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                unreachable.append(f"{node} (in {' and '.join(lists[node])}) does not answer ({error})")
+            except redis.ResponseError as error:  # INFO renamed away, as some managed services do
+                self.log.warning("%s refuses INFO (%s): cannot check that it is listed once", node, error)
+            else:
+                names_of.setdefault(run_id, []).append(node)
+        if unreachable:
+            raise RuntimeError(
+                f"connection {self.online_conn_id!r}: {'; '.join(unreachable)}. Nothing was moved. "
+                "Start it again and retry; a node of `nodes` that is gone for good must leave `nodes`. "
+                "A node of `previous_nodes` alone that is gone for good has lost its keys: remove it "
+                "from `previous_nodes` and publish again the dates it held."
+            )
+        aliases = [names for names in names_of.values() if len(names) > 1]
+        if aliases:
+            shown = "; ".join(" and ".join(names) for names in aliases)
+            raise ValueError(
+                f"connection {self.online_conn_id!r}: {shown} are the same Redis server (one run_id). "
+                "The ring hashes node names, so a rebalance would move keys onto the server they are "
+                "on and then delete them. Nothing was moved. Give each server one name, the same in "
+                "`nodes` and `previous_nodes`."
+            )
+
 
 def _extra_of(connection: Connection) -> dict[str, Any]:
     """The connection's extra (`extra_options`) with the database of a URI's path (its schema) as
     `db`."""
     conn_id = connection.conn_id
     extra = extra_options(connection, example='{"nodes": ["redis-0:6379", "redis-1:6379"]}')
+    if (connection.conn_type or "").lower() == "rediss":
+        # A rediss:// URI (conn_type "rediss") means TLS, as it does to redis-py and redis-cli.
+        given = extra.get("ssl")
+        if given not in (None, "") and str(given).strip().lower() != "true":
+            raise ValueError(
+                f"connection {conn_id!r} is a rediss:// (TLS) connection, but its `ssl` extra is "
+                f"{given!r}: drop the extra, or use redis:// for a server without TLS"
+            )
+        extra = {**extra, "ssl": True}
     database = (connection.schema or "").strip("/")
     if database:
         if not database.isdigit():
             raise ValueError(
                 f"connection {conn_id!r}: its schema (a redis:// URI's path) {connection.schema!r} must "
                 "be a database number, such as 2 in redis://redis-0:6379/2"
+            )
+        if int(database) and str(extra.get("cluster")).strip().lower() == "true":
+            raise ValueError(
+                f"connection {conn_id!r}: its URI's path /{database} names database {database}, but a "
+                f"Redis Cluster has only database 0: drop the /{database} from the URI (or the schema)"
             )
         given = extra.get("db")
         if given not in (None, "") and str(given).strip() != str(int(database)):

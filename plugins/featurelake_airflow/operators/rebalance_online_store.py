@@ -14,7 +14,8 @@ from featurelake_airflow.hooks.online_store import OnlineStoreHook
 class RebalanceOnlineStoreOperator(BaseOperator):
     """Run one rebalance pass over the connection's `nodes` and `previous_nodes`
     (`OnlineStore.rebalance`). It is idempotent, so a retry after a crash finishes the move. Fails
-    when the pass could not finish (keys changed under it): retry until it does. Returns the counts."""
+    when the pass could not finish (keys changed under it): retry until it does. Before moving, every
+    node must answer and be a distinct server (`OnlineStoreHook.check_servers`). Returns the counts."""
 
     ui_color = "#fbe3e4"
 
@@ -30,6 +31,10 @@ class RebalanceOnlineStoreOperator(BaseOperator):
                 "run `redis-cli --cluster rebalance` instead of this DAG"
             )
         with hook.get_conn() as store:
+            try:
+                hook.check_servers(store)
+            except ValueError as error:  # the connection names one server twice: a retry fails again
+                raise AirflowFailException(str(error)) from None
             if not store.config.previous_nodes:
                 self.log.info("the connection lists no previous_nodes: checking every key's placement anyway")
             report = store.rebalance()
@@ -40,7 +45,11 @@ class RebalanceOnlineStoreOperator(BaseOperator):
                 f"{report.changed_during_move} keys changed on their old node during the move; retry "
                 "this task. Were writers still using the old ring? Point them at the new `nodes` first."
             )
-        self.log.info(
-            "Every key is on its ring node. Remove `previous_nodes` from connection %r.", self.online_conn_id
-        )
+        if store.config.previous_nodes:
+            self.log.info(
+                "Every key is on its ring node. Remove `previous_nodes` from connection %r.",
+                self.online_conn_id,
+            )
+        else:
+            self.log.info("Every key is on its ring node.")
         return {**asdict(report), "keys_per_node": counts}
