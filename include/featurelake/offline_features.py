@@ -5,7 +5,7 @@ an entity."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
 from typing import Any
 
@@ -55,7 +55,9 @@ def partition_dataset(
     column reads as null there (pyarrow alone takes the first file's columns, and drops the others
     silently). Types that differ between files are widened (int32 and int64 to int64, a dictionary
     to its values, timestamps to UTC, as the format reads a naive one); any other disagreement is
-    an error that names the partition."""
+    an error that names the partition, and so are entity ids typed as ints in one file and floats
+    in another (1 would be keyed '1.0'). Entity ids stored as bytes (Parquet text without its UTF-8
+    annotation) read as text; bytes that are not UTF-8 are an error that names the partition."""
     if filesystem is None:
         filesystem, root = arrow_filesystem(partition)
     else:
@@ -68,9 +70,11 @@ def partition_dataset(
         if info.type == pafs.FileType.File and is_data_file(info.base_name)
     )
     dataset = pads.dataset(files, format="parquet", filesystem=filesystem)
-    if len(files) < 2:
+    if len(files) < 2 and not _holds_bytes(dataset.schema, entity_column):
         return dataset
-    schemas = [_widened(fragment.physical_schema, entity_column) for fragment in dataset.get_fragments()]
+    physical = [fragment.physical_schema for fragment in dataset.get_fragments()]
+    schemas = [_widened(schema, entity_column) for schema in physical]
+    _check_entity_types(partition, schemas, entity_column)
     try:
         schema = pa.unify_schemas(schemas, promote_options="permissive")
     except (pa.ArrowTypeError, pa.ArrowInvalid) as error:
@@ -78,7 +82,56 @@ def partition_dataset(
             f"{partition}: its data files disagree on a column's type ({error}); rewrite the partition "
             "with one type per column"
         ) from error
-    return pads.dataset(files, schema=schema, format="parquet", filesystem=filesystem)
+    dataset = pads.dataset(files, schema=schema, format="parquet", filesystem=filesystem)
+    if any(_holds_bytes(schema, entity_column) for schema in physical):
+        _check_utf8_ids(partition, dataset, entity_column)
+    return dataset
+
+
+def _holds_bytes(schema: pa.Schema, entity_column: str) -> bool:
+    """Whether `schema` types the entity column as bytes: Parquet text without its UTF-8
+    annotation, as Impala and some Hive and Spark setups write it."""
+    if entity_column not in schema.names:
+        return False
+    data_type = schema.field(entity_column).type
+    if pa.types.is_dictionary(data_type):
+        data_type = data_type.value_type
+    return pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type)
+
+
+def _check_entity_types(partition: str, schemas: Sequence[pa.Schema], entity_column: str) -> None:
+    """Files may type the entity column differently only where the ids keep their text (`str(id)`,
+    the key): ints of any width, floats of any width, or strings. An int file read as floats would
+    key user 1 as '1.0', which is not its key on any other day."""
+    types = {
+        schema.field(entity_column).type
+        for schema in schemas
+        if entity_column in schema.names and not pa.types.is_null(schema.field(entity_column).type)
+    }
+    kinds = (
+        pa.types.is_integer,
+        pa.types.is_floating,
+        lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    )
+    if len(types) < 2 or any(all(kind(t) for t in types) for kind in kinds):
+        return
+    raise ValueError(
+        f"{partition}: its data files type the entity column {entity_column!r} as "
+        f"{', '.join(sorted(map(str, types)))}, which key the same id as different text (1 and 1.0): "
+        f"rewrite the partition with one type for {entity_column!r}"
+    )
+
+
+def _check_utf8_ids(partition: str, dataset: pads.Dataset, entity_column: str) -> None:
+    """Read the entity column, stored as bytes, as text once: a publish fails before it writes."""
+    try:
+        for _ in dataset.to_batches(columns=[entity_column]):
+            pass
+    except pa.ArrowInvalid as error:
+        raise ValueError(
+            f"{partition}: its entity column {entity_column!r} is stored as bytes, and not all of them "
+            f"are UTF-8 text ({error}); the store keys entities by text: write the ids as strings"
+        ) from error
 
 
 def _widened(schema: pa.Schema, entity_column: str) -> pa.Schema:
@@ -89,6 +142,10 @@ def _widened(schema: pa.Schema, entity_column: str) -> pa.Schema:
         data_type = column.type
         if pa.types.is_dictionary(data_type):
             data_type = data_type.value_type
+        if column.name == entity_column and pa.types.is_binary(data_type):
+            data_type = pa.string()
+        if column.name == entity_column and pa.types.is_large_binary(data_type):
+            data_type = pa.large_string()
         if pa.types.is_timestamp(data_type) and column.name != entity_column:
             data_type = pa.timestamp(data_type.unit, "UTC")
         fields.append(column.with_type(data_type))
@@ -130,11 +187,18 @@ def partition_records(
         else:
             # The ids are the keys' text (str(1.0) is '1.0', where a cast writes '1'): compare
             # the rows' ids as text, as `records_from_batches` writes them. A null id is no key
-            # (`isin` leaves them out of a text column too); it would fail the records.
+            # (`isin` leaves them out of a text column too); it would fail the records. Nor is NaN
+            # (str: 'nan'), which the publish refuses as it does null.
             where = pc.field(entity_column).is_valid()
-            wanted = set(entity_ids)
+            wanted = set(entity_ids) - ({"nan"} if pa.types.is_floating(id_type) else set())
+    batches = dataset.to_batches(filter=where, batch_size=batch_size)
+    if wanted is not None and (typed := _typed_ids(id_type, wanted)) is not None:
+        # Ints, floats and bools: the rows of the asked values are picked in Arrow, so that only
+        # they become records. Not by the scan's filter: Parquet's statistics make pyarrow prune
+        # row groups that hold the value (0.0 in one whose min is -0.0 and max 0.0; NaN).
+        batches = _rows_holding(batches, entity_column, typed)
     records = records_from_batches(
-        dataset.to_batches(filter=where, batch_size=batch_size),
+        batches,
         entity_column=entity_column,
         feature_date=feature_date,
         exclude=exclude,
@@ -143,6 +207,42 @@ def partition_records(
         yield from records
     else:
         yield from ((entity, record) for entity, record in records if entity in wanted)
+
+
+def _typed_ids(id_type: pa.DataType, entity_ids: Iterable[str]) -> pa.Array | None:
+    """The values of an int, float or bool entity column whose text (`str`, as the keys hold it)
+    is one of `entity_ids`; None for another type (its rows all become records, compared as text)."""
+    if pa.types.is_integer(id_type):
+        parse: Any = int
+    elif pa.types.is_floating(id_type):
+        parse = float
+    elif pa.types.is_boolean(id_type):
+        parse = {"True": True, "False": False}.__getitem__
+    else:
+        return None
+    values = []
+    for entity in entity_ids:
+        try:
+            value = parse(entity)
+            scalar = pa.scalar(value, id_type)  # out of the column's range: no row holds it
+        except (KeyError, TypeError, ValueError, OverflowError, pa.ArrowInvalid):
+            continue
+        if str(value) == entity and value == value:  # its own text ('7', not '07'); not NaN
+            values.append(scalar.as_py())
+    return pa.array(values, id_type)
+
+
+def _rows_holding(
+    batches: Iterator[pa.RecordBatch], entity_column: str, values: pa.Array
+) -> Iterator[pa.RecordBatch]:
+    """The rows of `batches` whose entity is one of `values` (compared bit for bit: 0.0 is not -0.0)."""
+    for batch in batches:
+        ids = batch.column(entity_column)
+        if pa.types.is_dictionary(ids.type):
+            ids = ids.dictionary_decode()
+        mask = pc.is_in(ids, value_set=values)
+        if mask.true_count:
+            yield batch.filter(mask)
 
 
 def _writable(data_type: pa.DataType) -> bool:
@@ -184,9 +284,18 @@ def _check_no_empty_entity(partition: str, dataset: pads.Dataset, entity_column:
     if pa.types.is_string(id_type) or pa.types.is_large_string(id_type):
         empty = empty | (pc.field(entity_column) == "")
     count = dataset.count_rows(filter=empty)
+    if pa.types.is_floating(id_type):
+        # NaN marks a missing id as null does (polars and Spark keep it apart). Counted from the
+        # column, not by a filter: Parquet's min/max statistics leave NaN out, so pyarrow's
+        # row-group pruning drops the very row groups that hold it.
+        count += sum(
+            pc.sum(pc.is_nan(batch.column(0))).as_py() or 0
+            for batch in dataset.to_batches(columns=[entity_column])
+        )
     if count:
         raise ValueError(
-            f"{partition}: {count} feature rows have an empty {entity_column!r}; they cannot be keyed"
+            f"{partition}: {count} feature rows have an empty {entity_column!r} (null, '' or NaN); "
+            "they cannot be keyed: drop those rows or give them ids, and publish again"
         )
 
 

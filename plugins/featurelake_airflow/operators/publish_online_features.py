@@ -41,7 +41,15 @@ class PublishOnlineFeaturesOperator(BaseOperator):
         self.online_conn_id = online_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
-        day = date.fromisoformat(self.ds)
+        try:
+            day = date.fromisoformat(self.ds)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"ds must be the date of the partition to publish, as YYYY-MM-DD (such as "
+                f"'2030-01-01', which the template {{{{ ds }}}} gives); got {self.ds!r}"
+            ) from None
+        import redis
+
         from featurelake.lake import LakeLayout
         from featurelake.offline_features import partition_entities, partition_records
 
@@ -66,7 +74,16 @@ class PublishOnlineFeaturesOperator(BaseOperator):
             )
             records, entities = [], []
         with OnlineStoreHook(online_conn_id=self.online_conn_id).get_conn() as store:
-            report = store.replace_date(self.view, day, records, entities)
+            try:
+                report = store.replace_date(self.view, day, records, entities)
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                # redis-py names the node at most; say what was left and what a retry does
+                raise type(error)(
+                    f"publishing {self.view} of {self.ds} from {location} to {', '.join(store.every_node)}: "
+                    f"a Redis node did not answer ({error}). The store may hold part of the date; "
+                    "once the nodes answer, a retry publishes all of it again (records of the same "
+                    "date are rewritten, later ones kept) and then removes the stale ones"
+                ) from error
         self.log.info(
             "Published %d %s records for %s (%d kept: the store holds later dates); per node: %s",
             report.written,
