@@ -5,7 +5,8 @@ Enriches the lake with the profile of every merchant seen on one UTC day, fetche
 (the `merchant_api` connection; locally, `featurelake merchant-api` serves a sandbox of it).
 
 1. **check_raw_partition** fails, naming the path, when `raw/transactions/date={{ ds }}` has not landed,
-   and at once, without retrying, in a run triggered without a logical date (it names no day).
+   and at once, without retrying, in a run triggered without a logical date (it names no day) or
+   with a config key that is no param of the DAG (a misspelt param, which Airflow would ignore).
 2. **fetch_merchant_profiles** fetches the day's distinct merchants with aiohttp at the connection's
    rate limit (aiolimiter; retries on 429 and 5xx), validates the profiles on a thread pool and
    enriches them on a process pool, and replaces `raw/merchant_profiles/date={{ ds }}/`. Profiles that
@@ -45,8 +46,14 @@ with DAG(
     check_raw_partition = RawPartitionCheckOperator(
         task_id="check_raw_partition", lake=LAKE, dataset="transactions", ds="{{ ds }}"
     )
+    # One fetch at a time, backfills included: each holds its own rate limiter, so overlapping
+    # runs would call the API at a multiple of the connection's rate_per_second.
     fetch_merchant_profiles = FetchMerchantProfilesOperator(
-        task_id="fetch_merchant_profiles", lake=LAKE, ds="{{ ds }}", http_conn_id="merchant_api"
+        task_id="fetch_merchant_profiles",
+        lake=LAKE,
+        ds="{{ ds }}",
+        http_conn_id="merchant_api",
+        max_active_tis_per_dag=1,
     )
 
     check_raw_partition >> fetch_merchant_profiles

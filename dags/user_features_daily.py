@@ -4,7 +4,8 @@
 Computes the user feature set for one UTC day of transactions.
 
 1. **check_raw_partition** fails, naming the path, when `raw/transactions/date={{ ds }}` has not landed,
-   and at once, without retrying, in a run triggered without a logical date (it names no day).
+   and at once, without retrying, in a run triggered without a logical date (it names no day) or
+   with a config key that is no param of the DAG (a misspelt param, which Airflow would ignore).
 2. **compute_user_features** runs `spark_jobs/user_features.py` through spark-submit on the
    `spark_default` connection: it validates and quarantines bad rows, builds the day's per-user tile,
    computes the W-day window (from the tiles, or from raw on a first run or with `mode=full`), and

@@ -8,7 +8,8 @@ The lake defaults to $AIRFLOW_VAR_FEATURELAKE_LAKE, the same setting the DAGs re
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
+import re
+from datetime import date
 from typing import Annotated, NoReturn
 
 import typer
@@ -21,7 +22,7 @@ from rich.table import Table
 from featurelake.synthetic import DEFAULT_WORKERS, MESSY_ROW_KINDS, GenerationSummary, generate_lake
 
 LAKE_ENVVAR = "AIRFLOW_VAR_FEATURELAKE_LAKE"
-DATE_FORMATS = ["%Y-%m-%d"]
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 app = typer.Typer(
     name="featurelake",
@@ -50,10 +51,25 @@ def main(
     )
 
 
+def parse_date(value: str) -> date:
+    """A calendar date written YYYY-MM-DD; a bad one names what is wrong with it (no such day, or
+    another form)."""
+    if not _ISO_DATE.fullmatch(value.strip()):
+        raise typer.BadParameter(f"{value} is not a date in the form YYYY-MM-DD, such as 2026-07-01")
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError as error:  # 2026-02-30: the form is right, the day does not exist
+        raise typer.BadParameter(f"{value} is not a date: {error}; use YYYY-MM-DD") from error
+
+
 @app.command()
 def generate(
-    start: Annotated[datetime, typer.Option(formats=DATE_FORMATS, help="First date (UTC), YYYY-MM-DD.")],
-    end: Annotated[datetime, typer.Option(formats=DATE_FORMATS, help="Last date (UTC), included.")],
+    start: Annotated[
+        date, typer.Option(parser=parse_date, metavar="YYYY-MM-DD", help="First date (UTC), YYYY-MM-DD.")
+    ],
+    end: Annotated[
+        date, typer.Option(parser=parse_date, metavar="YYYY-MM-DD", help="Last date (UTC), included.")
+    ],
     users: Annotated[int, typer.Option(help="Number of users in the population.")],
     seed: Annotated[int, typer.Option(help="Random seed: the same arguments give identical files.")],
     lake: Annotated[
@@ -67,8 +83,7 @@ def generate(
     ] = DEFAULT_WORKERS,
 ) -> None:
     """Write deterministic raw transactions (one partition per date) and the categories lookup."""
-    first, last = start.date(), end.date()
-    days = (last - first).days + 1
+    days = (end - start).days + 1
     progress = Progress(
         TextColumn("[bold]generate[/] {task.description}"),
         BarColumn(),
@@ -91,8 +106,8 @@ def generate(
         with progress:
             summary = generate_lake(
                 lake=lake,
-                start=first,
-                end=last,
+                start=start,
+                end=end,
                 users=users,
                 seed=seed,
                 transactions_per_user_day=transactions_per_user_day,

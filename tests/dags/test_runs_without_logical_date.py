@@ -60,3 +60,53 @@ def test_a_run_with_a_logical_date_checks_that_days_partition(dag_bag, tmp_path,
         "partition": f"{lake}/raw/transactions/date=2026-10-28",
         "files": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "conf", "said"),
+    [
+        (
+            "user_features_daily",
+            {"windows_days": 30},
+            "'windows_days', which are no params of user_features_daily",
+        ),
+        ("merchant_profiles_daily", {"mode": "rebuild"}, "its params: none"),
+    ],
+)
+def test_a_run_config_key_that_is_no_param_fails_at_once(
+    dag_bag, dag_id: str, conf: dict, said: str, tmp_path, monkeypatch, capfd
+) -> None:
+    """Airflow accepts a config key that names no param: a misspelt `windows_days` ran on the
+    default window of 90 days without a word."""
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=date(2026, 10, 28), end=date(2026, 10, 28), users=20, seed=1)
+    monkeypatch.setenv("AIRFLOW_VAR_FEATURELAKE_LAKE", str(lake))
+    dag = dag_bag.get_dag(dag_id).partial_subset(["check_raw_partition"], include_downstream=False)
+
+    run = dag.test(logical_date=datetime(2026, 10, 28, tzinfo=UTC), run_conf=conf)
+
+    (check,) = run.get_task_instances()
+    assert (str(check.state), check.try_number) == ("failed", 1), "no retry: the config does not change"
+    assert said in capfd.readouterr().out
+
+
+def test_a_run_config_of_the_dags_params_passes_the_check(dag_bag, tmp_path, monkeypatch) -> None:
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=date(2026, 10, 28), end=date(2026, 10, 28), users=20, seed=1)
+    monkeypatch.setenv("AIRFLOW_VAR_FEATURELAKE_LAKE", str(lake))
+    dag = dag_bag.get_dag("user_features_daily").partial_subset(
+        ["check_raw_partition"], include_downstream=False
+    )
+
+    run = dag.test(
+        logical_date=datetime(2026, 10, 28, tzinfo=UTC), run_conf={"window_days": 30, "mode": "full"}
+    )
+
+    (check,) = run.get_task_instances()
+    assert str(check.state) == "success"
+
+
+def test_one_merchant_profiles_fetch_runs_at_a_time(dag_bag) -> None:
+    """Each fetch has its own rate limiter: overlapping backfill runs would multiply the API's rate."""
+    task = dag_bag.get_dag("merchant_profiles_daily").get_task("fetch_merchant_profiles")
+    assert task.max_active_tis_per_dag == 1

@@ -20,6 +20,7 @@ class RawPartitionCheckOperator(BaseOperator):
 
     A run without a logical date (Airflow 3 lets a manual trigger leave it out) has no `ds`, so it
     names no partition: the task fails at once, without retrying, and says how to trigger the run.
+    So does a run whose config holds a key that is no param of the DAG (a misspelt param).
     """
 
     template_fields: Sequence[str] = ("lake", "dataset", "ds")
@@ -39,7 +40,25 @@ class RawPartitionCheckOperator(BaseOperator):
                 f"process: trigger {self.dag_id} with a logical date (the trigger form's Logical date, "
                 f"or `airflow dags trigger {self.dag_id} --logical-date YYYY-MM-DD`), or backfill the dates"
             )
+        self._check_run_conf(context)
         super().render_template_fields(context, jinja_env)
+
+    def _check_run_conf(self, context: Any) -> None:
+        """Fail at once, without retrying, when the run's config holds a key that is no param of
+        the DAG: Airflow accepts it, and a misspelt `windows_days` left the run on the default
+        window without a word. This is the first task of the DAGs that use it."""
+        dag_run = context.get("dag_run")
+        conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
+        declared = set(self.dag.params) if self.dag is not None else set()
+        unknown = sorted(str(key) for key in conf if key not in declared)
+        if unknown:
+            known = ", ".join(sorted(declared)) or "none"
+            raise AirflowFailException(
+                f"run {context['run_id']} of {self.dag_id} was given the config key(s) "
+                f"{', '.join(map(repr, unknown))}, which are no params of {self.dag_id} (its params: "
+                f"{known}), so they would be ignored. Trigger the run again with the params' names, "
+                "or without a config"
+            )
 
     def execute(self, context: Any) -> dict[str, Any]:
         from featurelake.lake import is_data_file
