@@ -506,6 +506,16 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def same_server_message(aliases: Sequence[Sequence[str]]) -> str:
+    """What is wrong with node names that are one server (`OnlineStore.servers_listed_twice`)."""
+    shown = "; ".join(" and ".join(names) for names in aliases)
+    return (
+        f"{shown} are the same Redis server (one run_id). The ring hashes node names, so a rebalance "
+        "would move keys onto the server they are on and then delete them. Nothing was moved. Give "
+        "each server one name, the same in `nodes` and `previous_nodes`."
+    )
+
+
 class OnlineStore:
     """Grouped reads and writes of feature records on the ring (or cluster) of `config`."""
 
@@ -942,12 +952,29 @@ class OnlineStore:
         return deleted
 
     # -- rebalance -----------------------------------------------------------------------------
+    def servers_listed_twice(self) -> list[list[str]]:
+        """The groups of names among `nodes` and `previous_nodes` that are one Redis server (one
+        `run_id`, from INFO): a host name and an address of the same server, say. A node that
+        refuses INFO (some managed services rename it away) is not checked, with a warning."""
+        names_of: dict[str, list[str]] = {}
+        for node in self.every_node:
+            try:
+                run_id = self.client(node).info("server")["run_id"]
+            except redis.ResponseError as error:
+                log.warning("%s refuses INFO (%s): cannot check that it is listed once", node, error)
+                continue
+            names_of.setdefault(run_id, []).append(node)
+        return [names for names in names_of.values() if len(names) > 1]
+
     def rebalance(self, *, max_keys: int | None = None) -> RebalanceReport:
         """Move every key the ring (`nodes`) places on another node than the one holding it. Scans
         every node of `nodes` and `previous_nodes`. `max_keys` stops after that many moves (the
-        report is then not `complete`; run again to go on)."""
+        report is then not `complete`; run again to go on). Refuses, before moving anything, names
+        that are one server (`servers_listed_twice`)."""
         if self.ring is None:
             raise ValueError("a Redis Cluster rebalances its own slots: use `redis-cli --cluster rebalance`")
+        if aliases := self.servers_listed_twice():
+            raise ValueError(same_server_message(aliases))
         report = RebalanceReport()
         for node in self.every_node:
             for page in _chunks(self.scan_keys(node), self.config.batch_size):

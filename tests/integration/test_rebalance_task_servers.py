@@ -42,6 +42,18 @@ def test_one_server_under_two_names_is_refused_and_loses_no_key(
     assert keys_on(b) == set()
 
 
+def test_the_library_rebalance_refuses_one_server_under_two_names_too(redis_nodes: list[str]) -> None:
+    """`OnlineStore.rebalance()` called without Airflow (bench/online_store.py does) is guarded too."""
+    a, b = redis_nodes[:2]
+    a_by_name = a.replace("127.0.0.1", "localhost")
+    with OnlineStore(OnlineStoreConfig(nodes=[a_by_name])) as store:
+        store.write("user_features", RECORDS.items())
+    grown = OnlineStoreConfig(nodes=[a, b], previous_nodes=[a_by_name])
+    with OnlineStore(grown) as store, pytest.raises(ValueError, match=rf"{a} and {a_by_name} are the same"):
+        store.rebalance()
+    assert len(keys_on(a)) == len(RECORDS) and keys_on(b) == set()
+
+
 def test_an_unreachable_previous_node_is_named_with_what_to_do(
     redis_nodes: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

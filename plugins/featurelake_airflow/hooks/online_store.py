@@ -89,16 +89,17 @@ class OnlineStoreHook(BaseHook):
         it up), ValueError for one server under two names or a node that refuses the password."""
         import redis
 
+        from featurelake.online_store import same_server_message
+
         config = store.config
         lists: dict[str, list[str]] = {node: [] for node in store.every_node}
         for name, nodes in (("nodes", config.nodes), ("previous_nodes", config.previous_nodes)):
             for node in nodes:
                 lists[node].append(f"`{name}`")
-        names_of: dict[str, list[str]] = {}
         unreachable = []
         for node in store.every_node:
             try:
-                run_id = store.client(node).info("server")["run_id"]
+                store.client(node).ping()
             except redis.AuthenticationError as error:  # a ConnectionError to redis-py, but no outage
                 raise ValueError(
                     f"connection {self.online_conn_id!r}: {node} (in {' and '.join(lists[node])}) refuses "
@@ -107,10 +108,6 @@ class OnlineStoreHook(BaseHook):
                 ) from None
             except (redis.ConnectionError, redis.TimeoutError) as error:
                 unreachable.append(f"{node} (in {' and '.join(lists[node])}) does not answer ({error})")
-            except redis.ResponseError as error:  # INFO renamed away, as some managed services do
-                self.log.warning("%s refuses INFO (%s): cannot check that it is listed once", node, error)
-            else:
-                names_of.setdefault(run_id, []).append(node)
         if unreachable:
             raise RuntimeError(
                 f"connection {self.online_conn_id!r}: {'; '.join(unreachable)}. Nothing was moved. "
@@ -118,15 +115,8 @@ class OnlineStoreHook(BaseHook):
                 "A node of `previous_nodes` alone that is gone for good has lost its keys: remove it "
                 "from `previous_nodes` and publish again the dates it held."
             )
-        aliases = [names for names in names_of.values() if len(names) > 1]
-        if aliases:
-            shown = "; ".join(" and ".join(names) for names in aliases)
-            raise ValueError(
-                f"connection {self.online_conn_id!r}: {shown} are the same Redis server (one run_id). "
-                "The ring hashes node names, so a rebalance would move keys onto the server they are "
-                "on and then delete them. Nothing was moved. Give each server one name, the same in "
-                "`nodes` and `previous_nodes`."
-            )
+        if aliases := store.servers_listed_twice():
+            raise ValueError(f"connection {self.online_conn_id!r}: {same_server_message(aliases)}")
 
 
 def _extra_of(connection: Connection) -> dict[str, Any]:
