@@ -187,7 +187,7 @@ def read_raw_footer(filesystem: Any, path: str, size: int) -> RawFooter:
     return RawFooter(problems, columns, row_group_bytes)
 
 
-# Raw files whose footers `read_raw_footers` reads at once.
+# Raw files whose footers are read at once (`read_raw_footers`; the Spark job's `check_raw_files`).
 FOOTER_READERS = 8
 
 

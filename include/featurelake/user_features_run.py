@@ -34,6 +34,7 @@ from featurelake.partitioning import (
     write_partitioned,
     write_text,
 )
+from featurelake.raw_contract_arrow import FOOTER_READERS
 from featurelake.user_features import (
     CATEGORIES_SCHEMA,
     RAW_DATA_COLUMNS,
@@ -247,10 +248,6 @@ def raw_file_problems(spark: SparkSession, file: str, size: int) -> list[str]:
         if column in fields and (problem := _column_problem(column, fields[column]))
     ]
     return problems
-
-
-# Raw files whose footers `check_raw_files` reads at once.
-FOOTER_READERS = 8
 
 
 def check_raw_files(
