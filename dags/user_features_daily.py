@@ -15,6 +15,9 @@ Computes the user feature set for one UTC day of transactions.
    `featurelake_online` connection (one node, a ketama ring of nodes, or a Redis Cluster), keyed by
    user; the store keeps the later feature date, so a backfill never replaces newer features, and
    a rerun removes the records of that date whose user the corrected partition no longer holds.
+   It first checks that the partition holds as many rows as the job reported writing, so a
+   partition it cannot see (a lake on storage the Spark cluster does not share with this worker)
+   fails the task instead of removing the date's records.
 4. **compute_merchant_stats** runs a Dask job on the `dask_default` connection (a scheduler, or an
    in-process LocalCluster): per-merchant statistics over the last 30 days of raw transactions,
    staged through the lake in merchant hash buckets, into `features/merchant_stats/date={{ ds }}/`.
@@ -119,6 +122,8 @@ with DAG(
         ds="{{ ds }}",
         view="user_features",
         online_conn_id="featurelake_online",
+        # the partition must hold the rows the job's report says it wrote, or nothing is published
+        report_task_id="compute_user_features",
     )
 
     choose_view_engine = ChooseViewEngineOperator(

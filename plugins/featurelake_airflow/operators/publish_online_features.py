@@ -18,7 +18,13 @@ class PublishOnlineFeaturesOperator(BaseOperator):
     `entity_column`, then remove the store's records of `ds` whose entity that partition no longer
     holds (all of them when it is absent: no entity had data). The store keeps the later of two
     feature dates, so a backfill of an old date never replaces newer features, and a rerun leaves
-    the store holding the date as the partition does. Returns the counts."""
+    the store holding the date as the partition does. Returns the counts.
+
+    `report_task_id` names the task of this run that wrote the partition; its XCom report's
+    `report_rows_key` says how many rows it wrote. The partition this task reads must hold as many,
+    or nothing is published or removed: a partition this worker cannot see (the lake Variable
+    changed since that task, or a cluster wrote to storage this worker does not share) would
+    otherwise read as absent, and remove every record of the date."""
 
     template_fields: Sequence[str] = ("lake", "ds", "view")
     ui_color = "#fbe3e4"
@@ -31,6 +37,8 @@ class PublishOnlineFeaturesOperator(BaseOperator):
         view: str = "user_features",
         entity_column: str = "user_id",
         online_conn_id: str = OnlineStoreHook.default_conn_name,
+        report_task_id: str | None = None,
+        report_rows_key: str = "users_written",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -39,6 +47,8 @@ class PublishOnlineFeaturesOperator(BaseOperator):
         self.view = view
         self.entity_column = entity_column
         self.online_conn_id = online_conn_id
+        self.report_task_id = report_task_id
+        self.report_rows_key = report_rows_key
 
     def execute(self, context: Any) -> dict[str, Any]:
         try:
@@ -73,6 +83,8 @@ class PublishOnlineFeaturesOperator(BaseOperator):
                 self.ds,
             )
             records, entities = [], []
+        if self.report_task_id is not None:
+            self._check_rows_as_reported(context, location=location, rows=len(entities))
         with OnlineStoreHook(online_conn_id=self.online_conn_id).get_conn() as store:
             try:
                 report = store.replace_date(self.view, day, records, entities)
@@ -114,3 +126,26 @@ class PublishOnlineFeaturesOperator(BaseOperator):
             "redirected": report.redirected,
             "removed_stale": report.removed_stale,
         }
+
+    def _check_rows_as_reported(self, context: Any, *, location: str, rows: int) -> None:
+        """Fail, before any write, unless `location` holds the rows that the report of
+        `report_task_id` in this run says it wrote."""
+        report = context["ti"].xcom_pull(task_ids=self.report_task_id)
+        if not isinstance(report, dict) or not isinstance(report.get(self.report_rows_key), int):
+            raise ValueError(
+                f"task {self.report_task_id!r} of this run left no report with an integer "
+                f"{self.report_rows_key!r} in its XCom (it holds {report!r}), so whether {location} "
+                f"is what it wrote cannot be checked. Clear {self.report_task_id!r} and its downstream "
+                "tasks to run it again"
+            )
+        reported = report[self.report_rows_key]
+        if rows != reported:
+            raise ValueError(
+                f"task {self.report_task_id!r} reported {reported} rows written to "
+                f"{report.get('output_path', 'its output')}, but {location} holds {rows}: this task "
+                "reads another partition than the one it wrote. Check that the Variable "
+                "featurelake_lake has not changed since that task ran, and that the Spark cluster "
+                "writes the lake to storage this worker reads (a shared filesystem or an object "
+                "store, not a path local to the cluster's machines). Nothing was published or "
+                f"removed; clear {self.report_task_id!r} and its downstream tasks once they agree"
+            )
