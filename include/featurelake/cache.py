@@ -26,6 +26,7 @@ from featurelake.feature_records import (
     encode_record,
     iso_feature_date,
     plain_value,
+    text_id,
 )
 from featurelake.online_store import OnlineStore
 
@@ -75,14 +76,8 @@ def _entity_ids(method: str, entity_ids: Iterable[str]) -> Iterator[str]:
 
 
 def _text_ids(method: str, entity_ids: Iterable[str]) -> Iterator[str]:
-    for entity in entity_ids:
-        if not isinstance(entity, str):
-            hint = "id.decode()" if isinstance(entity, (bytes, bytearray)) else "str(id)"
-            raise TypeError(
-                f"{method}() takes entity ids as text, as the online store's keys hold them; got "
-                f"{entity!r} ({type(entity).__name__}): pass {hint}"
-            )
-        yield entity
+    # checked here, before the local layer, which never builds a key
+    return (text_id(entity, taken_by=f"{method}()") for entity in entity_ids)
 
 
 def _shown(ids: Sequence[str]) -> str:
@@ -181,7 +176,7 @@ class LayeredFeatureCache:
 
     def get(self, entity_id: str) -> FeatureRecord | None:
         if not isinstance(entity_id, str):  # the error names get(), not get_many()
-            list(_text_ids("get", [entity_id]))
+            text_id(entity_id, taken_by="get()")
         return self.get_many([entity_id]).get(entity_id)
 
     def get_many(self, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:

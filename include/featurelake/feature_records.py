@@ -50,15 +50,22 @@ def feature_key(prefix: str, view: str, entity_id: str) -> bytes:
     text: b"u1" would make the key of "b'u1'", and 1 that of "1" without a word."""
     _check_name("key prefix", prefix)
     _check_name("feature view", view)
-    if not isinstance(entity_id, str):
-        hint = "id.decode()" if isinstance(entity_id, (bytes, bytearray)) else "str(id)"
-        raise TypeError(
-            f"entity ids are text, as the store's keys hold them; got {entity_id!r} "
-            f"({type(entity_id).__name__}) in view {view!r}: pass {hint}"
-        )
+    text_id(entity_id, taken_by=f"the key of view {view!r}")
     if not entity_id:
         raise ValueError(f"an empty entity id has no key in view {view!r}")
     return f"{prefix}:{view}:{entity_id}".encode()
+
+
+def text_id(entity_id: object, *, taken_by: str) -> str:
+    """`entity_id`, which must be text as the store's keys hold ids; otherwise a TypeError that names
+    `taken_by` (what was given it) and the conversion to pass."""
+    if isinstance(entity_id, str):
+        return entity_id
+    hint = "id.decode()" if isinstance(entity_id, (bytes, bytearray)) else "str(id)"
+    raise TypeError(
+        f"{taken_by} takes entity ids as text, as the online store's keys hold them; got "
+        f"{entity_id!r} ({type(entity_id).__name__}): pass {hint}"
+    )
 
 
 def key_pattern(prefix: str, view: str | None = None) -> str:

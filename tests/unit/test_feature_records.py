@@ -191,6 +191,7 @@ def test_encoding_a_value_the_format_has_no_place_for_names_the_column() -> None
 def test_an_entity_id_that_is_not_text_has_no_key(entity: object, hint: str) -> None:
     # f"{b'u1'}" is "b'u1'": the key of another entity, without a word
     with pytest.raises(
-        TypeError, match=rf"entity ids are text.*got {re.escape(repr(entity))}.*pass {re.escape(hint)}"
+        TypeError,
+        match=rf"the key of view 'user_features' takes entity ids as text.*got {re.escape(repr(entity))}.*pass {re.escape(hint)}",
     ):
         feature_key("fl", "user_features", entity)
