@@ -11,7 +11,8 @@ The table, its rows and both refreshes are the same as delta-rs's (docs/material
   earlier row, or are deleted;
 - a full refresh takes the columns of every partition it reads (Parquet's mergeSchema), and refuses
   a column whose type changed between them, naming the partition; an incremental refresh refuses a
-  partition whose columns differ from the view's;
+  partition whose columns differ from the view's; both refuse rows whose `feature_date` is not
+  their partition's date;
 - `refresh_view` then vacuums the table (the files it left longer ago than its retention).
 Either engine can refresh a table the other wrote: both write the Delta protocol delta-rs writes.
 
@@ -96,6 +97,53 @@ def _check_one_row_per_entity(rows: DataFrame, keys: list[str], where: str) -> N
         )
 
 
+def _check_feature_dates(rows: DataFrame, features_path: str, *, day: date | None = None) -> None:
+    """Refuse rows whose `feature_date` is not their partition's date (`day`, or their `date`
+    column), as delta-rs's refresh does: a full refresh takes an entity's row of the newest
+    partition, a MERGE that of the newest feature date, and a rerun finds the rows of a date by
+    their feature date, so such rows gave two different views. Names the oldest such partition."""
+    from pyspark.sql import functions as F
+
+    partition_date = F.col("date") if day is None else date_literal(day)
+    if "feature_date" not in rows.columns:
+        where = features_path if day is None else LakeLayout.partition(features_path, day)
+        raise ValueError(
+            f"{where} has no 'feature_date' column; a view row says there which date it is of. "
+            "Rerun the feature job for its dates, then refresh the view"
+        )
+    wrong = (
+        rows.select(partition_date.alias("_partition"), F.col("feature_date").cast("string").alias("_found"))
+        .where(F.col("_found").isNull() | (F.col("_found") != partition_date.cast("string")))
+        .groupBy("_partition")
+        .agg(
+            F.count(F.lit(1)).alias("_rows"),
+            F.sort_array(F.collect_set("_found")).alias("_seen"),
+            F.max(F.col("_found").isNull()).alias("_null"),
+        )
+        .orderBy("_partition")
+        .limit(1)
+        .collect()
+    )
+    if wrong:
+        first = wrong[0]
+        seen = [*first["_seen"], *(["null"] if first["_null"] else [])]
+        partition = LakeLayout.partition(features_path, first["_partition"])
+        raise ValueError(
+            f"{partition} has {first['_rows']} row(s) whose 'feature_date' is not {first['_partition']} "
+            f"({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}); a view takes an entity's newest "
+            f"row by both. Rerun the feature job for {first['_partition']} (a partition copied from "
+            "another date keeps that date's rows), then refresh the view"
+        )
+
+
+def _partition_rows(spark: SparkSession, features_path: str, ds: date) -> DataFrame:
+    """The rows of the partition of `ds`, with the columns of all its files (null where a file
+    lacks one, as delta-rs reads a partition), refused when their `feature_date` is not `ds`."""
+    rows = spark.read.option("mergeSchema", "true").parquet(LakeLayout.partition(features_path, ds))
+    _check_feature_dates(rows, features_path, day=ds)
+    return rows
+
+
 def _read_features(spark: SparkSession, features_path: str, days: list[date]) -> DataFrame:
     """The partitions of `days` (never the others: a later partition's new column or new type must
     not change an older refresh, as with delta-rs), with the columns of all of them (null where a
@@ -103,11 +151,13 @@ def _read_features(spark: SparkSession, features_path: str, days: list[date]) ->
     paths = [LakeLayout.partition(features_path, day) for day in sorted(days)]
     reader = spark.read.option("basePath", features_path).option("mergeSchema", "true")
     try:
-        return reader.parquet(*paths)
+        rows = reader.parquet(*paths)
     except Exception as error:
         if "CANNOT_MERGE" not in str(error):
             raise
         raise _changed_type_error(spark, paths) from error
+    _check_feature_dates(rows, features_path)
+    return rows
 
 
 def _changed_type_error(spark: SparkSession, paths: list[str]) -> ValueError:
@@ -303,7 +353,7 @@ def refresh_incremental(
     view = DeltaTable.forPath(spark, view_path)
     current = view.toDF()
     if date_partition_exists(spark, features_path, ds):
-        rows = spark.read.parquet(partition)
+        rows = _partition_rows(spark, features_path, ds)
         missing = [name for name in current.columns if name not in rows.columns]
         dropped = _dropped_in_view(current, missing)
         _check_view_columns(rows, current, partition, view_path, allow_missing=dropped)

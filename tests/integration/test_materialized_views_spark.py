@@ -219,3 +219,66 @@ def test_spark_look_back_ignores_the_columns_of_later_partitions(
     )
     assert spark_rows(got) == want.sort_by("user_id").to_pylist()
     assert [row["user_id"] for row in spark_rows(got)] == ["b"]
+
+
+def test_spark_refuses_rows_dated_otherwise_than_their_partition(
+    features: Path, spark, tmp_path: Path
+) -> None:
+    """As delta-rs (test_materialized_views.py): a copy of D1's partition under date=D3 gave a
+    rebuild that took its rows as D3's and a MERGE that kept a's row of D2. Spark's rebuild, its
+    look-back and its incremental read of the day refuse it with delta-rs's message."""
+    import shutil
+
+    from featurelake import materialized_views_spark as on_spark
+
+    shutil.rmtree(features / f"date={D3}")
+    shutil.copytree(features / f"date={D1}", features / f"date={D3}")
+    message = (
+        r"date=2026-10-28 has 3 row\(s\) whose 'feature_date' is not 2026-10-28 \(2026-10-26\).*"
+        r"Rerun the feature job for 2026-10-28"
+    )
+    with pytest.raises(ValueError, match=message):
+        delta_rs.refresh_full(str(tmp_path / "delta-rs"), str(features), as_of=D3)
+    with pytest.raises(ValueError, match=message):
+        latest_per_entity(spark, str(features), as_of=D3)
+    with pytest.raises(ValueError, match=message):
+        on_spark._partition_rows(spark, str(features), D3)
+    view_path = str(tmp_path / "view")
+    delta_rs.refresh_full(view_path, str(features), as_of=D2)
+    with pytest.raises(ValueError, match=message):
+        on_spark.newest_rows_before(
+            spark,
+            str(features),
+            before=date(2026, 10, 29),
+            entities=spark.createDataFrame([("a",)], "user_id string"),
+            entity_column="user_id",
+            view=spark.read.parquet(view_path),
+            view_path=view_path,
+        )
+    # the dates before it are as they should be
+    assert spark_rows(latest_per_entity(spark, str(features), as_of=D2)) == (
+        delta_rs.latest_per_entity(str(features), as_of=D2)[0].to_pylist()
+    )
+
+
+def test_spark_reads_a_partition_as_the_union_of_its_files_columns(features: Path, spark) -> None:
+    """A partition whose later file has a column the first lacks: Spark read one file's columns and
+    dropped the other's (delta-rs reads their union, null where a file lacks one)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurelake import materialized_views_spark as on_spark
+    from featurelake.offline_features import partition_dataset
+
+    partition = features / f"date={D3.isoformat()}"
+    table = pq.read_table(partition / "part-00000.snappy.parquet")
+    pq.write_table(table.slice(0, 1), partition / "part-00000.snappy.parquet")
+    later = table.slice(1).append_column("new_feature", pa.array([7.0] * (table.num_rows - 1)))
+    pq.write_table(later, partition / "part-00001.snappy.parquet")
+
+    got = on_spark._partition_rows(spark, str(features), D3)
+    want = partition_dataset(str(partition), entity_column="user_id").to_table()
+    assert "new_feature" in got.columns
+    assert sorted(got.toArrow().to_pylist(), key=lambda row: row["user_id"]) == sorted(
+        want.to_pylist(), key=lambda row: row["user_id"]
+    )
