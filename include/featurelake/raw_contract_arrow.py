@@ -96,9 +96,10 @@ class RawWindow:
 
 def list_raw_window(raw_transactions: str, days: Iterable[str]) -> RawWindow:
     """One listing of each `date=<day>` partition of `days` under `raw_transactions` (a path or an
-    fsspec URI): only those directories are listed. Names starting with `.` or `_` (temporary and
-    marker files) are neither data nor stray. Dates without a partition are skipped; a missing
-    `raw_transactions` raises FileNotFoundError."""
+    fsspec URI): only those directories are listed, one request each. Names starting with `.` or
+    `_` (temporary and marker files) are neither data nor stray; a file named as a partition is a
+    stray. Dates without a partition are skipped; a missing `raw_transactions` raises
+    FileNotFoundError."""
     import fsspec
 
     filesystem, root = fsspec.core.url_to_fs(raw_transactions)
@@ -108,9 +109,20 @@ def list_raw_window(raw_transactions: str, days: Iterable[str]) -> RawWindow:
     files, stray = [], []
     for day in days:
         directory = f"date={day}"
-        if not filesystem.isdir(f"{root}/{directory}"):
+        try:
+            listed = filesystem.ls(f"{root}/{directory}", detail=True)
+        except FileNotFoundError:
             continue
-        for info in filesystem.ls(f"{root}/{directory}", detail=True):
+        if len(listed) == 1 and listed[0]["type"] != "directory":
+            # the listing of a file is the file itself
+            name = filesystem._strip_protocol(listed[0]["name"]).rstrip("/")
+            if name == filesystem._strip_protocol(f"{root}/{directory}"):
+                stray.append(
+                    f"{raw_transactions.rstrip('/')}/{directory} is a file where a partition directory "
+                    "belongs, which no reader reads"
+                )
+                continue
+        for info in listed:
             name = info["name"].rstrip("/").rsplit("/", 1)[-1]
             if name.startswith((".", "_")):
                 continue

@@ -84,6 +84,14 @@ def _put(relative: str, content: bytes | Callable[[Path], bytes]) -> Landing:
     return land
 
 
+def _partition_as_a_file(lake: Path) -> Path:
+    """A producer that wrote the day's rows to a file named as the partition (`date=<BEFORE>`)."""
+    partition = _partition(lake, BEFORE)
+    shutil.rmtree(partition)
+    pq.write_table(transactions_table(_landed_rows(BEFORE)), partition)
+    return partition
+
+
 def _truncated(lake: Path) -> bytes:
     _write(lambda rows: {})(lake)
     return (_partition(lake) / BAD).read_bytes()[:200]
@@ -112,6 +120,9 @@ CONTRACT_BREACHES = [
     pytest.param(_put("rows.csv", b"l1,u3,m2,7,123456.78\n"), "is not a .parquet file", id="csv"),
     pytest.param(_put(f"{BAD}.crc", b"crc"), "is not a .parquet file", id="crc"),
     pytest.param(lambda lake: _put(f"retry/{BAD}", b"")(lake).parent, "is a subdirectory", id="subdirectory"),
+    pytest.param(
+        _partition_as_a_file, "is a file where a partition directory belongs", id="partition-as-a-file"
+    ),
     # an Arrow error in a staging task that named the file but no fix (on the client, if it came first)
     pytest.param(_put(BAD, b""), "it is empty (0 bytes)", id="zero-byte-file"),
     pytest.param(_put(BAD, _truncated), "it cannot be read as Parquet", id="truncated-file"),
