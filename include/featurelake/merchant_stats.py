@@ -55,6 +55,7 @@ from featurelake.raw_contract_arrow import (
     RawPiece,
     RawWindow,
     list_raw_window,
+    raw_contract_error,
     raw_pieces,
     raw_window_problems,
     read_raw_footers,
@@ -278,14 +279,9 @@ def check_raw_window(window: RawWindow, footers: list[RawFooter], *, ds: date, o
     the first file's types, or failed a task with an error that named no fix."""
     problems = raw_window_problems(window, footers)
     if problems:
-        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
-        raise ValueError(
-            f"raw transactions break the data contract (docs/data-contract.md), so the merchant stats "
-            f"of {ds} were not written (the previous output, {output}, is as it was): "
-            f"{'; '.join(problems[:20])}{more}. Re-land those partitions with only Parquet files named "
-            "*.parquet that hold every column of the contract with its type (a file still being "
-            "written, or one to keep there unread, needs a name starting with . or _), then rerun "
-            "the task"
+        raise raw_contract_error(
+            problems,
+            not_written=f"the merchant stats of {ds} were not written (the previous output, {output}, is as it was)",
         )
 
 

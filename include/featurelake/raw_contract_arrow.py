@@ -136,6 +136,18 @@ def list_raw_window(raw_transactions: str, days: Iterable[str]) -> RawWindow:
     return RawWindow(sorted(files, key=lambda file: file.path), sorted(stray), filesystem)
 
 
+def raw_contract_error(problems: list[str], *, not_written: str) -> ValueError:
+    """The error of both jobs for raw files that break the data contract: `not_written` (what the
+    job did not write, and what was kept), the first 20 `problems` and how many more, and what to do."""
+    more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+    return ValueError(
+        f"raw transactions break the data contract (docs/data-contract.md), so {not_written}: "
+        f"{'; '.join(problems[:20])}{more}. Re-land those partitions with only Parquet files named "
+        "*.parquet that hold every column of the contract with its type (a file still being "
+        "written, or one to keep there unread, needs a name starting with . or _), then rerun the task"
+    )
+
+
 @dataclass(frozen=True)
 class RawFooter:
     """What a raw data file's footer says: `problems` with the contract (none: the file may be

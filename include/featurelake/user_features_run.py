@@ -34,7 +34,7 @@ from featurelake.partitioning import (
     write_partitioned,
     write_text,
 )
-from featurelake.raw_contract_arrow import FOOTER_READERS
+from featurelake.raw_contract_arrow import FOOTER_READERS, raw_contract_error
 from featurelake.user_features import (
     CATEGORIES_SCHEMA,
     RAW_DATA_COLUMNS,
@@ -280,14 +280,9 @@ def check_raw_files(
             for problem in said
         ]
     if problems:
-        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
-        raise ValueError(
-            f"raw transactions break the data contract (docs/data-contract.md), so the features of "
-            f"{ds} were not written (the published ones are as they were): "
-            f"{'; '.join(problems[:20])}{more}. Re-land those partitions with only Parquet "
-            "files named *.parquet that hold every column of the contract with its type (a file "
-            "still being written, or one to keep there unread, needs a name starting with . or _), "
-            "then rerun the task"
+        raise raw_contract_error(
+            problems,
+            not_written=f"the features of {ds} were not written (the published ones are as they were)",
         )
 
 

@@ -1,6 +1,6 @@
 """How the Dask merchant stats job lists its window of raw partitions (`list_raw_window`), on the
 local filesystem through fsspec, with the filesystem's requests counted: an object store bills and
-waits for each one."""
+waits for each one; and the error both jobs give for what breaks the contract."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from featurelake.raw_contract_arrow import list_raw_window
+from featurelake.raw_contract_arrow import list_raw_window, raw_contract_error
 
 DAYS = ["2026-09-01", "2026-09-02", "2026-09-03", "2026-09-04"]
 
@@ -75,3 +75,15 @@ def test_a_file_named_as_a_partition_is_named_as_a_stray(tmp_path: Path) -> None
 def test_a_missing_root_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="raw/transactions"):
         list_raw_window(str(tmp_path / "raw" / "transactions"), DAYS)
+
+
+def test_the_contract_error_names_twenty_problems_and_counts_the_rest() -> None:
+    problems = [f"lake/date=2026-09-01/part-{n:02d}.parquet: it is empty (0 bytes)" for n in range(25)]
+    message = str(raw_contract_error(problems, not_written="the features of 2026-09-01 were not written"))
+    assert message.startswith(
+        "raw transactions break the data contract (docs/data-contract.md), so the features of "
+        "2026-09-01 were not written: lake/date=2026-09-01/part-00.parquet: it is empty (0 bytes); "
+    )
+    assert "part-19.parquet: it is empty (0 bytes) (and 5 more). Re-land those partitions" in message
+    assert "part-20" not in message
+    assert "(and" not in str(raw_contract_error(problems[:20], not_written="x"))
