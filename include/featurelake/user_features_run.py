@@ -233,20 +233,23 @@ def raw_file_problems(spark: SparkSession, file: str, size: int) -> list[str]:
         )
         try:
             schema = reader.getFileMetaData().getSchema()
-            fields = {
-                str(schema.getFieldName(i)).lower(): schema.getType(i) for i in range(schema.getFieldCount())
-            }
+            named = [(str(schema.getFieldName(i)), schema.getType(i)) for i in range(schema.getFieldCount())]
         finally:
             reader.close()
     except Py4JJavaError as error:
         said = str(error.java_exception.toString()).splitlines()[0]
         return [f"it cannot be read as Parquet (truncated, or another format: {said})"]
-    problems = [f"it has no column {column}" for column in RAW_DATA_COLUMNS if column not in fields]
-    problems += [
-        problem
-        for column in RAW_DATA_COLUMNS
-        if column in fields and (problem := _column_problem(column, fields[column]))
-    ]
+    problems = []
+    for column in RAW_DATA_COLUMNS:
+        found = [(name, field) for name, field in named if name.lower() == column]
+        if not found:
+            problems.append(f"it has no column {column}")
+        elif len(found) > 1:
+            # Spark refuses to read it ("Found duplicate field(s)"), naming neither the file nor a fix
+            names = ", ".join(name for name, _ in found)
+            problems.append(f"it has {len(found)} columns named {column} ({names}), whatever their case")
+        elif problem := _column_problem(column, found[0][1]):
+            problems.append(problem)
     return problems
 
 

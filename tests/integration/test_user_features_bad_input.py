@@ -133,6 +133,11 @@ CONTRACT_BREACHES = [
         id="no-merchant-column",
     ),
     pytest.param(
+        _write(transactions_table(LANDED_ROWS).append_column("Amount", pa.array([1.0]))),
+        "it has 2 columns named amount (amount, Amount), whatever their case",
+        id="amount-twice",
+    ),
+    pytest.param(
         _write(transactions_table(LANDED_ROWS, amount=pa.array(["123456.78"]))),
         "column amount is BINARY STRING, where the contract has float64",
         id="amount-as-string",
