@@ -12,7 +12,8 @@ A connection given as a URI carries them as strings, which are read the same way
 
 A scheduler's connection takes one extra, `timeout`: how long to try to reach the scheduler (Dask's
 format, default "30s"). A `tls://` scheduler needs Dask's TLS settings on the Airflow worker
-(`distributed.comm.tls.*`, or the `DASK_DISTRIBUTED__COMM__TLS__*` environment variables).
+(`distributed.comm.tls.*`, or the `DASK_DISTRIBUTED__COMM__TLS__*` environment variables, in the
+worker's environment when it starts: Dask reads them when it is imported).
 """
 
 from __future__ import annotations
@@ -119,6 +120,17 @@ class DaskClusterHook(BaseHook):
         try:
             return dask_client(address, connect_timeout=timeout)
         except OSError as error:
+            if address.startswith("tls://") and _is_tls_error(error):
+                # a certificate or key that cannot be loaded, or a handshake either side refused: the
+                # scheduler answered, or was never tried (the task said to start it)
+                raise ValueError(
+                    f"connection {self.dask_conn_id!r}: the TLS connection to the scheduler {address} "
+                    f"failed ({error}). The scheduler must speak TLS, and on the Airflow workers "
+                    "distributed.comm.tls.ca-file must be the CA that signed the scheduler's "
+                    "certificate, and .client.cert and .client.key a certificate signed by the "
+                    "scheduler's CA and its key, all readable files (or "
+                    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, __CLIENT__CERT, __CLIENT__KEY)"
+                ) from error
             raise OSError(
                 f"connection {self.dask_conn_id!r}: no Dask scheduler answered at {address} within "
                 f"{timeout} ({error}). Start the scheduler, or fix the connection's host and port "
@@ -159,3 +171,18 @@ class DaskClusterHook(BaseHook):
                 f"got {extra['timeout']!r}"
             )
         return timeout
+
+
+def _is_tls_error(error: BaseException) -> bool:
+    """Whether `error`, or an error it came from, is a TLS error (ssl.SSLError) or a TLS file that
+    could not be read, rather than a scheduler that was not reached."""
+    import ssl
+
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError | FileNotFoundError | PermissionError | IsADirectoryError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
