@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from featurelake.local_redis import free_port
 
@@ -83,14 +84,31 @@ def dask_processes(
     workers: int = 1,
     threads: int = 2,
     scheduler_env: dict[str, str] | None = None,
+    protocol: str = "tcp",
+    scheduler_options: Sequence[str] = (),
+    worker_options: Sequence[str] = (),
+    security: Any = None,
 ) -> Iterator[str]:
     """A `dask scheduler` on loopback and `workers` workers of `threads` threads, each started by
-    `worker_command` + its address (with `env`); yields the scheduler's address."""
+    `worker_command` + its address (with `env`); yields the scheduler's address. `protocol`, and
+    the options added to the scheduler's and each worker's command, serve a TLS cluster, which
+    this process reaches with `security` (a distributed.Security)."""
     port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
+    address = f"{protocol}://127.0.0.1:{port}"
     base_env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
     scheduler = subprocess.Popen(
-        [str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        [
+            str(VENV_BIN / "dask"),
+            "scheduler",
+            "--protocol",
+            protocol,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-dashboard",
+            *scheduler_options,
+        ],
         stdout=(logs / "scheduler.log").open("w"),
         stderr=subprocess.STDOUT,
         env={**base_env, **(scheduler_env or {})},
@@ -99,7 +117,10 @@ def dask_processes(
     try:
         for n in range(workers):
             log = logs / f"worker-{n}.log"
-            options = ["--nthreads", str(threads), "--no-dashboard", "--local-directory", str(logs / f"w{n}")]
+            options = [
+                *("--nthreads", str(threads), "--no-dashboard", "--local-directory", str(logs / f"w{n}")),
+                *worker_options,
+            ]
             processes.append(
                 subprocess.Popen(
                     [*worker_command, address, *options],
@@ -112,7 +133,7 @@ def dask_processes(
         from distributed import Client
 
         deadline = time.monotonic() + 90
-        with Client(address, timeout="60s", set_as_default=False) as client:
+        with Client(address, timeout="60s", security=security, set_as_default=False) as client:
             while len(client.scheduler_info()["workers"]) < workers:
                 for process in processes[1:]:
                     assert process.poll() is None, (logs / "worker-0.log").read_text()[-2000:]

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -26,7 +25,7 @@ from featurelake.synthetic import generate_lake
 from tests.integration.test_merchant_stats import assert_matches
 from tests.integration.test_online_store_tls import _certificate, _write_pem
 from tests.oracle.merchant_stats_duckdb import oracle
-from tests.support import PROJECT_ROOT, VENV_BIN, free_port
+from tests.support import PROJECT_ROOT, VENV_BIN, dask_processes, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -90,87 +89,33 @@ def tls_scheduler(tmp_path_factory, certificates: dict[str, str]) -> Iterator[st
     from distributed.security import Security
 
     logs = tmp_path_factory.mktemp("dask-tls")
-    env = {**clean_env(logs), "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    port = free_port()
-    address = f"tls://127.0.0.1:{port}"
-    scheduler = subprocess.Popen(
-        [
-            str(VENV_BIN / "dask"),
-            "scheduler",
-            "--protocol",
-            "tls",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-dashboard",
-            "--tls-ca-file",
-            certificates["ca"],
-            "--tls-cert",
-            certificates["scheduler_cert"],
-            "--tls-key",
-            certificates["scheduler_key"],
-        ],
-        stdout=(logs / "scheduler.log").open("w"),
-        stderr=subprocess.STDOUT,
-        env={**env, "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"},
+    # This process's own client takes an explicit Security: its dask.config stays as it was.
+    security = Security(
+        tls_ca_file=certificates["ca"],
+        tls_client_cert=certificates["client_cert"],
+        tls_client_key=certificates["client_key"],
+        require_encryption=True,
     )
-    processes = [scheduler]
-    try:
-        processes.append(
-            subprocess.Popen(
-                [
-                    str(VENV_BIN / "dask"),
-                    "worker",
-                    address,
-                    "--nthreads",
-                    "2",
-                    "--no-dashboard",
-                    "--local-directory",
-                    str(logs / "w0"),
-                    "--tls-ca-file",
-                    certificates["ca"],
-                    "--tls-cert",
-                    certificates["worker_cert"],
-                    "--tls-key",
-                    certificates["worker_key"],
-                ],
-                stdout=(logs / "worker-0.log").open("w"),
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=logs,
-            )
-        )
-        # This process's own client takes an explicit Security: its dask.config stays as it was.
-        security = Security(
-            tls_ca_file=certificates["ca"],
-            tls_client_cert=certificates["client_cert"],
-            tls_client_key=certificates["client_key"],
-            require_encryption=True,
-        )
 
-        def logs_tail() -> str:
-            return "\n".join(
-                f"--- {path.name}\n{path.read_text()[-2000:]}" for path in sorted(logs.glob("*.log"))
-            )
+    def tls_options(role: str) -> list[str]:
+        files = ("--tls-ca-file", "ca"), ("--tls-cert", f"{role}_cert"), ("--tls-key", f"{role}_key")
+        return [part for flag, name in files for part in (flag, certificates[name])]
 
-        deadline = time.monotonic() + 60
+    with dask_processes(
+        [str(VENV_BIN / "dask"), "worker"],
+        logs,
+        env=clean_env(logs),
+        scheduler_env={**clean_env(logs), "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"},
+        protocol="tls",
+        scheduler_options=tls_options("scheduler"),
+        worker_options=tls_options("worker"),
+        security=security,
+    ) as address:
         with Client(address, security=security, timeout="30s", set_as_default=False) as client:
-            while not (workers := client.scheduler_info()["workers"]):
-                assert all(process.poll() is None for process in processes), logs_tail()
-                assert time.monotonic() < deadline, logs_tail()
-                time.sleep(0.2)
             assert client.scheduler.address == address
-            assert all(worker.startswith("tls://127.0.0.1:") for worker in workers), workers
+            workers = client.scheduler_info()["workers"]
+            assert workers and all(worker.startswith("tls://127.0.0.1:") for worker in workers), workers
         yield address
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.fixture(scope="module")
