@@ -1,7 +1,8 @@
 """Run one DAG for one logical date in-process (`dag.test()`, real tasks, real spark-submit) and print
-what it did: task states and durations, a sample of the features it wrote, and reads of the online
-store through the layered cache. The online store is a private redis-server on a free port, started
-here and stopped at the end, unless `--online-conn` points the run at an existing one.
+what it did: task states and durations, and for user_features_daily a sample of the features it
+wrote and reads of the online store through the layered cache. The online store is a private
+redis-server on a free port, started here and stopped at the end, unless `--online-conn` points the
+run at an existing one.
 
     python -m featurelake_airflow.demo --dag-id user_features_daily --date 2026-10-28
 """
@@ -17,11 +18,17 @@ import sys
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
 log = logging.getLogger(__name__)
+# The DAG whose output the demo shows after the task table.
+FEATURES_DAG_ID = "user_features_daily"
 # Piped output (make, CI) would otherwise be cut to 80 columns.
 console = Console(width=None if Console().is_terminal else 140)
 
@@ -79,16 +86,13 @@ def show_online_reads(user_ids: list[str], online_connection: str, *, lake: Path
     """Read `user_ids` through the layered cache: cold (from Redis), warm (local), and after some
     keys are evicted from Redis (computed from the lake and written back); print where each read
     was answered and how long it took."""
-    from airflow.sdk import Connection
-
     from featurelake.cache import LayeredFeatureCache
     from featurelake.offline_features import read_offline_features
     from featurelake.online_store import OnlineStore
     from featurelake_airflow.hooks.online_store import OnlineStoreHook
 
     # Read as the DAG's tasks read it: password, TLS and cluster included.
-    connection = Connection.from_json(online_connection, conn_id=OnlineStoreHook.default_conn_name)
-    config = OnlineStoreHook.config_of(connection)
+    config = OnlineStoreHook.config_of(read_online_connection(online_connection))
     features = str(lake / "features" / "user_features")
     evicted = user_ids[:100]
     with OnlineStore(config) as store:
@@ -125,16 +129,48 @@ def show_online_reads(user_ids: list[str], online_connection: str, *, lake: Path
         console.print(f"Online store keys per node: {store.count_keys('user_features')}")
 
 
+def read_online_connection(value: str) -> Connection:
+    """The featurelake_online connection `value` holds, read as Airflow reads an AIRFLOW_CONN_
+    variable, which is what the demo sets it as: JSON when it starts with `{`, else a URI
+    (`redis://:password@host:6379/0`)."""
+    from airflow.sdk import Connection
+
+    from featurelake_airflow.hooks.online_store import OnlineStoreHook
+
+    text = value.strip()
+    conn_id = OnlineStoreHook.default_conn_name
+    if text.startswith("{"):
+        return Connection.from_json(text, conn_id=conn_id)
+    return Connection.from_uri(text, conn_id=conn_id)
+
+
+def online_connection_argument(value: str) -> str:
+    """`--online-conn`, checked before the run as the demo's reads will take it at the end: a
+    connection that cannot be read fails here, not after the DAG has run."""
+    from featurelake_airflow.hooks.online_store import OnlineStoreHook
+
+    try:
+        OnlineStoreHook.config_of(read_online_connection(value))
+    except Exception as error:  # JSON, URI and config errors alike: argparse shows this message only
+        raise argparse.ArgumentTypeError(
+            f"not a Redis connection as JSON or a URI ({error}); for example "
+            '\'{"conn_type": "redis", "host": "127.0.0.1", "port": 6379}\' or redis://127.0.0.1:6379/0'
+        ) from error
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dag-id", default="user_features_daily")
+    parser.add_argument("--dag-id", default=FEATURES_DAG_ID)
     parser.add_argument("--date", required=True, type=date.fromisoformat, help="logical date, YYYY-MM-DD")
     parser.add_argument(
         "--online-conn",
         default=None,
-        help="the featurelake_online connection as JSON; default: a private redis-server started here",
+        type=online_connection_argument,
+        help="the featurelake_online connection as JSON or a URI, as an AIRFLOW_CONN_ variable takes "
+        "it; default: a private redis-server started here",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -173,6 +209,9 @@ def run_demo(dag_id: str, day: date, online_connection: str) -> int:
     if state != "success":
         console.print(f"[red]The run ended {state}; see the task logs above.[/red]")
         return 1
+    if dag_id != FEATURES_DAG_ID:
+        # What follows reads what user_features_daily writes; another DAG's run wrote none of it.
+        return 0
 
     report_file = lake / "_metrics" / "user_features" / f"date={day.isoformat()}.json"
     report = json.loads(report_file.read_text())

@@ -161,6 +161,7 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
                 )
                 self.py_files = ",".join(p for p in (self.py_files, str(library_zip)) if p)
             super().execute(context)
+        self._forget_finished_job(context)
         if not report_file.exists():
             raise FileNotFoundError(
                 f"spark-submit finished but the job wrote no report at {self.report_path}; see the job's "
@@ -210,6 +211,17 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
         provider reconnects to instead of submitting again (unless that job failed)."""
         store = context.get("task_state_store") if self.durable else None
         return bool(store is not None and store.get(self.external_id_key))
+
+    def _forget_finished_job(self, context: Any) -> None:
+        """Clear this task instance's task state store (the finished job's id, and its cached status
+        on Kubernetes), as Airflow's `[state_store] clear_on_success` would. The store outlives the
+        task instance's tries within its DAG run: a cleared task, or a backfill with
+        --reprocess-behavior completed, would otherwise find the job finished, submit nothing and
+        return that job's report again. A try that ends before its job does keeps the id, so its
+        retry reconnects."""
+        store = context.get("task_state_store") if self.durable else None
+        if store is not None:
+            store.clear()
 
     def _remove_report(self) -> None:
         lake_path(self.report_path).unlink(missing_ok=True)
