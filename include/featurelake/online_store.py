@@ -12,8 +12,10 @@ Rebalancing a ring (nodes added or removed) is live:
 2. `rebalance()` scans every node (SCAN, never KEYS) and moves each key that the new ring places
    elsewhere: copy to the new owner (remaining TTL kept) unless it already holds a record of the
    same or a later feature date, which a writer on the new ring put there; then delete from the
-   old node only if it still holds the copied bytes. A crash leaves each key on one node or on both
-   with the same bytes, and a rerun finishes the move: the pass is idempotent.
+   old node only if it still holds the copied bytes. If it holds other bytes (a writer on the old
+   ring changed it: the next pass moves the change) or none (the key expired or was deleted), the
+   copy is deleted from the new owner if that still holds it. A crash leaves each key on one node
+   or on both with the same bytes, and a rerun finishes the move: the pass is idempotent.
 3. When a pass moves nothing, drop `previous_nodes`.
 Publishing a date (`replace_date`) writes its records, then removes that date's records of entities
 the date no longer holds (a rerun with corrected data): SCAN of key names, and a compare-and-delete
@@ -78,17 +80,29 @@ _SLOT_REDIRECTIONS = (AskError, MovedError, ClusterDownError)
 _REPLACE_SAME_DATE = "1"
 _KEEP_SAME_DATE = "0"
 
-# Lua: the feature date of the record `value` held by `key` (element 2 of the msgpack array), or an
-# error reply naming the key when it holds something else (another program's value under the
-# prefix), rather than a Lua error that names neither the key nor what to do.
+# Lua: `held_value(key)`, the string `key` holds (false when there is none), and
+# `record_date(key, value)`, the feature date of the record `value` held by `key` (element 2 of the
+# msgpack array). Each answers an error reply naming the key when it holds something else (another
+# program's value under the prefix: another string, or a hash, list or set, of which GET would
+# answer WRONGTYPE), rather than an error that names neither the key nor what to do.
 _RECORD_DATE = """
+local function not_a_record(key)
+  error({err = 'featurelake: key ' .. key .. ' holds no featurelake record (a string of a msgpack ' ..
+    'array [version, date, map]): delete it if nothing else needs it, or give featurelake its own key_prefix'})
+end
+local function held_value(key)
+  local value = redis.pcall('GET', key)
+  if type(value) == 'table' and value.err then
+    not_a_record(key)
+  end
+  return value
+end
 local function record_date(key, value)
   local ok, record = pcall(cmsgpack.unpack, value)
   if ok and type(record) == 'table' and type(record[2]) == 'string' then
     return record[2]
   end
-  error({err = 'featurelake: key ' .. key .. ' holds no featurelake record (a msgpack array ' ..
-    '[version, date, map]): delete it if nothing else needs it, or give featurelake its own key_prefix'})
+  not_a_record(key)
 end
 """
 
@@ -106,11 +120,11 @@ local written = 0
 for i, key in ipairs(KEYS) do
   local value = ARGV[2 * i]
   local ttl = ARGV[2 * i + 1]
-  local current = redis.call('GET', key)
+  local current = held_value(key)
   local set = not current
   if current then
     local held = record_date(key, current)
-    local given = cmsgpack.unpack(value)[2]
+    local given = record_date(key, value)
     set = held < given or (replace_same_date and held == given)
   end
   if set then
@@ -126,20 +140,24 @@ return written
 """
 )
 
-# KEYS: keys. ARGV: the value each must still hold. Deletes those that do; returns {deleted, gone}:
-# the keys deleted, and those no longer there (expired since they were read).
+# KEYS: keys. ARGV: the value each must still hold. Deletes those that do; returns {deleted, gone,
+# changed}: how many keys were deleted, the keys no longer there (expired or deleted since they
+# were read), and the keys that hold another value.
 _DELETE_IF_UNCHANGED = """
 local deleted = 0
-local gone = 0
+local gone = {}
+local changed = {}
 for i, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
   if not current then
-    gone = gone + 1
+    gone[#gone + 1] = key
   elseif current == ARGV[i] then
     deleted = deleted + redis.call('DEL', key)
+  else
+    changed[#changed + 1] = key
   end
 end
-return {deleted, gone}
+return {deleted, gone, changed}
 """
 
 
@@ -153,7 +171,7 @@ _DELETE_IF_DATED = (
     + """
 local deleted = {}
 for _, key in ipairs(KEYS) do
-  local current = redis.call('GET', key)
+  local current = held_value(key)
   local held = current and record_date(key, current)
   if held and (held == ARGV[1] or (ARGV[2] == '<=' and held < ARGV[1])) then
     redis.call('DEL', key)
@@ -435,7 +453,8 @@ class RebalanceReport:
     # Keys whose new owner already held a record of a later or the same feature date (written there
     # since the switch to the new ring): only deleted from the old node.
     kept_newer: int = 0
-    # Keys that expired on the old node during the move (their TTL ran out): nothing to move.
+    # Keys that left the old node during the move (their TTL ran out, or a delete or a removal of
+    # their date): nothing to move, and a copy already made is deleted from the new node.
     expired_during_move: int = 0
     # Keys that changed on the old node during the move: left there for the next pass.
     changed_during_move: int = 0
@@ -461,6 +480,23 @@ def _entity_set(entity_ids: pa.Array | pa.ChunkedArray | Iterable[str]) -> pa.Ar
     else:
         ids = pa.array([str(entity) for entity in entity_ids if entity is not None], pa.string())
     return pc.cast(ids, pa.binary())
+
+
+def _with_iso_date(view: str, entity: str, record: FeatureRecord) -> FeatureRecord:
+    """`record` with its feature date as the format holds it (YYYY-MM-DD), which the write script
+    compares as text: a `date` would fail msgpack, and text with a time or another layout would
+    sort after, or before, the plain dates of the same day. An error names the view and entity."""
+    if isinstance(record.feature_date, str) and len(record.feature_date) == 10:
+        try:
+            if date.fromisoformat(record.feature_date).isoformat() == record.feature_date:
+                return record
+        except ValueError:
+            pass
+    try:
+        day = iso_feature_date(record.feature_date)
+    except ValueError as error:
+        raise ValueError(f"view {view!r}, entity {entity!r}: {error}") from None
+    return FeatureRecord(day, record.values)
 
 
 def _decode(key: bytes, value: bytes) -> FeatureRecord:
@@ -622,12 +658,14 @@ class OnlineStore:
         holds. Of two records of one entity, the later feature date wins, and on the same date the
         one given last, wherever the batches of `batch_size` split `records` (which is consumed in
         such batches, so it streams). During a rebalance, a later record still on a key's previous
-        node is kept too."""
+        node is kept too. A record's feature date is a `date` or YYYY-MM-DD text, written as
+        YYYY-MM-DD; anything else fails the batch before it is written, naming the entity."""
         report = WriteReport()
         ttl = str(self.config.key_ttl_seconds * 1000)
         for chunk in _chunks(records, self.config.batch_size):
             latest: dict[str, FeatureRecord] = {}
-            for entity, record in chunk:
+            for entity, given in chunk:
+                record = _with_iso_date(view, entity, given)
                 held = latest.get(entity)
                 if held is None or held.feature_date <= record.feature_date:
                     latest[entity] = record
@@ -1027,11 +1065,34 @@ class OnlineStore:
             written = self._write_node(owner, [by_key[key] for key in group], same_date=_KEEP_SAME_DATE)
             report.kept_newer += len(group) - written
         delete = self.client(source).register_script(_DELETE_IF_UNCHANGED)
-        deleted, gone = (
-            int(count)
-            for count in delete(keys=[key for key, _, _ in present], args=[value for _, value, _ in present])
+        deleted, gone, changed = delete(
+            keys=[key for key, _, _ in present], args=[value for _, value, _ in present]
         )
-        report.expired_during_move += gone
-        report.changed_during_move += len(present) - deleted - gone
-        report.moved += deleted
-        report.moved_from[source] = report.moved_from.get(source, 0) + deleted
+        report.expired_during_move += len(gone)
+        report.changed_during_move += len(changed)
+        report.moved += int(deleted)
+        report.moved_from[source] = report.moved_from.get(source, 0) + int(deleted)
+        if gone or changed:
+            self._take_back_copies(source, [by_key[key] for key in (*gone, *changed)])
+
+    def _take_back_copies(self, source: str, entries: Sequence[tuple[bytes, bytes, str]]) -> None:
+        """Delete the copies of `entries` (key, copied value, ttl) from their owners where the owner
+        still holds the copied bytes: the key changed on `source` or left it after it was read, so
+        the copy is outdated. A key deleted there meanwhile (`delete`, or `remove_stale` of its
+        date, which ran on the owner before the copy landed) would come back through its copy, and
+        live on until its TTL ran out, or forever without one. A key changed there (a writer still
+        on the old ring) stays for the next pass, which would keep a copy of the same feature date
+        as the change (a record of that date on the owner counts as the current one) and delete the
+        change. A key that expired has a copy that expires as it did: deleting it changes nothing."""
+        undo = {key: value for key, value, _ in entries}
+        taken_back = 0
+        for owner, group in self.ring.group_by_node(undo).items():
+            script = self.client(owner).register_script(_DELETE_IF_UNCHANGED)
+            taken_back += int(script(keys=group, args=[undo[key] for key in group])[0])
+        log.info(
+            "%d keys changed or left %s during their move (changed ones stay for the next pass): %d "
+            "outdated copies deleted from their new node",
+            len(entries),
+            source,
+            taken_back,
+        )
