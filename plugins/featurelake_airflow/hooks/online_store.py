@@ -48,8 +48,8 @@ class OnlineStoreHook(BaseHook):
 
     @staticmethod
     def config_of(connection: Connection) -> OnlineStoreConfig:
-        """The store config of an Airflow connection (the demo builds one from its JSON with
-        `Connection.from_json`): host, port, login, password, schema (a URI's `/db`) and extras.
+        """The store config of an Airflow connection (the demo builds one from its JSON or URI with
+        `demo.read_online_connection`): host, port, login, password, schema (a URI's `/db`) and extras.
         An error names the connection and the field to fix."""
         # Imported here: DAG files import this hook through operators, and parse without redis.
         from featurelake.online_store import OnlineStoreConfig
