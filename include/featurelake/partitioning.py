@@ -365,13 +365,26 @@ class DatePartitionListing:
     stray: list[str]
 
 
+def _in_range(day: date, start: date | None, end: date | None) -> bool:
+    return (start is None or start <= day) and (end is None or day <= end)
+
+
 def list_date_partitions(
-    spark: SparkSession, path: str, *, partition_col: str = "date"
+    spark: SparkSession,
+    path: str,
+    *,
+    partition_col: str = "date",
+    start: date | None = None,
+    end: date | None = None,
 ) -> DatePartitionListing:
     """Every date partition under `path` (as `listed_date_partitions` finds them) with its data
     files and what else it holds, and what else the root holds: one listing of the root and one of
     each partition tell which dates have data, what each date's data is, and what no reader would
-    read. Empty for a missing `path`."""
+    read. With `start` or `end` (dates, both included), only the partitions in that range are
+    listed and given, so that a run's listings do not grow with the dataset's history; the root's
+    strays and misnamed partitions are found either way. Empty for a missing `path`."""
+    start = None if start is None else _require_date(start, name="start")
+    end = None if end is None else _require_date(end, name="end")
     fs, hadoop_path = hadoop_file_system(spark, path)
     if not fs.exists(hadoop_path):
         return DatePartitionListing({}, {}, [])
@@ -379,6 +392,8 @@ def list_date_partitions(
     files: dict[date, list[list[Any]]] = {}
     unread: dict[date, list[str]] = {}
     for day, directory in directories.items():
+        if not _in_range(day, start, end):
+            continue
         statuses = list(fs.listStatus(directory))
         files[day] = _data_files(statuses)
         unread[day] = sorted(
@@ -440,16 +455,25 @@ def _partition_directories(
 
 
 def existing_date_partitions(
-    spark: SparkSession, path: str, *, partition_col: str = "date", marker: str | None = None
+    spark: SparkSession,
+    path: str,
+    *,
+    partition_col: str = "date",
+    marker: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
 ) -> set[date]:
     """The date partitions under `path` that hold at least one data file (or the file `marker`,
     see `write_partitioned`), from a listing only. Hidden files (names starting with `.` or `_`)
-    are not data: writers' temporary files and uploads in flight."""
+    are not data: writers' temporary files and uploads in flight. With `start` or `end` (dates,
+    both included), only the partitions in that range are listed."""
+    start = None if start is None else _require_date(start, name="start")
+    end = None if end is None else _require_date(end, name="end")
     fs, _ = hadoop_file_system(spark, path)
     return {
         day
         for day, directory in listed_date_partitions(spark, path, partition_col=partition_col).items()
-        if _holds_data(fs, directory, marker)
+        if _in_range(day, start, end) and _holds_data(fs, directory, marker)
     }
 
 

@@ -279,10 +279,30 @@ def quarantined_rows(marked: DataFrame) -> DataFrame:
     return marked.where(F.col("reason").isNotNull() & keep).select(*RAW_DATA_COLUMNS, "reason", "date")
 
 
+# Below 2**32 in absolute value, a double's error is under 0.25 micro-units, so the amount times 1e6,
+# rounded, is its exact micro-units (for up to 6 decimals). Above, it is not: 412335648552.49 times
+# 1e6 rounds to 412335648552489984, not ...490000, so group sums that tie in cents stop tying. There
+# the error is under 0.1 cent up to MAX_ABS_AMOUNT, so the amount is rounded to whole cents first.
+EXACT_MICROS_BELOW = 2.0**32
+MICROS_PER_CENT = MICROS_PER_UNIT // 100
+
+
 def amount_micros(column: str = "amount") -> Column:
-    """The amount in whole micro-units (1e-6) as a long: exact for amounts with up to 6 decimals. Valid
-    rows hold at most MAX_ABS_AMOUNT in absolute value, so the cast cannot overflow."""
-    return F.round(F.col(column) * MICROS_PER_UNIT).cast("long")
+    """The amount in whole micro-units (1e-6) as a long: exact for amounts with up to 6 decimals below
+    2**32 (about 4.3e9) in absolute value, and for amounts with up to 2 decimals (the contract's) up to
+    MAX_ABS_AMOUNT; above 2**32 a sub-cent fraction is rounded to the cent. Valid rows hold at most
+    MAX_ABS_AMOUNT in absolute value, so the casts cannot overflow."""
+    amount = F.col(column)
+    return F.when(
+        F.abs(amount) < F.lit(EXACT_MICROS_BELOW), F.round(amount * MICROS_PER_UNIT).cast("long")
+    ).otherwise(F.round(amount * 100).cast("long") * F.lit(MICROS_PER_CENT))
+
+
+def without_negative_zero(amount: Column) -> Column:
+    """`amount` with -0.0 as 0.0. A max compares -0.0 and 0.0 as equal and keeps the one it met first,
+    and the order it meets rows in differs between a full and an incremental run (and between
+    reruns on a cluster), so the largest of the two zeros would have the sign of that order."""
+    return F.when(amount == F.lit(0.0), F.lit(0.0)).otherwise(amount)
 
 
 def transaction_tiles(marked: DataFrame, categories: DataFrame, *, latest_per_day: bool = True) -> DataFrame:
@@ -336,7 +356,7 @@ def transaction_tiles(marked: DataFrame, categories: DataFrame, *, latest_per_da
         F.when(is_copy, F.lit(0)).otherwise(F.lit(1)).cast("long").alias("transaction_count"),
         F.col("micros").alias("amount_micros"),
         (micros_decimal * micros_decimal).cast("decimal(38,0)").alias("amount_micros_squared"),
-        F.col("amount").alias("amount_max"),
+        without_negative_zero(F.col("amount")).alias("amount_max"),
         F.when(latest, F.col("transaction_ts")).alias("day_last_transaction_ts"),
         F.when(latest, F.col("amount")).alias("day_last_amount"),
         F.when(is_copy, F.lit(1)).otherwise(F.lit(0)).cast("long").alias("duplicate_rows"),
@@ -433,7 +453,8 @@ def combine_tiles(
         F.sum("transaction_count").alias("n"),
         F.sum("amount_micros").alias("micros"),
         F.sum("amount_micros_squared").alias("micros_squared"),
-        F.max("amount_max").alias("max_spend"),
+        # tiles built before amount_max dropped the sign of a zero may hold -0.0
+        F.max(without_negative_zero(F.col("amount_max"))).alias("max_spend"),
         F.max("day_last_transaction_ts").alias("last_transaction_ts"),
         F.max_by("day_last_amount", "day_last_transaction_ts").alias("last_amount"),
         F.sum(F.when(recent, F.col("amount_micros")).otherwise(F.lit(0))).alias("micros_7d"),

@@ -30,6 +30,7 @@ from featurelake.partitioning import (
     list_date_partitions,
     listed_date_partitions,
     partition_fingerprint,
+    read_partition_range,
     read_text,
     write_partitioned,
     write_text,
@@ -323,9 +324,10 @@ def run_user_features(
 ) -> FeatureRunReport:
     layout = LakeLayout(lake)
     start, _ = window_dates(ds, window_days)
-    # One listing of the raw partitions gives the dates with data, what each one holds, and what
-    # else lies there.
-    raw_listing = list_date_partitions(spark, layout.raw_transactions)
+    # One listing of the raw root and of the window's partitions gives the window's dates with data,
+    # what each one holds, and what else lies there. Partitions outside the window are not listed:
+    # on an object store each listing is a request, and the lake's history grows every day.
+    raw_listing = list_date_partitions(spark, layout.raw_transactions, start=start, end=ds)
     raw_files = raw_listing.files
     raw_dates = {day for day, files in raw_files.items() if files}
     if ds not in raw_dates:
@@ -338,7 +340,9 @@ def run_user_features(
     withdrawn = remove_withdrawn_dates(spark, layout, raw_dates=raw_dates, start=start, ds=ds)
     # A tile written by a run holds its marker, even when its date had no clean row (tiles written
     # before markers existed hold data files).
-    tile_dates = existing_date_partitions(spark, layout.user_daily_tiles, marker=TILE_BUILT_MARKER)
+    tile_dates = existing_date_partitions(
+        spark, layout.user_daily_tiles, marker=TILE_BUILT_MARKER, start=start, end=ds
+    )
     tile_dates -= set(withdrawn)
     # Listed before any raw row is read: data re-landed during the run is picked up by the next one.
     sources = tile_sources(spark, layout, {d: raw_files[d] for d in window_raw_dates})
@@ -423,11 +427,8 @@ def run_user_features(
                 marker_text=sources,
             )
             # Defined after the tile write: Spark lists the files when the read is defined.
-            tiles = (
-                spark.read.schema(TILE_SCHEMA)
-                .option("basePath", layout.user_daily_tiles)
-                .parquet(layout.user_daily_tiles)
-            )
+            # Only the window's partitions: a read of the root would list every tile ever built.
+            tiles = read_partition_range(spark, layout.user_daily_tiles, start, ds, schema=TILE_SCHEMA)
             if mode == "full":
                 # From raw in one pass: every clean row as a tile of its own, already clustered by
                 # user. Adding them up per day first would only cost an aggregate: at this sparsity a
@@ -465,10 +466,9 @@ def run_user_features(
     if not users:
         log.warning("no clean transactions in %s..%s: %s is left empty", start, ds, output)
     quarantined = []
-    if existing_date_partitions(spark, layout.quarantine_transactions) & set(to_build):
+    if existing_date_partitions(spark, layout.quarantine_transactions, start=start, end=ds) & set(to_build):
         quarantined = (
-            spark.read.option("basePath", layout.quarantine_transactions)
-            .parquet(layout.quarantine_transactions)
+            read_partition_range(spark, layout.quarantine_transactions, min(to_build), max(to_build))
             .where(F.col("date").isin([date_literal(d) for d in to_build]))
             .groupBy("reason")
             .count()
