@@ -189,7 +189,11 @@ _DELETE_KEY = "return redis.call('DEL', KEYS[1])"
 
 
 def _host_port(node: str) -> tuple[str, int]:
+    """The host and port of `node`, host:port; an IPv6 address may be bracketed, as in URLs
+    (`[fd00::5]:6379`), or not (`fd00::5:6379`: the last `:` starts the port)."""
     host, sep, port = node.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # the resolver takes the address without its brackets
     if not sep or not host or not port.isdigit():
         raise ValueError(f"online store node {node!r} must be host:port, for example redis-0:6379")
     return host, int(port)

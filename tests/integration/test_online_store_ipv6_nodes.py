@@ -1,0 +1,57 @@
+"""Ring nodes at IPv6 addresses, written as URLs write them (`[::1]:6379`) or plainly (`::1:6379`),
+on a real redis-server listening on ::1. The bracketed form reached the resolver with its
+brackets and failed every call with "Name or service not known"."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from featurelake.feature_records import FeatureRecord
+from featurelake.local_redis import free_port
+from featurelake.online_store import OnlineStore, OnlineStoreConfig
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ipv6_port(tmp_path_factory) -> Iterator[int]:
+    """The port of a redis-server that listens on ::1 only."""
+    folder: Path = tmp_path_factory.mktemp("redis-ipv6")
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "::1", "--save", "", "--dir", str(folder)]
+    server = subprocess.Popen(command, stdout=(folder / "redis.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with redis.Redis(host="::1", port=port) as client:
+                    client.ping()
+                break
+            except redis.ConnectionError:
+                assert server.poll() is None, (folder / "redis.log").read_text()
+                if time.monotonic() > deadline:
+                    pytest.skip(
+                        f"no redis-server on ::1 (no IPv6 loopback here?): {(folder / 'redis.log').read_text()}"
+                    )
+                time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+@pytest.mark.parametrize("written", ["[::1]:{port}", "::1:{port}"], ids=["bracketed", "plain"])
+def test_a_ring_node_at_an_ipv6_address_is_written_and_read(ipv6_port: int, written: str) -> None:
+    node = written.format(port=ipv6_port)
+    records = {f"u{i}": FeatureRecord("2026-10-28", {"total_spend": float(i)}) for i in range(50)}
+    with OnlineStore(OnlineStoreConfig(nodes=[node])) as store:
+        assert store.write("user_features", records.items()).written == 50
+        assert store.read("user_features", list(records)) == records
+        assert store.count_keys("user_features") == {node: 50}
+        store.delete("user_features", list(records))
