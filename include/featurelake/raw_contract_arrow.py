@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -192,23 +192,31 @@ def read_raw_footer(filesystem: Any, path: str, size: int) -> RawFooter:
         row_group_bytes = [metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)]
     problems, columns = [], {}
     for name, accepted in RAW_ARROW_TYPES.items():
-        found = [field for field in schema.names if field.lower() == name]
-        if not found:
-            problems.append(f"it has no column {name}")
-        elif len(found) > 1:
+        found, problem = contract_column_name(schema.names, name)
+        if problem:
+            problems.append(problem)
+            continue
+        columns[name] = found
+        arrow_type = schema.field(found).type
+        leaf = leaves.get(found)
+        if not accepted.accepts(arrow_type, None if leaf is None else leaf.physical_type):
+            stored = f" (Parquet {_parquet_type(leaf)})" if leaf is not None else ""
             problems.append(
-                f"it has {len(found)} columns named {name} ({', '.join(found)}), whatever their case"
+                f"column {found} is {arrow_type}{stored}, where the contract has {accepted.contract}"
             )
-        else:
-            columns[name] = found[0]
-            arrow_type = schema.field(found[0]).type
-            leaf = leaves.get(found[0])
-            if not accepted.accepts(arrow_type, None if leaf is None else leaf.physical_type):
-                stored = f" (Parquet {_parquet_type(leaf)})" if leaf is not None else ""
-                problems.append(
-                    f"column {found[0]} is {arrow_type}{stored}, where the contract has {accepted.contract}"
-                )
     return RawFooter(problems, columns, row_group_bytes)
+
+
+def contract_column_name(names: Sequence[str], column: str) -> tuple[str, None] | tuple[None, str]:
+    """The name of the contract's `column` among a file's column `names`, matched whatever their
+    case (as Spark matches them), or what is wrong: it is missing, or more than one name matches.
+    Both jobs' footer checks use it."""
+    found = [name for name in names if name.lower() == column]
+    if not found:
+        return None, f"it has no column {column}"
+    if len(found) > 1:
+        return None, f"it has {len(found)} columns named {column} ({', '.join(found)}), whatever their case"
+    return found[0], None
 
 
 # Raw files whose footers are read at once (`read_raw_footers`; the Spark job's `check_raw_files`).

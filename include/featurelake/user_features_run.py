@@ -35,7 +35,7 @@ from featurelake.partitioning import (
     write_partitioned,
     write_text,
 )
-from featurelake.raw_contract_arrow import FOOTER_READERS, raw_contract_error
+from featurelake.raw_contract_arrow import FOOTER_READERS, contract_column_name, raw_contract_error
 from featurelake.user_features import (
     CATEGORIES_SCHEMA,
     RAW_DATA_COLUMNS,
@@ -240,16 +240,15 @@ def raw_file_problems(spark: SparkSession, file: str, size: int) -> list[str]:
     except Py4JJavaError as error:
         said = str(error.java_exception.toString()).splitlines()[0]
         return [f"it cannot be read as Parquet (truncated, or another format: {said})"]
+    fields = dict(named)
     problems = []
     for column in RAW_DATA_COLUMNS:
-        found = [(name, field) for name, field in named if name.lower() == column]
-        if not found:
-            problems.append(f"it has no column {column}")
-        elif len(found) > 1:
-            # Spark refuses to read it ("Found duplicate field(s)"), naming neither the file nor a fix
-            names = ", ".join(name for name, _ in found)
-            problems.append(f"it has {len(found)} columns named {column} ({names}), whatever their case")
-        elif problem := _column_problem(column, found[0][1]):
+        # more than one name of the column: Spark refuses to read it ("Found duplicate field(s)"),
+        # naming neither the file nor a fix
+        found, problem = contract_column_name([name for name, _ in named], column)
+        if problem is None:
+            problem = _column_problem(column, fields[found])
+        if problem:
             problems.append(problem)
     return problems
 
