@@ -490,17 +490,11 @@ def _with_iso_date(view: str, entity: str, record: FeatureRecord) -> FeatureReco
     """`record` with its feature date as the format holds it (YYYY-MM-DD), which the write script
     compares as text: a `date` would fail msgpack, and text with a time or another layout would
     sort after, or before, the plain dates of the same day. An error names the view and entity."""
-    if isinstance(record.feature_date, str) and len(record.feature_date) == 10:
-        try:
-            if date.fromisoformat(record.feature_date).isoformat() == record.feature_date:
-                return record
-        except ValueError:
-            pass
     try:
         day = iso_feature_date(record.feature_date)
     except ValueError as error:
         raise ValueError(f"view {view!r}, entity {entity!r}: {error}") from None
-    return FeatureRecord(day, record.values)
+    return record if day == record.feature_date else FeatureRecord(day, record.values)
 
 
 def _decode(key: bytes, value: bytes) -> FeatureRecord:
