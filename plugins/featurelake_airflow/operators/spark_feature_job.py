@@ -209,8 +209,12 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
     def _may_resume(self, context: Any) -> bool:
         """Whether a durable task holds the id of a job an earlier attempt submitted, which the
         provider reconnects to instead of submitting again (unless that job failed)."""
-        store = context.get("task_state_store") if self.durable else None
+        store = self._job_state_store(context)
         return bool(store is not None and store.get(self.external_id_key))
+
+    def _job_state_store(self, context: Any) -> Any:
+        """The task state store where a durable task keeps its job's id; None when not durable."""
+        return context.get("task_state_store") if self.durable else None
 
     def _forget_finished_job(self, context: Any) -> None:
         """Clear this task instance's task state store (the finished job's id, and its cached status
@@ -219,7 +223,7 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
         --reprocess-behavior completed, would otherwise find the job finished, submit nothing and
         return that job's report again. A try that ends before its job does keeps the id, so its
         retry reconnects."""
-        store = context.get("task_state_store") if self.durable else None
+        store = self._job_state_store(context)
         if store is not None:
             store.clear()
 
