@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from featurelake.user_features_run import run_user_features
+from tests.integration.test_user_features_job import assert_matches_oracle
 from tests.oracle.edge_case_lake import CATEGORIES, write_categories, write_transactions_partition
-from tests.oracle.user_features_duckdb import FEATURE_COLUMNS, compute_user_features
+from tests.oracle.user_features_duckdb import compute_user_features
 
 pytestmark = pytest.mark.integration
 
@@ -51,18 +52,7 @@ def _features_by_mode(spark, tmp_path: Path, rows: list[dict]) -> dict[str, pd.D
     pd.testing.assert_frame_equal(full, incremental, check_exact=True)
     for column in FLOAT_COLUMNS:
         assert np.signbit(full[column]).tolist() == np.signbit(incremental[column]).tolist(), column
-    want = compute_user_features(lake=tmp_path / "full", ds=DS, window_days=WINDOW_DAYS)
-    assert full["user_id"].tolist() == want["user_id"].tolist()
-    for column in FEATURE_COLUMNS:
-        got, expected = full[column].astype(object).tolist(), want[column].astype(object).tolist()
-        if column in FLOAT_COLUMNS:
-            assert [None if pd.isna(v) else v for v in got] == pytest.approx(
-                [None if pd.isna(v) else v for v in expected], rel=1e-9
-            ), column
-        elif column in ("feature_date", "last_transaction_ts"):
-            assert [pd.Timestamp(v) for v in got] == [pd.Timestamp(v) for v in expected], column
-        else:
-            assert got == expected, column
+    assert_matches_oracle(full, compute_user_features(lake=tmp_path / "full", ds=DS, window_days=WINDOW_DAYS))
     return by_mode
 
 

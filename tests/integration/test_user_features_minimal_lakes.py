@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 
 from featurelake.user_features_run import run_user_features
+from tests.integration.test_user_features_job import assert_matches_oracle
 from tests.oracle.edge_case_lake import CATEGORIES, write_categories, write_transactions_partition
-from tests.oracle.user_features_duckdb import FEATURE_COLUMNS, compute_user_features
+from tests.oracle.user_features_duckdb import compute_user_features
 
 pytestmark = pytest.mark.integration
 
 DS = date(2026, 9, 10)
 WINDOW_DAYS = 2
-FLOAT_COLUMNS = ["total_spend", "avg_spend", "std_spend", "max_spend", "spend_7d", "last_amount"]
 
 
 def _row(transaction_id: str, amount: float, day: date, hour: int, *, category_id: int = 1) -> dict:
@@ -47,20 +47,8 @@ def _full_and_incremental(spark, tmp_path: Path, write_lake) -> pd.DataFrame:
         run_user_features(spark, ds=DS, lake=str(lake), window_days=WINDOW_DAYS, mode=mode)
         by_mode[mode] = _features(lake)
     pd.testing.assert_frame_equal(by_mode["full"], by_mode["incremental"], check_exact=True)
-    want = compute_user_features(lake=tmp_path / "full", ds=DS, window_days=WINDOW_DAYS)
     got = by_mode["full"]
-    assert list(got.columns) == FEATURE_COLUMNS
-    assert got["user_id"].tolist() == want["user_id"].tolist()
-    for column in FEATURE_COLUMNS:
-        g, w = got[column].astype(object).tolist(), want[column].astype(object).tolist()
-        if column in FLOAT_COLUMNS:
-            assert [None if pd.isna(v) else v for v in g] == pytest.approx(
-                [None if pd.isna(v) else v for v in w], rel=1e-9
-            ), column
-        elif column in ("feature_date", "last_transaction_ts"):
-            assert [pd.Timestamp(v) for v in g] == [pd.Timestamp(v) for v in w], column
-        else:
-            assert g == w, column
+    assert_matches_oracle(got, compute_user_features(lake=tmp_path / "full", ds=DS, window_days=WINDOW_DAYS))
     return got
 
 
