@@ -113,15 +113,18 @@ def list_raw_window(raw_transactions: str, days: Iterable[str]) -> RawWindow:
             listed = filesystem.ls(f"{root}/{directory}", detail=True)
         except FileNotFoundError:
             continue
-        if len(listed) == 1 and listed[0]["type"] != "directory":
-            # the listing of a file is the file itself
-            name = filesystem._strip_protocol(listed[0]["name"]).rstrip("/")
-            if name == filesystem._strip_protocol(f"{root}/{directory}"):
-                stray.append(
-                    f"{raw_transactions.rstrip('/')}/{directory} is a file where a partition directory "
-                    "belongs, which no reader reads"
-                )
-                continue
+        # The listing of a file is the file itself. Both names are in the filesystem's own form:
+        # `url_to_fs` gave `root` in it, and listings give names in it.
+        if (
+            len(listed) == 1
+            and listed[0]["type"] != "directory"
+            and listed[0]["name"].rstrip("/") == f"{root}/{directory}"
+        ):
+            stray.append(
+                f"{raw_transactions.rstrip('/')}/{directory} is a file where a partition directory "
+                "belongs, which no reader reads"
+            )
+            continue
         for info in listed:
             name = info["name"].rstrip("/").rsplit("/", 1)[-1]
             if name.startswith((".", "_")):

@@ -72,6 +72,37 @@ def test_a_file_named_as_a_partition_is_named_as_a_stray(tmp_path: Path) -> None
     assert [file.path for file in window.files] == [f"{root}/date={DAYS[0]}/part-0.parquet"]
 
 
+@pytest.mark.parametrize("form", ["relative", "file-uri", "memory-uri"])
+def test_a_file_named_as_a_partition_is_found_under_every_form_of_root(
+    form: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The filesystem gives names in its own form (absolute, no scheme): the root's form must not
+    # hide the file, nor turn a partition holding one file into a stray.
+    if form == "memory-uri":
+        import fsspec
+
+        filesystem = fsspec.filesystem("memory")
+        raw = f"memory://{tmp_path.name}/raw/transactions"
+        filesystem.pipe(f"{raw}/date={DAYS[0]}/part-0.parquet", b"x")
+        filesystem.pipe(f"{raw}/date={DAYS[1]}", b"rows")
+        shown = raw
+    else:
+        root = tmp_path / "raw" / "transactions"
+        (root / f"date={DAYS[0]}").mkdir(parents=True)
+        (root / f"date={DAYS[0]}" / "part-0.parquet").write_bytes(b"x")
+        (root / f"date={DAYS[1]}").write_bytes(b"rows")
+        monkeypatch.chdir(tmp_path)
+        raw = "raw/transactions" if form == "relative" else f"file://{root}"
+        shown = raw
+
+    window = list_raw_window(raw, DAYS)
+
+    assert window.stray == [
+        f"{shown}/date={DAYS[1]} is a file where a partition directory belongs, which no reader reads"
+    ]
+    assert [file.path for file in window.files] == [f"{shown}/date={DAYS[0]}/part-0.parquet"]
+
+
 def test_a_missing_root_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="raw/transactions"):
         list_raw_window(str(tmp_path / "raw" / "transactions"), DAYS)
