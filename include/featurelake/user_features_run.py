@@ -465,7 +465,10 @@ def run_user_features(
     if not users:
         log.warning("no clean transactions in %s..%s: %s is left empty", start, ds, output)
     quarantined = []
-    if existing_date_partitions(spark, layout.quarantine_transactions, start=start, end=ds) & set(to_build):
+    # Only the built dates' partitions are listed: the window's others are not this run's to count.
+    if to_build and existing_date_partitions(
+        spark, layout.quarantine_transactions, start=min(to_build), end=max(to_build)
+    ) & set(to_build):
         quarantined = (
             read_partition_range(spark, layout.quarantine_transactions, min(to_build), max(to_build))
             .where(F.col("date").isin([date_literal(d) for d in to_build]))

@@ -49,16 +49,8 @@ class CountedListings:
         return getattr(self._fs, name)
 
 
-def test_a_run_lists_no_partition_outside_its_window(spark, tmp_path: Path, monkeypatch) -> None:
-    lake = tmp_path / "lake"
-    write_categories(lake, CATEGORIES)
-    for day in DAYS:
-        write_transactions_partition(
-            lake, partition=day, rows=[_row(f"t{day}", day), _row(f"q{day}", day, None)]
-        )
-    # Tiles and quarantine of the earlier days, and of the day after DS.
-    for day in (DAYS[1], DS + timedelta(days=1)):
-        run_user_features(spark, ds=day, lake=str(lake), window_days=WINDOW_DAYS, mode="rebuild")
+def record_listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, the path of each listStatus call the library makes, in order."""
     listed: list[str] = []
 
     def counted(spark, path: str):
@@ -72,6 +64,20 @@ def test_a_run_lists_no_partition_outside_its_window(spark, tmp_path: Path, monk
             and getattr(module, "hadoop_file_system", None) is hadoop_file_system
         ):
             monkeypatch.setattr(module, "hadoop_file_system", counted)
+    return listed
+
+
+def test_a_run_lists_no_partition_outside_its_window(spark, tmp_path: Path, monkeypatch) -> None:
+    lake = tmp_path / "lake"
+    write_categories(lake, CATEGORIES)
+    for day in DAYS:
+        write_transactions_partition(
+            lake, partition=day, rows=[_row(f"t{day}", day), _row(f"q{day}", day, None)]
+        )
+    # Tiles and quarantine of the earlier days, and of the day after DS.
+    for day in (DAYS[1], DS + timedelta(days=1)):
+        run_user_features(spark, ds=day, lake=str(lake), window_days=WINDOW_DAYS, mode="rebuild")
+    listed = record_listings(monkeypatch)
 
     report = run_user_features(spark, ds=DS, lake=str(lake), window_days=WINDOW_DAYS, mode="auto")
 
@@ -109,3 +115,25 @@ def test_a_tile_partition_outside_the_window_is_not_read_or_listed_by_spark(spar
     report = run_user_features(spark, ds=DS, lake=str(lake), window_days=WINDOW_DAYS, mode="incremental")
 
     assert (report.users_written, report.tiles_built) == (1, [DAYS[2].isoformat(), DS.isoformat()])
+
+
+def test_an_incremental_run_lists_the_quarantine_of_the_dates_it_builds_only(
+    spark, tmp_path: Path, monkeypatch
+) -> None:
+    """The run counts the quarantine of the dates it built; it listed every quarantine partition
+    of its window to find them, each a request on an object store."""
+    lake = tmp_path / "lake"
+    write_categories(lake, CATEGORIES)
+    days = [DS - timedelta(days=2), DS - timedelta(days=1), DS]
+    for day in days:
+        write_transactions_partition(
+            lake, partition=day, rows=[_row(f"t{day}", day), _row(f"q{day}", day, None)]
+        )
+    run_user_features(spark, ds=days[1], lake=str(lake), window_days=3, mode="rebuild")
+    listed = record_listings(monkeypatch)
+
+    report = run_user_features(spark, ds=DS, lake=str(lake), window_days=3, mode="incremental")
+
+    assert (report.tiles_built, report.quarantined_by_reason) == ([DS.isoformat()], {"missing_amount": 1})
+    quarantine = f"{lake.resolve()}/quarantine/transactions/date="
+    assert sorted(path for path in listed if path.startswith(quarantine)) == [f"{quarantine}{DS}"]
