@@ -9,7 +9,8 @@ Two refreshes give the same table:
 - full: rebuild from every partition on or before `as_of` (or on or before the view's newest
   `feature_date`, when later: a full refresh of an older date never takes the view back in time),
   one date at a time (memory holds one row per entity, not the whole history), and overwrite the
-  table in one commit, which fails if another writer committed meanwhile;
+  table in one commit, which fails if another writer committed meanwhile (or created the table,
+  for a first build);
 - incremental: MERGE one date's partition on the entity column. A matched row is replaced only by a
   row of the same or a later feature date, and a new entity is inserted. So a rerun gives the same
   rows, and a backfill of an older date never replaces newer rows. A rerun of a date whose partition
@@ -25,7 +26,8 @@ partition lacks is null in its rows); a column whose type changed between partit
 An incremental refresh keeps the view's columns: a partition with a column more or less than the
 view, or another type, is refused, saying to refresh in full; but a view column the partition lacks
 is null when the view's rows of its newest feature date already are (a dropped column, after that
-full refresh: `_dropped_in_view`).
+full refresh: `_dropped_in_view`). A view column with no type yet (null in every row so far) that
+the rows read give one is not a schema change: the view is rebuilt in full, once.
 
 `refresh_view` then vacuums the table: it deletes the data files that left it longer ago than its
 `delta.deletedFileRetentionDuration` (7 days by default), so the directory does not keep a copy of
@@ -111,11 +113,18 @@ def _commit_properties(run_key: str | None, features_path: str, **recorded: Any)
 
 
 def committed_refresh(
-    view_path: str, features_path: str, *, run_key: str, ds: date, name: str = ""
+    view_path: str,
+    features_path: str,
+    *,
+    run_key: str,
+    ds: date,
+    name: str = "",
+    mode: str = "incremental",
 ) -> RefreshReport | None:
     """The report of the refresh for `ds` that the run `run_key` committed, when that commit is the
-    table's newest (a vacuum aside) and the feature partitions it read are unchanged: a retry of a
-    run killed or failed after its commit. None otherwise (the retry refreshes)."""
+    table's newest (a vacuum aside), the feature partitions it read are unchanged, and it was a full
+    one if `mode` is `full`: a retry of a run killed or failed after its commit. None otherwise (the
+    retry refreshes; a rerun of the run with view_refresh=full rebuilds)."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -131,6 +140,9 @@ def committed_refresh(
         return None
     recorded = json.loads(newest[COMMIT_METADATA])
     if recorded.get("run_key") != run_key or recorded.get("ds") != ds.isoformat():
+        return None
+    if mode == "full" and recorded["mode"] != "full":
+        log.info("%s: run %s committed an incremental refresh; rebuilding it in full", view_path, run_key)
         return None
     if inputs_digest(features_path, up_to=date.fromisoformat(recorded["as_of"])) != recorded["inputs"]:
         log.info("%s: the feature partitions changed since run %s committed; refreshing", view_path, run_key)
@@ -185,10 +197,12 @@ def _check_entities(table: pa.Table, entity_column: str, where: str) -> None:
         )
 
 
-def _check_feature_dates(table: pa.Table, day: date, where: str) -> None:
+def _check_feature_dates(table: pa.Table, day: date, where: str) -> pa.Table:
     """Refuse rows whose `feature_date` is not `day`, their partition's date: a full refresh takes
     an entity's row of the newest partition, a MERGE that of the newest feature date, and a rerun
-    finds the rows of `day` by their feature date, so such rows gave two different views."""
+    finds the rows of `day` by their feature date, so such rows gave two different views. Returns
+    `table` with `feature_date` as a date: a writer such as pandas stores one as a timestamp, or a
+    job as its ISO string, and the view compares it with dates."""
     if "feature_date" not in table.column_names:
         raise ValueError(
             f"{where} has no 'feature_date' column; a view row says there which date it is of. "
@@ -211,6 +225,8 @@ def _check_feature_dates(table: pa.Table, day: date, where: str) -> None:
             f"Rerun the feature job for {day} (a partition copied from another date keeps that "
             "date's rows), then refresh the view"
         )
+    index = table.schema.get_field_index("feature_date")
+    return table.set_column(index, table.schema.field(index).with_type(pa.date32()), dates)
 
 
 def _delta_type(arrow_type: pa.DataType) -> pa.DataType:
@@ -250,6 +266,14 @@ def _unify_schemas(before: pa.Schema, rows: pa.Schema, where: str) -> pa.Schema:
                 f"{where}: column {field.name!r} is {other.type}, but {field.type} in the older "
                 "partitions; a view column has one type. Rerun the feature job for the older dates "
                 "so that every partition has the new type, then refresh the view in full"
+            )
+    older = {name.lower(): name for name in before.names}
+    for name in rows.names:
+        if name not in before.names and name.lower() in older:
+            raise ValueError(
+                f"{where}: column {name!r} differs only in case from {older[name.lower()]!r} of the older "
+                "partitions; a Delta table's column names are case-insensitive, so a view cannot hold "
+                "both. Rerun the feature job so that every partition names it alike, then refresh the view"
             )
     fields += [rows.field(name).with_nullable(True) for name in rows.names if name not in before.names]
     return pa.schema(fields)
@@ -298,7 +322,9 @@ def _fit_to_view(
 ) -> pa.Table:
     """`rows` in the view's column order and types. Refuses a column the view lacks, one of another
     type, and (unless `allow_missing`: an older partition, whose rows a full refresh fills with
-    nulls) a view column the partition lacks."""
+    nulls) a view column the partition lacks. A view column with no type yet (null in every row so
+    far: Arrow's null type, Delta's void) takes the partition's, as a full refresh would
+    (`_typed_void_columns`: the view is then rebuilt in full)."""
     new = [name for name in rows.column_names if name not in view_schema.names]
     missing = [] if allow_missing else [name for name in view_schema.names if name not in rows.column_names]
     changed = [
@@ -306,11 +332,27 @@ def _fit_to_view(
         for field in view_schema
         if field.name in rows.column_names
         and not pa.types.is_null(rows.schema.field(field.name).type)
+        and not pa.types.is_null(field.type)
         and not _same_type(rows.schema.field(field.name).type, field.type)
     ]
     if new or missing or changed:
         raise schema_change_error(where, view_path, new=new, missing=missing, changed=changed)
-    return _conform(rows, view_schema)
+    schema = pa.schema(
+        pa.field(field.name, _delta_type(rows.schema.field(field.name).type))
+        if pa.types.is_null(field.type) and field.name in rows.column_names
+        else field
+        for field in view_schema
+    )
+    return _conform(rows, schema)
+
+
+def _typed_void_columns(source: pa.Schema, view_schema: pa.Schema) -> list[str]:
+    """The view's columns with no type yet (Delta's void) that `source` gives one."""
+    return [
+        field.name
+        for field in view_schema
+        if pa.types.is_null(field.type) and not pa.types.is_null(source.field(field.name).type)
+    ]
 
 
 def latest_per_entity(
@@ -331,7 +373,7 @@ def latest_per_entity(
             continue
         where = LakeLayout.partition(features_path, day)
         _check_entities(rows, entity_column, where)
-        _check_feature_dates(rows, day, where)
+        rows = _check_feature_dates(rows, day, where)
         if latest is None:
             latest = rows
             continue
@@ -370,7 +412,8 @@ def _newest_feature_date(view: Any) -> date | None:
     if "feature_date" not in pa.schema(view.schema().to_arrow()).names:
         return None
     dates = view.to_pyarrow_dataset().to_table(columns=["feature_date"])["feature_date"]
-    return pc.max(dates).as_py()
+    # as a date: a view written before feature dates were read as dates may hold timestamps
+    return pc.max(dates.cast(pa.date32())).as_py()
 
 
 def refresh_full(
@@ -399,13 +442,14 @@ def refresh_full(
     table, dates_read = latest_per_entity(features_path, as_of=as_of, entity_column=entity_column)
     # An overwrite without a predicate is not checked against a concurrent commit that only added
     # files (an insert-only MERGE of the other engine): it would keep them, and their entities twice.
-    # With one, delta-rs's conflict check fails the commit, against the version opened above.
+    # With one, delta-rs's conflict check fails the commit, against the version opened above. A
+    # table that did not exist then is created, never overwritten: another writer may have built it
+    # meanwhile, as of a later date.
+    overwrite = {"mode": "overwrite", "schema_mode": "overwrite", "predicate": "true"}
     write_deltalake(
         view if view is not None else view_path,
         table,
-        mode="overwrite",
-        schema_mode="overwrite",
-        predicate="true",
+        **(overwrite if view is not None else {"mode": "error"}),
         name=name or None,
         commit_properties=_commit_properties(
             run_key,
@@ -454,13 +498,14 @@ def newest_rows_before(
             continue
         where = LakeLayout.partition(features_path, day)
         _check_entities(rows, entity_column, where)
-        _check_feature_dates(rows, day, where)
+        rows = _check_feature_dates(rows, day, where)
         wanted_here = wanted.cast(rows.schema.field(entity_column).type)
         rows = rows.filter(pc.is_in(rows[entity_column], value_set=wanted_here))
         if rows.num_rows:
             found.append(_fit_to_view(rows, view_schema, where, view_path, allow_missing=True))
             wanted = pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=rows[entity_column])))
-    table = pa.concat_tables(found) if found else view_schema.empty_table()
+    # permissive: a view column with no type yet may have one in some of them (`_fit_to_view`)
+    table = pa.concat_tables(found, promote_options="permissive") if found else view_schema.empty_table()
     return table, dates_read
 
 
@@ -514,7 +559,7 @@ def refresh_incremental(
     rows = read_feature_partition(features_path, ds, entity_column=entity_column)
     if rows.num_rows:
         _check_entities(rows, entity_column, partition)
-        _check_feature_dates(rows, ds, partition)
+        rows = _check_feature_dates(rows, ds, partition)
         # In the table's column order and types (a MERGE matches columns by name, and fails on a type
         # mismatch rather than cast); a schema change needs a full refresh.
         view_schema = pa.schema(view.schema().to_arrow())
@@ -562,9 +607,24 @@ def refresh_incremental(
             looked_back,
             len(gone) - earlier.num_rows,
         )
-        source = pa.concat_tables([rows, earlier]) if rows.num_rows else earlier
+        source = pa.concat_tables([rows, earlier], promote_options="permissive") if rows.num_rows else earlier
         # an earlier row replaces the row of `ds` it stands in for
         update_when += f" OR t.feature_date = '{ds.isoformat()}'"
+    untyped = _typed_void_columns(source.schema, pa.schema(view.schema().to_arrow()))
+    if untyped:
+        # Not a MERGE with merge_schema: delta-rs (1.6) then sets the column from the source on the
+        # matched rows it does not update, newer rows included.
+        log.warning(
+            "%s: %s, with no type in %s yet (null in every row so far), have one in the rows read: "
+            "rebuilding the view in full as of %s",
+            partition,
+            ", ".join(untyped),
+            view_path,
+            ds,
+        )
+        return refresh_full(
+            view_path, features_path, as_of=ds, entity_column=entity_column, name=name, run_key=run_key
+        )
     # quoted, as delta-spark's refresh quotes it: a name such as `user-id` is no SQL identifier
     quoted = sql_identifier(entity_column)
     merge = (
@@ -633,7 +693,7 @@ def refresh_view(
     (`committed_refresh`) and commits nothing more."""
     check_refresh_mode(mode)
     done = (
-        committed_refresh(view_path, features_path, run_key=run_key, ds=ds, name=name)
+        committed_refresh(view_path, features_path, run_key=run_key, ds=ds, name=name, mode=mode)
         if run_key is not None
         else None
     )

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from featurelake.materialized_views import (
     refresh_full,
@@ -453,3 +454,151 @@ def test_rows_dated_otherwise_than_their_partition_are_refused(features: Path, t
     with pytest.raises(ValueError, match=message):
         refresh_full(str(tmp_path / "views" / "full"), str(features), as_of=D3)
     assert rows_of(view) == before
+
+
+def test_a_first_build_fails_when_another_writer_created_the_table_meanwhile(
+    features: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two first builds of a view (the daily run's and a backfill's on the other engine): the table
+    does not exist when one opens it, and the other creates it, as of a later date, while the first
+    reads the partitions. The first overwrote it as of its older date (a view back in time, with d,
+    e and n lost, which no later MERGE brings back); it must fail, as against any other commit, and
+    its retry keep the newer rows."""
+    from featurelake import materialized_views
+
+    view = tmp_path / "views" / "v"
+    real_read = materialized_views.latest_per_entity
+
+    def read_while_another_writer_builds(*args: object, **kwargs: object) -> tuple[pa.Table, int]:
+        monkeypatch.setattr(materialized_views, "latest_per_entity", real_read)
+        assert refresh_incremental(str(view), str(features), ds=D3).mode == "full"
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(materialized_views, "latest_per_entity", read_while_another_writer_builds)
+    with pytest.raises(DeltaError, match="already exists"):
+        refresh_view(str(view), str(features), ds=D1, mode="full")
+    assert {r["user_id"]: (r["feature_date"], r["total_spend"]) for r in rows_of(view)} == WANT_AS_OF_D3
+    assert refresh_view(str(view), str(features), ds=D1, mode="full").as_of == D3.isoformat()  # the retry
+    assert {r["user_id"]: (r["feature_date"], r["total_spend"]) for r in rows_of(view)} == WANT_AS_OF_D3
+
+
+def test_a_rerun_of_the_same_run_with_view_refresh_full_rebuilds_the_view(
+    features: Path, tmp_path: Path
+) -> None:
+    """The docs' repair: rerun the date's run with view_refresh=full (a backfill with
+    --reprocess-behavior completed keeps the run, so its task instance). Its refresh found the run's
+    own incremental commit, newest and with the partitions unchanged, and reported it as a retry's:
+    no rebuild, and a report of an incremental refresh for a full one."""
+    view = tmp_path / "views" / "v"
+    refresh_view(str(view), str(features), ds=D2, run_key="daily/2026-10-27")
+    merged = refresh_view(str(view), str(features), ds=D3, run_key="daily/2026-10-28")
+    assert merged.mode == "incremental"
+    rebuilt = refresh_view(str(view), str(features), ds=D3, mode="full", run_key="daily/2026-10-28")
+    assert (rebuilt.mode, rebuilt.version) == ("full", merged.version + 1)
+    assert DeltaTable(str(view)).history(1)[0]["operation"] == "WRITE"
+    retried = refresh_view(str(view), str(features), ds=D3, mode="full", run_key="daily/2026-10-28")
+    assert retried == rebuilt, "a retry of the full refresh reports its commit"
+    assert {r["user_id"]: (r["feature_date"], r["total_spend"]) for r in rows_of(view)} == WANT_AS_OF_D3
+
+
+@pytest.mark.parametrize(
+    "stored_as",
+    [
+        pytest.param(pa.timestamp("ns"), id="pandas-datetime64"),
+        pytest.param(pa.timestamp("us", tz="UTC"), id="timestamp-utc"),
+        pytest.param(pa.string(), id="iso-string"),
+    ],
+)
+def test_a_feature_date_stored_as_a_timestamp_or_a_string_is_a_date_in_the_view(
+    features: Path, tmp_path: Path, stored_as: pa.DataType
+) -> None:
+    """A writer such as pandas stores a date column as datetime64 (or a job writes the ISO string).
+    The refreshes checked such rows against their partition's date (as dates), then kept the type:
+    a view built so failed later with no path named, a string one at the first MERGE ("Function
+    'equal' has no kernel matching input types (string, date32[day])"), a timestamp one at any full
+    refresh, the docs' repair ("can't compare datetime.datetime to datetime.date")."""
+    for path in features.glob("date=*/*.parquet"):
+        table = pq.read_table(path)
+        dates = table["feature_date"]
+        index = table.schema.get_field_index("feature_date")
+        stored = dates.cast(pa.string()) if pa.types.is_string(stored_as) else dates.cast(stored_as)
+        pq.write_table(table.set_column(index, "feature_date", stored), path)
+    view = tmp_path / "views" / "v"
+    for day in (D1, D2, D3):
+        refresh_view(str(view), str(features), ds=day)
+    assert refresh_view(str(view), str(features), ds=D2, mode="full").as_of == D3.isoformat()
+    assert pa.schema(DeltaTable(str(view)).schema().to_arrow()).field("feature_date").type == pa.date32()
+    assert {r["user_id"]: (r["feature_date"], r["total_spend"]) for r in rows_of(view)} == WANT_AS_OF_D3
+    rewrite_partition(features, D3, {"a": 21.0})  # a rerun of D3 without c and d: c back to D1
+    refresh_view(str(view), str(features), ds=D3)
+    assert_equals_a_full_refresh(view, features, D3, tmp_path)
+
+
+def test_a_column_renamed_only_in_case_is_refused_naming_the_partition(
+    features: Path, tmp_path: Path
+) -> None:
+    """The feature job renames total_spend to Total_Spend from D3 on. A full refresh took both as two
+    columns, which a Delta table cannot hold (its names are case-insensitive), and failed in
+    delta-rs with "Schema error: Duplicate field name (case-insensitive): 'Total_Spend'", naming
+    no partition."""
+    path = features / f"date={D3}" / "part-00000.snappy.parquet"
+    table = pq.read_table(path)
+    pq.write_table(
+        table.rename_columns(["Total_Spend" if c == "total_spend" else c for c in table.column_names]), path
+    )
+    view = tmp_path / "views" / "v"
+    with pytest.raises(
+        ValueError,
+        match=r"date=2026-10-28: column 'Total_Spend' differs only in case from 'total_spend' of the older "
+        r"partitions.*Rerun the feature job",
+    ):
+        refresh_full(str(view), str(features), as_of=D3)
+    assert not view.exists()
+
+
+def test_a_column_null_on_every_row_of_the_first_dates_takes_its_type_later(
+    features: Path, tmp_path: Path
+) -> None:
+    """A writer such as pandas stores a column that is None on every row as Arrow's null type (no
+    user of D1 has a category group, say). The view built from it holds the column with no type
+    (Delta's `void`), and the next incremental refresh, whose partition has the column as strings,
+    was refused as a changed feature definition, though none changed. It rebuilds the view in full
+    (`test_a_backfill_that_types_a_column_with_no_type_keeps_the_newer_rows_values` says why)."""
+    path = features / f"date={D1}" / "part-00000.snappy.parquet"
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("top_category_group")
+    pq.write_table(table.set_column(index, "top_category_group", pa.nulls(table.num_rows)), path)
+    view = tmp_path / "views" / "v"
+    refresh_view(str(view), str(features), ds=D1)
+    modes = [refresh_view(str(view), str(features), ds=day).mode for day in (D2, D3)]
+    assert modes == ["full", "incremental"], "the view is rebuilt once, when the column gets a type"
+    assert_equals_a_full_refresh(view, features, D3, tmp_path)
+    assert (
+        pa.schema(DeltaTable(str(view)).schema().to_arrow()).field("top_category_group").type == pa.string()
+    )
+    assert {r["user_id"]: r["top_category_group"] for r in rows_of(view) if r["user_id"] in "ab"} == {
+        "a": "food",
+        "b": None,
+    }
+
+
+def test_a_backfill_that_types_a_column_with_no_type_keeps_the_newer_rows_values(tmp_path: Path) -> None:
+    """The view's category column has no type yet (D1 and D2 had none); a rerun of D1 writes it.
+    a's row of D2 is newer and stays, null in that column; a MERGE that evolved the view's schema
+    (delta-rs's merge_schema) gave it D1's value, on a row it did not update."""
+    features = tmp_path / "features" / "user_features"
+    for day, users in ((D1, {"a": 1.0, "b": 2.0}), (D2, {"a": 11.0})):
+        write_partition(features, day, users)
+        path = features / f"date={day.isoformat()}" / "part-00000.snappy.parquet"
+        table = pq.read_table(path)
+        index = table.schema.get_field_index("top_category_group")
+        pq.write_table(table.set_column(index, "top_category_group", pa.nulls(table.num_rows)), path)
+    view = tmp_path / "views" / "v"
+    refresh_view(str(view), str(features), ds=D2)
+    rewrite_partition(features, D1, {"a": 1.0, "b": 2.0})  # now with "food"
+    refresh_view(str(view), str(features), ds=D1)
+    assert {r["user_id"]: (r["feature_date"], r["top_category_group"]) for r in rows_of(view)} == {
+        "a": (D2, None),
+        "b": (D1, "food"),
+    }
+    assert_equals_a_full_refresh(view, features, D2, tmp_path)

@@ -46,3 +46,19 @@ def test_an_incremental_refresh_takes_only_the_views_columns() -> None:
 def test_a_null_entity_is_not_called_a_repeated_one() -> None:
     with pytest.raises(ValueError, match=r"^p has 2 row\(s\) with a null 'user_id'"):
         _check_entities(pa.table({"user_id": ["a", None, None]}), "user_id", "p")
+
+
+def test_a_view_column_with_no_type_takes_the_partitions() -> None:
+    view = pa.schema([("user_id", pa.string()), ("group", pa.null())])
+    rows = pa.table({"user_id": ["a"], "group": pa.array(["food"], pa.large_string())})
+    assert _fit_to_view(rows, view, "p", "v").schema == pa.schema(
+        [("user_id", pa.string()), ("group", pa.string())]
+    )
+    assert _fit_to_view(rows.drop_columns(["group"]), view, "p", "v", allow_missing=True).schema == view
+
+
+def test_a_column_renamed_only_in_case_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"^date=2026-10-28: column 'Spend' differs only in case from 'spend'"
+    ):
+        _unify_schemas(OLD, pa.schema([("user_id", pa.string()), ("Spend", pa.float64())]), "date=2026-10-28")
