@@ -27,7 +27,7 @@ def date_range(start: date, end: date) -> list[date]:
     return [start + timedelta(days=offset) for offset in range((end - start).days + 1)]
 
 
-def _require_date(value: object, *, name: str) -> date:
+def require_date(value: object, *, name: str) -> date:
     """`value` when it is a `datetime.date` and not a datetime; else a TypeError naming it and the remedy.
 
     A datetime compares with a date partition as the partition's midnight (a start at noon drops its
@@ -128,7 +128,7 @@ def write_partitioned(
     missing = [c for c in partition_cols if c not in df.columns]
     if missing:
         raise ValueError(f"partition columns {missing} are not in the DataFrame (columns: {df.columns})")
-    replaced = sorted({_require_date(day, name="a replace date") for day in replace})
+    replaced = sorted({require_date(day, name="a replace date") for day in replace})
     if (replaced or staging or marker) and len(partition_cols) != 1:
         raise ValueError(
             f"replace, staging and marker need exactly one (date) partition column, got {list(partition_cols)}"
@@ -138,7 +138,7 @@ def write_partitioned(
     if marker_text and not marker:
         raise ValueError("marker_text needs marker= to name the file it is written to; pass marker=")
     # A key that is not a date (a string, a datetime) would match no partition: every marker empty.
-    texts = {_require_date(day, name="a marker_text date"): text for day, text in (marker_text or {}).items()}
+    texts = {require_date(day, name="a marker_text date"): text for day, text in (marker_text or {}).items()}
     spark = df.sparkSession
     if staging:
         _refuse_staging_over(spark, staging=staging, path=path)
@@ -250,8 +250,8 @@ def read_partition_range(
     to infer the schema from (Spark's UNABLE_TO_INFER_SCHEMA). `path` is taken as it is, never as
     a glob (`lake[1]` is not `lake1`).
     """
-    start = _require_date(start, name="start")
-    end = _require_date(end, name="end")
+    start = require_date(start, name="start")
+    end = require_date(end, name="end")
     if end < start:
         raise ValueError(f"end ({end}) is before start ({start}); pass start <= end")
     in_range = [
@@ -383,8 +383,8 @@ def list_date_partitions(
     read. With `start` or `end` (dates, both included), only the partitions in that range are
     listed and given, so that a run's listings do not grow with the dataset's history; the root's
     strays and misnamed partitions are found either way. Empty for a missing `path`."""
-    start = None if start is None else _require_date(start, name="start")
-    end = None if end is None else _require_date(end, name="end")
+    start = None if start is None else require_date(start, name="start")
+    end = None if end is None else require_date(end, name="end")
     fs, hadoop_path = hadoop_file_system(spark, path)
     if not fs.exists(hadoop_path):
         return DatePartitionListing({}, {}, [])
@@ -467,8 +467,8 @@ def existing_date_partitions(
     see `write_partitioned`), from a listing only. Hidden files (names starting with `.` or `_`)
     are not data: writers' temporary files and uploads in flight. With `start` or `end` (dates,
     both included), only the partitions in that range are listed."""
-    start = None if start is None else _require_date(start, name="start")
-    end = None if end is None else _require_date(end, name="end")
+    start = None if start is None else require_date(start, name="start")
+    end = None if end is None else require_date(end, name="end")
     fs, _ = hadoop_file_system(spark, path)
     return {
         day
@@ -480,7 +480,7 @@ def existing_date_partitions(
 def date_partition_exists(spark: SparkSession, path: str, day: date, *, partition_col: str = "date") -> bool:
     """Whether the partition of `day` under `path` holds at least one data file: a listing of that
     one directory, where `existing_date_partitions` lists every partition."""
-    day = _require_date(day, name="day")
+    day = require_date(day, name="day")
     fs, hadoop_path = hadoop_file_system(spark, f"{path}/{partition_col}={day.isoformat()}")
     return bool(fs.exists(hadoop_path)) and _holds_data(fs, hadoop_path)
 
@@ -513,7 +513,7 @@ def process_by_partition(
     or one emptied since) is skipped and logged, and its output partition, derived from input that
     is gone, is removed.
     """
-    wanted = sorted({_require_date(day, name="a date of dates") for day in dates})
+    wanted = sorted({require_date(day, name="a date of dates") for day in dates})
     available = existing_date_partitions(spark, input_path, partition_col=partition_col)
     done: list[date] = []
     for day in wanted:

@@ -83,3 +83,32 @@ def test_signed_zeros_and_nan_ids_are_found_as_their_text(tmp_path: Path) -> Non
         "0.0": FeatureRecord("2030-01-01", {"v": 2.0}),
         "2.5": FeatureRecord("2030-01-01", {"v": 4.0}),
     }
+
+
+@pytest.mark.parametrize(
+    ("column", "asked", "found"),
+    [
+        # out of the column's range: no row holds it, and it is no error
+        pytest.param(
+            pa.array([-128, 0, 127], pa.int8()), ["127", "128", "-129", "-128"], ["-128", "127"], id="int8"
+        ),
+        pytest.param(pa.array([0, 255], pa.uint8()), ["255", "256", "-1", "0"], ["0", "255"], id="uint8"),
+        # a float32 row is found by the text of its float64 value, as its records are keyed
+        pytest.param(
+            pa.array([0.5, 0.1], pa.float32()),
+            ["0.5", "0.10000000149011612", "0.1"],
+            ["0.10000000149011612", "0.5"],
+            id="float32",
+        ),
+    ],
+)
+def test_ids_are_matched_in_the_columns_own_type(
+    tmp_path: Path, column: pa.Array, asked: list[str], found: list[str]
+) -> None:
+    partition = tmp_path / "date=2030-01-01"
+    partition.mkdir()
+    pq.write_table(pa.table({"user_id": column, "v": [1.0] * len(column)}), partition / "part-0.parquet")
+
+    records = offline_features.read_offline_features(str(tmp_path), asked, as_of=date(2030, 1, 1))
+
+    assert sorted(records) == found
