@@ -23,6 +23,7 @@ aiohttp for a connection while its `timeout_seconds` runs.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import random
@@ -292,6 +293,17 @@ def _dot_segment(resource_id: str, url: str) -> str | None:
     return f"the id {resource_id!r} is a dot segment: {url} would fetch {URL(url)}"
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _strict_json(text: str) -> Any:
+    """`text` as JSON (RFC 8259): Python's decoder also takes NaN, Infinity and -Infinity, which
+    are not JSON; readers of the quarantine's JSON payload refuse them (JavaScript's JSON.parse, Go,
+    serde_json) or read null (jq 1.6)."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
 def _transient(error: BaseException) -> bool:
     """Whether a failed request is worth another attempt."""
     return isinstance(error, TRANSIENT_ERRORS) and not isinstance(error, PERMANENT_CONNECTION_ERRORS)
@@ -378,7 +390,7 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                     if not (await response.read()).strip():  # response.json() would read it as null
                         raise _ApiFailed("not JSON: an empty body")
                     try:
-                        return await response.json(content_type=None), None
+                        return await response.json(content_type=None, loads=_strict_json), None
                     # Not JSON, or not in its charset (a maintenance or login page); a charset that
                     # is no text encoding (LookupError: "base64"); nested deeper than Python recurses.
                     except (ValueError, LookupError, RecursionError) as error:

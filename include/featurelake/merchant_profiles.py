@@ -5,10 +5,11 @@ reason. When too many ids failed because of the API itself (`check_api_available
 written: an outage must not replace a good partition with an empty one. `featurelake merchant-api`
 serves a sandbox of this API (`featurelake.merchant_api`).
 
-A profile is a JSON object: `merchant_id` (the id asked for), `name` (non-empty), `country` (ISO
-3166 alpha-2: two ASCII letters A-Z), `risk_score` (a number in [0, 1]) and `established` (a real date
-written YYYY-MM-DD, ASCII digits; not the other ISO 8601 forms Python's `date.fromisoformat` accepts,
-such as `19900101` or `1990-W01-1`).
+A profile is a JSON object: `merchant_id` (the id asked for), `name` (non-empty, and text UTF-8 can
+encode: no lone surrogate such as JSON's `"\\ud83d"`), `country` (ISO 3166 alpha-2: two ASCII letters
+A-Z), `risk_score` (a number in [0, 1]) and `established` (a real date written YYYY-MM-DD, ASCII
+digits; not the other ISO 8601 forms Python's `date.fromisoformat` accepts, such as `19900101` or
+`1990-W01-1`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ def answer_not_a_profile(merchant_id: str, payload: Any) -> str | None:
     return None
 
 
+def _utf8(text: str) -> bool:
+    """Whether UTF-8 can encode `text`: JSON decodes an escaped lone surrogate ("\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_profile(item: tuple[str, Any]) -> Checked:
     """(merchant id, JSON payload) -> a checked profile (thread stage: cheap, per item)."""
     merchant_id, payload = item
@@ -80,6 +90,8 @@ def validate_profile(item: tuple[str, Any]) -> Checked:
     name, country, score = payload.get("name"), payload.get("country"), payload.get("risk_score")
     if not isinstance(name, str) or not name.strip():
         return Checked(merchant_id, None, "missing_name", text)
+    if not _utf8(name):  # JSON's "\ud83d" (half an emoji): Parquet cannot store it, the task failed
+        return Checked(merchant_id, None, "bad_name", text)
     if not (isinstance(country, str) and COUNTRY_PATTERN.fullmatch(country)):
         return Checked(merchant_id, None, "bad_country", text)
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1:

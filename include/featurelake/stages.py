@@ -9,6 +9,7 @@ works on one item, stage 1 already works on the next. Results come out in input 
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Stage:
     """One step: `function(item) -> item` on a pool of `workers`. A process stage's function and
-    items must be picklable (a module-level function)."""
+    items must be picklable (a module-level function); an item that is not, or a lambda, fails its
+    item with StageError."""
 
     name: str
     function: Callable[[Any], Any]
@@ -79,11 +81,17 @@ def _failure(stage: Stage, index: int, error: BaseException) -> StageError:
         why = f" ({lines[-1]})" if lines else ""
     return _stage_error(
         f"stage {stage.name!r} lost item {index}: its process pool broke, failing every item in it. A "
-        "worker process died (killed by a signal or the OOM killer, os._exit, an item it could not "
-        "unpickle, a crash) or sent an answer the pool could not unpickle, on this item or another one "
+        "worker process died (killed by a signal or the OOM killer, os._exit, a crash) or sent an "
+        "answer the pool could not unpickle, on this item or another one "
         f"in the pool at the time: {error!r}{why}",
         error,
     )
+
+
+def _call_pickled(call: bytes) -> Any:
+    """Run a process stage's `(function, item)`, pickled by the parent (`_Pipeline`)."""
+    function, item = pickle.loads(call)
+    return function(item)
 
 
 class _Pipeline:
@@ -121,8 +129,17 @@ class _Pipeline:
             if stopping:  # the pipeline stops: the item goes no further
                 final.set_exception(StageError(f"stage {stage.name!r} did not take item {index}: stopped"))
                 return
+            call_arguments: tuple[Any, ...] = (stage.function, value)
+            if stage.pool == "process":
+                # Pickled here, not by the pool's feeder thread: an item or a function (a lambda) it
+                # could not pickle left the pool's books, and its shutdown waited for it forever.
+                try:
+                    call_arguments = (_call_pickled, pickle.dumps(call_arguments, pickle.HIGHEST_PROTOCOL))
+                except Exception as error:
+                    final.set_exception(_failure(stage, index, error))
+                    return
             try:
-                call = self.executors[number].submit(stage.function, value)
+                call = self.executors[number].submit(*call_arguments)
             except BaseException as error:  # a pool shut down or broken
                 final.set_exception(
                     _stage_error(f"stage {stage.name!r} could not take item {index}: {error!r}", error)

@@ -423,11 +423,17 @@ def check_the_rules(scenario: Scenario, result: FetchResult, served: Served) -> 
     assert result.requests == len(served.requests), where
     assert result.retries == sum(e.retries for e in expected.values()), where
     # The rate: a bucket of one request, so at most width * rate + 1 in any window, and one more
-    # of jitter: a request the server saw late, then the next on time.
+    # of jitter: a request the server saw late, then the next on time. A 0.1 s window is the burst
+    # check, with room for twice that: on a loaded machine (load 7 on 2 cores) the server's clock
+    # stamped 4 requests at 40/s within a millisecond (9 where 6 were allowed), its loop starved. A
+    # bucket of a second's worth (AsyncLimiter(rate, 1)) lets `rate` through at once, far above
+    # it; the 1 s window pins the rate itself.
     rate = config["rate_per_second"]
     arrivals = [at for _, at, _ in served.requests]
-    for width in (0.1, 1.0):
-        allowed = math.floor(width * rate + 1e-9) + 2
+    for width, allowed in (
+        (0.1, 2 * (math.floor(0.1 * rate + 1e-9) + 1) + 2),
+        (1.0, math.floor(rate + 1e-9) + 2),
+    ):
         assert most_in_a_window(arrivals, width) <= allowed, (where, width, allowed)
     # The concurrency cap, on the server's side.
     spans = [(start, end) for _, start, end in served.requests]

@@ -615,7 +615,9 @@ def test_backoff_never_waits_more_than_max_backoff_seconds() -> None:
     assert (result.requests, result.retries) == (12, 11)
     arrivals = [at for _, at in seen]
     gaps = [later - earlier for earlier, later in pairwise(arrivals)]
-    assert max(gaps) < 0.05 + 0.1, gaps  # the cap, and the server's view of it a little late
+    # The cap, and a generous allowance for a busy machine (a 0.1 s one failed under load): the
+    # uncapped waits from the 8th retry on were 1.28, 2.56, 5.12 and 10.24 s.
+    assert max(gaps) < 0.05 + 1.0, gaps
 
 
 async def to_a_host_no_resolver_accepts(request: web.Request, number: int) -> web.StreamResponse:

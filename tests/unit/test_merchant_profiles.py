@@ -48,6 +48,7 @@ def test_a_good_profile_is_validated_and_enriched() -> None:
         pytest.param(["m1"], "not_an_object", id="list"),
         pytest.param({**GOOD, "merchant_id": "m2"}, "wrong_merchant_id", id="other-merchant"),
         pytest.param({**GOOD, "name": "  "}, "missing_name", id="blank-name"),
+        pytest.param({**GOOD, "name": "Caf\ud83d"}, "bad_name", id="name-lone-surrogate"),
         pytest.param({**GOOD, "country": "Germany"}, "bad_country", id="country"),
         pytest.param({**GOOD, "risk_score": "n/a"}, "bad_risk_score", id="score-text"),
         pytest.param({**GOOD, "risk_score": 1.5}, "bad_risk_score", id="score-range"),
