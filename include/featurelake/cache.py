@@ -115,12 +115,13 @@ def _computed_records(view: str, ids: Sequence[str], returned: object) -> dict[s
                 iso_feature_date(record.feature_date),
                 {column: plain_value(column, value) for column, value in record.values.items()},
             )
+            value_bytes = encode_record(plain)  # text UTF-8 cannot encode fails here
         except (TypeError, ValueError) as error:
             raise type(error)(
                 f"compute gave entity {entity!r} of view {view!r} a record that the online format "
                 f"cannot hold: {error}"
             ) from None
-        records[entity] = decode_record(encode_record(plain))
+        records[entity] = decode_record(value_bytes)
     return records
 
 
@@ -303,16 +304,18 @@ class LayeredFeatureCache:
         return computed, waited_for
 
     def _compute_and_store(self, compute: ComputeFeatures, ids: Sequence[str]) -> dict[str, FeatureRecord]:
-        """`compute(ids)`, written back to the store; a later record a writer put in the store
-        meanwhile replaces the computed one."""
+        """`compute(ids)`, written back to the store; a record of a later or the same date that a
+        writer put in the store meanwhile replaces the computed one."""
         computed = _computed_records(self.view, ids, compute(ids))
-        if computed and self.store.write(self.view, computed.items()).kept_newer:
-            # A writer got later records into the store meanwhile: serve those, not ours.
+        # A same date is kept too: a publish of that date (a corrected rerun) may have written it
+        # after `compute` read the partition it replaced.
+        if computed and self.store.write(self.view, computed.items(), replace_same_date=False).kept_newer:
+            # A writer got its records into the store meanwhile: serve those, not ours.
             stored = self.store.read(self.view, list(computed))
             computed.update(
                 (entity, record)
                 for entity, record in stored.items()
-                if record.feature_date > computed[entity].feature_date
+                if record.feature_date >= computed[entity].feature_date
             )
         return computed
 

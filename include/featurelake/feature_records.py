@@ -53,7 +53,13 @@ def feature_key(prefix: str, view: str, entity_id: str) -> bytes:
     text_id(entity_id, taken_by=f"the key of view {view!r}")
     if not entity_id:
         raise ValueError(f"an empty entity id has no key in view {view!r}")
-    return f"{prefix}:{view}:{entity_id}".encode()
+    try:
+        return f"{prefix}:{view}:{entity_id}".encode()
+    except UnicodeEncodeError:  # a lone surrogate, as bytes decoded with surrogateescape give
+        raise ValueError(
+            f"entity id {entity_id!r} of view {view!r} (or the key prefix {prefix!r}, or the view) holds "
+            "text that UTF-8 cannot encode, so it has no key: decode the id's bytes with their real encoding"
+        ) from None
 
 
 def text_id(entity_id: object, *, taken_by: str) -> str:
@@ -104,19 +110,34 @@ def plain_value(column: str, value: Any) -> Any:
         return None if math.isnan(value) else value
     if isinstance(value, np.datetime64):
         # .item() of a nanosecond datetime64 is an int: go through microseconds (NaT: None)
-        return plain_value(column, value.astype("datetime64[us]").item())
+        instant = value.astype("datetime64[us]").item()
+        if isinstance(instant, int):  # outside a Python datetime's years, .item() is microseconds
+            raise ValueError(
+                f"feature column {column!r} holds {value}, outside the years 1 to 9999 that the "
+                "online format's ISO timestamps hold; clip it, or store it as a number of seconds"
+            )
+        return plain_value(column, instant)
     if isinstance(value, datetime):
         if value != value:  # pandas' NaT, a datetime that equals nothing
             return None
         if hasattr(value, "to_pydatetime"):  # a pandas Timestamp: its isoformat() shows nanoseconds
             value = value.to_pydatetime(warn=False)
-        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:  # in UTC, before year 1 or after 9999
+            raise ValueError(
+                f"feature column {column!r} holds {value}, which is outside the years 1 to 9999 in "
+                "UTC, as the online format holds timestamps; clip it, or store it as a number of seconds"
+            ) from None
         return utc.isoformat().replace("+00:00", "Z")
     if isinstance(value, date):
         return value.isoformat()
     # numpy scalars; a timedelta64's .item() is an int of its dtype's unit, which no reader knows
     if hasattr(value, "item") and not isinstance(value, np.timedelta64):
-        return plain_value(column, value.item())
+        item = value.item()
+        # np.longdouble's .item() is a longdouble again, which would recurse without end
+        if item is None or isinstance(item, (bool, int, float, str, date)):
+            return plain_value(column, item)
     if value is getattr(sys.modules.get("pandas"), "NA", None):  # pandas' nullable dtypes' null
         return None
     raise TypeError(
@@ -159,6 +180,14 @@ def encode_record(record: FeatureRecord) -> bytes:
     column."""
     try:
         return msgpack.packb([FORMAT_VERSION, record.feature_date, dict(record.values)], use_bin_type=True)
+    except UnicodeEncodeError:  # text with a lone surrogate (bytes decoded with surrogateescape)
+        for column, value in record.values.items():
+            if not all(_utf8(text) for text in (column, value) if isinstance(text, str)):
+                raise ValueError(
+                    f"feature column {column!r} holds text that UTF-8 cannot encode ({value!r}): the "
+                    "online format's text is UTF-8; decode the source bytes with their real encoding"
+                ) from None
+        raise
     except (TypeError, OverflowError) as error:  # a type msgpack has no place for; an int past 64 bits
         for column, value in record.values.items():
             try:
@@ -171,6 +200,14 @@ def encode_record(record: FeatureRecord) -> bytes:
                     "each value through plain_value"
                 ) from None
         raise error
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _NOT_OURS = "Delete the key if nothing else needs it, or give featurelake its own key_prefix"
@@ -189,6 +226,13 @@ def decode_record(value: bytes) -> FeatureRecord:
     if decoded[0] != FORMAT_VERSION:
         raise ValueError(
             f"record format version {decoded[0]!r}; this reader knows {FORMAT_VERSION}. Upgrade featurelake."
+        )
+    # As the write scripts hold it (a text date), and text column names: an int date failed the
+    # date comparison of readers with a bare TypeError, and bytes names were served as they were.
+    if not isinstance(decoded[1], str) or bytes in map(type, decoded[2]):
+        raise ValueError(
+            f"not a featurelake record (want a text feature date and text column names): "
+            f"{value[:40]!r}. {_NOT_OURS}"
         )
     return FeatureRecord(decoded[1], decoded[2])
 

@@ -651,15 +651,21 @@ class OnlineStore:
     def key(self, view: str, entity_id: str) -> bytes:
         return feature_key(self.config.key_prefix, view, entity_id)
 
-    def write(self, view: str, records: Iterable[tuple[str, FeatureRecord]]) -> WriteReport:
+    def write(
+        self, view: str, records: Iterable[tuple[str, FeatureRecord]], *, replace_same_date: bool = True
+    ) -> WriteReport:
         """Set the records of `view` (entity id, record), keeping any later-dated record the store
         holds. Of two records of one entity, the later feature date wins, and on the same date the
         one given last, wherever the batches of `batch_size` split `records` (which is consumed in
         such batches, so it streams). During a rebalance, a later record still on a key's previous
         node is kept too. A record's feature date is a `date` or YYYY-MM-DD text, written as
-        YYYY-MM-DD; anything else fails the batch before it is written, naming the entity."""
+        YYYY-MM-DD; anything else fails the batch before it is written, naming the entity.
+        `replace_same_date` False keeps a held record of the same date too (counted in
+        `kept_newer`): a fill, such as the layered cache's write-back of what it computed, which
+        must not replace what a publish of that date wrote meanwhile."""
         report = WriteReport()
         ttl = str(self.config.key_ttl_seconds * 1000)
+        same_date = _REPLACE_SAME_DATE if replace_same_date else _KEEP_SAME_DATE
         for chunk in _chunks(records, self.config.batch_size):
             latest: dict[str, FeatureRecord] = {}
             for entity, given in chunk:
@@ -669,14 +675,16 @@ class OnlineStore:
                     latest[entity] = record
             values = {self.key(view, entity): encode_record(record) for entity, record in latest.items()}
             if self.config.cluster:
-                written, redirected = self._write_cluster(values, ttl)
+                written, redirected = self._write_cluster(values, ttl, same_date=same_date)
                 set_by_node = {"cluster": written}
                 report.redirected += redirected
             else:
-                for key in self._kept_by_previous_node(values):
+                for key in self._kept_by_previous_node(values, same_date=same_date):
                     del values[key]
                 set_by_node = {
-                    node: self._write_node(node, [(key, values[key], ttl) for key in group])
+                    node: self._write_node(
+                        node, [(key, values[key], ttl) for key in group], same_date=same_date
+                    )
                     for node, group in self.ring.group_by_node(values).items()
                 }
             for node, count in set_by_node.items():
@@ -686,20 +694,25 @@ class OnlineStore:
             report.kept_newer += len(chunk) - sum(set_by_node.values())
         return report
 
-    def _kept_by_previous_node(self, values: Mapping[bytes, bytes]) -> list[bytes]:
+    def _kept_by_previous_node(
+        self, values: Mapping[bytes, bytes], *, same_date: str = _REPLACE_SAME_DATE
+    ) -> list[bytes]:
         """During a rebalance: the keys about to be written whose previous node (the two rings place
-        them on different nodes) still holds a record of a later feature date than the one given.
+        them on different nodes) still holds a record of a later feature date than the one given
+        (or of the same date, with `same_date` _KEEP_SAME_DATE).
         The write script on the owner cannot see that record, so it would set the older one beside
         it, where a removal of the later date (`remove_stale`) would uncover it."""
         if self.previous_ring is None:
             return []
         moving = [key for key in values if self.previous_ring.node_for(key) != self.ring.node_for(key)]
         held = self._mget_by_ring(self.previous_ring, moving)
-        return [
-            key
-            for key, value in held.items()
-            if _decode(key, value).feature_date > decode_record(values[key]).feature_date
-        ]
+        keep_same = same_date == _KEEP_SAME_DATE
+        kept = []
+        for key, value in held.items():
+            held_date, given_date = _decode(key, value).feature_date, decode_record(values[key]).feature_date
+            if held_date > given_date or (keep_same and held_date == given_date):
+                kept.append(key)
+        return kept
 
     def _write_node(
         self, node: str, entries: Sequence[tuple[bytes, bytes, str]], *, same_date: str = _REPLACE_SAME_DATE
@@ -710,10 +723,12 @@ class OnlineStore:
         args = [same_date, *(part for _, value, ttl in entries for part in (value, ttl))]
         return int(script(keys=[key for key, _, _ in entries], args=args))
 
-    def _write_cluster(self, values: Mapping[bytes, bytes], ttl: str) -> tuple[int, int]:
+    def _write_cluster(
+        self, values: Mapping[bytes, bytes], ttl: str, *, same_date: str = _REPLACE_SAME_DATE
+    ) -> tuple[int, int]:
         """Run the write script for each key on the cluster; return (keys set, keys redirected)."""
         replies, redirected = self._script_per_key_on_cluster(
-            _WRITE_IF_NOT_OLDER, {key: [_REPLACE_SAME_DATE, value, ttl] for key, value in values.items()}
+            _WRITE_IF_NOT_OLDER, {key: [same_date, value, ttl] for key, value in values.items()}
         )
         return sum(int(reply) for reply in replies.values()), redirected
 

@@ -24,11 +24,16 @@ class DictStore:
         self.reads.append(ids)
         return {i: self.records[i] for i in ids if i in self.records}
 
-    def write(self, view: str, records: Iterable[tuple[str, FeatureRecord]]) -> WriteReport:
+    def write(
+        self, view: str, records: Iterable[tuple[str, FeatureRecord]], *, replace_same_date: bool = True
+    ) -> WriteReport:
         report = WriteReport()
         for entity, record in records:
             held = self.records.get(entity)
-            if held is not None and held.feature_date > record.feature_date:
+            if held is not None and (
+                held.feature_date > record.feature_date
+                or (not replace_same_date and held.feature_date == record.feature_date)
+            ):
                 report.kept_newer += 1
             else:
                 self.records[entity] = record

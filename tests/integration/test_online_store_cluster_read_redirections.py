@@ -1,0 +1,79 @@
+"""Reads of a real 3-primary Redis Cluster by a client that only reads (its slot table is never
+updated by a write's redirection) while and after a slot moves: a slot moved whole after the
+client loaded its table (MOVED), and a slot half migrated whose keys of a batch are all on the
+target, or none anywhere (ASK). Its own module, so its own cluster: the slots it moves stay."""
+
+from __future__ import annotations
+
+import pytest
+from redis.crc import key_slot
+
+from featurelake.feature_records import FeatureRecord, feature_key
+from featurelake.online_store import DEFAULT_KEY_PREFIX, OnlineStore, OnlineStoreConfig
+from tests.support import redis_client
+
+pytestmark = pytest.mark.integration
+
+VIEW = "user_features"
+DAY = "2026-10-28"
+
+
+def node_id(address: str) -> str:
+    with redis_client(address) as client:
+        return client.execute_command("CLUSTER", "MYID").decode()
+
+
+def owner_of_slot(addresses: list[str], slot: int) -> str:
+    with redis_client(addresses[0]) as client:
+        for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return f"{primary[0].decode()}:{primary[1]}"
+    raise AssertionError(f"slot {slot} has no owner")
+
+
+def entities_in_slot(slot: int, count: int, prefix: str) -> list[str]:
+    found = []
+    for i in range(2_000_000):
+        entity = f"{prefix}{i:07d}"
+        if key_slot(feature_key(DEFAULT_KEY_PREFIX, VIEW, entity)) == slot:
+            found.append(entity)
+            if len(found) == count:
+                return found
+    raise AssertionError(f"fewer than {count} entities in slot {slot}")
+
+
+def records(entities: list[str]) -> list[tuple[str, FeatureRecord]]:
+    return [(entity, FeatureRecord(DAY, {"entity": entity})) for entity in entities]
+
+
+@pytest.mark.parametrize("prefix", ["a", "b"])
+def test_a_reader_follows_a_slot_moved_and_a_slot_half_migrated(
+    redis_cluster: list[str], prefix: str
+) -> None:
+    background = [f"{prefix}u{i:05d}" for i in range(500)]
+    slot = key_slot(feature_key(DEFAULT_KEY_PREFIX, VIEW, f"{prefix}s0000000"))
+    in_slot = entities_in_slot(slot, 8, f"{prefix}s")
+    absent = entities_in_slot(slot, 4, f"{prefix}x")  # in the slot, never written
+    keys = [feature_key(DEFAULT_KEY_PREFIX, VIEW, e) for e in in_slot]
+    source = owner_of_slot(redis_cluster, slot)
+    target = next(address for address in redis_cluster if address != source)
+    host, port = target.rsplit(":", 1)
+    config = OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True)
+    with OnlineStore(config) as writer, OnlineStore(config) as reader:
+        writer.write(VIEW, records(background + in_slot))
+        assert len(reader.read(VIEW, background + in_slot)) == 508  # the reader loads its table
+        with redis_client(source) as src, redis_client(target) as dst:
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", node_id(source))
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", node_id(target))
+            src.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", *keys[:4])
+            # keys all moved (ASK), and keys that no node holds (ASK, then nil)
+            got = reader.read(VIEW, background + in_slot[:4] + absent)
+            assert sorted(got) == sorted(background + in_slot[:4])
+            src.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", *keys[4:])
+            for address in redis_cluster:
+                with redis_client(address) as node:
+                    node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id(target))
+        # The reader's table still names the source: MOVED
+        got = reader.read(VIEW, background + in_slot + absent)
+        assert sorted(got) == sorted(background + in_slot)
+        assert all(got[e] == FeatureRecord(DAY, {"entity": e}) for e in in_slot)
