@@ -147,3 +147,8 @@ def dask_processes(
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def entity_on_node(store: Any, view: str, node: str) -> str:
+    """The first id `u-<i>` whose key in `view` the store's ring places on `node`."""
+    return next(e for e in (f"u-{i}" for i in range(1000)) if store.ring.node_for(store.key(view, e)) == node)

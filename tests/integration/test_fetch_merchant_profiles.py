@@ -324,6 +324,17 @@ def test_a_huge_retry_after_waits_only_max_retry_after_seconds() -> None:
     assert (result.requests, result.retries, len(seen)) == (2, 1, 2)
 
 
+def use_sandbox(monkeypatch: pytest.MonkeyPatch, port: int, *, rate_per_second: float = 150) -> None:
+    """Point the `merchant_api` connection at a sandbox on `port`."""
+    connection = {
+        "conn_type": "http",
+        "host": "127.0.0.1",
+        "port": port,
+        "extra": {"path_template": PATH_TEMPLATE, "rate_per_second": rate_per_second, "max_concurrency": 16},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_MERCHANT_API", json.dumps(connection))
+
+
 def partition_files(directory: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
 
@@ -397,13 +408,7 @@ def test_an_api_that_sends_its_errors_with_http_200_fails_the_task(tmp_path: Pat
     task = FetchMerchantProfilesOperator(task_id="fetch", lake=str(lake), ds="2026-08-21")
 
     def use_api(port: int) -> None:
-        connection = {
-            "conn_type": "http",
-            "host": "127.0.0.1",
-            "port": port,
-            "extra": {"path_template": PATH_TEMPLATE, "rate_per_second": 200, "max_concurrency": 16},
-        }
-        monkeypatch.setenv("AIRFLOW_CONN_MERCHANT_API", json.dumps(connection))
+        use_sandbox(monkeypatch, port, rate_per_second=200)
 
     with SandboxServer(port=free_port(), rate=200) as server:
         use_api(server.port)
@@ -438,13 +443,7 @@ def test_the_dag_writes_profiles_and_quarantine_and_a_rerun_gives_the_same_files
     dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).get_dag("merchant_profiles_daily")
     monkeypatch.setenv("AIRFLOW_VAR_FEATURELAKE_LAKE", str(lake))
     with SandboxServer(port=free_port(), rate=200) as server:
-        connection = {
-            "conn_type": "http",
-            "host": "127.0.0.1",
-            "port": server.port,
-            "extra": {"path_template": PATH_TEMPLATE, "rate_per_second": 150, "max_concurrency": 16},
-        }
-        monkeypatch.setenv("AIRFLOW_CONN_MERCHANT_API", json.dumps(connection))
+        use_sandbox(monkeypatch, server.port)
         files = []
         for _ in range(2):
             run = dag.test(logical_date=datetime(2026, 8, 20, tzinfo=UTC))

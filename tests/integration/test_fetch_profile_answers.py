@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
 
-from featurelake.merchant_api import PATH_TEMPLATE, SandboxServer
+from featurelake.merchant_api import SandboxServer
 from featurelake.merchant_profiles import sandbox_fails_first, sandbox_profile
 from featurelake.synthetic import generate_lake
+from tests.integration.test_fetch_merchant_profiles import use_sandbox
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration
@@ -43,13 +44,7 @@ def run_task(lake: Path, monkeypatch, answer: dict[str, bytes]) -> dict:
     server = SandboxServer(port=free_port(), rate=200)
     server.app.middlewares.append(misbehave)
     with server:
-        connection = {
-            "conn_type": "http",
-            "host": "127.0.0.1",
-            "port": server.port,
-            "extra": {"path_template": PATH_TEMPLATE, "rate_per_second": 150, "max_concurrency": 16},
-        }
-        monkeypatch.setenv("AIRFLOW_CONN_MERCHANT_API", json.dumps(connection))
+        use_sandbox(monkeypatch, server.port)
         task = FetchMerchantProfilesOperator(task_id="fetch", lake=str(lake), ds=DAY.isoformat())
         return task.execute({})
 

@@ -9,6 +9,7 @@ import pytest
 from featurelake.cache import LayeredFeatureCache
 from featurelake.feature_records import FeatureRecord
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
+from tests.support import entity_on_node
 
 pytestmark = pytest.mark.integration
 
@@ -62,9 +63,7 @@ def test_during_a_rebalance_a_computation_does_not_cover_a_same_date_record_on_t
         OnlineStore(OnlineStoreConfig(nodes=old)) as publisher,
         OnlineStore(OnlineStoreConfig(nodes=new, previous_nodes=old)) as store,
     ):
-        entity = next(
-            e for e in (f"u-{i}" for i in range(1000)) if store.ring.node_for(store.key(VIEW, e)) == new[1]
-        )
+        entity = entity_on_node(store, VIEW, new[1])
 
         def compute(ids):
             publisher.write(VIEW, [(entity, AS_PUBLISHED)])

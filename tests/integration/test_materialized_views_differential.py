@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -40,34 +41,55 @@ def write_day(features: Path, day: date, rnd: random.Random, *, at_least_one: bo
         pq.write_table(table.slice(1), partition / "part-00001.snappy.parquet")
 
 
-@pytest.mark.parametrize("seed", range(10))
-def test_any_sequence_of_refreshes_equals_a_full_refresh(tmp_path: Path, seed: int) -> None:
-    rnd = random.Random(seed)
-    features, view = tmp_path / "features" / "user_features", tmp_path / "views" / "v"
+def refresh_randomly(
+    rnd: random.Random,
+    features: Path,
+    *,
+    write_day: Callable[..., None],
+    incremental: Callable[[date], object],
+    full: Callable[[date], object],
+    most_steps: int,
+) -> list[str]:
+    """A random sequence of rewrites and refreshes of DAYS, then an incremental refresh of every date
+    not merged yet: the steps taken."""
     for day in DAYS:
         write_day(features, day, rnd, at_least_one=day == D1)
     merged: set[date] = set()
     steps: list[str] = []
-    for _ in range(rnd.randint(2, 8)):
+    for _ in range(rnd.randint(2, most_steps)):
         day, action = rnd.choice(DAYS), rnd.random()
         if action < 0.25 and day != D1:
             write_day(features, day, rnd)
             steps.append(f"rewrite {day}")
             if day in merged:  # the DAG reruns the refresh after its feature job
-                refresh_incremental(str(view), str(features), ds=day)
+                incremental(day)
                 steps.append(f"incremental {day}")
         elif action < 0.4:
-            refresh_full(str(view), str(features), as_of=day)
+            full(day)
             merged |= {d for d in DAYS if d <= max([day, *merged])}
             steps.append(f"full {day}")
         else:
-            refresh_incremental(str(view), str(features), ds=day)
+            incremental(day)
             merged |= {d for d in DAYS if d <= day} if not merged else {day}
             steps.append(f"incremental {day}")
     for day in rnd.sample(DAYS, len(DAYS)):
         if day not in merged:
-            refresh_incremental(str(view), str(features), ds=day)
+            incremental(day)
             steps.append(f"incremental {day}")
+    return steps
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_any_sequence_of_refreshes_equals_a_full_refresh(tmp_path: Path, seed: int) -> None:
+    features, view = tmp_path / "features" / "user_features", tmp_path / "views" / "v"
+    steps = refresh_randomly(
+        random.Random(seed),
+        features,
+        write_day=write_day,
+        incremental=lambda day: refresh_incremental(str(view), str(features), ds=day),
+        full=lambda day: refresh_full(str(view), str(features), as_of=day),
+        most_steps=8,
+    )
     reference = tmp_path / "views" / "reference"
     refresh_full(str(reference), str(features), as_of=DAYS[-1])
     assert rows_of(view) == rows_of(reference), steps

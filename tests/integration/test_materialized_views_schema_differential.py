@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurelake.materialized_views import refresh_full, refresh_view
-from tests.feature_view_partitions import D1, rows_of
-from tests.integration.test_materialized_views_differential import DAYS
+from tests.feature_view_partitions import rows_of
+from tests.integration.test_materialized_views_differential import DAYS, refresh_randomly
 from tests.integration.test_materialized_views_differential import write_day as write_day_of_spark
 
 pytestmark = pytest.mark.integration
@@ -41,32 +41,15 @@ def write_day(features: Path, day: date, rnd: random.Random, *, at_least_one: bo
 
 @pytest.mark.parametrize("seed", [51, 58, *range(8)])
 def test_any_sequence_with_schema_drift_equals_a_full_refresh(tmp_path: Path, seed: int) -> None:
-    rnd = random.Random(seed)
     features, view = tmp_path / "features" / "user_features", tmp_path / "views" / "v"
-    for day in DAYS:
-        write_day(features, day, rnd, at_least_one=day == D1)
-    merged: set[date] = set()
-    steps: list[str] = []
-    for _ in range(rnd.randint(2, 12)):
-        day, action = rnd.choice(DAYS), rnd.random()
-        if action < 0.25 and day != D1:
-            write_day(features, day, rnd)
-            steps.append(f"rewrite {day}")
-            if day in merged:  # the DAG reruns the refresh after its feature job
-                refresh_view(str(view), str(features), ds=day, run_key=f"run {day}")
-                steps.append(f"incremental {day}")
-        elif action < 0.4:
-            refresh_view(str(view), str(features), ds=day, mode="full", run_key=f"run {day}")
-            merged |= {d for d in DAYS if d <= day}
-            steps.append(f"full {day}")
-        else:
-            refresh_view(str(view), str(features), ds=day, run_key=f"run {day}")
-            merged |= {d for d in DAYS if d <= day} if not merged else {day}
-            steps.append(f"incremental {day}")
-    for day in rnd.sample(DAYS, len(DAYS)):
-        if day not in merged:
-            refresh_view(str(view), str(features), ds=day, run_key=f"run {day}")
-            steps.append(f"incremental {day}")
+    steps = refresh_randomly(
+        random.Random(seed),
+        features,
+        write_day=write_day,
+        incremental=lambda day: refresh_view(str(view), str(features), ds=day, run_key=f"run {day}"),
+        full=lambda day: refresh_view(str(view), str(features), ds=day, mode="full", run_key=f"run {day}"),
+        most_steps=12,
+    )
     reference = tmp_path / "views" / "reference"
     refresh_full(str(reference), str(features), as_of=DAYS[-1])
     assert rows_of(view) == rows_of(reference), steps

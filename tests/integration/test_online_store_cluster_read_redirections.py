@@ -10,36 +10,13 @@ from redis.crc import key_slot
 
 from featurelake.feature_records import FeatureRecord, feature_key
 from featurelake.online_store import DEFAULT_KEY_PREFIX, OnlineStore, OnlineStoreConfig
+from tests.integration.test_online_store_slot_migration import entities_in_slot, node_id, owner_of_slot
 from tests.support import redis_client
 
 pytestmark = pytest.mark.integration
 
 VIEW = "user_features"
 DAY = "2026-10-28"
-
-
-def node_id(address: str) -> str:
-    with redis_client(address) as client:
-        return client.execute_command("CLUSTER", "MYID").decode()
-
-
-def owner_of_slot(addresses: list[str], slot: int) -> str:
-    with redis_client(addresses[0]) as client:
-        for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
-            if start <= slot <= end:
-                return f"{primary[0].decode()}:{primary[1]}"
-    raise AssertionError(f"slot {slot} has no owner")
-
-
-def entities_in_slot(slot: int, count: int, prefix: str) -> list[str]:
-    found = []
-    for i in range(2_000_000):
-        entity = f"{prefix}{i:07d}"
-        if key_slot(feature_key(DEFAULT_KEY_PREFIX, VIEW, entity)) == slot:
-            found.append(entity)
-            if len(found) == count:
-                return found
-    raise AssertionError(f"fewer than {count} entities in slot {slot}")
 
 
 def records(entities: list[str]) -> list[tuple[str, FeatureRecord]]:

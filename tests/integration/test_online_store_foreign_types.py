@@ -9,6 +9,7 @@ import redis
 
 from featurelake.feature_records import FeatureRecord, feature_key
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
+from tests.support import entity_on_node
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +52,7 @@ def test_a_rebalance_that_meets_another_programs_string_over_a_record_names_the_
     # date comparison failed with "user_script:30: attempt to index a number value".
     old, new = redis_nodes[:1], redis_nodes[:2]
     with OnlineStore(OnlineStoreConfig(nodes=new, previous_nodes=old)) as store:
-        entity = next(
-            e for e in (f"u-{i}" for i in range(1000)) if store.ring.node_for(store.key(VIEW, e)) == new[1]
-        )
+        entity = entity_on_node(store, VIEW, new[1])
         key = store.key(VIEW, entity)
         store.write(VIEW, [(entity, FeatureRecord("2026-10-28", {"n": 1}))])  # on the new owner
         store.client(old[0]).set(key, b"hello")

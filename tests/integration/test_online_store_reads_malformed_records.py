@@ -10,6 +10,7 @@ import pytest
 from featurelake.cache import LayeredFeatureCache
 from featurelake.feature_records import FeatureRecord
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
+from tests.support import entity_on_node
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +54,7 @@ def test_a_rebalancing_read_of_a_malformed_record_on_the_previous_node_names_the
     # "'>' not supported between instances of 'int' and 'str'", naming no key.
     old, new = redis_nodes[:1], redis_nodes[:2]
     with OnlineStore(OnlineStoreConfig(nodes=new, previous_nodes=old)) as store:
-        entity = next(
-            e for e in (f"u-{i}" for i in range(1000)) if store.ring.node_for(store.key(VIEW, e)) == new[1]
-        )
+        entity = entity_on_node(store, VIEW, new[1])
         key = store.key(VIEW, entity)
         store.write(VIEW, [(entity, FeatureRecord("2026-10-28", {"n": 1}))])
         store.client(old[0]).set(key, MALFORMED["date-not-text"])
