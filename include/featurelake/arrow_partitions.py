@@ -97,7 +97,7 @@ def swap_in(staged: str, output: str) -> None:
     filesystem, target = fsspec.core.url_to_fs(output)
     staged_path = fsspec.core.url_to_fs(staged)[1]
     had_output = filesystem.exists(target)
-    if had_output and "file" in _protocols(filesystem) and _exchange(staged_path, target):
+    if had_output and "file" in _protocols(filesystem) and exchange_paths(staged_path, target):
         filesystem.rm(staged_path, recursive=True)  # the previous output
         return
     old = fsspec.core.url_to_fs(hidden_sibling(output, f"old-{uuid.uuid4().hex}"))[1]
@@ -124,7 +124,7 @@ _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
 
 
-def _exchange(first: str, second: str) -> bool:
+def exchange_paths(first: str, second: str) -> bool:
     """Swap two local paths in one atomic rename; False where the system or the filesystem has no
     such rename (not Linux, an old kernel, NFS), for the caller to rename twice instead."""
     try:

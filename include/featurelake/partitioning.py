@@ -3,6 +3,7 @@ per-key (hash) processing. The seed's Pattern 1, done so reruns and backfills ar
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 def date_range(start: date, end: date) -> list[date]:
     """Every date from start to end, both included."""
+    start = require_date(start, name="start")
+    end = require_date(end, name="end")
     if end < start:
         raise ValueError(f"end ({end}) is before start ({start}); pass start <= end")
     return [start + timedelta(days=offset) for offset in range((end - start).days + 1)]
@@ -44,6 +47,15 @@ def require_date(value: object, *, name: str) -> date:
             "pass date.fromisoformat(...) for a YYYY-MM-DD string"
         )
     return value
+
+
+def _require_several(value: object, *, name: str, of: str) -> None:
+    """A TypeError naming `value` when it is one string or one date where a list of `of` is needed:
+    iterated, a string gives its characters (partition columns `d`, `a`, `t`, `e`)."""
+    if isinstance(value, (str, date)):
+        raise TypeError(
+            f"{name} must be a list of {of}, got the single {type(value).__name__} {value!r}; pass [{value!r}]"
+        )
 
 
 def date_literal(day: date) -> Any:
@@ -111,9 +123,11 @@ def write_partitioned(
     `staging` (a scratch directory on the same file system, removed first; neither `path` nor a
     directory holding it, which is refused) makes the replacement safe against a failed write: `df`
     is written there, and only once that write has succeeded is each partition it wrote, and each
-    `replace` date, swapped into `path` (per partition, the published directory renamed aside and
-    the new one renamed in: no extra pass over the data, and no reader sees a partition partly
-    removed). A failed write leaves `path` as it was, and so does a
+    `replace` date, swapped into `path` (per partition, on a local Linux filesystem the published
+    directory and the new one exchanged in one atomic rename, so a reader always finds one of them;
+    elsewhere, such as HDFS or S3A, the published one renamed aside and the new one renamed in: no
+    extra pass over the data, and no reader sees a partition partly removed). A failed write leaves
+    `path` as it was, and so does a
     row whose partition value is null or not a date (`YYYY-MM-DD`; an error names it before
     anything moves). Without `staging` nothing checks the values: a null is written as
     `<column>=__HIVE_DEFAULT_PARTITION__`, which every later listing of `path` refuses.
@@ -123,6 +137,9 @@ def write_partitioned(
     name), for example what the partition was built from; it needs `marker`, and dates as its
     keys. Both need the single (date) partition column that `replace` needs.
     """
+    _require_several(partition_cols, name="partition_cols", of="names")
+    _require_several(sort_within, name="sort_within", of="names")
+    _require_several(replace, name="replace", of="dates")
     if not partition_cols:
         raise ValueError("write_partitioned needs at least one partition column, got none")
     missing = [c for c in partition_cols if c not in df.columns]
@@ -178,7 +195,11 @@ def _swap_partitions_in(
     marker_text: Mapping[date, str],
 ) -> None:
     """Move the partitions written under `staging` into `path`, each replacing its namesake, and
-    remove the `replace` dates' partitions that `staging` does not hold; then remove `staging`."""
+    remove the `replace` dates' partitions that `staging` does not hold; then remove `staging`.
+    A replaced partition ends up in `staging` (exchanged, or renamed aside into `_replaced/`), so a
+    run killed at any step leaves each partition published whole, old or new, or (killed between
+    two renames, off a local filesystem) set aside in the staging directory, which the next run
+    with it removes: that partition is back only once a run writes it again."""
     fs, staged_root = hadoop_file_system(spark, staging)
     jvm_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
     prefix = f"{column}="
@@ -213,6 +234,8 @@ def _swap_partitions_in(
             write_text(spark, str(jvm_path(staged, marker)), marker_text.get(day, ""))
         live = jvm_path(f"{path.rstrip('/')}/{name}")
         aside = jvm_path(replaced_root, name)
+        if fs.exists(live) and fs.exists(staged) and _exchanged(fs, staged, live):
+            continue  # the published partition now lies at `staged`, removed with the staging directory
         if fs.exists(live):
             fs.mkdirs(replaced_root)
             if not fs.rename(live, aside):
@@ -227,6 +250,24 @@ def _swap_partitions_in(
                     fs.rename(aside, live)  # put the published partition back
                 raise OSError(f"could not move {staged} to {live}; check that both are on one file system")
     fs.delete(staged_root, True)
+
+
+def _exchanged(fs: Any, staged: Any, live: Any) -> bool:
+    """Whether the directories `staged` and `live` (Hadoop Paths on `fs`) were swapped in one atomic
+    rename (`renameat2` with `RENAME_EXCHANGE`, as `arrow_partitions.swap_in` does): on a local Linux
+    filesystem, where a reader then finds the published partition or the new one, never none.
+    False elsewhere (HDFS, S3A, NFS, two mounts), for the caller to rename twice."""
+    if fs.getUri().getScheme() != "file":
+        return False
+    from featurelake.arrow_partitions import exchange_paths
+
+    first, second = (str(fs.makeQualified(p).toUri().getPath()) for p in (staged, live))
+    try:
+        return exchange_paths(first, second)
+    except OSError as error:
+        if error.errno == errno.EXDEV:  # staging on another mount: Hadoop's rename copies instead
+            return False
+        raise
 
 
 def read_partition_range(
@@ -511,15 +552,31 @@ def process_by_partition(
     written, so a failure part-way leaves finished dates complete and the failed date's earlier
     output as it was. Returns the dates processed. A date with no input data (no partition,
     or one emptied since) is skipped and logged, and its output partition, derived from input that
-    is gone, is removed.
+    is gone, is removed as a whole: renamed into the date's staging directory, which is deleted.
     """
+    _require_several(dates, name="dates", of="dates")
     wanted = sorted({require_date(day, name="a date of dates") for day in dates})
     available = existing_date_partitions(spark, input_path, partition_col=partition_col)
     done: list[date] = []
     for day in wanted:
+        staging = f"{output_path.rstrip('/')}/.staging-{partition_col}={day.isoformat()}"
         if day not in available:
             stale = f"{output_path.rstrip('/')}/{partition_col}={day.isoformat()}"
-            removed = delete_path(spark, stale)
+            fs, stale_path = hadoop_file_system(spark, stale)
+            removed = bool(fs.exists(stale_path))
+            if removed:
+                # Renamed aside first, as a replaced partition is: a delete in place would let a
+                # reader, or a run killed part-way, see some of its files.
+                delete_path(spark, staging)
+                _swap_partitions_in(
+                    spark,
+                    staging=staging,
+                    path=output_path,
+                    column=partition_col,
+                    replace=[day],
+                    marker=None,
+                    marker_text={},
+                )
             log.warning(
                 "No data in partition %s=%s under %s; skipped%s",
                 partition_col,
@@ -534,7 +591,6 @@ def process_by_partition(
             spark, input_path, [directory], start=day, end=day, partition_col=partition_col, schema=None
         )
         result = transform(part.drop(partition_col), day).withColumn(partition_col, date_literal(day))
-        staging = f"{output_path.rstrip('/')}/.staging-{partition_col}={day.isoformat()}"
         write_partitioned(result, output_path, [partition_col], replace=[day], staging=staging)
         done.append(day)
         log.info("Processed %s=%s into %s", partition_col, day, output_path)
@@ -556,12 +612,23 @@ def apply_per_key(
     else `spark.sql.shuffle.partitions`. The result schema is explicit: Spark cannot infer what a
     pandas function returns. `fn`'s columns are matched to it by name; a missing or extra column,
     or (in a `build_spark_session` session) a value that does not convert safely, such as 1.5 to
-    a long, fails the query naming the column.
+    a long, fails the query naming the column. So does a null (or NaN) in a column the schema
+    declares NOT NULL, which Spark would take as it is: the error names the key too. Column names
+    holding a dot or a backtick, which applyInPandas cannot take, are refused up front.
     """
     from pyspark.sql import functions as F
+    from pyspark.sql.types import DataType, StructType
 
     if key not in df.columns:
         raise ValueError(f"key column {key!r} is not in the DataFrame (columns: {df.columns})")
+    parsed = [c for c in df.columns if "." in c or "`" in c]
+    if parsed:
+        # applyInPandas takes every column by a name Spark parses: `user.id` is the field id of user.
+        raise ValueError(
+            f"columns {parsed} have names Spark parses (a dot names a struct's field, a backtick quotes), "
+            "which applyInPandas cannot take; rename them (DataFrame.withColumnsRenamed) before "
+            "apply_per_key, and back in its result"
+        )
     if num_partitions is not None and num_partitions < 1:
         raise ValueError(
             f"num_partitions must be >= 1 (or None for spark.sql.shuffle.partitions), got {num_partitions}"
@@ -569,4 +636,29 @@ def apply_per_key(
     partitioned = (
         df.repartition(F.col(key)) if num_partitions is None else df.repartition(num_partitions, F.col(key))
     )
+    struct = schema if isinstance(schema, StructType) else DataType.fromDDL(schema)
+    required = [f.name for f in struct.fields if not f.nullable] if isinstance(struct, StructType) else []
+    if required:
+        fn = _refusing_nulls(fn, key=key, columns=required)
     return partitioned.groupBy(key).applyInPandas(fn, schema=schema)
+
+
+def _refusing_nulls(
+    fn: Callable[[pd.DataFrame], pd.DataFrame], *, key: str, columns: list[str]
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """`fn`, failing with an error naming the column and the key when its result holds a null (or a
+    NaN, which Arrow takes for one) in one of `columns`, which the result schema declares NOT NULL:
+    Spark trusts the declaration, and fails on such a value without naming either."""
+
+    def checked(group: pd.DataFrame) -> pd.DataFrame:
+        result = fn(group)
+        returned = getattr(result, "columns", ())  # not a DataFrame: Spark's own error names its type
+        for column in columns:
+            if column in returned and result[column].isna().any():
+                raise ValueError(
+                    f"fn returned a null {column} for {key} {group[key].iloc[0]!r}, and the result schema "
+                    f"declares {column} NOT NULL; return a value there, or declare the column nullable"
+                )
+        return result
+
+    return checked

@@ -53,7 +53,7 @@ def test_reads_during_swaps_give_one_whole_version(
     version, deleted before it was opened), and some gave {} or part of the ids (a listing of the
     previous directory while its files were deleted): a serving miss found no features."""
     if not exchange:
-        monkeypatch.setattr(arrow_partitions, "_exchange", lambda first, second: False)
+        monkeypatch.setattr(arrow_partitions, "exchange_paths", lambda first, second: False)
     features = tmp_path / "features" / "user_features"
     features.mkdir(parents=True)
     target = features / f"date={DAY.isoformat()}"

@@ -516,7 +516,7 @@ def _replace_in_child(
         code = 0
         try:
             if not exchange:
-                arrow_partitions._exchange = lambda _first, _second: False
+                arrow_partitions.exchange_paths = lambda _first, _second: False
             seen = 0
 
             def interrupt(event: str, _args: tuple) -> None:

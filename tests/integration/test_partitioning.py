@@ -4,12 +4,14 @@ per-key processing."""
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from featurelake.partitioning import (
     apply_per_key,
@@ -350,3 +352,99 @@ def test_staged_write_with_null_dates_replaces_nothing_and_names_them(spark, tmp
 
     assert _digest(tmp_path / "events") == before
     assert existing_date_partitions(spark, path) == set(DAYS[:3])
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        pytest.param(
+            lambda spark, path: write_partitioned(_events(spark, DAYS[:1]), path, "date"),
+            r"partition_cols must be a list of names, got the single str 'date'; pass \['date'\]",
+            id="partition-cols",
+        ),
+        pytest.param(
+            lambda spark, path: write_partitioned(
+                _events(spark, DAYS[:1]), path, ["date"], sort_within="key"
+            ),
+            r"sort_within must be a list of names, got the single str 'key'; pass \['key'\]",
+            id="sort-within",
+        ),
+        pytest.param(
+            lambda spark, path: write_partitioned(
+                _events(spark, DAYS[:1]), path, ["date"], replace="2026-03-01"
+            ),
+            r"replace must be a list of dates, got the single str '2026-03-01'",
+            id="replace",
+        ),
+        pytest.param(
+            lambda spark, path: process_by_partition(
+                spark,
+                input_path=path,
+                output_path=f"{path}-out",
+                dates="2026-03-01",
+                transform=lambda d, _: d,
+            ),
+            r"dates must be a list of dates, got the single str '2026-03-01'",
+            id="dates",
+        ),
+    ],
+)
+def test_a_single_name_or_date_where_a_list_is_needed_is_named(spark, tmp_path: Path, call, error) -> None:
+    # A string was taken character by character: partition columns ['d', 'a', 't', 'e'], a sort
+    # by the unresolvable column `k`, a replace date '2'.
+    path = str(tmp_path / "events")
+    with pytest.raises(TypeError, match=error):
+        call(spark, path)
+    assert not (tmp_path / "events").exists()
+
+
+@pytest.mark.parametrize(
+    ("returned", "schema", "column"),
+    [
+        pytest.param({"n": [None]}, "user_id string, n long NOT NULL", "n", id="long-ddl"),
+        pytest.param({"n": [float("nan")]}, "user_id string, n double NOT NULL", "n", id="nan-ddl"),
+        pytest.param(
+            {"n": [1]},
+            StructType([StructField("user_id", StringType(), False), StructField("n", LongType())]),
+            "user_id",
+            id="key-struct",
+        ),
+    ],
+)
+def test_apply_per_key_names_a_null_in_a_column_the_schema_declares_not_null(
+    spark, returned, schema, column
+) -> None:
+    # Spark trusts the declared nullability: the query failed with "Value at index is null" or a
+    # NullPointerException, naming neither the column nor the key.
+    df = spark.createDataFrame([("u1", 1.0), ("u2", 2.0)], "user_id string, amount double")
+
+    def fn(group: pd.DataFrame) -> pd.DataFrame:
+        key = group["user_id"].iloc[0]
+        if key == "u2":
+            return pd.DataFrame({"user_id": [None if column == "user_id" else key], **returned})
+        return pd.DataFrame({"user_id": [key], "n": [1]})
+
+    result = apply_per_key(df, key="user_id", fn=fn, schema=schema)
+    with pytest.raises(Exception, match=rf"fn returned a null {column} for user_id 'u2'.*NOT NULL"):
+        result.collect()
+
+
+@pytest.mark.parametrize("key", ["user_id", "user.id", "user`id"])
+@pytest.mark.parametrize("other", ["amount", "amount.usd"])
+def test_apply_per_key_names_columns_whose_names_spark_would_parse(spark, key, other) -> None:
+    # PySpark's applyInPandas failed on them with "`user`.`id` cannot be resolved" or a backtick
+    # syntax error, naming no remedy.
+    df = spark.createDataFrame([("u1", 1.0), ("u1", 2.0), ("u2", 3.0)], [key, other])
+
+    def total(group: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"user": [group[key].iloc[0]], "total": [group[other].sum()]})
+
+    if key == "user_id" and other == "amount":
+        result = apply_per_key(df, key=key, fn=total, schema="user string, total double", num_partitions=2)
+        assert sorted(tuple(row) for row in result.collect()) == [("u1", 3.0), ("u2", 3.0)]
+        return
+    parsed = [name for name in (key, other) if name not in ("user_id", "amount")]
+    with pytest.raises(
+        ValueError, match=rf"columns {re.escape(repr(parsed))} have names Spark parses.*rename them"
+    ):
+        apply_per_key(df, key=key, fn=total, schema="user string, total double", num_partitions=2)

@@ -287,8 +287,8 @@ def mid_swap() -> dict[str, Any]:
     its two renames (the previous output aside, the new one not yet in place)."""
     import featurelake.arrow_partitions as arrow_partitions
 
-    if hasattr(arrow_partitions, "_exchange"):
-        return stop_at("featurelake.arrow_partitions:_exchange", 1, when="after")
+    if hasattr(arrow_partitions, "exchange_paths"):
+        return stop_at("featurelake.arrow_partitions:exchange_paths", 1, when="after")
     return stop_at("fsspec.implementations.local:LocalFileSystem.mv", 1, when="after")
 
 

@@ -1,0 +1,166 @@
+"""Staged Spark writes swapping partitions in while another thread reads the dataset's directories."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import date
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from featurelake.partitioning import date_range, existing_date_partitions, write_partitioned
+
+pytestmark = pytest.mark.integration
+
+DAYS = date_range(date(2026, 3, 1), date(2026, 3, 12))
+NAMES = {f"date={day.isoformat()}" for day in DAYS}
+ROUNDS = 3
+
+
+def _events(spark, *, value: int):
+    rows = [(day, f"k{k}", value) for day in DAYS for k in range(3)]
+    return spark.createDataFrame(rows, "date date, key string, value int")
+
+
+class _Reader(threading.Thread):
+    """Lists the dataset's root, and each partition, until stopped: what a reader that looks for the
+    newest date, or for a date's files, finds."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.stop = threading.Event()
+        self.listings = 0
+        self.missing: set[str] = set()
+        self.empty: set[str] = set()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.missing |= NAMES - set(os.listdir(self.root))
+            for name in NAMES:
+                try:
+                    if not any(n.endswith(".parquet") for n in os.listdir(self.root / name)):
+                        self.empty.add(name)
+                except FileNotFoundError:
+                    self.missing.add(name)
+            self.listings += 1
+
+
+@pytest.mark.parametrize("as_uri", [pytest.param(False, id="plain-path"), pytest.param(True, id="file-uri")])
+def test_a_reader_always_finds_every_published_partition_during_staged_writes(
+    spark, tmp_path: Path, as_uri: bool
+) -> None:
+    root = tmp_path / "events"
+    path = root.as_uri() if as_uri else str(root)
+    staging = str(tmp_path / "_staging" / "events")
+    write_partitioned(_events(spark, value=0), path, ["date"])
+    reader = _Reader(root)
+    reader.start()
+    try:
+        for value in range(1, ROUNDS + 1):
+            write_partitioned(_events(spark, value=value), path, ["date"], replace=DAYS, staging=staging)
+    finally:
+        reader.stop.set()
+        reader.join()
+
+    assert reader.listings > 0
+    # On a local filesystem each partition is exchanged with its staged version in one rename.
+    assert not reader.missing, f"a reader found no {sorted(reader.missing)} while they were replaced"
+    assert not reader.empty
+    result = spark.read.parquet(path)
+    assert result.count() == 3 * len(DAYS)
+    assert {row[0] for row in result.select(F.col("value")).distinct().collect()} == {ROUNDS}
+    assert existing_date_partitions(spark, path) == set(DAYS)
+    assert not (tmp_path / "_staging" / "events").exists()
+
+
+# Enough files that removing them one by one takes a while.
+STALE_FILES = 2000
+
+
+def test_a_reader_never_sees_part_of_an_output_removed_because_its_input_is_gone(
+    spark, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurelake.partitioning import process_by_partition
+
+    source, target = tmp_path / "in", tmp_path / "out"
+    write_partitioned(_events(spark, value=1), str(source), ["date"])
+    day = DAYS[0]
+    # An earlier output of the date in many files, which the run removes as its input is gone.
+    stale = target / f"date={day.isoformat()}"
+    stale.mkdir(parents=True)
+    for n in range(STALE_FILES):
+        pq.write_table(pa.table({"key": [f"k{n}"]}), stale / f"part-{n:05d}.parquet")
+    for data_file in (source / f"date={day.isoformat()}").glob("*.parquet"):
+        data_file.unlink()
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                seen.add(sum(name.endswith(".parquet") for name in os.listdir(stale)))
+            except FileNotFoundError:
+                seen.add(0)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        done = process_by_partition(
+            spark, input_path=str(source), output_path=str(target), dates=[day], transform=lambda d, _: d
+        )
+    finally:
+        stop.set()
+        reader.join()
+
+    assert done == []
+    assert not stale.exists()
+    # The earlier output whole, or none of it: a run killed part-way must not leave some of its rows.
+    assert seen <= {0, STALE_FILES}, (
+        f"a reader saw {sorted(seen - {0, STALE_FILES})[:5]}... of {STALE_FILES} files"
+    )
+    assert sorted(p.name for p in target.iterdir()) == []
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no `except Exception` catches it."""
+
+
+@pytest.mark.parametrize("killed_after", range(3))
+def test_a_staged_write_killed_between_exchanges_leaves_each_partition_whole(
+    spark, tmp_path: Path, monkeypatch, killed_after: int
+) -> None:
+    import featurelake.partitioning as partitioning
+
+    days = DAYS[:3]
+    root, staging = tmp_path / "events", str(tmp_path / "_staging" / "events")
+    old = spark.createDataFrame([(day, "k", 1) for day in days], "date date, key string, value int")
+    new = spark.createDataFrame([(day, "k", 2) for day in days], "date date, key string, value int")
+    write_partitioned(old, str(root), ["date"])
+    exchange, exchanges = partitioning._exchanged, []
+
+    def killed(fs, staged, live) -> bool:
+        if len(exchanges) == killed_after:
+            raise _Killed
+        exchanges.append(exchange(fs, staged, live))
+        return exchanges[-1]
+
+    monkeypatch.setattr(partitioning, "_exchanged", killed)
+    with pytest.raises(_Killed):
+        write_partitioned(new, str(root), ["date"], replace=days, staging=staging)
+    monkeypatch.undo()
+
+    assert exchanges == [True] * killed_after
+    values = spark.read.parquet(str(root)).groupBy("date").agg(F.collect_list("value").alias("v")).collect()
+    # The first `killed_after` dates hold the new row, the others the old one: each whole, none missing.
+    assert {row["date"]: row["v"] for row in values} == {
+        day: [2] if n < killed_after else [1] for n, day in enumerate(days)
+    }
+    write_partitioned(new, str(root), ["date"], replace=days, staging=staging)
+    assert spark.read.parquet(str(root)).orderBy("date").select("value").collect() == [(2,)] * 3
+    assert not (tmp_path / "_staging" / "events").exists()
