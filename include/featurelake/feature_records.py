@@ -182,7 +182,7 @@ def encode_record(record: FeatureRecord) -> bytes:
         return msgpack.packb([FORMAT_VERSION, record.feature_date, dict(record.values)], use_bin_type=True)
     except UnicodeEncodeError:  # text with a lone surrogate (bytes decoded with surrogateescape)
         for column, value in record.values.items():
-            if not all(_utf8(text) for text in (column, value) if isinstance(text, str)):
+            if not all(encodes_as_utf8(text) for text in (column, value) if isinstance(text, str)):
                 raise ValueError(
                     f"feature column {column!r} holds text that UTF-8 cannot encode ({value!r}): the "
                     "online format's text is UTF-8; decode the source bytes with their real encoding"
@@ -202,7 +202,9 @@ def encode_record(record: FeatureRecord) -> bytes:
         raise error
 
 
-def _utf8(text: str) -> bool:
+def encodes_as_utf8(text: str) -> bool:
+    """Whether UTF-8 can encode `text`: not when it holds a lone surrogate, as JSON's escaped
+    "\\ud83d" or bytes decoded with surrogateescape give."""
     try:
         text.encode()
     except UnicodeEncodeError:

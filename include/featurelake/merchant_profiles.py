@@ -24,6 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from featurelake.feature_records import encodes_as_utf8
 from featurelake.fetch import FetchResult
 from featurelake.stages import Stage, run_stages
 
@@ -70,15 +71,6 @@ def answer_not_a_profile(merchant_id: str, payload: Any) -> str | None:
     return None
 
 
-def _utf8(text: str) -> bool:
-    """Whether UTF-8 can encode `text`: JSON decodes an escaped lone surrogate ("\\ud800")."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def validate_profile(item: tuple[str, Any]) -> Checked:
     """(merchant id, JSON payload) -> a checked profile (thread stage: cheap, per item)."""
     merchant_id, payload = item
@@ -90,7 +82,7 @@ def validate_profile(item: tuple[str, Any]) -> Checked:
     name, country, score = payload.get("name"), payload.get("country"), payload.get("risk_score")
     if not isinstance(name, str) or not name.strip():
         return Checked(merchant_id, None, "missing_name", text)
-    if not _utf8(name):  # JSON's "\ud83d" (half an emoji): Parquet cannot store it, the task failed
+    if not encodes_as_utf8(name):  # JSON's "\ud83d" (half an emoji): Parquet cannot store it, the task failed
         return Checked(merchant_id, None, "bad_name", text)
     if not (isinstance(country, str) and COUNTRY_PATTERN.fullmatch(country)):
         return Checked(merchant_id, None, "bad_country", text)
