@@ -117,6 +117,10 @@ def _check_path_template(template: object) -> None:
         )
 
 
+# Stands for the id while yarl normalizes the rest of the URL: unreserved letters, left as they are.
+_ID_MARKER = "featurelakeresourceidmarker"
+
+
 @dataclass(frozen=True)
 class FetchConfig:
     """How to call the API: `base_url` + `path_template.format(id=<quoted id>)`. Times are in
@@ -174,7 +178,13 @@ class FetchConfig:
             )
 
     def url(self, resource_id: str) -> str:
-        return self.base_url.rstrip("/") + self.path_template.format(id=quote(resource_id, safe=""))
+        """The URL fetched for `resource_id`, as it is sent: `base_url` and `path_template` as
+        yarl normalizes them, and the id percent-quoted whole (`/` too). The id is put in after the
+        normalizing, and the URL sent as it is (`URL(..., encoded=True)`): given the whole text,
+        yarl decodes `%3B`, `%26` and `%3D` in a path back to `;`, `&` and `=`, at which a server
+        may cut the path (`;jsessionid=`) or the id."""
+        normalized = str(URL(self.base_url.rstrip("/") + self.path_template.format(id=_ID_MARKER)))
+        return normalized.replace(_ID_MARKER, quote(resource_id, safe=""))
 
 
 @dataclass
@@ -406,7 +416,7 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
 
         async def attempt(resource_id: str) -> Any:
             async with in_flight:
-                url = URL(config.url(resource_id))
+                url = URL(config.url(resource_id), encoded=True)
                 headers = CIMultiDict(config.headers)
                 for _ in range(MAX_REDIRECTS):
                     payload, target = await request(url, headers)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -601,6 +602,27 @@ def test_an_id_of_dots_fails_alone_instead_of_fetching_another_resource() -> Non
     }
     assert result.api_failed == set() and result.requests == 2
     assert sorted(paths) == ["/merchants/...", "/merchants/m1"]
+
+
+def test_an_id_with_path_delimiters_reaches_the_server_quoted() -> None:
+    """yarl, given the URL's text, decoded `%3B`, `%26` and `%3D` in the path back to `;`, `&` and
+    `=`: "a;b" went out as /merchants/a;b, which a servlet container reads as the id "a" with a path
+    parameter "b". Each id now arrives exactly as `quote(id, safe="")` writes it."""
+    ids = ["a;b", "a&b=c", "50%;off", "x,y+z"]
+    paths: list[str] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler) -> web.StreamResponse:
+        paths.append(request.raw_path)
+        return await handler(request)
+
+    server = ChaosServer({i: ["ok"] for i in ids}, timeout_seconds=1, middlewares=[record])
+    with server:
+        config = FetchConfig(base_url=server.base_url, path_template="/merchants/{id}", rate_per_second=100)
+        result = asyncio.run(fetch_all(config, ids))
+    assert result.found == {i: profile(i) for i in ids}
+    assert sorted(paths) == sorted(f"/merchants/{quote(i, safe='')}" for i in ids)
+    assert "/merchants/a%3Bb" in paths and "/merchants/a%26b%3Dc" in paths
 
 
 def test_an_id_utf_8_cannot_encode_is_refused_before_any_request() -> None:

@@ -228,7 +228,17 @@ def test_fetch_config_refuses_a_path_template_without_a_leading_slash(template: 
 
 def test_fetch_config_keeps_doubled_braces_literal() -> None:
     config = FetchConfig(base_url="http://api", path_template="/v{{1}}/merchants/{id}/{id}")
-    assert config.url("m/1") == "http://api/v{1}/merchants/m%2F1/m%2F1"
+    # As sent: yarl quotes the literal braces; the ids are quoted whole.
+    assert config.url("m/1") == "http://api/v%7B1%7D/merchants/m%2F1/m%2F1"
+
+
+def test_fetch_config_keeps_an_ids_quoted_delimiters() -> None:
+    """yarl decodes %3B, %26 and %3D in a path: the id is put in after it normalizes the rest."""
+    config = FetchConfig(base_url="http://api/v 1", path_template="/merchants/{id}")
+    assert config.url("a;b&c=d") == "http://api/v%201/merchants/a%3Bb%26c%3Dd"
+    assert (
+        config.url("featurelakeresourceidmarker") == "http://api/v%201/merchants/featurelakeresourceidmarker"
+    )
 
 
 def test_check_api_available_counts_only_the_apis_failures() -> None:
