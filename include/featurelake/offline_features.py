@@ -76,7 +76,11 @@ def partition_dataset(
         if info.type == pafs.FileType.File and is_data_file(info.base_name)
     )
     dataset = pads.dataset(files, format="parquet", filesystem=filesystem)
-    if len(files) < 2 and not _holds_bytes(dataset.schema, entity_column):
+    if (
+        len(files) < 2
+        and not _holds_bytes(dataset.schema, entity_column)
+        and not _holds_views(dataset.schema)
+    ):
         return dataset
     physical = [fragment.physical_schema for fragment in dataset.get_fragments()]
     schemas = [_widened(schema, entity_column) for schema in physical]
@@ -102,7 +106,17 @@ def _holds_bytes(schema: pa.Schema, entity_column: str) -> bool:
     data_type = schema.field(entity_column).type
     if pa.types.is_dictionary(data_type):
         data_type = data_type.value_type
-    return pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type)
+    return (
+        pa.types.is_binary(data_type)
+        or pa.types.is_large_binary(data_type)
+        or pa.types.is_binary_view(data_type)
+    )
+
+
+def _holds_views(schema: pa.Schema) -> bool:
+    """Whether a column of `schema` is a string (or binary) view, as pyarrow writes back to a file
+    read from one: Arrow has no filter kernel for them, so a read by id failed."""
+    return any(pa.types.is_string_view(c.type) or pa.types.is_binary_view(c.type) for c in schema)
 
 
 def _check_entity_types(partition: str, schemas: Sequence[pa.Schema], entity_column: str) -> None:
@@ -141,8 +155,9 @@ def _check_utf8_ids(partition: str, dataset: pads.Dataset, entity_column: str) -
 
 
 def _widened(schema: pa.Schema, entity_column: str) -> pa.Schema:
-    """`schema` with the types that hold the same values made one: a dictionary as its values, and
-    a feature timestamp (naive, in UTC by the format, or in any zone) as a UTC one of its unit."""
+    """`schema` with the types that hold the same values made one: a dictionary as its values, a
+    string view as a large string, and a feature timestamp (naive, in UTC by the format, or in any
+    zone) as a UTC one of its unit."""
     fields = []
     for column in schema:
         data_type = column.type
@@ -152,6 +167,10 @@ def _widened(schema: pa.Schema, entity_column: str) -> pa.Schema:
             data_type = pa.string()
         if column.name == entity_column and pa.types.is_large_binary(data_type):
             data_type = pa.large_string()
+        if pa.types.is_string_view(data_type) or (
+            column.name == entity_column and pa.types.is_binary_view(data_type)
+        ):
+            data_type = pa.large_string()  # a view holds as much text as a large string
         if pa.types.is_timestamp(data_type) and column.name != entity_column:
             data_type = pa.timestamp(data_type.unit, "UTC")
         fields.append(column.with_type(data_type))
@@ -188,8 +207,14 @@ def partition_records(
         id_type = dataset.schema.field(entity_column).type
         if pa.types.is_dictionary(id_type):
             id_type = id_type.value_type
-        if pa.types.is_string(id_type) or pa.types.is_large_string(id_type):
+        if (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)) and not _read_from_views(
+            dataset
+        ):
             where = pc.field(entity_column).isin(list(entity_ids))
+        elif pa.types.is_string(id_type) or pa.types.is_large_string(id_type):
+            # Files that store string views: pruning row groups by their statistics fails in Arrow
+            # ("greater_equal has no kernel for (string, string_view)"), so rows are picked after.
+            wanted = set(entity_ids)
         else:
             # The ids are the keys' text (str(1.0) is '1.0', where a cast writes '1'): compare
             # the rows' ids as text, as `records_from_batches` writes them. A null id is no key
@@ -198,7 +223,9 @@ def partition_records(
             where = pc.field(entity_column).is_valid()
             wanted = set(entity_ids) - ({"nan"} if pa.types.is_floating(id_type) else set())
     batches = dataset.to_batches(filter=where, batch_size=batch_size)
-    if wanted is not None and (typed := _typed_ids(id_type, wanted)) is not None:
+    if wanted is not None and where is None:
+        batches = _rows_holding(batches, dataset.schema, entity_column, pa.array(sorted(wanted), id_type))
+    elif wanted is not None and (typed := _typed_ids(id_type, wanted)) is not None:
         # Ints, floats and bools: the rows of the asked values are picked in Arrow, so that only
         # they become records. Not by the scan's filter: Parquet's statistics make pyarrow prune
         # row groups that hold the value (0.0 in one whose min is -0.0 and max 0.0; NaN).
@@ -213,6 +240,12 @@ def partition_records(
         yield from records
     else:
         yield from ((entity, record) for entity, record in records if entity in wanted)
+
+
+def _read_from_views(dataset: pads.Dataset) -> bool:
+    """Whether a data file of `dataset` stores a string or binary view column (as its Arrow schema
+    in the file says), which the dataset's schema, widened, does not show."""
+    return any(_holds_views(fragment.physical_schema) for fragment in dataset.get_fragments())
 
 
 def _typed_ids(id_type: pa.DataType, entity_ids: Iterable[str]) -> pa.Array | None:
@@ -289,9 +322,15 @@ def _check_no_empty_entity(partition: str, dataset: pads.Dataset, entity_column:
     id_type = dataset.schema.field(entity_column).type
     if pa.types.is_dictionary(id_type):
         id_type = id_type.value_type
-    if pa.types.is_string(id_type) or pa.types.is_large_string(id_type):
-        empty = empty | (pc.field(entity_column) == "")
-    count = dataset.count_rows(filter=empty)
+    text = pa.types.is_string(id_type) or pa.types.is_large_string(id_type)
+    if text and _read_from_views(dataset):
+        # Not by a filter: Arrow cannot prune by a string view file's statistics (see partition_records).
+        count = sum(
+            batch.column(0).null_count + (pc.sum(pc.equal(batch.column(0), "")).as_py() or 0)
+            for batch in dataset.to_batches(columns=[entity_column])
+        )
+    else:
+        count = dataset.count_rows(filter=empty | (pc.field(entity_column) == "") if text else empty)
     if pa.types.is_floating(id_type):
         # NaN marks a missing id as null does (polars and Spark keep it apart). Counted from the
         # column, not by a filter: Parquet's min/max statistics leave NaN out, so pyarrow's

@@ -112,3 +112,44 @@ def test_ids_are_matched_in_the_columns_own_type(
     records = offline_features.read_offline_features(str(tmp_path), asked, as_of=date(2030, 1, 1))
 
     assert sorted(records) == found
+
+
+def test_ids_and_features_stored_as_string_views_are_read_by_id_and_checked_for_empty_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyarrow writes a string view column's type into the file, and reads it back as a view. A
+    read by id failed (Arrow has no filter kernel for views, nor can it prune row groups by their
+    statistics), and so did the check for empty ids of a partition with a plain-string file too.
+    Now views read as large strings, and the rows of the asked ids are picked after the scan."""
+    root = tmp_path / "features"
+    partition = root / "date=2030-01-01"
+    partition.mkdir(parents=True)
+    views = pa.table(
+        {
+            "user_id": pa.array([f"u{i}" for i in range(ROWS)], pa.string_view()),
+            "tier": pa.array(["a"] * ROWS, pa.string_view()),
+        }
+    )
+    pq.write_table(views, partition / "part-0.parquet", row_group_size=10_000)
+    assert pq.read_schema(partition / "part-0.parquet").field("user_id").type == pa.string_view()
+    seen = rows_made_into_records(monkeypatch)
+
+    records = offline_features.read_offline_features(
+        str(root), ["u7", "u49999", "nobody"], as_of=date(2030, 1, 2)
+    )
+
+    assert records == {
+        "u7": FeatureRecord(feature_date="2030-01-01", values={"tier": "a"}),
+        "u49999": FeatureRecord(feature_date="2030-01-01", values={"tier": "a"}),
+    }
+    assert sum(seen) == 2
+    published = dict(offline_features.partition_records(str(partition), feature_date=date(2030, 1, 1)))
+    assert len(published) == ROWS and published["u3"].values == {"tier": "a"}
+
+    # A second file of plain strings, with an empty id: the publish names it, whatever the types.
+    pq.write_table(pa.table({"user_id": ["u-x", ""], "tier": ["b", "b"]}), partition / "part-1.parquet")
+    with pytest.raises(ValueError, match=r"date=2030-01-01: 1 feature rows have an empty 'user_id'"):
+        next(offline_features.partition_records(str(partition), feature_date=date(2030, 1, 1)))
+    assert offline_features.read_offline_features(str(root), ["u-x"], as_of=date(2030, 1, 1)) == {
+        "u-x": FeatureRecord(feature_date="2030-01-01", values={"tier": "b"})
+    }
