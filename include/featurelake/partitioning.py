@@ -159,6 +159,7 @@ def write_partitioned(
     spark = df.sparkSession
     if staging:
         _refuse_staging_over(spark, staging=staging, path=path)
+        _put_back_set_aside(spark, staging=staging, path=path)
         delete_path(spark, staging)  # a killed run's leftovers
     else:
         for day in replaced:
@@ -198,8 +199,8 @@ def _swap_partitions_in(
     remove the `replace` dates' partitions that `staging` does not hold; then remove `staging`.
     A replaced partition ends up in `staging` (exchanged, or renamed aside into `_replaced/`), so a
     run killed at any step leaves each partition published whole, old or new, or (killed between
-    two renames, off a local filesystem) set aside in the staging directory, which the next run
-    with it removes: that partition is back only once a run writes it again."""
+    two renames, off a local filesystem) set aside in the staging directory, from where the next
+    run with that staging directory puts it back before anything else (`_put_back_set_aside`)."""
     fs, staged_root = hadoop_file_system(spark, staging)
     jvm_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
     prefix = f"{column}="
@@ -250,6 +251,34 @@ def _swap_partitions_in(
                     fs.rename(aside, live)  # put the published partition back
                 raise OSError(f"could not move {staged} to {live}; check that both are on one file system")
     fs.delete(staged_root, True)
+
+
+def _put_back_set_aside(spark: SparkSession, *, staging: str, path: str) -> None:
+    """Publish again each partition that a run killed between the two renames of
+    `_swap_partitions_in` left in `<staging>/_replaced/`: renamed aside, its replacement still
+    staged. The killed run never replaced it, so it is put back, as `arrow_partitions.remove_leftovers`
+    does for the Arrow writers, before the staging directory is removed. A partition set aside whose
+    replacement moved in, or that had no replacement (a `replace` date removed on purpose), stays
+    where it is and goes with the staging directory."""
+    fs, staged_root = hadoop_file_system(spark, staging)
+    jvm_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
+    replaced_root = jvm_path(staged_root, "_replaced")
+    if not fs.exists(replaced_root):
+        return
+    for status in fs.listStatus(replaced_root):
+        name = status.getPath().getName()
+        live = jvm_path(f"{path.rstrip('/')}/{name}")
+        if fs.exists(live) or not fs.exists(jvm_path(staged_root, name)):
+            continue
+        log.warning(
+            "%s: putting back %s, set aside by a run killed before it moved the new one in", live, name
+        )
+        fs.mkdirs(live.getParent())
+        if not fs.rename(status.getPath(), live):
+            raise OSError(
+                f"could not put {status.getPath()} back at {live}, where a killed run left nothing; move it "
+                "there by hand (it is the partition last published) and rerun"
+            )
 
 
 def _exchanged(fs: Any, staged: Any, live: Any) -> bool:
@@ -553,10 +582,23 @@ def process_by_partition(
     output as it was. Returns the dates processed. A date with no input data (no partition,
     or one emptied since) is skipped and logged, and its output partition, derived from input that
     is gone, is removed as a whole: renamed into the date's staging directory, which is deleted.
+    A missing `input_path` is an error (FileNotFoundError) before any output is touched: a mistyped
+    path is not a dataset whose every date is gone.
     """
     _require_several(dates, name="dates", of="dates")
     wanted = sorted({require_date(day, name="a date of dates") for day in dates})
-    available = existing_date_partitions(spark, input_path, partition_col=partition_col)
+    if not wanted:
+        return []
+    fs, input_root = hadoop_file_system(spark, input_path)
+    if not fs.exists(input_root):
+        # Not "every date's input is gone": a mistyped path would remove every date's output.
+        raise FileNotFoundError(
+            f"input_path {input_path} does not exist, so no output under {output_path} was touched; "
+            "check the path (a dataset whose data is all gone is still a directory)"
+        )
+    available = existing_date_partitions(
+        spark, input_path, partition_col=partition_col, start=wanted[0], end=wanted[-1]
+    )
     done: list[date] = []
     for day in wanted:
         staging = f"{output_path.rstrip('/')}/.staging-{partition_col}={day.isoformat()}"
@@ -567,6 +609,7 @@ def process_by_partition(
             if removed:
                 # Renamed aside first, as a replaced partition is: a delete in place would let a
                 # reader, or a run killed part-way, see some of its files.
+                _put_back_set_aside(spark, staging=staging, path=output_path)
                 delete_path(spark, staging)
                 _swap_partitions_in(
                     spark,

@@ -164,3 +164,131 @@ def test_a_staged_write_killed_between_exchanges_leaves_each_partition_whole(
     write_partitioned(new, str(root), ["date"], replace=days, staging=staging)
     assert spark.read.parquet(str(root)).orderBy("date").select("value").collect() == [(2,)] * 3
     assert not (tmp_path / "_staging" / "events").exists()
+
+
+class _RenameKilled:
+    """A Hadoop FileSystem whose `killed_at`-th rename (counting from 1) stands for SIGKILL."""
+
+    def __init__(self, fs, killed_at: int) -> None:
+        self._fs, self._killed_at, self.renames = fs, killed_at, 0
+
+    def rename(self, source, target) -> bool:
+        self.renames += 1
+        if self.renames == self._killed_at:
+            raise _Killed
+        return self._fs.rename(source, target)
+
+    def __getattr__(self, name: str):
+        return getattr(self._fs, name)
+
+
+def test_a_staged_write_killed_between_its_two_renames_puts_the_partition_back_on_the_next_run(
+    spark, tmp_path: Path, monkeypatch
+) -> None:
+    """Off a local filesystem (HDFS, S3A) a partition is replaced by two renames: the published one
+    aside into the staging directory, the new one in. A run killed between them leaves the date
+    unpublished; the next run with that staging directory puts it back even if it writes other dates."""
+    import featurelake.partitioning as partitioning
+
+    days = DAYS[:2]
+    root, staging = tmp_path / "events", str(tmp_path / "_staging" / "events")
+    frame = "date date, key string, value int"
+    write_partitioned(spark.createDataFrame([(day, "k", 1) for day in days], frame), str(root), ["date"])
+    opened = partitioning.hadoop_file_system
+    killing: list[_RenameKilled] = []
+
+    def renames_killed(spark_session, path):
+        fs, hadoop_path = opened(spark_session, path)
+        killing.append(_RenameKilled(fs, killed_at=2))  # 1: the published one aside; 2: the new one in
+        return killing[-1], hadoop_path
+
+    monkeypatch.setattr(partitioning, "_exchanged", lambda fs, staged, live: False)
+    monkeypatch.setattr(partitioning, "hadoop_file_system", renames_killed)
+    with pytest.raises(_Killed):
+        write_partitioned(
+            spark.createDataFrame([(days[0], "k", 2)], frame),
+            str(root),
+            ["date"],
+            replace=days,
+            staging=staging,
+        )
+    monkeypatch.undo()
+    assert [fs.renames for fs in killing if fs.renames] == [2]
+    assert not (root / f"date={days[0].isoformat()}").exists()  # what the kill left: the date set aside
+
+    # The next run writes only the other date, yet the killed run's date is published again, whole.
+    write_partitioned(
+        spark.createDataFrame([(days[1], "k", 3)], frame),
+        str(root),
+        ["date"],
+        replace=[days[1]],
+        staging=staging,
+    )
+    rows = spark.read.parquet(str(root)).orderBy("date").select("date", "value").collect()
+    assert [(row["date"], row["value"]) for row in rows] == [(days[0], 1), (days[1], 3)]
+    assert not (tmp_path / "_staging" / "events").exists()
+
+
+def test_a_replace_date_removed_on_purpose_is_not_put_back_after_a_kill(
+    spark, tmp_path: Path, monkeypatch
+) -> None:
+    """A `replace` date with no new rows is renamed aside and nothing moves in: a run killed right
+    after leaves that date removed, as the run meant, and the next run does not bring it back."""
+    import featurelake.partitioning as partitioning
+
+    days = DAYS[:2]
+    root, staging = tmp_path / "events", str(tmp_path / "_staging" / "events")
+    frame = "date date, key string, value int"
+    write_partitioned(spark.createDataFrame([(day, "k", 1) for day in days], frame), str(root), ["date"])
+    opened = partitioning.hadoop_file_system
+
+    def renames_killed(spark_session, path):
+        fs, hadoop_path = opened(spark_session, path)
+        # 1: days[0]'s published partition aside (nothing staged for it); 2: days[1]'s aside.
+        return _RenameKilled(fs, killed_at=2), hadoop_path
+
+    monkeypatch.setattr(partitioning, "_exchanged", lambda fs, staged, live: False)
+    monkeypatch.setattr(partitioning, "hadoop_file_system", renames_killed)
+    with pytest.raises(_Killed):
+        write_partitioned(
+            spark.createDataFrame([(days[1], "k", 2)], frame),
+            str(root),
+            ["date"],
+            replace=days,
+            staging=staging,
+        )
+    monkeypatch.undo()
+
+    write_partitioned(
+        spark.createDataFrame([(days[1], "k", 3)], frame),
+        str(root),
+        ["date"],
+        replace=[days[1]],
+        staging=staging,
+    )
+    rows = spark.read.parquet(str(root)).select("date", "value").collect()
+    assert [(row["date"], row["value"]) for row in rows] == [(days[1], 3)]
+
+
+def test_process_by_partition_refuses_a_missing_input_path_and_keeps_every_output(
+    spark, tmp_path: Path
+) -> None:
+    from featurelake.partitioning import process_by_partition
+
+    source, target = tmp_path / "in", tmp_path / "out"
+    write_partitioned(_events(spark, value=1), str(source), ["date"])
+    process_by_partition(
+        spark, input_path=str(source), output_path=str(target), dates=DAYS[:2], transform=lambda d, _: d
+    )
+    before = sorted(str(p.relative_to(target)) for p in target.rglob("*.parquet"))
+
+    with pytest.raises(FileNotFoundError, match=r"input_path .*/ins does not exist, so no output under"):
+        process_by_partition(
+            spark,
+            input_path=str(tmp_path / "ins"),
+            output_path=str(target),
+            dates=DAYS[:2],
+            transform=lambda d, _: d,
+        )
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*.parquet")) == before
+    assert len(before) >= 2
