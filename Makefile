@@ -20,6 +20,8 @@ DEMO_END ?= 2026-10-28
 DEMO_DATE ?= 2026-10-28
 DEMO_USERS ?= 5000
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test`, each running whole modules; TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: help demo test lint airflow clean lock bench env backfill exports
 
@@ -55,7 +57,7 @@ demo: $(DB_STAMP)  ## Generate ~120 days of data and run user_features_daily for
 	$(PY) -m featurelake_airflow.demo --dag-id user_features_daily --date $(DEMO_DATE)
 
 test: $(VENV)/.stamp-installed  ## Run every test: unit, DAG integrity, integration
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(VENV)/.stamp-installed  ## ruff check and format check
 	$(VENV)/bin/ruff check .
