@@ -97,6 +97,15 @@ def test_a_run_lists_no_partition_outside_its_window(spark, tmp_path: Path, monk
     window_partitions.add(f"{root}/tiles/user_daily/date={DS}")
     assert window_partitions <= set(listed), sorted(set(listed))
 
+    # Nor do the tiles outside the window count: the features are those of a full run, from raw.
+    output = str(lake / "features" / "user_features" / f"date={DS}")
+    incremental = spark.read.parquet(output).collect()
+    assert (
+        run_user_features(spark, ds=DS, lake=str(lake), window_days=WINDOW_DAYS, mode="full").mode == "full"
+    )
+    full = spark.read.parquet(output).collect()
+    assert incremental == full and full[0]["transaction_count"] == 2, full  # DS-1 and DS
+
 
 def test_a_tile_partition_outside_the_window_is_not_read_or_listed_by_spark(spark, tmp_path: Path) -> None:
     """A subdirectory left in an old tile partition (a copy made by hand) made Spark's listing of
