@@ -182,50 +182,52 @@ class _RenameKilled:
         return getattr(self._fs, name)
 
 
+FRAME = "date date, key string, value int"
+
+
+def _write(spark, root: Path, staging: str, rows: list[tuple], replace: list[date]) -> None:
+    write_partitioned(
+        spark.createDataFrame(rows, FRAME), str(root), ["date"], replace=replace, staging=staging
+    )
+
+
+def _killed_at_the_second_rename(spark, monkeypatch, root: Path, staging: str, rows: list[tuple]) -> list:
+    """Publish the value 1 for DAYS[:2], then write `rows` replacing both dates by two renames each
+    (as off a local filesystem), killed at the second rename. Returns the filesystems it opened."""
+    import featurelake.partitioning as partitioning
+
+    write_partitioned(spark.createDataFrame([(day, "k", 1) for day in DAYS[:2]], FRAME), str(root), ["date"])
+    opened, killing = partitioning.hadoop_file_system, []
+
+    def renames_killed(spark_session, path):
+        fs, hadoop_path = opened(spark_session, path)
+        killing.append(_RenameKilled(fs, killed_at=2))
+        return killing[-1], hadoop_path
+
+    monkeypatch.setattr(partitioning, "_exchanged", lambda fs, staged, live: False)
+    monkeypatch.setattr(partitioning, "hadoop_file_system", renames_killed)
+    with pytest.raises(_Killed):
+        _write(spark, root, staging, rows, replace=DAYS[:2])
+    monkeypatch.undo()
+    return killing
+
+
 def test_a_staged_write_killed_between_its_two_renames_puts_the_partition_back_on_the_next_run(
     spark, tmp_path: Path, monkeypatch
 ) -> None:
     """Off a local filesystem (HDFS, S3A) a partition is replaced by two renames: the published one
     aside into the staging directory, the new one in. A run killed between them leaves the date
     unpublished; the next run with that staging directory puts it back even if it writes other dates."""
-    import featurelake.partitioning as partitioning
-
-    days = DAYS[:2]
     root, staging = tmp_path / "events", str(tmp_path / "_staging" / "events")
-    frame = "date date, key string, value int"
-    write_partitioned(spark.createDataFrame([(day, "k", 1) for day in days], frame), str(root), ["date"])
-    opened = partitioning.hadoop_file_system
-    killing: list[_RenameKilled] = []
-
-    def renames_killed(spark_session, path):
-        fs, hadoop_path = opened(spark_session, path)
-        killing.append(_RenameKilled(fs, killed_at=2))  # 1: the published one aside; 2: the new one in
-        return killing[-1], hadoop_path
-
-    monkeypatch.setattr(partitioning, "_exchanged", lambda fs, staged, live: False)
-    monkeypatch.setattr(partitioning, "hadoop_file_system", renames_killed)
-    with pytest.raises(_Killed):
-        write_partitioned(
-            spark.createDataFrame([(days[0], "k", 2)], frame),
-            str(root),
-            ["date"],
-            replace=days,
-            staging=staging,
-        )
-    monkeypatch.undo()
+    # Rename 1 sets DAYS[0]'s published partition aside; rename 2, moving the new one in, is killed.
+    killing = _killed_at_the_second_rename(spark, monkeypatch, root, staging, [(DAYS[0], "k", 2)])
     assert [fs.renames for fs in killing if fs.renames] == [2]
-    assert not (root / f"date={days[0].isoformat()}").exists()  # what the kill left: the date set aside
+    assert not (root / f"date={DAYS[0].isoformat()}").exists()  # what the kill left: the date set aside
 
-    # The next run writes only the other date, yet the killed run's date is published again, whole.
-    write_partitioned(
-        spark.createDataFrame([(days[1], "k", 3)], frame),
-        str(root),
-        ["date"],
-        replace=[days[1]],
-        staging=staging,
-    )
+    _write(spark, root, staging, [(DAYS[1], "k", 3)], replace=[DAYS[1]])
+
     rows = spark.read.parquet(str(root)).orderBy("date").select("date", "value").collect()
-    assert [(row["date"], row["value"]) for row in rows] == [(days[0], 1), (days[1], 3)]
+    assert [(row["date"], row["value"]) for row in rows] == [(DAYS[0], 1), (DAYS[1], 3)]
     assert not (tmp_path / "_staging" / "events").exists()
 
 
@@ -234,40 +236,14 @@ def test_a_replace_date_removed_on_purpose_is_not_put_back_after_a_kill(
 ) -> None:
     """A `replace` date with no new rows is renamed aside and nothing moves in: a run killed right
     after leaves that date removed, as the run meant, and the next run does not bring it back."""
-    import featurelake.partitioning as partitioning
-
-    days = DAYS[:2]
     root, staging = tmp_path / "events", str(tmp_path / "_staging" / "events")
-    frame = "date date, key string, value int"
-    write_partitioned(spark.createDataFrame([(day, "k", 1) for day in days], frame), str(root), ["date"])
-    opened = partitioning.hadoop_file_system
+    # Rename 1 sets DAYS[0]'s partition aside (nothing is staged for it); rename 2, DAYS[1]'s, is killed.
+    _killed_at_the_second_rename(spark, monkeypatch, root, staging, [(DAYS[1], "k", 2)])
 
-    def renames_killed(spark_session, path):
-        fs, hadoop_path = opened(spark_session, path)
-        # 1: days[0]'s published partition aside (nothing staged for it); 2: days[1]'s aside.
-        return _RenameKilled(fs, killed_at=2), hadoop_path
+    _write(spark, root, staging, [(DAYS[1], "k", 3)], replace=[DAYS[1]])
 
-    monkeypatch.setattr(partitioning, "_exchanged", lambda fs, staged, live: False)
-    monkeypatch.setattr(partitioning, "hadoop_file_system", renames_killed)
-    with pytest.raises(_Killed):
-        write_partitioned(
-            spark.createDataFrame([(days[1], "k", 2)], frame),
-            str(root),
-            ["date"],
-            replace=days,
-            staging=staging,
-        )
-    monkeypatch.undo()
-
-    write_partitioned(
-        spark.createDataFrame([(days[1], "k", 3)], frame),
-        str(root),
-        ["date"],
-        replace=[days[1]],
-        staging=staging,
-    )
     rows = spark.read.parquet(str(root)).select("date", "value").collect()
-    assert [(row["date"], row["value"]) for row in rows] == [(days[1], 3)]
+    assert [(row["date"], row["value"]) for row in rows] == [(DAYS[1], 3)]
 
 
 def test_process_by_partition_refuses_a_missing_input_path_and_keeps_every_output(
