@@ -532,17 +532,22 @@ def existing_date_partitions(
     marker: str | None = None,
     start: date | None = None,
     end: date | None = None,
+    listed: Mapping[date, Any] | None = None,
 ) -> set[date]:
     """The date partitions under `path` that hold at least one data file (or the file `marker`,
     see `write_partitioned`), from a listing only. Hidden files (names starting with `.` or `_`)
     are not data: writers' temporary files and uploads in flight. With `start` or `end` (dates,
-    both included), only the partitions in that range are listed."""
+    both included), only the partitions in that range are listed. `listed`: what
+    `listed_date_partitions` gave for `path`, when the caller has it, so that the root is not
+    listed again."""
     start = None if start is None else require_date(start, name="start")
     end = None if end is None else require_date(end, name="end")
     fs, _ = hadoop_file_system(spark, path)
+    if listed is None:
+        listed = listed_date_partitions(spark, path, partition_col=partition_col)
     return {
         day
-        for day, directory in listed_date_partitions(spark, path, partition_col=partition_col).items()
+        for day, directory in listed.items()
         if _in_range(day, start, end) and _holds_data(fs, directory, marker)
     }
 

@@ -64,17 +64,28 @@ STAGING_JOB = "user_features"
 
 
 def remove_withdrawn_dates(
-    spark: SparkSession, layout: LakeLayout, *, raw_dates: set[date], start: date, ds: date
+    spark: SparkSession,
+    layout: LakeLayout,
+    *,
+    raw_dates: set[date],
+    start: date,
+    ds: date,
+    tile_partitions: Mapping[date, Any],
 ) -> list[date]:
     """Remove the tiles and quarantine of the window's dates whose raw partition is gone (withdrawn
     by the producer since they were built), so that the window is combined from raw data that
-    exists, as a full run computes it. Returns those dates."""
+    exists, as a full run computes it. `tile_partitions`: the tile dataset's partitions, as
+    `listed_date_partitions` gave them. Returns those dates."""
     built_from_raw = (layout.user_daily_tiles, layout.quarantine_transactions)
+    listed = {
+        layout.user_daily_tiles: tile_partitions,
+        layout.quarantine_transactions: listed_date_partitions(spark, layout.quarantine_transactions),
+    }
     withdrawn = sorted(
         {
             day
             for path in built_from_raw
-            for day in listed_date_partitions(spark, path)
+            for day in listed[path]
             if start <= day <= ds and day not in raw_dates
         }
     )
@@ -336,13 +347,17 @@ def run_user_features(
         )
     check_raw_layout(layout, raw_listing)
     window_raw_dates = sorted(d for d in raw_dates if start <= d <= ds)
-    withdrawn = remove_withdrawn_dates(spark, layout, raw_dates=raw_dates, start=start, ds=ds)
+    # The tile root is listed once, for both: on an object store each listing is a request.
+    tile_partitions = listed_date_partitions(spark, layout.user_daily_tiles)
+    withdrawn = remove_withdrawn_dates(
+        spark, layout, raw_dates=raw_dates, start=start, ds=ds, tile_partitions=tile_partitions
+    )
     # A tile written by a run holds its marker, even when its date had no clean row (tiles written
     # before markers existed hold data files).
+    left = {day: directory for day, directory in tile_partitions.items() if day not in withdrawn}
     tile_dates = existing_date_partitions(
-        spark, layout.user_daily_tiles, marker=TILE_BUILT_MARKER, start=start, end=ds
+        spark, layout.user_daily_tiles, marker=TILE_BUILT_MARKER, start=start, end=ds, listed=left
     )
-    tile_dates -= set(withdrawn)
     # Listed before any raw row is read: data re-landed during the run is picked up by the next one.
     sources = tile_sources(spark, layout, {d: raw_files[d] for d in window_raw_dates})
     rewritten = rewritten_since_built(spark, layout, {d: sources[d] for d in sources if d in tile_dates})

@@ -96,6 +96,10 @@ def test_a_run_lists_no_partition_outside_its_window(spark, tmp_path: Path, monk
     window_partitions = {f"{root}/raw/transactions/date={day}" for day in (DAYS[2], DS)}
     window_partitions.add(f"{root}/tiles/user_daily/date={DS}")
     assert window_partitions <= set(listed), sorted(set(listed))
+    # The tile root twice: once to plan (it was listed twice for that, to find withdrawn dates and
+    # then built ones), once to read the window's tiles after this run's are swapped in.
+    assert listed.count(f"{root}/tiles/user_daily") == 2, listed
+    assert listed.count(f"{root}/raw/transactions") == 1, listed
 
     # Nor do the tiles outside the window count: the features are those of a full run, from raw.
     output = str(lake / "features" / "user_features" / f"date={DS}")
