@@ -207,11 +207,10 @@ def partition_records(
         id_type = dataset.schema.field(entity_column).type
         if pa.types.is_dictionary(id_type):
             id_type = id_type.value_type
-        if (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)) and not _read_from_views(
-            dataset
-        ):
+        text = pa.types.is_string(id_type) or pa.types.is_large_string(id_type)
+        if text and not _read_from_views(dataset):
             where = pc.field(entity_column).isin(list(entity_ids))
-        elif pa.types.is_string(id_type) or pa.types.is_large_string(id_type):
+        elif text:
             # Files that store string views: pruning row groups by their statistics fails in Arrow
             # ("greater_equal has no kernel for (string, string_view)"), so rows are picked after.
             wanted = set(entity_ids)
