@@ -614,7 +614,6 @@ def process_by_partition(
             if removed:
                 # Renamed aside first, as a replaced partition is: a delete in place would let a
                 # reader, or a run killed part-way, see some of its files.
-                _put_back_set_aside(spark, staging=staging, path=output_path)
                 delete_path(spark, staging)
                 _swap_partitions_in(
                     spark,
