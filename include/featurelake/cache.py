@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 # served meanwhile noted for it, however large the id space.
 _MIN_NOTES = 10_000
 
+# How many times one call computes its misses when a removal of the view begins under each
+# computation (`_compute_and_store`): a publish a day per view makes a second attempt rare, and a
+# third one rarer.
+_COMPUTE_ATTEMPTS = 3
+
 # Computes the records of the ids it is given; ids it has no record for are left out (or given
 # None). Values may be of any type `plain_value` takes (numpy scalars, dates, datetimes, NaN): the
 # cache writes and serves them as the online format holds them.
@@ -305,11 +310,43 @@ class LayeredFeatureCache:
 
     def _compute_and_store(self, compute: ComputeFeatures, ids: Sequence[str]) -> dict[str, FeatureRecord]:
         """`compute(ids)`, written back to the store; a record of a later or the same date that a
-        writer put in the store meanwhile replaces the computed one."""
-        computed = _computed_records(self.view, ids, compute(ids))
-        # A same date is kept too: a publish of that date (a corrected rerun) may have written it
-        # after `compute` read the partition it replaced.
-        if computed and self.store.write(self.view, computed.items(), replace_same_date=False).kept_newer:
+        writer put in the store meanwhile replaces the computed one. A removal of the view that
+        began meanwhile (a rerun's publish taking back the records of entities its date no longer
+        holds) may have run after `compute` read the partition that rerun replaced, and before the
+        write-back: what was written back is then taken back and computed again, up to
+        `_COMPUTE_ATTEMPTS` times in all."""
+        for attempt in range(1, _COMPUTE_ATTEMPTS + 1):
+            removals = self.store.removals(self.view, ids)
+            computed = _computed_records(self.view, ids, compute(ids))
+            if not computed:
+                return computed
+            # A same date is kept too: a publish of that date (a corrected rerun) may have written it
+            # after `compute` read the partition it replaced.
+            kept_newer = self.store.write(self.view, computed.items(), replace_same_date=False).kept_newer
+            if self.store.removals(self.view, ids) == removals:
+                break
+            taken_back = self.store.delete_if_unchanged(self.view, computed)
+            log.info(
+                "a removal of %s began while %d ids were computed (attempt %d of %d): took back %d "
+                "records written back%s",
+                self.view,
+                len(ids),
+                attempt,
+                _COMPUTE_ATTEMPTS,
+                taken_back,
+                ", computing again" if attempt < _COMPUTE_ATTEMPTS else "",
+            )
+        else:
+            log.warning(
+                "%s changed under each of %d computations of %d ids (%s): serving the last one's records, "
+                "which the store does not hold",
+                self.view,
+                _COMPUTE_ATTEMPTS,
+                len(ids),
+                _shown(ids),
+            )
+            return computed
+        if kept_newer:
             # A writer got its records into the store meanwhile: serve those, not ours.
             stored = self.store.read(self.view, list(computed))
             computed.update(

@@ -878,6 +878,63 @@ class OnlineStore:
             )
         return {node: sum(1 for _ in self.scan_keys(node, view)) for node in self.every_node}
 
+    # -- removals -----------------------------------------------------------------------------
+    def removals_key(self, view: str) -> bytes:
+        """The key that counts the removals of `view` begun: `<prefix>;removals:<view>`. It has one
+        colon where every feature key has two, and no SCAN of the prefix's or the view's keys
+        (`<prefix>:*`) meets it."""
+        key_pattern(self.config.key_prefix, view)  # checks both names
+        return f"{self.config.key_prefix};removals:{view}".encode()
+
+    def removals(self, view: str, entity_ids: Iterable[str] | None = None) -> dict[str, int]:
+        """How many removals of `view` (`remove_stale`, so every publish of a date) have begun, by
+        node: on a ring, the nodes that own the keys of `entity_ids` on either ring of a rebalance
+        (every node when None), each of which counts every removal; on a cluster, the one count. A
+        fill that reads this before it reads the lake and again after it wrote knows whether a
+        removal may have run in between, and taken back a record that the fill then wrote again
+        (the layered cache's write-back). Only the owners are read, so that a node down elsewhere
+        fails no fill that does not write to it."""
+        key = self.removals_key(view)
+        if self.config.cluster:
+            return {"cluster": int(self.cluster_client().get(key) or 0)}
+        if entity_ids is None:
+            nodes = self.every_node
+        else:
+            keys = [self.key(view, entity) for entity in entity_ids]
+            rings = [self.ring] if self.previous_ring is None else [self.ring, self.previous_ring]
+            nodes = sorted({node for ring in rings for node in ring.group_by_node(keys)})
+        return {node: int(self.client(node).get(key) or 0) for node in nodes}
+
+    def _count_removal(self, view: str) -> None:
+        """Add one to the removals of `view`: on every node, previous ones included, so that a
+        fill on either ring of a rebalance sees it; on a cluster, in the one key's slot."""
+        key = self.removals_key(view)
+        if self.config.cluster:
+            self.cluster_client().incr(key)
+            return
+        for node in self.every_node:
+            self.client(node).incr(key)
+
+    def delete_if_unchanged(self, view: str, records: Mapping[str, FeatureRecord]) -> int:
+        """Delete each record of `records` (entity id: record) that the store still holds as given,
+        byte for byte, and leave any other; return how many keys were deleted. On a ring, on the
+        key's owner, where `write` puts it."""
+        values = {
+            self.key(view, entity): encode_record(_with_iso_date(view, entity, record))
+            for entity, record in records.items()
+        }
+        if self.config.cluster:
+            replies, _ = self._script_per_key_on_cluster(
+                _DELETE_IF_UNCHANGED, {key: [value] for key, value in values.items()}
+            )
+            return sum(int(reply[0]) for reply in replies.values())
+        deleted = 0
+        for node, keys in self.ring.group_by_node(values).items():
+            script = self.client(node).register_script(_DELETE_IF_UNCHANGED)
+            for chunk in _chunks(keys, self.config.batch_size):
+                deleted += int(script(keys=chunk, args=[values[key] for key in chunk])[0])
+        return deleted
+
     # -- replacing a date, deleting -----------------------------------------------------------
     def replace_date(
         self,
@@ -908,6 +965,9 @@ class OnlineStore:
         day = iso_feature_date(feature_date)
         keep = _entity_set(entity_ids)
         pattern = key_pattern(self.config.key_prefix, view)
+        # Counted before the SCAN: a fill that computed from the partition this date's rerun
+        # replaced, and writes after the removal, sees the count change (`removals`).
+        self._count_removal(view)
         head = pattern.removesuffix("*").encode()
         removed: set[bytes] = set()
         if self.config.cluster:

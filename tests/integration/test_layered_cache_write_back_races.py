@@ -75,3 +75,62 @@ def test_during_a_rebalance_a_computation_does_not_cover_a_same_date_record_on_t
         store.rebalance()
         assert store.read(VIEW, [entity]) == {entity: AS_PUBLISHED}
         assert LayeredFeatureCache(view=VIEW, store=store).get(entity) == AS_PUBLISHED
+
+
+def _store_config(kind: str, redis_nodes: list[str], redis_cluster: list[str]) -> OnlineStoreConfig:
+    if kind == "ring":
+        return OnlineStoreConfig(nodes=redis_nodes[:2])
+    return OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True)
+
+
+@pytest.mark.parametrize("kind", ["ring", "cluster"])
+@pytest.mark.parametrize("rerun_keeps_the_entity", [False, True])
+def test_a_computation_does_not_bring_back_a_record_that_a_rerun_of_its_date_took_back(
+    redis_nodes: list[str], redis_cluster: list[str], kind: str, rerun_keeps_the_entity: bool
+) -> None:
+    # The store holds no record of u-1, so the cache computes it, from date D's partition. While it
+    # computes, a rerun of D swaps in a corrected partition without u-1 and publishes it: it writes
+    # D's records and removes those of D whose entity the partition lacks (u-1 has none yet). Then
+    # the computation wrote u-1's uncorrected record back, and Redis served it to every reader
+    # until its TTL ran out. When the corrected partition still holds u-1 (the same values), the
+    # record must stay.
+    partition = {"u-1": AS_COMPUTED, "u-2": AS_COMPUTED}
+    corrected = {"u-2": AS_PUBLISHED} | ({"u-1": AS_COMPUTED} if rerun_keeps_the_entity else {})
+    calls: list[list[str]] = []
+    with OnlineStore(_store_config(kind, redis_nodes, redis_cluster)) as store:
+        store.delete(VIEW, ["u-1", "u-2"])
+
+        def compute(ids):
+            calls.append(list(ids))
+            read = {entity: partition[entity] for entity in ids if entity in partition}
+            if len(calls) == 1:  # the rerun, while the first computation runs
+                partition.clear()
+                partition.update(corrected)
+                store.replace_date(VIEW, DAY, partition.items(), list(partition))
+            return read
+
+        try:
+            served = LayeredFeatureCache(view=VIEW, store=store, compute=compute).get("u-1")
+            expected = {"u-1": AS_COMPUTED} if rerun_keeps_the_entity else {}
+            assert store.read(VIEW, ["u-1"]) == expected, "the write-back undid the rerun"
+            assert served == expected.get("u-1")
+            assert LayeredFeatureCache(view=VIEW, store=store).get("u-1") == expected.get("u-1")
+            assert calls == [["u-1"], ["u-1"]], "computed again once, from the corrected partition"
+        finally:
+            store.delete(VIEW, ["u-1", "u-2"])
+
+
+def test_a_computation_reads_the_removals_counter_of_its_own_nodes_only(redis_nodes: list[str]) -> None:
+    # The counter is read on the nodes that own the computed ids: a ring node that does not answer
+    # fails no computation whose records it does not hold.
+    from featurelake.local_redis import free_port
+
+    down = f"127.0.0.1:{free_port()}"
+    with OnlineStore(OnlineStoreConfig(nodes=[redis_nodes[0], down], retries=0)) as store:
+        entity = entity_on_node(store, VIEW, redis_nodes[0])
+        cache = LayeredFeatureCache(view=VIEW, store=store, compute=lambda ids: {e: AS_COMPUTED for e in ids})
+        try:
+            assert cache.get(entity) == AS_COMPUTED
+            assert store.read(VIEW, [entity]) == {entity: AS_COMPUTED}
+        finally:
+            store.delete(VIEW, [entity])

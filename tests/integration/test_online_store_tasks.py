@@ -82,7 +82,9 @@ def test_a_uri_connection_publishes_to_its_database_with_its_password(
             monkeypatch.setenv("AIRFLOW_CONN_FEATURELAKE_ONLINE", uri)
             assert publish(tmp_path)["written"] == 300
             client.auth(password)
-            assert [client.execute_command("SELECT", db) and client.dbsize() for db in (0, 2)] == [0, 300]
+            # database 2 holds the 300 records and the view's removals counter
+            assert [client.execute_command("SELECT", db) and client.dbsize() for db in (0, 2)] == [0, 301]
+            assert int(client.get("fl;removals:user_features")) == 1
         finally:
             client.config_set("requirepass", "")
 

@@ -3,7 +3,7 @@ store (tests/integration/test_online_store.py runs it against real Redis shards)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import pytest
 
@@ -13,11 +13,21 @@ from featurelake.online_store import WriteReport
 
 
 class DictStore:
-    """The two OnlineStore methods the cache calls, over a dict."""
+    """The OnlineStore methods the cache calls, over a dict."""
 
     def __init__(self, records: dict[str, FeatureRecord] | None = None) -> None:
         self.records = dict(records or {})
         self.reads: list[list[str]] = []
+        self.removals_begun = 0
+
+    def removals(self, view: str, entity_ids: Iterable[str]) -> dict[str, int]:
+        return {"dict": self.removals_begun}
+
+    def delete_if_unchanged(self, view: str, records: Mapping[str, FeatureRecord]) -> int:
+        unchanged = [entity for entity, record in records.items() if self.records.get(entity) == record]
+        for entity in unchanged:
+            del self.records[entity]
+        return len(unchanged)
 
     def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
         ids = list(entity_ids)
@@ -283,3 +293,36 @@ def test_a_miss_whose_computation_ended_meanwhile_is_not_computed_again() -> Non
     assert cache.get("x") == record(9)
     assert calls == [["x"]], "x was computed again after a computation of it ended"
     assert (cache.stats.computed, cache.stats.store_hits) == (1, 1)
+
+
+def test_a_computation_under_which_removals_keep_beginning_is_served_but_not_stored() -> None:
+    # Each computation sees a removal of the view begin (a rerun's publish): what it wrote back is
+    # taken back and computed again, and after the last attempt served to the caller alone.
+    store = DictStore()
+    computed: list[list[str]] = []
+
+    def compute(ids):
+        computed.append(list(ids))
+        store.removals_begun += 1
+        return {i: record(len(computed)) for i in ids}
+
+    cache = LayeredFeatureCache(view="v", store=store, compute=compute)
+    assert cache.get("a") == record(3)
+    assert computed == [["a"], ["a"], ["a"]], "three attempts in all"
+    assert store.records == {}, "each write-back was taken back"
+
+
+def test_a_removal_under_one_computation_costs_one_more() -> None:
+    store = DictStore()
+    computed: list[list[str]] = []
+
+    def compute(ids):
+        computed.append(list(ids))
+        if len(computed) == 1:
+            store.removals_begun += 1
+        return {i: record(len(computed)) for i in ids}
+
+    cache = LayeredFeatureCache(view="v", store=store, compute=compute)
+    assert cache.get("a") == record(2)
+    assert computed == [["a"], ["a"]]
+    assert store.records == {"a": record(2)}
