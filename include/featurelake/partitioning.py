@@ -307,6 +307,7 @@ def read_partition_range(
     *,
     partition_col: str = "date",
     schema: StructType | None = None,
+    listed: Mapping[date, Any] | None = None,
 ) -> DataFrame:
     """Read the date partitions of `path` in [start, end] (dates, both included) only.
 
@@ -318,17 +319,16 @@ def read_partition_range(
     empty), reads as an empty DataFrame when `schema` is given, with the columns of a read that
     finds rows (the partition column last); without `schema` either is an error: there is no file
     to infer the schema from (Spark's UNABLE_TO_INFER_SCHEMA). `path` is taken as it is, never as
-    a glob (`lake[1]` is not `lake1`).
+    a glob (`lake[1]` is not `lake1`). `listed`: what `listed_date_partitions` gave for `path`,
+    when the caller has it, so that the root is not listed again.
     """
     start = require_date(start, name="start")
     end = require_date(end, name="end")
     if end < start:
         raise ValueError(f"end ({end}) is before start ({start}); pass start <= end")
-    in_range = [
-        str(directory)
-        for day, directory in sorted(listed_date_partitions(spark, path, partition_col=partition_col).items())
-        if start <= day <= end
-    ]
+    if listed is None:
+        listed = listed_date_partitions(spark, path, partition_col=partition_col)
+    in_range = [str(directory) for day, directory in sorted(listed.items()) if start <= day <= end]
     return _read_partitions(
         spark, path, in_range, start=start, end=end, partition_col=partition_col, schema=schema
     )

@@ -480,12 +480,16 @@ def run_user_features(
     if not users:
         log.warning("no clean transactions in %s..%s: %s is left empty", start, ds, output)
     quarantined = []
-    # Only the built dates' partitions are listed: the window's others are not this run's to count.
+    # One listing of the quarantine root, now that the built dates' partitions are swapped in; only
+    # theirs are looked into: the window's others are not this run's to count.
+    listed = listed_date_partitions(spark, layout.quarantine_transactions) if to_build else {}
     if to_build and existing_date_partitions(
-        spark, layout.quarantine_transactions, start=min(to_build), end=max(to_build)
+        spark, layout.quarantine_transactions, start=min(to_build), end=max(to_build), listed=listed
     ) & set(to_build):
         quarantined = (
-            read_partition_range(spark, layout.quarantine_transactions, min(to_build), max(to_build))
+            read_partition_range(
+                spark, layout.quarantine_transactions, min(to_build), max(to_build), listed=listed
+            )
             .where(F.col("date").isin([date_literal(d) for d in to_build]))
             .groupBy("reason")
             .count()

@@ -100,6 +100,9 @@ def test_a_run_lists_no_partition_outside_its_window(spark, tmp_path: Path, monk
     # then built ones), once to read the window's tiles after this run's are swapped in.
     assert listed.count(f"{root}/tiles/user_daily") == 2, listed
     assert listed.count(f"{root}/raw/transactions") == 1, listed
+    # The quarantine root twice: once to plan (withdrawn dates), once to count the built dates'
+    # quarantine after it is swapped in (that was two listings).
+    assert listed.count(f"{root}/quarantine/transactions") == 2, listed
 
     # Nor do the tiles outside the window count: the features are those of a full run, from raw.
     output = str(lake / "features" / "user_features" / f"date={DS}")
