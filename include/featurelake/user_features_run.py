@@ -76,16 +76,16 @@ def remove_withdrawn_dates(
     by the producer since they were built), so that the window is combined from raw data that
     exists, as a full run computes it. `tile_partitions`: the tile dataset's partitions, as
     `listed_date_partitions` gave them. Returns those dates."""
-    built_from_raw = (layout.user_daily_tiles, layout.quarantine_transactions)
-    listed = {
+    # The datasets built from raw data, each with its partitions.
+    built_from_raw = {
         layout.user_daily_tiles: tile_partitions,
         layout.quarantine_transactions: listed_date_partitions(spark, layout.quarantine_transactions),
     }
     withdrawn = sorted(
         {
             day
-            for path in built_from_raw
-            for day in listed[path]
+            for partitions in built_from_raw.values()
+            for day in partitions
             if start <= day <= ds and day not in raw_dates
         }
     )
