@@ -53,7 +53,11 @@ def feature_dates(features_path: str) -> list[date]:
 
 
 def partition_dataset(
-    partition: str, *, entity_column: str = "user_id", filesystem: Any = None
+    partition: str,
+    *,
+    entity_column: str = "user_id",
+    filesystem: Any = None,
+    file_names: Sequence[str] | None = None,
 ) -> pads.Dataset:
     """The data files of one partition directory as one dataset: the files directly in it that
     `is_data_file` names (hidden `.`/`_` names, other files and subdirectories are skipped), in path
@@ -63,18 +67,22 @@ def partition_dataset(
     to its values, timestamps to UTC, as the format reads a naive one); any other disagreement is
     an error that names the partition, and so are entity ids typed as ints in one file and floats
     in another (1 would be keyed '1.0'). Entity ids stored as bytes (Parquet text without its UTF-8
-    annotation) read as text; bytes that are not UTF-8 are an error that names the partition."""
+    annotation) read as text; bytes that are not UTF-8 are an error that names the partition.
+    `file_names`: the names of the files directly in the directory, when the caller has listed it,
+    so that it is not listed again (a request on an object store)."""
     if filesystem is None:
         filesystem, root = arrow_filesystem(partition)
     else:
         root = partition
         if not isinstance(filesystem, pafs.FileSystem):
             filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(filesystem))
-    files = sorted(
-        info.path
-        for info in filesystem.get_file_info(pafs.FileSelector(root))
-        if info.type == pafs.FileType.File and is_data_file(info.base_name)
-    )
+    if file_names is None:
+        file_names = [
+            info.base_name
+            for info in filesystem.get_file_info(pafs.FileSelector(root))
+            if info.type == pafs.FileType.File
+        ]
+    files = sorted(f"{root.rstrip('/')}/{name}" for name in file_names if is_data_file(name))
     dataset = pads.dataset(files, format="parquet", filesystem=filesystem)
     if (
         len(files) < 2
@@ -185,12 +193,16 @@ def partition_records(
     entity_ids: Sequence[str] | None = None,
     filesystem: Any = None,
     batch_size: int = 10_000,
+    file_names: Sequence[str] | None = None,
 ) -> Iterator[tuple[str, FeatureRecord]]:
     """(entity id, record) for the rows of one feature partition directory (of `entity_ids` only,
     when given: ids as the records key them, `str(id)`), streamed in batches. Its data files are
     read in path order (`partition_dataset`); a directory with no data file holds none.
-    `filesystem`: a pyarrow or fsspec filesystem for URIs that pyarrow does not open itself."""
-    dataset = partition_dataset(partition, entity_column=entity_column, filesystem=filesystem)
+    `filesystem`: a pyarrow or fsspec filesystem for URIs that pyarrow does not open itself.
+    `file_names`: as for `partition_dataset`."""
+    dataset = partition_dataset(
+        partition, entity_column=entity_column, filesystem=filesystem, file_names=file_names
+    )
     if entity_column not in dataset.schema.names:
         if not dataset.files:
             return
@@ -392,7 +404,12 @@ def read_offline_features(
         try:
             records = dict(
                 partition_records(
-                    partition, feature_date=day, entity_column=entity_column, entity_ids=entity_ids
+                    partition,
+                    feature_date=day,
+                    entity_column=entity_column,
+                    entity_ids=entity_ids,
+                    # the files of the version just listed: the read is checked against it
+                    file_names=None if before is None else _file_names(before),
                 )
             )
         except (OSError, ValueError, TypeError, pa.ArrowException) as error:
@@ -410,6 +427,11 @@ def read_offline_features(
         f"{partition} changed or vanished while it was read, {READ_ATTEMPTS} times in a row: a writer "
         "keeps replacing it; read it again once that writer is done"
     ) from failure
+
+
+def _file_names(version: tuple[Any, ...]) -> list[str]:
+    """The names of the files in a partition's version (`_partition_version`)."""
+    return [name for name, kind, _, _ in version[1] if kind == pafs.FileType.File]
 
 
 def _partition_version(partition: str) -> tuple[Any, ...] | None:

@@ -153,3 +153,36 @@ def test_ids_and_features_stored_as_string_views_are_read_by_id_and_checked_for_
     assert offline_features.read_offline_features(str(root), ["u-x"], as_of=date(2030, 1, 1)) == {
         "u-x": FeatureRecord(feature_date="2030-01-01", values={"tier": "b"})
     }
+
+
+def test_a_read_lists_the_partition_it_reads_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once before the read and once after, to check that no writer swapped it meanwhile; the read
+    # itself takes its files from the first listing. It listed the partition a third time, each a
+    # request on an object store.
+    import pyarrow.fs as pafs
+
+    partition = tmp_path / "features" / "date=2026-10-28"
+    partition.mkdir(parents=True)
+    for n in range(3):
+        pq.write_table(pa.table({"user_id": [f"u{n}"], "spend": [float(n)]}), partition / f"part-{n}.parquet")
+    (partition / "_SUCCESS").write_bytes(b"")
+    listed: list[str] = []
+
+    class CountedListings(pafs.LocalFileSystem):
+        def get_file_info(self, paths_or_selector):
+            if isinstance(paths_or_selector, pafs.FileSelector):
+                listed.append(paths_or_selector.base_dir)
+            return super().get_file_info(paths_or_selector)
+
+    monkeypatch.setattr(offline_features, "arrow_filesystem", lambda location: (CountedListings(), location))
+
+    records = offline_features.read_offline_features(
+        str(tmp_path / "features"), ["u0", "u2", "u9"], as_of=date(2026, 10, 30)
+    )
+
+    assert records == {
+        "u0": FeatureRecord("2026-10-28", {"spend": 0.0}),
+        "u2": FeatureRecord("2026-10-28", {"spend": 2.0}),
+    }
+    assert listed.count(str(partition)) == 2, listed
+    assert listed.count(str(tmp_path / "features")) == 1, listed
