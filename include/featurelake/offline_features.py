@@ -70,6 +70,21 @@ def partition_dataset(
     annotation) read as text; bytes that are not UTF-8 are an error that names the partition.
     `file_names`: the names of the files directly in the directory, when the caller has listed it,
     so that it is not listed again (a request on an object store)."""
+    return _scanned_partition(
+        partition, entity_column=entity_column, filesystem=filesystem, file_names=file_names
+    )[0]
+
+
+def _scanned_partition(
+    partition: str,
+    *,
+    entity_column: str,
+    filesystem: Any = None,
+    file_names: Sequence[str] | None = None,
+) -> tuple[pads.Dataset, bool]:
+    """`partition_dataset`, and whether a data file stores a string or binary view column (as its
+    Arrow schema in the file says), which the dataset's schema, widened, does not show: from the
+    footers read once, here."""
     if filesystem is None:
         filesystem, root = arrow_filesystem(partition)
     else:
@@ -89,7 +104,7 @@ def partition_dataset(
         and not _holds_bytes(dataset.schema, entity_column)
         and not _holds_views(dataset.schema)
     ):
-        return dataset
+        return dataset, False
     physical = [fragment.physical_schema for fragment in dataset.get_fragments()]
     schemas = [_widened(schema, entity_column) for schema in physical]
     _check_entity_types(partition, schemas, entity_column)
@@ -103,7 +118,7 @@ def partition_dataset(
     dataset = pads.dataset(files, schema=schema, format="parquet", filesystem=filesystem)
     if any(_holds_bytes(schema, entity_column) for schema in physical):
         _check_utf8_ids(partition, dataset, entity_column)
-    return dataset
+    return dataset, any(_holds_views(schema) for schema in physical)
 
 
 def _holds_bytes(schema: pa.Schema, entity_column: str) -> bool:
@@ -200,7 +215,7 @@ def partition_records(
     read in path order (`partition_dataset`); a directory with no data file holds none.
     `filesystem`: a pyarrow or fsspec filesystem for URIs that pyarrow does not open itself.
     `file_names`: as for `partition_dataset`."""
-    dataset = partition_dataset(
+    dataset, views = _scanned_partition(
         partition, entity_column=entity_column, filesystem=filesystem, file_names=file_names
     )
     if entity_column not in dataset.schema.names:
@@ -214,13 +229,13 @@ def partition_records(
     _check_feature_types(partition, dataset.schema, skip={entity_column, *exclude})
     where, wanted = None, None
     if entity_ids is None:
-        _check_no_empty_entity(partition, dataset, entity_column)
+        _check_no_empty_entity(partition, dataset, entity_column, views=views)
     else:
         id_type = dataset.schema.field(entity_column).type
         if pa.types.is_dictionary(id_type):
             id_type = id_type.value_type
         text = pa.types.is_string(id_type) or pa.types.is_large_string(id_type)
-        if text and not _read_from_views(dataset):
+        if text and not views:
             where = pc.field(entity_column).isin(list(entity_ids))
         elif text:
             # Files that store string views: pruning row groups by their statistics fails in Arrow
@@ -251,12 +266,6 @@ def partition_records(
         yield from records
     else:
         yield from ((entity, record) for entity, record in records if entity in wanted)
-
-
-def _read_from_views(dataset: pads.Dataset) -> bool:
-    """Whether a data file of `dataset` stores a string or binary view column (as its Arrow schema
-    in the file says), which the dataset's schema, widened, does not show."""
-    return any(_holds_views(fragment.physical_schema) for fragment in dataset.get_fragments())
 
 
 def _typed_ids(id_type: pa.DataType, entity_ids: Iterable[str]) -> pa.Array | None:
@@ -328,13 +337,15 @@ def _check_feature_types(partition: str, schema: pa.Schema, *, skip: set[str]) -
             )
 
 
-def _check_no_empty_entity(partition: str, dataset: pads.Dataset, entity_column: str) -> None:
+def _check_no_empty_entity(partition: str, dataset: pads.Dataset, entity_column: str, *, views: bool) -> None:
+    """Fail when a row's entity is null, '' or NaN. `views`: whether a data file stores string
+    views (`_scanned_partition`)."""
     empty = pc.field(entity_column).is_null()
     id_type = dataset.schema.field(entity_column).type
     if pa.types.is_dictionary(id_type):
         id_type = id_type.value_type
     text = pa.types.is_string(id_type) or pa.types.is_large_string(id_type)
-    if text and _read_from_views(dataset):
+    if text and views:
         # Not by a filter: Arrow cannot prune by a string view file's statistics (see partition_records).
         count = sum(
             batch.column(0).null_count + (pc.sum(pc.equal(batch.column(0), "")).as_py() or 0)

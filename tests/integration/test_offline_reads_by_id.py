@@ -186,3 +186,43 @@ def test_a_read_lists_the_partition_it_reads_twice(tmp_path: Path, monkeypatch: 
     }
     assert listed.count(str(partition)) == 2, listed
     assert listed.count(str(tmp_path / "features")) == 1, listed
+
+
+def test_a_read_of_a_partition_of_several_files_reads_each_footer_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The footers were read twice: to unify the files' schemas, and again to see whether a file
+    # stores string views. Each open is a request on an object store. Counted on an fsspec local
+    # filesystem behind pyarrow, as an object store's would be.
+    from collections import Counter
+
+    import pyarrow.fs as pafs
+    from fsspec.implementations.local import LocalFileSystem
+
+    partition = tmp_path / "features" / "date=2026-10-28"
+    partition.mkdir(parents=True)
+    for n in range(3):
+        pq.write_table(pa.table({"user_id": [f"u{n}"], "spend": [float(n)]}), partition / f"part-{n}.parquet")
+    opens: Counter[str] = Counter()
+
+    class CountedOpens(LocalFileSystem):
+        def _open(self, path, mode="rb", **kwargs):
+            opens[Path(path).name] += 1
+            return super()._open(path, mode=mode, **kwargs)
+
+    def counted(location: str):
+        return pafs.PyFileSystem(pafs.FSSpecHandler(CountedOpens(skip_instance_cache=True))), location
+
+    monkeypatch.setattr(offline_features, "arrow_filesystem", counted)
+
+    records = offline_features.read_offline_features(
+        str(tmp_path / "features"), ["u0", "u2"], as_of=date(2026, 10, 28)
+    )
+
+    assert records == {
+        "u0": FeatureRecord("2026-10-28", {"spend": 0.0}),
+        "u2": FeatureRecord("2026-10-28", {"spend": 2.0}),
+    }
+    # Each file's footer once, each file once by the scan, and the first once more, when pyarrow
+    # infers the dataset's schema from it: 9 before.
+    assert sum(opens.values()) <= 7, opens
