@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from featurelake.synthetic import generate_lake
@@ -269,23 +267,6 @@ def test_rerun_is_idempotent_and_leaves_other_dates_alone(generated_lake: Path) 
     pd.testing.assert_frame_equal(before, after, check_exact=True)
     assert {p.name: p.read_bytes() for p in other.glob("*.parquet")} == other_bytes
     assert len(list((lake / "features" / "user_features" / f"date={DS.isoformat()}").glob("*.parquet"))) >= 1
-
-
-def test_a_rerun_with_no_clean_rows_left_empties_the_date(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
-    generate_lake(lake=lake, start=DS - timedelta(days=1), end=DS, users=20, seed=3)
-    assert run_job(lake, DS, "--mode", "full")["users_written"] > 0
-
-    # The window's raw data is re-landed with every amount missing: no user has a clean row left.
-    for file in (lake / "raw" / "transactions").glob("date=*/*.parquet"):
-        table = pq.read_table(file)
-        amounts = pa.nulls(table.num_rows, table.schema.field("amount").type)
-        pq.write_table(table.set_column(table.schema.get_field_index("amount"), "amount", amounts), file)
-    report = run_job(lake, DS, "--mode", "full")
-
-    assert report["users_written"] == 0
-    assert report["quarantined_by_reason"] == {"missing_amount": report["quarantined_rows"]}
-    assert not list((lake / "features" / "user_features").glob(f"date={DS.isoformat()}/*.parquet"))
 
 
 def test_missing_raw_partition_fails_with_the_path(tmp_path: Path) -> None:

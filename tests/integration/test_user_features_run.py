@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
+from featurelake.synthetic import generate_lake
 from featurelake.user_features import with_quarantine_reason
 from featurelake.user_features_run import run_user_features
 from tests.oracle.edge_case_lake import CATEGORIES, write_categories, write_transactions_partition
@@ -226,3 +227,23 @@ def test_a_category_id_with_two_groups_fails_naming_it(spark, tmp_path: Path) ->
     # The same row twice is harmless.
     write_categories(lake, [(1, "cafe", "dining"), (1, "cafe", "dining")])
     assert _run(spark, lake, DAYS[0], "full").users_written == 3
+
+
+def test_a_rerun_with_no_clean_rows_left_empties_the_date(spark, tmp_path: Path) -> None:
+    # In the session, not by spark-submit (test_user_features_job.py): two spark-submits took two
+    # minutes on a slow machine, and the job's entry point is covered there.
+    lake = tmp_path / "lake"
+    ds = date(2026, 9, 10)  # as in test_user_features_job.py: its two days hold no row without a user id
+    generate_lake(lake=lake, start=ds - timedelta(days=1), end=ds, users=20, seed=3)
+    assert _run(spark, lake, ds, "full").users_written > 0
+
+    # The window's raw data is re-landed with every amount missing: no user has a clean row left.
+    for file in (lake / "raw" / "transactions").glob("date=*/*.parquet"):
+        table = pq.read_table(file)
+        amounts = pa.nulls(table.num_rows, table.schema.field("amount").type)
+        pq.write_table(table.set_column(table.schema.get_field_index("amount"), "amount", amounts), file)
+    report = _run(spark, lake, ds, "full")
+
+    assert report.users_written == 0
+    assert report.quarantined_by_reason == {"missing_amount": report.quarantined_rows}
+    assert not list((lake / "features" / "user_features").glob(f"date={ds.isoformat()}/*.parquet"))
