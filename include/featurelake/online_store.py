@@ -886,10 +886,10 @@ class OnlineStore:
         key_pattern(self.config.key_prefix, view)  # checks both names
         return f"{self.config.key_prefix};removals:{view}".encode()
 
-    def removals(self, view: str, entity_ids: Iterable[str] | None = None) -> dict[str, int]:
+    def removals(self, view: str, entity_ids: Iterable[str]) -> dict[str, int]:
         """How many removals of `view` (`remove_stale`, so every publish of a date) have begun, by
-        node: on a ring, the nodes that own the keys of `entity_ids` on either ring of a rebalance
-        (every node when None), each of which counts every removal; on a cluster, the one count. A
+        node: on a ring, the nodes that own the keys of `entity_ids` on either ring of a rebalance,
+        each of which counts every removal; on a cluster, the one count. A
         fill that reads this before it reads the lake and again after it wrote knows whether a
         removal may have run in between, and taken back a record that the fill then wrote again
         (the layered cache's write-back). Only the owners are read, so that a node down elsewhere
@@ -897,12 +897,9 @@ class OnlineStore:
         key = self.removals_key(view)
         if self.config.cluster:
             return {"cluster": int(self.cluster_client().get(key) or 0)}
-        if entity_ids is None:
-            nodes = self.every_node
-        else:
-            keys = [self.key(view, entity) for entity in entity_ids]
-            rings = [self.ring] if self.previous_ring is None else [self.ring, self.previous_ring]
-            nodes = sorted({node for ring in rings for node in ring.group_by_node(keys)})
+        keys = [self.key(view, entity) for entity in entity_ids]
+        rings = [self.ring] if self.previous_ring is None else [self.ring, self.previous_ring]
+        nodes = sorted({node for ring in rings for node in ring.group_by_node(keys)})
         return {node: int(self.client(node).get(key) or 0) for node in nodes}
 
     def _count_removal(self, view: str) -> None:
@@ -928,9 +925,14 @@ class OnlineStore:
                 _DELETE_IF_UNCHANGED, {key: [value] for key, value in values.items()}
             )
             return sum(int(reply[0]) for reply in replies.values())
+        return self._delete_unchanged_on_owners(values)
+
+    def _delete_unchanged_on_owners(self, values: Mapping[bytes, bytes]) -> int:
+        """On a ring: delete each key of `values` from its owner where the owner still holds the
+        given bytes; return how many were deleted."""
         deleted = 0
-        for node, keys in self.ring.group_by_node(values).items():
-            script = self.client(node).register_script(_DELETE_IF_UNCHANGED)
+        for owner, keys in self.ring.group_by_node(values).items():
+            script = self.client(owner).register_script(_DELETE_IF_UNCHANGED)
             for chunk in _chunks(keys, self.config.batch_size):
                 deleted += int(script(keys=chunk, args=[values[key] for key in chunk])[0])
         return deleted
@@ -1157,11 +1159,7 @@ class OnlineStore:
         on the old ring) stays for the next pass, which would keep a copy of the same feature date
         as the change (a record of that date on the owner counts as the current one) and delete the
         change. A key that expired has a copy that expires as it did: deleting it changes nothing."""
-        undo = {key: value for key, value, _ in entries}
-        taken_back = 0
-        for owner, group in self.ring.group_by_node(undo).items():
-            script = self.client(owner).register_script(_DELETE_IF_UNCHANGED)
-            taken_back += int(script(keys=group, args=[undo[key] for key in group])[0])
+        taken_back = self._delete_unchanged_on_owners({key: value for key, value, _ in entries})
         log.info(
             "%d keys changed or left %s during their move (changed ones stay for the next pass): %d "
             "outdated copies deleted from their new node",
