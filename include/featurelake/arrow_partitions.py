@@ -86,7 +86,9 @@ def swap_in(staged: str, output: str) -> None:
     """Replace the directory `output` by the directory `staged` (its hidden sibling). On a local
     Linux filesystem the two are exchanged in one atomic rename (`renameat2` with
     `RENAME_EXCHANGE`), and the previous output, now under the hidden name, is deleted: a reader
-    sees the old output or the new one, never a mix nor no directory, however the run ends.
+    sees the old output or the new one, never a mix nor no directory, however the run ends (a
+    listing that spans the exchange reads the old directory as it is emptied, and finds it empty:
+    read again, as `offline_features.read_offline_features` does).
     Elsewhere, by two renames: the previous output is renamed aside (`.<name>.old-*`), `staged`
     takes its place, then the previous output is deleted. Between the two renames there is, for
     an instant, no directory; if the second rename fails, the previous output is put back, and if
