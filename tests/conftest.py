@@ -52,20 +52,21 @@ def airflow_db() -> Iterator[Path]:
 
 
 # `make test` runs the modules on two pytest-xdist workers, a module on one worker (`--dist
-# loadfile`), in collection order. These modules took 1 to 7 minutes each (`--durations`, 2026-12-06);
-# started last, one of them would run alone on one core at the end. So they are collected first,
-# longest first, and the short ones fill in around them.
+# loadfile`), in collection order. These modules took 40 s to 4 minutes each (`--durations`,
+# 2026-12-06); started last, one of them would run alone on one core at the end. So they are
+# collected first, longest first, and the short ones fill in around them.
 LONGEST_MODULES = (
-    "tests/integration/test_user_features_job.py",
     "tests/integration/test_executors.py",
     "tests/integration/test_backfill_under_scheduler.py",
     "tests/integration/test_user_features_dag.py",
-    "tests/integration/test_bench_scripts.py",
-    "tests/dags/test_readme_backfill_commands.py",
     "tests/integration/test_user_features_run.py",
+    "tests/integration/test_bench_scripts.py",
     "tests/integration/test_user_features_bad_input.py",
+    "tests/integration/test_user_features_modes.py",
+    "tests/integration/test_user_features_job.py",
     "tests/integration/test_online_store_slot_migration.py",
     "tests/integration/test_user_features_killed_run.py",
+    "tests/dags/test_readme_backfill_commands.py",
 )
 
 

@@ -1,10 +1,11 @@
 """spark_jobs/user_features.py through real spark-submit, checked column by column against the
-independent DuckDB oracle (tests/oracle), on generated data with every edge case injected."""
+independent DuckDB oracle (tests/oracle), on a lake of every edge case; and its helpers, shared by
+the other feature tests. Full and incremental runs on generated data with the edge cases added,
+and a rerun through spark-submit, are in test_user_features_modes.py."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -81,22 +82,6 @@ def _as_text(frame: pd.DataFrame) -> list[list[str]]:
 def edge_case_lake(tmp_path_factory) -> tuple[Path, dict]:
     lake = tmp_path_factory.mktemp("edge") / "lake"
     return lake, write_edge_case_lake(lake, ds=DS)
-
-
-@pytest.fixture(scope="module")
-def generated_lake(tmp_path_factory) -> Path:
-    """Generated data from 100 days before DS to 3 days after it, with the edge-case rows added as
-    extra files in their partitions (the generator's categories stay the lookup)."""
-    root = tmp_path_factory.mktemp("generated")
-    lake = root / "lake"
-    generate_lake(lake=lake, start=DS - timedelta(days=100), end=DS + timedelta(days=3), users=300, seed=11)
-    edge = root / "edge"
-    write_edge_case_lake(edge, ds=DS)
-    for source in sorted((edge / "raw" / "transactions").glob("date=*/*.parquet")):
-        target = lake / "raw" / "transactions" / source.parent.name
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, target / f"edge-{source.name}")
-    return lake
 
 
 def assert_matches_the_edge_cases(lake: Path, report: dict, expected: dict) -> None:
@@ -206,67 +191,6 @@ def test_rebuild_quarantines_the_window_whatever_the_machine_time_zone(tmp_path:
     assert_matches_the_edge_cases(lake, report, expected)
     assert report["quarantined_by_reason"] == expected["quarantine_counts"]
     assert report["duplicate_rows_dropped"] == 2
-
-
-def test_full_and_incremental_agree_with_the_oracle_and_each_other(generated_lake: Path) -> None:
-    lake = generated_lake
-    yesterday = DS - timedelta(days=1)
-    first = run_job(lake, yesterday)  # no tiles yet: auto resolves to full, from raw
-    assert first["mode"] == "full"
-    assert first["tiles_built"] == [yesterday.isoformat()]
-    assert first["raw_dates_read"] == 90
-    assert first["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=[yesterday])
-    assert first["quarantined_by_reason"] == quarantine_counts(lake, [yesterday])
-    assert first["quarantined_rows"] > 0  # the edge-case date mismatch lands on that date
-    assert_quarantine_matches_oracle(lake, [yesterday])  # and no other date's
-    assert_matches_oracle(read_features(lake, yesterday), compute_user_features(lake=lake, ds=yesterday))
-
-    # A tile exists: auto resolves to incremental, which builds the window's other 89 tiles first.
-    bootstrap = run_job(lake, DS)
-    assert bootstrap["mode"] == "incremental"
-    assert len(bootstrap["tiles_built"]) == 89
-    assert yesterday.isoformat() not in bootstrap["tiles_built"]
-    assert bootstrap["duplicate_rows_dropped"] == duplicate_rows(
-        lake=lake, dates=[date.fromisoformat(d) for d in bootstrap["tiles_built"]]
-    )
-    # Every date of DS's window now has its tile and its quarantine, from one run or the other.
-    assert_quarantine_matches_oracle(lake, window(DS))
-    assert_matches_oracle(read_features(lake, DS), compute_user_features(lake=lake, ds=DS))
-
-    daily = run_job(lake, DS)  # every tile exists: the daily run builds the tile of DS only
-    assert daily["mode"] == "incremental"
-    assert daily["tiles_built"] == [DS.isoformat()]
-    assert daily["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=[DS])
-    incremental_rows = read_features(lake, DS)
-    assert_matches_oracle(incremental_rows, compute_user_features(lake=lake, ds=DS))
-
-    full = run_job(lake, DS, "--mode", "full")
-    assert full["mode"] == "full"
-    full_rows = read_features(lake, DS)
-    pd.testing.assert_frame_equal(full_rows, incremental_rows, check_exact=True)
-    assert full["users_written"] == daily["users_written"] == len(full_rows)
-    assert full_rows["user_id"].is_unique
-    assert full["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=[DS])
-    # That tiles outside the window (before it, after DS) change nothing is checked in-process, in
-    # test_user_features_window_listing.py: each spark-submit here takes 30 to 60 s.
-
-
-def test_rerun_is_idempotent_and_leaves_other_dates_alone(generated_lake: Path) -> None:
-    lake = generated_lake
-    for day in (DS - timedelta(days=1), DS):  # written by the test above, unless this one runs alone
-        if not (lake / "features" / "user_features" / f"date={day.isoformat()}").is_dir():
-            run_job(lake, day)
-    other = lake / "features" / "user_features" / f"date={(DS - timedelta(days=1)).isoformat()}"
-    other_bytes = {p.name: p.read_bytes() for p in other.glob("*.parquet")}
-    assert other_bytes
-    before = read_features(lake, DS)
-
-    run_job(lake, DS, "--mode", "incremental")
-    after = read_features(lake, DS)
-
-    pd.testing.assert_frame_equal(before, after, check_exact=True)
-    assert {p.name: p.read_bytes() for p in other.glob("*.parquet")} == other_bytes
-    assert len(list((lake / "features" / "user_features" / f"date={DS.isoformat()}").glob("*.parquet"))) >= 1
 
 
 def test_missing_raw_partition_fails_with_the_path(tmp_path: Path) -> None:
