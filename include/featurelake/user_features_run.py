@@ -479,28 +479,12 @@ def run_user_features(
     )
     if not users:
         log.warning("no clean transactions in %s..%s: %s is left empty", start, ds, output)
-    quarantined = []
-    # One listing of the quarantine root, now that the built dates' partitions are swapped in; only
-    # theirs are looked into: the window's others are not this run's to count.
-    listed = listed_date_partitions(spark, layout.quarantine_transactions) if to_build else {}
-    if to_build and existing_date_partitions(
-        spark, layout.quarantine_transactions, start=min(to_build), end=max(to_build), listed=listed
-    ) & set(to_build):
-        quarantined = (
-            read_partition_range(
-                spark, layout.quarantine_transactions, min(to_build), max(to_build), listed=listed
-            )
-            .where(F.col("date").isin([date_literal(d) for d in to_build]))
-            .groupBy("reason")
-            .count()
-            .collect()
-        )
+    by_reason = _quarantined_by_reason(spark, layout, to_build)
     built_tiles = (
         tiles.where(F.col("date").isin([date_literal(d) for d in to_build]))
         .agg(F.sum("transaction_count").alias("clean"), F.sum("duplicate_rows").alias("duplicates"))
         .first()
     )
-    by_reason = {row["reason"]: int(row["count"]) for row in sorted(quarantined, key=lambda r: r["reason"])}
     report = FeatureRunReport(
         ds=ds.isoformat(),
         mode=mode,
@@ -516,3 +500,26 @@ def run_user_features(
     )
     delete_path(spark, plan_path)
     return report
+
+
+def _quarantined_by_reason(spark: SparkSession, layout: LakeLayout, dates: list[date]) -> dict[str, int]:
+    """The rows quarantined on `dates` (the built tiles' dates, whose quarantine partitions the run
+    has swapped in), by reason. One listing of the quarantine root; only those dates' partitions are
+    looked into: the window's others are not this run's to count."""
+    if not dates:
+        return {}
+    start, end = min(dates), max(dates)
+    listed = listed_date_partitions(spark, layout.quarantine_transactions)
+    written = existing_date_partitions(
+        spark, layout.quarantine_transactions, start=start, end=end, listed=listed
+    )
+    if not written & set(dates):
+        return {}
+    counts = (
+        read_partition_range(spark, layout.quarantine_transactions, start, end, listed=listed)
+        .where(F.col("date").isin([date_literal(d) for d in dates]))
+        .groupBy("reason")
+        .count()
+        .collect()
+    )
+    return {row["reason"]: int(row["count"]) for row in sorted(counts, key=lambda r: r["reason"])}
