@@ -89,6 +89,30 @@ def test_a_uri_connection_publishes_to_its_database_with_its_password(
             client.config_set("requirepass", "")
 
 
+def test_a_wrong_password_fails_the_publish_without_retries_naming_the_connection(
+    tmp_path: Path, redis_nodes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py's AuthenticationError is a ConnectionError, which the task otherwise leaves to Airflow's
+    retries (a node that did not answer); a refused password fails it for good, naming the connection."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    node = redis_nodes[0]
+    features_partition(tmp_path, pa.table({"user_id": USERS, "n": list(range(300))}))
+    with redis_client(node) as client:
+        client.config_set("requirepass", "the-right-one")
+        try:
+            monkeypatch.setenv("AIRFLOW_CONN_FEATURELAKE_ONLINE", f"redis://:a-rotated-one@{node}/0")
+            with pytest.raises(AirflowFailException) as failed:
+                publish(tmp_path)
+            client.auth("the-right-one")
+            assert client.dbsize() == 0
+        finally:
+            client.config_set("requirepass", "")
+    message = str(failed.value)
+    assert "refuses the login and password of connection 'featurelake_online'" in message
+    assert node in message and "clear this task" in message
+
+
 def test_a_rebalance_task_killed_midway_finishes_on_its_retry(
     redis_nodes: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

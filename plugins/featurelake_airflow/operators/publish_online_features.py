@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from featurelake_airflow.hooks.online_store import OnlineStoreHook
 from featurelake_airflow.lake_paths import lake_path
@@ -88,6 +89,14 @@ class PublishOnlineFeaturesOperator(BaseOperator):
         with OnlineStoreHook(online_conn_id=self.online_conn_id).get_conn() as store:
             try:
                 report = store.replace_date(self.view, day, records, entities)
+            except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as error:
+                # ConnectionErrors to redis-py, but no outage: every retry would be refused alike
+                raise AirflowFailException(
+                    f"publishing {self.view} of {self.ds} to {', '.join(store.every_node)}: a Redis node "
+                    f"refuses the login and password of connection {self.online_conn_id!r} ({error}). "
+                    "Set them to the ones the nodes expect, then clear this task. The store may hold "
+                    "part of the date; the rerun publishes all of it again"
+                ) from None
             except (redis.ConnectionError, redis.TimeoutError) as error:
                 # redis-py names the node at most; say what was left and what a retry does
                 raise type(error)(
