@@ -51,7 +51,9 @@ from featurelake_airflow.operators.spark_feature_job import SparkFeatureJobOpera
 from featurelake_airflow.operators.view_engine import ChooseViewEngineOperator
 
 SPARK_JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
-LAKE = "{{ var.value.featurelake_lake }}"
+# The lake root as the jobs take it (`LakeLayout` drops a trailing slash): the report paths below are
+# joined to it, and `s3://bucket/lake/` + `/_metrics` names another key than the job writes.
+LAKE = "{{ var.value.featurelake_lake.rstrip('/') }}"
 
 with DAG(
     dag_id="user_features_daily",
