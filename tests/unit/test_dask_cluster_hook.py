@@ -21,6 +21,23 @@ def test_a_scheduler_is_an_address(monkeypatch) -> None:
     assert hook_for(monkeypatch, {"host": "tls://dask:8786"}).scheduler_address() == "tls://dask:8786"
 
 
+@pytest.mark.parametrize(
+    ("uri", "address"),
+    [
+        ("tls://dask-scheduler:8786", "tls://dask-scheduler:8786"),
+        ("tcp://dask-scheduler:8786?timeout=5s", "tcp://dask-scheduler:8786"),
+        ("generic://dask-scheduler:8786", "tcp://dask-scheduler:8786"),
+    ],
+)
+def test_a_uri_connection_keeps_the_schedulers_protocol(monkeypatch, uri: str, address: str) -> None:
+    """Airflow stores a URI's scheme as the conn_type, and only the bare name as the host: a tls://
+    scheduler was reached over tcp://, and the client said no scheduler answered."""
+    from featurelake_airflow.hooks.dask_cluster import DaskClusterHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_DASK_URI", uri)
+    assert DaskClusterHook(dask_conn_id="dask_uri").scheduler_address() == address
+
+
 def test_a_local_cluster_is_one_worker_of_two_threads_in_the_task_by_default(monkeypatch) -> None:
     hook = hook_for(monkeypatch, {"host": "local"})
     assert hook.scheduler_address() is None

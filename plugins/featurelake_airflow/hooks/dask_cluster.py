@@ -10,6 +10,9 @@ own, with a nanny that restarts it when it passes its memory limit) and `memory_
 A connection given as a URI carries them as strings, which are read the same way:
 `generic://local?workers=2&processes=true`.
 
+A scheduler given as a URI keeps its protocol: `tls://dask-scheduler:8786` (Airflow stores `tls` as
+the conn_type; a `generic` connection with no scheme in its host means `tcp://`).
+
 A scheduler's connection takes one extra, `timeout`: how long to try to reach the scheduler (Dask's
 format, default "30s"). A `tls://` scheduler needs Dask's TLS settings on the Airflow worker
 (`distributed.comm.tls.*`, or the `DASK_DISTRIBUTED__COMM__TLS__*` environment variables, in the
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 
 LOCAL_EXTRAS = frozenset({"workers", "threads", "processes", "memory_limit"})
 SCHEDULER_EXTRAS = frozenset({"timeout"})
+# distributed's communication protocols, which a URI connection gives as its conn_type.
+SCHEDULER_SCHEMES = frozenset({"tcp", "tls", "ucx", "ws", "wss", "inproc"})
 
 
 class DaskClusterHook(BaseHook):
@@ -58,7 +63,9 @@ class DaskClusterHook(BaseHook):
         if host.lower() == "local":
             return None
         if "://" not in host:
-            host = f"tcp://{host}"
+            # A URI connection (`tls://dask-scheduler:8786`) keeps its scheme as the conn_type.
+            scheme = (connection.conn_type or "").lower()
+            host = f"{scheme if scheme in SCHEDULER_SCHEMES else 'tcp'}://{host}"
         if not connection.port:
             return host
         if ":" in host.split("://", 1)[1].rsplit("]", 1)[-1]:
