@@ -53,3 +53,51 @@ def test_a_port_goes_after_the_host_not_after_its_path(
         "extra": {"path_template": "/v2/m/{id}"},
     }
     assert config_of(monkeypatch, connection).url("a/b") == url
+
+
+@pytest.mark.parametrize(
+    ("uri", "url"),
+    [
+        pytest.param("https://api.example.com/v1", "https://api.example.com/v1/m/7", id="path"),
+        pytest.param(
+            "https://api.example.com:8443/v1/", "https://api.example.com:8443/v1/m/7", id="port-path"
+        ),
+        pytest.param("http://127.0.0.1:8089", "http://127.0.0.1:8089/m/7", id="no-path"),
+    ],
+)
+def test_a_uri_connection_keeps_its_scheme_and_its_path(monkeypatch, uri: str, url: str) -> None:
+    """Airflow stores a URI's path as the schema: https://api.example.com/v1 made the base URL
+    v1://api.example.com, which the fetch settings refused."""
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", f"{uri}?path_template=%2Fm%2F%7Bid%7D")
+    assert HttpApiHook(http_conn_id="merchants").get_conn().url("7") == url
+
+
+def test_a_uri_connections_extras_are_read_as_numbers(monkeypatch) -> None:
+    """A URI carries every extra as text: "2" was refused as no number ("must be > 0, got '2'")."""
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MERCHANTS",
+        "https://api.example.com?rate_per_second=2&max_concurrency=4&max_attempts=3"
+        "&timeout_seconds=2.5&max_failed_fraction=0.2",
+    )
+    hook = HttpApiHook(http_conn_id="merchants")
+    config = hook.get_conn()
+    assert (config.rate_per_second, config.max_concurrency, config.max_attempts, config.timeout_seconds) == (
+        2.0,
+        4,
+        3,
+        2.5,
+    )
+    assert isinstance(config.max_concurrency, int)
+    assert hook.max_failed_fraction() == 0.2
+
+
+def test_a_uri_connections_text_that_is_no_number_is_named(monkeypatch) -> None:
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", "https://api.example.com?rate_per_second=fast")
+    with pytest.raises(ValueError, match="connection 'merchants': extra 'rate_per_second'.*'fast'"):
+        HttpApiHook(http_conn_id="merchants").get_conn()

@@ -391,8 +391,8 @@ def test_the_hook_still_takes_the_extras_earlier_versions_took(monkeypatch) -> N
             id="timeout-0",
         ),
         pytest.param(
-            {"timeout_seconds": "10"},
-            r"connection 'merchants': extra 'timeout_seconds': .*got '10'",
+            {"timeout_seconds": "ten"},
+            r"connection 'merchants': extra 'timeout_seconds': .*got 'ten'",
             id="timeout-text",
         ),
         pytest.param(
@@ -406,7 +406,7 @@ def test_the_hook_still_takes_the_extras_earlier_versions_took(monkeypatch) -> N
             id="negative-backoff-cap",
         ),
         pytest.param(
-            {"backoff_seconds": "1"},
+            {"backoff_seconds": "-1"},  # text, as a URI gives it, read as a number
             r"connection 'merchants': extra 'backoff_seconds': backoff_seconds must be >= 0",
             id="backoff-text",
         ),
@@ -438,7 +438,7 @@ def test_the_hook_names_the_connection_and_the_extra_of_a_bad_setting(
         HttpApiHook(http_conn_id="merchants").get_conn()
 
 
-@pytest.mark.parametrize("value", [1.5, -0.1, "0.5", True, None])
+@pytest.mark.parametrize("value", [1.5, -0.1, "half", True, None])
 def test_the_hook_refuses_a_bad_max_failed_fraction_by_name(monkeypatch, value: object) -> None:
     from featurelake_airflow.hooks.http_api import HttpApiHook
 

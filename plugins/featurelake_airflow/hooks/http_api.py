@@ -5,7 +5,11 @@
                "headers": {"Authorization": "Bearer ..."}}}
 
 The password, when set, is sent as a bearer token (an `Authorization` header in the extras wins).
-The scheme is `schema`, else `https` for an `https://` URI connection, else `http`. Extras:
+The scheme is `schema`, else `https` for an `https://` URI connection, else `http`. A URI connection
+(`AIRFLOW_CONN_MERCHANT_API='https://api.example.com/v1?rate_per_second=2'`) carries its path where
+the scheme would be (Airflow stores it as `schema`): a `schema` other than `http` or `https` is the
+path that the base URL ends with. Its extras arrive as text, and the numeric ones are read as
+numbers; `headers`, an object, must come as JSON in `__extra__`. Extras:
 `path_template`, `rate_per_second`, `max_concurrency`, `max_attempts`, `timeout_seconds`,
 `backoff_seconds`, `max_backoff_seconds`, `max_retry_after_seconds`, `headers` (the `FetchConfig`
 settings of the same names), and `max_failed_fraction`: the largest share of ids that
@@ -41,6 +45,18 @@ FETCH_EXTRAS = frozenset(
         "headers",
     }
 )
+# The numeric extras: a URI connection carries them as text ("2"), which is read as a number.
+COUNT_EXTRAS = frozenset({"max_concurrency", "max_attempts"})
+NUMBER_EXTRAS = frozenset(
+    {
+        "rate_per_second",
+        "timeout_seconds",
+        "backoff_seconds",
+        "max_backoff_seconds",
+        "max_retry_after_seconds",
+        "max_failed_fraction",
+    }
+)
 DEFAULT_MAX_FAILED_FRACTION = 0.5
 # Control characters (a token's trailing newline) that aiohttp refuses in a header, mid-fetch.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -74,7 +90,7 @@ class HttpApiHook(BaseHook):
             raise ValueError(
                 f"connection {self.http_conn_id!r}: unknown extra {unknown}; known: {sorted(known)}"
             )
-        return connection, extra
+        return connection, {name: _number_from_text(name, value) for name, value in extra.items()}
 
     def get_conn(self) -> FetchConfig:
         from yarl import URL
@@ -84,8 +100,15 @@ class HttpApiHook(BaseHook):
         connection, extra = self._extras()
         if not connection.host:
             raise ValueError(f"connection {self.http_conn_id!r} has no host; set it to the API's host name")
-        # A URI connection (AIRFLOW_CONN_X='https://host') has no schema: its conn_type is the scheme.
-        scheme = connection.schema or ("https" if connection.conn_type == "https" else "http")
+        # A URI connection (AIRFLOW_CONN_X='https://host/v1') has its scheme as the conn_type and its
+        # path as the schema.
+        schema = (connection.schema or "").strip("/")
+        path = "" if schema.lower() in ("", "http", "https") else f"/{schema}"
+        scheme = (
+            schema.lower()
+            if not path and schema
+            else ("https" if connection.conn_type == "https" else "http")
+        )
         host = connection.host if "://" in connection.host else f"{scheme}://{connection.host}"
         base_url = host
         if connection.port:
@@ -97,6 +120,8 @@ class HttpApiHook(BaseHook):
                     f"connection {self.http_conn_id!r}: its host {connection.host!r} and port "
                     f"{connection.port!r} make no URL ({error}); correct them"
                 ) from error
+        if path:  # after the port, as a path the host carries
+            base_url = f"{base_url.rstrip('/')}{path}"
         headers = extra.pop("headers", {})
         if isinstance(headers, list) and all(isinstance(pair, list) and len(pair) == 2 for pair in headers):
             headers = dict(headers)  # [[name, value], ...], which earlier versions took too
@@ -105,7 +130,7 @@ class HttpApiHook(BaseHook):
         ):
             raise ValueError(
                 f"connection {self.http_conn_id!r}: extra 'headers' must be an object of header names "
-                f"to string values, got {headers!r}"
+                f"to string values (in a URI connection, as JSON in `__extra__`), got {headers!r}"
             )
         headers = dict(headers)
         if any(CONTROL_CHARACTERS.search(name + value) for name, value in headers.items()):
@@ -145,3 +170,15 @@ class HttpApiHook(BaseHook):
                 f"got {value!r}"
             )
         return float(value)
+
+
+def _number_from_text(name: str, value: Any) -> Any:
+    """A numeric extra given as text, as a URI connection gives every extra ("2", "0.2"), as a
+    number; anything else as it is, for the setting's own check to name."""
+    if name not in COUNT_EXTRAS | NUMBER_EXTRAS or not isinstance(value, str):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return int(number) if name in COUNT_EXTRAS and number.is_integer() else number
