@@ -26,6 +26,7 @@ from featurelake.feature_records import (
     encode_record,
     iso_feature_date,
     plain_value,
+    refuse_one_id,
     text_id,
 )
 from featurelake.online_store import OnlineStore
@@ -72,11 +73,7 @@ def _entity_ids(method: str, entity_ids: Iterable[str]) -> Iterator[str]:
     each id refused when it is not text: the store keys `str(id)`, so b"u1" would read the key of
     "b'u1'", and 1 would be a local entry of its own beside "1"'s, which `invalidate(["1"])`
     leaves. Lazy, so that `warm` streams."""
-    if isinstance(entity_ids, (str, bytes)):
-        raise TypeError(
-            f"{method}() takes an iterable of entity ids, got the string {entity_ids!r}; "
-            f"pass a list such as [{entity_ids!r}]"
-        )
+    refuse_one_id(entity_ids, taken_by=f"{method}()")
     return _text_ids(method, entity_ids)
 
 

@@ -74,6 +74,16 @@ def text_id(entity_id: object, *, taken_by: str) -> str:
     )
 
 
+def refuse_one_id(entity_ids: object, *, taken_by: str) -> None:
+    """Refuse a string (or bytes) given where an iterable of entity ids belongs: it would be read as
+    its characters, each an id of its own (`delete("u1")` deleted the records of "u" and "1")."""
+    if isinstance(entity_ids, (str, bytes, bytearray)):
+        raise TypeError(
+            f"{taken_by} takes an iterable of entity ids, got the string {entity_ids!r}; "
+            f"pass a list such as [{entity_ids!r}]"
+        )
+
+
 def key_pattern(prefix: str, view: str | None = None) -> str:
     """The SCAN pattern of every key under `prefix` (of one view, when given)."""
     _check_name("key prefix", prefix)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -52,6 +53,8 @@ from featurelake.feature_records import (
     feature_key,
     iso_feature_date,
     key_pattern,
+    refuse_one_id,
+    text_id,
 )
 from featurelake.sharding import ShardRing
 
@@ -323,6 +326,11 @@ class OnlineStoreConfig:
                 "a Redis Cluster uses database 0 and rebalances its own slots: drop `db` and "
                 "`previous_nodes` from the online store connection, or set `cluster` to false"
             )
+        # Whole numbers: Redis refuses `PX 5400000.0` in every write's script, naming neither.
+        for name in ("key_ttl_seconds", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be a whole number, got {value!r}; pass int({value!r})")
         if self.key_ttl_seconds < 0:
             raise ValueError(f"key_ttl_seconds must be >= 0 (0: no expiry), got {self.key_ttl_seconds}")
         if self.batch_size < 1:
@@ -482,7 +490,17 @@ def _entity_set(entity_ids: pa.Array | pa.ChunkedArray | Iterable[str]) -> pa.Ar
     if isinstance(entity_ids, (pa.Array, pa.ChunkedArray)):
         ids = entity_keys(entity_ids)
     else:
-        ids = pa.array([str(entity) for entity in entity_ids if entity is not None], pa.string())
+        refuse_one_id(entity_ids, taken_by="OnlineStore.remove_stale()")
+        ids = pa.array(
+            [
+                text_id(entity, taken_by="OnlineStore.remove_stale()")
+                if isinstance(entity, (bytes, bytearray))  # str(b"u1") is "b'u1'": no id of the store's
+                else str(entity)
+                for entity in entity_ids
+                if entity is not None
+            ],
+            pa.string(),
+        )
     return pc.cast(ids, pa.binary())
 
 
@@ -790,6 +808,7 @@ class OnlineStore:
         """The records of `entity_ids` in `view` that the store holds (absent ids are left out).
         One MGET per node and batch. During a rebalance, a key that the two rings place on
         different nodes is read from both, and the later feature date wins."""
+        refuse_one_id(entity_ids, taken_by="OnlineStore.read()")
         ids = list(dict.fromkeys(entity_ids))
         keys = {self.key(view, entity): entity for entity in ids}
         if self.config.cluster:
@@ -897,6 +916,7 @@ class OnlineStore:
         key = self.removals_key(view)
         if self.config.cluster:
             return {"cluster": int(self.cluster_client().get(key) or 0)}
+        refuse_one_id(entity_ids, taken_by="OnlineStore.removals()")
         keys = [self.key(view, entity) for entity in entity_ids]
         rings = [self.ring] if self.previous_ring is None else [self.ring, self.previous_ring]
         nodes = sorted({node for ring in rings for node in ring.group_by_node(keys)})
@@ -1044,6 +1064,7 @@ class OnlineStore:
     def delete(self, view: str, entity_ids: Iterable[str]) -> int:
         """Delete the records of `entity_ids` in `view`, whatever their date; return the keys
         deleted. On a ring during a rebalance, from the previous owner and then the owner."""
+        refuse_one_id(entity_ids, taken_by="OnlineStore.delete()")
         keys = list(dict.fromkeys(self.key(view, entity) for entity in entity_ids))
         deleted = 0
         if self.config.cluster:
@@ -1090,7 +1111,12 @@ class OnlineStore:
             raise ValueError(same_server_message(aliases))
         report = RebalanceReport()
         for node in self.every_node:
-            for page in _chunks(self.scan_keys(node), self.config.batch_size):
+            for scanned in _chunks(self.scan_keys(node), self.config.batch_size):
+                # SCAN may return a key twice (Redis guarantees each key at least once), more so
+                # while the moves shrink the node's table. Twice in one move, the key's first
+                # delete succeeded and its second found it gone, which took back its copy: the
+                # key was lost from both nodes. In a later page it is a key gone, counted so.
+                page = list(dict.fromkeys(scanned))
                 report.scanned += len(page)
                 misplaced = [key for key in page if self.ring.node_for(key) != node]
                 # Keys that expire during their move are not moves: the page goes on until

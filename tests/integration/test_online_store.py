@@ -169,6 +169,31 @@ class _ExpiringSource(OnlineStore):
         return written
 
 
+class _ScanGivingKeysTwice(OnlineStore):
+    """Every key twice in a row from SCAN, which Redis allows (each key at least once) and does when
+    a node's table shrinks mid-scan, as a rebalance's deletes make it."""
+
+    def scan_keys(self, node, view=None):
+        for key in super().scan_keys(node, view):
+            yield key
+            yield key
+
+
+def test_a_key_that_scan_returns_twice_is_moved_once_and_kept(redis_nodes: list[str]) -> None:
+    old, new = redis_nodes[:1], redis_nodes[:2]
+    with OnlineStore(OnlineStoreConfig(nodes=old)) as store:
+        store.write(VIEW, records(600))
+    with _ScanGivingKeysTwice(OnlineStoreConfig(nodes=new, previous_nodes=old, batch_size=100)) as store:
+        report = store.rebalance()
+        assert store.read(VIEW, [entity for entity, _ in records(600)]) == dict(records(600))
+    placed = {node: keys_on(node) for node in new}
+    assert sum(len(keys) for keys in placed.values()) == 600, "every key once: none lost"
+    ring = ShardRing(new)
+    assert all(ring.node_for(key) == node for node, keys in placed.items() for key in keys)
+    assert report.complete and report.moved == len(placed[new[1]]) > 100, report
+    assert report.changed_during_move == 0, report
+
+
 def test_keys_expiring_during_a_rebalance_neither_fail_the_pass_nor_live_on(redis_nodes: list[str]) -> None:
     old, new = redis_nodes[:1], redis_nodes[:2]
     with OnlineStore(OnlineStoreConfig(nodes=old)) as store:

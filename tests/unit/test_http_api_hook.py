@@ -99,5 +99,5 @@ def test_a_uri_connections_text_that_is_no_number_is_named(monkeypatch) -> None:
     from featurelake_airflow.hooks.http_api import HttpApiHook
 
     monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", "https://api.example.com?rate_per_second=fast")
-    with pytest.raises(ValueError, match="connection 'merchants': extra 'rate_per_second'.*'fast'"):
+    with pytest.raises(ValueError, match=r"connection 'merchants': extra 'rate_per_second'.*'fast'"):
         HttpApiHook(http_conn_id="merchants").get_conn()

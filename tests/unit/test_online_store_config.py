@@ -223,3 +223,25 @@ def test_a_replaced_date_must_be_a_day(feature_date: object, shown: str) -> None
         ValueError, match=re.escape(f"feature_date must be a date or YYYY-MM-DD, got {shown};")
     ):
         store.replace_date("user_features", feature_date, [], [])
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("key_ttl_seconds", 1.5 * 3600), ("batch_size", 500.0), ("batch_size", True)]
+)
+def test_a_ttl_or_batch_size_that_is_no_whole_number_is_refused_by_name(name: str, value: object) -> None:
+    """A float TTL reached Redis as `PX 5400000.0`, which failed every write with "value is not an
+    integer or out of range" in the write script, naming neither the setting nor the fix."""
+    with pytest.raises(TypeError, match=f"{name} must be a whole number, got {value!r}"):
+        OnlineStoreConfig(nodes=("127.0.0.1:6379",), **{name: value})
+
+
+@pytest.mark.parametrize("method", ["read", "delete", "removals", "remove_stale"])
+def test_one_id_given_as_a_string_is_refused_before_any_server_is_asked(method: str) -> None:
+    """A string is an iterable of its characters: delete("v", "u1") deleted the records of "u" and
+    "1", and kept the one of "u1". Refused before a connection is made (the port answers nothing)."""
+    store = OnlineStore(OnlineStoreConfig(nodes=("127.0.0.1:1",)))
+    arguments = ("2026-10-28", "u1") if method == "remove_stale" else ("u1",)
+    with pytest.raises(
+        TypeError, match=r"takes an iterable of entity ids, got the string 'u1'; pass a list such as \['u1'\]"
+    ):
+        getattr(store, method)("user_features", *arguments)
