@@ -146,7 +146,7 @@ class LocalRedisServer:
         if self._process is not None:
             self._process.kill()
             self._process.wait()
-            self._process = None
+            self._forget_process()
 
     def restart(self, *, timeout: float = 15.0) -> LocalRedisServer:
         """Start the process again on the same port and directory after `kill`; a cluster node
@@ -203,7 +203,7 @@ class LocalRedisServer:
                     error = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
                     if process.stderr is not None:
                         error += process.stderr.read().decode(errors="replace")
-                    self._process = None
+                    self._forget_process()
                     if "Address already in use" in error:
                         raise _PortTaken
                     raise RuntimeError(f"redis-server on port {self.port} exited at start: {error}")
@@ -225,10 +225,17 @@ class LocalRedisServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-            self._process = None
+            self._forget_process()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+    def _forget_process(self) -> None:
+        """Drop the exited process, closing the pipe of what it said before its log file took over
+        (left open, it is an unclosed file once the process object is collected)."""
+        if self._process is not None and self._process.stderr is not None:
+            self._process.stderr.close()
+        self._process = None
 
     def __enter__(self) -> LocalRedisServer:
         return self.start()

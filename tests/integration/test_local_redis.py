@@ -136,3 +136,21 @@ def test_a_server_that_exits_at_start_shows_its_log() -> None:
         assert not server.running
     finally:
         server.stop()
+
+
+def test_a_killed_restarted_and_stopped_server_leaves_no_pipe_open() -> None:
+    """Each process's stderr pipe (what redis-server says before its log file takes over) is
+    closed when the process is dropped: left open, it is an unclosed file once collected, which a
+    test that counts leaked files blames on whatever it runs at that moment."""
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        server = LocalRedisServer().start()
+        server.kill()
+        server.restart()
+        server.stop()
+        del server
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
