@@ -57,6 +57,8 @@ MIN_IDS_STARTED = 64
 IDS_STARTED_PER_SLOT = 4
 # Sent only to the origin they were set for, as aiohttp does when it follows a redirect.
 CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
+# Control characters (a token's trailing line break) that aiohttp refuses in a header.
+HEADER_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # The failures that are the id's own: another id may well succeed. Every other failure (a 5xx, a
 # refused credential, a body that is not JSON such as a maintenance or login page, a bad redirect)
 # says the API is unwell, and counts in `FetchResult.api_failed`.
@@ -176,6 +178,13 @@ class FetchConfig:
             raise FetchSettingError(
                 "headers", f"headers must be (name, value) pairs of strings, got {self.headers!r}"
             )
+        for name, value in self.headers:
+            if HEADER_CONTROL_CHARACTERS.search(name + value):  # the value is not shown: a secret
+                raise FetchSettingError(
+                    "headers",
+                    f"header {name!r} holds a control character (a trailing line break?), which no "
+                    "HTTP header may hold, and aiohttp would refuse it at every request; remove it",
+                )
 
     def url(self, resource_id: str) -> str:
         """The URL fetched for `resource_id`, as it is sent: `base_url` and `path_template` as
@@ -311,7 +320,16 @@ def _strict_json(text: str) -> Any:
     """`text` as JSON (RFC 8259): Python's decoder also takes NaN, Infinity and -Infinity, which
     are not JSON; readers of the quarantine's JSON payload refuse them (JavaScript's JSON.parse, Go,
     serde_json) or read null (jq 1.6)."""
-    return json.loads(text, parse_constant=_refuse_constant)
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float, refused when it is out of a float's range: `1e999` is valid JSON
+    that Python reads as inf, which no JSON could then carry (the quarantine wrote `Infinity`)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is out of a float's range")
+    return value
 
 
 def _transient(error: BaseException) -> bool:

@@ -143,6 +143,14 @@ def test_fetch_config_builds_quoted_urls_and_refuses_bad_settings() -> None:
         FetchConfig(base_url="http://api", max_retry_after_seconds=-1)
 
 
+def test_fetch_config_refuses_a_header_with_a_control_character_by_name() -> None:
+    """aiohttp refused it at every request, with "Forbidden control character detected in
+    headers", naming neither the setting nor the header; the value (a secret) is not shown."""
+    with pytest.raises(ValueError, match="header 'Authorization' holds a control character") as caught:
+        FetchConfig(base_url="http://api", headers=(("Authorization", "Bearer t0ken\n"),))
+    assert caught.value.setting == "headers" and "t0ken" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
     [

@@ -119,7 +119,7 @@ def test_an_authorization_header_wins_over_the_password_in_any_case(monkeypatch,
         ),
         pytest.param(
             {"extra": {"headers": {"X-Api-Key": "k1\r\nX-Other: 1"}}},
-            r"connection 'merchants': extra 'headers' holds a control character",
+            r"connection 'merchants': extra 'headers': header 'X-Api-Key' holds a control character",
             id="header-crlf",
         ),
     ],
