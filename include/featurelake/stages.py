@@ -71,9 +71,20 @@ def _executor(stage: Stage) -> Executor:
     return ProcessPoolExecutor(max_workers=stage.workers, mp_context=get_context("spawn"))
 
 
+def _shown(error: BaseException) -> str:
+    """`repr(error)`, or its type's name when that repr fails (an argument whose `__repr__`
+    raises, such as a detached ORM row): the message is built in a future's done-callback, whose
+    own errors concurrent.futures logs and drops, which left the item unfinished and the pipeline
+    waiting for it forever."""
+    try:
+        return repr(error)
+    except Exception as repr_error:
+        return f"{type(error).__name__} (its repr failed: {type(repr_error).__name__})"
+
+
 def _failure(stage: Stage, index: int, error: BaseException) -> StageError:
     if not isinstance(error, BrokenProcessPool):
-        return _stage_error(f"stage {stage.name!r} failed on item {index}: {error!r}", error)
+        return _stage_error(f"stage {stage.name!r} failed on item {index}: {_shown(error)}", error)
     # Every item in a broken pool fails with it, so the item named may not be the one at fault.
     why = ""
     if error.__cause__ is not None:  # the pool could not read a worker's answer: say why
@@ -83,7 +94,7 @@ def _failure(stage: Stage, index: int, error: BaseException) -> StageError:
         f"stage {stage.name!r} lost item {index}: its process pool broke, failing every item in it. A "
         "worker process died (killed by a signal or the OOM killer, os._exit, a crash) or sent an "
         "answer the pool could not unpickle, on this item or another one "
-        f"in the pool at the time: {error!r}{why}",
+        f"in the pool at the time: {_shown(error)}{why}",
         error,
     )
 
@@ -118,11 +129,20 @@ class _Pipeline:
                 with self.lock:
                     self.calls.discard(future)
                 try:
-                    outcome = future.result()
+                    try:
+                        outcome = future.result()
+                    except BaseException as error:
+                        final.set_exception(_failure(stage, index, error))
+                        return
+                    run(number + 1, outcome)
                 except BaseException as error:
-                    final.set_exception(_failure(stage, index, error))
-                    return
-                run(number + 1, outcome)
+                    # concurrent.futures logs and drops a callback's error: the item must still end
+                    if not final.done():
+                        final.set_exception(
+                            _stage_error(
+                                f"stage {stage.name!r} failed on item {index}: {_shown(error)}", error
+                            )
+                        )
 
             with self.lock:
                 stopping = self.stopping
@@ -142,7 +162,7 @@ class _Pipeline:
                 call = self.executors[number].submit(*call_arguments)
             except BaseException as error:  # a pool shut down or broken
                 final.set_exception(
-                    _stage_error(f"stage {stage.name!r} could not take item {index}: {error!r}", error)
+                    _stage_error(f"stage {stage.name!r} could not take item {index}: {_shown(error)}", error)
                 )
                 return
             with self.lock:

@@ -79,6 +79,37 @@ def test_a_failing_item_names_its_stage_and_position() -> None:
     assert seen == list(range(7)), "the items before the failure came out"
 
 
+class _Detached:
+    """What a detached ORM row does when shown."""
+
+    def __repr__(self) -> str:
+        raise AttributeError("'Row' object has no attribute 'id'")
+
+
+def _refuse_with_a_detached_row(x: int) -> int:
+    raise ValueError("bad row", _Detached())
+
+
+def test_a_stage_error_whose_repr_fails_still_ends_the_pipeline() -> None:
+    """The failure's message was built in the future's done-callback, whose errors concurrent.futures
+    logs and drops: the item never finished, and the pipeline waited for it forever."""
+    outcome: dict[str, BaseException] = {}
+
+    def consume() -> None:
+        try:
+            list(run_stages([1, 2], [Stage("load", _refuse_with_a_detached_row, workers=1)]))
+        except BaseException as error:
+            outcome["error"] = error
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    consumer.join(timeout=30)
+    assert not consumer.is_alive(), "run_stages hung on an exception it could not show"
+    error = outcome["error"]
+    assert isinstance(error, StageError) and isinstance(error.__cause__, ValueError)
+    assert "stage 'load' failed on item 0: ValueError (its repr failed: AttributeError)" in str(error)
+
+
 @pytest.mark.parametrize("pool", ["thread", "process"])
 def test_a_stage_error_keeps_the_stage_exception_and_its_traceback(pool: str) -> None:
     with pytest.raises(StageError, match=r"stage 'look' failed on item 0: KeyError\('missing-5'\)") as caught:
