@@ -14,8 +14,11 @@ has passed. Any other failure (a redirect loop, a malformed response, a redirect
 or to a host name no resolver accepts) fails its id at once, with the reason; it never fails the
 other ids.
 
-Memory stays flat in the number of ids: at most `ids_started(config)` ids are under way at once (in
-flight, waiting for the limiter, or backing off), and the next one starts when one ends. aiohttp's
+The work under way stays flat in the number of ids: at most `ids_started(config)` ids are under way
+at once (in flight, waiting for the limiter, or backing off), and the next one starts when one ends.
+The answers are kept, parsed, until `fetch_all` returns them (`FetchResult.found`), so memory grows
+with the ids by the size of their answers: about 0.7 KB each for a five-field profile, 9 KB for a
+1.5 KB JSON answer (tracemalloc, 4,000 ids on loopback, 2026-12-06). aiohttp's
 connection pool is unbounded: `max_concurrency` is the bound, and a request never queues inside
 aiohttp for a connection while its `timeout_seconds` runs.
 """
