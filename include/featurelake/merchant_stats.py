@@ -194,16 +194,33 @@ def valid_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[keep]
 
 
-# Raw partitions (dates, usually) per staging bucket by default. Every (bucket, date) is one staged
-# file, read by its own step of a bucket task, so more buckets mean more small files; fewer mean more
-# distinct (merchant, user) pairs held per task. On the 10M-row benchmark lake (120 dates), 120
-# buckets took 78 s and 30 took 32 s (docs/benchmarks.md).
+# Units of raw data (`bucket_units`) per staging bucket by default. Each staging task writes a file
+# per (bucket, date) it holds rows of, read by its own step of a bucket task, so more buckets mean
+# more small files; fewer mean more distinct (merchant, user) pairs held per task. On the 10M-row
+# benchmark lake (120 dates of one file each), 120 buckets took 78 s and 30 took 32 s
+# (docs/benchmarks.md).
 DATES_PER_BUCKET = 4
+# A date counts one unit per this many uncompressed bytes, and at least one.
+BUCKET_UNIT_BYTES = 256 * 2**20
 
 
-def default_bucket_count(partitions: int) -> int:
-    """Staging buckets for a window of `partitions` raw partitions: one per DATES_PER_BUCKET."""
-    return max(1, -(-partitions // DATES_PER_BUCKET))
+def default_bucket_count(units: int) -> int:
+    """Staging buckets for a window of `units` (`bucket_units`): one per DATES_PER_BUCKET."""
+    return max(1, -(-units // DATES_PER_BUCKET))
+
+
+def bucket_units(days: Iterable[str], row_group_bytes: Iterable[Iterable[int]]) -> int:
+    """What the default bucket count is sized by, from each data file's date and the uncompressed
+    sizes of its row groups: per date with rows, one unit per BUCKET_UNIT_BYTES, at least one. By
+    dates, not by files or pieces: a writer that splits a day into many small files (Spark's 200
+    shuffle partitions) gave as many buckets per file as per date, and each staging task of those
+    files wrote a file per bucket: the staged files grew with the square of the files per day."""
+    by_day: dict[str, int] = {}
+    for day, sizes in zip(days, row_group_bytes, strict=True):
+        sizes = list(sizes)
+        if sizes:
+            by_day[day] = by_day.get(day, 0) + sum(sizes)
+    return sum(max(1, -(-size // BUCKET_UNIT_BYTES)) for size in by_day.values())
 
 
 def merchant_bucket(merchant_ids: pd.Series, buckets: int) -> pd.Series:
@@ -407,7 +424,9 @@ def compute_merchant_stats(
     if pieces:
         meta = _raw_frame(TRANSACTIONS_SCHEMA.empty_table(), "")
         rows = dd.from_map(raw_piece_frame, pieces, meta=meta, enforce_metadata=False)
-    bucket_count = buckets or default_bucket_count(rows.npartitions if rows is not None else 0)
+    bucket_count = buckets or default_bucket_count(
+        bucket_units((file.day for file in window.files), (footer.row_group_bytes for footer in footers))
+    )
     remove_tree(staging)
     remove_leftovers(output)
     new_output = hidden_sibling(output, run_id)

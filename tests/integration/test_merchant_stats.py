@@ -116,8 +116,37 @@ def test_files_read_in_pieces_of_row_groups_give_the_oracle_stats(
     ]
     pieces = sum(pq.ParquetFile(path).metadata.num_row_groups for path in files)
     assert pieces > 2 * len(files)
-    # the default buckets: one per 4 pieces read (merchant_stats.default_bucket_count)
-    assert report.buckets == merchant_stats.default_bucket_count(pieces)
+    # the default buckets: one per 4 dates of the window, as small as these are, however many
+    # pieces they are read in (merchant_stats.bucket_units)
+    assert report.buckets == merchant_stats.default_bucket_count(WINDOW) == 3
+
+
+def test_a_day_split_into_many_files_gives_as_many_buckets_as_a_day_in_one(
+    lake: Path, tmp_path: Path
+) -> None:
+    """Each raw day rewritten as 6 files, as a Spark writer splits it: the buckets were counted by
+    files read, and each file's task wrote one staged file per bucket (files per day squared)."""
+    import pyarrow.parquet as pq
+
+    split = tmp_path / "lake"
+    shutil.copytree(lake, split)
+    for path in (split / "raw" / "transactions").glob("date=*/*.parquet"):
+        table = pq.read_table(path)
+        path.unlink()
+        step = -(-table.num_rows // 6)
+        for number in range(6):
+            pq.write_table(table.slice(number * step, step), path.parent / f"part-{number:05d}.parquet")
+    with dask_client("local") as client:
+        report = run_merchant_stats(client, split, tmp_path)
+    assert_matches(Path(report.output_path), oracle(lake, DS, WINDOW), DS)
+    assert report.buckets == merchant_stats.default_bucket_count(WINDOW) == 3
+
+
+def test_bucket_units_count_dates_and_large_days_by_their_bytes() -> None:
+    unit = merchant_stats.BUCKET_UNIT_BYTES
+    days = ["2026-08-01"] * 3 + ["2026-08-02", "2026-08-03"]
+    sizes = [[10], [20, 30], [], [unit * 2 + 1], []]  # a file with no row group holds no rows
+    assert merchant_stats.bucket_units(days, sizes) == 1 + 3
 
 
 def files_of(directory: Path) -> dict[str, bytes]:
