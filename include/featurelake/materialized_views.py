@@ -279,6 +279,16 @@ def _unify_schemas(before: pa.Schema, rows: pa.Schema, where: str) -> pa.Schema:
     return pa.schema(fields)
 
 
+def _nullable(table: pa.Table) -> pa.Table:
+    """`table` with every column nullable. A writer marks a column NOT NULL when it knows it has no
+    null (Spark, for a literal or a count): kept in the view's schema, from the oldest partition
+    or the view's first build, a later partition's null in it failed every refresh in delta-rs,
+    a full rebuild too, naming neither the partition nor the fix."""
+    if all(field.nullable for field in table.schema):
+        return table
+    return table.cast(pa.schema([field.with_nullable(True) for field in table.schema]))
+
+
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """`table` with the columns of `schema`, in its order and types; a column it lacks is null.
     Nanoseconds cast to a coarser timestamp are truncated, as write_deltalake stores them."""
@@ -335,6 +345,12 @@ def _fit_to_view(
         and not pa.types.is_null(field.type)
         and not _same_type(rows.schema.field(field.name).type, field.type)
     ]
+    # A view built before its columns were made nullable (`_nullable`) may hold NOT NULL ones.
+    changed += [
+        f"{field.name} (holds nulls, the view's column is NOT NULL)"
+        for field in view_schema
+        if not field.nullable and field.name in rows.column_names and rows[field.name].null_count
+    ]
     if new or missing or changed:
         raise schema_change_error(where, view_path, new=new, missing=missing, changed=changed)
     schema = pa.schema(
@@ -373,7 +389,7 @@ def latest_per_entity(
             continue
         where = LakeLayout.partition(features_path, day)
         _check_entities(rows, entity_column, where)
-        rows = _check_feature_dates(rows, day, where)
+        rows = _nullable(_check_feature_dates(rows, day, where))
         if latest is None:
             latest = rows
             continue

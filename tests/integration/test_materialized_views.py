@@ -602,3 +602,62 @@ def test_a_backfill_that_types_a_column_with_no_type_keeps_the_newer_rows_values
         "b": (D1, "food"),
     }
     assert_equals_a_full_refresh(view, features, D2, tmp_path)
+
+
+def _with_required_column(path: Path, column: str) -> None:
+    """The partition file rewritten with `column` NOT NULL, as Spark writes a column it knows has no
+    null (a literal, a count)."""
+    table = pq.read_table(path)
+    index = table.schema.get_field_index(column)
+    pq.write_table(table.cast(table.schema.set(index, table.schema.field(index).with_nullable(False))), path)
+
+
+def test_a_column_not_null_in_older_partitions_takes_a_later_null_in_both_refreshes(
+    features: Path, tmp_path: Path
+) -> None:
+    """D1's and D2's `total_spend` NOT NULL, D3's holding a null (a changed definition, another writer):
+    delta-rs refused every refresh as of D3, a full rebuild into an empty directory too ("Column
+    'total_spend' is declared as non-nullable but contains null values")."""
+    for day in (D1, D2):
+        _with_required_column(features / f"date={day}" / "part-00000.snappy.parquet", "total_spend")
+    path = features / f"date={D3}" / "part-00000.snappy.parquet"
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("total_spend")
+    pq.write_table(table.set_column(index, "total_spend", pa.array([None, 1.5, 2.5], pa.float64())), path)
+
+    incremental, full = tmp_path / "views" / "incremental", tmp_path / "views" / "full"
+    refresh_full(str(incremental), str(features), as_of=D2)
+    refresh_incremental(str(incremental), str(features), ds=D3)
+    refresh_full(str(full), str(features), as_of=D3)
+    got = [DeltaTable(str(view)).to_pyarrow_table().sort_by("user_id") for view in (incremental, full)]
+    assert got[0].to_pylist() == got[1].to_pylist()
+    assert None in got[1]["total_spend"].to_pylist()
+    assert all(field.nullable for field in got[0].schema)
+
+
+def test_a_view_with_a_not_null_column_refuses_a_null_incrementally_saying_to_refresh_in_full(
+    features: Path, tmp_path: Path
+) -> None:
+    """A view built before its columns were nullable may hold a NOT NULL column: the incremental
+    refresh names the partition and the column, and the full refresh it asks for takes the null."""
+    from deltalake import write_deltalake
+
+    view = tmp_path / "views" / "v"
+    refresh_full(str(view), str(features), as_of=D2)
+    held = DeltaTable(str(view)).to_pyarrow_table()
+    index = held.schema.get_field_index("total_spend")
+    strict = held.schema.set(index, held.schema.field(index).with_nullable(False))
+    write_deltalake(str(view), held.cast(strict), mode="overwrite", schema_mode="overwrite")
+    path = features / f"date={D3}" / "part-00000.snappy.parquet"
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("total_spend")
+    pq.write_table(table.set_column(index, "total_spend", pa.array([None, 1.5, 2.5], pa.float64())), path)
+
+    with pytest.raises(
+        ValueError,
+        match=r"date=2026-10-28 does not have the columns of the view .*total_spend \(holds nulls, the view's "
+        r"column is NOT NULL\).*view_refresh=full",
+    ):
+        refresh_incremental(str(view), str(features), ds=D3)
+    refresh_full(str(view), str(features), as_of=D3)
+    assert None in DeltaTable(str(view)).to_pyarrow_table()["total_spend"].to_pylist()
