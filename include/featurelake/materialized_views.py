@@ -245,6 +245,11 @@ def _delta_type(arrow_type: pa.DataType) -> pa.DataType:
 
 
 def _same_type(a: pa.DataType, b: pa.DataType) -> bool:
+    if pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
+        # Instants, whatever the unit or zone: a naive feature timestamp is UTC by the format, and a
+        # partition of several files reads one as UTC (`offline_features._widened`), a partition of
+        # one file as it is. Cast to the view's type (`_conform`).
+        return True
     return a == b or _delta_type(a) == _delta_type(b)
 
 

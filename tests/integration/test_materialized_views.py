@@ -661,3 +661,41 @@ def test_a_view_with_a_not_null_column_refuses_a_null_incrementally_saying_to_re
         refresh_incremental(str(view), str(features), ds=D3)
     refresh_full(str(view), str(features), as_of=D3)
     assert None in DeltaTable(str(view)).to_pyarrow_table()["total_spend"].to_pylist()
+
+
+def _write_naive_timestamps(root: Path, day: date, users: list[str], *, files: int) -> None:
+    """A partition as pandas writes it: a naive datetime64 timestamp, split in `files` files."""
+    import pandas as pd
+
+    partition = root / f"date={day}"
+    partition.mkdir(parents=True)
+    frame = pd.DataFrame(
+        {
+            "user_id": users,
+            "feature_date": [day] * len(users),
+            "total_spend": [float(len(user)) for user in users],
+            "last_transaction_ts": pd.to_datetime([f"{day} 12:00"] * len(users)),
+        }
+    )
+    for number in range(files):
+        frame.iloc[number::files].to_parquet(partition / f"part-{number}.parquet", index=False)
+
+
+def test_naive_timestamps_in_one_file_or_several_are_one_column_type(tmp_path: Path) -> None:
+    """A partition of several files reads a naive timestamp as UTC, one of one file as it is: the
+    view then refused the next date in both modes, as a column of another type, saying to rerun the
+    feature job, which changed nothing."""
+    features = tmp_path / "features"
+    _write_naive_timestamps(features, D1, ["a", "b"], files=1)
+    _write_naive_timestamps(features, D2, ["a", "cc"], files=2)
+    incremental, full = tmp_path / "views" / "incremental", tmp_path / "views" / "full"
+    refresh_view(str(incremental), str(features), ds=D1)
+    assert refresh_view(str(incremental), str(features), ds=D2, mode="incremental").mode == "incremental"
+    refresh_view(str(full), str(features), ds=D2, mode="full")
+    assert rows_of(incremental) == rows_of(full)
+    noon = [row["last_transaction_ts"] for row in rows_of(full)]
+    assert [(t.date(), t.hour, t.utcoffset()) for t in noon] == [
+        (D2, 12, None),
+        (D1, 12, None),
+        (D2, 12, None),
+    ]
