@@ -355,17 +355,23 @@ class LayeredFeatureCache:
 
     def _keep_newer(self, records: Mapping[str, FeatureRecord], begun: int, *, put: bool) -> None:
         """Put `records` (served by the read numbered `begun`) in the local layer, unless it holds
-        a later feature date for the id, or a read served one after this read began (which may
-        since have left the local layer). A record not put (or `put` False) still drops an older
-        one the local layer holds: reads never go back to an older record. Under the lock."""
+        a later feature date for the id, or a read that began after this one served the same or a
+        later date (which may since have left the local layer). A record not put (or `put` False)
+        still drops an older one the local layer holds (reads never go back to an older record),
+        and one of the same date that differs: two records of one date are a publish and its
+        corrected rerun (in another process: nothing invalidated), and which one a read found
+        last is not known here, so the next read asks the store. Under the lock."""
         for entity, record in records.items():
             held = self._local.get(entity)
             if held is not None and held.feature_date > record.feature_date:
                 continue
             served = self._served.get(entity)
-            if put and (served is None or served[0] <= begun or served[1] <= record.feature_date):
+            if put and (served is None or served[0] <= begun or served[1] < record.feature_date):
                 self._local[entity] = record
-            elif held is not None and held.feature_date < record.feature_date:
+            elif held is not None and (
+                held.feature_date < record.feature_date
+                or (held.feature_date == record.feature_date and held != record)
+            ):
                 self._local.pop(entity, None)
 
     def warm(self, entity_ids: Iterable[str], *, batch_size: int = 1000) -> int:

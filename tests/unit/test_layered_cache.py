@@ -245,6 +245,26 @@ def test_a_slow_read_does_not_bring_back_an_older_record_once_the_newer_one_expi
     assert cache.get("x") == later, "a read went back to the older record after the later one was served"
 
 
+def test_a_slow_read_does_not_put_back_a_record_that_a_corrected_rerun_of_its_date_replaced() -> None:
+    # While a read of x is at the store, a rerun of x's date publishes a corrected record (in
+    # another process: nothing invalidates), and another read serves and caches it. The slow read
+    # ends with the uncorrected record of the same date: it must not replace the corrected one.
+    corrected = FeatureRecord("2026-10-28", {"n": 2})
+    cache: LayeredFeatureCache
+
+    class StoreWithARerunMidRead(DictStore):
+        def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
+            found = super().read(view, entity_ids)
+            if len(self.reads) == 1:
+                self.records["x"] = corrected
+                assert cache.get("x") == corrected
+            return found
+
+    cache = LayeredFeatureCache(view="v", store=StoreWithARerunMidRead({"x": record(1)}))
+    assert cache.get("x") == record(1)  # what the slow read found, before the rerun
+    assert cache.get("x") == corrected, "a read went back to the uncorrected record after the corrected one"
+
+
 def test_a_read_that_may_not_cache_what_it_served_drops_the_older_record_held() -> None:
     # Read B is at the store when `invalidate(["y"])` comes, then read A caches x's older record
     # and the next date is published: B serves the later record; it may not cache it, but it must
