@@ -4,8 +4,23 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
+# make splits paths at spaces: every target would break, and `make clean` would remove the wrong
+# directories (`/home/me/My` for `/home/me/My Projects/featurelake/...`).
+ifneq ($(words $(CURDIR)),1)
+$(error featurelake's directory has a space in its path ($(CURDIR)), which make cannot handle: clone it into a path without spaces)
+endif
+
 FEATURELAKE_ROOT := $(CURDIR)
 include airflow.env
+# The project's own Airflow home, not one exported for another Airflow (as Airflow's quick start
+# suggests): that one's airflow.cfg, logs and generated password would mix with this project's.
+# `make <target> AIRFLOW_HOME=<dir>` still sets another.
+ifeq ($(origin AIRFLOW_HOME),environment)
+ifneq ($(AIRFLOW_HOME),$(FEATURELAKE_ROOT)/.airflow)
+$(warning ignoring AIRFLOW_HOME=$(AIRFLOW_HOME) from the environment: featurelake's Airflow home is $(FEATURELAKE_ROOT)/.airflow; pass AIRFLOW_HOME=<dir> on make's command line to use another)
+override AIRFLOW_HOME := $(FEATURELAKE_ROOT)/.airflow
+endif
+endif
 export
 
 VENV := $(CURDIR)/.venv
@@ -16,8 +31,10 @@ export PATH := $(VENV)/bin:$(PATH)
 export DOCKER_CONFIG ?= $(CURDIR)/.airflow/docker
 
 DEMO_START ?= 2026-07-01
-DEMO_END ?= 2026-10-28
 DEMO_DATE ?= 2026-10-28
+# The data ends on the run date, whatever DEMO_DATE says: a date past it failed the partition check
+# and waited out the task's retries first.
+DEMO_END ?= $(DEMO_DATE)
 DEMO_USERS ?= 5000
 PYTEST_ARGS ?=
 # pytest-xdist workers for `make test`, each running whole modules; TEST_WORKERS=0 runs in one process.
@@ -114,5 +131,7 @@ clean:  ## Remove the venv, the project's .airflow and the demo lake
 
 AIRFLOW_ENV_NAMES := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\) ?=.*/\1/p' $(CURDIR)/airflow.env)
 exports:  ## Print airflow.env and the venv's PATH as shell exports: eval "$(make -s exports)"
-	@$(foreach name,$(AIRFLOW_ENV_NAMES),printf 'export %s=%q\n' '$(name)' '$($(name))';)
+	@# From the recipe's environment, not make's expansion, which dropped `$t` from a password `s3cr$t`
+	@# and broke on a quote: printf %q quotes what the shell holds.
+	@$(foreach name,$(AIRFLOW_ENV_NAMES),printf 'export %s=%q\n' '$(name)' "$$$(name)";)
 	@printf 'export PATH=%q:"$$PATH"\n' '$(VENV)/bin'

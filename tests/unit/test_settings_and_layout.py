@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from datetime import date
 from pathlib import Path
@@ -109,3 +110,55 @@ def test_make_exports_gives_a_shell_the_project_settings(tmp_path: Path) -> None
     assert home == str(project / ".airflow")
     assert json.loads(connection)["host"] == "local[*]"
     assert zone == "Europe/Paris"
+
+
+def _exports(env: dict[str, str], *names: str) -> tuple[list[str], str]:
+    """The values of `names` in a shell that ran `eval "$(make -s exports)"`, and make's stderr."""
+    project = SETTINGS_FILE.parent
+    shown = " ".join(f'"${name}"' for name in names)
+    script = f'eval "$(make -s -C "$1" exports 2>"$2")" && printf "%s\\n" {shown}'
+    errors = Path(env["HOME"]) / "make-errors"
+    result = subprocess.run(
+        ["bash", "-c", script, "bash", str(project), str(errors)],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.splitlines(), errors.read_text()
+
+
+def test_make_exports_keeps_a_value_with_a_dollar_and_a_quote_as_it_is(tmp_path: Path) -> None:
+    """make expanded each value: a password `s3cr$t` came back as `s3cr`, over the shell's own
+    setting, and a quote failed the command."""
+    online = '{"conn_type": "redis", "host": "r0", "password": "s3cr$t it\'s"}'
+    (value,), _ = _exports(
+        {"HOME": str(tmp_path), "AIRFLOW_CONN_FEATURELAKE_ONLINE": online}, "AIRFLOW_CONN_FEATURELAKE_ONLINE"
+    )
+    assert value == online
+
+
+def test_an_airflow_home_of_the_environment_is_not_the_projects(tmp_path: Path) -> None:
+    """Airflow's quick start exports AIRFLOW_HOME=~/airflow: the project's SQLite database (in
+    .airflow/) was then never created, and its logs and password went to that other home."""
+    (home,), errors = _exports(
+        {"HOME": str(tmp_path), "AIRFLOW_HOME": str(tmp_path / "airflow")}, "AIRFLOW_HOME"
+    )
+    assert home == str(SETTINGS_FILE.parent / ".airflow")
+    assert f"ignoring AIRFLOW_HOME={tmp_path / 'airflow'} from the environment" in errors
+
+
+def test_make_refuses_a_checkout_path_with_a_space(tmp_path: Path) -> None:
+    """make splits paths at spaces: every target broke, and `make clean` removed the directory
+    named by the path's first word."""
+    checkout = tmp_path / "My Projects" / "featurelake"
+    checkout.mkdir(parents=True)
+    for name in ("Makefile", "airflow.env"):
+        shutil.copy(SETTINGS_FILE.parent / name, checkout / name)
+    (tmp_path / "My").mkdir()
+    result = subprocess.run(["make", "-C", str(checkout), "clean"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert (
+        "has a space in its path" in result.stderr and "clone it into a path without spaces" in result.stderr
+    )
+    assert (tmp_path / "My").is_dir()
