@@ -81,6 +81,13 @@ REQUIRED_SPARK_CONF = {
     "spark.sql.ansi.enabled": "true",
     # Parquet timestamps as INT64 micros, so that pyarrow, DuckDB and delta-rs read them as tz-aware UTC.
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # A damaged input file, or one gone since it was listed, fails the job naming it
+    # (docs/data-contract.md): skipped, its rows were lost and the run succeeded.
+    "spark.sql.files.ignoreCorruptFiles": "false",
+    "spark.sql.files.ignoreMissingFiles": "false",
+    # Column names match whatever their case, as the raw footer check matches them: case-sensitive,
+    # a file's `Amount` passed the check and was read as a null amount, every row quarantined.
+    "spark.sql.caseSensitive": "false",
 }
 
 

@@ -16,6 +16,9 @@ REQUIRED = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.ansi.enabled": "true",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.files.ignoreCorruptFiles": "false",
+    "spark.sql.files.ignoreMissingFiles": "false",
+    "spark.sql.caseSensitive": "false",
 }
 
 
@@ -24,6 +27,9 @@ def test_required_settings_win_over_overrides_with_a_warning(spark, caplog) -> N
         "spark.sql.session.timeZone": "America/New_York",
         "spark.sql.ansi.enabled": "false",
         "spark.sql.parquet.outputTimestampType": "INT96",
+        "spark.sql.files.ignoreCorruptFiles": "true",
+        "spark.sql.files.ignoreMissingFiles": "true",
+        "spark.sql.caseSensitive": "true",
     }
     try:
         with caplog.at_level(logging.WARNING, logger="featurelake.spark_session"):

@@ -98,11 +98,14 @@ def test_launch_conf_gives_a_local_driver_the_parallel_collector_only() -> None:
     assert launch_spark_conf(master="spark://127.0.0.1:7077") == {}
 
 
-def test_required_conf_pins_utc_ansi_and_micros() -> None:
+def test_required_conf_pins_utc_ansi_micros_failing_inputs_and_case() -> None:
     assert REQUIRED_SPARK_CONF == {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.ansi.enabled": "true",
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        "spark.sql.files.ignoreCorruptFiles": "false",
+        "spark.sql.files.ignoreMissingFiles": "false",
+        "spark.sql.caseSensitive": "false",
     }
 
 
