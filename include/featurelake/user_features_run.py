@@ -339,13 +339,22 @@ def run_user_features(
     # on an object store each listing is a request, and the lake's history grows every day.
     raw_listing = list_date_partitions(spark, layout.raw_transactions, start=start, end=ds)
     raw_files = raw_listing.files
+    # Before the date of ds is looked for: its rows landed in `dt=<ds>/` are named there.
+    check_raw_layout(layout, raw_listing)
+    # A window partition holding only what no reader reads (`part-0.pq`, a subdirectory) is no date
+    # without data: taken for one, its rows were left out of the window without a word, and its
+    # tile removed as withdrawn. It fails the run, named, as such an entry does in a date it reads.
+    unreadable = sorted(
+        day for day, entries in raw_listing.unread.items() if entries and not raw_files.get(day)
+    )
+    if unreadable:
+        check_raw_files(spark, layout, raw_listing, unreadable, ds=ds)
     raw_dates = {day for day, files in raw_files.items() if files}
     if ds not in raw_dates:
         raise FileNotFoundError(
             f"no raw transactions for {ds}: {LakeLayout.partition(layout.raw_transactions, ds)} is missing or "
             "empty. Land that day's data (or run `featurelake generate`) and retry the task."
         )
-    check_raw_layout(layout, raw_listing)
     window_raw_dates = sorted(d for d in raw_dates if start <= d <= ds)
     # The tile root is listed once, for both: on an object store each listing is a request.
     tile_partitions = listed_date_partitions(spark, layout.user_daily_tiles)

@@ -291,6 +291,50 @@ def test_an_incremental_run_checks_a_late_partition_it_builds(
     pd.testing.assert_frame_equal(_features(lake), published)
 
 
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        pytest.param("part-00000.pq", "part-00000.pq is not a .parquet file", id="misnamed-file"),
+        pytest.param("sub/part-00000.parquet", "sub/ is a subdirectory", id="subdirectory"),
+    ],
+)
+def test_a_window_date_holding_only_what_no_reader_reads_fails_the_run_and_keeps_its_tile(
+    spark, published_lake: Path, tmp_path: Path, entry: str, said: str
+) -> None:
+    """The day before DS re-landed with its rows where no reader reads them: the run left the date
+    out of the window (its 100.0 missing from the totals) and removed its tile as withdrawn."""
+    lake = Path(shutil.copytree(published_lake, tmp_path / "lake"))
+    yesterday = DS - timedelta(days=1)
+    write_transactions_partition(lake, partition=yesterday, rows=[_row("y1", "u1", 100.0, day=yesterday)])
+    _run(spark, lake)
+    published = _features(lake)
+    assert published.set_index("user_id").loc["u1", "total_spend"] == 110.0
+    tile = lake / "tiles" / "user_daily" / f"date={yesterday.isoformat()}"
+    assert tile.is_dir()
+    (data_file,) = _partition(lake, yesterday).glob("*.parquet")
+    (_partition(lake, yesterday) / entry).parent.mkdir(parents=True, exist_ok=True)
+    data_file.rename(_partition(lake, yesterday) / entry)
+
+    for mode in ("incremental", "full"):
+        with pytest.raises(ValueError) as failed:
+            _run(spark, lake, mode)
+        assert f"date={yesterday.isoformat()}/{said}" in str(failed.value), str(failed.value)
+    pd.testing.assert_frame_equal(_features(lake), published)
+    assert tile.is_dir()
+
+
+def test_the_date_of_ds_landed_under_another_name_is_named(spark, tmp_path: Path) -> None:
+    """Rows of DS in `dt=<ds>/` were reported as "date=<ds> is missing or empty", naming neither the
+    directory nor the fix."""
+    lake = _clean_lake(tmp_path / "lake")
+    write_transactions_partition(
+        lake, partition=DS - timedelta(days=1), rows=[_row("y1", "u1", 5.0, day=DS - timedelta(days=1))]
+    )
+    _partition(lake).rename(lake / "raw" / "transactions" / f"dt={DS.isoformat()}")
+    with pytest.raises(ValueError, match=rf"holds .*dt={DS.isoformat()}/, which is not a date=YYYY-MM-DD"):
+        _run(spark, lake)
+
+
 def test_a_run_lists_each_raw_directory_once(
     spark, published_lake: Path, tmp_path: Path, monkeypatch
 ) -> None:
