@@ -57,13 +57,6 @@ RAW_TRANSACTIONS_SCHEMA = T.StructType(
     ]
 )
 
-CATEGORIES_SCHEMA = T.StructType(
-    [
-        T.StructField("category_id", T.IntegerType()),
-        T.StructField("category_name", T.StringType()),
-        T.StructField("category_group", T.StringType()),
-    ]
-)
 
 # One row per (user, date, merchant, category group): a day's partial aggregates, flat, so that
 # every later step reads and shuffles plain columns and merges them with hash aggregates. Exact
@@ -383,6 +376,48 @@ def build_daily_tiles(marked: DataFrame, categories: DataFrame) -> DataFrame:
         )
     )
     return tiles.select(*TILE_SCHEMA.fieldNames())
+
+
+_INTEGER_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+
+
+def read_categories(spark: SparkSession, path: str) -> DataFrame:
+    """The categories lookup at `path`, checked against the contract (docs/data-contract.md,
+    `raw/categories`) before it is used: `category_id` an integer, `category_group` a string,
+    matched whatever their case. Read with the contract's schema forced on it, a lookup whose group
+    column was named otherwise (`group`) read as nulls, and every user's top group was `unknown`
+    without a word; an int64 `category_id`, as pandas writes it, failed with Spark's bare "Expected
+    Spark type int, actual Parquet type INT64". An int64 id is taken when every id fits an int32."""
+    found = spark.read.parquet(path)
+    types = {field.name.lower(): field.dataType for field in found.schema.fields}
+    problems = []
+    if not isinstance(types.get("category_id"), _INTEGER_TYPES):
+        problems.append(f"category_id is {_shown_type(types.get('category_id'))}, not an integer")
+    if not isinstance(types.get("category_group"), T.StringType):
+        problems.append(f"category_group is {_shown_type(types.get('category_group'))}, not a string")
+    if problems:
+        raise ValueError(
+            f"the categories lookup {path} does not have the contract's columns: {'; '.join(problems)} "
+            f"(its columns: {', '.join(f'{f.name} {f.dataType.simpleString()}' for f in found.schema.fields)}). "
+            "Write category_id as int32 and category_group as a string (docs/data-contract.md), and rerun"
+        )
+    if isinstance(types["category_id"], T.LongType):
+        low, high = found.agg(F.min("category_id"), F.max("category_id")).first()
+        if low is not None and not (low >= -(2**31) and high < 2**31):
+            raise ValueError(
+                f"the categories lookup {path} has a category_id outside int32 ({low}..{high}), the "
+                "contract's type of category_id, which transactions join on: fix the lookup and rerun"
+            )
+    name = F.col("category_name").cast("string") if "category_name" in types else F.lit(None).cast("string")
+    return found.select(
+        F.col("category_id").cast("int").alias("category_id"),
+        name.alias("category_name"),
+        F.col("category_group").alias("category_group"),
+    )
+
+
+def _shown_type(data_type: T.DataType | None) -> str:
+    return "missing" if data_type is None else data_type.simpleString()
 
 
 def check_unique_category_ids(categories: DataFrame, *, path: str) -> None:

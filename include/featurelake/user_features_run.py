@@ -37,7 +37,6 @@ from featurelake.partitioning import (
 )
 from featurelake.raw_contract_arrow import FOOTER_READERS, contract_column_name, raw_contract_error
 from featurelake.user_features import (
-    CATEGORIES_SCHEMA,
     RAW_DATA_COLUMNS,
     TILE_BUILT_MARKER,
     TILE_SCHEMA,
@@ -50,6 +49,7 @@ from featurelake.user_features import (
     mark_transactions,
     plan_tile_build,
     quarantined_rows,
+    read_categories,
     read_raw_transactions,
     repeated_transaction_keys,
     resume_plan,
@@ -402,7 +402,7 @@ def run_user_features(
     # Exactly the files listed (and fingerprinted) above, each checked before any row is read.
     check_raw_files(spark, layout, raw_listing, read, ds=ds)
     read_files = {day: raw_files[day] for day in read}
-    categories = spark.read.schema(CATEGORIES_SCHEMA).parquet(layout.raw_categories)
+    categories = read_categories(spark, layout.raw_categories)
     check_unique_category_ids(categories, path=layout.raw_categories)
     # Each write goes here first, and replaces the published partitions only when it succeeded.
     staged = LakeLayout(layout.staging(STAGING_JOB, ds))

@@ -4,6 +4,7 @@ withdrawn raw dates, dates with no clean row, out-of-range amounts and a bad cat
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -227,6 +228,67 @@ def test_a_category_id_with_two_groups_fails_naming_it(spark, tmp_path: Path) ->
     # The same row twice is harmless.
     write_categories(lake, [(1, "cafe", "dining"), (1, "cafe", "dining")])
     assert _run(spark, lake, DAYS[0], "full").users_written == 3
+
+
+def _lookup(lake: Path, table: pa.Table) -> None:
+    pq.write_table(table, lake / "raw" / "categories" / "part-00000.parquet")
+
+
+def test_a_lookup_written_by_pandas_with_int64_ids_gives_the_same_features(spark, tmp_path: Path) -> None:
+    """pandas writes category_id as int64, which Spark refused with a bare "Expected Spark type int,
+    actual Parquet type INT64"."""
+    lake = _lake(tmp_path, DAYS[:1])
+    want = _run(spark, lake, DAYS[0], "full").users_written
+    features = _features(lake, DAYS[0])
+    ids, names, groups = zip(*CATEGORIES, strict=True)
+    _lookup(
+        lake,
+        pa.table(
+            {"category_id": pa.array(ids, pa.int64()), "category_name": names, "category_group": groups}
+        ),
+    )
+    assert _run(spark, lake, DAYS[0], "full").users_written == want
+    pd.testing.assert_frame_equal(_features(lake, DAYS[0]), features, check_exact=True)
+
+
+@pytest.mark.parametrize(
+    ("table", "said"),
+    [
+        pytest.param(
+            pa.table(
+                {"category_id": pa.array([1], pa.int32()), "category_name": ["cafe"], "group": ["dining"]}
+            ),
+            "category_group is missing, not a string",
+            id="group-renamed",
+        ),
+        pytest.param(
+            pa.table({"category_id": ["1"], "category_name": ["cafe"], "category_group": ["dining"]}),
+            "category_id is string, not an integer",
+            id="id-as-text",
+        ),
+        pytest.param(
+            pa.table(
+                {
+                    "category_id": pa.array([2**40], pa.int64()),
+                    "category_name": ["x"],
+                    "category_group": ["y"],
+                }
+            ),
+            "has a category_id outside int32",
+            id="id-too-large",
+        ),
+    ],
+)
+def test_a_lookup_that_breaks_the_contract_fails_naming_it(
+    spark, tmp_path: Path, table: pa.Table, said: str
+) -> None:
+    """Read with the contract's schema forced on it, a lookup whose group column was named `group`
+    read as nulls: every user's top group was `unknown`, and the run succeeded."""
+    lake = _lake(tmp_path, DAYS[:1])
+    _lookup(lake, table)
+    with pytest.raises(ValueError, match=rf"the categories lookup \S*raw/categories .*{re.escape(said)}"):
+        _run(spark, lake, DAYS[0], "full")
+    assert not (lake / "features" / "user_features" / f"date={DAYS[0].isoformat()}").exists()
 
 
 def test_a_rerun_with_no_clean_rows_left_empties_the_date(spark, tmp_path: Path) -> None:
