@@ -351,7 +351,7 @@ def transaction_tiles(marked: DataFrame, categories: DataFrame, *, latest_per_da
         (micros_decimal * micros_decimal).cast("decimal(38,0)").alias("amount_micros_squared"),
         without_negative_zero(F.col("amount")).alias("amount_max"),
         F.when(latest, F.col("transaction_ts")).alias("day_last_transaction_ts"),
-        F.when(latest, F.col("amount")).alias("day_last_amount"),
+        F.when(latest, without_negative_zero(F.col("amount"))).alias("day_last_amount"),
         F.when(is_copy, F.lit(1)).otherwise(F.lit(0)).cast("long").alias("duplicate_rows"),
         "date",
     )
@@ -491,7 +491,9 @@ def combine_tiles(
         # tiles built before amount_max dropped the sign of a zero may hold -0.0
         F.max(without_negative_zero(F.col("amount_max"))).alias("max_spend"),
         F.max("day_last_transaction_ts").alias("last_transaction_ts"),
-        F.max_by("day_last_amount", "day_last_transaction_ts").alias("last_amount"),
+        # exact copies that differ only in the sign of a zero are one transaction: whichever copy
+        # ranked first gave its sign, so a full and an incremental run could disagree
+        without_negative_zero(F.max_by("day_last_amount", "day_last_transaction_ts")).alias("last_amount"),
         F.sum(F.when(recent, F.col("amount_micros")).otherwise(F.lit(0))).alias("micros_7d"),
         F.sum(F.when(recent, F.col("transaction_count")).otherwise(F.lit(0))).alias("transaction_count_7d"),
         F.countDistinct("merchant_id").alias("unique_merchants"),

@@ -230,6 +230,17 @@ def test_a_category_id_with_two_groups_fails_naming_it(spark, tmp_path: Path) ->
     assert _run(spark, lake, DAYS[0], "full").users_written == 3
 
 
+def test_a_last_amount_of_zero_has_no_sign(spark, tmp_path: Path) -> None:
+    """-0.0 equals 0.0 (docs/data-contract.md): exact copies differing only there are one
+    transaction, and the copy ranked first gave last_amount its sign, which a full and an
+    incremental run could rank differently."""
+    lake = _lake(tmp_path, DAYS[:2], amounts={DAYS[1]: -0.0})
+    for mode in ("full", "incremental"):
+        _run(spark, lake, DAYS[1], mode)
+        last = _features(lake, DAYS[1])["last_amount"].tolist()
+        assert [math.copysign(1.0, value) for value in last] == [1.0, 1.0, 1.0], (mode, last)
+
+
 def _lookup(lake: Path, table: pa.Table) -> None:
     pq.write_table(table, lake / "raw" / "categories" / "part-00000.parquet")
 
