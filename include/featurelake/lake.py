@@ -119,9 +119,13 @@ class LakeLayout:
         """The Hive-style directory of one date under a dataset path."""
         return f"{path.rstrip('/')}/{column}={day.isoformat()}"
 
+    def staging_root(self, job: str) -> str:
+        """The directory of a job's runs' scratch directories (`staging`) and plans (`run_plan`)."""
+        return self._join("_staging", job)
+
     def staging(self, job: str, day: date) -> str:
         """A job run's scratch directory, which every worker of a cluster reaches; the job removes it."""
-        return self._join("_staging", job, f"date={day.isoformat()}")
+        return f"{self.staging_root(job)}/date={day.isoformat()}"
 
     def run_plan(self, job: str, day: date) -> str:
         """The JSON file in which a job run keeps its plan until it succeeds, so that a retry of a

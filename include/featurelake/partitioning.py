@@ -159,7 +159,7 @@ def write_partitioned(
     spark = df.sparkSession
     if staging:
         _refuse_staging_over(spark, staging=staging, path=path)
-        _put_back_set_aside(spark, staging=staging, path=path)
+        put_back_set_aside(spark, staging=staging, path=path)
         delete_path(spark, staging)  # a killed run's leftovers
     else:
         for day in replaced:
@@ -200,7 +200,7 @@ def _swap_partitions_in(
     A replaced partition ends up in `staging` (exchanged, or renamed aside into `_replaced/`), so a
     run killed at any step leaves each partition published whole, old or new, or (killed between
     two renames, off a local filesystem) set aside in the staging directory, from where the next
-    run with that staging directory puts it back before anything else (`_put_back_set_aside`)."""
+    run with that staging directory puts it back before anything else (`put_back_set_aside`)."""
     fs, staged_root = hadoop_file_system(spark, staging)
     jvm_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
     prefix = f"{column}="
@@ -253,7 +253,7 @@ def _swap_partitions_in(
     fs.delete(staged_root, True)
 
 
-def _put_back_set_aside(spark: SparkSession, *, staging: str, path: str) -> None:
+def put_back_set_aside(spark: SparkSession, *, staging: str, path: str) -> None:
     """Publish again each partition that a run killed between the two renames of
     `_swap_partitions_in` left in `<staging>/_replaced/`: renamed aside, its replacement still
     staged. The killed run never replaced it, so it is put back, as `arrow_partitions.remove_leftovers`

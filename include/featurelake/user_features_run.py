@@ -27,9 +27,11 @@ from featurelake.partitioning import (
     date_partition_exists,
     delete_path,
     existing_date_partitions,
+    hadoop_file_system,
     list_date_partitions,
     listed_date_partitions,
     partition_fingerprint,
+    put_back_set_aside,
     read_partition_range,
     read_text,
     write_partitioned,
@@ -329,10 +331,33 @@ def explained_unreadable_raw(*, layout: LakeLayout, ds: date) -> Iterator[None]:
         ) from error
 
 
+def put_back_set_aside_partitions(spark: SparkSession, layout: LakeLayout) -> None:
+    """Publish again each partition that a run of any date, killed between the two renames of a
+    swap (off a local filesystem: HDFS, S3A, NFS), left set aside in its staging directory
+    (`partitioning.put_back_set_aside`). Before anything else of a run: its own staging directory
+    is deleted before its writes, and a run of another date never writes into that one, so the
+    partition was lost to every reader."""
+    fs, root = hadoop_file_system(spark, layout.staging_root(STAGING_JOB))
+    if not fs.exists(root):
+        return
+    for status in fs.listStatus(root):
+        name = status.getPath().getName()
+        if not status.isDirectory() or not name.startswith("date="):
+            continue  # `_plans/`
+        staged = LakeLayout(f"{layout.staging_root(STAGING_JOB)}/{name}")
+        for staging, path in (
+            (staged.quarantine_transactions, layout.quarantine_transactions),
+            (staged.user_daily_tiles, layout.user_daily_tiles),
+            (staged.user_features, layout.user_features),
+        ):
+            put_back_set_aside(spark, staging=staging, path=path)
+
+
 def run_user_features(
     spark: SparkSession, *, ds: date, lake: str, window_days: int, mode: str
 ) -> FeatureRunReport:
     layout = LakeLayout(lake)
+    put_back_set_aside_partitions(spark, layout)
     start, _ = window_dates(ds, window_days)
     # One listing of the raw root and of the window's partitions gives the window's dates with data,
     # what each one holds, and what else lies there. Partitions outside the window are not listed:

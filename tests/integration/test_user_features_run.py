@@ -230,6 +230,28 @@ def test_a_category_id_with_two_groups_fails_naming_it(spark, tmp_path: Path) ->
     assert _run(spark, lake, DAYS[0], "full").users_written == 3
 
 
+def test_features_set_aside_by_a_killed_swap_are_put_back_by_a_run_of_another_date(
+    spark, published_lake: Path, tmp_path: Path
+) -> None:
+    """Off a local filesystem (HDFS, S3A) a swap takes two renames. A rerun of DAYS[3] killed between
+    them left its published features in its staging directory, `_replaced/`, and the new ones staged.
+    The next run, of another date, deleted nothing of that directory, but never put them back
+    either: every reader found DAYS[3] without features."""
+    lake = _copy(published_lake, tmp_path)
+    day = DAYS[3]
+    published = _features(lake, day)
+    name = f"date={day.isoformat()}"
+    staged = lake / "_staging" / "user_features" / name / "features" / "user_features"
+    (staged / "_replaced").mkdir(parents=True)
+    shutil.move(lake / "features" / "user_features" / name, staged / "_replaced" / name)
+    shutil.copytree(staged / "_replaced" / name, staged / name)  # the new version, never moved in
+    assert not (lake / "features" / "user_features" / name).exists()
+
+    _run(spark, lake, DAYS[4])
+
+    pd.testing.assert_frame_equal(_features(lake, day), published, check_exact=True)
+
+
 def test_a_last_amount_of_zero_has_no_sign(spark, tmp_path: Path) -> None:
     """-0.0 equals 0.0 (docs/data-contract.md): exact copies differing only there are one
     transaction, and the copy ranked first gave last_amount its sign, which a full and an
