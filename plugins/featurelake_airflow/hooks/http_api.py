@@ -100,12 +100,11 @@ class HttpApiHook(BaseHook):
         # A URI connection (AIRFLOW_CONN_X='https://host/v1') has its scheme as the conn_type and its
         # path as the schema.
         schema = (connection.schema or "").strip("/")
-        path = "" if schema.lower() in ("", "http", "https") else f"/{schema}"
-        scheme = (
-            schema.lower()
-            if not path and schema
-            else ("https" if connection.conn_type == "https" else "http")
-        )
+        if schema.lower() in ("http", "https"):
+            scheme, path = schema.lower(), ""
+        else:
+            scheme = "https" if connection.conn_type == "https" else "http"
+            path = f"/{schema}" if schema else ""
         host = connection.host if "://" in connection.host else f"{scheme}://{connection.host}"
         base_url = host
         if connection.port:
