@@ -95,9 +95,14 @@ FROM ?=
 TO ?=
 # The dates come from Python, not date(1): GNU and BSD date take different options.
 BACKFILL_DATES = $(PY) -c 'import sys; from datetime import date, timedelta as t; sys.excepthook = lambda *e: sys.exit(f"make backfill: {e[1]}: FROM and TO must be real dates, YYYY-MM-DD"); a, b = map(date.fromisoformat, sys.argv[1:]); print(*(a + t(i) for i in range((b - a).days + 1)))'
+# FROM and TO are checked when make reads this file, before the venv is built and the database
+# migrated; the dates themselves (2026-02-30) are checked by Python, from the venv.
+ifneq ($(filter backfill,$(MAKECMDGOALS)),)
+ifneq ($(shell [[ "$(FROM)" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$$ && "$(TO)" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$$ && ! "$(FROM)" > "$(TO)" ]] && echo ok),ok)
+$(error usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD, with FROM on or before TO (given: FROM=$(FROM) TO=$(TO)))
+endif
+endif
 backfill: $(DB_STAMP)  ## Without a scheduler: run user_features_daily for each date FROM..TO
-	@[[ "$(FROM)" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$$ && "$(TO)" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$$ && ! "$(FROM)" > "$(TO)" ]] \
-		|| { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD, with FROM on or before TO"; exit 2; }
 	@dates=$$($(BACKFILL_DATES) "$(FROM)" "$(TO)") || exit 2; \
 	lake="$${AIRFLOW_VAR_FEATURELAKE_LAKE#file://}"; missing=(); \
 	if [[ "$$lake" != *://* ]]; then for d in $$dates; do \

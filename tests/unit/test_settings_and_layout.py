@@ -162,3 +162,29 @@ def test_make_refuses_a_checkout_path_with_a_space(tmp_path: Path) -> None:
         "has a space in its path" in result.stderr and "clone it into a path without spaces" in result.stderr
     )
     assert (tmp_path / "My").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("dates", "given"),
+    [
+        (["FROM=2026-10-1", "TO=2026-10-07"], "FROM=2026-10-1 TO=2026-10-07"),
+        (["FROM=2026-10-08", "TO=2026-10-07"], "FROM=2026-10-08 TO=2026-10-07"),
+        (["FROM=2026-10-01"], "FROM=2026-10-01 TO="),
+    ],
+)
+def test_make_backfill_prints_its_usage_before_building_anything(
+    tmp_path: Path, dates: list[str], given: str
+) -> None:
+    """A mistyped FROM or TO printed the usage only after the venv was built and the database
+    migrated (minutes on a fresh clone)."""
+    checkout = tmp_path / "featurelake"
+    checkout.mkdir()
+    for name in ("Makefile", "airflow.env"):
+        shutil.copy(SETTINGS_FILE.parent / name, checkout / name)
+    result = subprocess.run(["make", "-C", str(checkout), "backfill", *dates], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert (
+        f"usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD, with FROM on or before TO (given: {given})"
+        in (result.stderr)
+    )
+    assert sorted(path.name for path in checkout.iterdir()) == ["Makefile", "airflow.env"]
