@@ -887,7 +887,8 @@ class OnlineStore:
             return {node.name: scan(cluster, node) for node in cluster.get_primaries()}
 
     def count_keys(self, view: str | None = None) -> dict[str, int]:
-        """Keys per node (SCAN); on a cluster, per primary."""
+        """Keys per node (SCAN); on a cluster, per primary. An estimate while keys are written: SCAN
+        may return a key twice while a node resizes its table, and each such key counts twice."""
         pattern = key_pattern(self.config.key_prefix, view)
         if self.config.cluster:
             return self._on_every_primary(
