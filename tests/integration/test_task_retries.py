@@ -120,14 +120,25 @@ def _write_json(path: Path, value: Any) -> None:
     partial.rename(path)
 
 
-def _install_stop(stop: dict[str, Any], directory: Path) -> None:
-    """Wrap `stop["target"]` (`module:attribute[.attribute]`): at its `call`-th call, `before` or
-    `after` it runs, pause (write `paused`, then sleep until killed) or raise."""
-    module, path = stop["target"].split(":")
+def _owner_and_name(target: str) -> tuple[Any, str]:
+    """The object that holds `target` (`module:attribute[.attribute]`), and the attribute's name."""
+    module, path = target.split(":")
     owner: Any = importlib.import_module(module)
     *parents, name = path.split(".")
     for parent in parents:
         owner = getattr(owner, parent)
+    return owner, name
+
+
+def _install_stop(stop: dict[str, Any], directory: Path) -> None:
+    """Wrap `stop["target"]`: at its `call`-th call (counting only the calls whose arguments' text
+    holds `stop["match"]`, when given), `before` or `after` it runs, pause (write `paused`, then
+    sleep until killed) or raise. `stop["returns"]` maps other targets to a value they return
+    instead of running."""
+    for target, value in stop.get("returns", {}).items():
+        holder, attribute = _owner_and_name(target)
+        setattr(holder, attribute, lambda *args, _value=value, **kwargs: _value)
+    owner, name = _owner_and_name(stop["target"])
     real = getattr(owner, name)
     calls = itertools.count(1)
     lock = threading.Lock()
@@ -140,6 +151,8 @@ def _install_stop(stop: dict[str, Any], directory: Path) -> None:
 
     @functools.wraps(real)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if stop.get("match") and stop["match"] not in repr((args, kwargs)):
+            return real(*args, **kwargs)
         with lock:
             number = next(calls)
         if number == stop["call"] and stop["when"] == "before":
@@ -281,15 +294,18 @@ def runner(tmp_path_factory) -> Iterator[Runner]:
         process.wait(timeout=30)
 
 
-def mid_swap() -> dict[str, Any]:
-    """A pause inside `swap_in` once the new output is in place and the previous one is not yet
-    deleted: after the exchange of the two directories where the filesystem has one, else between
-    its two renames (the previous output aside, the new one not yet in place)."""
-    import featurelake.arrow_partitions as arrow_partitions
+def after_exchange() -> dict[str, Any]:
+    """A pause inside `swap_in` right after the atomic exchange of the new output and the previous
+    one (Linux on a local filesystem), before the previous one, now in the staging path, is deleted."""
+    return stop_at("featurelake.arrow_partitions:exchange_paths", 1, when="after")
 
-    if hasattr(arrow_partitions, "exchange_paths"):
-        return stop_at("featurelake.arrow_partitions:exchange_paths", 1, when="after")
-    return stop_at("fsspec.implementations.local:LocalFileSystem.mv", 1, when="after")
+
+def between_renames() -> dict[str, Any]:
+    """A pause inside `swap_in` between its two renames, as where the filesystem has no atomic
+    exchange (macOS, NFS, an old kernel): the previous output was moved aside (`.<name>.old-*`),
+    the new one is not in place."""
+    stop = stop_at("fsspec.implementations.local:LocalFileSystem.mv", 1, when="after")
+    return {**stop, "match": ".old-", "returns": {"featurelake.arrow_partitions:exchange_paths": False}}
 
 
 def stop_at(target: str, call: int = 1, *, when: str = "before", action: str = "pause") -> dict[str, Any]:
@@ -391,8 +407,8 @@ def stats_output(lake: Path) -> Path:
         pytest.param(
             stop_at("featurelake.merchant_stats:merchant_stats_of_bucket", 1), id="kill-aggregating"
         ),
-        # swap_in's first rename moved the previous output aside; the new one is not in place
-        pytest.param(mid_swap(), id="kill-mid-swap"),
+        pytest.param(between_renames(), id="kill-between-renames"),
+        pytest.param(after_exchange(), id="kill-after-exchange"),
         # swapped in; the staging directory is still there
         pytest.param(stop_at("featurelake.merchant_stats:remove_tree", 3), id="kill-after-swap"),
         pytest.param(
@@ -642,7 +658,8 @@ def profile_partitions(lake: Path) -> list[pd.DataFrame]:
     [
         # the profiles swapped in, the quarantine not yet
         pytest.param(stop_at("featurelake.arrow_partitions:swap_in", 2), id="kill-between-partitions"),
-        pytest.param(mid_swap(), id="kill-mid-swap"),
+        pytest.param(between_renames(), id="kill-between-renames"),
+        pytest.param(after_exchange(), id="kill-after-exchange"),
         # while the enrich stage's process pool runs
         pytest.param(stop_at("featurelake.merchant_profiles:validate_profile", 20), id="kill-enriching"),
     ],
