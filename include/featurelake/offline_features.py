@@ -15,14 +15,20 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from featurelake.feature_records import FeatureRecord, entity_keys, records_from_batches, text_id
-from featurelake.lake import LakeLayout, is_data_file, iso_day
+from featurelake.lake import LakeLayout, is_data_file, iso_day, local_path
 from featurelake.partitioning import require_date
 
 log = logging.getLogger(__name__)
 
 
 def arrow_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem of `location` (a local path or a URI) and the path on it."""
+    """The pyarrow filesystem of `location` (a local path or a URI) and the path on it. A `file:`
+    URI's path is taken as it is written, as the writers, fsspec and Hadoop take it: pyarrow's own
+    parsing decodes `%20` and cuts the path at `?` or `#`, so it read another directory than the
+    one written (and found nothing), and refused a path with a space."""
+    if location.startswith("file:"):
+        path = local_path(location, what="the location", remedy="pass a local path or a file:/// URI")
+        return pafs.LocalFileSystem(), str(path)
     if "://" in location:
         return pafs.FileSystem.from_uri(location)
     return pafs.LocalFileSystem(), location

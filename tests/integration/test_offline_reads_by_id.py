@@ -226,3 +226,22 @@ def test_a_read_of_a_partition_of_several_files_reads_each_footer_once(
     # Each file's footer once, each file once by the scan, and the first once more, when pyarrow
     # infers the dataset's schema from it: 9 before.
     assert sum(opens.values()) <= 7, opens
+
+
+@pytest.mark.parametrize("directory", ["pct%20lake", "hash#lake", "q?lake", "my lake"])
+def test_a_file_uri_is_read_where_the_writers_wrote(tmp_path: Path, directory: str) -> None:
+    """pyarrow's own URI parsing decoded `%20` and cut the path at `#` or `?`: the records a
+    writer had put under the literal path were not found (no error), and a space was refused."""
+    from featurelake.arrow_partitions import replace_partition
+    from featurelake.lake import LakeLayout
+
+    root = tmp_path / directory
+    layout = LakeLayout(f"file://{root}")
+    table = pa.table({"user_id": ["u1", "u2"], "total_spend": [3.5, 4.0]})
+    replace_partition(table, layout.user_features, date(2030, 1, 2))
+    assert (root / "features" / "user_features" / "date=2030-01-02").is_dir()
+    assert offline_features.feature_dates(layout.user_features) == [date(2030, 1, 2)]
+    records = offline_features.read_offline_features(layout.user_features, ["u2"], as_of=date(2030, 1, 5))
+    assert list(records) == ["u2"]
+    assert records["u2"].feature_date == "2030-01-02"
+    assert records["u2"].values["total_spend"] == 4.0
