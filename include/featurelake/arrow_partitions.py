@@ -42,8 +42,8 @@ def replace_partition(table: pa.Table, dataset: str, day: date, *, column: str =
 
 def hidden_sibling(path: str, label: str) -> str:
     """`<parent>/.<name>.<label>` for `path` = `<parent>/<name>` (a local path or an fsspec URI)."""
-    parent, name = path.rstrip("/").rsplit("/", 1)
-    return f"{parent}/.{name}.{label}"
+    parent, slash, name = path.rstrip("/").rpartition("/")
+    return f"{parent}{slash}.{name}.{label}"
 
 
 def remove_leftovers(output: str) -> None:
@@ -54,6 +54,7 @@ def remove_leftovers(output: str) -> None:
     import fsspec
 
     filesystem, target = fsspec.core.url_to_fs(output)
+    _refuse_glob_characters(filesystem, target, output)
     parent, name = target.rstrip("/").rsplit("/", 1)
     if not filesystem.isdir(parent):
         return
@@ -98,6 +99,7 @@ def swap_in(staged: str, output: str) -> None:
 
     filesystem, target = fsspec.core.url_to_fs(output)
     staged_path = fsspec.core.url_to_fs(staged)[1]
+    _refuse_glob_characters(filesystem, target, output)
     had_output = filesystem.exists(target)
     if had_output and "file" in _protocols(filesystem) and exchange_paths(staged_path, target):
         filesystem.rm(staged_path, recursive=True)  # the previous output
@@ -113,6 +115,21 @@ def swap_in(staged: str, output: str) -> None:
         raise
     if had_output:
         filesystem.rm(old, recursive=True)
+
+
+def _refuse_glob_characters(filesystem: object, path: str, location: str) -> None:
+    """fsspec expands `[`, `*` and `?` in the paths given to a recursive `mv` or `rm` as a glob on
+    every filesystem but the local one (s3fs, gcsfs and adlfs among them): a swap moved or deleted
+    the files of a look-alike directory (`lake1` for `lake[1]`). Such a path is refused first."""
+    if "file" in _protocols(filesystem):
+        return
+    found = sorted({character for character in "[*?" if character in path})
+    if found:
+        raise ValueError(
+            f"{location} holds {' and '.join(repr(c) for c in found)}, which fsspec reads as a glob "
+            "pattern on this filesystem: a swap of this directory could move or delete another "
+            "one's files. Choose a lake location and dataset names without [, * or ?"
+        )
 
 
 def _protocols(filesystem: object) -> tuple[str, ...]:
