@@ -312,7 +312,8 @@ def read_partition_range(
     """Read the date partitions of `path` in [start, end] (dates, both included) only.
 
     One listing of `path` picks the partition directories in range, and Spark reads only those: it
-    lists their files alone, infers the schema (when `schema` is None) from their files, and never
+    lists their files alone, infers the schema (when `schema` is None) from all their files, merged
+    (a column added from some date on is kept, null before it), and never
     opens a file outside the range. The filter on the partition column stays in the plan
     (`PartitionFilters`). `basePath` keeps the partition column in the result. A range with no
     partition (a `path` not written yet included), or whose partitions hold no data file (written
@@ -349,9 +350,10 @@ def _read_partitions(
 
     df = None
     reader = spark.read.option("basePath", path)
-    if schema is not None:
-        reader = reader.schema(schema)
-    elif not in_range:
+    # Without a schema, all the files' schemas merged: one file's dropped a column added from some
+    # date on, or kept it, by where the range began.
+    reader = reader.schema(schema) if schema is not None else reader.option("mergeSchema", "true")
+    if schema is None and not in_range:
         raise ValueError(
             f"{path} has no {partition_col}= partition in [{start}, {end}] to infer the schema from; "
             "pass schema= to read a range that may be empty"

@@ -448,3 +448,20 @@ def test_apply_per_key_names_columns_whose_names_spark_would_parse(spark, key, o
         ValueError, match=rf"columns {re.escape(repr(parsed))} have names Spark parses.*rename them"
     ):
         apply_per_key(df, key=key, fn=total, schema="user string, total double", num_partitions=2)
+
+
+def test_a_range_read_keeps_a_column_added_from_some_date_on(spark, tmp_path: Path) -> None:
+    """Without `schema`, the read took one file's schema: a column added on the second day was
+    dropped from that day's rows when the range began on the first."""
+    path = str(tmp_path / "events")
+    write_partitioned(_events(spark, DAYS[:1]), path, ["date"])
+    write_partitioned(_events(spark, DAYS[1:2]).withColumn("added", F.col("value") * 10), path, ["date"])
+
+    both = read_partition_range(spark, path, DAYS[0], DAYS[1])
+    assert both.columns == ["key", "value", "added", "date"]
+    rows = {(row["date"], row["key"]): row["added"] for row in both.collect()}
+    assert rows == {
+        **{(DAYS[0], f"k{k}"): None for k in range(5)},
+        **{(DAYS[1], f"k{k}"): 10 * (k + 1) for k in range(5)},
+    }
+    assert read_partition_range(spark, path, DAYS[1], DAYS[1]).columns == ["key", "value", "added", "date"]
