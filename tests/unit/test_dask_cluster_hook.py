@@ -118,3 +118,21 @@ def test_an_extra_that_is_no_json_object_is_refused_naming_the_connection(
     hook = hook_for(monkeypatch, {"host": "local", "extra": extra})
     with pytest.raises(ValueError, match=f"connection 'dask_test': {message}"):
         hook.local_cluster_options()
+
+
+@pytest.mark.parametrize(
+    ("uri", "address"),
+    [
+        ("tcp://[::1]:8786", "tcp://[::1]:8786"),
+        ("tls://[fd00::5]:8786", "tls://[fd00::5]:8786"),
+        ("tcp://[::1]", "tcp://[::1]"),
+    ],
+)
+def test_an_ipv6_scheduler_keeps_its_brackets(monkeypatch, uri: str, address: str) -> None:
+    """Airflow keeps `[::1]` of a URI as the host `::1`: its colons read as a port already given,
+    and the task failed saying to give the port once."""
+    from featurelake_airflow.hooks.dask_cluster import DaskClusterHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_DASK_URI", uri)
+    assert DaskClusterHook(dask_conn_id="dask_uri").scheduler_address() == address
+    assert hook_for(monkeypatch, {"host": "::1", "port": 8786}).scheduler_address() == "tcp://[::1]:8786"

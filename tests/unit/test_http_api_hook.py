@@ -101,3 +101,22 @@ def test_a_uri_connections_text_that_is_no_number_is_named(monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", "https://api.example.com?rate_per_second=fast")
     with pytest.raises(ValueError, match=r"connection 'merchants': extra 'rate_per_second'.*'fast'"):
         HttpApiHook(http_conn_id="merchants").get_conn()
+
+
+@pytest.mark.parametrize(
+    ("uri", "base_url"),
+    [
+        ("http://[::1]:8089", "http://[::1]:8089"),
+        ("https://[fd00::5]/v1", "https://[fd00::5]/v1"),
+        ("http://[::1]", "http://[::1]"),
+    ],
+)
+def test_an_ipv6_api_keeps_its_brackets(monkeypatch, uri: str, base_url: str) -> None:
+    """Airflow keeps `[::1]` of a URI as the host `::1`: `http://::1:8089` made no URL, and the task
+    failed saying to correct the host and port."""
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS_URI", uri)
+    assert HttpApiHook(http_conn_id="merchants_uri").get_conn().base_url == base_url
+    json_form = {"conn_type": "http", "host": "::1", "port": 8089}
+    assert config_of(monkeypatch, json_form).base_url == "http://[::1]:8089"

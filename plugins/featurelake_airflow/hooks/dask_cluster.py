@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from featurelake_airflow.connection_extra import extra_options
+from featurelake_airflow.connection_extra import extra_options, url_host
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -65,7 +65,7 @@ class DaskClusterHook(BaseHook):
         if "://" not in host:
             # A URI connection (`tls://dask-scheduler:8786`) keeps its scheme as the conn_type.
             scheme = (connection.conn_type or "").lower()
-            host = f"{scheme if scheme in SCHEDULER_SCHEMES else 'tcp'}://{host}"
+            host = f"{scheme if scheme in SCHEDULER_SCHEMES else 'tcp'}://{url_host(host)}"
         if not connection.port:
             return host
         if ":" in host.split("://", 1)[1].rsplit("]", 1)[-1]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from featurelake_airflow.connection_extra import extra_options
+from featurelake_airflow.connection_extra import extra_options, url_host
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -105,7 +105,7 @@ class HttpApiHook(BaseHook):
         else:
             scheme = "https" if connection.conn_type == "https" else "http"
             path = f"/{schema}" if schema else ""
-        host = connection.host if "://" in connection.host else f"{scheme}://{connection.host}"
+        host = connection.host if "://" in connection.host else f"{scheme}://{url_host(connection.host)}"
         base_url = host
         if connection.port:
             # After the host, not after a path the host may carry ("https://api/v1" gave /v1:8443).
