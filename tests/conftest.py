@@ -34,6 +34,18 @@ os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """FEATURELAKE_TEST_SQL_ALCHEMY_CONN is one database, which pytest-xdist's workers would share:
+    `dag.test()` of one worker deletes the other's run of the same date."""
+    workers = getattr(config.option, "numprocesses", None)
+    if os.environ.get("FEATURELAKE_TEST_SQL_ALCHEMY_CONN") and workers not in (None, 0):
+        raise pytest.UsageError(
+            "FEATURELAKE_TEST_SQL_ALCHEMY_CONN names one database, and the tests would run on "
+            f"{workers} pytest-xdist workers sharing it: run them in one process "
+            "(make test TEST_WORKERS=0, or pytest -n 0)"
+        )
+
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT_ROOT
@@ -70,7 +82,14 @@ LONGEST_MODULES = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the markers added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/integration, and every test with a migrated Airflow database
+    (`airflow_db`), is an integration test, whether or not its module says so: `-m 'not
+    integration'` ran two modules that start Redis servers, and the README's backfill commands."""
+    for item in items:
+        if item.nodeid.startswith("tests/integration/") or "airflow_db" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
     rank = {module: n for n, module in enumerate(LONGEST_MODULES)}
     items.sort(
         key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank))
