@@ -25,7 +25,9 @@ DAY = date(2030, 1, 1)
 # Two files per version, named anew by each write (as Spark and Dask name theirs).
 FILES = (["u1", "u2"], ["u3"])
 IDS = ["u1", "u2", "u3"]
-SECONDS = 4.0
+# Read until both are reached, however long a busy machine takes: no clock bounds the test.
+READS = 200
+SWAPS = 30
 PAUSE = 0.1  # between two swaps: a read overlaps one often, and five in a row (a retry each) almost never
 
 
@@ -59,11 +61,13 @@ def test_reads_during_swaps_give_one_whole_version(
     target = features / f"date={DAY.isoformat()}"
     write_version(target, 0)
     stop = threading.Event()
+    swaps = [0]
 
     def rewrite() -> None:
         version = 1
         while not stop.is_set():
             write_version(target, version)
+            swaps[0] = version
             version += 1
             time.sleep(PAUSE)
 
@@ -71,8 +75,8 @@ def test_reads_during_swaps_give_one_whole_version(
     writer.start()
     reads, failures = 0, []
     try:
-        deadline = time.monotonic() + SECONDS
-        while time.monotonic() < deadline:
+        while reads < READS or swaps[0] < SWAPS:
+            assert writer.is_alive(), "the writer thread died; see its traceback above"
             reads += 1
             try:
                 got = read_offline_features(str(features), IDS, as_of=DAY)
@@ -87,5 +91,5 @@ def test_reads_during_swaps_give_one_whole_version(
     finally:
         stop.set()
         writer.join()
-    assert reads > 20, f"only {reads} reads in {SECONDS} s"
+    assert reads >= READS and swaps[0] >= SWAPS
     assert not failures, f"{len(failures)} of {reads} reads failed or mixed versions, e.g. {failures[:3]}"
