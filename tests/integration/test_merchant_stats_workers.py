@@ -5,6 +5,7 @@ lake's volume was not mounted). The job fails at once, naming the worker and the
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sysconfig
 import threading
@@ -81,22 +82,33 @@ def test_a_worker_that_cannot_import_featurelake_fails_the_job_at_once(lake: Pat
     assert not (lake / "_staging" / "merchant_stats" / f"date={DS}").exists()
 
 
-def unshare_allowed() -> bool:
+def unshare_mount() -> list[str]:
+    """The command prefix that runs a worker in a mount namespace of its own where it may mount a
+    tmpfs: as root, `unshare --mount`; otherwise in a user namespace too, as its root. Fails the
+    test, saying what to do, where neither is allowed."""
+    prefix = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--map-root-user", "--mount"]
     try:
-        return subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
+        result = subprocess.run(
+            [*prefix, "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, text=True
+        )
     except FileNotFoundError:
-        return False
+        pytest.fail("these tests need `unshare` (util-linux): install it")
+    if result.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(prefix)}` cannot mount a tmpfs here ({result.stderr.strip()}): run the tests "
+            "as root, or allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+            "or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 23.10 and later)"
+        )
+    return prefix
 
 
-@pytest.mark.skipif(not unshare_allowed(), reason="needs `unshare --mount` (root or user namespaces)")
 def test_a_worker_that_does_not_see_the_lake_fails_the_job_naming_it(lake: Path, tmp_path: Path) -> None:
     """The worker runs in a mount namespace of its own where an empty tmpfs hides the lake. It failed
     the job with a FileNotFoundError of a raw file that the Airflow task sees, and no remedy."""
     logs = tmp_path / "logs"
     logs.mkdir()
     command = [
-        "unshare",
-        "--mount",
+        *unshare_mount(),
         "sh",
         "-c",
         f'mount -t tmpfs tmpfs "{lake}" && exec "$0" "$@"',
@@ -112,7 +124,6 @@ def test_a_worker_that_does_not_see_the_lake_fails_the_job_naming_it(lake: Path,
     assert not (lake / "_staging" / "merchant_stats" / f"date={DS}").exists()
 
 
-@pytest.mark.skipif(not unshare_allowed(), reason="needs `unshare --mount` (root or user namespaces)")
 def test_workers_that_do_not_share_the_staging_directory_fail_the_job(lake: Path, tmp_path: Path) -> None:
     """Two workers see the raw lake, but each has a private `_staging/` (an empty tmpfs in its own
     mount namespace), as when the lake's scratch space is a disk of each host. Each bucket task read
@@ -121,8 +132,7 @@ def test_workers_that_do_not_share_the_staging_directory_fail_the_job(lake: Path
     logs.mkdir()
     (lake / "_staging").mkdir()
     command = [
-        "unshare",
-        "--mount",
+        *unshare_mount(),
         "sh",
         "-c",
         f'mount -t tmpfs tmpfs "{lake / "_staging"}" && exec "$0" "$@"',

@@ -36,8 +36,9 @@ def ipv6_port(tmp_path_factory) -> Iterator[int]:
             except redis.ConnectionError:
                 assert server.poll() is None, (folder / "redis.log").read_text()
                 if time.monotonic() > deadline:
-                    pytest.skip(
-                        f"no redis-server on ::1 (no IPv6 loopback here?): {(folder / 'redis.log').read_text()}"
+                    pytest.fail(
+                        "no redis-server answered on ::1: enable IPv6 on the loopback interface "
+                        f"(sysctl net.ipv6.conf.lo.disable_ipv6=0); {(folder / 'redis.log').read_text()}"
                     )
                 time.sleep(0.1)
         yield port

@@ -23,10 +23,11 @@ finally:
 """
 
 
-@pytest.mark.skipif(
-    shutil.which("taskset") is None or (os.cpu_count() or 1) < 2, reason="needs taskset and 2 CPUs"
-)
 def test_local_all_cores_is_sized_to_the_cpus_the_driver_may_use() -> None:
+    if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        pytest.fail(
+            "this test pins the driver to one of two CPUs or more: it needs taskset (util-linux) and 2 CPUs"
+        )
     # Pinned to one CPU, local[*] runs one core (the JVM's availableProcessors), whatever os.cpu_count() says.
     result = subprocess.run(
         ["taskset", "-c", "0", sys.executable, "-c", SCRIPT],
