@@ -18,6 +18,7 @@ import pytest
 
 from featurelake.synthetic import generate_lake
 from tests.integration.test_user_features_job import assert_matches_oracle, read_features
+from tests.oracle.latest_features_duckdb import latest_features
 from tests.oracle.user_features_duckdb import compute_user_features
 from tests.support import PROJECT_ROOT, VENV_BIN, free_port
 
@@ -63,13 +64,12 @@ def assert_online_store_holds(nodes: list[str], lake: Path, day: date) -> None:
 
 
 def assert_view_holds_the_latest_features(lake: Path, day: date) -> None:
-    """views/user_features_latest is each user's newest feature row on or before `day`."""
+    """views/user_features_latest is each user's newest feature row on or before `day`, as DuckDB
+    finds it in the feature partitions (not the view's own `latest_per_entity`)."""
     from deltalake import DeltaTable
 
-    from featurelake.materialized_views import latest_per_entity
-
     view = DeltaTable(str(lake / "views" / "user_features_latest")).to_pyarrow_table().sort_by("user_id")
-    want, _ = latest_per_entity(str(lake / "features" / "user_features"), as_of=day)
+    want = latest_features(lake / "features" / "user_features", day)
     assert view.num_rows > 100 and view.to_pylist() == want.to_pylist()
 
 
