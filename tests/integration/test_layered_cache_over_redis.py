@@ -5,7 +5,6 @@ once."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
 
 import pytest
@@ -63,12 +62,25 @@ def test_concurrent_misses_of_one_id_compute_it_once(redis_nodes: list[str]) -> 
         def read(name: str) -> None:
             results[name] = cache.get_many(["x"])
 
-        first = threading.Thread(target=read, args=("first",))
+        # The second read has begun, and missed in Redis, once its store read returns: released
+        # then, whatever the machine's speed, the first computation ends while the second is in
+        # flight, before or after it reaches the wait for it.
+        second_missed = threading.Event()
+        read_store = store.read
+
+        def store_read(*args, **kwargs):
+            found = read_store(*args, **kwargs)
+            if threading.current_thread().name == "second":
+                second_missed.set()
+            return found
+
+        store.read = store_read
+        first = threading.Thread(target=read, args=("first",), name="first")
         first.start()
         assert entered.wait(10)
-        second = threading.Thread(target=read, args=("second",))
+        second = threading.Thread(target=read, args=("second",), name="second")
         second.start()
-        time.sleep(0.3)  # the second read misses locally and in Redis while the first computes
+        assert second_missed.wait(10)
         release.set()
         first.join(10)
         second.join(10)
