@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import filecmp
 import logging
+import math
 import os
 import shutil
 import time
@@ -143,9 +144,14 @@ _MICROS_PER_DAY: Final = 86_400_000_000
 _EPOCH: Final = date(1970, 1, 1)
 _TRANSACTION_ID_DIGITS: Final = 9
 _MAX_STRING_BYTES: Final = 2**31 - 1
-MAX_ROWS_PER_DATE: Final = _MAX_STRING_BYTES // len(f"t20260101-{0:0{_TRANSACTION_ID_DIGITS}d}")
+_MAX_IDS_PER_DATE: Final = _MAX_STRING_BYTES // len(f"t20260101-{0:0{_TRANSACTION_ID_DIGITS}d}")
+MAX_ROWS_PER_DATE: Final = int(
+    (_MAX_IDS_PER_DATE - 10 * math.sqrt(_MAX_IDS_PER_DATE)) / (1 + MESSY_ROW_FRACTIONS["duplicate_row"])
+)
 """Most expected rows (users * transactions_per_user_day) of one date: its transaction ids must fit
-in one Arrow string array."""
+in one Arrow string array (_MAX_IDS_PER_DATE), and the rows are a Poisson draw around the mean plus
+duplicate copies. So the mean leaves room for the copies and ten standard deviations of the draw: a
+mean just below the array's size passed the check, drew every column (gigabytes), then failed."""
 # Stream tags keep the population's and the dates' generators independent for the same seed.
 _POPULATION_STREAM: Final = 0
 _DATE_STREAM: Final = 1
@@ -568,6 +574,6 @@ def _check_rows_per_date(*, users: int, transactions_per_user_day: float) -> Non
         rows = f"{expected:,.0f}" if expected < 1e15 else f"{expected:.3g}"
         raise ValueError(
             f"users * transactions_per_user_day = {users} * {transactions_per_user_day} = {rows} rows per "
-            f"date, more than one date file holds ({MAX_ROWS_PER_DATE:,}); lower users or "
-            "transactions_per_user_day"
+            f"date, more than one date file holds with its duplicate rows ({MAX_ROWS_PER_DATE:,}); "
+            "lower users or transactions_per_user_day"
         )

@@ -523,17 +523,33 @@ def _no_population(**kwargs: object) -> None:
         pytest.param(10, 1e300, id="rate-overflowing-numpy-poisson"),
         pytest.param(10, 1e8, id="huge-rate"),
         pytest.param(MAX_ROWS_PER_DATE + 1, 1.0, id="huge-users"),
+        # a mean this close to the ids one array holds passed, then failed after drawing every column
+        pytest.param(113_000_000, 1.0, id="no-room-for-the-draw-and-the-duplicates"),
     ],
 )
 def test_too_many_rows_per_date_are_refused_before_anything_is_allocated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, users: int, rate: float
 ) -> None:
     monkeypatch.setattr("featurelake.synthetic.build_population", _no_population)
-    with pytest.raises(ValueError, match=r"rows per date, more than one date file holds \(113,025,455\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"rows per date, more than one date file holds with its duplicate rows \(112,357,354\)",
+    ):
         generate_lake(
             lake=tmp_path, start=START, end=START, users=users, seed=1, transactions_per_user_day=rate
         )
     assert not any(tmp_path.iterdir()), "nothing is written"
+
+
+def test_the_largest_mean_leaves_room_for_its_draw_and_its_duplicates() -> None:
+    """The rows of a date are a Poisson draw around the mean plus about 0.5% duplicate copies, and
+    their ids must fit one Arrow string array: at the largest mean accepted, ten standard deviations
+    of the draw and the copies still fit."""
+    from featurelake.synthetic import _MAX_IDS_PER_DATE
+
+    duplicates = MESSY_ROW_FRACTIONS["duplicate_row"]
+    assert MAX_ROWS_PER_DATE * (1 + duplicates) + 10 * MAX_ROWS_PER_DATE**0.5 <= _MAX_IDS_PER_DATE
+    assert MAX_ROWS_PER_DATE > 0.99 * _MAX_IDS_PER_DATE
 
 
 def test_one_date_with_too_many_rows_is_refused_naming_the_inputs() -> None:
