@@ -114,12 +114,13 @@ end
 # on the new owner was written after the switch to the new ring, so it is the current one).
 # ARGV[2..]: value_1, ttl_ms_1, value_2, ttl_ms_2, ... (ttl 0: no expiry).
 # Sets each key unless it holds a record with a later feature date (element 2 of the msgpack array).
-# Returns the number of keys set.
-_WRITE_IF_NOT_OLDER = (
+# _WRITE_IF_NOT_OLDER returns the number of keys set; _COPY_IF_NOT_OLDER, the keys set, so that a
+# rebalance takes back only the copies it wrote (never a record the owner held already).
+_SET_IF_NOT_OLDER = (
     _RECORD_DATE
     + """
 local replace_same_date = ARGV[1] == '1'
-local written = 0
+local set_keys = {}
 for i, key in ipairs(KEYS) do
   local value = ARGV[2 * i]
   local ttl = ARGV[2 * i + 1]
@@ -136,12 +137,13 @@ for i, key in ipairs(KEYS) do
     else
       redis.call('SET', key, value, 'PX', ttl)
     end
-    written = written + 1
+    set_keys[#set_keys + 1] = key
   end
 end
-return written
 """
 )
+_WRITE_IF_NOT_OLDER = _SET_IF_NOT_OLDER + "return #set_keys\n"
+_COPY_IF_NOT_OLDER = _SET_IF_NOT_OLDER + "return set_keys\n"
 
 # KEYS: keys. ARGV: the value each must still hold. Deletes those that do; returns {deleted, gone,
 # changed}: how many keys were deleted, the keys no longer there (expired or deleted since they
@@ -733,13 +735,20 @@ class OnlineStore:
         return kept
 
     def _write_node(
-        self, node: str, entries: Sequence[tuple[bytes, bytes, str]], *, same_date: str = _REPLACE_SAME_DATE
-    ) -> int:
-        """Run the write script once on `node` for `entries` (key, value, ttl ms); return keys set."""
+        self,
+        node: str,
+        entries: Sequence[tuple[bytes, bytes, str]],
+        *,
+        same_date: str = _REPLACE_SAME_DATE,
+        keys_set: bool = False,
+    ) -> int | list[bytes]:
+        """Run the write script once on `node` for `entries` (key, value, ttl ms); return how many
+        keys it set, or with `keys_set` which."""
         client = self.client(node)
-        script = client.register_script(_WRITE_IF_NOT_OLDER)
+        script = client.register_script(_COPY_IF_NOT_OLDER if keys_set else _WRITE_IF_NOT_OLDER)
         args = [same_date, *(part for _, value, ttl in entries for part in (value, ttl))]
-        return int(script(keys=[key for key, _, _ in entries], args=args))
+        reply = script(keys=[key for key, _, _ in entries], args=args)
+        return list(reply) if keys_set else int(reply)
 
     def _write_cluster(
         self, values: Mapping[bytes, bytes], ttl: str, *, same_date: str = _REPLACE_SAME_DATE
@@ -1163,9 +1172,13 @@ class OnlineStore:
         if not present:
             return
         by_key = {entry[0]: entry for entry in present}
+        copied: set[bytes] = set()
         for owner, group in self.ring.group_by_node(by_key).items():
-            written = self._write_node(owner, [by_key[key] for key in group], same_date=_KEEP_SAME_DATE)
-            report.kept_newer += len(group) - written
+            written = self._write_node(
+                owner, [by_key[key] for key in group], same_date=_KEEP_SAME_DATE, keys_set=True
+            )
+            copied.update(written)
+            report.kept_newer += len(group) - len(written)
         delete = self.client(source).register_script(_DELETE_IF_UNCHANGED)
         deleted, gone, changed = delete(
             keys=[key for key, _, _ in present], args=[value for _, value, _ in present]
@@ -1174,8 +1187,10 @@ class OnlineStore:
         report.changed_during_move += len(changed)
         report.moved += int(deleted)
         report.moved_from[source] = report.moved_from.get(source, 0) + int(deleted)
-        if gone or changed:
-            self._take_back_copies(source, [by_key[key] for key in (*gone, *changed)])
+        # Only the copies this move wrote: where the owner held the key already (a writer on the
+        # new ring), the record there is its own, and stays whatever became of the old one.
+        if outdated := [by_key[key] for key in (*gone, *changed) if key in copied]:
+            self._take_back_copies(source, outdated)
 
     def _take_back_copies(self, source: str, entries: Sequence[tuple[bytes, bytes, str]]) -> None:
         """Delete the copies of `entries` (key, copied value, ttl) from their owners where the owner
@@ -1185,7 +1200,8 @@ class OnlineStore:
         live on until its TTL ran out, or forever without one. A key changed there (a writer still
         on the old ring) stays for the next pass, which would keep a copy of the same feature date
         as the change (a record of that date on the owner counts as the current one) and delete the
-        change. A key that expired has a copy that expires as it did: deleting it changes nothing."""
+        change. A key that expired has a copy that expires as it did: deleting it changes nothing.
+        Only copies the move wrote are given: a key the owner already held keeps its record."""
         taken_back = self._delete_unchanged_on_owners({key: value for key, value, _ in entries})
         log.info(
             "%d keys changed or left %s during their move (changed ones stay for the next pass): %d "

@@ -224,6 +224,29 @@ def test_keys_expiring_during_a_rebalance_neither_fail_the_pass_nor_live_on(redi
     assert not any(expiring_keys_left().values()), f"keys outlived their TTL: {expiring_keys_left()}"
 
 
+def test_a_record_the_new_owner_held_stays_when_the_old_copy_expires_during_its_move(
+    redis_nodes: list[str],
+) -> None:
+    """A rerun of the same date on the new ring wrote the same bytes to each key's new owner; the
+    old node's keys then expired while they were moved. The pass, which had copied nothing (the
+    owner held the date), took back its "copies": it deleted the owner's records, and the keys were
+    on no node, with the pass complete."""
+    old, new = redis_nodes[:1], redis_nodes[:2]
+    with OnlineStore(OnlineStoreConfig(nodes=old)) as store:
+        store.write(VIEW, records(600))
+    migrating = OnlineStoreConfig(nodes=new, previous_nodes=old)
+    with OnlineStore(migrating) as store:
+        store.write(VIEW, records(600))  # the rerun, on the new ring
+    moving = {key for key in keys_on(old[0]) if ShardRing(new).node_for(key) == new[1]}
+    assert len(moving) > 100 and moving <= keys_on(new[1])
+
+    with _ExpiringSource(migrating) as store:
+        report = store.rebalance()
+        assert store.read(VIEW, [entity for entity, _ in records(600)]) == dict(records(600))
+    assert report.complete and report.kept_newer >= len(moving) and report.moved == 0, report
+    assert moving <= keys_on(new[1]), "the new owner lost records it held before the pass"
+
+
 @pytest.mark.parametrize("batch_size", [1, 1000])
 def test_an_entity_given_twice_in_one_write_keeps_its_later_record(
     redis_nodes: list[str], batch_size: int
