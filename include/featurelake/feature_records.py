@@ -119,9 +119,12 @@ def plain_value(column: str, value: Any) -> Any:
     if isinstance(value, float):
         return None if math.isnan(value) else value
     if isinstance(value, np.datetime64):
-        # .item() of a nanosecond datetime64 is an int: go through microseconds (NaT: None)
-        instant = value.astype("datetime64[us]").item()
-        if isinstance(instant, int):  # outside a Python datetime's years, .item() is microseconds
+        # A date (a date32 column through numpy) is an ISO date, as the same column's
+        # `datetime.date` from Arrow is, not the timestamp of its midnight. .item() of a nanosecond
+        # datetime64 is an int: go through microseconds (NaT: None).
+        is_date = np.datetime_data(value.dtype)[0] in ("D", "W", "M", "Y")
+        instant = value.astype("datetime64[D]" if is_date else "datetime64[us]").item()
+        if isinstance(instant, int):  # outside a Python date's years, .item() is days or microseconds
             raise ValueError(
                 f"feature column {column!r} holds {value}, outside the years 1 to 9999 that the "
                 "online format's ISO timestamps hold; clip it, or store it as a number of seconds"

@@ -3,7 +3,7 @@ text that UTF-8 cannot encode. Each is refused naming the column, never stored a
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import msgpack
 import numpy as np
@@ -17,6 +17,7 @@ from featurelake.feature_records import FeatureRecord, decode_record, encode_rec
     [
         pytest.param(np.datetime64("10000-01-01T00:00:00"), id="after-year-9999"),
         pytest.param(np.datetime64("0000-06-01"), id="before-year-1"),
+        pytest.param(np.datetime64("10000-01-01", "D"), id="a-date-after-year-9999"),
     ],
 )
 def test_a_numpy_datetime_outside_pythons_years_is_refused(value: np.datetime64) -> None:
@@ -24,6 +25,21 @@ def test_a_numpy_datetime_outside_pythons_years_is_refused(value: np.datetime64)
     # timestamps as ISO text: a reader got 253402300800000000 back.
     with pytest.raises(ValueError, match=r"feature column 'ts' holds .* outside the years 1 to 9999"):
         plain_value("ts", value)
+
+
+def test_a_date_through_numpy_is_stored_as_the_same_date_arrow_gives() -> None:
+    """A date32 column read through numpy (`to_numpy()`, a custom compute of the layered cache) gave
+    datetime64[D] values, stored as the timestamp of their midnight ('2026-01-02T00:00:00Z'), where
+    the publish, through Arrow's `to_pylist`, stored the date ('2026-01-02'): one entity's value
+    depended on the layer that served it."""
+    import pyarrow as pa
+
+    column = pa.array([date(2026, 1, 2), None], pa.date32())
+    through_arrow = [plain_value("first_seen", value) for value in column.to_pylist()]
+    through_numpy = [plain_value("first_seen", value) for value in column.to_numpy(zero_copy_only=False)]
+    assert through_numpy == through_arrow == ["2026-01-02", None]
+    assert plain_value("m", np.datetime64("2026-03", "M")) == "2026-03-01"
+    assert plain_value("ts", np.datetime64("2026-01-02T03:04:05")) == "2026-01-02T03:04:05Z"
 
 
 @pytest.mark.parametrize(
