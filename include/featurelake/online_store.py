@@ -204,6 +204,19 @@ def _host_port(node: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _with_default_port(entry: str) -> str | None:
+    """A `startup_nodes` entry as host:port, with Redis's port 6379 when it names none; None when
+    it is an IPv6 address without brackets, whose last group could be a port or not (`fd00::2` is
+    not host `fd00:` and port 2)."""
+    if entry.startswith("["):
+        if "]" not in entry:
+            return None
+        return entry if "]:" in entry else f"{entry}:6379"
+    if entry.count(":") > 1:
+        return None
+    return entry if ":" in entry else f"{entry}:6379"
+
+
 def _is_node(entry: object) -> bool:
     """Whether a `nodes` entry is a host:port string, as the store reads them."""
     if not isinstance(entry, str):
@@ -397,9 +410,15 @@ class OnlineStoreConfig:
                 f"connection {conn_id!r} sets both `nodes` and `startup_nodes`: list the nodes in one"
             )
         here = [f"{host}:{port or 6379}"] if host else []
-        nodes = extra.get("nodes") or list(
-            dict.fromkeys(here + [n if ":" in n else f"{n}:6379" for n in more])
-        )
+        startup_nodes = [_with_default_port(entry) for entry in more]
+        for entry, node in zip(more, startup_nodes, strict=True):
+            if node is None or not _is_node(node):
+                raise ValueError(
+                    f"connection {conn_id!r}: `startup_nodes` holds {entry!r}; each entry must be a host "
+                    'or host:port, for example "redis-1:6379", with an IPv6 address in brackets '
+                    '("[fd00::2]" or "[fd00::2]:6379")'
+                )
+        nodes = extra.get("nodes") or list(dict.fromkeys(here + startup_nodes))
         if not nodes:
             raise ValueError(f"connection {conn_id!r} names no Redis node: set its host, or a `nodes` extra")
         for name in ("nodes", "previous_nodes"):

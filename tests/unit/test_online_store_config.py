@@ -79,6 +79,22 @@ def test_the_forms_startup_nodes_list_a_rings_or_a_clusters_other_nodes() -> Non
     assert cluster.cluster and cluster.nodes == ("c0:7000", "c1:7000")
 
 
+def test_startup_nodes_take_ipv6_addresses_in_brackets_and_refuse_them_bare() -> None:
+    """`fd00::2` had a ':' and so was taken as host:port: host `fd00:`, port 2, with no check; the
+    ring hashed that name and the client failed to connect naming neither the entry nor the fix."""
+    ring = OnlineStoreConfig.from_connection(
+        host="fd00::1", port=6379, extra={**REDIS_FORM_DEFAULTS, "startup_nodes": "[fd00::2], [fd00::3]:6380"}
+    )
+    assert ring.nodes == ("fd00::1:6379", "[fd00::2]:6379", "[fd00::3]:6380")
+    for entry in ("fd00::2", "fd00::2:6379", "[fd00::2", "r1:port"):
+        with pytest.raises(
+            ValueError, match=rf"`startup_nodes` holds {re.escape(repr(entry))}; .* in brackets"
+        ):
+            OnlineStoreConfig.from_connection(
+                host="r0", port=6379, extra={**REDIS_FORM_DEFAULTS, "startup_nodes": f"r1, {entry}"}
+            )
+
+
 def test_the_forms_tls_fields_reach_the_clients() -> None:
     extra = {**REDIS_FORM_DEFAULTS, "ssl": True, "ssl_ca_certs": "/etc/ca.pem", "ssl_check_hostname": True}
     config = OnlineStoreConfig.from_connection(host="r0", port=6380, extra=extra)
