@@ -46,16 +46,28 @@ def default_executor_cores(master: str) -> int | None:
     return 1 if master.startswith(("yarn", "k8s://")) else None
 
 
+def dynamic_allocation(conf: Mapping[str, str]) -> bool:
+    """Whether a job on a cluster runs with dynamic allocation, given the properties set over the
+    base: as `spark.dynamicAllocation.enabled` says, else on, unless they fix the executor count
+    (`spark.executor.instances`, and no other `spark.dynamicAllocation.*`). Under dynamic
+    allocation that count is only the first one, with no ceiling: a job capped at 4 executors on
+    a shared queue could take the whole queue."""
+    if "spark.dynamicAllocation.enabled" in conf:
+        return str(conf["spark.dynamicAllocation.enabled"]).strip().lower() == "true"
+    fixed = conf.get("spark.executor.instances")
+    return not fixed or any(key.startswith("spark.dynamicAllocation.") for key in conf)
+
+
 def cluster_core_count(conf: Mapping[str, str], *, master: str = "") -> int | None:
     """The most executor cores a job on a cluster can hold, read from its Spark properties:
     `spark.cores.max` (standalone), else `spark.executor.cores` (on YARN and Kubernetes 1 when
     unset, Spark's default there) times the executor count (`spark.dynamicAllocation.maxExecutors`
-    with dynamic allocation, which the base enables, else `spark.executor.instances`). None when
+    with dynamic allocation, `dynamic_allocation`, else `spark.executor.instances`). None when
     the properties leave it open."""
     if conf.get("spark.cores.max"):
         return int(conf["spark.cores.max"])
     cores = conf.get("spark.executor.cores") or default_executor_cores(master)
-    dynamic = conf.get("spark.dynamicAllocation.enabled", "true").lower() == "true"
+    dynamic = dynamic_allocation(conf)
     executors = conf.get("spark.dynamicAllocation.maxExecutors" if dynamic else "spark.executor.instances")
     if not cores or not executors:
         return None
@@ -133,7 +145,8 @@ def base_spark_conf(
     AQE coalesces small shuffle partitions and splits skewed joins (a few heavy users dominate
     transaction data). Shuffle partitions are sized to the cores: on a local master 16 per core; on
     a cluster 3 per core it can hold (`cluster_core_count`), at least 200; AQE then coalesces
-    them. Dynamic allocation only makes sense with a cluster manager, so local masters never get it.
+    them. Dynamic allocation only makes sense with a cluster manager, so local masters never get it,
+    nor a cluster job whose properties fix its executor count (`dynamic_allocation`).
     """
     conf = {
         "spark.sql.adaptive.enabled": "true",
@@ -170,8 +183,9 @@ def base_spark_conf(
         conf["spark.sql.shuffle.partitions"] = str(
             max(CLUSTER_MIN_SHUFFLE_PARTITIONS, CLUSTER_SHUFFLE_PARTITIONS_PER_CORE * (cores or 0))
         )
-        conf["spark.dynamicAllocation.enabled"] = "true"
-        conf["spark.dynamicAllocation.shuffleTracking.enabled"] = "true"
+        if dynamic_allocation(submitted or {}):
+            conf["spark.dynamicAllocation.enabled"] = "true"
+            conf["spark.dynamicAllocation.shuffleTracking.enabled"] = "true"
     return conf
 
 

@@ -62,6 +62,25 @@ def test_cluster_base_enables_dynamic_allocation() -> None:
     assert "spark.sql.sources.parallelPartitionDiscovery.threshold" not in conf
 
 
+@pytest.mark.parametrize(
+    ("submitted", "dynamic"),
+    [
+        ({}, True),
+        ({"spark.executor.cores": "2"}, True),
+        # a fixed count: under dynamic allocation it was only the first, with no ceiling
+        ({"spark.executor.instances": "4"}, False),
+        ({"spark.executor.instances": "4", "spark.dynamicAllocation.maxExecutors": "8"}, True),
+        ({"spark.executor.instances": "4", "spark.dynamicAllocation.enabled": "true"}, True),
+        ({"spark.dynamicAllocation.enabled": "false"}, False),
+    ],
+)
+def test_a_fixed_executor_count_turns_no_dynamic_allocation_on(submitted: dict, dynamic: bool) -> None:
+    base = base_spark_conf(master="yarn", submitted=submitted)
+    merged = {**base, **submitted}
+    assert merged.get("spark.dynamicAllocation.enabled", "false") == str(dynamic).lower()
+    assert ("spark.dynamicAllocation.shuffleTracking.enabled" in base) == dynamic
+
+
 def test_cluster_shuffle_partitions_follow_the_cores_the_job_can_hold() -> None:
     def partitions(**submitted: str) -> int:
         conf = {key.replace("_", "."): value for key, value in submitted.items()}
@@ -81,7 +100,8 @@ def test_cluster_shuffle_partitions_follow_the_cores_the_job_can_hold() -> None:
     # a small cluster, or a size the properties leave open: Spark's default, which AQE coalesces
     assert partitions(spark_cores_max="16") == 200
     assert partitions(spark_executor_cores="8") == 200
-    assert partitions(spark_executor_cores="8", spark_executor_instances="100") == 200
+    # a fixed executor count: static executors, 800 cores
+    assert partitions(spark_executor_cores="8", spark_executor_instances="100") == 2400
     assert partitions() == 200
 
 
