@@ -81,6 +81,11 @@ TILE_SCHEMA = T.StructType(
 # The empty file in each tile partition a run has written, even one with no rows (a date with no
 # clean transaction): planning tells a built date from a missing one by it.
 TILE_BUILT_MARKER = "_BUILT"
+# The version of what a tile holds, written in its marker: raise it with any change to the tiles'
+# columns or to what they mean (their amount units, say), and every tile of another version is
+# rebuilt by the next run that needs it, instead of being combined with the new ones. 2: the first
+# named (exact cents above 2**32, 2026-12-06).
+TILE_FORMAT = 2
 
 MICROS_PER_UNIT = 1_000_000
 

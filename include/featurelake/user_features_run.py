@@ -41,6 +41,7 @@ from featurelake.raw_contract_arrow import FOOTER_READERS, contract_column_name,
 from featurelake.user_features import (
     RAW_DATA_COLUMNS,
     TILE_BUILT_MARKER,
+    TILE_FORMAT,
     TILE_SCHEMA,
     FeatureRunReport,
     build_daily_tiles,
@@ -106,29 +107,29 @@ def remove_withdrawn_dates(
 def tile_sources(
     spark: SparkSession, layout: LakeLayout, raw_files: Mapping[date, list[list[Any]]]
 ) -> dict[date, str]:
-    """What each date's tile is built from, as the text of its TILE_BUILT_MARKER: the data files of
-    its raw partition (`raw_files`, from `list_date_partitions`) and of the categories lookup
-    (`partition_fingerprint`), from listings only."""
+    """What each date's tile is built from, as the text of its TILE_BUILT_MARKER: the tile format
+    (TILE_FORMAT), the data files of its raw partition (`raw_files`, from `list_date_partitions`)
+    and of the categories lookup (`partition_fingerprint`), from listings only."""
     categories = partition_fingerprint(spark, layout.raw_categories)
     return {
-        day: json.dumps({"raw_transactions": files, "categories": categories}, separators=(",", ":"))
+        day: json.dumps(
+            {"tile_format": TILE_FORMAT, "raw_transactions": files, "categories": categories},
+            separators=(",", ":"),
+        )
         for day, files in raw_files.items()
     }
 
 
 def rewritten_since_built(spark: SparkSession, layout: LakeLayout, sources: dict[date, str]) -> list[date]:
     """The dates whose tile was built from other raw files or another categories lookup than the lake
-    holds now (its marker differs from `sources`): re-landed data, or a regenerated lake. A marker
-    with no text (a tile built before markers named their sources) is taken as current."""
+    holds now, or by code of another tile format (its marker differs from `sources`): re-landed
+    data, a regenerated lake, or tiles older than the code. A marker with no text, or none (a tile
+    built before markers named their sources), is of an older format too."""
     return sorted(
         day
         for day, source in sources.items()
-        if (
-            built := read_text(
-                spark, f"{LakeLayout.partition(layout.user_daily_tiles, day)}/{TILE_BUILT_MARKER}"
-            )
-        )
-        and built != source
+        if read_text(spark, f"{LakeLayout.partition(layout.user_daily_tiles, day)}/{TILE_BUILT_MARKER}")
+        != source
     )
 
 

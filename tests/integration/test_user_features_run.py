@@ -3,6 +3,7 @@ withdrawn raw dates, dates with no clean row, out-of-range amounts and a bad cat
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -155,6 +156,33 @@ def test_tiles_of_rewritten_raw_data_or_categories_are_rebuilt(
     assert set(incremental["top_category_group"]) == {"other"}
     _run(spark, lake, ds, "full")
     pd.testing.assert_frame_equal(incremental, _features(lake, ds))
+
+
+def test_tiles_of_another_tile_format_are_rebuilt(spark, published_lake: Path, tmp_path: Path) -> None:
+    """A tile's marker named its sources but not the code that built it: tiles built before a change
+    of what they hold (exact cents above 2**32, 2026-12-06) were combined as current, and
+    incremental runs differed from full ones until someone ran `rebuild`. A marker names the tile
+    format now; a tile of another one, or of no named one, is rebuilt."""
+    from featurelake.user_features import TILE_BUILT_MARKER, TILE_FORMAT
+
+    lake = _copy(published_lake, tmp_path)
+    ds = DAYS[4]
+    tiles = lake / "tiles" / "user_daily"
+    older = tiles / f"date={DAYS[1].isoformat()}" / TILE_BUILT_MARKER
+    marker = json.loads(older.read_text())
+    assert marker["tile_format"] == TILE_FORMAT
+    older.write_text(json.dumps({**marker, "tile_format": TILE_FORMAT - 1}, separators=(",", ":")))
+    (tiles / f"date={DAYS[2].isoformat()}" / TILE_BUILT_MARKER).write_text("")  # before markers had text
+    for day in DAYS[1:3]:  # Hadoop's checksums of the markers' old text
+        (tiles / f"date={day.isoformat()}" / f".{TILE_BUILT_MARKER}.crc").unlink()
+
+    report = _run(spark, lake, ds, "incremental")
+    assert report.tiles_built == [DAYS[1].isoformat(), DAYS[2].isoformat(), ds.isoformat()]
+    assert json.loads(older.read_text())["tile_format"] == TILE_FORMAT
+    incremental = _features(lake, ds)
+    _run(spark, lake, ds, "full")
+    pd.testing.assert_frame_equal(incremental, _features(lake, ds))
+    assert _run(spark, lake, ds, "incremental").tiles_built == [ds.isoformat()], "nothing else changed"
 
 
 def test_a_date_with_no_clean_row_is_built_and_reported_once(spark, tmp_path: Path) -> None:
