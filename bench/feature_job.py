@@ -35,9 +35,18 @@ timings and the runs behind these figures are in docs/benchmarks.md.
                  full runs so that drift in machine load hits both alike.
 Peak memory: VmHWM from /proc of the Spark JVM (the java process among this process's descendants)
 and of this Python process; both peaks are reset (/proc/PID/clear_refs) before each scenario, so each
-scenario reports its own peak. Targets: spark full <= 3x duckdb; incremental <= 15% of full; doubled
-history <= 1.15x. Where Spark's time goes: write_partitioned is wrapped (timing only) so each job
-carries a phase label; per-stage metrics come from Spark's status REST API.
+scenario reports its own peak. CPU: DuckDB's is its child process's (user + system); Spark's is the
+JVM's (driver and the local[2] executors, from /proc) plus this Python driver process's (getrusage),
+both also given apart in each run. Targets: spark full <= 3x duckdb; incremental <= 15% of full;
+doubled history <= 1.15x. Where Spark's time goes: write_partitioned, the category groups' listing,
+the partition listings and the driver's reads of raw footers and tile markers are wrapped (timing
+only) into phases, and the Spark jobs of the first two carry their phase's label; what is left is the
+"other" phase. Per-stage metrics come from Spark's status REST API.
+
+Cross-check, outside the timed runs: the features of DS that the last spark full run wrote against
+those DuckDB computed (written to a temporary file by the child after its timed runs), user by user
+and column by column (floats within 1e-9 relative, a zero's sign too): `users_match`,
+`outputs_match` and `mismatching_users` in the JSON.
 
 Results: a rich table on stdout and JSON at `--json` (default bench/results/feature_job.json).
 """
@@ -53,6 +62,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -62,7 +72,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
@@ -81,12 +91,27 @@ DERIVED_DATASETS = ("tiles", "features", "quarantine", "_metrics")
 TARGET_SPARK_VS_DUCKDB = 3.0
 TARGET_INCREMENTAL_SHARE = 0.15
 TARGET_DOUBLED_HISTORY = 1.15
-LISTING_PHASE = "0 partition listing (existing_date_partitions, list_date_partitions)"
+LISTING_PHASE = (
+    "0 partition listing (list_date_partitions, listed_date_partitions, existing_date_partitions, "
+    "date_partition_exists, partition_fingerprint, put_back_set_aside_partitions)"
+)
+FILE_CHECKS_PHASE = "0 driver reads of raw footers and tile markers (check_raw_files, rewritten_since_built)"
 FEATURES_PHASE = (
     "3 compute the window (full: from raw; else: combine tiles; with its category groups) + write features"
 )
-REPORT_PHASE = "4 other: repeated-key count, planning, report queries"
+REPORT_PHASE = (
+    "4 other: categories read + id check, read definitions with Spark's listing of their files, "
+    "repeated-key count, run plan, staging cleanup, report queries"
+)
 TOP_STAGES = 6
+# The float features, compared within a tolerance (as the tests compare them); the others exactly.
+FLOAT_COLUMNS = ("total_spend", "avg_spend", "std_spend", "max_spend", "spend_7d", "last_amount")
+SHOWN_MISMATCHES = 5
+DUCKDB_CPU = "the DuckDB child process (user + system)"
+SPARK_CPU = (
+    "the Spark JVM (driver and local[2] executors) + this Python driver process (user + system); "
+    "apart in runs[].jvm_cpu_seconds and driver_cpu_seconds"
+)
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -141,6 +166,12 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     _, fields = stat
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU time of this process so far, every thread (not its children)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def find_jvm_pid(root: int) -> int:
@@ -251,9 +282,13 @@ def _clear_outputs(lake: Path) -> None:
 # ---------------------------------------------------------------------------------------------- duckdb
 
 
-def duckdb_worker(lake: str, ds: str, window_days: int, warmups: int, repeat: int) -> dict[str, Any]:
+def duckdb_worker(
+    lake: str, ds: str, window_days: int, warmups: int, repeat: int, output: str
+) -> dict[str, Any]:
     """Run in a spawned child: time compute_user_features, then the quarantine of ds (information
-    only, see main); report times, CPU and this process's memory (the peak covers both)."""
+    only, see main); report times, CPU and this process's memory (the peak covers both). Then,
+    untimed and after the peak is read, write the features to the Parquet file `output` for the
+    cross-check against Spark's."""
     from tests.oracle.user_features_duckdb import compute_user_features, connect, quarantine
 
     con = connect()
@@ -282,6 +317,10 @@ def duckdb_worker(lake: str, ds: str, window_days: int, warmups: int, repeat: in
     for _ in range(warmups):
         quarantined()
     quarantine_runs = [quarantined() for _ in range(repeat)]
+    peak = peak_rss_mib(os.getpid())
+    compute_user_features(lake=Path(lake), ds=day, window_days=window_days, con=con).to_parquet(
+        output, index=False
+    )
     return {
         "warmup_seconds": [w for w, _, _ in warm],
         "seconds": [w for w, _, _ in runs],
@@ -292,13 +331,15 @@ def duckdb_worker(lake: str, ds: str, window_days: int, warmups: int, repeat: in
         "quarantine_rows": quarantine_runs[-1][2],
         "threads": threads[0] if threads else None,
         "baseline_rss_mib": baseline,
-        "peak_rss_mib": peak_rss_mib(os.getpid()),
+        "peak_rss_mib": peak,
     }
 
 
-def bench_duckdb(lake: Path, *, ds: date, window_days: int, repeat: int) -> dict[str, Any]:
+def bench_duckdb(lake: Path, *, ds: date, window_days: int, repeat: int, output: Path) -> dict[str, Any]:
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(duckdb_worker, str(lake), ds.isoformat(), window_days, 1, repeat).result()
+        return pool.submit(
+            duckdb_worker, str(lake), ds.isoformat(), window_days, 1, repeat, str(output)
+        ).result()
 
 
 # ---------------------------------------------------------------------------------------------- spark
@@ -310,7 +351,10 @@ class SparkRun:
 
     label: str
     seconds: float
+    # the JVM's (driver and local[2] executors) plus this Python driver process's, user + system
+    cpu_seconds: float
     jvm_cpu_seconds: float
+    driver_cpu_seconds: float
     phases: dict[str, float]
     report: dict[str, Any]
     load_after: list[float]
@@ -331,14 +375,27 @@ class Scenario:
 
     @property
     def median_cpu(self) -> float:
-        return statistics.median(r.jvm_cpu_seconds for r in self.runs)
+        return statistics.median(r.cpu_seconds for r in self.runs)
 
 
 class PhaseRecorder:
-    """Wraps featurelake.user_features_run.write_partitioned to time each write and label its Spark
-    jobs; it does no work of its own, so the timed runs are unchanged. The listing of the window's
-    category groups (an action of its own, before the features write) is timed into the window
-    phase, whose work it is, and partition listings into a phase of their own."""
+    """Wraps names that featurelake.user_features_run calls to time them into phases: each write
+    (write_partitioned, its Spark jobs labelled too), the listing of the window's category groups
+    (an action of its own, before the features write; timed into the window phase, whose work it
+    is), the partition listings, and the driver's reads of raw footers and tile markers. It does no
+    work of its own, so the timed runs are unchanged; what no wrapper times is the report phase."""
+
+    # Driver-side Hadoop FileSystem calls: no Spark job to label.
+    DRIVER_PHASES: ClassVar[dict[str, str]] = {
+        "list_date_partitions": LISTING_PHASE,
+        "listed_date_partitions": LISTING_PHASE,
+        "existing_date_partitions": LISTING_PHASE,
+        "date_partition_exists": LISTING_PHASE,
+        "partition_fingerprint": LISTING_PHASE,
+        "put_back_set_aside_partitions": LISTING_PHASE,
+        "check_raw_files": FILE_CHECKS_PHASE,
+        "rewritten_since_built": FILE_CHECKS_PHASE,
+    }
 
     def __init__(self, spark: SparkSession) -> None:
         import featurelake.user_features_run as job_module
@@ -349,19 +406,19 @@ class PhaseRecorder:
             name: getattr(job_module, name)
             for name in (
                 "write_partitioned",
-                "existing_date_partitions",
-                "list_date_partitions",
+                *self.DRIVER_PHASES,
                 "category_groups",
                 "lookup_category_groups",
             )
         }
         self.current: dict[str, float] = {}
         self.run_label = ""
+        self._active = False
         job_module.write_partitioned = self._write
-        for name in ("existing_date_partitions", "list_date_partitions"):
-            setattr(job_module, name, self._listing(self._originals[name]))
+        for name, phase in self.DRIVER_PHASES.items():
+            setattr(job_module, name, self._timed(self._originals[name], phase, label_jobs=False))
         for name in ("category_groups", "lookup_category_groups"):
-            setattr(job_module, name, self._in_window_phase(self._originals[name]))
+            setattr(job_module, name, self._timed(self._originals[name], FEATURES_PHASE))
 
     @staticmethod
     def phase_of(path: str) -> str:
@@ -377,7 +434,12 @@ class PhaseRecorder:
     @contextmanager
     def _phase(self, phase: str, *, label_jobs: bool = True) -> Iterator[None]:
         """Add the block's wall time to `phase`; with `label_jobs`, its Spark jobs carry the phase
-        in their description (the UI breakdown), and later jobs the report phase again."""
+        in their description (the UI breakdown), and later jobs the report phase again. A wrapped
+        call inside another one counts in the outer one's phase only, never twice."""
+        if self._active:
+            yield
+            return
+        self._active = True
         if label_jobs:
             self._sc.setJobDescription(f"{self.run_label}|{phase}")
         began = time.perf_counter()
@@ -385,6 +447,7 @@ class PhaseRecorder:
             yield
         finally:
             self.current[phase] = self.current.get(phase, 0.0) + time.perf_counter() - began
+            self._active = False
             if label_jobs:
                 self._sc.setJobDescription(f"{self.run_label}|{REPORT_PHASE}")
 
@@ -392,17 +455,11 @@ class PhaseRecorder:
         with self._phase(self.phase_of(path)):
             self._originals["write_partitioned"](df, path, *args, **kwargs)
 
-    def _listing(self, original: Callable[..., Any]) -> Callable[..., Any]:
+    def _timed(
+        self, original: Callable[..., Any], phase: str, *, label_jobs: bool = True
+    ) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            # Hadoop FileSystem calls on the driver: no Spark job to label.
-            with self._phase(LISTING_PHASE, label_jobs=False):
-                return original(*args, **kwargs)
-
-        return timed
-
-    def _in_window_phase(self, original: Callable[..., list[str]]) -> Callable[..., list[str]]:
-        def timed(*args: Any, **kwargs: Any) -> list[str]:
-            with self._phase(FEATURES_PHASE):
+            with self._phase(phase, label_jobs=label_jobs):
                 return original(*args, **kwargs)
 
         return timed
@@ -437,23 +494,28 @@ def spark_run(
 
     with recorder.run(label) as phases:
         cpu_before = cpu_seconds(jvm_pid) or 0.0
+        driver_before = own_cpu_seconds()
         began = time.perf_counter()
         report = run_user_features(spark, ds=ds, lake=str(lake), window_days=window_days, mode=mode)
         seconds = time.perf_counter() - began
+        driver_cpu = own_cpu_seconds() - driver_before
         jvm_cpu = (cpu_seconds(jvm_pid) or 0.0) - cpu_before
     timed = sum(phases.values())
     phases = {**phases, REPORT_PHASE: seconds - timed}
     run = SparkRun(
         label=label,
         seconds=seconds,
+        cpu_seconds=jvm_cpu + driver_cpu,
         jvm_cpu_seconds=jvm_cpu,
+        driver_cpu_seconds=driver_cpu,
         phases=dict(sorted(phases.items())),
         report=asdict(report),
         load_after=load_average(),
     )
     console.log(
-        f"{label}: {seconds:.1f} s (JVM CPU {jvm_cpu:.1f} s, {len(report.tiles_built)} tile(s), "
-        f"{report.users_written:,} users) " + ", ".join(f"{k[2:]} {v:.1f}" for k, v in run.phases.items())
+        f"{label}: {seconds:.1f} s (CPU: JVM {jvm_cpu:.1f} s + Python driver {driver_cpu:.1f} s, "
+        f"{len(report.tiles_built)} tile(s), {report.users_written:,} users) "
+        + ", ".join(f"{k[2:].split(' (')[0]} {v:.1f}" for k, v in run.phases.items())
     )
     return run
 
@@ -547,6 +609,103 @@ def stage_breakdown(spark: SparkSession, labels: set[str]) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------- cross-check
+
+
+def copy_features(lake: Path, ds: date, target: Path) -> None:
+    """Copy the features partition of `ds` under `lake` to `target` (nothing when there is none)."""
+    from featurelake.lake import LakeLayout
+
+    partition = Path(LakeLayout.partition(LakeLayout(str(lake)).user_features, ds))
+    if partition.is_dir():
+        shutil.copytree(partition, target)
+
+
+def _shown(value: Any) -> str:
+    """A value for the report; a float as repr shows it, so that -0.0 shows its sign."""
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def compare_outputs(spark_output: Path, duckdb_output: Path) -> dict[str, Any]:
+    """Spark's features (the partition directory `spark_output`) against DuckDB's (the Parquet file
+    `duckdb_output`): the same user_ids, once each, and for every user every feature column equal,
+    floats within 1e-9 relative (1e-12 absolute) as the tests compare them, and a zero of the same
+    sign (docs/features.md: never -0.0), the others exactly. Returns the counts and the first
+    mismatches."""
+    import numpy as np
+    import pandas as pd
+
+    from tests.oracle.user_features_duckdb import FEATURE_COLUMNS
+
+    began = time.perf_counter()
+    duck = pd.read_parquet(duckdb_output)
+    files = sorted(spark_output.glob("*.parquet")) if spark_output.is_dir() else []
+    spark = pd.read_parquet(spark_output) if files else duck.iloc[:0]
+    spark_ids, duck_ids = set(spark["user_id"]), set(duck["user_id"])
+    both = spark.merge(duck, on="user_id", suffixes=("_spark", "_duckdb")).sort_values(
+        "user_id", ignore_index=True
+    )
+    missing_columns = [c for c in FEATURE_COLUMNS if c not in spark.columns or c not in duck.columns]
+    differs: dict[str, Any] = {}
+    for column in FEATURE_COLUMNS[1:]:
+        if column in missing_columns:
+            continue
+        got, want = both[f"{column}_spark"], both[f"{column}_duckdb"]
+        if column in FLOAT_COLUMNS:
+            g, w = got.to_numpy(float), want.to_numpy(float)
+            same = (np.isnan(g) & np.isnan(w)) | np.isclose(g, w, rtol=1e-9, atol=1e-12)
+            # -0.0 == 0.0 in any comparison: the sign of a zero is compared apart
+            same &= ~((g == 0) & (w == 0) & (np.signbit(g) != np.signbit(w)))
+        else:
+            if column == "feature_date":
+                got, want = pd.to_datetime(got).dt.date, pd.to_datetime(want).dt.date
+            elif column == "last_transaction_ts":
+                got, want = pd.to_datetime(got, utc=True), pd.to_datetime(want, utc=True)
+            else:
+                got, want = got.astype(object), want.astype(object)
+            same = ((got == want) | (got.isna() & want.isna())).to_numpy(bool)
+        if not same.all():
+            differs[column] = ~same
+    bad_rows = np.logical_or.reduce(list(differs.values())) if differs else np.zeros(len(both), bool)
+    only_spark, only_duck = sorted(spark_ids - duck_ids), sorted(duck_ids - spark_ids)
+    duplicated = {
+        "spark": int(spark["user_id"].duplicated().sum()),
+        "duckdb": int(duck["user_id"].duplicated().sum()),
+    }
+    mismatching = set(both["user_id"][bad_rows]) | set(only_spark) | set(only_duck)
+    first = [
+        {
+            "user_id": both["user_id"].iat[i],
+            **{
+                column: {
+                    "spark": _shown(both[f"{column}_spark"].iat[i]),
+                    "duckdb": _shown(both[f"{column}_duckdb"].iat[i]),
+                }
+                for column, bad in differs.items()
+                if bad[i]
+            },
+        }
+        for i in np.flatnonzero(bad_rows)[:SHOWN_MISMATCHES]
+    ]
+    return {
+        "compared": "the features of DS of the last spark full run against DuckDB's: user_ids, then "
+        "every column of every user (floats within 1e-9 relative or 1e-12 absolute, a zero's sign "
+        "too; the others exactly)",
+        "users_spark": len(spark),
+        "users_duckdb": len(duck),
+        "users_only_in_spark": len(only_spark),
+        "users_only_in_duckdb": len(only_duck),
+        "duplicate_user_ids": duplicated,
+        "missing_columns": missing_columns,
+        "mismatching_users": len(mismatching),
+        "mismatching_users_by_column": {column: int(bad.sum()) for column, bad in differs.items()},
+        "first_mismatches": first,
+        "first_users_only_in_spark": only_spark[:SHOWN_MISMATCHES],
+        "first_users_only_in_duckdb": only_duck[:SHOWN_MISMATCHES],
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+
+
 # ---------------------------------------------------------------------------------------------- report
 
 
@@ -561,7 +720,10 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
 
 
 def render(results: dict[str, Any]) -> None:
-    timing = Table(title=f"user_features benchmark: {results['params']['summary']}")
+    timing = Table(
+        title=f"user_features benchmark: {results['params']['summary']}",
+        caption=f"CPU s: of duckdb rows, {DUCKDB_CPU}; of spark rows, {SPARK_CPU}",
+    )
     for column in ("measurement", "runs", "median s", "min s", "max s", "CPU s (median)", "peak RSS MiB"):
         timing.add_column(column, justify="left" if column == "measurement" else "right")
     for row in results["timings"]:
@@ -653,12 +815,15 @@ def render(results: dict[str, Any]) -> None:
         console.print(top)
 
 
-def timing_row(name: str, seconds: list[float], cpu: list[float], peak_rss: str) -> dict[str, Any]:
+def timing_row(
+    name: str, seconds: list[float], cpu: list[float], peak_rss: str, *, cpu_of: str
+) -> dict[str, Any]:
     return {
         "name": name,
         "seconds": [round(s, 3) for s in seconds],
         "median_seconds": statistics.median(seconds) if seconds else None,
         "median_cpu_seconds": statistics.median(cpu) if cpu else None,
+        "cpu_of": cpu_of,
         "peak_rss": peak_rss,
     }
 
@@ -730,10 +895,15 @@ def main(argv: list[str] | None = None) -> int:
         (None, None) if args.skip_doubled else ensure_lake(doubled_spec, args.data_dir)
     )
 
+    # The two engines' features of DS, kept for the cross-check after the timed runs.
+    outputs = tempfile.TemporaryDirectory(prefix="feature-job-outputs-")
+    duckdb_output = Path(outputs.name) / "duckdb.parquet"
+    spark_output = Path(outputs.name) / "spark"
+
     # DuckDB first, in its own process, while no JVM is running.
     console.log(f"DuckDB: 1 warm-up + {args.repeat} runs in a spawned child process")
     load_before_duckdb = load_average()
-    duck = bench_duckdb(lake, ds=ds, window_days=args.window_days, repeat=args.repeat)
+    duck = bench_duckdb(lake, ds=ds, window_days=args.window_days, repeat=args.repeat, output=duckdb_output)
     console.log(
         f"DuckDB: {[round(s, 2) for s in duck['seconds']]} s, {duck['rows']:,} users, "
         f"peak RSS {duck['peak_rss_mib']:.0f} MiB (baseline {duck['baseline_rss_mib']:.0f}); "
@@ -784,6 +954,8 @@ def main(argv: list[str] | None = None) -> int:
             full.runs.append(run(full, f"full-{i}", lake, ds, "full"))
             if doubled_lake is not None:
                 doubled.runs.append(run(doubled, f"doubled-{i}", doubled_lake, ds, "full"))
+        # Untimed: the last full run's features of DS, which the incremental runs below replace.
+        copy_features(lake, ds, spark_output)
         # A full run reads and writes no tile but its own: the rebuild for DS-1 writes the window's
         # tiles, so that each incremental run for DS then builds the one tile of DS, as a daily run does.
         rebuild.runs.append(run(rebuild, "rebuild-ds-1", lake, ds - timedelta(days=1), "rebuild"))
@@ -804,6 +976,9 @@ def main(argv: list[str] | None = None) -> int:
         spark.stop()
 
     python_lifetime_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # After the peak is read: the comparison's frames are no part of any scenario.
+    output_check = compare_outputs(spark_output, duckdb_output)
+    outputs.cleanup()
     duck_median = statistics.median(duck["seconds"])
     duck_with_quarantine = duck_median + statistics.median(duck["quarantine_seconds"])
 
@@ -855,19 +1030,22 @@ def main(argv: list[str] | None = None) -> int:
                 duck["seconds"],
                 duck["cpu_seconds"],
                 f"{duck['peak_rss_mib']:.0f} (child; {duck['baseline_rss_mib']:.0f} after imports)",
+                cpu_of=DUCKDB_CPU,
             ),
             timing_row(
                 "duckdb quarantine of DS (information)",
                 duck["quarantine_seconds"],
                 duck["quarantine_cpu_seconds"],
                 "(same child)",
+                cpu_of=DUCKDB_CPU,
             ),
             *(
                 timing_row(
                     s.name,
                     [r.seconds for r in s.runs],
-                    [r.jvm_cpu_seconds for r in s.runs],
+                    [r.cpu_seconds for r in s.runs],
                     f"JVM {_fmt(s.jvm_peak_rss_mib, '.0f')} / py {_fmt(s.python_peak_rss_mib, '.0f')}",
+                    cpu_of=SPARK_CPU,
                 )
                 for s in scenarios
                 if s.runs
@@ -926,8 +1104,9 @@ def main(argv: list[str] | None = None) -> int:
                 else None,
                 "note": "the incremental share's floor: everything an incremental run does besides "
                 "listing the window's category groups, combining its tiles and writing the features (the "
-                "tile and quarantine of DS, partition listings, the repeated-key count, planning, report "
-                "queries)",
+                "tile and quarantine of DS, partition listings, the driver's reads of raw footers and tile "
+                "markers, and the other phase: categories read + id check, read definitions, the "
+                "repeated-key count, run plan, staging cleanup, report queries)",
             },
         ],
         "phases": {s.name: phase_summary(s, ui) for s in scenarios if s is not warmup and s.runs},
@@ -936,11 +1115,34 @@ def main(argv: list[str] | None = None) -> int:
     }
     for target in results["targets"]:
         target["verdict"] = verdict(target["ratio"], target["limit"])
-    if duck["rows"] != full.runs[-1].report["users_written"]:
+    # Spark's full run against DuckDB, every user and feature (compare_outputs, untimed).
+    results["users_match"] = output_check["users_only_in_spark"] == output_check[
+        "users_only_in_duckdb"
+    ] == 0 and not any(output_check["duplicate_user_ids"].values())
+    results["outputs_match"] = output_check["mismatching_users"] == 0 and not output_check["missing_columns"]
+    results["mismatching_users"] = output_check["mismatching_users"]
+    results["output_check"] = output_check
+    if results["outputs_match"]:
         console.log(
-            f"[red]row counts differ: DuckDB {duck['rows']:,} users, Spark {full.runs[-1].report['users_written']:,}[/]"
+            f"outputs match: Spark's full run and DuckDB give the same {output_check['users_duckdb']:,} "
+            f"users and features (compared in {output_check['seconds']:.1f} s, untimed)"
         )
-    results["users_match"] = duck["rows"] == full.runs[-1].report["users_written"]
+    else:
+        console.log(
+            f"[red]outputs differ: {output_check['mismatching_users']:,} mismatching users of "
+            f"Spark {output_check['users_spark']:,} / DuckDB {output_check['users_duckdb']:,} "
+            f"(only in Spark {output_check['users_only_in_spark']:,}, only in DuckDB "
+            f"{output_check['users_only_in_duckdb']:,}, duplicate ids {output_check['duplicate_user_ids']}, "
+            f"missing columns {output_check['missing_columns']}); by column "
+            f"{output_check['mismatching_users_by_column']}[/]"
+        )
+        for mismatch in output_check["first_mismatches"]:
+            console.log(f"[red]  {mismatch}[/]")
+        for side in ("spark", "duckdb"):
+            if output_check[f"first_users_only_in_{side}"]:
+                console.log(
+                    f"[red]  first users only in {side}: {output_check[f'first_users_only_in_{side}']}[/]"
+                )
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -81,9 +81,11 @@ def test_online_store_reports_every_measurement_and_ratio(tmp_path: Path) -> Non
     report = json.loads(output.read_text())
     assert report["records"] == 200
     measurements = {
-        "write_plain_set_s",
-        "write_store_s",
-        "publish_replace_date_s",
+        # timed writes replace the previous date's records, as the daily publish does
+        "write_plain_set_over_previous_date_s",
+        "write_store_over_previous_date_s",
+        "write_store_into_empty_s",
+        "publish_replace_date_over_previous_date_s",
         "read_store_s",
         "read_get_per_key_s",
         "cache_from_redis_s",
@@ -94,14 +96,14 @@ def test_online_store_reports_every_measurement_and_ratio(tmp_path: Path) -> Non
         "get_redis_p99_us",
         "rebalance_s",
         "rebalance_moved",
-        "cluster_write_store_s",
+        "cluster_write_store_over_previous_date_s",
         "cluster_read_store_s",
         "cluster_mget_per_slot_s",
         "cluster_get_pipeline_s",
     }
     assert measurements <= report["results"].keys()
     assert_positive_finite(report["results"])
-    assert len(report["ratios"]) == 6, report["ratios"]
+    assert len(report["ratios"]) == 7, report["ratios"]
     assert_positive_finite(report["ratios"])
 
 
@@ -161,8 +163,12 @@ def test_feature_job_spark_matches_duckdb_and_reports_its_targets(tmp_path: Path
     assert params["rows"] > 0
     assert Path(params["lake"]).parent == data_dir and Path(params["doubled_lake"]).parent == data_dir
 
-    # The bench's cross-checks: DuckDB and Spark give the same users and quarantine the same rows.
-    assert results["users_match"] is True
+    # The bench's cross-checks: DuckDB and Spark give the same users with the same features, and
+    # quarantine the same rows.
+    check = results["output_check"]
+    assert check["users_spark"] == check["users_duckdb"] > 0, check
+    assert results["users_match"] is True, check
+    assert results["outputs_match"] is True and results["mismatching_users"] == 0, check
     quarantine = results["information"][0]
     assert quarantine["duckdb_quarantine_rows"] == quarantine["spark_quarantine_rows"]
 
@@ -186,3 +192,7 @@ def test_feature_job_spark_matches_duckdb_and_reports_its_targets(tmp_path: Path
     incremental = runs["spark incremental (after the rebuild for DS-1)"]
     assert incremental[0]["report"]["tiles_built"] == [params["ds"]]
     assert all(run["report"]["users_written"] > 0 for scenario in runs.values() for run in scenario)
+    # Spark's CPU time is the JVM's and the Python driver's.
+    for run in (run for scenario in runs.values() for run in scenario):
+        assert run["driver_cpu_seconds"] > 0 and run["jvm_cpu_seconds"] > 0, run["label"]
+        assert run["cpu_seconds"] == pytest.approx(run["jvm_cpu_seconds"] + run["driver_cpu_seconds"])

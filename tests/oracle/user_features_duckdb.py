@@ -126,18 +126,21 @@ per_user AS (
         CAST($ds AS DATE) AS feature_date,
         sum(amount) AS total_spend,
         avg(amount) AS avg_spend,
-        CASE WHEN count(DISTINCT (date, transaction_id)) >= 2 THEN stddev_samp(amount) END AS std_spend,
-        max(amount) AS max_spend,
-        count(DISTINCT (date, transaction_id)) AS transaction_count,
+        -- count(*) = the distinct count: `clean` has one row per (date, transaction_id); the join adds none.
+        CASE WHEN count(*) >= 2 THEN stddev_samp(amount) END AS std_spend,
+        -- + 0.0 turns a -0.0 into 0.0 (docs/features.md: a feature is never -0.0); sums and means
+        -- start from 0.0, so they never give -0.0.
+        max(amount) + 0.0 AS max_spend,
+        count(*) AS transaction_count,
         count(DISTINCT merchant_id) AS unique_merchants,
         max(transaction_ts) AS last_transaction_ts,
         CAST(
             CAST($ds AS DATE) - CAST(max(transaction_ts) AT TIME ZONE 'UTC' AS DATE) AS INTEGER
         ) AS days_since_last_transaction,
         coalesce(sum(amount) FILTER (WHERE date >= $week_start), 0.0) AS spend_7d,
-        count(DISTINCT (date, transaction_id)) FILTER (WHERE date >= $week_start) AS transaction_count_7d,
-        -- The latest transaction; on equal timestamps the greatest transaction_id.
-        arg_max(amount, (transaction_ts, transaction_id)) AS last_amount
+        count(*) FILTER (WHERE date >= $week_start) AS transaction_count_7d,
+        -- The latest transaction; on equal timestamps the greatest transaction_id; a zero as 0.0.
+        arg_max(amount, (transaction_ts, transaction_id)) + 0.0 AS last_amount
     FROM categorised
     GROUP BY user_id
 )
