@@ -28,6 +28,8 @@ from featurelake.user_features_run import run_user_features
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from featurelake.user_features import FeatureRunReport
+
 log = logging.getLogger("featurelake.jobs.user_features")
 
 
@@ -71,11 +73,20 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_spark_session("featurelake-user-features")
     try:
         require_lake(spark, args.lake)
+        metrics = LakeLayout(args.lake).run_metrics("user_features", args.ds)
+
+        def write_report(report: FeatureRunReport) -> None:
+            write_text(spark, metrics, json.dumps(asdict(report), sort_keys=True))
+
         report = run_user_features(
-            spark, ds=args.ds, lake=args.lake, window_days=args.window_days, mode=args.mode
+            spark,
+            ds=args.ds,
+            lake=args.lake,
+            window_days=args.window_days,
+            mode=args.mode,
+            write_report=write_report,
         )
         payload = json.dumps(asdict(report), sort_keys=True)
-        write_text(spark, LakeLayout(args.lake).run_metrics("user_features", args.ds), payload)
         log.info(
             "wrote %d users to %s; %d rows quarantined %s; report %s",
             report.users_written,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date
@@ -355,8 +355,17 @@ def put_back_set_aside_partitions(spark: SparkSession, layout: LakeLayout) -> No
 
 
 def run_user_features(
-    spark: SparkSession, *, ds: date, lake: str, window_days: int, mode: str
+    spark: SparkSession,
+    *,
+    ds: date,
+    lake: str,
+    window_days: int,
+    mode: str,
+    write_report: Callable[[FeatureRunReport], None] | None = None,
 ) -> FeatureRunReport:
+    """Compute the features of `ds` (docs/features.md) and return the run's report. The run's plan
+    is kept until `write_report` (the entry point's write of the report Airflow reads) has taken
+    the report: a retry of a run that failed there plans what the run did, and reports the same."""
     layout = LakeLayout(lake)
     put_back_set_aside_partitions(spark, layout)
     start, _ = window_dates(ds, window_days)
@@ -533,6 +542,8 @@ def run_user_features(
         quarantined_by_reason=by_reason,
         output_path=output,
     )
+    if write_report is not None:
+        write_report(report)
     delete_path(spark, plan_path)
     return report
 

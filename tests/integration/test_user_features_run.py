@@ -185,6 +185,29 @@ def test_tiles_of_another_tile_format_are_rebuilt(spark, published_lake: Path, t
     assert _run(spark, lake, ds, "incremental").tiles_built == [ds.isoformat()], "nothing else changed"
 
 
+def test_a_retry_after_the_report_failed_reports_what_the_run_did(spark, tmp_path: Path) -> None:
+    """The run deleted its plan before the entry point wrote its report: when that write failed, the
+    retry planned afresh, found the tile of ds the failed run had built, and ran `incremental` where
+    the run had been `full` (other tiles built, another quarantine count, in the task's XCom)."""
+    lake = _lake(tmp_path, DAYS[:5])
+    ds = DAYS[4]
+
+    def failing(report) -> None:
+        raise OSError("the lake refused the report")
+
+    with pytest.raises(OSError, match="refused the report"):
+        run_user_features(
+            spark, ds=ds, lake=str(lake), window_days=WINDOW_DAYS, mode="auto", write_report=failing
+        )
+    written = []
+    retry = run_user_features(
+        spark, ds=ds, lake=str(lake), window_days=WINDOW_DAYS, mode="auto", write_report=written.append
+    )
+    assert written == [retry]
+    assert (retry.mode, retry.tiles_built) == ("full", [ds.isoformat()])
+    assert _run(spark, lake, ds).mode == "incremental", "the plan is gone once the report is written"
+
+
 def test_a_date_with_no_clean_row_is_built_and_reported_once(spark, tmp_path: Path) -> None:
     lake = _lake(tmp_path, DAYS, amounts={DAYS[2]: None})  # a broken feed day: every amount missing
     _run(spark, lake, DAYS[3])  # full
