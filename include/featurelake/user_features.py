@@ -271,10 +271,10 @@ def mark_transactions(rows: DataFrame, repeated_keys: DataFrame) -> DataFrame:
 
 
 def quarantined_rows(marked: DataFrame) -> DataFrame:
-    """The rows to quarantine, RAW_DATA_COLUMNS + reason + date: every invalid raw row, and one row
-    per distinct version of a conflicting transaction_id."""
-    keep = (F.col("reason") != F.lit("conflicting_duplicate")) | ~F.col("is_copy")
-    return marked.where(F.col("reason").isNotNull() & keep).select(*RAW_DATA_COLUMNS, "reason", "date")
+    """The rows to quarantine, RAW_DATA_COLUMNS + reason + date: every raw row with a reason, each
+    copy of a conflicting version included. So every raw row is used, counted as a copy of a clean
+    row (`duplicate_rows`), or quarantined: one version's copies were in neither count."""
+    return marked.where(F.col("reason").isNotNull()).select(*RAW_DATA_COLUMNS, "reason", "date")
 
 
 # Below 2**32 in absolute value, a double's error is under 0.25 micro-units, so the amount times 1e6,

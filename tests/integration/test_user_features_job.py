@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from featurelake.synthetic import generate_lake
@@ -115,6 +116,15 @@ def assert_matches_the_edge_cases(lake: Path, report: dict, expected: dict) -> N
     assert report["quarantined_rows"] == sum(report["quarantined_by_reason"].values())
     assert report["duplicate_rows_dropped"] == duplicate_rows(lake=lake, dates=built)
     assert_quarantine_matches_oracle(lake, built)
+    # Every raw row of the built dates is used, a copy of a clean row, or quarantined: a conflicting
+    # version's copies were in no count.
+    raw_rows = sum(
+        pq.read_metadata(path).num_rows
+        for day in built
+        for path in (lake / "raw" / "transactions" / f"date={day.isoformat()}").glob("*.parquet")
+    )
+    accounted = ("clean_transactions_in_built_tiles", "duplicate_rows_dropped", "quarantined_rows")
+    assert sum(report[name] for name in accounted) == raw_rows
 
 
 def raw_dates(lake: Path, dates: list[date]) -> list[date]:

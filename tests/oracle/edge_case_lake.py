@@ -10,7 +10,8 @@ Users (all dates are relative to ds; W is the window):
 - u_no_recent: nothing in the last 7 days, so spend_7d 0.0 and transaction_count_7d 0.
 - u_single: exactly one transaction, so std_spend is null.
 - u_exact_duplicate: exact duplicate rows, in the same file and across two files of one partition.
-- u_conflicting_duplicate: one transaction_id with two amounts (both quarantined) and one clean row.
+- u_conflicting_duplicate: one transaction_id with two amounts, one of them delivered twice (all three
+  raw rows quarantined), and one clean row.
 - u_invalid_twin: a clean row and an invalid row (NaN amount) with the same transaction_id: the clean
   row counts as it is, neither a conflicting version nor a copy, and only the invalid one is quarantined.
 - u_all_negative: only refunds; every sum is negative and the least negative group wins.
@@ -140,6 +141,7 @@ def write_edge_case_lake(lake: Path, *, ds: date, window_days: int = 90) -> dict
     tx("t_dup_2", "u_exact_duplicate", "m07", 3, 30.00, at(3, 13), file=1)
     tx("t_conflict", "u_conflicting_duplicate", "m08", 2, 40.00, at(2, 8))
     tx("t_conflict", "u_conflicting_duplicate", "m08", 2, 45.00, at(2, 8))
+    tx("t_conflict", "u_conflicting_duplicate", "m08", 2, 45.00, at(2, 8), file=1)  # a copy of a version
     tx("t_conflict_ok", "u_conflicting_duplicate", "m08", 2, 12.50, at(2, 9))
     tx("t_twin", "u_invalid_twin", "m19", 2, 8.00, at(5, 16))
     tx("t_twin", "u_invalid_twin", "m19", 2, math.nan, at(5, 16))
@@ -461,6 +463,7 @@ def write_edge_case_lake(lake: Path, *, ds: date, window_days: int = 90) -> dict
         ("date_mismatch", "t_invalid_mismatch", "u_invalid_only"),
         ("conflicting_duplicate", "t_conflict", "u_conflicting_duplicate"),
         ("conflicting_duplicate", "t_conflict", "u_conflicting_duplicate"),
+        ("conflicting_duplicate", "t_conflict", "u_conflicting_duplicate"),
     ]
     return {
         "ds": ds,
@@ -475,7 +478,7 @@ def write_edge_case_lake(lake: Path, *, ds: date, window_days: int = 90) -> dict
             "invalid_amount": 4,
             "missing_transaction_ts": 1,
             "date_mismatch": 2,
-            "conflicting_duplicate": 2,
+            "conflicting_duplicate": 3,
         },
         "quarantine_rows": quarantine_rows,
         "future_date": ds + timedelta(days=1),

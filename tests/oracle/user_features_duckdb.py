@@ -7,7 +7,8 @@ It is a test oracle: integration tests compare the Spark job's output with `comp
 Decisions where the contract leaves room:
 - Validity is checked first, then exact duplicates (all columns and the partition date equal) collapse to
   one row, then a transaction_id left with several different versions in one date has every distinct
-  version quarantined as `conflicting_duplicate` (one quarantine row per version, not per raw copy).
+  version quarantined as `conflicting_duplicate`, one quarantine row per raw row (a version's exact
+  copies too, so that every raw row is used, counted as a copy of a clean row, or quarantined).
 - A transaction is a (date, transaction_id): an id reused on two dates counts as two transactions, as
   docs/features.md says ("Combining"), since repeats are detected within one date partition only.
 - `top_category_group` ranks groups on exact cent sums (DECIMAL), so 0.10 + 0.20 ties with 0.30; the
@@ -156,10 +157,10 @@ SELECT * EXCLUDE (reason), reason
 FROM checked
 WHERE reason IS NOT NULL AND list_contains($dates, date)
 UNION ALL
-SELECT valid.*, 'conflicting_duplicate' AS reason
-FROM valid
+SELECT checked.* EXCLUDE (reason), 'conflicting_duplicate' AS reason
+FROM checked
 SEMI JOIN conflicting USING (date, transaction_id)
-WHERE list_contains($dates, date)
+WHERE checked.reason IS NULL AND list_contains($dates, date)
 ORDER BY date, reason, transaction_id NULLS FIRST, amount NULLS FIRST
 """
 
@@ -221,8 +222,8 @@ def quarantine(
 ) -> pd.DataFrame:
     """The invalid rows of the given date partitions, with the raw columns, `date` and `reason`.
 
-    `reason` is the first failing validity check, or `conflicting_duplicate` for every distinct version
-    of a transaction_id that occurs with differing content within one date.
+    `reason` is the first failing validity check, or `conflicting_duplicate` for every valid raw row
+    (each copy too) of a transaction_id that occurs with differing content within one date.
     """
     frame = (con or connect()).execute(QUARANTINE_SQL, _date_partition_params(lake, dates)).df()
     return frame[QUARANTINE_COLUMNS]
