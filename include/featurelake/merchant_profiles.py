@@ -221,3 +221,42 @@ def sandbox_fails_first(merchant_id: str) -> bool:
 def distinct(values: Iterable[str | None]) -> list[str]:
     """The distinct non-empty values, sorted."""
     return sorted({value for value in values if value})
+
+
+def merchants_of_day(raw_transactions: str, day: date) -> list[str]:
+    """The distinct merchant ids of `day`'s raw transactions (`<raw_transactions>/date=<day>/`),
+    sorted: each file's merchant_id column read as the data contract reads it (found whatever the
+    case of its name, binary or dictionary cast to text), as the feature and merchant-stats jobs
+    read the partition. Read as plain Parquet, a partition they accept failed this task on every
+    try. A partition that breaks the contract, or holds no data file, is an error that names it."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    from featurelake.raw_contract_arrow import (
+        list_raw_window,
+        raw_contract_error,
+        raw_window_problems,
+        read_raw_footers,
+    )
+
+    window = list_raw_window(raw_transactions, [day.isoformat()])
+    footers = read_raw_footers(window)
+    if problems := raw_window_problems(window, footers):
+        raise raw_contract_error(
+            problems,
+            not_written=f"no merchant profile of {day} was fetched (its partitions are as they were)",
+        )
+    if not window.files:
+        raise FileNotFoundError(
+            f"no raw transactions for {day} under {raw_transactions}: land that day's partition "
+            f"(date={day.isoformat()}/ with *.parquet files), then retry the task"
+        )
+    merchants: set[str] = set()
+    for file, footer in zip(window.files, footers, strict=True):
+        filesystem, path = fsspec.core.url_to_fs(file.path)
+        with filesystem.open(path, "rb") as handle:
+            column = pq.ParquetFile(handle).read(columns=[footer.columns["merchant_id"]]).column(0)
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        merchants.update(column.cast(pa.string()).to_pylist())
+    return distinct(merchants)

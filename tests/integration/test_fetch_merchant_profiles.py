@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
@@ -668,3 +670,52 @@ def test_a_redirect_to_a_host_no_resolver_accepts_fails_that_id_alone() -> None:
         ValueError, match=r"base_url names a host no resolver accepts .*, got 'http://a\.\.b'"
     ):
         FetchConfig(base_url="http://a..b")
+
+
+@pytest.mark.parametrize("form", ["binary-merchant-id", "upper-case-name", "dictionary"])
+def test_the_task_reads_the_merchants_of_any_partition_the_contract_accepts(
+    tmp_path: Path, monkeypatch, form: str
+) -> None:
+    """The task read `merchant_id` as plain Parquet: a partition the data contract accepts, and
+    the Spark and Dask jobs read, failed it on every try (binary ids were not text; `Merchant_ID`
+    was no column)."""
+    from featurelake_airflow.operators.fetch_merchant_profiles import FetchMerchantProfilesOperator
+
+    day = date(2026, 8, 21)
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=day, end=day, users=120, seed=5)
+    partition = lake / "raw" / "transactions" / f"date={day.isoformat()}"
+    (path,) = partition.glob("*.parquet")
+    table = pq.read_table(path)
+    merchants = sorted({m for m in table["merchant_id"].to_pylist() if m})
+    column = table.schema.get_field_index("merchant_id")
+    if form == "binary-merchant-id":
+        table = table.set_column(column, "merchant_id", table["merchant_id"].cast(pa.binary()))
+    elif form == "upper-case-name":
+        table = table.rename_columns(["Merchant_ID" if n == "merchant_id" else n for n in table.column_names])
+    else:
+        table = table.set_column(column, "merchant_id", table["merchant_id"].dictionary_encode())
+    pq.write_table(table, path)
+
+    task = FetchMerchantProfilesOperator(task_id="fetch", lake=str(lake), ds=day.isoformat())
+    with SandboxServer(port=free_port(), rate=200) as server:
+        use_sandbox(monkeypatch, server.port, rate_per_second=200)
+        result = task.execute({})
+    assert result["merchants"] == len(merchants) > 10
+    written = pq.read_table(lake / "raw" / "merchant_profiles" / f"date={day.isoformat()}")
+    quarantined = pq.read_table(lake / "quarantine" / "merchant_profiles" / f"date={day.isoformat()}")
+    assert sorted(written["merchant_id"].to_pylist() + quarantined["merchant_id"].to_pylist()) == merchants
+
+
+def test_the_task_names_a_partition_that_breaks_the_contract(tmp_path: Path, monkeypatch) -> None:
+    from featurelake_airflow.operators.fetch_merchant_profiles import FetchMerchantProfilesOperator
+
+    day = date(2026, 8, 21)
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=day, end=day, users=20, seed=5)
+    stray = lake / "raw" / "transactions" / f"date={day.isoformat()}" / "part-1.parquet"
+    stray.write_bytes(b"not parquet")
+    task = FetchMerchantProfilesOperator(task_id="fetch", lake=str(lake), ds=day.isoformat())
+    with pytest.raises(ValueError, match=rf"{re.escape(str(stray))}: it cannot be read as Parquet"):
+        task.execute({})
+    assert not (lake / "raw" / "merchant_profiles").exists()

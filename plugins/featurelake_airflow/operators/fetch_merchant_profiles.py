@@ -36,12 +36,10 @@ class FetchMerchantProfilesOperator(BaseOperator):
         import asyncio
         from collections import Counter
 
-        import pyarrow.dataset as pads
-
         from featurelake.arrow_partitions import replace_partition
         from featurelake.fetch import fetch_all
         from featurelake.lake import LakeLayout, local_path
-        from featurelake.merchant_profiles import build_profiles, check_api_available, distinct
+        from featurelake.merchant_profiles import build_profiles, check_api_available, merchants_of_day
 
         day = date.fromisoformat(self.ds)
         root = local_path(
@@ -51,10 +49,7 @@ class FetchMerchantProfilesOperator(BaseOperator):
             "the Airflow workers and set the Variable featurelake_lake to the mount's path",
         )
         layout = LakeLayout(str(root))
-        raw = LakeLayout.partition(layout.raw_transactions, day)
-        merchants = distinct(
-            pads.dataset(raw, format="parquet").to_table(columns=["merchant_id"])["merchant_id"].to_pylist()
-        )
+        merchants = merchants_of_day(layout.raw_transactions, day)
         hook = HttpApiHook(http_conn_id=self.http_conn_id)
         config, max_failed_fraction = hook.get_conn(), hook.max_failed_fraction()
         self.log.info(
