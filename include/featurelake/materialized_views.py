@@ -26,7 +26,7 @@ partition lacks is null in its rows); a column whose type changed between partit
 An incremental refresh keeps the view's columns: a partition with a column more or less than the
 view, or another type, is refused, saying to refresh in full; but a view column the partition lacks
 is null when the view's rows of its newest feature date already are (a dropped column, after that
-full refresh: `_dropped_in_view`). A view column with no type yet (null in every row so far) that
+full refresh: `_may_lack`). A view column with no type yet (null in every row so far) that
 the rows read give one is not a schema change: the view is rebuilt in full, once.
 
 `refresh_view` then vacuums the table: it deletes the data files that left it longer ago than its
@@ -530,19 +530,27 @@ def newest_rows_before(
     return table, dates_read
 
 
-def _dropped_in_view(view: Any, columns: list[str]) -> bool:
-    """Whether the view has already taken the drop of `columns`: they are null in every row of its
-    newest `feature_date` (a full refresh as of a date without them keeps them, null for that date's
-    rows). A partition without them then gets nulls there, as in a full refresh, and is not refused:
-    otherwise every later incremental refresh would be refused, full refresh or not."""
+def _may_lack(view: Any, columns: list[str], ds: date) -> bool:
+    """Whether a partition of `ds` may lack the view's `columns`, its rows then null there as a
+    full refresh leaves them: each column was dropped (null in every row of the view's newest
+    `feature_date`, as the full refresh as of a date without it keeps it), or added after `ds` (no
+    row of `ds` or earlier holds a value in it). Otherwise every later incremental refresh of such a
+    date would be refused, full refresh or not."""
     if not columns:
         return False
     table = view.to_pyarrow_dataset().to_table(columns=["feature_date", *columns])
-    newest = pc.max(table["feature_date"]).as_py() if table.num_rows else None
-    if newest is None:
+    if not table.num_rows:
         return False
-    newest_rows = table.filter(pc.equal(table["feature_date"], pa.scalar(newest, pa.date32())))
-    return all(newest_rows[name].null_count == newest_rows.num_rows for name in columns)
+    dates = table["feature_date"]
+    newest = pc.equal(dates, pc.max(dates))
+    up_to_ds = pc.less_equal(dates, pa.scalar(ds, pa.date32()))
+    for name in columns:
+        held = pc.is_valid(table[name])
+        dropped = not pc.any(pc.and_(newest, held)).as_py()
+        added_after = not pc.any(pc.and_(up_to_ds, held)).as_py()
+        if not (dropped or added_after):
+            return False
+    return True
 
 
 def refresh_incremental(
@@ -586,7 +594,7 @@ def refresh_incremental(
         view_schema = pa.schema(view.schema().to_arrow())
         missing = [name for name in view_schema.names if name not in rows.column_names]
         rows = _fit_to_view(
-            rows, view_schema, partition, view_path, allow_missing=_dropped_in_view(view, missing)
+            rows, view_schema, partition, view_path, allow_missing=_may_lack(view, missing, ds)
         )
     # The view's entities of `ds` that the partition no longer holds (a rerun after a rewrite).
     of_ds = view.to_pyarrow_dataset().to_table(

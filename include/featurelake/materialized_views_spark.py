@@ -44,7 +44,7 @@ from featurelake.partitioning import (
 )
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +196,10 @@ def _check_view_columns(
         raise schema_change_error(where, view_path, new=new, missing=missing, changed=changed)
 
 
-def _dropped_in_view(view: DataFrame, columns: list[str]) -> bool:
-    """Whether the view has already taken the drop of `columns` (as delta-rs's refresh checks): they
-    are null in every row of its newest `feature_date`. A partition without them then gets nulls
-    there, as in a full refresh, and is not refused."""
-    from functools import reduce
-
+def _may_lack(view: DataFrame, columns: list[str], ds: date) -> bool:
+    """Whether a partition of `ds` may lack the view's `columns` (as delta-rs's refresh checks): each
+    was dropped (null in every row of the view's newest `feature_date`) or added after `ds` (no row
+    of `ds` or earlier holds a value in it). Its rows then get nulls there, as in a full refresh."""
     from pyspark.sql import functions as F
 
     if not columns:
@@ -209,8 +207,17 @@ def _dropped_in_view(view: DataFrame, columns: list[str]) -> bool:
     newest = view.agg(F.max("feature_date")).first()[0]
     if newest is None:
         return False
-    not_null = reduce(lambda a, b: a | b, [F.col(f"`{name}`").isNotNull() for name in columns])
-    return view.where((F.col("feature_date") == date_literal(newest)) & not_null).limit(1).count() == 0
+
+    def any_row(where: Column) -> bool:
+        return view.where(where).limit(1).count() > 0
+
+    for name in columns:
+        held = F.col(f"`{name}`").isNotNull()
+        dropped = not any_row((F.col("feature_date") == date_literal(newest)) & held)
+        added_after = not any_row((F.col("feature_date") <= date_literal(ds)) & held)
+        if not (dropped or added_after):
+            return False
+    return True
 
 
 def newest_rows_before(
@@ -355,8 +362,9 @@ def refresh_incremental(
     if date_partition_exists(spark, features_path, ds):
         rows = _partition_rows(spark, features_path, ds)
         missing = [name for name in current.columns if name not in rows.columns]
-        dropped = _dropped_in_view(current, missing)
-        _check_view_columns(rows, current, partition, view_path, allow_missing=dropped)
+        _check_view_columns(
+            rows, current, partition, view_path, allow_missing=_may_lack(current, missing, ds)
+        )
         _check_one_row_per_entity(rows, [entity_column], partition)
         rows = rows.select(
             *[
