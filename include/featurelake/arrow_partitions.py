@@ -54,7 +54,7 @@ def remove_leftovers(output: str) -> None:
     import fsspec
 
     filesystem, target = fsspec.core.url_to_fs(output)
-    _refuse_glob_characters(filesystem, target, output)
+    refuse_glob_characters(filesystem, target, output)
     parent, name = target.rstrip("/").rsplit("/", 1)
     if not filesystem.isdir(parent):
         return
@@ -99,7 +99,7 @@ def swap_in(staged: str, output: str) -> None:
 
     filesystem, target = fsspec.core.url_to_fs(output)
     staged_path = fsspec.core.url_to_fs(staged)[1]
-    _refuse_glob_characters(filesystem, target, output)
+    refuse_glob_characters(filesystem, target, output)
     had_output = filesystem.exists(target)
     if had_output and "file" in _protocols(filesystem) and exchange_paths(staged_path, target):
         filesystem.rm(staged_path, recursive=True)  # the previous output
@@ -117,10 +117,11 @@ def swap_in(staged: str, output: str) -> None:
         filesystem.rm(old, recursive=True)
 
 
-def _refuse_glob_characters(filesystem: object, path: str, location: str) -> None:
+def refuse_glob_characters(filesystem: object, path: str, location: str) -> None:
     """fsspec expands `[`, `*` and `?` in the paths given to a recursive `mv` or `rm` as a glob on
     every filesystem but the local one (s3fs, gcsfs and adlfs among them): a swap moved or deleted
-    the files of a look-alike directory (`lake1` for `lake[1]`). Such a path is refused first."""
+    the files of a look-alike directory (`lake1` for `lake[1]`). Such a path is refused first, by
+    every caller of a recursive `mv` or `rm` (`path` on `filesystem`, given as `location`)."""
     if "file" in _protocols(filesystem):
         return
     found = sorted({character for character in "[*?" if character in path})

@@ -254,9 +254,17 @@ def merchants_of_day(raw_transactions: str, day: date) -> list[str]:
     merchants: set[str] = set()
     for file, footer in zip(window.files, footers, strict=True):
         filesystem, path = fsspec.core.url_to_fs(file.path)
-        with filesystem.open(path, "rb") as handle:
-            column = pq.ParquetFile(handle).read(columns=[footer.columns["merchant_id"]]).column(0)
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(column.type.value_type)
-        merchants.update(column.cast(pa.string()).to_pylist())
+        try:
+            with filesystem.open(path, "rb") as handle:
+                column = pq.ParquetFile(handle).read(columns=[footer.columns["merchant_id"]]).column(0)
+            if pa.types.is_dictionary(column.type):
+                column = column.cast(column.type.value_type)
+            merchants.update(column.cast(pa.string()).to_pylist())
+        except (OSError, pa.ArrowException) as error:
+            raise ValueError(
+                f"the merchant ids of the raw file {file.path} could not be read: {error}. Its footer "
+                "passed the data contract's checks (docs/data-contract.md): unless this was a passing "
+                "storage error (then retry the task), a data page is damaged or an id is not UTF-8. "
+                "Re-land that partition, then rerun the task"
+            ) from error
     return distinct(merchants)

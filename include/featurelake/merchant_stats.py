@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from featurelake.arrow_partitions import hidden_sibling, remove_leftovers, swap_in
+from featurelake.arrow_partitions import hidden_sibling, refuse_glob_characters, remove_leftovers, swap_in
 from featurelake.lake import MAX_ABS_AMOUNT
 from featurelake.raw_contract_arrow import (
     RawFooter,
@@ -374,10 +374,12 @@ def check_workers(client: Client, *, raw_transactions: str, staging: str) -> Non
 
 
 def remove_tree(path: str) -> None:
-    """Delete a directory (local or any fsspec URI) if it exists."""
+    """Delete a directory (local or any fsspec URI) if it exists; off the local filesystem, a path
+    fsspec would read as a glob is refused first (`refuse_glob_characters`)."""
     import fsspec
 
     filesystem, local_path = fsspec.core.url_to_fs(path)
+    refuse_glob_characters(filesystem, local_path, path)
     if filesystem.exists(local_path):
         filesystem.rm(local_path, recursive=True)
 

@@ -719,3 +719,18 @@ def test_the_task_names_a_partition_that_breaks_the_contract(tmp_path: Path, mon
     with pytest.raises(ValueError, match=rf"{re.escape(str(stray))}: it cannot be read as Parquet"):
         task.execute({})
     assert not (lake / "raw" / "merchant_profiles").exists()
+
+    # binary ids pass the footer check; one that is not UTF-8 is named with its file
+    stray.unlink()
+    (path,) = stray.parent.glob("*.parquet")
+    table = pq.read_table(path)
+    ids = table["merchant_id"].cast(pa.binary()).to_pylist()
+    ids[0] = b"m\xff"
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("merchant_id"), "merchant_id", pa.array(ids)), path
+    )
+    with pytest.raises(
+        ValueError, match=rf"the merchant ids of the raw file {re.escape(str(path))} .* not UTF-8"
+    ):
+        task.execute({})
+    assert not (lake / "raw" / "merchant_profiles").exists()

@@ -147,7 +147,7 @@ def test_a_rebalance_task_killed_midway_finishes_on_its_retry(
         patch.setattr(OnlineStore, "_write_node", killed_after_three_copies)
         with pytest.raises(SystemExit):
             task.execute(context={})
-    assert sum(copies) > 0
+    assert sum(len(keys) for keys in copies) > 0  # keys copied to their new owners
     result = task.execute(context={})  # the retry
     assert result["complete"] and result["changed_during_move"] == 0, result
     json.dumps(result)  # an XCom

@@ -75,3 +75,22 @@ def test_swap_in_off_the_local_filesystem_renames_twice() -> None:
         assert sorted(memory.find("/lake")) == ["/lake/out/new.parquet"]
     finally:
         memory.rm("/", recursive=True)
+
+
+def test_the_dask_jobs_staging_cleanup_refuses_a_glob_character_too() -> None:
+    """The merchant-stats job removes its staging directory before it swaps anything: that delete
+    removed a look-alike lake's staging (`lake1` for `lake[1]`) before any check ran."""
+    import fsspec
+
+    from featurelake.merchant_stats import remove_tree
+
+    memory = fsspec.filesystem("memory")
+    try:
+        memory.pipe("/lake1/_staging/merchant_stats/date=2026-10-28/b0.parquet", b"another lake's")
+        memory.pipe("/lake[1]/_staging/merchant_stats/date=2026-10-28/b0.parquet", b"this lake's")
+        before = sorted(memory.find("/"))
+        with pytest.raises(ValueError, match=r"which fsspec reads as a glob pattern"):
+            remove_tree("memory://lake[1]/_staging/merchant_stats/date=2026-10-28")
+        assert sorted(memory.find("/")) == before
+    finally:
+        memory.rm("/", recursive=True)
