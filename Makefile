@@ -117,6 +117,7 @@ backfill: $(DB_STAMP)  ## Without a scheduler: run user_features_daily for each 
 		echo "== user_features_daily $$d"; \
 		airflow dags test user_features_daily "$$d" > $(AIRFLOW_HOME)/backfill-$$d.log 2>&1 \
 			|| { tail -40 $(AIRFLOW_HOME)/backfill-$$d.log; exit 1; }; \
+		echo "   succeeded; log: $(AIRFLOW_HOME)/backfill-$$d.log"; \
 	done
 
 bench: $(VENV)/.stamp-installed  ## Run the benchmarks in bench/
