@@ -26,7 +26,8 @@ partition lacks is null in its rows); a column whose type changed between partit
 An incremental refresh keeps the view's columns: a partition with a column more or less than the
 view, or another type, is refused, saying to refresh in full; but a view column the partition lacks
 is null when the view's rows of its newest feature date already are (a dropped column, after that
-full refresh: `_may_lack`). A view column with no type yet (null in every row so far) that
+full refresh), or when no view row of the partition's date or earlier holds a value there (a column
+added after that date): `_may_lack`. A view column with no type yet (null in every row so far) that
 the rows read give one is not a schema change: the view is rebuilt in full, once.
 
 `refresh_view` then vacuums the table: it deletes the data files that left it longer ago than its
@@ -568,7 +569,8 @@ def refresh_incremental(
     A rerun after the partition of `ds` was rewritten without some entities: their rows of `ds` in
     the view are replaced by their newest rows before `ds` (read back one date at a time until all
     are found), or deleted when they have none, in the same MERGE; so the view equals a full
-    refresh. A partition whose columns differ from the view's is refused (refresh in full).
+    refresh. A partition whose columns differ from the view's is refused (refresh in full), but for
+    view columns it may lack (`_may_lack`: dropped, or added after `ds`), null in its rows.
     `run_key` is recorded in the commit (`committed_refresh`)."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError

@@ -343,7 +343,7 @@ def refresh_incremental(
     new entities are inserted. A view that does not exist yet is built in full. The view's rows of
     `ds` whose entity the partition no longer holds take its newest earlier row, or are deleted, in
     the same MERGE (as delta-rs's refresh_incremental); a partition whose columns differ from the
-    view's is refused."""
+    view's is refused, but for view columns it may lack (`_may_lack`), null in its rows."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 

@@ -25,7 +25,8 @@ def arrow_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem of `location` (a local path or a URI) and the path on it. A `file:`
     URI's path is taken as it is written, as the writers, fsspec and Hadoop take it: pyarrow's own
     parsing decodes `%20` and cuts the path at `?` or `#`, so it read another directory than the
-    one written (and found nothing), and refused a path with a space."""
+    one written (and found nothing), and refused a path with a space. A `file:` URI not of the form
+    `file:///absolute/path` is refused (`lake.local_path`)."""
     if location.startswith("file:"):
         path = local_path(location, what="the location", remedy="pass a local path or a file:/// URI")
         return pafs.LocalFileSystem(), str(path)

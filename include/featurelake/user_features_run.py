@@ -407,7 +407,8 @@ def run_user_features(
     rewritten = rewritten_since_built(spark, layout, {d: sources[d] for d in sources if d in tile_dates})
     for day in rewritten:
         log.warning(
-            "the raw transactions of %s or the categories lookup changed since its tile was built: "
+            "the tile of %s is not current (its raw transactions or the categories lookup changed since "
+            "it was built, or it is of another tile format): "
             "rebuilding it",
             day,
         )
