@@ -105,7 +105,11 @@ def list_raw_window(raw_transactions: str, days: Iterable[str]) -> RawWindow:
     filesystem, root = fsspec.core.url_to_fs(raw_transactions)
     root = root.rstrip("/")
     if not filesystem.isdir(root):
-        raise FileNotFoundError(raw_transactions)
+        raise FileNotFoundError(
+            f"no directory {raw_transactions}: the lake holds no raw transactions. Land them there (or "
+            "run `featurelake generate`), and check that the lake's location (in Airflow, the Variable "
+            "featurelake_lake) is the lake, as the task's machine reaches it"
+        )
     files, stray = [], []
     for day in days:
         directory = f"date={day}"

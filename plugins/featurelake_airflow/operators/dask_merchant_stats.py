@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import date
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
 from featurelake_airflow.hooks.dask_cluster import DaskClusterHook
+from featurelake_airflow.task_arguments import lake_root, run_date, whole_number
 from featurelake_airflow.task_process import child_processes_allowed
 
 
@@ -41,8 +41,9 @@ class DaskMerchantStatsOperator(BaseOperator):
         from featurelake.lake import LakeLayout
         from featurelake.merchant_stats import compute_merchant_stats
 
-        day = date.fromisoformat(self.ds)
-        layout = LakeLayout(self.lake.removeprefix("file://"))
+        day = run_date(self.ds, task_id=self.task_id)
+        window_days = whole_number(self.window_days, name="window_days", task_id=self.task_id)
+        layout = LakeLayout(lake_root(self.lake, task_id=self.task_id).removeprefix("file://"))
         hook = DaskClusterHook(dask_conn_id=self.dask_conn_id)
         address = hook.scheduler_address()
         spawns_workers = False
@@ -69,7 +70,7 @@ class DaskMerchantStatsOperator(BaseOperator):
                 output=LakeLayout.partition(layout.merchant_stats, day),
                 staging=layout.staging("merchant_stats", day),
                 ds=day,
-                window_days=int(self.window_days),
+                window_days=window_days,
             )
         self.log.info(
             "%d merchants from %d valid of %d raw rows -> %s",

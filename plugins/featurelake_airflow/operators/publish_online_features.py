@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from featurelake_airflow.hooks.online_store import OnlineStoreHook
 from featurelake_airflow.lake_paths import lake_path
+from featurelake_airflow.task_arguments import lake_root, run_date
 
 
 class PublishOnlineFeaturesOperator(BaseOperator):
@@ -52,13 +52,8 @@ class PublishOnlineFeaturesOperator(BaseOperator):
         self.report_rows_key = report_rows_key
 
     def execute(self, context: Any) -> dict[str, Any]:
-        try:
-            day = date.fromisoformat(self.ds)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"ds must be the date of the partition to publish, as YYYY-MM-DD (such as "
-                f"'2030-01-01', which the template {{{{ ds }}}} gives); got {self.ds!r}"
-            ) from None
+        day = run_date(self.ds, task_id=self.task_id)
+        lake_root(self.lake, task_id=self.task_id)
         import redis
 
         from featurelake.lake import LakeLayout

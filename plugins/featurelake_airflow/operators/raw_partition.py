@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from featurelake_airflow.lake_paths import lake_path
+from featurelake_airflow.task_arguments import lake_root
 
 
 class RawPartitionCheckOperator(BaseOperator):
@@ -63,7 +64,8 @@ class RawPartitionCheckOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from featurelake.lake import is_data_file
 
-        partition = f"{self.lake.rstrip('/')}/raw/{self.dataset}/date={self.ds}"
+        lake = lake_root(self.lake, task_id=self.task_id)
+        partition = f"{lake.rstrip('/')}/raw/{self.dataset}/date={self.ds}"
         directory = lake_path(partition)
         listed = (
             sorted(p for p in directory.iterdir() if is_data_file(p.name) and p.is_file())

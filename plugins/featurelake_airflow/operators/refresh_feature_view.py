@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import date
 from typing import Any
 
 from airflow.sdk import BaseOperator
+
+from featurelake_airflow.task_arguments import lake_root, one_of, run_date
 
 
 class RefreshFeatureViewOperator(BaseOperator):
@@ -43,15 +44,17 @@ class RefreshFeatureViewOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from featurelake.lake import LakeLayout
-        from featurelake.materialized_views import refresh_view
+        from featurelake.materialized_views import REFRESH_MODES, refresh_view
 
-        layout = LakeLayout(self.lake.removeprefix("file://"))
+        day = run_date(self.ds, task_id=self.task_id)
+        mode = one_of(self.mode, REFRESH_MODES, name="mode", task_id=self.task_id)
+        layout = LakeLayout(lake_root(self.lake, task_id=self.task_id).removeprefix("file://"))
         name = f"{self.view}_latest"
         report = refresh_view(
             layout.view(name),
             layout.features(self.view),
-            ds=date.fromisoformat(self.ds),
-            mode=self.mode,
+            ds=day,
+            mode=mode,
             entity_column=self.entity_column,
             name=name,
             run_key=run_key(context),
