@@ -143,6 +143,9 @@ class FetchConfig:
     max_backoff_seconds: float = 30.0
     max_retry_after_seconds: float = 60.0
     headers: tuple[tuple[str, str], ...] = ()
+    # The largest answer read: a misbehaving API or proxy streaming a dump was read whole (and held
+    # about three times over, as bytes, text and objects) by each request under way.
+    max_body_bytes: int = 8 * 2**20
 
     def __post_init__(self) -> None:
         try:
@@ -174,6 +177,7 @@ class FetchConfig:
         _number("backoff_seconds", self.backoff_seconds, minimum=0, inclusive=True)
         _number("max_backoff_seconds", self.max_backoff_seconds, minimum=0, inclusive=True)
         _number("max_retry_after_seconds", self.max_retry_after_seconds, minimum=0, inclusive=True)
+        _number("max_body_bytes", self.max_body_bytes, minimum=1, inclusive=True, whole=True)
         if not all(
             isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(part, str) for part in pair)
             for pair in self.headers
@@ -234,6 +238,24 @@ class _ApiFailed(_Failed):
 def ids_started(config: FetchConfig) -> int:
     """How many ids `fetch_all` has under way at once, at most (see the module docstring)."""
     return max(MIN_IDS_STARTED, IDS_STARTED_PER_SLOT * config.max_concurrency)
+
+
+# The bytes of an error answer read, of which the failure keeps the first 200 characters.
+ERROR_BODY_BYTES = 800
+
+
+async def _body_within(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body of `response`, read in chunks; an answer larger than `limit` bytes (by its
+    Content-Length, or as it arrives) fails its id as the API's fault, unread past the limit."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise _ApiFailed(f"an answer of {declared} bytes, more than max_body_bytes ({limit})")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(2**16):
+        body += chunk
+        if len(body) > limit:
+            raise _ApiFailed(f"an answer of more than max_body_bytes ({limit}) bytes")
+    return bytes(body)
 
 
 def backoff_seconds(config: FetchConfig, retry: int, *, jitter: float) -> float:
@@ -412,16 +434,19 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                     if response.status == 404:
                         raise _Failed("HTTP 404: not found")
                     if response.status >= 400:
+                        # Only the start of an error page is kept: it is not read whole.
+                        start = await response.content.read(ERROR_BODY_BYTES)
                         try:
-                            body = await response.text(errors="replace")
+                            body = start.decode(response.charset or "utf-8", errors="replace")
                         except LookupError:  # a charset that is no text encoding, such as base64
-                            body = (await response.read()).decode("utf-8", errors="replace")
+                            body = start.decode("utf-8", errors="replace")
                         failure = _Failed if response.status in ID_OWN_STATUSES else _ApiFailed
                         raise failure(f"HTTP {response.status}: {body[:200]}")
-                    if not (await response.read()).strip():  # response.json() would read it as null
+                    data = await _body_within(response, config.max_body_bytes)
+                    if not data.strip():  # the JSON of nothing would be read as null
                         raise _ApiFailed("not JSON: an empty body")
                     try:
-                        return await response.json(content_type=None, loads=_strict_json), None
+                        return _strict_json(data.decode(response.charset or "utf-8")), None
                     # Not JSON, or not in its charset (a maintenance or login page); a charset that
                     # is no text encoding (LookupError: "base64"); nested deeper than Python recurses.
                     except (ValueError, LookupError, RecursionError) as error:

@@ -734,3 +734,59 @@ def test_the_task_names_a_partition_that_breaks_the_contract(tmp_path: Path, mon
     ):
         task.execute({})
     assert not (lake / "raw" / "merchant_profiles").exists()
+
+
+def test_an_answer_larger_than_max_body_bytes_fails_its_id_unread_past_the_limit() -> None:
+    """Each request read its whole answer (and an error page whole, to keep 200 characters): a
+    proxy streaming a dump could take the worker's memory. Now an answer is read up to
+    `max_body_bytes`, by its Content-Length or as it arrives, and an error page's first bytes only."""
+    sent: dict[str, int] = {}
+
+    async def main():
+        async def answer(request: web.Request) -> web.StreamResponse:
+            merchant = request.match_info["merchant_id"]
+            if merchant == "small":
+                return web.json_response({"merchant_id": merchant})
+            if merchant == "declared":
+                return web.Response(body=b'"' + b"x" * 5000 + b'"', content_type="application/json")
+            response = web.StreamResponse(status=200 if merchant == "streamed" else 521)
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            sent[merchant] = 0
+            try:
+                for _ in range(200):  # 200 MiB, unless the client leaves
+                    await response.write(b"x" * 2**20)
+                    sent[merchant] += 2**20
+                await response.write_eof()
+            except (ConnectionResetError, asyncio.CancelledError):
+                pass
+            return response
+
+        app = web.Application()
+        app.router.add_get("/m/{merchant_id}", answer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            config = FetchConfig(
+                base_url=f"http://127.0.0.1:{port}",
+                path_template="/m/{id}",
+                max_attempts=1,
+                max_body_bytes=4096,
+            )
+            return await asyncio.wait_for(fetch_all(config, ["small", "declared", "streamed", "error"]), 30)
+        finally:
+            await runner.cleanup()
+
+    result = asyncio.run(main())
+    assert result.found == {"small": {"merchant_id": "small"}}
+    assert result.failed["declared"] == "an answer of 5002 bytes, more than max_body_bytes (4096)"
+    assert result.failed["streamed"] == "an answer of more than max_body_bytes (4096) bytes"
+    assert result.failed["error"] == "HTTP 521: " + "x" * 200
+    assert result.api_failed == {"declared", "streamed", "error"}
+    # the server got no further than the sockets' buffers let it: far from the 200 MiB it had to send
+    assert sent["streamed"] < 50 * 2**20 and sent["error"] < 50 * 2**20, sent
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        FetchConfig(base_url="http://127.0.0.1:1", max_body_bytes=0)

@@ -41,11 +41,12 @@ FETCH_EXTRAS = frozenset(
         "backoff_seconds",
         "max_backoff_seconds",
         "max_retry_after_seconds",
+        "max_body_bytes",
         "headers",
     }
 )
 # The numeric extras: a URI connection carries them as text ("2"), which is read as a number.
-COUNT_EXTRAS = frozenset({"max_concurrency", "max_attempts"})
+COUNT_EXTRAS = frozenset({"max_concurrency", "max_attempts", "max_body_bytes"})
 NUMBER_EXTRAS = frozenset(
     {
         "rate_per_second",
