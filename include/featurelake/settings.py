@@ -18,9 +18,28 @@ _LINE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*\?=\s*(?P<value>.*)$")
 _REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def read_settings(path: Path = SETTINGS_FILE, *, root: Path = PROJECT_ROOT) -> dict[str, str]:
-    """Parse the settings file into {name: value}, with `${NAME}` references expanded."""
-    known: dict[str, str] = {"FEATURELAKE_ROOT": str(root)}
+def read_settings(
+    path: Path = SETTINGS_FILE,
+    *,
+    root: Path = PROJECT_ROOT,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Parse the settings file into {name: value}, with `${NAME}` references expanded as make expands
+    them: to `overrides[NAME]`, else the project root for FEATURELAKE_ROOT, else the environment's
+    NAME (which a `?=` line does not replace), else the file's value so far, else ''. The values are
+    the file's; the environment's win when the settings are applied (`apply_settings`)."""
+    environ = os.environ if environ is None else environ
+    overrides = overrides or {}
+    known: dict[str, str] = {}
+
+    def expanded(name: str) -> str:
+        if name in overrides:
+            return overrides[name]
+        if name == "FEATURELAKE_ROOT":
+            return str(root)
+        return environ[name] if name in environ else known.get(name, "")
+
     settings: dict[str, str] = {}
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
         line = raw.strip()
@@ -29,7 +48,7 @@ def read_settings(path: Path = SETTINGS_FILE, *, root: Path = PROJECT_ROOT) -> d
         match = _LINE.match(line)
         if match is None:
             raise ValueError(f"{path}:{number}: expected `NAME ?= value`, got {raw!r}")
-        value = _REFERENCE.sub(lambda m: known.get(m["name"], os.environ.get(m["name"], "")), match["value"])
+        value = _REFERENCE.sub(lambda m: expanded(m["name"]), match["value"])
         settings[match["name"]] = value
         known[match["name"]] = value
     return settings
@@ -44,7 +63,7 @@ def apply_settings(
     """Set every setting not already in `environ` (default: os.environ); `overrides` always win."""
     target = os.environ if environ is None else environ
     applied: dict[str, str] = {}
-    for name, value in read_settings(path).items():
+    for name, value in read_settings(path, environ=target, overrides=overrides).items():
         if overrides and name in overrides:
             value = overrides[name]
         elif name in target:

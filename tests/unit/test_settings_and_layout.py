@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from featurelake.lake import LakeLayout, local_path
-from featurelake.settings import SETTINGS_FILE, apply_settings, read_settings
+from featurelake.settings import PROJECT_ROOT, SETTINGS_FILE, apply_settings, read_settings
 
 
 def test_settings_expand_the_project_root(tmp_path: Path) -> None:
@@ -188,3 +188,25 @@ def test_make_backfill_prints_its_usage_before_building_anything(
         in (result.stderr)
     )
     assert sorted(path.name for path in checkout.iterdir()) == ["Makefile", "airflow.env"]
+
+
+def test_a_reference_expands_as_make_expands_it(tmp_path: Path) -> None:
+    """`B ?= ${A}/x` took the file's A even when the environment set A, where make takes the
+    environment's: the tests and the Makefile would then disagree on B."""
+    settings = tmp_path / "airflow.env"
+    settings.write_text("A ?= /file\nB ?= ${A}/x\nC ?= ${FEATURELAKE_ROOT}/c\n")
+    makefile = tmp_path / "Makefile"
+    makefile.write_text("include airflow.env\nshow:\n\t@echo $(B)\n")
+    make = subprocess.run(
+        ["make", "-s", "-C", str(tmp_path), "show"],
+        env={"PATH": os.environ["PATH"], "A": "/env"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    environ = {"A": "/env"}
+    applied = apply_settings(environ, path=settings)
+    assert make.stdout.strip() == environ["B"] == "/env/x"
+    assert "A" not in applied and applied["C"] == f"{PROJECT_ROOT}/c"
+    assert read_settings(settings, environ={})["B"] == "/file/x"
+    assert read_settings(settings, environ=environ, overrides={"A": "/override"})["B"] == "/override/x"
