@@ -26,7 +26,7 @@ def lake_root(value: object, *, task_id: str) -> str:
     """The lake's root, which may not be empty: an empty Variable made paths at the filesystem's
     root (`/raw/transactions/...`)."""
     text = str(value or "").strip()
-    if not text or text.rstrip("/") in ("", "file:", "file://"):
+    if text.rstrip("/") in ("", "file:"):  # "file://" ends as "file:"
         raise AirflowFailException(
             f"task {task_id}: the lake root is empty; set the Airflow Variable featurelake_lake "
             "(AIRFLOW_VAR_FEATURELAKE_LAKE) to the lake's path or URI, such as /data/lake or s3a://bucket/lake"
