@@ -213,9 +213,10 @@ def _may_lack(view: DataFrame, columns: list[str], ds: date) -> bool:
 
     for name in columns:
         held = F.col(f"`{name}`").isNotNull()
-        dropped = not any_row((F.col("feature_date") == date_literal(newest)) & held)
-        added_after = not any_row((F.col("feature_date") <= date_literal(ds)) & held)
-        if not (dropped or added_after):
+        # a second Spark job only when the first does not settle it
+        if any_row((F.col("feature_date") == date_literal(newest)) & held) and any_row(
+            (F.col("feature_date") <= date_literal(ds)) & held
+        ):
             return False
     return True
 
