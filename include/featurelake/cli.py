@@ -145,11 +145,12 @@ def merchant_api(
 
     if rate < 1:
         raise typer.BadParameter(f"must be at least 1 request per second, got {rate}", param_hint="--rate")
-    stdout.print(
-        f"merchant API sandbox on http://{host}:{port}/merchants/<id>, {rate} requests/s (Ctrl-C stops)"
-    )
+
+    def serving(url: str) -> None:
+        stdout.print(f"merchant API sandbox on {url}, {rate} requests/s (Ctrl-C stops)")
+
     try:
-        serve_forever(port=port, rate=rate, host=host)
+        serve_forever(port=port, rate=rate, host=host, serving=serving)
     except OSError as error:  # the address is taken, or not this machine's
         refuse(f"cannot listen on {host}:{port}: {error.strerror}; pass another --port or --host", error)
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -53,7 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from featurelake.lake import LakeLayout
+from featurelake.lake import LakeLayout, local_path
 from featurelake.offline_features import arrow_filesystem, feature_dates, partition_dataset
 
 log = logging.getLogger(__name__)
@@ -614,7 +615,7 @@ def refresh_incremental(
         )
     dates_read = 1
     source = rows
-    update_when = "s.feature_date >= t.feature_date"
+    update_when = matched_update_predicate(view.schema().to_arrow().names, entity_column=entity_column)
     if len(gone):
         view_schema = pa.schema(view.schema().to_arrow())
         earlier, looked_back = newest_rows_before(
@@ -639,8 +640,9 @@ def refresh_incremental(
             len(gone) - earlier.num_rows,
         )
         source = pa.concat_tables([rows, earlier], promote_options="permissive") if rows.num_rows else earlier
-        # an earlier row replaces the row of `ds` it stands in for
-        update_when += f" OR t.feature_date = '{ds.isoformat()}'"
+        update_when = matched_update_predicate(
+            view.schema().to_arrow().names, entity_column=entity_column, replacing=ds
+        )
     untyped = _typed_void_columns(source.schema, pa.schema(view.schema().to_arrow()))
     if untyped:
         # Not a MERGE with merge_schema: delta-rs (1.6) then sets the column from the source on the
@@ -696,6 +698,29 @@ def refresh_incremental(
     )
 
 
+def matched_update_predicate(
+    columns: Sequence[str], *, entity_column: str, replacing: date | None = None
+) -> str:
+    """When a MERGE updates a view row its source matched (SQL, for delta-rs and delta-spark alike):
+    the source row is of a later feature date, or of the same date and differs in some other column
+    of `columns` (the view's), so a rerun with the same rows rewrites none of them (it rewrote every
+    one, and the files holding them); or, with `replacing`, the view row is of that date (an earlier
+    row of an entity the partition of `replacing` no longer holds stands in for it)."""
+    changed = [
+        # in parentheses: delta-rs's parser takes `a IS DISTINCT FROM b OR c` as `a IS DISTINCT FROM (b OR c)`
+        f"(s.{sql_identifier(column)} IS DISTINCT FROM t.{sql_identifier(column)})"
+        for column in columns
+        if column not in (entity_column, "feature_date")
+    ]
+    same_date = "s.feature_date = t.feature_date" + (
+        f" AND ({' OR '.join(changed)})" if changed else " AND false"
+    )
+    predicate = f"s.feature_date > t.feature_date OR ({same_date})"
+    if replacing is not None:
+        predicate += f" OR t.feature_date = '{replacing.isoformat()}'"
+    return predicate
+
+
 def sql_identifier(column: str) -> str:
     """`column` quoted for a delta-rs predicate, in backticks, so that `user-id` or `user.id` names
     that column (unquoted, delta-rs's parser reads a subtraction or a field access). delta-rs
@@ -721,8 +746,12 @@ def refresh_view(
 ) -> RefreshReport:
     """Refresh the view for `ds` in `mode` (`incremental` or `full`). `run_key` names the run (an
     Airflow task instance): a retry of it whose refresh was already committed reports that commit
-    (`committed_refresh`) and commits nothing more."""
+    (`committed_refresh`) and commits nothing more. A `file:` URI not of the form
+    `file:///absolute/path` is refused before anything is read: delta-rs opens `file:rel` as `/rel`."""
     check_refresh_mode(mode)
+    for location, what in ((view_path, "the view"), (features_path, "the features")):
+        if location.startswith("file:"):
+            local_path(location, what=what, remedy="pass a local path or a file:/// URI")
     done = (
         committed_refresh(view_path, features_path, run_key=run_key, ds=ds, name=name, mode=mode)
         if run_key is not None

@@ -34,6 +34,7 @@ from featurelake.materialized_views import (
     RefreshReport,
     check_refresh_mode,
     full_refresh_as_of,
+    matched_update_predicate,
     schema_change_error,
 )
 from featurelake.partitioning import (
@@ -390,7 +391,7 @@ def refresh_incremental(
         table_version, _ = _table_metrics(spark, view_path)
         return RefreshReport(name, "incremental", ds.isoformat(), 1, current.count(), table_version)
     source = rows
-    update_when = F.col("s.feature_date") >= F.col("t.feature_date")
+    update_when = matched_update_predicate(current.columns, entity_column=entity_column)
     replaced = dates_read = 0
     if gone_count:
         earlier = newest_rows_before(
@@ -416,8 +417,7 @@ def refresh_incremental(
             gone_count - replaced,
         )
         source = rows.unionByName(earlier)
-        # an earlier row replaces the row of `ds` it stands in for
-        update_when = update_when | (F.col("t.feature_date") == date_literal(ds))
+        update_when = matched_update_predicate(current.columns, entity_column=entity_column, replacing=ds)
     merge = (
         view.alias("t")
         .merge(source.alias("s"), F.col(f"t.`{entity_column}`") == F.col(f"s.`{entity_column}`"))

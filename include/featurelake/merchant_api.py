@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -108,7 +109,18 @@ class SandboxServer:
             self._loop.close()
 
 
-def serve_forever(*, port: int, rate: int, host: str = "127.0.0.1") -> None:
-    """Serve the sandbox in the foreground until interrupted."""
-    log.info("merchant API sandbox on http://%s:%d%s, %d requests/s", host, port, PATH_TEMPLATE, rate)
-    web.run_app(build_app(rate=rate), host=host, port=port, print=None)
+def serve_forever(
+    *, port: int, rate: int, host: str = "127.0.0.1", serving: Callable[[str], None] | None = None
+) -> None:
+    """Serve the sandbox in the foreground until interrupted. `serving` is called with the URL of
+    its merchants once the port is bound (aiohttp calls `print` after its sites have started), so
+    nothing says it serves on a port it could not take; by default it logs that URL and the rate."""
+    url = f"http://{host}:{port}{PATH_TEMPLATE.replace('{id}', '<id>')}"
+
+    def started(_: str) -> None:
+        if serving is None:
+            log.info("merchant API sandbox on %s, %d requests/s", url, rate)
+        else:
+            serving(url)
+
+    web.run_app(build_app(rate=rate), host=host, port=port, print=started)

@@ -223,20 +223,23 @@ def distinct(values: Iterable[str | None]) -> list[str]:
     return sorted({value for value in values if value})
 
 
+# The most of a raw file read at once (uncompressed row groups of every column, of which one is read).
+MERCHANT_ID_PIECE_BYTES = 256 * 2**20
+
+
 def merchants_of_day(raw_transactions: str, day: date) -> list[str]:
     """The distinct merchant ids of `day`'s raw transactions (`<raw_transactions>/date=<day>/`),
-    sorted: each file's merchant_id column read as the data contract reads it (found whatever the
-    case of its name, binary or dictionary cast to text), as the feature and merchant-stats jobs
+    sorted: the merchant_id column read through the data contract (`read_raw_piece`: found whatever
+    the case of its name, binary or dictionary cast to text), as the feature and merchant-stats jobs
     read the partition. Read as plain Parquet, a partition they accept failed this task on every
     try. A partition that breaks the contract, or holds no data file, is an error that names it."""
-    import fsspec
-    import pyarrow.parquet as pq
-
     from featurelake.raw_contract_arrow import (
         list_raw_window,
         raw_contract_error,
+        raw_pieces,
         raw_window_problems,
         read_raw_footers,
+        read_raw_piece,
     )
 
     window = list_raw_window(raw_transactions, [day.isoformat()])
@@ -252,19 +255,6 @@ def merchants_of_day(raw_transactions: str, day: date) -> list[str]:
             f"(date={day.isoformat()}/ with *.parquet files), then retry the task"
         )
     merchants: set[str] = set()
-    for file, footer in zip(window.files, footers, strict=True):
-        filesystem, path = fsspec.core.url_to_fs(file.path)
-        try:
-            with filesystem.open(path, "rb") as handle:
-                column = pq.ParquetFile(handle).read(columns=[footer.columns["merchant_id"]]).column(0)
-            if pa.types.is_dictionary(column.type):
-                column = column.cast(column.type.value_type)
-            merchants.update(column.cast(pa.string()).to_pylist())
-        except (OSError, pa.ArrowException) as error:
-            raise ValueError(
-                f"the merchant ids of the raw file {file.path} could not be read: {error}. Its footer "
-                "passed the data contract's checks (docs/data-contract.md): unless this was a passing "
-                "storage error (then retry the task), a data page is damaged or an id is not UTF-8. "
-                "Re-land that partition, then rerun the task"
-            ) from error
+    for piece in raw_pieces(window, footers, max_bytes=MERCHANT_ID_PIECE_BYTES):
+        merchants.update(read_raw_piece(piece, ["merchant_id"]).column(0).to_pylist())
     return distinct(merchants)

@@ -1091,8 +1091,9 @@ class OnlineStore:
         ]
 
     def delete(self, view: str, entity_ids: Iterable[str]) -> int:
-        """Delete the records of `entity_ids` in `view`, whatever their date; return the keys
-        deleted. On a ring during a rebalance, from the previous owner and then the owner."""
+        """Delete the records of `entity_ids` in `view`, whatever their date; return how many of
+        their keys were deleted. On a ring during a rebalance, from the previous owner and then the
+        owner: a key held by both (a move that had copied it) is one key deleted."""
         refuse_one_id(entity_ids, taken_by="OnlineStore.delete()")
         keys = list(dict.fromkeys(self.key(view, entity) for entity in entity_ids))
         deleted = 0
@@ -1109,10 +1110,16 @@ class OnlineStore:
             for node, group in self.previous_ring.group_by_node(keys).items():
                 groups.append((node, [key for key in group if self.ring.node_for(key) != node]))
         groups.extend(self.ring.group_by_node(keys).items())
+        deleted_keys: set[bytes] = set()
         for node, group in groups:
             for chunk in _chunks(group, self.config.batch_size):
-                deleted += int(self.client(node).delete(*chunk))
-        return deleted
+                pipeline = self.client(node).pipeline(transaction=False)
+                for key in chunk:
+                    pipeline.delete(key)
+                deleted_keys.update(
+                    key for key, count in zip(chunk, pipeline.execute(), strict=True) if count
+                )
+        return len(deleted_keys)
 
     # -- rebalance -----------------------------------------------------------------------------
     def servers_listed_twice(self) -> list[list[str]]:

@@ -292,23 +292,25 @@ def raw_pieces(window: RawWindow, footers: list[RawFooter], *, max_bytes: int) -
     return pieces
 
 
-def read_raw_piece(piece: RawPiece) -> pa.Table:
-    """The rows of `piece` in the contract's columns and types (`TRANSACTIONS_SCHEMA`): each column
-    read by its name in the file and cast exactly (an int8 category_id to int32, milliseconds and
-    INT96 to microseconds, binary to UTF-8 strings, a dictionary to its strings). A file that
-    cannot be read although its footer passed (a damaged page) raises a ValueError that names it."""
+def read_raw_piece(piece: RawPiece, columns: Sequence[str] | None = None) -> pa.Table:
+    """The rows of `piece` in the contract's columns and types (`TRANSACTIONS_SCHEMA`), or in
+    `columns` of them alone (in that order): each column read by its name in the file and cast
+    exactly (an int8 category_id to int32, milliseconds and INT96 to microseconds, binary to UTF-8
+    strings, a dictionary to its strings). A file that cannot be read although its footer passed (a
+    damaged page, a string that is not UTF-8) raises a ValueError that names it."""
     import fsspec
     import pyarrow.parquet as pq
 
+    wanted = [TRANSACTIONS_SCHEMA.field(name) for name in (columns or TRANSACTIONS_SCHEMA.names)]
     filesystem, path = fsspec.core.url_to_fs(piece.path)
     names = dict(piece.columns)
     try:
         with filesystem.open(path, "rb") as handle:
             table = pq.ParquetFile(handle).read_row_groups(
-                list(piece.row_groups), columns=list(names.values()), use_threads=False
+                list(piece.row_groups), columns=[names[field.name] for field in wanted], use_threads=False
             )
         arrays = []
-        for field in TRANSACTIONS_SCHEMA:
+        for field in wanted:
             column = table.column(names[field.name])
             if pa.types.is_dictionary(column.type):
                 column = column.cast(column.type.value_type)
@@ -322,4 +324,4 @@ def read_raw_piece(piece: RawPiece) -> pa.Table:
             "this was a passing storage error (then retry the task), a data page is damaged or a "
             "string is not UTF-8. Re-land that partition, then rerun the task"
         ) from error
-    return pa.Table.from_arrays(arrays, schema=TRANSACTIONS_SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(wanted))

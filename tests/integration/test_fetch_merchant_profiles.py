@@ -672,7 +672,7 @@ def test_a_redirect_to_a_host_no_resolver_accepts_fails_that_id_alone() -> None:
         FetchConfig(base_url="http://a..b")
 
 
-@pytest.mark.parametrize("form", ["binary-merchant-id", "upper-case-name", "dictionary"])
+@pytest.mark.parametrize("form", ["binary-merchant-id", "upper-case-name", "dictionary", "many-row-groups"])
 def test_the_task_reads_the_merchants_of_any_partition_the_contract_accepts(
     tmp_path: Path, monkeypatch, form: str
 ) -> None:
@@ -693,9 +693,16 @@ def test_the_task_reads_the_merchants_of_any_partition_the_contract_accepts(
         table = table.set_column(column, "merchant_id", table["merchant_id"].cast(pa.binary()))
     elif form == "upper-case-name":
         table = table.rename_columns(["Merchant_ID" if n == "merchant_id" else n for n in table.column_names])
-    else:
+    elif form == "dictionary":
         table = table.set_column(column, "merchant_id", table["merchant_id"].dictionary_encode())
-    pq.write_table(table, path)
+    if form == "many-row-groups":  # read a piece of one row group at a time, every piece counted
+        import featurelake.merchant_profiles
+
+        monkeypatch.setattr(featurelake.merchant_profiles, "MERCHANT_ID_PIECE_BYTES", 1)
+        pq.write_table(table, path, row_group_size=7)
+        assert pq.ParquetFile(path).num_row_groups > 3
+    else:
+        pq.write_table(table, path)
 
     task = FetchMerchantProfilesOperator(task_id="fetch", lake=str(lake), ds=day.isoformat())
     with SandboxServer(port=free_port(), rate=200) as server:
@@ -730,7 +737,7 @@ def test_the_task_names_a_partition_that_breaks_the_contract(tmp_path: Path, mon
         table.set_column(table.schema.get_field_index("merchant_id"), "merchant_id", pa.array(ids)), path
     )
     with pytest.raises(
-        ValueError, match=rf"the merchant ids of the raw file {re.escape(str(path))} .* not UTF-8"
+        ValueError, match=rf"the raw file {re.escape(str(path))} could not be read .* not UTF-8"
     ):
         task.execute({})
     assert not (lake / "raw" / "merchant_profiles").exists()

@@ -58,13 +58,14 @@ def test_incremental_merges_equal_a_full_refresh(features: Path, tmp_path: Path,
     got = rows_of(incremental)
     assert got == rows_of(full)
     if order[0] == D3:
-        # built in full as of D3 first: a MERGE of an older date rewrites only the rows of that very
-        # date (b on D1; e and n on D2), and keeps every newer row
+        # built in full as of D3 first: a MERGE of an older date never replaces a newer row, and the
+        # rows of that very date (b on D1; e and n on D2) are already in the view as they are, so
+        # nothing is rewritten (they were, before a MERGE updated only rows that differ)
         assert (reports[1].inserted, reports[1].updated, reports[2].inserted, reports[2].updated) == (
             0,
-            1,
             0,
-            2,
+            0,
+            0,
         )
     assert {r["user_id"]: (r["feature_date"], r["total_spend"]) for r in got} == WANT_AS_OF_D3
     assert next(r for r in got if r["user_id"] == "n")["std_spend"] is None
@@ -83,10 +84,44 @@ def test_a_full_refresh_ignores_later_partitions_and_a_rerun_gives_the_same_rows
         "e": D2,
         "n": D2,
     }
-    before = rows_of(view)
+    before, files = rows_of(view), set(DeltaTable(str(view)).file_uris())
     again = refresh_view(str(view), str(features), ds=D2, mode="incremental")
-    assert again.version == first.version + 1 and rows_of(view) == before
-    assert [h["operation"] for h in DeltaTable(str(view)).history()] == ["MERGE", "WRITE"]
+    # the same rows again: none is rewritten and nothing is committed (each row was rewritten, with
+    # the files holding them, in a new version)
+    assert (again.inserted, again.updated, again.deleted) == (0, 0, 0)
+    assert again.version == first.version and rows_of(view) == before
+    assert [h["operation"] for h in DeltaTable(str(view)).history()] == ["WRITE"]
+    assert set(DeltaTable(str(view)).file_uris()) == files
+
+
+def test_a_rerun_updates_exactly_the_rows_that_changed(features: Path, tmp_path: Path) -> None:
+    """A MERGE of the same date updates a view row only when some column differs, a null against a
+    value included, and leaves the others as they were."""
+    view = tmp_path / "views" / "v"
+    refresh_view(str(view), str(features), ds=D1, mode="full")
+    before = {r["user_id"]: r for r in rows_of(view)}
+    path = next((features / f"date={D1.isoformat()}").glob("*.parquet"))
+    table = pq.read_table(path).sort_by("user_id")
+    users = table["user_id"].to_pylist()
+    assert len(users) >= 3, users
+    spend = table["total_spend"].to_pylist()
+    spend[0] += 1.0
+    std = table["std_spend"].to_pylist()
+    std[1] = None if std[1] is not None else 2.5
+    table = table.set_column(table.schema.get_field_index("total_spend"), "total_spend", pa.array(spend))
+    table = table.set_column(
+        table.schema.get_field_index("std_spend"),
+        "std_spend",
+        pa.array(std, table.schema.field("std_spend").type),
+    )
+    pq.write_table(table, path)
+    report = refresh_view(str(view), str(features), ds=D1, mode="incremental")
+    assert (report.inserted, report.updated, report.deleted) == (0, 2, 0)
+    after = {r["user_id"]: r for r in rows_of(view)}
+    assert (after[users[0]]["total_spend"], after[users[1]]["std_spend"]) == (spend[0], std[1])
+    assert {u: after[u] for u in after if u not in users[:2]} == {
+        u: before[u] for u in before if u not in users[:2]
+    }
 
 
 def test_bad_input_is_refused_with_its_path(features: Path, tmp_path: Path) -> None:
@@ -106,6 +141,22 @@ def test_bad_input_is_refused_with_its_path(features: Path, tmp_path: Path) -> N
     assert {r["user_id"] for r in rows_of(view)} == set(WANT_AS_OF_D3), (
         "a refused MERGE leaves the view as it was"
     )
+
+
+@pytest.mark.parametrize("mode", ["incremental", "full"])
+def test_a_file_uri_of_a_relative_path_is_refused_before_anything_is_read(
+    features: Path, tmp_path: Path, monkeypatch, caplog, mode: str
+) -> None:
+    """delta-rs opens `file:views/v` as `/views/v`: the refresh logged that it was building that view
+    in full, then a later path check refused the features. Both are checked first now."""
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level("INFO", logger="featurelake")
+    with pytest.raises(ValueError, match=r"^the view file:views/v is not a file:// URI of an absolute path"):
+        refresh_view("file:views/v", f"file://{features}", ds=D3, mode=mode)
+    with pytest.raises(ValueError, match=r"^the features file:features is not a file:// URI"):
+        refresh_view(f"file://{tmp_path}/views/v", "file:features", ds=D3, mode=mode)
+    assert not caplog.records
+    assert not (tmp_path / "views").exists()
 
 
 def test_spark_reads_the_delta_table_the_library_wrote(features: Path, tmp_path: Path, spark) -> None:

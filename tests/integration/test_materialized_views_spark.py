@@ -101,6 +101,32 @@ def test_spark_helpers_of_a_rerun_agree_with_delta_rs(features: Path, spark, tmp
         on_spark._check_view_columns(changed, view, partition, view_path)
 
 
+@pytest.mark.parametrize("replacing", [None, D2], ids=["rerun", "replacing-a-dropped-row"])
+def test_spark_reads_the_merge_update_condition_as_delta_rs_does(spark, replacing) -> None:
+    """Both engines' MERGE updates a matched row under one SQL condition
+    (`matched_update_predicate`): a later source date, or the same date with some column changed
+    (nulls compared as values), or, replacing, a view row of that date. Without the jars, Spark
+    evaluates the condition on the pairs a MERGE would match; delta-rs's MERGEs are tested in
+    test_materialized_views.py."""
+    columns = ["user-id", "feature_date", "total_spend", "std_spend"]
+    predicate = delta_rs.matched_update_predicate(columns, entity_column="user-id", replacing=replacing)
+    pairs = [  # (entity, view row, source row), each row (feature_date, total_spend, std_spend)
+        ("later", (D1, 1.0, None), (D2, 1.0, None)),
+        ("same", (D2, 1.0, None), (D2, 1.0, None)),
+        ("changed", (D2, 1.0, 0.5), (D2, 2.0, 0.5)),
+        ("now-null", (D2, 1.0, 0.5), (D2, 1.0, None)),
+        ("older", (D3, 1.0, None), (D2, 5.0, None)),
+        ("stands-in", (D2, 1.0, None), (D1, 1.0, None)),
+    ]
+    schema = "`user-id` string, feature_date date, total_spend double, std_spend double"
+    view = spark.createDataFrame([(entity, *row) for entity, row, _ in pairs], schema).alias("t")
+    source = spark.createDataFrame([(entity, *row) for entity, _, row in pairs], schema).alias("s")
+    matched = view.join(source, F.col("t.`user-id`") == F.col("s.`user-id`")).where(F.expr(predicate))
+    updated = sorted(row[0] for row in matched.select("t.`user-id`").collect())
+    want = ["changed", "later", "now-null"] + (["same", "stands-in"] if replacing == D2 else [])
+    assert updated == sorted(want)
+
+
 def test_job_without_the_jars_says_what_to_configure(features: Path, tmp_path: Path) -> None:
     lake = tmp_path  # `features` is <tmp_path>/features/user_features
     result = spark_submit(JOB, "--ds", D3.isoformat(), "--lake", str(lake), "--mode", "full")

@@ -63,6 +63,8 @@ def test_a_taken_port_is_named_without_a_traceback() -> None:
     message = " ".join(result.stderr.split())
     assert f"cannot listen on 127.0.0.1:{port}" in message and "pass another --port" in message
     assert "Traceback" not in result.stderr
+    # it said where it served before it had bound the port
+    assert "merchant API sandbox on" not in result.stdout + result.stderr
 
 
 def test_a_rate_below_one_is_refused() -> None:

@@ -1,6 +1,6 @@
 """A task argument that no retry can change fails the task at once, naming the argument and its form:
 a `ds` that is no date failed every retry with "Invalid isoformat string" (or, in the publish task, a
-retryable error); an empty lake Variable sent the raw check to `/raw/transactions/...` at the
+retryable error; the fetch task was the last to parse it so); an empty lake Variable sent the raw check to `/raw/transactions/...` at the
 filesystem's root, retried; a `window_days` of 0 started a Dask cluster, then failed every retry."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 def operators(lake: str, **arguments: Any) -> dict[str, Any]:
     from featurelake_airflow.operators.dask_merchant_stats import DaskMerchantStatsOperator
+    from featurelake_airflow.operators.fetch_merchant_profiles import FetchMerchantProfilesOperator
     from featurelake_airflow.operators.publish_online_features import PublishOnlineFeaturesOperator
     from featurelake_airflow.operators.raw_partition import RawPartitionCheckOperator
     from featurelake_airflow.operators.refresh_feature_view import RefreshFeatureViewOperator
@@ -27,11 +28,12 @@ def operators(lake: str, **arguments: Any) -> dict[str, Any]:
         "stats": DaskMerchantStatsOperator(
             task_id="stats", lake=lake, ds=ds, window_days=arguments.get("window_days", 30)
         ),
+        "fetch": FetchMerchantProfilesOperator(task_id="fetch", lake=lake, ds=ds),
     }
 
 
 @pytest.mark.parametrize("lake", ["", "  ", "file://"])
-@pytest.mark.parametrize("task", ["raw", "publish", "refresh", "stats"])
+@pytest.mark.parametrize("task", ["raw", "publish", "refresh", "stats", "fetch"])
 def test_an_empty_lake_fails_at_once_naming_the_variable(task: str, lake: str) -> None:
     with pytest.raises(
         AirflowFailException,
@@ -40,7 +42,7 @@ def test_an_empty_lake_fails_at_once_naming_the_variable(task: str, lake: str) -
         operators(lake)[task].execute({})
 
 
-@pytest.mark.parametrize("task", ["publish", "refresh", "stats"])
+@pytest.mark.parametrize("task", ["publish", "refresh", "stats", "fetch"])
 def test_a_ds_that_is_no_date_fails_at_once_naming_it(task: str, tmp_path) -> None:
     with pytest.raises(
         AirflowFailException, match=rf"task {task}: ds must be the run's date as YYYY-MM-DD.*'yesterday'"

@@ -34,3 +34,17 @@ def test_a_file_without_row_groups_has_no_piece() -> None:
     assert [(piece.day, piece.row_groups) for piece in raw_pieces(window, footers, max_bytes=100)] == [
         ("2026-09-02", (0, 1))
     ]
+
+
+def test_a_piece_is_read_in_the_columns_asked_for_cast_as_the_contract_says(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurelake.raw_contract_arrow import read_raw_piece
+
+    path = tmp_path / "part-0.parquet"
+    pq.write_table(pa.table({"Merchant_ID": pa.array([b"m1", b"m2"]), "Amount": pa.array([1.5, 2.0])}), path)
+    piece = RawPiece(str(path), "2026-09-01", (0,), (("merchant_id", "Merchant_ID"), ("amount", "Amount")))
+    table = read_raw_piece(piece, ["amount", "merchant_id"])
+    assert table.schema == pa.schema([("amount", pa.float64()), ("merchant_id", pa.string())])
+    assert table.to_pydict() == {"amount": [1.5, 2.0], "merchant_id": ["m1", "m2"]}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
 from featurelake_airflow.hooks.http_api import HttpApiHook
+from featurelake_airflow.task_arguments import lake_root, run_date
 from featurelake_airflow.task_process import child_processes_allowed
 
 
@@ -41,9 +41,9 @@ class FetchMerchantProfilesOperator(BaseOperator):
         from featurelake.lake import LakeLayout, local_path
         from featurelake.merchant_profiles import build_profiles, check_api_available, merchants_of_day
 
-        day = date.fromisoformat(self.ds)
+        day = run_date(self.ds, task_id=self.task_id)
         root = local_path(
-            self.lake,
+            lake_root(self.lake, task_id=self.task_id),
             what="the lake",
             remedy="this task reads and writes its partitions with local-file writers. Mount the lake on "
             "the Airflow workers and set the Variable featurelake_lake to the mount's path",
