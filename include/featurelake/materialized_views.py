@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -699,16 +699,23 @@ def refresh_incremental(
 
 
 def matched_update_predicate(
-    columns: Sequence[str], *, entity_column: str, replacing: date | None = None
+    columns: Sequence[str],
+    *,
+    entity_column: str,
+    replacing: date | None = None,
+    uncomparable: Collection[str] = (),
 ) -> str:
     """When a MERGE updates a view row its source matched (SQL, for delta-rs and delta-spark alike):
     the source row is of a later feature date, or of the same date and differs in some other column
-    of `columns` (the view's), so a rerun with the same rows rewrites none of them (it rewrote every
-    one, and the files holding them); or, with `replacing`, the view row is of that date (an earlier
-    row of an entity the partition of `replacing` no longer holds stands in for it)."""
+    of `columns` (the view's), so a rerun with the same rows updates none of them (every one was
+    updated); or, with `replacing`, the view row is of that date and the source row earlier (it
+    stands in for an entity the partition of `replacing` no longer holds). A column of
+    `uncomparable` (one Spark cannot compare, such as a map) counts as changed."""
     changed = [
         # in parentheses: delta-rs's parser takes `a IS DISTINCT FROM b OR c` as `a IS DISTINCT FROM (b OR c)`
-        f"(s.{sql_identifier(column)} IS DISTINCT FROM t.{sql_identifier(column)})"
+        "true"
+        if column in uncomparable
+        else f"(s.{sql_identifier(column)} IS DISTINCT FROM t.{sql_identifier(column)})"
         for column in columns
         if column not in (entity_column, "feature_date")
     ]
@@ -717,7 +724,7 @@ def matched_update_predicate(
     )
     predicate = f"s.feature_date > t.feature_date OR ({same_date})"
     if replacing is not None:
-        predicate += f" OR t.feature_date = '{replacing.isoformat()}'"
+        predicate += f" OR (t.feature_date = '{replacing.isoformat()}' AND s.feature_date < t.feature_date)"
     return predicate
 
 

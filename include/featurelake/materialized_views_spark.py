@@ -46,6 +46,7 @@ from featurelake.partitioning import (
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.types import DataType
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +333,19 @@ def refresh_full(
     return RefreshReport(name, "full", as_of.isoformat(), dates_read, rows, table_version, inserted=rows)
 
 
+def _holds_a_map(data_type: DataType) -> bool:
+    """Whether a column of `data_type` holds a map, at any depth."""
+    from pyspark.sql import types as T
+
+    if isinstance(data_type, T.MapType):
+        return True
+    if isinstance(data_type, T.ArrayType):
+        return _holds_a_map(data_type.elementType)
+    if isinstance(data_type, T.StructType):
+        return any(_holds_a_map(field.dataType) for field in data_type.fields)
+    return False
+
+
 def refresh_incremental(
     spark: SparkSession,
     view_path: str,
@@ -391,7 +405,11 @@ def refresh_incremental(
         table_version, _ = _table_metrics(spark, view_path)
         return RefreshReport(name, "incremental", ds.isoformat(), 1, current.count(), table_version)
     source = rows
-    update_when = matched_update_predicate(current.columns, entity_column=entity_column)
+    # Spark cannot compare maps (`<=>` refuses them): a view row holding one is updated as before
+    uncomparable = [field.name for field in current.schema if _holds_a_map(field.dataType)]
+    update_when = matched_update_predicate(
+        current.columns, entity_column=entity_column, uncomparable=uncomparable
+    )
     replaced = dates_read = 0
     if gone_count:
         earlier = newest_rows_before(
@@ -417,7 +435,9 @@ def refresh_incremental(
             gone_count - replaced,
         )
         source = rows.unionByName(earlier)
-        update_when = matched_update_predicate(current.columns, entity_column=entity_column, replacing=ds)
+        update_when = matched_update_predicate(
+            current.columns, entity_column=entity_column, replacing=ds, uncomparable=uncomparable
+        )
     merge = (
         view.alias("t")
         .merge(source.alias("s"), F.col(f"t.`{entity_column}`") == F.col(f"s.`{entity_column}`"))

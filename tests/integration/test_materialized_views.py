@@ -258,6 +258,20 @@ def test_a_rerun_of_a_rewritten_date_equals_a_full_refresh(
     assert [h["operation"] for h in DeltaTable(str(view)).history(1)] == ["MERGE"], "one commit"
 
 
+def test_a_rerun_that_drops_an_entity_updates_that_entity_alone(features: Path, tmp_path: Path) -> None:
+    """The rows of the date that did not change are left as they are; c, dropped from D3, takes back
+    its row of D1. (The condition for a row standing in matched every view row of the date, so the
+    unchanged ones were rewritten too.)"""
+    view = tmp_path / "views" / "v"
+    for day in (D1, D2, D3):
+        refresh_incremental(str(view), str(features), ds=day)
+    rewrite_partition(features, D3, {"a": 21.0, "d": 24.0})
+    report = refresh_incremental(str(view), str(features), ds=D3)
+    assert (report.inserted, report.updated, report.deleted) == (0, 1, 0)
+    assert_equals_a_full_refresh(view, features, D3, tmp_path)
+    assert {r["user_id"]: r["feature_date"] for r in rows_of(view)}["c"] == D1
+
+
 def test_a_full_refresh_takes_a_new_column_and_an_incremental_one_refuses_it(
     features: Path, tmp_path: Path
 ) -> None:
