@@ -1,7 +1,10 @@
 """featurelake's local settings file (`airflow.env`): `NAME ?= value` lines, the environment wins.
 
 The Makefile reads the same file with `include`, so the syntax is the common subset of make and this
-parser: `${FEATURELAKE_ROOT}` expands to the project directory, `#` starts a comment line.
+parser: `${FEATURELAKE_ROOT}` expands to the project directory, `#` starts a comment line. A value
+holding `#` (make ends the value there) or a `$` outside `${NAME}` (make expands it) is refused,
+naming its line: make would read another value than this parser. Such a value (a password, say)
+goes in the environment, which wins over the file.
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ def read_settings(
         match = _LINE.match(line)
         if match is None:
             raise ValueError(f"{path}:{number}: expected `NAME ?= value`, got {raw!r}")
+        unshared = (
+            "#" if "#" in match["value"] else "$" if "$" in _REFERENCE.sub("", match["value"]) else None
+        )
+        if unshared is not None:
+            what = "ends the value" if unshared == "#" else "expands it (only ${NAME} is read alike)"
+            raise ValueError(
+                f"{path}:{number}: the value of {match['name']} holds `{unshared}`, where make {what}, "
+                f"so make and featurelake would read different values. Set {match['name']} in the "
+                "environment instead (it wins over this file), or remove the character"
+            )
         value = _REFERENCE.sub(lambda m: expanded(m["name"]), match["value"])
         settings[match["name"]] = value
         known[match["name"]] = value

@@ -22,6 +22,20 @@ def test_a_scheduler_is_an_address(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize(
+    ("connection", "address"),
+    [
+        pytest.param({"host": "dask-scheduler"}, "tcp://dask-scheduler:8786", id="name"),
+        pytest.param({"host": "tls://dask-scheduler"}, "tls://dask-scheduler:8786", id="tls"),
+        pytest.param({"host": "127.0.0.1", "extra": {"timeout": "3s"}}, "tcp://127.0.0.1:8786", id="address"),
+    ],
+)
+def test_a_scheduler_without_a_port_is_on_dasks_default_port(monkeypatch, connection, address) -> None:
+    """Without a port, Dask refused the address ("missing port number in address"), naming no
+    connection; the README's `"host": "tls://dask-scheduler"` gave no port."""
+    assert hook_for(monkeypatch, connection).scheduler_address() == address
+
+
+@pytest.mark.parametrize(
     ("uri", "address"),
     [
         ("tls://dask-scheduler:8786", "tls://dask-scheduler:8786"),
@@ -125,7 +139,7 @@ def test_an_extra_that_is_no_json_object_is_refused_naming_the_connection(
     [
         ("tcp://[::1]:8786", "tcp://[::1]:8786"),
         ("tls://[fd00::5]:8786", "tls://[fd00::5]:8786"),
-        ("tcp://[::1]", "tcp://[::1]"),
+        ("tcp://[::1]", "tcp://[::1]:8786"),
     ],
 )
 def test_an_ipv6_scheduler_keeps_its_brackets(monkeypatch, uri: str, address: str) -> None:

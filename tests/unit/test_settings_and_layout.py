@@ -35,6 +35,28 @@ def test_bad_line_names_the_file_and_line(tmp_path: Path) -> None:
         read_settings(file)
 
 
+@pytest.mark.parametrize(
+    ("value", "character"),
+    [
+        pytest.param('{"password": "s3cr$tpw"}', "$", id="dollar"),
+        pytest.param('{"password": "a#b"}', "#", id="hash"),
+        pytest.param("${A}$(B)", "$", id="make-function"),
+    ],
+)
+def test_a_value_make_reads_otherwise_is_refused_naming_its_line(
+    tmp_path: Path, value: str, character: str
+) -> None:
+    """make read `s3cr$tpw` as `s3crpw` and cut `a#b` at the `#`, where this parser kept both: the
+    tests and the Makefile's commands used different passwords, or the hooks met half a JSON."""
+    file = tmp_path / "airflow.env"
+    file.write_text(f"A ?= 1\nSECRET ?= {value}\n")
+    with pytest.raises(
+        ValueError,
+        match=rf"airflow.env:2: the value of SECRET holds `\{character}`, where make .* Set SECRET in the environment",
+    ):
+        read_settings(file)
+
+
 def test_project_settings_file_parses_and_sets_the_essentials() -> None:
     settings = read_settings(SETTINGS_FILE, root=Path("/repo"))
     assert settings["AIRFLOW_HOME"] == "/repo/.airflow"

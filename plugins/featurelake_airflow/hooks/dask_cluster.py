@@ -11,7 +11,8 @@ A connection given as a URI carries them as strings, which are read the same way
 `generic://local?workers=2&processes=true`.
 
 A scheduler given as a URI keeps its protocol: `tls://dask-scheduler:8786` (Airflow stores `tls` as
-the conn_type; a `generic` connection with no scheme in its host means `tcp://`).
+the conn_type; a `generic` connection with no scheme in its host means `tcp://`). With no port in the
+host nor in the port field, the scheduler's is Dask's default, 8786.
 
 A scheduler's connection takes one extra, `timeout`: how long to try to reach the scheduler (Dask's
 format, default "30s"). A `tls://` scheduler needs Dask's TLS settings on the Airflow worker
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 LOCAL_EXTRAS = frozenset({"workers", "threads", "processes", "memory_limit"})
 SCHEDULER_EXTRAS = frozenset({"timeout"})
+# distributed's default scheduler port, taken when neither the host nor the port field gives one.
+DEFAULT_SCHEDULER_PORT = 8786
 # distributed's communication protocols, which a URI connection gives as its conn_type.
 SCHEDULER_SCHEMES = frozenset({"tcp", "tls", "ucx", "ws", "wss", "inproc"})
 
@@ -66,9 +69,11 @@ class DaskClusterHook(BaseHook):
             # A URI connection (`tls://dask-scheduler:8786`) keeps its scheme as the conn_type.
             scheme = (connection.conn_type or "").lower()
             host = f"{scheme if scheme in SCHEDULER_SCHEMES else 'tcp'}://{url_host(host)}"
+        has_port = ":" in host.split("://", 1)[1].rsplit("]", 1)[-1]
         if not connection.port:
-            return host
-        if ":" in host.split("://", 1)[1].rsplit("]", 1)[-1]:
+            # Dask refused `tls://dask-scheduler` ("missing port number"), naming no connection
+            return host if has_port else f"{host}:{DEFAULT_SCHEDULER_PORT}"
+        if has_port:
             # tcp://h:8786:8786 is no address: the client failed without naming the connection
             raise ValueError(
                 f"connection {self.dask_conn_id!r}: host {connection.host!r} has a port and the port "
