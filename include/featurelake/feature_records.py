@@ -145,8 +145,10 @@ def plain_value(column: str, value: Any) -> Any:
         return utc.isoformat().replace("+00:00", "Z")
     if isinstance(value, date):
         return value.isoformat()
-    # numpy scalars; a timedelta64's .item() is an int of its dtype's unit, which no reader knows
-    if hasattr(value, "item") and not isinstance(value, np.timedelta64):
+    # numpy scalars, not arrays (a one-element array's .item() is its element: a list column of one
+    # value was stored as that value); a timedelta64's .item() is an int of its dtype's unit, which
+    # no reader knows
+    if isinstance(value, np.generic) and not isinstance(value, np.timedelta64):
         item = value.item()
         # np.longdouble's .item() is a longdouble again, which would recurse without end
         if item is None or isinstance(item, (bool, int, float, str, date)):

@@ -551,17 +551,20 @@ _CLUSTER_DOWN_WAIT = 0.25
 
 
 def _get_each(cluster: RedisCluster, keys: Sequence[bytes]) -> list[bytes | None]:
-    """The values of `keys`, one GET per key in redis-py's cluster pipeline (which places each
-    GET when it sends it, and follows ASK, MOVED and a failover). A node that answers CLUSTERDOWN
-    for a moment (a failover it has not learned of yet) fails the pipeline at once: it is tried
-    again after a wait, with the slot table reloaded."""
+    """The values of `keys`, one single-key MGET per key in redis-py's cluster pipeline (which
+    places each when it sends it, and follows ASK, MOVED and a failover). An MGET, not a GET: a key
+    that holds no string (another program's hash) answers nil, as in a batch read, where a GET
+    answered WRONGTYPE and failed the whole read. A node that answers CLUSTERDOWN for a moment (a
+    failover it has not learned of yet) fails the pipeline at once: it is tried again after a wait,
+    with the slot table reloaded."""
     waits = 0
     while True:
         pipe = cluster.pipeline()
         for key in keys:
-            pipe.get(key)
+            # redis-py blocks pipe.mget() on a cluster (several keys may span slots); one key cannot
+            pipe.execute_command("MGET", key)
         try:
-            return pipe.execute()
+            return [values[0] for values in pipe.execute()]
         except ClusterDownError as error:
             waits += 1
             if waits > _CLUSTER_DOWN_RETRIES:
@@ -860,11 +863,11 @@ class OnlineStore:
     def _get_cluster(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         # One MGET per slot (redis-py's mget_nonatomic, pipelined per primary; it follows ASK and
         # MOVED). An MGET of keys that a slot migration has split between two nodes gets TRYAGAIN
-        # until that slot's move ends: such a batch is read again with one GET per key in a cluster
+        # until that slot's move ends: such a batch is read again with one single-key MGET per key in a cluster
         # pipeline, which never gets TRYAGAIN but is slower (bench/online_store.py). So is a batch
         # that met a primary that does not answer (it died, and a replica took over):
         # mget_nonatomic names each MGET's node before it sends, so its retries ask the dead node
-        # again, while the cluster pipeline places each GET when it sends it, after the cluster
+        # again, while the cluster pipeline places each single-key MGET when it sends it, after the cluster
         # client has refreshed its slot table on the connection error.
         cluster = self.cluster_client()
         try:

@@ -163,6 +163,21 @@ def test_pandas_na_is_null() -> None:
     assert record_from_row(row, feature_date="2026-10-28") == FeatureRecord("2026-10-28", {"n": None})
 
 
+@pytest.mark.parametrize(
+    "value",
+    [np.array(["m7"]), np.array([5]), pd.Series([7]), np.array([1, 2]), np.array([], dtype=int)],
+    ids=["one-string", "one-int", "series", "two", "empty"],
+)
+def test_an_array_is_refused_naming_the_column_not_stored_as_its_element(value: object) -> None:
+    """A list column reaches a record as an ndarray (`to_pandas().to_dict()`): one of one element
+    was stored as that element (`['m7']` served as `'m7'`), and a longer one failed with numpy's
+    "can only convert an array of size 1", naming no column."""
+    with pytest.raises(
+        TypeError, match=rf"'top_merchants' holds a {type(value).__name__}; the online format"
+    ):
+        plain_value("top_merchants", value)
+
+
 def test_a_numpy_timedelta_is_refused_like_a_timedelta() -> None:
     # Its .item() is an int of the dtype's unit (ns here): a number whose unit no reader can know.
     with pytest.raises(TypeError, match="'gap' holds a timedelta64"):
