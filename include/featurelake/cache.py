@@ -319,10 +319,16 @@ class LayeredFeatureCache:
                 return computed
             # A same date is kept too: a publish of that date (a corrected rerun) may have written it
             # after `compute` read the partition it replaced.
-            kept_newer = self.store.write(self.view, computed.items(), replace_same_date=False).kept_newer
-            if self.store.removals(self.view, ids) == removals:
+            written = self.store.write(self.view, computed.items(), replace_same_date=False, report_ids=True)
+            kept_newer = written.kept_newer
+            if self.store.removals(self.view, ids) == removals or not written.written_ids:
+                # nothing of ours is in the store: what it holds was written by others (served below)
                 break
-            taken_back = self.store.delete_if_unchanged(self.view, computed)
+            # Only what this write set: a record the publish wrote with the same bytes is its own
+            # (taking back every computed record deleted it).
+            taken_back = self.store.delete_if_unchanged(
+                self.view, {entity: computed[entity] for entity in written.written_ids}
+            )
             log.info(
                 "a removal of %s began while %d ids were computed (attempt %d of %d): took back %d "
                 "records written back%s",

@@ -114,9 +114,9 @@ end
 # on the new owner was written after the switch to the new ring, so it is the current one).
 # ARGV[2..]: value_1, ttl_ms_1, value_2, ttl_ms_2, ... (ttl 0: no expiry).
 # Sets each key unless it holds a record with a later feature date (element 2 of the msgpack array).
-# _WRITE_IF_NOT_OLDER returns the number of keys set; _COPY_IF_NOT_OLDER, the keys set, so that a
-# rebalance takes back only the copies it wrote (never a record the owner held already).
-_SET_IF_NOT_OLDER = (
+# Returns the keys set, so that a rebalance takes back only the copies it wrote (never a record the
+# owner held already), and the layered cache only the records it wrote back.
+_WRITE_IF_NOT_OLDER = (
     _RECORD_DATE
     + """
 local replace_same_date = ARGV[1] == '1'
@@ -140,10 +140,9 @@ for i, key in ipairs(KEYS) do
     set_keys[#set_keys + 1] = key
   end
 end
+return set_keys
 """
 )
-_WRITE_IF_NOT_OLDER = _SET_IF_NOT_OLDER + "return #set_keys\n"
-_COPY_IF_NOT_OLDER = _SET_IF_NOT_OLDER + "return set_keys\n"
 
 # KEYS: keys. ARGV: the value each must still hold. Deletes those that do; returns {deleted, gone,
 # changed}: how many keys were deleted, the keys no longer there (expired or deleted since they
@@ -475,6 +474,8 @@ class WriteReport:
     redirected: int = 0
     # `replace_date` only: records of the date removed because the date no longer holds their entity.
     removed_stale: int = 0
+    # `write(..., report_ids=True)` only: the entities whose record this write set.
+    written_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -694,7 +695,12 @@ class OnlineStore:
         return feature_key(self.config.key_prefix, view, entity_id)
 
     def write(
-        self, view: str, records: Iterable[tuple[str, FeatureRecord]], *, replace_same_date: bool = True
+        self,
+        view: str,
+        records: Iterable[tuple[str, FeatureRecord]],
+        *,
+        replace_same_date: bool = True,
+        report_ids: bool = False,
     ) -> WriteReport:
         """Set the records of `view` (entity id, record), keeping any later-dated record the store
         holds. Of two records of one entity, the later feature date wins, and on the same date the
@@ -704,7 +710,8 @@ class OnlineStore:
         YYYY-MM-DD; anything else fails the batch before it is written, naming the entity.
         `replace_same_date` False keeps a held record of the same date too (counted in
         `kept_newer`): a fill, such as the layered cache's write-back of what it computed, which
-        must not replace what a publish of that date wrote meanwhile."""
+        must not replace what a publish of that date wrote meanwhile. `report_ids` lists the
+        entities whose record this write set in `written_ids` (a fill takes back only those)."""
         report = WriteReport()
         ttl = str(self.config.key_ttl_seconds * 1000)
         same_date = _REPLACE_SAME_DATE if replace_same_date else _KEEP_SAME_DATE
@@ -715,10 +722,11 @@ class OnlineStore:
                 held = latest.get(entity)
                 if held is None or held.feature_date <= record.feature_date:
                     latest[entity] = record
-            values = {self.key(view, entity): encode_record(record) for entity, record in latest.items()}
+            entity_of = {self.key(view, entity): entity for entity in latest}
+            values = {key: encode_record(latest[entity]) for key, entity in entity_of.items()}
             if self.config.cluster:
-                written, redirected = self._write_cluster(values, ttl, same_date=same_date)
-                set_by_node = {"cluster": written}
+                set_keys, redirected = self._write_cluster(values, ttl, same_date=same_date)
+                set_by_node = {"cluster": set_keys}
                 report.redirected += redirected
             else:
                 for key in self._kept_by_previous_node(values, same_date=same_date):
@@ -729,11 +737,13 @@ class OnlineStore:
                     )
                     for node, group in self.ring.group_by_node(values).items()
                 }
-            for node, count in set_by_node.items():
-                report.by_node[node] = report.by_node.get(node, 0) + count
-                report.written += count
+            for node, keys in set_by_node.items():
+                report.by_node[node] = report.by_node.get(node, 0) + len(keys)
+                report.written += len(keys)
+                if report_ids:
+                    report.written_ids.extend(entity_of[key] for key in keys)
             # a record passed over for a later one of the same entity in this chunk counts here too
-            report.kept_newer += len(chunk) - sum(set_by_node.values())
+            report.kept_newer += len(chunk) - sum(len(keys) for keys in set_by_node.values())
         return report
 
     def _kept_by_previous_node(
@@ -757,29 +767,24 @@ class OnlineStore:
         return kept
 
     def _write_node(
-        self,
-        node: str,
-        entries: Sequence[tuple[bytes, bytes, str]],
-        *,
-        same_date: str = _REPLACE_SAME_DATE,
-        keys_set: bool = False,
-    ) -> int | list[bytes]:
-        """Run the write script once on `node` for `entries` (key, value, ttl ms); return how many
-        keys it set, or with `keys_set` which."""
+        self, node: str, entries: Sequence[tuple[bytes, bytes, str]], *, same_date: str = _REPLACE_SAME_DATE
+    ) -> list[bytes]:
+        """Run the write script once on `node` for `entries` (key, value, ttl ms); return the keys
+        it set."""
         client = self.client(node)
-        script = client.register_script(_COPY_IF_NOT_OLDER if keys_set else _WRITE_IF_NOT_OLDER)
+        script = client.register_script(_WRITE_IF_NOT_OLDER)
         args = [same_date, *(part for _, value, ttl in entries for part in (value, ttl))]
-        reply = script(keys=[key for key, _, _ in entries], args=args)
-        return list(reply) if keys_set else int(reply)
+        return list(script(keys=[key for key, _, _ in entries], args=args))
 
     def _write_cluster(
         self, values: Mapping[bytes, bytes], ttl: str, *, same_date: str = _REPLACE_SAME_DATE
-    ) -> tuple[int, int]:
-        """Run the write script for each key on the cluster; return (keys set, keys redirected)."""
+    ) -> tuple[list[bytes], int]:
+        """Run the write script for each key on the cluster; return (the keys set, how many keys
+        were redirected)."""
         replies, redirected = self._script_per_key_on_cluster(
             _WRITE_IF_NOT_OLDER, {key: [same_date, value, ttl] for key, value in values.items()}
         )
-        return sum(int(reply) for reply in replies.values()), redirected
+        return [key for key, reply in replies.items() if reply], redirected
 
     def _script_per_key_on_cluster(
         self, source: str, args_by_key: Mapping[bytes, Sequence[str | bytes]]
@@ -1203,9 +1208,7 @@ class OnlineStore:
         by_key = {entry[0]: entry for entry in present}
         copied: set[bytes] = set()
         for owner, group in self.ring.group_by_node(by_key).items():
-            written = self._write_node(
-                owner, [by_key[key] for key in group], same_date=_KEEP_SAME_DATE, keys_set=True
-            )
+            written = self._write_node(owner, [by_key[key] for key in group], same_date=_KEEP_SAME_DATE)
             copied.update(written)
             report.kept_newer += len(group) - len(written)
         delete = self.client(source).register_script(_DELETE_IF_UNCHANGED)

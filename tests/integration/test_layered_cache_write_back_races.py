@@ -93,15 +93,19 @@ def test_a_computation_does_not_bring_back_a_record_that_a_rerun_of_its_date_too
     # D's records and removes those of D whose entity the partition lacks (u-1 has none yet). Then
     # the computation wrote u-1's uncorrected record back, and Redis served it to every reader
     # until its TTL ran out. When the corrected partition still holds u-1 (the same values), the
-    # record must stay.
+    # record the rerun published must stay, and stay in Redis throughout: the write-back, refused
+    # (a same date), set nothing, yet the take-back deleted the publish's record (the same bytes),
+    # and the id was computed again from the lake.
     partition = {"u-1": AS_COMPUTED, "u-2": AS_COMPUTED}
     corrected = {"u-2": AS_PUBLISHED} | ({"u-1": AS_COMPUTED} if rerun_keeps_the_entity else {})
     calls: list[list[str]] = []
+    held_when_computing: list[dict] = []
     with OnlineStore(_store_config(kind, redis_nodes, redis_cluster)) as store:
         store.delete(VIEW, ["u-1", "u-2"])
 
         def compute(ids):
             calls.append(list(ids))
+            held_when_computing.append(store.read(VIEW, ["u-1"]))
             read = {entity: partition[entity] for entity in ids if entity in partition}
             if len(calls) == 1:  # the rerun, while the first computation runs
                 partition.clear()
@@ -115,7 +119,11 @@ def test_a_computation_does_not_bring_back_a_record_that_a_rerun_of_its_date_too
             assert store.read(VIEW, ["u-1"]) == expected, "the write-back undid the rerun"
             assert served == expected.get("u-1")
             assert LayeredFeatureCache(view=VIEW, store=store).get("u-1") == expected.get("u-1")
-            assert calls == [["u-1"], ["u-1"]], "computed again once, from the corrected partition"
+            if rerun_keeps_the_entity:
+                assert calls == [["u-1"]], "nothing of the computation's was in the store to take back"
+            else:
+                assert calls == [["u-1"], ["u-1"]], "computed again once, from the corrected partition"
+                assert held_when_computing == [{}, {}], "the write-back was taken back"
         finally:
             store.delete(VIEW, ["u-1", "u-2"])
 

@@ -35,7 +35,12 @@ class DictStore:
         return {i: self.records[i] for i in ids if i in self.records}
 
     def write(
-        self, view: str, records: Iterable[tuple[str, FeatureRecord]], *, replace_same_date: bool = True
+        self,
+        view: str,
+        records: Iterable[tuple[str, FeatureRecord]],
+        *,
+        replace_same_date: bool = True,
+        report_ids: bool = False,
     ) -> WriteReport:
         report = WriteReport()
         for entity, record in records:
@@ -48,6 +53,8 @@ class DictStore:
             else:
                 self.records[entity] = record
                 report.written += 1
+                if report_ids:
+                    report.written_ids.append(entity)
         return report
 
 
