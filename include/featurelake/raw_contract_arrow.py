@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def _is_text(arrow_type: pa.DataType, physical: str | None) -> bool:
     """Strings, as Parquet BINARY with or without the STRING annotation (pyarrow reads the latter as
     binary: the cast to string checks it is UTF-8), or as an Arrow dictionary of them (a file
-    pyarrow wrote from a DictionaryArray, which it reads back as one)."""
+    pyarrow wrote from a DictionaryArray, which it reads back as one), or as the view types a file's
+    stored Arrow schema may name (Polars writes string_view), which Spark reads as any string."""
     if pa.types.is_dictionary(arrow_type):
         arrow_type = arrow_type.value_type
     return any(
@@ -35,6 +36,8 @@ def _is_text(arrow_type: pa.DataType, physical: str | None) -> bool:
             pa.types.is_large_string,
             pa.types.is_binary,
             pa.types.is_large_binary,
+            pa.types.is_string_view,
+            pa.types.is_binary_view,
         )
     )
 

@@ -114,8 +114,13 @@ QUARANTINE_REASONS = (
     "invalid_amount",
     "missing_transaction_ts",
     "date_mismatch",
+    "invalid_utf8",
     "conflicting_duplicate",
 )
+
+# The raw columns of text: a file may hold them as plain Parquet BINARY (the contract accepts it),
+# whose bytes Spark reads as a string without checking they are UTF-8.
+TEXT_COLUMNS = ("transaction_id", "user_id", "merchant_id", "currency")
 
 
 RUN_MODES = ("auto", "full", "incremental", "rebuild")
@@ -186,6 +191,8 @@ def quarantine_reason() -> Column:
         .when(F.abs("amount") > F.lit(MAX_ABS_AMOUNT), "invalid_amount")
         .when(F.col("transaction_ts").isNull(), "missing_transaction_ts")
         .when(F.to_date("transaction_ts") != F.col("date"), "date_mismatch")
+        # kept, such a row put an id that no reader of the features (pyarrow, DuckDB) can read
+        .when(reduce(lambda a, b: a | b, [~F.is_valid_utf8(c) for c in TEXT_COLUMNS]), "invalid_utf8")
     )
 
 
@@ -273,8 +280,14 @@ def mark_transactions(rows: DataFrame, repeated_keys: DataFrame) -> DataFrame:
 def quarantined_rows(marked: DataFrame) -> DataFrame:
     """The rows to quarantine, RAW_DATA_COLUMNS + reason + date: every raw row with a reason, each
     copy of a conflicting version included. So every raw row is used, counted as a copy of a clean
-    row (`duplicate_rows`), or quarantined: one version's copies were in neither count."""
-    return marked.where(F.col("reason").isNotNull()).select(*RAW_DATA_COLUMNS, "reason", "date")
+    row (`duplicate_rows`), or quarantined: one version's copies were in neither count. Text that is
+    not UTF-8 (`invalid_utf8`) is written with each invalid byte sequence as U+FFFD, so that the
+    quarantine stays readable; the raw file keeps the bytes."""
+    return marked.where(F.col("reason").isNotNull()).select(
+        *[F.make_valid_utf8(c).alias(c) if c in TEXT_COLUMNS else F.col(c) for c in RAW_DATA_COLUMNS],
+        "reason",
+        "date",
+    )
 
 
 # Below 2**32 in absolute value, a double's error is under 0.25 micro-units, so the amount times 1e6,

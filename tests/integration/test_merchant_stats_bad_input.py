@@ -328,6 +328,18 @@ ACCEPTED_VARIANTS = [
         {},
         id="large-strings",
     ),
+    pytest.param(  # as Polars writes them: its stored Arrow schema names string_view
+        _columns(user_id=lambda rows: pa.array([r["user_id"] for r in rows], pa.string_view())),
+        {},
+        id="string-views",
+    ),
+    pytest.param(
+        _columns(
+            merchant_id=lambda rows: pa.array([r["merchant_id"].encode() for r in rows], pa.binary_view())
+        ),
+        {},
+        id="merchant-id-as-binary-view",
+    ),
     pytest.param(
         _columns(merchant_id=lambda rows: pa.array([r["merchant_id"].encode() for r in rows], pa.binary())),
         {"store_schema": False},

@@ -429,6 +429,38 @@ def test_invalid_values_are_quarantined_and_both_modes_agree_to_the_bit(spark, t
     assert got.loc["u2", "transaction_count"] == 1  # t12 once
 
 
+def test_text_that_is_not_utf8_is_quarantined_and_the_outputs_stay_readable(spark, tmp_path: Path) -> None:
+    """The contract accepts ids as plain Parquet BINARY, whose bytes Spark read as strings unchecked:
+    a user id b"u\\xff" became a feature row that neither pyarrow nor DuckDB could read. Such rows
+    are quarantined (`invalid_utf8`), with U+FFFD for each invalid sequence, in both modes."""
+    table = transactions_table([_row("t3", "u3", 1.0), _row("t4", "u4", 2.0), _row("t5", "u5", 3.0)])
+
+    def binary(values: list[bytes]) -> pa.Array:
+        return pa.array(values, pa.binary())
+
+    table = table.set_column(
+        table.schema.get_field_index("user_id"), "user_id", binary([b"u\xff\xfe", b"u4", b"u5"])
+    )
+    table = table.set_column(
+        table.schema.get_field_index("merchant_id"), "merchant_id", binary([b"m1", b"m\xc3", b"m1"])
+    )
+    for mode in ("full", "incremental"):
+        lake = _clean_lake(tmp_path / mode)
+        pq.write_table(table, _partition(lake) / BAD, store_schema=False)
+        report = _run(spark, lake, mode)
+        assert report.quarantined_by_reason == {"invalid_utf8": 2}, mode
+        assert _features(lake)["user_id"].tolist() == ["u1", "u2", "u5"], mode
+        quarantine = pq.read_table(lake / "quarantine" / "transactions" / f"date={DS.isoformat()}")
+        assert sorted(
+            zip(
+                quarantine["transaction_id"].to_pylist(),
+                quarantine["user_id"].to_pylist(),
+                quarantine["merchant_id"].to_pylist(),
+                strict=True,
+            )
+        ) == [("t3", "u\ufffd\ufffd", "m1"), ("t4", "u4", "m\ufffd")], mode
+
+
 def test_spark_submit_reports_the_bad_file_and_writes_no_report(published_lake: Path, tmp_path: Path) -> None:
     """What the Airflow task shows: spark-submit fails, its output names the file and the fix, and no
     report is written (the operator then fails the task rather than return an earlier one)."""
