@@ -433,7 +433,8 @@ class DatePartitionListing:
     # among them.
     unread: dict[date, list[str]]
     # Full paths of what the root holds besides partition directories and hidden names: files, and
-    # directories named otherwise (`dt=2026-09-02/`, `2026-09-02/`), which end with "/".
+    # directories named otherwise (`dt=2026-09-02/`, `2026-09-02/`, `date=2026-9-2/`), which end
+    # with "/".
     stray: list[str]
 
 
@@ -454,13 +455,17 @@ def list_date_partitions(
     each partition tell which dates have data, what each date's data is, and what no reader would
     read. With `start` or `end` (dates, both included), only the partitions in that range are
     listed and given, so that a run's listings do not grow with the dataset's history; the root's
-    strays and misnamed partitions are found either way. Empty for a missing `path`."""
+    strays are found either way, among them directories named `partition_col=` plus anything but a
+    date (which the other listings refuse at once), so that a check can name them all together.
+    Empty for a missing `path`."""
     start = None if start is None else require_date(start, name="start")
     end = None if end is None else require_date(end, name="end")
     fs, hadoop_path = hadoop_file_system(spark, path)
     if not fs.exists(hadoop_path):
         return DatePartitionListing({}, {}, [])
-    directories, stray = _partition_directories(fs, hadoop_path, path=path, partition_col=partition_col)
+    directories, stray = _partition_directories(
+        fs, hadoop_path, path=path, partition_col=partition_col, misnamed_are_stray=True
+    )
     files: dict[date, list[list[Any]]] = {}
     unread: dict[date, list[str]] = {}
     for day, directory in directories.items():
@@ -502,10 +507,12 @@ def listed_date_partitions(spark: SparkSession, path: str, *, partition_col: str
 
 
 def _partition_directories(
-    fs: Any, hadoop_path: Any, *, path: str, partition_col: str
+    fs: Any, hadoop_path: Any, *, path: str, partition_col: str, misnamed_are_stray: bool = False
 ) -> tuple[dict[date, Any], list[str]]:
     """From one listing of the existing `hadoop_path` (`path`): its partition directories
-    ({date: Hadoop Path}), and the full paths of what else it holds but hidden names, sorted."""
+    ({date: Hadoop Path}), and the full paths of what else it holds but hidden names, sorted. A
+    directory named `partition_col=` plus anything but a date is an error, or with
+    `misnamed_are_stray` one of the others."""
     found: dict[date, Any] = {}
     stray: list[str] = []
     prefix = f"{partition_col}="
@@ -516,6 +523,9 @@ def _partition_directories(
                 stray.append(_shown(status))
             continue
         day = iso_day(name[len(prefix) :])
+        if day is None and misnamed_are_stray:
+            stray.append(_shown(status))
+            continue
         if day is None:
             raise ValueError(
                 f"{status.getPath()} is not a partition of {path}: its partition directories must be "

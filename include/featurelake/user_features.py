@@ -25,8 +25,8 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from featurelake.lake import MAX_ABS_AMOUNT
-from featurelake.partitioning import date_literal, literal_path
+from featurelake.lake import MAX_ABS_AMOUNT, is_data_file
+from featurelake.partitioning import date_literal, hadoop_file_system, literal_path
 
 log = logging.getLogger(__name__)
 
@@ -405,8 +405,12 @@ def read_categories(spark: SparkSession, path: str) -> DataFrame:
     matched whatever their case. Read with the contract's schema forced on it, a lookup whose group
     column was named otherwise (`group`) read as nulls, and every user's top group was `unknown`
     without a word; an int64 `category_id`, as pandas writes it, failed with Spark's bare "Expected
-    Spark type int, actual Parquet type INT64". An int64 id is taken when every id fits an int32."""
-    found = spark.read.parquet(path)
+    Spark type int, actual Parquet type INT64". An int64 id is taken when every id fits an int32.
+    Of a directory, only the data files are read (`lake.is_data_file`, as the runs' fingerprint of
+    the lookup lists them), and any other entry but hidden names is refused, naming it: Spark read
+    every file there, so a partial upload (`part-0.parquet.tmp`) failed the job with a bare "is not
+    a Parquet file", and a `.bak` copy was read silently."""
+    found = spark.read.parquet(*lookup_files(spark, path))
     types = {field.name.lower(): field.dataType for field in found.schema.fields}
     problems = []
     if not isinstance(types.get("category_id"), _INTEGER_TYPES):
@@ -432,6 +436,33 @@ def read_categories(spark: SparkSession, path: str) -> DataFrame:
         name.alias("category_name"),
         F.col("category_group").alias("category_group"),
     )
+
+
+def lookup_files(spark: SparkSession, path: str) -> list[str]:
+    """The data files of the lookup at `path` (a file, or a directory of them), checked: a directory
+    holding anything but data files and hidden names (`.`, `_`), or no data file, is refused."""
+    fs, directory = hadoop_file_system(spark, path)
+    if not fs.exists(directory) or not fs.getFileStatus(directory).isDirectory():
+        return [literal_path(path)]  # a file; Spark names a missing path
+    data, stray = [], []
+    for status in fs.listStatus(directory):
+        name = status.getPath().getName()
+        if status.isFile() and is_data_file(name):
+            data.append(literal_path(f"{path.rstrip('/')}/{name}"))
+        elif not name.startswith((".", "_")):
+            stray.append(f"{path.rstrip('/')}/{name}{'' if status.isFile() else '/'}")
+    if stray or not data:
+        found = (
+            f"holds {', '.join(sorted(stray))}, which is not a *.parquet file"
+            if stray
+            else "holds no *.parquet file"
+        )
+        raise ValueError(
+            f"the categories lookup {path} {found} (docs/data-contract.md, raw/categories). Move "
+            "anything else out of it (a partial upload, a backup), keep the lookup's *.parquet "
+            "files, and rerun"
+        )
+    return sorted(data)
 
 
 def _shown_type(data_type: T.DataType | None) -> str:

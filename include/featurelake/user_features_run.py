@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date
@@ -177,18 +177,16 @@ def explained_unreadable_tile(*, layout: LakeLayout, ds: date) -> Iterator[None]
         ) from error
 
 
-def check_raw_layout(layout: LakeLayout, listing: DatePartitionListing) -> None:
-    """Fail, naming them, when `raw/transactions` holds anything but `date=` directories and hidden
-    names (`listing.stray`, from the run's listing of it): a file, or a directory such as
-    `dt=2026-09-02/` or `2026-09-02/`, whose rows no run would read (its date is unknown), so they
-    would be lost without a word."""
-    if listing.stray:
-        raise ValueError(
-            f"{layout.raw_transactions} holds {', '.join(listing.stray[:20])}, which is not a "
-            "date=YYYY-MM-DD partition directory, so no run would read it (docs/data-contract.md). "
-            "Land its rows in the partition of their UTC date, raw/transactions/date=YYYY-MM-DD/, or "
-            f"move it out of {layout.raw_transactions}, and rerun"
-        )
+def raw_layout_problems(layout: LakeLayout, listing: DatePartitionListing) -> list[str]:
+    """What `raw/transactions` holds besides `date=YYYY-MM-DD` directories and hidden names
+    (`listing.stray`, from the run's listing of it), each as `<path>: <what is wrong>`: a file, or a
+    directory such as `dt=2026-09-02/`, `2026-09-02/` or `date=2026-9-2/`, whose rows no run would
+    read (its date is unknown), so they would be lost without a word."""
+    return [
+        f"{entry}: not a date=YYYY-MM-DD partition directory of {layout.raw_transactions}, so no run "
+        "would read it; land its rows in the partition of their UTC date, or move it out"
+        for entry in listing.stray
+    ]
 
 
 # The Parquet types a raw column may have (docs/data-contract.md): its physical type, then the
@@ -268,7 +266,13 @@ def raw_file_problems(spark: SparkSession, file: str, size: int) -> list[str]:
 
 
 def check_raw_files(
-    spark: SparkSession, layout: LakeLayout, listing: DatePartitionListing, days: Iterable[date], *, ds: date
+    spark: SparkSession,
+    layout: LakeLayout,
+    listing: DatePartitionListing,
+    days: Iterable[date],
+    *,
+    ds: date,
+    found: Sequence[str] = (),
 ) -> None:
     """Fail before the run of `ds` reads a row, naming each file and what is wrong with it, when a
     partition of `days` (the dates to read, as the run's `listing` of raw/transactions found them)
@@ -276,9 +280,9 @@ def check_raw_files(
     that breaks the contract (`raw_file_problems`). Read as they are, a missing column would be
     nulls (every row quarantined under a wrong reason, or merchant_id, category_id or currency
     silently null), a float32 amount would lose cents, and a file Spark cannot read would fail the
-    job naming no fix."""
+    job naming no fix. `found`: problems found before (`raw_layout_problems`), named first."""
     days = sorted(days)
-    problems = [
+    problems = [*found] + [
         f"{entry} is {'a subdirectory' if entry.endswith('/') else 'not a .parquet file'}, which no reader reads"
         for day in days
         for entry in listing.unread[day]
@@ -374,16 +378,15 @@ def run_user_features(
     # on an object store each listing is a request, and the lake's history grows every day.
     raw_listing = list_date_partitions(spark, layout.raw_transactions, start=start, end=ds)
     raw_files = raw_listing.files
-    # Before the date of ds is looked for: its rows landed in `dt=<ds>/` are named there.
-    check_raw_layout(layout, raw_listing)
-    # A window partition holding only what no reader reads (`part-0.pq`, a subdirectory) is no date
-    # without data: taken for one, its rows were left out of the window without a word, and its
-    # tile removed as withdrawn. It fails the run, named, as such an entry does in a date it reads.
-    unreadable = sorted(
-        day for day, entries in raw_listing.unread.items() if entries and not raw_files.get(day)
-    )
-    if unreadable:
-        check_raw_files(spark, layout, raw_listing, unreadable, ds=ds)
+    # Before the date of ds is looked for: its rows landed in `dt=<ds>/` are named there. A window
+    # partition holding only what no reader reads (`part-0.pq`, a subdirectory) is no date without
+    # data: taken for one, its rows were left out of the window without a word, and its tile
+    # removed as withdrawn. Either fails the run, and then every partition of the window is checked
+    # too, so that one error names every offending path the producer has to fix.
+    stray = raw_layout_problems(layout, raw_listing)
+    unreadable = [day for day, entries in raw_listing.unread.items() if entries and not raw_files.get(day)]
+    if stray or unreadable:
+        check_raw_files(spark, layout, raw_listing, raw_listing.files, ds=ds, found=stray)
     raw_dates = {day for day, files in raw_files.items() if files}
     if ds not in raw_dates:
         raise FileNotFoundError(

@@ -104,6 +104,18 @@ def _damaged(lake: Path) -> Path:
     return path
 
 
+def _beside_the_categories(name: str) -> Callable[[Path], Path]:
+    """A file in raw/categories besides the lookup (and a hidden `_SUCCESS`, which is ignored)."""
+
+    def land(lake: Path) -> Path:
+        (lake / "raw" / "categories" / "_SUCCESS").write_bytes(b"")
+        path = lake / "raw" / "categories" / name
+        path.write_bytes(b"PAR1 half an upload")
+        return path
+
+    return land
+
+
 TS = datetime.combine(DS, time(12), UTC)
 # What a producer got wrong, and what the error must say about it.
 CONTRACT_BREACHES = [
@@ -124,6 +136,12 @@ CONTRACT_BREACHES = [
         id="bare-date-dir",
     ),
     pytest.param(_put(BAD, b""), "not a date=", id="file-at-root"),
+    # Spark read every file there: "[FAILED_READ_FILE.NO_HINT] ... is not a Parquet file", no remedy
+    pytest.param(
+        _beside_the_categories("part-00000.parquet.tmp"),
+        "the categories lookup",
+        id="partial-upload-beside-the-categories",
+    ),
     pytest.param(
         _write(transactions_table(LANDED_ROWS, amount=None)), "no column amount", id="no-amount-column"
     ),
@@ -331,8 +349,34 @@ def test_the_date_of_ds_landed_under_another_name_is_named(spark, tmp_path: Path
         lake, partition=DS - timedelta(days=1), rows=[_row("y1", "u1", 5.0, day=DS - timedelta(days=1))]
     )
     _partition(lake).rename(lake / "raw" / "transactions" / f"dt={DS.isoformat()}")
-    with pytest.raises(ValueError, match=rf"holds .*dt={DS.isoformat()}/, which is not a date=YYYY-MM-DD"):
+    with pytest.raises(ValueError, match=rf"dt={DS.isoformat()}/: not a date=YYYY-MM-DD partition directory"):
         _run(spark, lake)
+
+
+def test_one_failed_run_names_every_offending_path_of_the_window(spark, tmp_path: Path) -> None:
+    """A producer had to fail one run per problem: the listing raised at the first misnamed `date=`
+    directory, and the root's strays were named before the partitions' files were looked at."""
+    lake = _clean_lake(tmp_path / "lake")
+    root = lake / "raw" / "transactions"
+    yesterday = DS - timedelta(days=1)
+    write_transactions_partition(lake, partition=yesterday, rows=[_row("y1", "u1", 5.0, day=yesterday)])
+    offending = [
+        root / "date=2026-9-9",
+        root / f"date={DS.isoformat()}T00",
+        root / f"dt={DS.isoformat()}",
+        _partition(lake, yesterday) / "rows.csv",
+        _partition(lake) / BAD,
+    ]
+    for directory in offending[:3]:
+        directory.mkdir()
+    offending[3].write_text("a,b\n")
+    offending[4].write_bytes(b"")
+    for mode in ("incremental", "full"):
+        with pytest.raises(ValueError) as failed:
+            _run(spark, lake, mode)
+        said = str(failed.value)
+        for path in offending:
+            assert str(path.relative_to(lake)) in said, (path, said)
 
 
 def test_a_run_lists_each_raw_directory_once(

@@ -55,7 +55,7 @@ def test_each_window_partition_is_one_request(tmp_path: Path, requests: Counter)
 
 
 def test_a_file_named_as_a_partition_is_named_as_a_stray(tmp_path: Path) -> None:
-    # The Spark job refuses it too (user_features_run.check_raw_layout): its rows have no date.
+    # The Spark job refuses it too (user_features_run.raw_layout_problems): its rows have no date.
     root = tmp_path / "raw" / "transactions"
     (root / f"date={DAYS[0]}").mkdir(parents=True)
     (root / f"date={DAYS[0]}" / "part-0.parquet").write_bytes(b"x")
