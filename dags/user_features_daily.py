@@ -107,7 +107,7 @@ with DAG(
             "--lake",
             LAKE,
             "--window-days",
-            "{{ params.window_days }}",
+            "{{ params.window_days | int }}",
             "--mode",
             "{{ params.mode }}",
         ],

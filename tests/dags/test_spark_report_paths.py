@@ -46,3 +46,18 @@ def test_the_task_reads_the_report_where_the_job_writes_it(
 
     assert task.render_template(task.report_path, context) == LakeLayout(job_lake).run_metrics(job, DS)
     assert LakeLayout(job_lake).root == lake.rstrip("/")
+
+
+@pytest.mark.parametrize("window_days", [30, 30.0, 1e2])
+def test_a_whole_window_written_as_a_decimal_reaches_the_job_as_an_integer(daily_dag, window_days) -> None:
+    """Airflow's param schema takes 30.0 (and 1e2) as an integer, from the CLI, the REST API or a
+    backfill's conf: rendered as '30.0', the job's argument parser refused it after spark-submit had
+    started, on every retry."""
+    task = daily_dag.get_task("compute_user_features")
+    context = {
+        "var": {"value": {"featurelake_lake": "/srv/lake"}},
+        "ds": DS.isoformat(),
+        "params": {"window_days": window_days, "mode": "auto", "view_refresh": "incremental"},
+    }
+    arguments = task.render_template(task.application_args, context)
+    assert arguments[arguments.index("--window-days") + 1] == str(int(window_days))
