@@ -28,22 +28,17 @@ def read_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Parse the settings file into {name: value}, with `${NAME}` references expanded as make expands
-    them: to `overrides[NAME]`, else the project root for FEATURELAKE_ROOT, else the environment's
-    NAME (which a `?=` line does not replace), else the file's value so far, else ''. The values are
-    the file's; the environment's win when the settings are applied (`apply_settings`)."""
+    """Parse the settings file into {name: value}, as make reads it: a `?=` variable is set by its
+    first line only, and its `${NAME}` references are expanded when it is used, so a line may name
+    a variable defined below it. A reference expands to `overrides[NAME]`, else the project root for
+    FEATURELAKE_ROOT, else the environment's NAME (which a `?=` line does not replace), else the
+    file's NAME, else ''. The values are the file's; the environment's win when the settings are
+    applied (`apply_settings`). Text that make would read otherwise is refused, naming its line (a
+    `#`, a `$` outside `${NAME}`, a reference to itself) or the environment variable (a `$` in a
+    value a reference brings in, which make expands again)."""
     environ = os.environ if environ is None else environ
     overrides = overrides or {}
-    known: dict[str, str] = {}
-
-    def expanded(name: str) -> str:
-        if name in overrides:
-            return overrides[name]
-        if name == "FEATURELAKE_ROOT":
-            return str(root)
-        return environ[name] if name in environ else known.get(name, "")
-
-    settings: dict[str, str] = {}
+    defined: dict[str, tuple[int, str]] = {}  # name: (line number, value as written)
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -51,20 +46,49 @@ def read_settings(
         match = _LINE.match(line)
         if match is None:
             raise ValueError(f"{path}:{number}: expected `NAME ?= value`, got {raw!r}")
-        unshared = (
-            "#" if "#" in match["value"] else "$" if "$" in _REFERENCE.sub("", match["value"]) else None
-        )
+        name, value = match["name"], match["value"]
+        unshared = "#" if "#" in value else "$" if "$" in _REFERENCE.sub("", value) else None
         if unshared is not None:
-            what = "ends the value" if unshared == "#" else "expands it (only ${NAME} is read alike)"
-            raise ValueError(
-                f"{path}:{number}: the value of {match['name']} holds `{unshared}`, where make {what}, "
-                f"so make and featurelake would read different values. Set {match['name']} in the "
-                "environment instead (it wins over this file), or remove the character"
+            where = (
+                "`#`, where make starts a comment (and it reads `\\#` as `#`)"
+                if unshared == "#"
+                else "`$` outside a ${NAME} reference, which make expands"
             )
-        value = _REFERENCE.sub(lambda m: expanded(m["name"]), match["value"])
-        settings[match["name"]] = value
-        known[match["name"]] = value
-    return settings
+            raise ValueError(
+                f"{path}:{number}: the value of {name} holds {where}, so make and featurelake would "
+                f"read different values. Set {name} in the environment instead (it wins over this "
+                "file), or remove the character"
+            )
+        defined.setdefault(name, (number, value))  # `?=`: a later line of a set name does nothing
+
+    def expanded(text: str, using: tuple[str, ...]) -> str:
+        return _REFERENCE.sub(lambda m: value_of(m["name"], using), text)
+
+    def value_of(name: str, using: tuple[str, ...]) -> str:
+        if name in overrides:
+            return overrides[name]
+        if name == "FEATURELAKE_ROOT":
+            return str(root)
+        if name in environ:
+            if "$" in environ[name]:
+                raise ValueError(
+                    f"{path}: {name} is referenced as ${{{name}}}, and its value in the environment "
+                    f"holds `$`, which make expands again, so make and featurelake would read "
+                    f"different values. Set the variables that reference {name} in the environment "
+                    "too, or keep `$` out of its value"
+                )
+            return environ[name]
+        if name not in defined:
+            return ""
+        if name in using:
+            number, _ = defined[name]
+            raise ValueError(
+                f"{path}:{number}: {name} references itself ({' -> '.join((*using, name))}), which "
+                "make refuses: remove the loop"
+            )
+        return expanded(defined[name][1], (*using, name))
+
+    return {name: expanded(value, (name,)) for name, (_, value) in defined.items()}
 
 
 def apply_settings(

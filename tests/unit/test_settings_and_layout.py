@@ -52,7 +52,7 @@ def test_a_value_make_reads_otherwise_is_refused_naming_its_line(
     file.write_text(f"A ?= 1\nSECRET ?= {value}\n")
     with pytest.raises(
         ValueError,
-        match=rf"airflow.env:2: the value of SECRET holds `\{character}`, where make .* Set SECRET in the environment",
+        match=rf"airflow.env:2: the value of SECRET holds `\{character}`.* so make and featurelake would read different values\. Set SECRET in the environment",
     ):
         read_settings(file)
 
@@ -232,3 +232,53 @@ def test_a_reference_expands_as_make_expands_it(tmp_path: Path) -> None:
     assert "A" not in applied and applied["C"] == f"{PROJECT_ROOT}/c"
     assert read_settings(settings, environ={})["B"] == "/file/x"
     assert read_settings(settings, environ=environ, overrides={"A": "/override"})["B"] == "/override/x"
+
+
+def _make_value(tmp_path: Path, settings: str, name: str, env: dict[str, str] | None = None) -> str:
+    """What make reads for `name` from `settings` (as the Makefile includes airflow.env)."""
+    (tmp_path / "airflow.env").write_text(settings)
+    (tmp_path / "Makefile").write_text(f"include airflow.env\nshow:\n\t@echo '$({name})'\n")
+    return subprocess.run(
+        ["make", "-s", "-C", str(tmp_path), "show"],
+        env={"PATH": os.environ["PATH"], **(env or {})},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("settings", "name", "want"),
+    [
+        pytest.param("A ?= ${B}/x\nB ?= y\n", "A", "y/x", id="reference-to-a-later-line"),
+        pytest.param("A ?= 1\nA ?= 2\n", "A", "1", id="first-line-wins"),
+        pytest.param("A ?= ${B}\nB ?= ${C}-b\nC ?= c\n", "A", "c-b", id="chained"),
+    ],
+)
+def test_the_file_is_read_as_make_reads_it(tmp_path: Path, settings: str, name: str, want: str) -> None:
+    """A `?=` variable is expanded when used, and set by its first line: the parser expanded a
+    reference with the values of the lines above it, and let a later line replace a value."""
+    assert _make_value(tmp_path, settings, name) == want
+    assert read_settings(tmp_path / "airflow.env", environ={})[name] == want
+
+
+def test_a_dollar_that_a_reference_brings_in_from_the_environment_is_refused(tmp_path: Path) -> None:
+    """make expands a referenced environment value again: `s3cr$t` became `s3cr` for make, and
+    stayed `s3cr$t` for the tests."""
+    settings = "CONN ?= postgresql://u:${PW}@h/db\n"
+    assert _make_value(tmp_path, settings, "CONN", {"PW": "s3cr$t"}) == "postgresql://u:s3cr@h/db"
+    with pytest.raises(
+        ValueError, match=r"PW is referenced as \$\{PW\}, and its value in the environment holds"
+    ):
+        read_settings(tmp_path / "airflow.env", environ={"PW": "s3cr$t"})
+    assert (
+        read_settings(tmp_path / "airflow.env", environ={"PW": "s3cret"})["CONN"]
+        == "postgresql://u:s3cret@h/db"
+    )
+
+
+def test_a_variable_that_references_itself_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "airflow.env"
+    file.write_text("A ?= ${B}\nB ?= ${A}/x\n")
+    with pytest.raises(ValueError, match=r"airflow.env:1: A references itself \(A -> B -> A\)"):
+        read_settings(file, environ={})
