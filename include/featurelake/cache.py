@@ -317,18 +317,21 @@ class LayeredFeatureCache:
             computed = _computed_records(self.view, ids, compute(ids))
             if not computed:
                 return computed
+            # What the store holds of these ids just before the write-back: a record it holds as
+            # computed already (a publish of the same values, meanwhile) is the publish's, not this
+            # write-back's, so it is not taken back below (it was, and computed again). Read, not
+            # taken from the write's reply: a reply lost and the script resent by the client would
+            # report a record the first send set as kept.
+            held = self.store.read(self.view, list(computed))
             # A same date is kept too: a publish of that date (a corrected rerun) may have written it
             # after `compute` read the partition it replaced.
-            written = self.store.write(self.view, computed.items(), replace_same_date=False, report_ids=True)
-            kept_newer = written.kept_newer
-            if self.store.removals(self.view, ids) == removals or not written.written_ids:
-                # nothing of ours is in the store: what it holds was written by others (served below)
+            kept_newer = self.store.write(self.view, computed.items(), replace_same_date=False).kept_newer
+            if self.store.removals(self.view, ids) == removals:
                 break
-            # Only what this write set: a record the publish wrote with the same bytes is its own
-            # (taking back every computed record deleted it).
-            taken_back = self.store.delete_if_unchanged(
-                self.view, {entity: computed[entity] for entity in written.written_ids}
-            )
+            written_back = {
+                entity: record for entity, record in computed.items() if held.get(entity) != record
+            }
+            taken_back = self.store.delete_if_unchanged(self.view, written_back)
             log.info(
                 "a removal of %s began while %d ids were computed (attempt %d of %d): took back %d "
                 "records written back%s",

@@ -251,8 +251,11 @@ class Run:
             error, got = failure, {}
         now = self.clock.now
         reads_made, calls_made = self.store.reads[reads:], self.lake.calls[calls:]
-        assert len(reads_made) <= 1, f"one store read per get_many, got {reads_made}"
+        # the local misses, then, when some were computed, those ids again just before their
+        # write-back (what the store held then is not the write-back's to take back)
+        assert len(reads_made) <= 2, f"at most two store reads per get_many, got {reads_made}"
         misses = reads_made[0] if reads_made else []
+        before_write_back = reads_made[1] if len(reads_made) == 2 else []
         assert misses == [entity for entity in wanted if entity in misses], (
             f"the store read {misses} is not the local misses of {wanted}"
         )
@@ -278,8 +281,13 @@ class Run:
             else:
                 answer = self.lake.returned[returned]
                 computed = {entity: answer[entity] for entity in to_compute if entity in answer}
+                assert sorted(before_write_back) == sorted(computed), (
+                    f"read {before_write_back} before the write-back of {sorted(computed)}"
+                )
         else:
             assert calls_made == [], f"computed {calls_made}, with nothing to compute"
+        if not computed:
+            assert before_write_back == [], f"read {before_write_back} again, with nothing written back"
         if error is None:
             assert not unreachable and not (calls_made and mode == "raise"), "expected an error"
             held = {entity: self.local[entity].record for entity in hits}

@@ -27,6 +27,7 @@ def test_a_scheduler_is_an_address(monkeypatch) -> None:
         pytest.param({"host": "dask-scheduler"}, "tcp://dask-scheduler:8786", id="name"),
         pytest.param({"host": "tls://dask-scheduler"}, "tls://dask-scheduler:8786", id="tls"),
         pytest.param({"host": "127.0.0.1", "extra": {"timeout": "3s"}}, "tcp://127.0.0.1:8786", id="address"),
+        pytest.param({"host": "inproc://10.0.0.1/123/1"}, "inproc://10.0.0.1/123/1", id="inproc-has-none"),
     ],
 )
 def test_a_scheduler_without_a_port_is_on_dasks_default_port(monkeypatch, connection, address) -> None:

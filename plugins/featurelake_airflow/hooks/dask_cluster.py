@@ -72,7 +72,8 @@ class DaskClusterHook(BaseHook):
         has_port = ":" in host.split("://", 1)[1].rsplit("]", 1)[-1]
         if not connection.port:
             # Dask refused `tls://dask-scheduler` ("missing port number"), naming no connection
-            return host if has_port else f"{host}:{DEFAULT_SCHEDULER_PORT}"
+            # (an inproc:// address names a process and a counter, no port)
+            return host if has_port or host.startswith("inproc://") else f"{host}:{DEFAULT_SCHEDULER_PORT}"
         if has_port:
             # tcp://h:8786:8786 is no address: the client failed without naming the connection
             raise ValueError(
