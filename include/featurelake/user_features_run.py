@@ -40,6 +40,7 @@ from featurelake.partitioning import (
 from featurelake.raw_contract_arrow import FOOTER_READERS, contract_column_name, raw_contract_error
 from featurelake.user_features import (
     RAW_DATA_COLUMNS,
+    TEXT_COLUMNS,
     TILE_BUILT_MARKER,
     TILE_FORMAT,
     TILE_SCHEMA,
@@ -228,15 +229,17 @@ def _column_problem(column: str, field: Any) -> str | None:
     return f"column {column} is {found}, where the contract has {_CONTRACT_TYPES[column]}"
 
 
-def raw_file_problems(spark: SparkSession, file: str, size: int) -> list[str]:
+def raw_file_problems(spark: SparkSession, file: str, size: int) -> tuple[list[str], bool]:
     """What breaks the data contract in the raw data file `file` of `size` bytes, from its footer
     (read on the driver): not Parquet (empty, truncated, another format), a column missing, or a
     column of another type (`RAW_PARQUET_TYPES`). Names match as Spark's reader matches them,
-    whatever their case; other columns are allowed (adding a column is compatible)."""
+    whatever their case; other columns are allowed (adding a column is compatible). Then whether
+    the file holds a text column as plain BINARY (no STRING annotation), whose bytes Spark reads
+    unchecked: its rows' text is checked for UTF-8 (`read_raw_transactions`)."""
     from py4j.protocol import Py4JJavaError
 
     if size == 0:
-        return ["it is empty (0 bytes), not a Parquet file"]
+        return ["it is empty (0 bytes), not a Parquet file"], False
     jvm = spark.sparkContext._jvm
     try:
         reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(
@@ -251,18 +254,21 @@ def raw_file_problems(spark: SparkSession, file: str, size: int) -> list[str]:
             reader.close()
     except Py4JJavaError as error:
         said = str(error.java_exception.toString()).splitlines()[0]
-        return [f"it cannot be read as Parquet (truncated, or another format: {said})"]
+        return [f"it cannot be read as Parquet (truncated, or another format: {said})"], False
     fields = dict(named)
     problems = []
+    text_unchecked = False
     for column in RAW_DATA_COLUMNS:
         # more than one name of the column: Spark refuses to read it ("Found duplicate field(s)"),
         # naming neither the file nor a fix
         found, problem = contract_column_name([name for name, _ in named], column)
         if problem is None:
             problem = _column_problem(column, fields[found])
+            if problem is None and column in TEXT_COLUMNS:
+                text_unchecked |= fields[found].getLogicalTypeAnnotation() is None
         if problem:
             problems.append(problem)
-    return problems
+    return problems, text_unchecked
 
 
 def check_raw_files(
@@ -273,38 +279,39 @@ def check_raw_files(
     *,
     ds: date,
     found: Sequence[str] = (),
-) -> None:
+) -> set[tuple[date, str]]:
     """Fail before the run of `ds` reads a row, naming each file and what is wrong with it, when a
     partition of `days` (the dates to read, as the run's `listing` of raw/transactions found them)
     holds an entry no reader would read (a file not named *.parquet, a subdirectory) or a data file
     that breaks the contract (`raw_file_problems`). Read as they are, a missing column would be
     nulls (every row quarantined under a wrong reason, or merchant_id, category_id or currency
     silently null), a float32 amount would lose cents, and a file Spark cannot read would fail the
-    job naming no fix. `found`: problems found before (`raw_layout_problems`), named first."""
+    job naming no fix. `found`: problems found before (`raw_layout_problems`), named first.
+    Returns (date, name) of each file that holds text as plain BINARY (`raw_file_problems`)."""
     days = sorted(days)
     problems = [*found] + [
         f"{entry} is {'a subdirectory' if entry.endswith('/') else 'not a .parquet file'}, which no reader reads"
         for day in days
         for entry in listing.unread[day]
     ]
+    named = [(day, name, size) for day in days for name, size, _ in listing.files[day]]
     data_files = [
-        (f"{LakeLayout.partition(layout.raw_transactions, day)}/{name}", size)
-        for day in days
-        for name, size, _ in listing.files[day]
+        (f"{LakeLayout.partition(layout.raw_transactions, day)}/{name}", size) for day, name, size in named
     ]
     # Footers are small reads, each a round trip to an object store: several at once.
     with ThreadPoolExecutor(max_workers=FOOTER_READERS, thread_name_prefix="raw-footer") as readers:
-        found = readers.map(lambda file: raw_file_problems(spark, *file), data_files)
-        problems += [
-            f"{file}: {problem}"
-            for (file, _), said in zip(data_files, found, strict=True)
-            for problem in said
-        ]
+        checked = list(readers.map(lambda file: raw_file_problems(spark, *file), data_files))
+    problems += [
+        f"{file}: {problem}"
+        for (file, _), (said, _) in zip(data_files, checked, strict=True)
+        for problem in said
+    ]
     if problems:
         raise raw_contract_error(
             problems,
             not_written=f"the features of {ds} were not written (the published ones are as they were)",
         )
+    return {(day, name) for (day, name, _), (_, unchecked) in zip(named, checked, strict=True) if unchecked}
 
 
 @contextmanager
@@ -439,7 +446,7 @@ def run_user_features(
     )
 
     # Exactly the files listed (and fingerprinted) above, each checked before any row is read.
-    check_raw_files(spark, layout, raw_listing, read, ds=ds)
+    text_unchecked = check_raw_files(spark, layout, raw_listing, read, ds=ds)
     read_files = {day: raw_files[day] for day in read}
     categories = read_categories(spark, layout.raw_categories)
     check_unique_category_ids(categories, path=layout.raw_categories)
@@ -451,6 +458,7 @@ def run_user_features(
             spark,
             layout.raw_transactions,
             {day: [name for name, _, _ in files] for day, files in read_files.items()},
+            text_unchecked=text_unchecked,
         )
     )
     # Small (transaction ids that occur twice), and read by every write below: persisted once, and
