@@ -32,21 +32,33 @@ def read_settings(
     first line only, and its `${NAME}` references are expanded when it is used, so a line may name
     a variable defined below it. A reference expands to `overrides[NAME]`, else the project root for
     FEATURELAKE_ROOT, else the environment's NAME (which a `?=` line does not replace), else the
-    file's NAME, else ''. The values are the file's; the environment's win when the settings are
-    applied (`apply_settings`). Text that make would read otherwise is refused, naming its line (a
-    `#`, a `$` outside `${NAME}`, a reference to itself) or the environment variable (a `$` in a
-    value a reference brings in, which make expands again)."""
+    file's NAME, else ''. A name the overrides or the environment set takes that value, as in make
+    (which never expands the file's value then); the others take the file's, trailing blanks kept.
+    Text that make would read otherwise is refused, naming its line (a `#`, a `$` outside
+    `${NAME}`, a reference to itself, a line ending in `\\`, a FEATURELAKE_ROOT line) or the
+    environment variable (a `$` in a value a reference brings in, which make expands again)."""
     environ = os.environ if environ is None else environ
     overrides = overrides or {}
     defined: dict[str, tuple[int, str]] = {}  # name: (line number, value as written)
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        if raw.endswith("\\"):  # make joins the next line to it, a comment's too
+            raise ValueError(
+                f"{path}:{number}: the line ends with `\\`, which make joins to the next line: "
+                "write the value on one line"
+            )
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        match = _LINE.match(line)
+        # the value as make keeps it: from its first non-blank character, trailing blanks included
+        match = _LINE.match(raw.lstrip())
         if match is None:
             raise ValueError(f"{path}:{number}: expected `NAME ?= value`, got {raw!r}")
         name, value = match["name"], match["value"]
+        if name == "FEATURELAKE_ROOT":
+            raise ValueError(
+                f"{path}:{number}: FEATURELAKE_ROOT is the project directory, which the Makefile sets "
+                "before it reads this file (a line here would not change it): remove the line"
+            )
         unshared = "#" if "#" in value else "$" if "$" in _REFERENCE.sub("", value) else None
         if unshared is not None:
             where = (
@@ -88,7 +100,15 @@ def read_settings(
             )
         return expanded(defined[name][1], (*using, name))
 
-    return {name: expanded(value, (name,)) for name, (_, value) in defined.items()}
+    # A name the overrides or the environment set keeps that value: make never expands the file's.
+    return {
+        name: overrides[name]
+        if name in overrides
+        else environ[name]
+        if name in environ
+        else expanded(value, (name,))
+        for name, (_, value) in defined.items()
+    }
 
 
 def apply_settings(
@@ -97,13 +117,14 @@ def apply_settings(
     overrides: Mapping[str, str] | None = None,
     path: Path = SETTINGS_FILE,
 ) -> dict[str, str]:
-    """Set every setting not already in `environ` (default: os.environ); `overrides` always win."""
+    """Set every setting not already in `environ` (default: os.environ); `overrides` always win,
+    those the file does not name too."""
     target = os.environ if environ is None else environ
+    overrides = overrides or {}
     applied: dict[str, str] = {}
-    for name, value in read_settings(path, environ=target, overrides=overrides).items():
-        if overrides and name in overrides:
-            value = overrides[name]
-        elif name in target:
+    settings = read_settings(path, environ=target, overrides=overrides)
+    for name, value in {**settings, **overrides}.items():
+        if name in target and name not in overrides:
             continue
         target[name] = value
         applied[name] = value

@@ -58,7 +58,7 @@ def test_a_value_make_reads_otherwise_is_refused_naming_its_line(
 
 
 def test_project_settings_file_parses_and_sets_the_essentials() -> None:
-    settings = read_settings(SETTINGS_FILE, root=Path("/repo"))
+    settings = read_settings(SETTINGS_FILE, root=Path("/repo"), environ={})
     assert settings["AIRFLOW_HOME"] == "/repo/.airflow"
     assert settings["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     assert settings["AIRFLOW_VAR_FEATURELAKE_LAKE"] == "/repo/data"
@@ -231,7 +231,7 @@ def test_a_reference_expands_as_make_expands_it(tmp_path: Path) -> None:
     assert make.stdout.strip() == environ["B"] == "/env/x"
     assert "A" not in applied and applied["C"] == f"{PROJECT_ROOT}/c"
     assert read_settings(settings, environ={})["B"] == "/file/x"
-    assert read_settings(settings, environ=environ, overrides={"A": "/override"})["B"] == "/override/x"
+    assert read_settings(settings, environ={"A": "/env"}, overrides={"A": "/override"})["B"] == "/override/x"
 
 
 def _make_value(tmp_path: Path, settings: str, name: str, env: dict[str, str] | None = None) -> str:
@@ -282,3 +282,56 @@ def test_a_variable_that_references_itself_is_refused(tmp_path: Path) -> None:
     file.write_text("A ?= ${B}\nB ?= ${A}/x\n")
     with pytest.raises(ValueError, match=r"airflow.env:1: A references itself \(A -> B -> A\)"):
         read_settings(file, environ={})
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        pytest.param(
+            "# a note \\\nA ?= x\n", r"airflow.env:1: the line ends with `\\`", id="comment-continued"
+        ),
+        pytest.param(
+            "A ?= foo \\\nB ?= x\n", r"airflow.env:1: the line ends with `\\`", id="value-continued"
+        ),
+        pytest.param(
+            "FEATURELAKE_ROOT ?= /other\n",
+            r"airflow.env:1: FEATURELAKE_ROOT is the project directory",
+            id="root",
+        ),
+    ],
+)
+def test_lines_make_reads_otherwise_are_refused(tmp_path: Path, settings: str, message: str) -> None:
+    """make swallowed the line after a `\\` (a comment's too) and kept the Makefile's
+    FEATURELAKE_ROOT, where the parser read them as they stand."""
+    file = tmp_path / "airflow.env"
+    file.write_text(settings)
+    with pytest.raises(ValueError, match=message):
+        read_settings(file, environ={})
+
+
+def test_a_value_keeps_its_trailing_blanks_as_in_make(tmp_path: Path) -> None:
+    (tmp_path / "airflow.env").write_text("A ?= x  \n")
+    (tmp_path / "Makefile").write_text("include airflow.env\nshow:\n\t@echo '[$(A)]'\n")
+    make = subprocess.run(
+        ["make", "-s", "-C", str(tmp_path), "show"], capture_output=True, text=True, check=True
+    )
+    assert make.stdout.strip() == "[x  ]"
+    assert read_settings(tmp_path / "airflow.env", environ={})["A"] == "x  "
+
+
+def test_a_name_the_environment_sets_is_not_expanded_from_the_file(tmp_path: Path) -> None:
+    """CONN set in the environment: make never expands the file's CONN, so a `$` in PW is harmless
+    there; the parser expanded it anyway and refused."""
+    file = tmp_path / "airflow.env"
+    file.write_text("CONN ?= u:${PW}@h\nOTHER ?= ${CONN}/x\n")
+    environ = {"CONN": "given", "PW": "s3cr$t"}
+    assert read_settings(file, environ=environ) == {"CONN": "given", "OTHER": "given/x"}
+
+
+def test_an_override_the_file_does_not_name_is_applied(tmp_path: Path) -> None:
+    """conftest's AIRFLOW__CORE__UNIT_TEST_MODE override was dropped: the file does not name it."""
+    file = tmp_path / "airflow.env"
+    file.write_text("A ?= 1\n")
+    environ = {"UNLISTED": "env"}
+    applied = apply_settings(environ, overrides={"UNLISTED": "override"}, path=file)
+    assert environ == {"A": "1", "UNLISTED": "override"} and applied == {"A": "1", "UNLISTED": "override"}
