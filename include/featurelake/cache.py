@@ -319,17 +319,21 @@ class LayeredFeatureCache:
                 return computed
             # What the store holds of these ids just before the write-back: a record it holds as
             # computed already (a publish of the same values, meanwhile) is the publish's, not this
-            # write-back's, so it is not taken back below (it was, and computed again). Read, not
-            # taken from the write's reply: a reply lost and the script resent by the client would
-            # report a record the first send set as kept.
+            # write-back's, so it is not taken back below (it was, and computed again), unless the
+            # write says it set it (a removal came in between). Both, as the write's reply alone
+            # misses a record set by a send whose reply was lost: the client's resend reports it kept.
             held = self.store.read(self.view, list(computed))
             # A same date is kept too: a publish of that date (a corrected rerun) may have written it
             # after `compute` read the partition it replaced.
-            kept_newer = self.store.write(self.view, computed.items(), replace_same_date=False).kept_newer
+            written = self.store.write(self.view, computed.items(), replace_same_date=False, report_ids=True)
+            kept_newer = written.kept_newer
             if self.store.removals(self.view, ids) == removals:
                 break
+            set_here = set(written.written_ids)
             written_back = {
-                entity: record for entity, record in computed.items() if held.get(entity) != record
+                entity: record
+                for entity, record in computed.items()
+                if entity in set_here or held.get(entity) != record
             }
             taken_back = self.store.delete_if_unchanged(self.view, written_back)
             log.info(

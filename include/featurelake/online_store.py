@@ -474,6 +474,8 @@ class WriteReport:
     redirected: int = 0
     # `replace_date` only: records of the date removed because the date no longer holds their entity.
     removed_stale: int = 0
+    # `write(..., report_ids=True)` only: the entities whose record this write set.
+    written_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -698,6 +700,7 @@ class OnlineStore:
         records: Iterable[tuple[str, FeatureRecord]],
         *,
         replace_same_date: bool = True,
+        report_ids: bool = False,
     ) -> WriteReport:
         """Set the records of `view` (entity id, record), keeping any later-dated record the store
         holds. Of two records of one entity, the later feature date wins, and on the same date the
@@ -707,7 +710,8 @@ class OnlineStore:
         YYYY-MM-DD; anything else fails the batch before it is written, naming the entity.
         `replace_same_date` False keeps a held record of the same date too (counted in
         `kept_newer`): a fill, such as the layered cache's write-back of what it computed, which
-        must not replace what a publish of that date wrote meanwhile."""
+        must not replace what a publish of that date wrote meanwhile. `report_ids` lists the
+        entities whose record this write set in `written_ids`."""
         report = WriteReport()
         ttl = str(self.config.key_ttl_seconds * 1000)
         same_date = _REPLACE_SAME_DATE if replace_same_date else _KEEP_SAME_DATE
@@ -718,7 +722,8 @@ class OnlineStore:
                 held = latest.get(entity)
                 if held is None or held.feature_date <= record.feature_date:
                     latest[entity] = record
-            values = {self.key(view, entity): encode_record(record) for entity, record in latest.items()}
+            entity_of = {self.key(view, entity): entity for entity in latest}
+            values = {key: encode_record(latest[entity]) for key, entity in entity_of.items()}
             if self.config.cluster:
                 set_keys, redirected = self._write_cluster(values, ttl, same_date=same_date)
                 set_by_node = {"cluster": set_keys}
@@ -735,6 +740,8 @@ class OnlineStore:
             for node, keys in set_by_node.items():
                 report.by_node[node] = report.by_node.get(node, 0) + len(keys)
                 report.written += len(keys)
+                if report_ids:
+                    report.written_ids.extend(entity_of[key] for key in keys)
             # a record passed over for a later one of the same entity in this chunk counts here too
             report.kept_newer += len(chunk) - sum(len(keys) for keys in set_by_node.values())
         return report

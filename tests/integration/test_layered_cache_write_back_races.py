@@ -4,6 +4,8 @@ and is what the cache serves and keeps."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from featurelake.cache import LayeredFeatureCache
@@ -146,10 +148,12 @@ class _ReplyLostAndResent(OnlineStore):
     """A write whose reply was lost, and which the client sent again: the first send set the keys,
     the second found them as given (a same date, kept), so the write reports none set."""
 
-    def write(self, view, records, *, replace_same_date=True):
+    def write(self, view, records, *, replace_same_date=True, report_ids=False):
         records = list(records)
         OnlineStore.write(self, view, records, replace_same_date=replace_same_date)
-        return OnlineStore.write(self, view, records, replace_same_date=replace_same_date)
+        return OnlineStore.write(
+            self, view, records, replace_same_date=replace_same_date, report_ids=report_ids
+        )
 
 
 @pytest.mark.parametrize("kind", ["ring", "cluster"])
@@ -170,6 +174,52 @@ def test_a_write_back_whose_reply_was_lost_is_still_taken_back(
                 partition.clear()
                 store.replace_date(VIEW, DAY, [], [])
             return read
+
+        try:
+            assert LayeredFeatureCache(view=VIEW, store=store, compute=compute).get("u-1") is None
+            assert store.read(VIEW, ["u-1"]) == {}, "the write-back outlived the rerun"
+            assert calls == [["u-1"], ["u-1"]]
+        finally:
+            store.delete(VIEW, ["u-1"])
+
+
+class _RemovalBeforeTheWriteBack(OnlineStore):
+    """A rerun's removal of u-1 lands between the cache's read of the ids and its write-back."""
+
+    removal: Callable[[], None] | None = None
+
+    def write(self, view, records, *, replace_same_date=True, report_ids=False):
+        if self.removal is not None:
+            removal, self.removal = self.removal, None
+            removal()
+        return OnlineStore.write(
+            self, view, records, replace_same_date=replace_same_date, report_ids=report_ids
+        )
+
+
+@pytest.mark.parametrize("kind", ["ring", "cluster"])
+def test_a_write_back_after_a_removal_between_its_read_and_its_write_is_taken_back(
+    redis_nodes: list[str], redis_cluster: list[str], kind: str
+) -> None:
+    """Redis held u-1 as computed when the cache read it, then a rerun removed it, then the
+    write-back set it again: judged by the read alone, it was not the write-back's, and stayed."""
+    calls: list[list[str]] = []
+    with _RemovalBeforeTheWriteBack(_store_config(kind, redis_nodes, redis_cluster)) as store:
+        store.delete(VIEW, ["u-1"])
+        partition = {"u-1": AS_COMPUTED}
+
+        def compute(ids):
+            calls.append(list(ids))
+            if len(calls) == 1:
+                store.write(VIEW, [("u-1", AS_COMPUTED)])  # published with the same values
+
+                def rerun_without_u1() -> None:
+                    partition.clear()
+                    store.replace_date(VIEW, DAY, [], [])
+
+                store.removal = rerun_without_u1
+                return {"u-1": AS_COMPUTED}
+            return {entity: partition[entity] for entity in ids if entity in partition}
 
         try:
             assert LayeredFeatureCache(view=VIEW, store=store, compute=compute).get("u-1") is None

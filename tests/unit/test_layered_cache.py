@@ -40,6 +40,7 @@ class DictStore:
         records: Iterable[tuple[str, FeatureRecord]],
         *,
         replace_same_date: bool = True,
+        report_ids: bool = False,
     ) -> WriteReport:
         report = WriteReport()
         for entity, record in records:
@@ -52,6 +53,8 @@ class DictStore:
             else:
                 self.records[entity] = record
                 report.written += 1
+                if report_ids:
+                    report.written_ids.append(entity)
         return report
 
 
