@@ -182,10 +182,12 @@ def _empty(column: str) -> Column:
 
 def quarantine_reason(*, check_text: bool = False) -> Column:
     """The first rule a raw row breaks, or null for a valid row (order as in docs/data-contract.md).
-    `check_text`: the rows carry `text_unchecked` (`read_raw_transactions`), true for the rows of a
-    file that holds text as plain Parquet BINARY, whose bytes Spark reads unchecked; those rows'
-    text must be UTF-8. (Checked on those rows only: on every row it cost about 1 s a 7.5M-row scan
-    on the benchmark lake, where no file holds plain BINARY text.)"""
+    A row's user_id must be UTF-8 (`invalid_utf8`): Spark reads text unchecked, and a feature row
+    whose user_id is not UTF-8 fails every reader of the partition (pyarrow, DuckDB, the publish
+    task), whatever the file's column type says. `check_text`: the rows carry `text_unchecked`
+    (`read_raw_transactions`), true for the rows of a file that holds text as plain Parquet BINARY,
+    whose other text columns must be UTF-8 too. (Every text column of every row cost about 1 s a
+    7.5M-row scan on the benchmark lake; user_id alone about a quarter of that.)"""
     reason = (
         F.when(_empty("transaction_id"), "missing_transaction_id")
         .when(_empty("user_id"), "missing_user_id")
@@ -196,11 +198,11 @@ def quarantine_reason(*, check_text: bool = False) -> Column:
         .when(F.col("transaction_ts").isNull(), "missing_transaction_ts")
         .when(F.to_date("transaction_ts") != F.col("date"), "date_mismatch")
     )
-    if not check_text:
-        return reason
-    # kept, such a row put an id that no reader of the features (pyarrow, DuckDB) can read
-    not_utf8 = reduce(lambda a, b: a | b, [~F.is_valid_utf8(c) for c in TEXT_COLUMNS])
-    return reason.when(F.col("text_unchecked") & not_utf8, "invalid_utf8")
+    not_utf8 = ~F.is_valid_utf8("user_id")
+    if check_text:
+        others = reduce(lambda a, b: a | b, [~F.is_valid_utf8(c) for c in TEXT_COLUMNS if c != "user_id"])
+        not_utf8 = not_utf8 | (F.col("text_unchecked") & others)
+    return reason.when(not_utf8, "invalid_utf8")
 
 
 # Every column but transaction_id and date: two rows of one (date, transaction_id) are versions of one

@@ -488,12 +488,20 @@ def test_text_that_is_not_utf8_is_quarantined_and_the_outputs_stay_readable(spar
     table = table.set_column(
         table.schema.get_field_index("merchant_id"), "merchant_id", binary([b"m1", b"m\xc3", b"m1"])
     )
+    # A STRING column is UTF-8 by the Parquet format, but a writer can break it (pyarrow's
+    # from_buffers, Spark's CAST(binary AS STRING)): its user_id is checked too.
+    string = transactions_table([_row("t6", "u6", 4.0), _row("t7", "u7", 5.0)])
+    not_utf8 = pa.Array.from_buffers(
+        pa.string(), 2, [None, pa.array([0, 2, 4], pa.int32()).buffers()[1], pa.py_buffer(b"v\xfeu7")]
+    )
+    string = string.set_column(string.schema.get_field_index("user_id"), "user_id", not_utf8)
     for mode in ("full", "incremental"):
         lake = _clean_lake(tmp_path / mode)
         pq.write_table(table, _partition(lake) / BAD, store_schema=False)
+        pq.write_table(string, _partition(lake) / "part-00002.parquet")
         report = _run(spark, lake, mode)
-        assert report.quarantined_by_reason == {"invalid_utf8": 2}, mode
-        assert _features(lake)["user_id"].tolist() == ["u1", "u2", "u5"], mode
+        assert report.quarantined_by_reason == {"invalid_utf8": 3}, mode
+        assert _features(lake)["user_id"].tolist() == ["u1", "u2", "u5", "u7"], mode
         quarantine = pq.read_table(lake / "quarantine" / "transactions" / f"date={DS.isoformat()}")
         assert sorted(
             zip(
@@ -502,7 +510,7 @@ def test_text_that_is_not_utf8_is_quarantined_and_the_outputs_stay_readable(spar
                 quarantine["merchant_id"].to_pylist(),
                 strict=True,
             )
-        ) == [("t3", "u\ufffd\ufffd", "m1"), ("t4", "u4", "m\ufffd")], mode
+        ) == [("t3", "u\ufffd\ufffd", "m1"), ("t4", "u4", "m\ufffd"), ("t6", "v\ufffd", "m1")], mode
 
 
 def test_spark_submit_reports_the_bad_file_and_writes_no_report(published_lake: Path, tmp_path: Path) -> None:
