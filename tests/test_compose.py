@@ -337,7 +337,7 @@ def _used_conn_ids() -> set[str]:
 def _airflow_env_settings() -> dict[str, str]:
     from featurelake.settings import read_settings
 
-    return read_settings(PROJECT_ROOT / "airflow.env")
+    return read_settings(PROJECT_ROOT / "airflow.env", environ={})  # the file's, not this session's
 
 
 def test_the_dags_name_the_hooks_connections() -> None:

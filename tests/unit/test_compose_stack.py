@@ -49,7 +49,7 @@ def test_the_backfill_commands_have_a_form_that_reaches_the_compose_stack() -> N
     section must give each command in the form that runs it inside an Airflow container."""
     services = _services()
     assert "ports" not in services["postgres"], "the stack's database is published: revisit this test"
-    local_database = read_settings(SETTINGS_FILE)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    local_database = read_settings(SETTINGS_FILE, environ={})["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     assert local_database.startswith("sqlite:"), local_database
     section = _readme_section("Backfills")
     assert "compose stack" in section
