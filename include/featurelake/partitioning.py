@@ -471,15 +471,22 @@ def list_date_partitions(
     for day, directory in directories.items():
         if not _in_range(day, start, end):
             continue
-        statuses = list(fs.listStatus(directory))
-        files[day] = _data_files(statuses)
-        unread[day] = sorted(
-            _shown(status)
-            for status in statuses
-            if not (name := status.getPath().getName()).startswith((".", "_"))
-            and (status.isDirectory() or not is_data_file(name))
-        )
+        files[day], unread[day] = directory_entries(fs, directory)
     return DatePartitionListing(files, unread, stray)
+
+
+def directory_entries(fs: Any, directory: Any) -> tuple[list[list[Any]], list[str]]:
+    """From one listing of the existing Hadoop `directory`: its data files as `_data_files` gives
+    them, and the full paths of what no reader reads (files that are not data, subdirectories,
+    which end with "/"), sorted. Hidden names (`.`, `_`) are in neither."""
+    statuses = list(fs.listStatus(directory))
+    unread = sorted(
+        _shown(status)
+        for status in statuses
+        if not (name := status.getPath().getName()).startswith((".", "_"))
+        and (status.isDirectory() or not is_data_file(name))
+    )
+    return _data_files(statuses), unread
 
 
 def _shown(status: Any) -> str:

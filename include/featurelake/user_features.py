@@ -25,8 +25,8 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from featurelake.lake import MAX_ABS_AMOUNT, is_data_file
-from featurelake.partitioning import date_literal, hadoop_file_system, literal_path
+from featurelake.lake import MAX_ABS_AMOUNT
+from featurelake.partitioning import date_literal, directory_entries, hadoop_file_system, literal_path
 
 log = logging.getLogger(__name__)
 
@@ -457,25 +457,17 @@ def lookup_files(spark: SparkSession, path: str) -> list[str]:
     fs, directory = hadoop_file_system(spark, path)
     if not fs.exists(directory) or not fs.getFileStatus(directory).isDirectory():
         return [literal_path(path)]  # a file; Spark names a missing path
-    data, stray = [], []
-    for status in fs.listStatus(directory):
-        name = status.getPath().getName()
-        if status.isFile() and is_data_file(name):
-            data.append(literal_path(f"{path.rstrip('/')}/{name}"))
-        elif not name.startswith((".", "_")):
-            stray.append(f"{path.rstrip('/')}/{name}{'' if status.isFile() else '/'}")
+    data, stray = directory_entries(fs, directory)
     if stray or not data:
         found = (
-            f"holds {', '.join(sorted(stray))}, which is not a *.parquet file"
-            if stray
-            else "holds no *.parquet file"
+            f"holds {', '.join(stray)}, which is not a *.parquet file" if stray else "holds no *.parquet file"
         )
         raise ValueError(
             f"the categories lookup {path} {found} (docs/data-contract.md, raw/categories). Move "
             "anything else out of it (a partial upload, a backup), keep the lookup's *.parquet "
             "files, and rerun"
         )
-    return sorted(data)
+    return [literal_path(f"{path.rstrip('/')}/{name}") for name, _, _ in data]
 
 
 def _shown_type(data_type: T.DataType | None) -> str:
