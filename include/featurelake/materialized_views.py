@@ -615,7 +615,6 @@ def refresh_incremental(
         )
     dates_read = 1
     source = rows
-    update_when = matched_update_predicate(view.schema().to_arrow().names, entity_column=entity_column)
     if len(gone):
         view_schema = pa.schema(view.schema().to_arrow())
         earlier, looked_back = newest_rows_before(
@@ -640,9 +639,10 @@ def refresh_incremental(
             len(gone) - earlier.num_rows,
         )
         source = pa.concat_tables([rows, earlier], promote_options="permissive") if rows.num_rows else earlier
-        update_when = matched_update_predicate(
-            view.schema().to_arrow().names, entity_column=entity_column, replacing=ds
-        )
+    # with entities gone, their earlier rows replace their rows of `ds`
+    update_when = matched_update_predicate(
+        view.schema().to_arrow().names, entity_column=entity_column, replacing=ds if len(gone) else None
+    )
     untyped = _typed_void_columns(source.schema, pa.schema(view.schema().to_arrow()))
     if untyped:
         # Not a MERGE with merge_schema: delta-rs (1.6) then sets the column from the source on the

@@ -405,11 +405,6 @@ def refresh_incremental(
         table_version, _ = _table_metrics(spark, view_path)
         return RefreshReport(name, "incremental", ds.isoformat(), 1, current.count(), table_version)
     source = rows
-    # Spark cannot compare maps (`<=>` refuses them): a view row holding one is updated as before
-    uncomparable = [field.name for field in current.schema if _holds_a_map(field.dataType)]
-    update_when = matched_update_predicate(
-        current.columns, entity_column=entity_column, uncomparable=uncomparable
-    )
     replaced = dates_read = 0
     if gone_count:
         earlier = newest_rows_before(
@@ -435,9 +430,14 @@ def refresh_incremental(
             gone_count - replaced,
         )
         source = rows.unionByName(earlier)
-        update_when = matched_update_predicate(
-            current.columns, entity_column=entity_column, replacing=ds, uncomparable=uncomparable
-        )
+    # with entities gone, their earlier rows replace their rows of `ds`. Spark cannot compare maps
+    # (`<=>` refuses them): a view row holding one is updated as before.
+    update_when = matched_update_predicate(
+        current.columns,
+        entity_column=entity_column,
+        replacing=ds if gone_count else None,
+        uncomparable=[field.name for field in current.schema if _holds_a_map(field.dataType)],
+    )
     merge = (
         view.alias("t")
         .merge(source.alias("s"), F.col(f"t.`{entity_column}`") == F.col(f"s.`{entity_column}`"))
