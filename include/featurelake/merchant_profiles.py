@@ -223,10 +223,6 @@ def distinct(values: Iterable[str | None]) -> list[str]:
     return sorted({value for value in values if value})
 
 
-# The most of a raw file read at once (uncompressed row groups of every column, of which one is read).
-MERCHANT_ID_PIECE_BYTES = 256 * 2**20
-
-
 def merchants_of_day(raw_transactions: str, day: date) -> list[str]:
     """The distinct merchant ids of `day`'s raw transactions (`<raw_transactions>/date=<day>/`),
     sorted: the merchant_id column read through the data contract (`read_raw_piece`: found whatever
@@ -234,6 +230,7 @@ def merchants_of_day(raw_transactions: str, day: date) -> list[str]:
     read the partition. Read as plain Parquet, a partition they accept failed this task on every
     try. A partition that breaks the contract, or holds no data file, is an error that names it."""
     from featurelake.raw_contract_arrow import (
+        PIECE_BYTES,
         list_raw_window,
         raw_contract_error,
         raw_pieces,
@@ -255,6 +252,6 @@ def merchants_of_day(raw_transactions: str, day: date) -> list[str]:
             f"(date={day.isoformat()}/ with *.parquet files), then retry the task"
         )
     merchants: set[str] = set()
-    for piece in raw_pieces(window, footers, max_bytes=MERCHANT_ID_PIECE_BYTES):
+    for piece in raw_pieces(window, footers, max_bytes=PIECE_BYTES):
         merchants.update(read_raw_piece(piece, ["merchant_id"]).column(0).to_pylist())
     return distinct(merchants)

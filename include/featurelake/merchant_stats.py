@@ -51,6 +51,7 @@ import pyarrow as pa
 from featurelake.arrow_partitions import hidden_sibling, refuse_glob_characters, remove_leftovers, swap_in
 from featurelake.lake import MAX_ABS_AMOUNT
 from featurelake.raw_contract_arrow import (
+    PIECE_BYTES,
     RawFooter,
     RawPiece,
     RawWindow,
@@ -300,12 +301,6 @@ def check_raw_window(window: RawWindow, footers: list[RawFooter], *, ds: date, o
             problems,
             not_written=f"the merchant stats of {ds} were not written (the previous output, {output}, is as it was)",
         )
-
-
-# The most a task reads of a raw file (uncompressed row groups; a larger row group is read whole):
-# a day's partition is usually one file, which a large day would otherwise bring whole into one
-# worker. The size Dask's read_parquet aims at as well.
-PIECE_BYTES = 256 * 2**20
 
 
 def raw_piece_frame(piece: RawPiece) -> pd.DataFrame:

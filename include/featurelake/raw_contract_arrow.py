@@ -265,6 +265,12 @@ def raw_window_problems(window: RawWindow, footers: list[RawFooter]) -> list[str
     return [*window.stray, *found]
 
 
+# The most a task reads of a raw file at once (uncompressed row groups; a larger row group is read
+# whole): a day's partition is usually one file, which a large day would otherwise bring whole into
+# one worker. The size Dask's read_parquet aims at as well.
+PIECE_BYTES = 256 * 2**20
+
+
 @dataclass(frozen=True)
 class RawPiece:
     """Consecutive row groups of one raw data file, read by one task (`read_raw_piece`)."""

@@ -696,9 +696,9 @@ def test_the_task_reads_the_merchants_of_any_partition_the_contract_accepts(
     elif form == "dictionary":
         table = table.set_column(column, "merchant_id", table["merchant_id"].dictionary_encode())
     if form == "many-row-groups":  # read a piece of one row group at a time, every piece counted
-        import featurelake.merchant_profiles
+        import featurelake.raw_contract_arrow
 
-        monkeypatch.setattr(featurelake.merchant_profiles, "MERCHANT_ID_PIECE_BYTES", 1)
+        monkeypatch.setattr(featurelake.raw_contract_arrow, "PIECE_BYTES", 1)
         pq.write_table(table, path, row_group_size=7)
         assert pq.ParquetFile(path).num_row_groups > 3
     else:
