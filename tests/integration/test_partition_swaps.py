@@ -126,11 +126,25 @@ def test_a_reader_never_sees_part_of_an_output_removed_because_its_input_is_gone
     stop = threading.Event()
 
     def read() -> None:
+        # A listing can span the move: the directory opened just before it is renamed aside, its
+        # entries read while the staging directory is deleted. That listing is of a directory no
+        # longer published under the name, so it is not counted; one of the published directory is.
         while not stop.is_set():
             try:
-                seen.add(sum(name.endswith(".parquet") for name in os.listdir(stale)))
+                directory = os.open(stale, os.O_RDONLY | os.O_DIRECTORY)
             except FileNotFoundError:
                 seen.add(0)
+                continue
+            try:
+                count = sum(name.endswith(".parquet") for name in os.listdir(directory))
+                try:
+                    published = os.stat(stale).st_ino == os.fstat(directory).st_ino
+                except FileNotFoundError:
+                    published = False
+                if published:
+                    seen.add(count)
+            finally:
+                os.close(directory)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
