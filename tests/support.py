@@ -1,5 +1,5 @@
 """Helpers shared by the test levels: free loopback ports, real spark-submit runs, Redis clients,
-emptied Redis servers and Dask scheduler and worker processes."""
+emptied Redis servers, Dask scheduler and worker processes, and the requests an aiohttp client sends."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from featurelake.local_redis import free_port
 __all__ = [
     "PROJECT_ROOT",
     "VENV_BIN",
+    "ClientRequests",
+    "client_requests",
     "dask_processes",
     "emptied_redis_nodes",
     "free_port",
@@ -152,3 +155,48 @@ def dask_processes(
 def entity_on_node(store: Any, view: str, node: str) -> str:
     """The first id `u-<i>` whose key in `view` the store's ring places on `node`."""
     return next(e for e in (f"u-{i}" for i in range(1000)) if store.ring.node_for(store.key(view, e)) == node)
+
+
+@dataclass
+class ClientRequests:
+    """What aiohttp clients of this process sent and got, on the monotonic clock (an event loop's
+    clock): when each `ClientSession.get` was called, and each answer as (when it reached the
+    client, its status, its headers)."""
+
+    sent: list[float] = field(default_factory=list)
+    answers: list[tuple[float, int, dict[str, str]]] = field(default_factory=list)
+
+
+@contextmanager
+def client_requests() -> Iterator[ClientRequests]:
+    """Record every `aiohttp.ClientSession.get` of this process while the block runs.
+
+    The client's clock is where a rate limiter decides, so a rate checked on it is exact. A
+    server's clock in the same process sees requests late, and unevenly: on a loaded machine a
+    server thread starved of its turn stamped several requests within a millisecond."""
+    import aiohttp
+
+    record = ClientRequests()
+    original = aiohttp.ClientSession.get
+
+    class Recorded:
+        def __init__(self, request: Any) -> None:
+            self._request = request
+
+        async def __aenter__(self) -> Any:
+            response = await self._request.__aenter__()
+            record.answers.append((time.monotonic(), response.status, dict(response.headers)))
+            return response
+
+        async def __aexit__(self, *exc_info: object) -> Any:
+            return await self._request.__aexit__(*exc_info)
+
+    def get(session: Any, *args: Any, **kwargs: Any) -> Recorded:
+        record.sent.append(time.monotonic())
+        return Recorded(original(session, *args, **kwargs))
+
+    aiohttp.ClientSession.get = get
+    try:
+        yield record
+    finally:
+        aiohttp.ClientSession.get = original
