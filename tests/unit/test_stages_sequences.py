@@ -65,7 +65,9 @@ def test_closing_early_drops_the_queued_items_of_every_stage(later_pool: str) ->
         starts.record(x)
         if x >= 3:
             starts.stopped.wait(10)  # items 3.. pile up in this stage's queue until the close
-            time.sleep(0.05)  # some work: a stage left running after the close gets through ~30
+            # Some work: a stage left running while the close waits for item 1 (1.5 s) gets through ~7;
+            # a stopped one starts at most 2 more, unless the close is 0.6 s late (a loaded machine).
+            time.sleep(0.2)
         return x
 
     stages = [Stage("first", first, workers=1), Stage("later", slow_on_one, pool=later_pool, workers=1)]
@@ -87,7 +89,7 @@ def test_a_failure_drops_the_queued_items_of_the_stages_before_it() -> None:
         starts.record(x)
         if x >= 3:
             starts.stopped.wait(10)
-            time.sleep(0.05)
+            time.sleep(0.2)  # as above
         return x
 
     def check(x: int) -> int:
