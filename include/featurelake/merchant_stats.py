@@ -20,7 +20,7 @@ failed run leaves the previous one.
 
 A row counts when it is valid by the data contract (docs/data-contract.md: non-empty transaction_id
 and user_id, an amount that is neither null nor NaN, a transaction_ts whose UTC date is the
-partition's date) and has a non-empty merchant_id, and exact copies of a row count once. (Two
+partition's date, text that is UTF-8) and has a non-empty merchant_id, and exact copies of a row count once. (Two
 different versions of one transaction_id both count: the user feature job quarantines them, this job
 only reports how many rows it read and counted.) Columns per merchant:
 
@@ -52,6 +52,7 @@ from featurelake.arrow_partitions import hidden_sibling, refuse_glob_characters,
 from featurelake.lake import MAX_ABS_AMOUNT
 from featurelake.raw_contract_arrow import (
     PIECE_BYTES,
+    TEXT_IS_UTF8,
     RawFooter,
     RawPiece,
     RawWindow,
@@ -174,15 +175,16 @@ def merchant_stats_of_days(days: Iterable[pd.DataFrame], *, ds: date) -> pd.Data
 
 
 def valid_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows that count: valid by the data contract's rules 1-6 and 4a (non-empty transaction_id
+    """The rows that count: valid by the data contract's rules 1-7 and 4a (non-empty transaction_id
     and user_id; amount neither null nor NaN, finite and at most MAX_ABS_AMOUNT in absolute value;
     transaction_ts not null and on the UTC date of the row's `date`, the partition's, as
-    `YYYY-MM-DD`), with a non-empty merchant_id."""
+    `YYYY-MM-DD`; every text value UTF-8, as `TEXT_IS_UTF8` says), with a non-empty merchant_id."""
 
     def present(column: str) -> pd.Series:
         return rows[column].notnull() & (rows[column].astype("string") != "")
 
     keep = present("transaction_id") & present("user_id") & present("merchant_id") & rows["amount"].notnull()
+    keep &= rows[TEXT_IS_UTF8].to_numpy(dtype=bool)  # rule 7
     keep &= rows["amount"].abs() <= MAX_ABS_AMOUNT  # rule 4a; also false for NaN and infinities
     # Rules 5 and 6: the UTC day of transaction_ts is the partition's date. A null ts is NaT, which
     # equals nothing. A raw partition holds one date, so each distinct date is parsed once.
@@ -252,7 +254,7 @@ def stage_partition(
         # pq.write_to_dataset would write them: its dataset writer took about 4x the memory (on a
         # 15 MiB partition of 100k rows, 100 MiB against 32 MiB more RSS), which small workers
         # (a few hundred MB) did not have.
-        table = pa.Table.from_pandas(valid.drop(columns=["date"]), preserve_index=False)
+        table = pa.Table.from_pandas(valid.drop(columns=["date", TEXT_IS_UTF8]), preserve_index=False)
         groups = valid.groupby([merchant_bucket(valid["merchant_id"], buckets), valid["date"]], sort=True)
         filesystem, root = fsspec.core.url_to_fs(staging)
         for (bucket, day), positions in groups.indices.items():
@@ -304,9 +306,9 @@ def check_raw_window(window: RawWindow, footers: list[RawFooter], *, ds: date, o
 
 
 def raw_piece_frame(piece: RawPiece) -> pd.DataFrame:
-    """The rows of `piece` (`read_raw_piece`: the contract's columns and types) as a pandas frame with
-    `ARROW_STRING` strings, and its partition's `date`."""
-    return _raw_frame(read_raw_piece(piece), piece.day)
+    """The rows of `piece` (`read_raw_piece`: the contract's columns and types, and `TEXT_IS_UTF8`)
+    as a pandas frame with `ARROW_STRING` strings, and its partition's `date`."""
+    return _raw_frame(read_raw_piece(piece, flag_utf8=True), piece.day)
 
 
 def _raw_frame(table: pa.Table, day: str) -> pd.DataFrame:
@@ -419,7 +421,7 @@ def compute_merchant_stats(
     run_id = uuid.uuid4().hex
     rows = None
     if pieces:
-        meta = _raw_frame(TRANSACTIONS_SCHEMA.empty_table(), "")
+        meta = _raw_frame(TRANSACTIONS_SCHEMA.append(pa.field(TEXT_IS_UTF8, pa.bool_())).empty_table(), "")
         rows = dd.from_map(raw_piece_frame, pieces, meta=meta, enforce_metadata=False)
     bucket_count = buckets or default_bucket_count(
         bucket_units((file.day for file in window.files), (footer.row_group_bytes for footer in footers))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from featurelake.lake import is_data_file
 from featurelake.synthetic import TRANSACTIONS_SCHEMA
@@ -301,12 +302,21 @@ def raw_pieces(window: RawWindow, footers: list[RawFooter], *, max_bytes: int) -
     return pieces
 
 
-def read_raw_piece(piece: RawPiece, columns: Sequence[str] | None = None) -> pa.Table:
+TEXT_IS_UTF8 = "text_is_utf8"
+"""The column `read_raw_piece(..., flag_utf8=True)` adds: false on a row that held a text value
+that is not UTF-8 (data contract rule 7), read as null."""
+
+
+def read_raw_piece(
+    piece: RawPiece, columns: Sequence[str] | None = None, *, flag_utf8: bool = False
+) -> pa.Table:
     """The rows of `piece` in the contract's columns and types (`TRANSACTIONS_SCHEMA`), or in
     `columns` of them alone (in that order): each column read by its name in the file and cast
     exactly (an int8 category_id to int32, milliseconds and INT96 to microseconds, binary to UTF-8
-    strings, a dictionary to its strings). A file that cannot be read although its footer passed (a
-    damaged page, a string that is not UTF-8) raises a ValueError that names it."""
+    strings, a dictionary to its strings). A text value that is not UTF-8 (a plain `BINARY` column
+    holds any bytes, and a writer can break a `STRING` one) is read as null and logged with its file
+    and column; with `flag_utf8`, a last column TEXT_IS_UTF8 says which rows held one. A file that
+    cannot be read although its footer passed (a damaged page) raises a ValueError that names it."""
     import fsspec
     import pyarrow.parquet as pq
 
@@ -319,18 +329,67 @@ def read_raw_piece(piece: RawPiece, columns: Sequence[str] | None = None) -> pa.
                 list(piece.row_groups), columns=[names[field.name] for field in wanted], use_threads=False
             )
         arrays = []
+        utf8 = None
         for field in wanted:
             column = table.column(names[field.name])
             if pa.types.is_dictionary(column.type):
                 column = column.cast(column.type.value_type)
             if pa.types.is_timestamp(column.type) and column.type.tz is None:  # INT96: UTC by convention
                 column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
+            if pa.types.is_string(field.type) and (valid := _utf8_values(column)) is not None:
+                left = len(column) - column.null_count
+                column = pc.if_else(valid, column.cast(pa.large_binary()), None)
+                log.warning(
+                    "%s (row groups %s): %d %s values are not UTF-8 (data contract rule 7), read as null",
+                    piece.path,
+                    list(piece.row_groups),
+                    left - (len(column) - column.null_count),
+                    field.name,
+                )
+                utf8 = valid if utf8 is None else pc.and_(utf8, valid)
             arrays.append(column.cast(field.type))
     except (OSError, pa.ArrowException) as error:
         raise ValueError(
             f"the raw file {piece.path} could not be read (row groups {list(piece.row_groups)}): "
             f"{error}. Its footer passed the data contract's checks (docs/data-contract.md): unless "
-            "this was a passing storage error (then retry the task), a data page is damaged or a "
-            "string is not UTF-8. Re-land that partition, then rerun the task"
+            "this was a passing storage error (then retry the task), a data page is damaged. "
+            "Re-land that partition, then rerun the task"
         ) from error
-    return pa.Table.from_arrays(arrays, schema=pa.schema(wanted))
+    if not flag_utf8:
+        return pa.Table.from_arrays(arrays, schema=pa.schema(wanted))
+    rows = table.num_rows
+    flag = pa.chunked_array([pa.repeat(True, rows)]) if utf8 is None else utf8
+    return pa.Table.from_arrays([*arrays, flag], schema=pa.schema([*wanted, _TEXT_IS_UTF8_FIELD]))
+
+
+_TEXT_IS_UTF8_FIELD = pa.field(TEXT_IS_UTF8, pa.bool_(), nullable=False)
+
+
+def _utf8_values(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """Which values of a text column (string, binary or their large and view kinds) are UTF-8, a null
+    counting as one; None when all are, the common case, which Arrow's own validation tells. Only a
+    chunk that fails it is checked value by value."""
+    large = pa.types.is_large_string(column.type) or pa.types.is_large_binary(column.type)
+    # 32-bit offsets stay 32-bit: no copy of them to check the bytes.
+    as_binary, as_string = (pa.large_binary(), pa.large_string()) if large else (pa.binary(), pa.string())
+    flags, any_invalid = [], False
+    for chunk in column.chunks:
+        as_bytes = chunk.cast(as_binary)
+        try:
+            as_bytes.cast(as_string)  # the cast checks the bytes are UTF-8
+        except pa.ArrowInvalid:
+            any_invalid = True
+            flags.append(pa.array([_is_utf8(value) for value in as_bytes.to_pylist()], pa.bool_()))
+        else:
+            flags.append(pa.repeat(True, len(chunk)))
+    return pa.chunked_array(flags, pa.bool_()) if any_invalid else None
+
+
+def _is_utf8(value: bytes | None) -> bool:
+    if value is None:
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -20,7 +20,12 @@ from aiohttp import web
 from featurelake import fetch
 from featurelake.fetch import FetchConfig, fetch_all
 from featurelake.merchant_api import LIMITED, PATH_TEMPLATE, SERVED, SandboxServer
-from featurelake.merchant_profiles import ApiUnavailableError, sandbox_fails_first, sandbox_profile
+from featurelake.merchant_profiles import (
+    ApiUnavailableError,
+    merchants_of_day,
+    sandbox_fails_first,
+    sandbox_profile,
+)
 from featurelake.synthetic import generate_lake
 from tests.support import PROJECT_ROOT, client_requests, free_port
 
@@ -733,7 +738,8 @@ def test_the_task_names_a_partition_that_breaks_the_contract(tmp_path: Path, mon
         task.execute({})
     assert not (lake / "raw" / "merchant_profiles").exists()
 
-    # binary ids pass the footer check; one that is not UTF-8 is named with its file
+    # Binary ids pass the footer check. One that is not UTF-8 (data contract rule 7) is left out,
+    # as the feature job quarantines its row; before, it failed the task on every try.
     stray.unlink()
     (path,) = stray.parent.glob("*.parquet")
     table = pq.read_table(path)
@@ -742,11 +748,8 @@ def test_the_task_names_a_partition_that_breaks_the_contract(tmp_path: Path, mon
     pq.write_table(
         table.set_column(table.schema.get_field_index("merchant_id"), "merchant_id", pa.array(ids)), path
     )
-    with pytest.raises(
-        ValueError, match=rf"the raw file {re.escape(str(path))} could not be read .* not UTF-8"
-    ):
-        task.execute({})
-    assert not (lake / "raw" / "merchant_profiles").exists()
+    want = sorted({i.decode() for i in ids[1:] if i})
+    assert merchants_of_day(str(lake / "raw" / "transactions"), day) == want
 
 
 def test_an_answer_larger_than_max_body_bytes_fails_its_id_unread_past_the_limit() -> None:

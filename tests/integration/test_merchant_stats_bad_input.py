@@ -378,6 +378,44 @@ def test_accepted_variants_give_the_contract_types_stats(
     assert _stats(tmp_path / "variant-out") == want
 
 
+def test_rows_whose_text_is_not_utf8_do_not_count_and_the_run_completes(client, tmp_path: Path) -> None:
+    """Data contract rule 7. A plain BINARY column holds any bytes, and a writer can break a STRING
+    one; pyarrow refused the cast to text, so one such row failed the task on every try (while the
+    user feature job quarantines it). Now such a row is read, logged and not counted, like any
+    invalid row, and the stats are those of the lake without it."""
+    rows = [
+        _row("t3", "u3", "m1", 1.0, DS),
+        _row("t4", "u4", "m1", 2.0, DS),
+        _row("t5", "u5", "m1", 3.0, DS),
+        _row("t8", "u8", "m2", 6.0, DS),
+    ]
+    table = transactions_table(
+        rows,
+        user_id=pa.array([b"u\xff\xfe", b"u4", b"u5", b"u8"], pa.binary()),
+        merchant_id=pa.array([b"m1", b"m\xc3", b"m1", b"m2"], pa.binary()),
+        currency=pa.array([b"USD", b"USD", b"USD", b"US\xff"], pa.binary()),
+    )
+    # A STRING column whose bytes are not UTF-8 (pyarrow's from_buffers, Spark's CAST(binary AS STRING)).
+    string = transactions_table([_row("t6", "u6", "m1", 4.0, DS), _row("t7", "u7", "m2", 5.0, DS)])
+    not_utf8 = pa.Array.from_buffers(
+        pa.string(), 2, [None, pa.array([0, 2, 4], pa.int32()).buffers()[1], pa.py_buffer(b"v\xfeu7")]
+    )
+    string = string.set_column(string.schema.get_field_index("user_id"), "user_id", not_utf8)
+    lake, want_lake = _clean_lake(tmp_path / "lake"), _clean_lake(tmp_path / "want")
+    pq.write_table(table, _partition(lake) / BAD, store_schema=False)
+    pq.write_table(string, _partition(lake) / "part-00002.parquet")
+    # The same lake with the valid rows alone: t5 and t7.
+    write_transactions_partition(
+        want_lake, partition=DS, rows=[_row("t5", "u5", "m1", 3.0, DS), _row("t7", "u7", "m2", 5.0, DS)]
+    )
+    report = _run(client, lake, tmp_path / "out", tmp_path / "staging")
+    want = _run(client, want_lake, tmp_path / "want-out", tmp_path / "staging")
+    assert _stats(tmp_path / "out") == _stats(tmp_path / "want-out")
+    assert [row[0] for row in _stats(tmp_path / "out")] == ["m1", "m2"]
+    assert (report.rows_read, report.rows_counted) == (want.rows_read + 4, want.rows_counted)
+    assert not (tmp_path / "staging").exists()
+
+
 def test_a_damaged_data_page_fails_naming_the_file(client, published: Path, tmp_path: Path) -> None:
     """A file whose footer is intact but whose first page is not passes the footer checks; the task
     that reads it fails naming the file and what to do, and the previous output stays."""

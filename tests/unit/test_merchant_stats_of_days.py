@@ -14,6 +14,7 @@ from featurelake.merchant_stats import (
     read_parquet_frame,
     valid_rows,
 )
+from featurelake.raw_contract_arrow import TEXT_IS_UTF8
 
 DS = date(2026, 10, 28)
 
@@ -92,7 +93,7 @@ def test_staged_days_are_read_with_arrow_strings_under_pandas_2_and_3(tmp_path) 
 
 
 def test_valid_rows_follow_the_data_contract() -> None:
-    """Rules 1-6 and 4a of docs/data-contract.md, and a merchant_id, on rows of two partitions."""
+    """Rules 1-7 and 4a of docs/data-contract.md, and a merchant_id, on rows of two partitions."""
     ts = pd.to_datetime(
         [
             "2026-10-28 00:00:00",  # the first microsecond of the partition's UTC date
@@ -108,20 +109,22 @@ def test_valid_rows_follow_the_data_contract() -> None:
             "2026-10-28 12:00:00",  # rule 4a: an infinite amount
             "2026-10-28 12:00:00",  # rule 4a: an amount above 9e12
             "2026-10-28 12:00:00",  # valid: -9e12, the bound
+            "2026-10-28 12:00:00",  # rule 7: a text value that was not UTF-8 (read as null)
         ],
         format="ISO8601",
     ).tz_localize("UTC")
     rows = pd.DataFrame(
         {
             "transaction_id": pd.Series(
-                ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "", "t9", "t10", "t11", "t12"],
+                ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "", "t9", "t10", "t11", "t12", "t13"],
                 dtype=ARROW_STRING,
             ),
-            "user_id": pd.Series(["u1"] * 13, dtype=ARROW_STRING),
-            "merchant_id": pd.Series(["m1"] * 9 + [None] + ["m1"] * 3, dtype=ARROW_STRING),
-            "amount": [1.0] * 7 + [float("nan")] + [1.0] * 2 + [float("inf"), 9.000001e12, -9e12],
+            "user_id": pd.Series(["u1"] * 14, dtype=ARROW_STRING),
+            "merchant_id": pd.Series(["m1"] * 9 + [None] + ["m1"] * 4, dtype=ARROW_STRING),
+            "amount": [1.0] * 7 + [float("nan")] + [1.0] * 2 + [float("inf"), 9.000001e12, -9e12, 1.0],
             "transaction_ts": pd.Series(ts).astype("datetime64[us, UTC]"),
-            "date": pd.Series(["2026-10-28"] * 5 + ["2026-10-27"] * 2 + ["2026-10-28"] * 6, dtype="string"),
+            "date": pd.Series(["2026-10-28"] * 5 + ["2026-10-27"] * 2 + ["2026-10-28"] * 7, dtype="string"),
+            TEXT_IS_UTF8: [True] * 13 + [False],
         }
     )
     assert valid_rows(rows)["transaction_id"].tolist() == ["t0", "t1", "t5", "t12"]
@@ -147,6 +150,7 @@ def test_a_partition_stages_into_more_buckets_than_pyarrow_writes_by_default(tmp
                 "datetime64[us, UTC]"
             ),
             "date": pd.Series(["2026-10-28"] * n, dtype="string"),
+            TEXT_IS_UTF8: [True] * n,
         }
     )
     counts = stage_partition(rows, staging=str(tmp_path), buckets=1100, partition_info={"number": 7})

@@ -48,3 +48,42 @@ def test_a_piece_is_read_in_the_columns_asked_for_cast_as_the_contract_says(tmp_
     table = read_raw_piece(piece, ["amount", "merchant_id"])
     assert table.schema == pa.schema([("amount", pa.float64()), ("merchant_id", pa.string())])
     assert table.to_pydict() == {"amount": [1.5, 2.0], "merchant_id": ["m1", "m2"]}
+
+
+def test_text_that_is_not_utf8_is_read_as_null_flagged_and_logged(tmp_path, caplog) -> None:
+    """Data contract rule 7: a plain BINARY column holds any bytes, and a writer can break a STRING
+    one. Such a value is read as null, `flag_utf8` marks its row, and a warning names the file and
+    column; pyarrow's cast to text refused the whole file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurelake.raw_contract_arrow import TEXT_IS_UTF8, read_raw_piece
+
+    path = tmp_path / "part-0.parquet"
+    broken_string = pa.Array.from_buffers(
+        pa.string(), 3, [None, pa.array([0, 2, 4, 6], pa.int32()).buffers()[1], pa.py_buffer(b"u1u2v\xfe")]
+    )
+    table = pa.table({"merchant_id": pa.array([b"m1", b"m\xc3", None]), "user_id": broken_string})
+    pq.write_table(table, path, store_schema=False)
+    columns = (("merchant_id", "merchant_id"), ("user_id", "user_id"))
+    piece = RawPiece(str(path), "2026-09-01", (0,), columns)
+    with caplog.at_level("WARNING", logger="featurelake.raw_contract_arrow"):
+        flagged = read_raw_piece(piece, ["merchant_id", "user_id"], flag_utf8=True)
+    assert flagged.to_pydict() == {
+        "merchant_id": ["m1", None, None],
+        "user_id": ["u1", "u2", None],
+        TEXT_IS_UTF8: [True, False, False],
+    }
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{path} (row groups [0]): 1 merchant_id values are not UTF-8 (data contract rule 7), read as null",
+        f"{path} (row groups [0]): 1 user_id values are not UTF-8 (data contract rule 7), read as null",
+    ]
+    assert read_raw_piece(piece, ["merchant_id"]).to_pydict() == {"merchant_id": ["m1", None, None]}
+    # A clean piece is flagged true throughout.
+    clean = tmp_path / "part-1.parquet"
+    pq.write_table(pa.table({"merchant_id": ["m1", "m2"], "user_id": ["u1", None]}), clean)
+    piece = RawPiece(str(clean), "2026-09-01", (0,), columns)
+    assert read_raw_piece(piece, flag_utf8=False, columns=["user_id"]).to_pydict() == {
+        "user_id": ["u1", None]
+    }
+    assert read_raw_piece(piece, ["user_id"], flag_utf8=True).column(TEXT_IS_UTF8).to_pylist() == [True, True]
