@@ -14,8 +14,9 @@ Rebalancing a ring (nodes added or removed) is live:
    same or a later feature date, which a writer on the new ring put there; then delete from the
    old node only if it still holds the copied bytes. If it holds other bytes (a writer on the old
    ring changed it: the next pass moves the change) or none (the key expired or was deleted), the
-   copy is deleted from the new owner if that still holds it. A crash leaves each key on one node
-   or on both with the same bytes, and a rerun finishes the move: the pass is idempotent.
+   copy is deleted from the new owner if that still holds it. A crash, or a lost reply of the copy
+   or the delete (sent once: a resent script would answer for the first run's work), leaves each key
+   on one node or on both with the same bytes, and a rerun finishes the move: the pass is idempotent.
 3. When a pass moves nothing, drop `previous_nodes`.
 Publishing a date (`replace_date`) writes its records, then removes that date's records of entities
 the date no longer holds (a rerun with corrected data): SCAN of key names, and a compare-and-delete
@@ -40,7 +41,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import AskError, ClusterDownError, ClusterError, MovedError, TryAgainError
 from redis.retry import Retry
@@ -478,6 +479,11 @@ class WriteReport:
     written_ids: list[str] = field(default_factory=list)
 
 
+class MoveInterruptedError(RuntimeError):
+    """A rebalance's copy or compare-and-delete lost its reply (a dropped connection, a timeout):
+    the pass stops as a crash would, and a rerun finishes the move."""
+
+
 @dataclass
 class RebalanceReport:
     """What one rebalance pass did, and whether it finished (`complete`)."""
@@ -599,6 +605,8 @@ class OnlineStore:
     def __init__(self, config: OnlineStoreConfig) -> None:
         self.config = config
         self._clients: dict[str, redis.Redis] = {}
+        # Clients that send each command once: for the rebalance's copy and compare-and-delete.
+        self._clients_sending_once: dict[str, redis.Redis] = {}
         self._cluster: RedisCluster | None = None
         # Threads share a store (the layered cache's readers): each client is created once, not
         # once per thread that meets it first, which would leave the others' connections open.
@@ -619,18 +627,31 @@ class OnlineStore:
 
     def _client_of(self, node: str) -> redis.Redis:
         if node not in self._clients:
-            host, port = _host_port(node)
-            self._clients[node] = redis.Redis(
-                host=host,
-                port=port,
-                db=self.config.db,
-                username=self.config.username,
-                password=self.config.password,
-                **self._tls_options(),
-                **self._socket_options(),
-                retry=self._retry(),
-            )
+            self._clients[node] = self._new_client(node, retry=self._retry())
         return self._clients[node]
+
+    def client_sending_once(self, node: str) -> redis.Redis:
+        """A client of one ring node that never sends a command again: when a connection drops or
+        times out before the reply, redis-py's retries would run the command a second time. For a
+        script whose reply says what it did (the rebalance's copy and compare-and-delete), the
+        second run answers for the first one's work: a key its first run deleted reads as gone."""
+        with self._clients_lock:
+            if node not in self._clients_sending_once:
+                self._clients_sending_once[node] = self._new_client(node, retry=Retry(NoBackoff(), 0))
+            return self._clients_sending_once[node]
+
+    def _new_client(self, node: str, *, retry: Retry) -> redis.Redis:
+        host, port = _host_port(node)
+        return redis.Redis(
+            host=host,
+            port=port,
+            db=self.config.db,
+            username=self.config.username,
+            password=self.config.password,
+            **self._tls_options(),
+            **self._socket_options(),
+            retry=retry,
+        )
 
     def _socket_options(self) -> dict[str, float]:
         return {
@@ -677,9 +698,10 @@ class OnlineStore:
 
     def close(self) -> None:
         with self._clients_lock:
-            for client in self._clients.values():
+            for client in (*self._clients.values(), *self._clients_sending_once.values()):
                 client.close()
             self._clients.clear()
+            self._clients_sending_once.clear()
             if self._cluster is not None:
                 self._cluster.close()
                 self._cluster = None
@@ -767,11 +789,17 @@ class OnlineStore:
         return kept
 
     def _write_node(
-        self, node: str, entries: Sequence[tuple[bytes, bytes, str]], *, same_date: str = _REPLACE_SAME_DATE
+        self,
+        node: str,
+        entries: Sequence[tuple[bytes, bytes, str]],
+        *,
+        same_date: str = _REPLACE_SAME_DATE,
+        send_once: bool = False,
     ) -> list[bytes]:
         """Run the write script once on `node` for `entries` (key, value, ttl ms); return the keys
-        it set."""
-        client = self.client(node)
+        it set. `send_once`: through `client_sending_once`, so that the keys it returns are the
+        ones this call set."""
+        client = self.client_sending_once(node) if send_once else self.client(node)
         script = client.register_script(_WRITE_IF_NOT_OLDER)
         args = [same_date, *(part for _, value, ttl in entries for part in (value, ttl))]
         return list(script(keys=[key for key, _, _ in entries], args=args))
@@ -1207,14 +1235,27 @@ class OnlineStore:
             return
         by_key = {entry[0]: entry for entry in present}
         copied: set[bytes] = set()
-        for owner, group in self.ring.group_by_node(by_key).items():
-            written = self._write_node(owner, [by_key[key] for key in group], same_date=_KEEP_SAME_DATE)
-            copied.update(written)
-            report.kept_newer += len(group) - len(written)
-        delete = self.client(source).register_script(_DELETE_IF_UNCHANGED)
-        deleted, gone, changed = delete(
-            keys=[key for key, _, _ in present], args=[value for _, value, _ in present]
-        )
+        # The copy and the compare-and-delete are sent once: a resent copy finds its own copy and
+        # reports it kept (so it is not taken back if the key is deleted meanwhile), and a resent
+        # delete finds the key its first run deleted gone (so the copy is taken back: the key is
+        # on no node). A lost reply stops the pass as a crash would, each key on one node or both.
+        try:
+            for owner, group in self.ring.group_by_node(by_key).items():
+                written = self._write_node(
+                    owner, [by_key[key] for key in group], same_date=_KEEP_SAME_DATE, send_once=True
+                )
+                copied.update(written)
+                report.kept_newer += len(group) - len(written)
+            delete = self.client_sending_once(source).register_script(_DELETE_IF_UNCHANGED)
+            deleted, gone, changed = delete(
+                keys=[key for key, _, _ in present], args=[value for _, value, _ in present]
+            )
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise MoveInterruptedError(
+                f"the move of {len(present)} keys from {source} to their ring nodes lost a reply "
+                f"({type(error).__name__}: {error}): each of them is on its old node, its new one, or "
+                "both with the same bytes; run the rebalance again (a retry of the task) to finish it"
+            ) from error
         report.expired_during_move += len(gone)
         report.changed_during_move += len(changed)
         report.moved += int(deleted)
