@@ -174,6 +174,19 @@ def committed_refresh(
     )
 
 
+def _require_dataset(features_path: str) -> None:
+    """Refuse a features path that is no directory: a mistyped path is not a dataset whose dates
+    are all gone, and a refresh from it would take back the view's rows."""
+    import pyarrow.fs as pafs
+
+    filesystem, root = arrow_filesystem(features_path)
+    if filesystem.get_file_info(root).type != pafs.FileType.Directory:
+        raise FileNotFoundError(
+            f"{features_path} does not exist: check the features path (a dataset whose partitions "
+            "are all gone is still a directory)"
+        )
+
+
 def read_feature_partition(features_path: str, day: date, *, entity_column: str = "user_id") -> pa.Table:
     """One date's feature rows, without the partition column, read as the serving path reads them
     (`partition_dataset`): the data files directly in the partition, with the columns of all of
@@ -584,11 +597,19 @@ def refresh_incremental(
             view_path, features_path, as_of=ds, entity_column=entity_column, name=name, run_key=run_key
         )
     partition = LakeLayout.partition(features_path, ds)
-    if ds not in feature_dates(features_path):
-        raise FileNotFoundError(
-            f"{partition} does not exist: run the feature job for {ds} first, or refresh the view in full"
+    if ds in feature_dates(features_path):
+        rows = read_feature_partition(features_path, ds, entity_column=entity_column)
+    else:
+        # The feature job leaves the date absent when no entity had data in its window: its rows
+        # in the view are taken back, as for an empty partition, so the view equals a full refresh.
+        _require_dataset(features_path)
+        log.warning(
+            "%s does not exist (the feature job writes none when no entity had data in the window): "
+            "the view's rows of %s are taken back",
+            partition,
+            ds,
         )
-    rows = read_feature_partition(features_path, ds, entity_column=entity_column)
+        rows = pa.table({})
     if rows.num_rows:
         _check_entities(rows, entity_column, partition)
         rows = _check_feature_dates(rows, ds, partition)

@@ -368,10 +368,13 @@ def refresh_incremental(
         log.info("%s is not a Delta table yet: building it in full as of %s", view_path, ds)
         return refresh_full(spark, view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
     partition = LakeLayout.partition(features_path, ds)
-    fs, partition_path = hadoop_file_system(spark, partition)
-    if not fs.exists(partition_path):
+    # An absent date (the feature job writes none when no entity had data in its window) is taken
+    # as an empty one, its view rows taken back; a features path that does not exist is refused.
+    fs, features_root = hadoop_file_system(spark, features_path)
+    if not fs.exists(features_root):
         raise FileNotFoundError(
-            f"{partition} does not exist: run the feature job for {ds} first, or refresh the view in full"
+            f"{features_path} does not exist: check the features path (a dataset whose partitions "
+            "are all gone is still a directory)"
         )
     view = DeltaTable.forPath(spark, view_path)
     current = view.toDF()

@@ -131,8 +131,9 @@ def test_bad_input_is_refused_with_its_path(features: Path, tmp_path: Path) -> N
     with pytest.raises(FileNotFoundError, match="no feature partition on or before 2026-01-01"):
         refresh_full(str(view), str(features), as_of=date(2026, 1, 1))
     refresh_full(str(view), str(features), as_of=D3)
-    with pytest.raises(FileNotFoundError, match=r"date=2026-10-29 does not exist"):
-        refresh_incremental(str(view), str(features), ds=date(2026, 10, 29))
+    # a mistyped features path is no dataset whose dates are all gone: the view's rows stay
+    with pytest.raises(FileNotFoundError, match=r"features-typo does not exist: check the features path"):
+        refresh_incremental(str(view), str(tmp_path / "features-typo"), ds=D3)
     write_partition(features, date(2026, 10, 29), {"a": 1.0})
     duplicated = features / "date=2026-10-29" / "part-00001.snappy.parquet"
     pq.write_table(pq.read_table(features / "date=2026-10-29" / "part-00000.snappy.parquet"), duplicated)
@@ -182,13 +183,17 @@ def test_spark_reads_a_view_whose_rows_were_all_deleted(tmp_path: Path, spark) -
     assert (frame.columns, frame.count()) == (SCHEMA.names, 0)
 
 
-def test_an_empty_date_changes_nothing(features: Path, tmp_path: Path) -> None:
-    """A date with no user in its window leaves its partition empty: both refreshes skip it."""
-    (features / "date=2026-10-29").mkdir()
+@pytest.mark.parametrize("empty", [True, False], ids=["empty-directory", "absent"])
+def test_an_empty_date_changes_nothing(features: Path, tmp_path: Path, empty: bool) -> None:
+    """A date with no user in its window: the feature job leaves its partition absent, another
+    writer may leave it empty. Both refreshes skip it (an incremental one refused an absent date,
+    saying to run the feature job, which had run and would leave it absent again)."""
+    if empty:
+        (features / "date=2026-10-29").mkdir()
     view = tmp_path / "views" / "v"
     full = refresh_view(str(view), str(features), ds=date(2026, 10, 29), mode="full")
     merged = refresh_view(str(view), str(features), ds=date(2026, 10, 29), mode="incremental")
-    assert (full.dates_read, full.rows, merged.rows, merged.version) == (4, 6, 6, full.version)
+    assert (full.dates_read, full.rows, merged.rows, merged.version) == (3 + empty, 6, 6, full.version)
     assert {r["user_id"]: (r["feature_date"], r["total_spend"]) for r in rows_of(view)} == WANT_AS_OF_D3
 
 
@@ -208,12 +213,11 @@ def test_only_empty_partitions_are_refused_saying_what_to_do(tmp_path: Path) -> 
 
 
 def rewrite_partition(features: Path, day: date, users: dict[str, float]) -> None:
-    """The feature job reruns `day` and writes `users` (an empty dict: an empty partition)."""
+    """The feature job reruns `day` and writes `users` (an empty dict: no partition, as the job
+    leaves a date whose window holds no entity)."""
     shutil.rmtree(features / f"date={day.isoformat()}")
     if users:
         write_partition(features, day, users)
-    else:
-        (features / f"date={day.isoformat()}").mkdir()
 
 
 def add_column(features: Path, day: date, name: str, values: list) -> None:

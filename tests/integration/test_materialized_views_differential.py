@@ -23,7 +23,8 @@ DAYS = [D1 + timedelta(days=i) for i in range(4)]
 
 
 def write_day(features: Path, day: date, rnd: random.Random, *, at_least_one: bool = False) -> None:
-    """The feature job's output for `day`: some of the users, maybe none, maybe in two files."""
+    """The feature job's output for `day`: some of the users, maybe none (no partition, or an empty
+    one), maybe in two files."""
     partition = features / f"date={day.isoformat()}"
     if partition.exists():
         shutil.rmtree(partition)
@@ -31,7 +32,8 @@ def write_day(features: Path, day: date, rnd: random.Random, *, at_least_one: bo
     if at_least_one and not users:
         users = {"a": 1.0}
     if not users:
-        partition.mkdir(parents=True)
+        if rnd.random() < 0.5:  # an empty directory; the feature job leaves the date absent
+            partition.mkdir(parents=True)
         return
     write_partition(features, day, users)
     if len(users) > 1 and rnd.random() < 0.3:  # as a writer with two tasks leaves it
