@@ -194,7 +194,15 @@ def read_feature_partition(features_path: str, day: date, *, entity_column: str 
     reads subdirectories, and fails on a writer's leftover that is not Parquet."""
     partition = LakeLayout.partition(features_path, day)
     table = partition_dataset(partition, entity_column=entity_column).to_table()
-    return table.drop_columns([c for c in ("date",) if c in table.column_names])
+    table = table.drop_columns([c for c in ("date",) if c in table.column_names])
+    if entity_column in table.column_names and pa.types.is_dictionary(table.schema.field(entity_column).type):
+        # Its values, as the serving path reads them (a pandas `category` column is written so):
+        # the entity checks (count_distinct has no dictionary kernel) and the MERGE key need them.
+        ids = table[entity_column]
+        table = table.set_column(
+            table.schema.get_field_index(entity_column), entity_column, ids.cast(ids.type.value_type)
+        )
+    return table
 
 
 def _check_entities(table: pa.Table, entity_column: str, where: str) -> None:

@@ -768,3 +768,24 @@ def test_naive_timestamps_in_one_file_or_several_are_one_column_type(tmp_path: P
         (D1, 12, None),
         (D2, 12, None),
     ]
+
+
+@pytest.mark.parametrize("mode", ["incremental", "full"])
+def test_a_dictionary_encoded_entity_column_is_read_as_its_values(
+    features: Path, tmp_path: Path, mode: str
+) -> None:
+    """A partition written from pandas with a `category` user_id stores it as a dictionary, which the
+    serving path reads as text. The view failed every refresh with Arrow's bare "Function
+    'count_distinct' has no kernel matching input types (dictionary<...>)"."""
+    reference = tmp_path / "views" / "reference"
+    refresh_full(str(reference), str(features), as_of=D3)
+    for day in (D1, D2, D3):
+        path = features / f"date={day.isoformat()}" / "part-00000.snappy.parquet"
+        table = pq.read_table(path)
+        index = table.schema.get_field_index("user_id")
+        pq.write_table(table.set_column(index, "user_id", table["user_id"].dictionary_encode()), path)
+    assert pa.types.is_dictionary(pq.read_table(path).schema.field("user_id").type)
+    view = tmp_path / "views" / "v"
+    refresh_full(str(view), str(features), as_of=D2)
+    assert refresh_view(str(view), str(features), ds=D3, mode=mode).mode == mode
+    assert rows_of(view) == rows_of(reference)
