@@ -1090,9 +1090,17 @@ class OnlineStore:
             # owner's record of the date replaced (a write on the new ring leaves it there until
             # the move): removed too, as on one node the date's record replaced it.
             if self.previous_ring is not None:
+                superseded: list[bytes] = []
                 for node, keys in self.previous_ring.group_by_node(removed_on_owner).items():
-                    superseded = [key for key in keys if self.ring.node_for(key) != node]
-                    removed.update(self._delete_dated(node, superseded, day, or_before=True))
+                    moving = [key for key in keys if self.ring.node_for(key) != node]
+                    superseded.extend(moving)
+                    removed.update(self._delete_dated(node, moving, day, or_before=True))
+                # A rebalance pass between the owner's delete and that one may have copied the
+                # older record to the owner, empty by then, and deleted it from the previous node:
+                # it goes from the owner too. (A copy landing later finds its key gone from the
+                # previous node, and the pass takes it back.)
+                for owner, keys in self.ring.group_by_node(superseded).items():
+                    removed.update(self._delete_dated(owner, keys, day, or_before=True))
         log.info(
             "%s of %s: removed %d records of entities the date no longer holds (%d keys of other "
             "entities checked; those of other dates stay)",

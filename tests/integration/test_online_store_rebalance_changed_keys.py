@@ -80,3 +80,39 @@ def test_keys_deleted_during_their_move_are_not_brought_back_by_its_copy(redis_n
     assert keys_on(new[1]) == set(), "a deleted key came back, with no TTL to end it"
     with OnlineStore(migrating) as store:
         assert len(store.read(VIEW, IDS)) == len(IDS) - len(moving)
+
+
+class _RebalanceBeforeEachRemovalOfOlderRecords(OnlineStore):
+    """A rerun's removal during a live rebalance, with a whole rebalance pass run just before each of
+    its deletes of records dated on or before the date (the previous node's, then the owner's)."""
+
+    def _delete_dated(self, node, keys, day, *, or_before=False):
+        if or_before:
+            with OnlineStore(self.config) as other:
+                other.rebalance()
+        return super()._delete_dated(node, keys, day, or_before=or_before)
+
+
+def test_a_rerun_removal_during_a_rebalance_leaves_no_older_record_of_the_entity(
+    redis_nodes: list[str],
+) -> None:
+    """The rerun of a date without an entity deleted its record of the date on the owner, then the
+    older record still on the previous node. A pass run in between copied that older record to the
+    owner, empty by then, and deleted it from the previous node, so the last step found nothing,
+    and the older record was served (until its TTL ran out; for good with `key_ttl_seconds` 0)."""
+    old, new = redis_nodes[:1], redis_nodes[:2]
+    moving = [e for e in IDS if ShardRing(new).node_for(f"fl:{VIEW}:{e}") == new[1]]
+    dropped, kept = moving[0], [e for e in IDS if e != moving[0]]
+    with OnlineStore(OnlineStoreConfig(nodes=old, key_ttl_seconds=0)) as store:
+        store.write(VIEW, [(entity, FeatureRecord("2026-10-27", {"v": "older"})) for entity in IDS])
+    migrating = OnlineStoreConfig(nodes=new, previous_nodes=old, key_ttl_seconds=0)
+    with OnlineStore(migrating) as store:
+        store.write(VIEW, [(dropped, FeatureRecord(DAY, {"v": "dated"}))])
+        assert store.read(VIEW, [dropped])[dropped].feature_date == DAY
+    with _RebalanceBeforeEachRemovalOfOlderRecords(migrating) as store:
+        assert store.remove_stale(VIEW, DAY, kept) == 1
+    with OnlineStore(migrating) as store:
+        assert store.rebalance().complete
+        assert store.read(VIEW, [dropped]) == {}, "the older record came back"
+        assert len(store.read(VIEW, kept)) == len(kept)
+    assert not any(f"fl:{VIEW}:{dropped}".encode() in keys_on(node) for node in new)
