@@ -199,9 +199,24 @@ def _host_port(node: str) -> tuple[str, int]:
     host, sep, port = node.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]  # the resolver takes the address without its brackets
+    elif ":" in host and not _is_ipv6_address(host):
+        # `::1` or `fd00::5` with no port: read as host `:` port 1, or `fd00:` port 5
+        raise ValueError(
+            f"online store node {node!r} is an IPv6 address without its port, or not host:port; "
+            f"write the address in brackets with its port, for example [{node.strip('[]')}]:6379"
+        )
     if not sep or not host or not port.isdigit():
         raise ValueError(f"online store node {node!r} must be host:port, for example redis-0:6379")
     return host, int(port)
+
+
+def _is_ipv6_address(text: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
 
 
 def _with_default_port(entry: str) -> str | None:
@@ -428,7 +443,8 @@ class OnlineStoreConfig:
                 if not _is_node(entry):
                     raise ValueError(
                         f"connection {conn_id!r}: extra `{name}` holds {entry!r}; each entry must be "
-                        'host:port text, for example "redis-0:6379"'
+                        'host:port text, for example "redis-0:6379" (an IPv6 address in brackets, '
+                        '"[fd00::5]:6379")'
                     )
         settings: dict[str, Any] = dict(
             nodes=tuple(nodes),

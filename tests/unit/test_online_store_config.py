@@ -143,6 +143,17 @@ def test_timeouts_and_retries_default_to_the_stores_and_redis_pys_and_reach_ever
         pytest.param(
             {"host": None, "port": None, "extra": {"nodes": "r0:1"}}, "must be a list", id="not-a-list"
         ),
+        # read as host `:` port 1, and host `fd00:` port 5, then failed to resolve naming neither
+        pytest.param(
+            {"host": None, "port": None, "extra": {"nodes": ["::1"]}},
+            r"`nodes` holds '::1'; .*\(an IPv6 address in brackets, \"\[fd00::5\]:6379\"\)",
+            id="ipv6-without-port",
+        ),
+        pytest.param(
+            {"host": "r", "port": 1, "extra": {"previous_nodes": ["fd00::5"]}},
+            r"`previous_nodes` holds 'fd00::5'; each entry must be host:port",
+            id="ipv6-without-port-previous",
+        ),
         pytest.param(
             {"host": "r", "port": 1, "extra": {"cluster": True, "db": 3}},
             "Redis Cluster uses database 0",
