@@ -1247,7 +1247,18 @@ class OnlineStore:
         for key in keys:
             pipe.get(key)
             pipe.pttl(key)
-        replies = pipe.execute()
+        replies = pipe.execute(raise_on_error=False)
+        for key, reply in zip(keys, replies[::2], strict=True):
+            if isinstance(reply, redis.ResponseError) and str(reply).startswith("WRONGTYPE"):
+                # another program's hash or list under the prefix: redis-py's bare WRONGTYPE said
+                # nothing of what to do, and every retry of the task failed the same way
+                raise ValueError(
+                    f"key {key.decode(errors='backslashreplace')} on {source} holds no featurelake record (a Redis "
+                    f"{self.client(source).type(key).decode()}, not a string): delete it if nothing else "
+                    "needs it, or give featurelake its own key_prefix; then run the rebalance again"
+                )
+        if failed := next((reply for reply in replies if isinstance(reply, Exception)), None):
+            raise failed
         copies = [
             (key, value, copy_ttl(pttl))
             for key, value, pttl in zip(keys, replies[::2], replies[1::2], strict=True)

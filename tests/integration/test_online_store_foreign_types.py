@@ -60,3 +60,24 @@ def test_a_rebalance_that_meets_another_programs_string_over_a_record_names_the_
             store.rebalance()
         assert store.client(old[0]).get(key) == b"hello", "nothing is deleted"
         assert store.client(new[1]).get(key) is not None
+
+
+@pytest.mark.parametrize("kind", sorted(FOREIGN_VALUES))
+def test_a_rebalance_that_meets_a_hash_list_or_set_names_the_key_and_moves_nothing_of_its_batch(
+    redis_nodes: list[str], kind: str
+) -> None:
+    """The move's read answered redis-py's bare WRONGTYPE, which named no fix, on every retry."""
+    old, new = redis_nodes[:1], redis_nodes[:2]
+    command, *args = FOREIGN_VALUES[kind]
+    with OnlineStore(OnlineStoreConfig(nodes=new, previous_nodes=old)) as store:
+        entity = entity_on_node(store, VIEW, new[1])
+        key = store.key(VIEW, entity)
+        store.client(old[0]).execute_command(command, key, *args)
+        with pytest.raises(
+            ValueError,
+            match=rf"key {key.decode()} on {old[0]} holds no featurelake record \(a Redis {kind}, not a "
+            r"string\): delete it .* or give featurelake its own key_prefix",
+        ):
+            store.rebalance()
+        assert store.client(old[0]).type(key) == kind.encode(), "the other program's value is left"
+        assert not store.client(new[1]).exists(key)
