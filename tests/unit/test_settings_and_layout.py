@@ -170,6 +170,21 @@ def test_an_airflow_home_of_the_environment_is_not_the_projects(tmp_path: Path) 
     assert f"ignoring AIRFLOW_HOME={tmp_path / 'airflow'} from the environment" in errors
 
 
+def test_an_airflow_home_given_to_make_holds_the_sqlite_database(tmp_path: Path) -> None:
+    """`make demo AIRFLOW_HOME=<dir>` (README) created <dir> and migrated a database in ./.airflow/,
+    which a fresh clone does not have: "unable to open database file"."""
+    home = tmp_path / "home"
+    script = 'eval "$(make -s -C "$1" exports AIRFLOW_HOME="$2")" && printf "%s\\n" "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"'
+    result = subprocess.run(
+        ["bash", "-c", script, "bash", str(SETTINGS_FILE.parent), str(home)],
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.splitlines() == [f"sqlite:///{home}/airflow.db?timeout=60"]
+
+
 def test_make_refuses_a_checkout_path_with_a_space(tmp_path: Path) -> None:
     """make splits paths at spaces: every target broke, and `make clean` removed the directory
     named by the path's first word."""
