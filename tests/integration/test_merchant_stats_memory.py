@@ -110,6 +110,7 @@ def test_a_worker_killed_in_the_bucket_phase_does_not_rerun_staging_and_the_job_
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not list(output.parent.glob(".date=*/part.*.parquet")):
                 time.sleep(0.005)
+            killed["waited_out"] = time.monotonic() >= deadline
             worker = [*holders_of_staging_results(client), *sorted(pids)][0]
             killed["new_output_files"] = len(list(output.parent.glob(".date=*/part.*.parquet")))
             os.kill(pids[worker], signal.SIGKILL)
@@ -120,6 +121,7 @@ def test_a_worker_killed_in_the_bucket_phase_does_not_rerun_staging_and_the_job_
         report = compute_merchant_stats(client, **run)
         killer.join(60)
         assert "worker" in killed, "no worker was killed"
+        assert not killed["waited_out"], "no bucket output file appeared within 60 s: the kill came late"
         assert 0 < killed["new_output_files"] < BUCKETS, killed  # killed within the bucket phase
         reruns = staging_runs(client) - runs_before
         assert reruns == staging_tasks, (
