@@ -409,6 +409,11 @@ def compute_merchant_stats(
 
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1, got {window_days}")
+    if window_days > (ds - date.min).days + 1:  # else a bare OverflowError, on every retry
+        raise ValueError(
+            f"window_days {window_days} reaches before year 1 from {ds}; give a window of "
+            f"at most {(ds - date.min).days + 1} days"
+        )
     start = ds - timedelta(days=window_days - 1)
     days = [(start + timedelta(days=i)).isoformat() for i in range(window_days)]
     # Listed and read by the job, not by Dask's read_parquet: its discovery under raw_transactions

@@ -325,7 +325,9 @@ def read_raw_piece(
     names = dict(piece.columns)
     try:
         with filesystem.open(path, "rb") as handle:
-            table = pq.ParquetFile(handle).read_row_groups(
+            # INT96 in microseconds, truncated as Spark reads it: as nanoseconds (pyarrow's default)
+            # a value with nanoseconds failed the cast, and 9999-12-31 (a sentinel) wrapped to 1816.
+            table = pq.ParquetFile(handle, coerce_int96_timestamp_unit="us").read_row_groups(
                 list(piece.row_groups), columns=[names[field.name] for field in wanted], use_threads=False
             )
         arrays = []

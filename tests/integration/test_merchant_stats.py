@@ -93,6 +93,13 @@ def test_a_local_cluster_gives_the_same_and_a_rerun_replaces_the_output(lake: Pa
     assert not (tmp_path / "staging").exists(), "the job removes its staging directory"
     with pytest.raises(ValueError, match="window_days must be >= 1"):
         compute_merchant_stats(None, raw_transactions="x", output="y", staging="z", ds=DS, window_days=0)
+    # a bare OverflowError before ("date value out of range"), on every retry
+    with pytest.raises(
+        ValueError, match=r"window_days 800000 reaches before year 1 from .*; give a window of at most"
+    ):
+        compute_merchant_stats(
+            None, raw_transactions="x", output="y", staging="z", ds=DS, window_days=800_000
+        )
 
 
 def test_files_read_in_pieces_of_row_groups_give_the_oracle_stats(

@@ -416,6 +416,31 @@ def test_rows_whose_text_is_not_utf8_do_not_count_and_the_run_completes(client, 
     assert not (tmp_path / "staging").exists()
 
 
+def test_int96_timestamps_read_as_spark_reads_them(client, tmp_path: Path) -> None:
+    """INT96 (Impala's, Hive's, old Spark's) carries nanoseconds and dates far from now. pyarrow read
+    it as nanoseconds: a value with nanoseconds failed the cast to microseconds, and 9999-12-31 (a
+    sentinel) wrapped around to 1816, each failing every try with "a data page is damaged". Now it
+    is read in microseconds, truncated as Spark reads it: the first row counts, the sentinel is a
+    date mismatch (rule 6), as in the feature job."""
+    nanos = pa.array([1_789_041_600_000_000_123], pa.timestamp("ns", tz="UTC"))  # DS 12:00, and 123 ns
+    sentinel = pa.array([datetime(9999, 12, 31, tzinfo=UTC)], pa.timestamp("us", tz="UTC"))
+    lake, want_lake = _clean_lake(tmp_path / "lake"), _clean_lake(tmp_path / "want")
+    for name, row, ts in (
+        (BAD, _row("n1", "u3", "m2", 7.0, DS), nanos),
+        ("part-00002.parquet", _row("n2", "u4", "m2", 8.0, DS), sentinel),
+    ):
+        table = transactions_table([row], transaction_ts=ts)
+        pq.write_table(
+            table, _partition(lake) / name, use_deprecated_int96_timestamps=True, store_schema=False
+        )
+    assert pq.ParquetFile(_partition(lake) / BAD).schema.column(6).physical_type == "INT96"
+    write_transactions_partition(want_lake, partition=DS, rows=[_row("n1", "u3", "m2", 7.0, DS)])
+    report = _run(client, lake, tmp_path / "out", tmp_path / "staging")
+    want = _run(client, want_lake, tmp_path / "want-out", tmp_path / "staging")
+    assert _stats(tmp_path / "out") == _stats(tmp_path / "want-out")
+    assert (report.rows_read, report.rows_counted) == (want.rows_read + 1, want.rows_counted)
+
+
 def test_a_damaged_data_page_fails_naming_the_file(client, published: Path, tmp_path: Path) -> None:
     """A file whose footer is intact but whose first page is not passes the footer checks; the task
     that reads it fails naming the file and what to do, and the previous output stays."""
