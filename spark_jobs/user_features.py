@@ -6,8 +6,9 @@
 Writes PATH/features/user_features/date=<ds>/, the daily tiles it builds under PATH/tiles/user_daily/,
 invalid rows under PATH/quarantine/transactions/, and a JSON report at
 PATH/_metrics/user_features/date=<ds>.json. Every write replaces only its own date partitions, so a
-rerun or a backfill of a date is idempotent; it is staged first, so a run that fails leaves the
-partitions it would have replaced as they were.
+rerun or a backfill of a date is idempotent; each is staged first, so a run that fails leaves the
+features of ds as they were (the quarantine and tiles it built before may be replaced, and its retry
+builds them again).
 """
 
 from __future__ import annotations

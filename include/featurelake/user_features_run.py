@@ -3,8 +3,10 @@ window (full: from raw; otherwise: from tiles), write the features and report. C
 spark_jobs/user_features.py and bench/.
 
 Every write goes to the run's staging directory first (`LakeLayout.staging`), and its partitions
-replace the published ones only once it has succeeded: a run that fails leaves the features, tiles
-and quarantine it would have replaced as they were."""
+replace the published ones only once that write has succeeded: a run that fails leaves the features
+of `ds` as they were. The quarantine and tiles of the dates it builds are written first, and a run
+that fails after them (in the features' combine, say) leaves them replaced by ones built from the
+same raw data, which its retry builds again, the same bytes, before it writes the features."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from featurelake.partitioning import (
     hadoop_file_system,
     list_date_partitions,
     listed_date_partitions,
+    literal_path,
     partition_fingerprint,
     put_back_set_aside,
     read_partition_range,
@@ -531,7 +534,10 @@ def run_user_features(
 
     output = LakeLayout.partition(layout.user_features, ds)
     users = (
-        spark.read.parquet(output).count() if date_partition_exists(spark, layout.user_features, ds) else 0
+        # literal: a lake under `lake[1]` is not a pattern that matches `lake1`
+        spark.read.parquet(literal_path(output)).count()
+        if date_partition_exists(spark, layout.user_features, ds)
+        else 0
     )
     if not users:
         log.warning("no clean transactions in %s..%s: %s is left empty", start, ds, output)

@@ -393,3 +393,19 @@ def test_a_rerun_with_no_clean_rows_left_empties_the_date(spark, tmp_path: Path)
     assert report.users_written == 0
     assert report.quarantined_by_reason == {"missing_amount": report.quarantined_rows}
     assert not list((lake / "features" / "user_features").glob(f"date={ds.isoformat()}/*.parquet"))
+
+
+def test_a_lake_whose_path_holds_glob_characters_reports_its_own_users(spark, tmp_path: Path) -> None:
+    """The count of the written users read the features path as a Spark pattern: under `lake[1]` it
+    matched a sibling `lake1`'s partition (its user count reported), or nothing (PATH_NOT_FOUND after
+    the features were published, with no report, on every retry)."""
+    lake = _lake(tmp_path / "lake[1]", DAYS[:3])
+    sibling = _lake(tmp_path / "lake1", DAYS[:3])
+    _run(spark, sibling, DAYS[2])
+    features = sibling / "features" / "user_features" / f"date={DAYS[2].isoformat()}"
+    for path in features.glob("*.parquet"):
+        path.unlink()
+        (path.parent / f".{path.name}.crc").unlink(missing_ok=True)
+    pq.write_table(pa.table({"user_id": ["u0"]}), features / "part-00000.parquet")  # 1 user
+    report = _run(spark, lake, DAYS[2])
+    assert report.users_written == len(_features(lake, DAYS[2])) == 3
