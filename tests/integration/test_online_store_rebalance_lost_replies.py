@@ -76,7 +76,6 @@ class ReplyDroppingProxy:
                 server.sendall(data)
                 if drop:
                     answered.wait(10)  # the server ran the command and answered
-                    self.dropped += 1
                     break
         except OSError:
             pass
@@ -86,6 +85,8 @@ class ReplyDroppingProxy:
         try:
             while data := server.recv(1 << 20):
                 if dropping.is_set():
+                    # counted before the client sees its connection close, which ends its wait
+                    self.dropped += 1
                     answered.set()  # the answer is dropped
                     break
                 client.sendall(data)
