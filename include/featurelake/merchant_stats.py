@@ -53,6 +53,7 @@ from featurelake.lake import MAX_ABS_AMOUNT
 from featurelake.raw_contract_arrow import (
     PIECE_BYTES,
     TEXT_IS_UTF8,
+    TEXT_IS_UTF8_FIELD,
     RawFooter,
     RawPiece,
     RawWindow,
@@ -426,7 +427,7 @@ def compute_merchant_stats(
     run_id = uuid.uuid4().hex
     rows = None
     if pieces:
-        meta = _raw_frame(TRANSACTIONS_SCHEMA.append(pa.field(TEXT_IS_UTF8, pa.bool_())).empty_table(), "")
+        meta = _raw_frame(TRANSACTIONS_SCHEMA.append(TEXT_IS_UTF8_FIELD).empty_table(), "")
         rows = dd.from_map(raw_piece_frame, pieces, meta=meta, enforce_metadata=False)
     bucket_count = buckets or default_bucket_count(
         bucket_units((file.day for file in window.files), (footer.row_group_bytes for footer in footers))

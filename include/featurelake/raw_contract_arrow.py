@@ -338,17 +338,17 @@ def read_raw_piece(
                 column = column.cast(column.type.value_type)
             if pa.types.is_timestamp(column.type) and column.type.tz is None:  # INT96: UTC by convention
                 column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
-            if pa.types.is_string(field.type) and (valid := _utf8_values(column)) is not None:
-                left = len(column) - column.null_count
-                column = pc.if_else(valid, column.cast(pa.large_binary()), None)
-                log.warning(
-                    "%s (row groups %s): %d %s values are not UTF-8 (data contract rule 7), read as null",
-                    piece.path,
-                    list(piece.row_groups),
-                    left - (len(column) - column.null_count),
-                    field.name,
-                )
-                utf8 = valid if utf8 is None else pc.and_(utf8, valid)
+            if pa.types.is_string(field.type):
+                column, valid = _utf8_text(column)
+                if valid is not None:
+                    log.warning(
+                        "%s (row groups %s): %d %s values are not UTF-8 (data contract rule 7), read as null",
+                        piece.path,
+                        list(piece.row_groups),
+                        len(valid) - pc.sum(valid).as_py(),
+                        field.name,
+                    )
+                    utf8 = valid if utf8 is None else pc.and_(utf8, valid)
             arrays.append(column.cast(field.type))
     except (OSError, pa.ArrowException) as error:
         raise ValueError(
@@ -359,32 +359,36 @@ def read_raw_piece(
         ) from error
     if not flag_utf8:
         return pa.Table.from_arrays(arrays, schema=pa.schema(wanted))
-    rows = table.num_rows
-    flag = pa.chunked_array([pa.repeat(True, rows)]) if utf8 is None else utf8
-    return pa.Table.from_arrays([*arrays, flag], schema=pa.schema([*wanted, _TEXT_IS_UTF8_FIELD]))
+    flag = pa.chunked_array([pa.repeat(True, table.num_rows)]) if utf8 is None else utf8
+    return pa.Table.from_arrays([*arrays, flag], schema=pa.schema([*wanted, TEXT_IS_UTF8_FIELD]))
 
 
-_TEXT_IS_UTF8_FIELD = pa.field(TEXT_IS_UTF8, pa.bool_(), nullable=False)
+TEXT_IS_UTF8_FIELD = pa.field(TEXT_IS_UTF8, pa.bool_(), nullable=False)
 
 
-def _utf8_values(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
-    """Which values of a text column (string, binary or their large and view kinds) are UTF-8, a null
-    counting as one; None when all are, the common case, which Arrow's own validation tells. Only a
-    chunk that fails it is checked value by value."""
+def _utf8_text(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray | None]:
+    """A text column (string, binary or their large and view kinds) as strings, each value that is
+    not UTF-8 as null; and which values were UTF-8, a null counting as one (None when all were, the
+    common case). Arrow's cast to string checks each chunk once; only a chunk that fails it is
+    checked value by value."""
     large = pa.types.is_large_string(column.type) or pa.types.is_large_binary(column.type)
     # 32-bit offsets stay 32-bit: no copy of them to check the bytes.
     as_binary, as_string = (pa.large_binary(), pa.large_string()) if large else (pa.binary(), pa.string())
-    flags, any_invalid = [], False
+    texts, flags = [], []
     for chunk in column.chunks:
         as_bytes = chunk.cast(as_binary)
         try:
-            as_bytes.cast(as_string)  # the cast checks the bytes are UTF-8
+            texts.append(as_bytes.cast(as_string))  # the cast checks the bytes are UTF-8
+            flags.append(None)
         except pa.ArrowInvalid:
-            any_invalid = True
-            flags.append(pa.array([_is_utf8(value) for value in as_bytes.to_pylist()], pa.bool_()))
-        else:
-            flags.append(pa.repeat(True, len(chunk)))
-    return pa.chunked_array(flags, pa.bool_()) if any_invalid else None
+            valid = pa.array([_is_utf8(value) for value in as_bytes.to_pylist()], pa.bool_())
+            texts.append(pc.if_else(valid, as_bytes, None).cast(as_string))
+            flags.append(valid)
+    text = pa.chunked_array(texts, as_string)
+    if all(flag is None for flag in flags):
+        return text, None
+    filled = [pa.repeat(True, len(t)) if flag is None else flag for flag, t in zip(flags, texts, strict=True)]
+    return text, pa.chunked_array(filled, pa.bool_())
 
 
 def _is_utf8(value: bytes | None) -> bool:
