@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -134,14 +135,15 @@ def test_make_exports_gives_a_shell_the_project_settings(tmp_path: Path) -> None
     assert zone == "Europe/Paris"
 
 
-def _exports(env: dict[str, str], *names: str) -> tuple[list[str], str]:
-    """The values of `names` in a shell that ran `eval "$(make -s exports)"`, and make's stderr."""
+def _exports(env: dict[str, str], *names: str, make_args: Sequence[str] = ()) -> tuple[list[str], str]:
+    """The values of `names` in a shell that ran `eval "$(make -s exports <make_args>)"`, and make's
+    stderr."""
     project = SETTINGS_FILE.parent
     shown = " ".join(f'"${name}"' for name in names)
-    script = f'eval "$(make -s -C "$1" exports 2>"$2")" && printf "%s\\n" {shown}'
+    script = f'eval "$(make -s -C "$1" exports "${{@:3}}" 2>"$2")" && printf "%s\\n" {shown}'
     errors = Path(env["HOME"]) / "make-errors"
     result = subprocess.run(
-        ["bash", "-c", script, "bash", str(project), str(errors)],
+        ["bash", "-c", script, "bash", str(project), str(errors), *make_args],
         env={"PATH": os.environ["PATH"], **env},
         capture_output=True,
         text=True,
@@ -174,15 +176,10 @@ def test_an_airflow_home_given_to_make_holds_the_sqlite_database(tmp_path: Path)
     """`make demo AIRFLOW_HOME=<dir>` (README) created <dir> and migrated a database in ./.airflow/,
     which a fresh clone does not have: "unable to open database file"."""
     home = tmp_path / "home"
-    script = 'eval "$(make -s -C "$1" exports AIRFLOW_HOME="$2")" && printf "%s\\n" "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"'
-    result = subprocess.run(
-        ["bash", "-c", script, "bash", str(SETTINGS_FILE.parent), str(home)],
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        check=True,
+    (database,), _ = _exports(
+        {"HOME": str(tmp_path)}, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", make_args=[f"AIRFLOW_HOME={home}"]
     )
-    assert result.stdout.splitlines() == [f"sqlite:///{home}/airflow.db?timeout=60"]
+    assert database == f"sqlite:///{home}/airflow.db?timeout=60"
 
 
 def test_make_refuses_a_checkout_path_with_a_space(tmp_path: Path) -> None:
