@@ -285,7 +285,7 @@ class LayeredFeatureCache:
             waited_for.extend(done)
             try:
                 if ours:
-                    computed.update(self._compute_and_store(compute, ours))
+                    computed.update(self._compute_and_store(compute, ours, begun))
                 mine.failed = False
             finally:
                 with self._lock:
@@ -305,34 +305,45 @@ class LayeredFeatureCache:
             wanted = [entity for entity, computation in theirs.items() if computation.failed]
         return computed, waited_for
 
-    def _compute_and_store(self, compute: ComputeFeatures, ids: Sequence[str]) -> dict[str, FeatureRecord]:
-        """`compute(ids)`, written back to the store; a record of a later or the same date that a
-        writer put in the store meanwhile replaces the computed one. A removal of the view that
-        began meanwhile (a rerun's publish taking back the records of entities its date no longer
-        holds) may have run after `compute` read the partition that rerun replaced, and before the
-        write-back: what was written back is then taken back and computed again, up to
-        `_COMPUTE_ATTEMPTS` times in all."""
+    def _compute_and_store(
+        self, compute: ComputeFeatures, ids: Sequence[str], begun: int
+    ) -> dict[str, FeatureRecord]:
+        """`compute(ids)` (for the read numbered `begun`), written back to the store; a record of a
+        later or the same date that a writer put in the store meanwhile replaces the computed one.
+        A computed record older than one that a read ending since `begun` served is not written
+        back: that read found the later one in the store, whose key may have expired or been
+        removed since, and the write-back would take the store back to the older date. A removal
+        of the view that began meanwhile (a rerun's publish taking back the records of entities
+        its date no longer holds) may have run after `compute` read the partition that rerun
+        replaced, and before the write-back: what was written back is then taken back and
+        computed again, up to `_COMPUTE_ATTEMPTS` times in all."""
+        kept_newer = 0
         for attempt in range(1, _COMPUTE_ATTEMPTS + 1):
             removals = self.store.removals(self.view, ids)
             computed = _computed_records(self.view, ids, compute(ids))
-            if not computed:
-                return computed
+            with self._lock:
+                superseded = [
+                    entity for entity, record in computed.items() if self._served_later(entity, record, begun)
+                ]
+            to_write = {entity: record for entity, record in computed.items() if entity not in superseded}
+            if not to_write:
+                break
             # What the store holds of these ids just before the write-back: a record it holds as
             # computed already (a publish of the same values, meanwhile) is the publish's, not this
             # write-back's, so it is not taken back below (it was, and computed again), unless the
             # write says it set it (a removal came in between). Both, as the write's reply alone
             # misses a record set by a send whose reply was lost: the client's resend reports it kept.
-            held = self.store.read(self.view, list(computed))
+            held = self.store.read(self.view, list(to_write))
             # A same date is kept too: a publish of that date (a corrected rerun) may have written it
             # after `compute` read the partition it replaced.
-            written = self.store.write(self.view, computed.items(), replace_same_date=False, report_ids=True)
+            written = self.store.write(self.view, to_write.items(), replace_same_date=False, report_ids=True)
             kept_newer = written.kept_newer
             if self.store.removals(self.view, ids) == removals:
                 break
             set_here = set(written.written_ids)
             written_back = {
                 entity: record
-                for entity, record in computed.items()
+                for entity, record in to_write.items()
                 if entity in set_here or held.get(entity) != record
             }
             taken_back = self.store.delete_if_unchanged(self.view, written_back)
@@ -356,7 +367,7 @@ class LayeredFeatureCache:
                 _shown(ids),
             )
             return computed
-        if kept_newer:
+        if superseded or kept_newer:
             # A writer got its records into the store meanwhile: serve those, not ours.
             stored = self.store.read(self.view, list(computed))
             computed.update(
@@ -365,6 +376,12 @@ class LayeredFeatureCache:
                 if record.feature_date >= computed[entity].feature_date
             )
         return computed
+
+    def _served_later(self, entity: str, record: FeatureRecord, begun: int) -> bool:
+        """Whether a read that ended after the read numbered `begun` began served a later date
+        of `entity` than `record`'s (as far as the notes still tell). Under the lock."""
+        served = self._served.get(entity)
+        return served is not None and served[0] > begun and served[1] > record.feature_date
 
     def _keep_newer(self, records: Mapping[str, FeatureRecord], begun: int, *, put: bool) -> None:
         """Put `records` (served by the read numbered `begun`) in the local layer, unless it holds

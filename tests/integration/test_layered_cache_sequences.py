@@ -4,7 +4,8 @@ layer that answers (the local layer while an entry is fresh, then Redis, then on
 both miss), the record it serves, the stats, errors that propagate and leave nothing behind. Bursts
 of threaded reads with slow computes and network latency, while dates are published, Redis keys and
 local entries expire and ids are invalidated, check that an id is computed once and that no read
-goes back to an older feature date than one a read that finished before it served.
+goes back to an older feature date than one a read that finished before it served, unless Redis
+did (a slow compute's write-back landed after the later record's key expired).
 
 FEATURELAKE_CACHE_SEQUENCES and FEATURELAKE_CACHE_BURSTS set how many sequences and bursts run,
 FEATURELAKE_CACHE_SEED the first seed. A failure names its seed, which replays a sequence up to its
@@ -91,6 +92,9 @@ class SpiedStore(OnlineStore):
     def __init__(self, config: OnlineStoreConfig, *, seed: int) -> None:
         super().__init__(config)
         self.reads: list[list[str]] = []
+        # called as each write is sent (None, []), and with its records once Redis has answered it
+        # (what the first call returned, records)
+        self.on_write: Callable[[Any, list[tuple[str, FeatureRecord]]], Any] | None = None
         self.latency = 0.0
         self._rng = random.Random(seed)
         for node in config.nodes:  # made now: OnlineStore.client is not meant to race
@@ -106,6 +110,15 @@ class SpiedStore(OnlineStore):
     def _pause(self) -> None:
         if self.latency:
             time.sleep(self._rng.uniform(0, self.latency))
+
+    def write(self, view: str, records: Iterable[tuple[str, FeatureRecord]], **options: Any) -> Any:
+        given = list(records)
+        on_write = self.on_write
+        sent = on_write(None, []) if on_write is not None else None
+        report = super().write(view, given, **options)
+        if on_write is not None:
+            on_write(sent, given)
+        return report
 
     def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
         ids = list(entity_ids)
@@ -437,6 +450,21 @@ class Run:
         served: list[Served] = []
         errors: list[BaseException] = []
         expired: set[str] = set()
+        # when each id's first expiry began, and each record the cache wrote back to Redis, with
+        # when the write was sent and when Redis had answered it: the write-back of a slow compute
+        # that lands after the later record's key expired takes Redis back to an older date, which
+        # reads then serve (docs/online-store.md: "as long as Redis does not")
+        first_expiry: dict[str, int] = {}
+        written_back: list[tuple[int, int, str, FeatureRecord]] = []
+
+        def wrote(sent: int | None, records: list[tuple[str, FeatureRecord]]) -> int:
+            if sent is None:
+                return next(order)
+            landed = next(order)
+            written_back.extend((sent, landed, entity, record) for entity, record in records)
+            return landed
+
+        self.store.on_write = wrote
 
         def read(ids: list[str]) -> None:
             entry = Served(next(order))
@@ -476,6 +504,7 @@ class Run:
                         self.clock.now += TTL_SECONDS + 1
                     elif action == "expire":
                         expired.add(entity)
+                        first_expiry.setdefault(entity, next(order))
                         self.expire_in_redis([entity])
                     else:
                         self.cache.invalidate([entity])
@@ -500,15 +529,24 @@ class Run:
         for entry in served:
             for entity, record in entry.answer.items():
                 assert record in self.lake.history[entity], f"{entity} served {record}, never published"
-        # no read goes back to an older date than one a read that ended before it began served
+        # no read goes back to an older date than one a read that ended before it began served,
+        # unless Redis went back: the cache wrote that older record back after the id's key expired
         for first, then in itertools.permutations(served, 2):
             if first.end < then.start:
                 for entity, record in then.answer.items():
-                    if entity in first.answer:
-                        assert record.feature_date >= first.answer[entity].feature_date, (
-                            f"{entity}: served {first.answer[entity].feature_date}, then "
-                            f"{record.feature_date} (Redis holds {self.in_redis().get(entity)})"
-                        )
+                    if entity not in first.answer or record.feature_date >= first.answer[entity].feature_date:
+                        continue
+                    # the write ran after the expiry began, and before `then` read Redis
+                    redis_went_back = entity in first_expiry and any(
+                        first_expiry[entity] < landed and sent < then.end
+                        for sent, landed, written, older in written_back
+                        if written == entity and older == record
+                    )
+                    assert redis_went_back, (
+                        f"{entity}: served {first.answer[entity].feature_date}, then "
+                        f"{record.feature_date} (Redis holds {self.in_redis().get(entity)})"
+                    )
+                    self.seen["burst_redis_went_back"] += 1
         if mode == "normal":
             calls = self.lake.calls[calls_before:]
             for entity in PRESENT:
@@ -517,6 +555,7 @@ class Run:
                 times = sum(entity in call for call in calls)
                 allowed = 0 if entity in in_redis_before else 1
                 assert times <= allowed, f"{entity} computed {times} times in a burst: {calls}"
+        self.store.on_write = None
         self.lake.delay = 0.0
         self.store.latency = 0.0
         self.cache.invalidate()
@@ -755,6 +794,7 @@ def test_random_sequences_match_the_model(servers: Any) -> None:
 
 def test_random_bursts_of_threaded_reads(servers: Any) -> None:
     started = time.monotonic()
+    seen: Counter[str] = Counter()
     for seed in range(FIRST_SEED, FIRST_SEED + BURSTS // 5):
-        run_sequence(seed, servers, steps=5, bursts_only=True)
-    log.info("%d bursts in %.1f s", BURSTS // 5 * 5, time.monotonic() - started)
+        seen.update(run_sequence(seed, servers, steps=5, bursts_only=True).seen)
+    log.info("%d bursts in %.1f s: %s", BURSTS // 5 * 5, time.monotonic() - started, dict(seen))

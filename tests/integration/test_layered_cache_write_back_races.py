@@ -4,6 +4,7 @@ and is what the cache serves and keeps."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -228,3 +229,46 @@ def test_a_write_back_after_a_removal_between_its_read_and_its_write_is_taken_ba
             return {entity: partition[entity] for entity in ids if entity in partition}
 
         _assert_the_write_back_is_taken_back(store, compute, calls)
+
+
+@pytest.mark.parametrize("kind", ["ring", "cluster"])
+def test_a_computation_does_not_write_back_a_record_older_than_one_served_meanwhile(
+    redis_nodes: list[str], redis_cluster: list[str], kind: str
+) -> None:
+    # The compute read the lake before the 29th landed. Meanwhile the 29th was published, another
+    # read served it from Redis, and its key expired. The write-back then set the 28th, and every
+    # later read, here and in other processes, went back to it until the next publish.
+    older, later = FeatureRecord("2026-10-28", {"spend": 10.0}), FeatureRecord("2026-10-29", {"spend": 12.5})
+    config = (
+        OnlineStoreConfig(nodes=redis_nodes[:2])
+        if kind == "ring"
+        else OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True)
+    )
+    lake = {"u-1": older}
+    with OnlineStore(config) as store:
+        store.delete(VIEW, ["u-1"])
+        cache: LayeredFeatureCache
+        meanwhile: list[FeatureRecord | None] = []
+
+        def compute(ids):
+            result = {entity: lake[entity] for entity in ids}
+            lake["u-1"] = later  # the publish task, meanwhile
+            store.write(VIEW, [("u-1", later)])
+            reader = threading.Thread(target=lambda: meanwhile.append(cache.get("u-1")))
+            reader.start()
+            reader.join(10)
+            store.delete(VIEW, ["u-1"])  # its key expired
+            return result
+
+        cache = LayeredFeatureCache(view=VIEW, store=store, compute=compute)
+        try:
+            assert cache.get("u-1") == older  # read before the 29th was served: it may serve the 28th
+            assert meanwhile == [later]
+            assert store.read(VIEW, ["u-1"]) == {}, (
+                "the computation wrote back an older record than one served"
+            )
+            cache.invalidate()
+            assert cache.get("u-1") == later
+            assert store.read(VIEW, ["u-1"]) == {"u-1": later}
+        finally:
+            store.delete(VIEW, ["u-1"])
