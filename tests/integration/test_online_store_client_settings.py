@@ -56,6 +56,15 @@ class FailingNode:
     def close(self) -> None:
         self._stopping.set()
         self._thread.join()
+        # a connection the kernel took while the thread was starved counts too: it is still queued
+        self._server.setblocking(False)
+        while True:
+            try:
+                connection, _ = self._server.accept()
+            except BlockingIOError:
+                break
+            self.connections += 1
+            self._held.append(connection)
         self._server.close()
         for connection in self._held:
             connection.close()

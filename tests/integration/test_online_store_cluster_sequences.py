@@ -633,15 +633,24 @@ def test_a_write_retries_a_node_that_answers_clusterdown_for_a_moment(
 
 @contextmanager
 def slot_given_up_for_a_moment(primary: str, slot: int) -> Iterator[None]:
-    """`primary` answers CLUSTERDOWN for `slot` for 0.3 s (CLUSTER DELSLOTS, then ADDSLOTS)."""
+    """`primary` answers CLUSTERDOWN for `slot` (CLUSTER DELSLOTS) until it has answered one
+    command so (its INFO errorstats count it), then takes the slot back (ADDSLOTS). Not after a
+    fixed time: a test thread that the machine stalls longer would then never meet the error."""
+
+    def clusterdown_answers(client: redis.Redis) -> int:
+        return int(client.info("errorstats").get("errorstat_CLUSTERDOWN", {}).get("count", 0))
 
     def take_back() -> None:
         with redis_client(primary) as client:
+            deadline = time.monotonic() + 30
+            while clusterdown_answers(client) == before and time.monotonic() < deadline:
+                time.sleep(0.005)
             client.execute_command("CLUSTER", "ADDSLOTS", slot)
 
     with redis_client(primary) as client:
+        before = clusterdown_answers(client)
         client.execute_command("CLUSTER", "DELSLOTS", slot)
-    back = threading.Timer(0.3, take_back)
+    back = threading.Thread(target=take_back)
     back.start()
     try:
         yield

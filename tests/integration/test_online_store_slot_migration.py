@@ -272,12 +272,13 @@ def test_the_publish_task_writes_to_a_cluster_named_by_its_connection_during_a_r
         log_path.open("w") as log_file,
         subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT) as reshard,
     ):
-        while reshard.poll() is None or not results:
+        # at least two runs (a rerun writes every row again), whenever the reshard ends
+        while reshard.poll() is None or len(results) < 2:
             publish = PublishOnlineFeaturesOperator(task_id="publish", lake=str(tmp_path), ds="2026-10-28")
             results.append(publish.execute(context={}))
     assert reshard.returncode == 0, log_path.read_text()[-2000:]
     assert all((r["written"], r["kept_newer"]) == (5000, 0) for r in results), results
-    assert len(results) > 1 and sum(r["redirected"] for r in results) > 0, results
+    assert sum(r["redirected"] for r in results) > 0, results
 
     with OnlineStore(config) as store:
         got = store.read("user_features", users)
