@@ -61,11 +61,14 @@ class CacheStats:
 
 
 class _Computation:
-    """One call's computation of some ids: `done` is set when it ended, `failed` if it raised."""
+    """One call's computation of some ids: `done` is set when it ended, `failed` if it raised;
+    `not_stored` holds the ids it computed but did not write back (a later record was served
+    meanwhile), which the calls waiting for it compute themselves, as they would after a failure."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.failed = True
+        self.not_stored: frozenset[str] = frozenset()
 
 
 def _entity_ids(method: str, entity_ids: Iterable[str]) -> Iterator[str]:
@@ -285,7 +288,9 @@ class LayeredFeatureCache:
             waited_for.extend(done)
             try:
                 if ours:
-                    computed.update(self._compute_and_store(compute, ours, begun))
+                    records, not_stored = self._compute_and_store(compute, ours, begun)
+                    computed.update(records)
+                    mine.not_stored = frozenset(not_stored)
                 mine.failed = False
             finally:
                 with self._lock:
@@ -295,24 +300,30 @@ class LayeredFeatureCache:
                         self._tick += 1
                         for entity in ours:
                             self._computed.pop(entity, None)
-                            self._computed[entity] = self._tick
+                            if entity not in mine.not_stored:  # else a later miss computes it
+                                self._computed[entity] = self._tick
                         while len(self._computed) > self._notes_limit:
                             self._computed.popitem(last=False)
                 mine.done.set()
             for computation in {id(c): c for c in theirs.values()}.values():
                 computation.done.wait()
-            waited_for.extend(entity for entity, computation in theirs.items() if not computation.failed)
-            wanted = [entity for entity, computation in theirs.items() if computation.failed]
+            wanted = [
+                entity
+                for entity, computation in theirs.items()
+                if computation.failed or entity in computation.not_stored
+            ]
+            waited_for.extend(entity for entity in theirs if entity not in wanted)
         return computed, waited_for
 
     def _compute_and_store(
         self, compute: ComputeFeatures, ids: Sequence[str], begun: int
-    ) -> dict[str, FeatureRecord]:
+    ) -> tuple[dict[str, FeatureRecord], list[str]]:
         """`compute(ids)` (for the read numbered `begun`), written back to the store; a record of a
         later or the same date that a writer put in the store meanwhile replaces the computed one.
-        A computed record older than one that a read ending since `begun` served is not written
-        back: that read found the later one in the store, whose key may have expired or been
-        removed since, and the write-back would take the store back to the older date. A removal
+        Returns (the records to serve, the ids computed but not written back). A computed record
+        older than one that a read ending since `begun` served is not written back: that read
+        found the later one in the store, whose key may have expired or been removed since, and
+        the write-back would take the store back to the older date. A removal
         of the view that began meanwhile (a rerun's publish taking back the records of entities
         its date no longer holds) may have run after `compute` read the partition that rerun
         replaced, and before the write-back: what was written back is then taken back and
@@ -366,7 +377,8 @@ class LayeredFeatureCache:
                 len(ids),
                 _shown(ids),
             )
-            return computed
+            return computed, []
+        not_stored: list[str] = []
         if superseded or kept_newer:
             # A writer got its records into the store meanwhile: serve those, not ours.
             stored = self.store.read(self.view, list(computed))
@@ -375,7 +387,8 @@ class LayeredFeatureCache:
                 for entity, record in stored.items()
                 if record.feature_date >= computed[entity].feature_date
             )
-        return computed
+            not_stored = [entity for entity in superseded if stored.get(entity) != computed[entity]]
+        return computed, not_stored
 
     def _served_later(self, entity: str, record: FeatureRecord, begun: int) -> bool:
         """Whether a read that ended after the read numbered `begun` began served a later date

@@ -92,9 +92,10 @@ class SpiedStore(OnlineStore):
     def __init__(self, config: OnlineStoreConfig, *, seed: int) -> None:
         super().__init__(config)
         self.reads: list[list[str]] = []
-        # called as each write is sent (None, []), and with its records once Redis has answered it
-        # (what the first call returned, records)
-        self.on_write: Callable[[Any, list[tuple[str, FeatureRecord]]], Any] | None = None
+        # In a burst, `ticket` numbers events; `on_write` is then called after each write with the
+        # number taken once Redis answered, and the records Redis set.
+        self.ticket: Callable[[], int] | None = None
+        self.on_write: Callable[[int, list[tuple[str, FeatureRecord]]], None] | None = None
         self.latency = 0.0
         self._rng = random.Random(seed)
         for node in config.nodes:  # made now: OnlineStore.client is not meant to race
@@ -113,11 +114,12 @@ class SpiedStore(OnlineStore):
 
     def write(self, view: str, records: Iterable[tuple[str, FeatureRecord]], **options: Any) -> Any:
         given = list(records)
-        on_write = self.on_write
-        sent = on_write(None, []) if on_write is not None else None
+        ticket, on_write = self.ticket, self.on_write
         report = super().write(view, given, **options)
-        if on_write is not None:
-            on_write(sent, given)
+        if ticket is not None and on_write is not None:
+            landed = ticket()
+            set_here = set(report.written_ids)
+            on_write(landed, [(entity, record) for entity, record in given if entity in set_here])
         return report
 
     def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
@@ -141,6 +143,13 @@ class Lake:
         self.calls: list[list[str]] = []
         self.returned: list[dict[str, FeatureRecord]] = []
         self._lock = threading.Lock()
+        # In a burst, `ticket` numbers events: the number taken as this thread's last compute
+        # returned is `returned_at()` (the cache chooses what to write back after that)
+        self.ticket: Callable[[], int] | None = None
+        self._returned = threading.local()
+
+    def returned_at(self) -> int:
+        return getattr(self._returned, "at", -1)
 
     def publish(self, entity: str, record: FeatureRecord) -> None:
         self.history[entity].append(record)
@@ -164,6 +173,8 @@ class Lake:
             found = {**{entity: BOGUS for entity in ENTITIES if entity not in ids}, **found}
         with self._lock:
             self.returned.append(found)
+        if self.ticket is not None:
+            self._returned.at = self.ticket()
         return found
 
 
@@ -450,20 +461,20 @@ class Run:
         served: list[Served] = []
         errors: list[BaseException] = []
         expired: set[str] = set()
-        # when each id's first expiry began, and each record the cache wrote back to Redis, with
-        # when the write was sent and when Redis had answered it: the write-back of a slow compute
-        # that lands after the later record's key expired takes Redis back to an older date, which
-        # reads then serve (docs/online-store.md: "as long as Redis does not")
+        # When each id's first expiry began, and each record the cache wrote back that Redis set:
+        # the number taken as the compute that gave it returned, and the one once Redis answered.
+        # A slow compute's write-back that lands after the later record's key expired takes Redis
+        # back to an older date, which reads then serve (docs/online-store.md: "as long as Redis
+        # does not"), unless a read that served the later date had ended when the cache chose what
+        # to write back (after the compute returned): it then writes back no older record.
         first_expiry: dict[str, int] = {}
         written_back: list[tuple[int, int, str, FeatureRecord]] = []
 
-        def wrote(sent: int | None, records: list[tuple[str, FeatureRecord]]) -> int:
-            if sent is None:
-                return next(order)
-            landed = next(order)
-            written_back.extend((sent, landed, entity, record) for entity, record in records)
-            return landed
+        def wrote(landed: int, records: list[tuple[str, FeatureRecord]]) -> None:
+            chosen = self.lake.returned_at()  # the write-back is on the compute's thread
+            written_back.extend((chosen, landed, entity, record) for entity, record in records)
 
+        self.store.ticket = self.lake.ticket = lambda: next(order)
         self.store.on_write = wrote
 
         def read(ids: list[str]) -> None:
@@ -536,10 +547,19 @@ class Run:
                 for entity, record in then.answer.items():
                     if entity not in first.answer or record.feature_date >= first.answer[entity].feature_date:
                         continue
-                    # the write ran after the expiry began, and before `then` read Redis
+                    # Redis set the older record after the expiry began and before `then` ended, and
+                    # no read serving a later date had ended when the cache chose to write it back
                     redis_went_back = entity in first_expiry and any(
-                        first_expiry[entity] < landed and sent < then.end
-                        for sent, landed, written, older in written_back
+                        first_expiry[entity] < landed
+                        and chosen < then.end
+                        and not any(
+                            later.end != -1
+                            and later.end < chosen
+                            and entity in later.answer
+                            and later.answer[entity].feature_date > record.feature_date
+                            for later in served
+                        )
+                        for chosen, landed, written, older in written_back
                         if written == entity and older == record
                     )
                     assert redis_went_back, (
@@ -555,7 +575,7 @@ class Run:
                 times = sum(entity in call for call in calls)
                 allowed = 0 if entity in in_redis_before else 1
                 assert times <= allowed, f"{entity} computed {times} times in a burst: {calls}"
-        self.store.on_write = None
+        self.store.ticket = self.store.on_write = self.lake.ticket = None
         self.lake.delay = 0.0
         self.store.latency = 0.0
         self.cache.invalidate()

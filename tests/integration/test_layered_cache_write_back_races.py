@@ -5,7 +5,8 @@ and is what the cache serves and keeps."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 
 import pytest
 
@@ -244,31 +245,60 @@ def test_a_computation_does_not_write_back_a_record_older_than_one_served_meanwh
         if kind == "ring"
         else OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True)
     )
+    # A third read then misses the id everywhere and waits for the computation: it began after the
+    # 29th was served, so it must not get the 28th, nor nothing (it was served nothing, and counted
+    # missing, when it read what the computation stored).
     lake = {"u-1": older}
-    with OnlineStore(config) as store:
+    with StoreTellingReads(config) as store:
         store.delete(VIEW, ["u-1"])
         cache: LayeredFeatureCache
         meanwhile: list[FeatureRecord | None] = []
+        waiting: list[FeatureRecord | None] = []
+        waiter = threading.Thread(target=lambda: waiting.append(cache.get("u-1")))
 
         def compute(ids):
             result = {entity: lake[entity] for entity in ids}
+            if waiter.ident is not None:  # the third read computes the id itself: nothing meanwhile
+                return result
             lake["u-1"] = later  # the publish task, meanwhile
             store.write(VIEW, [("u-1", later)])
             reader = threading.Thread(target=lambda: meanwhile.append(cache.get("u-1")))
             reader.start()
             reader.join(10)
             store.delete(VIEW, ["u-1"])  # its key expired
+            cache.invalidate(["u-1"])  # (or its local entry's TTL ran out)
+            store.read_by[waiter.name] = threading.Event()
+            waiter.start()
+            assert store.read_by[waiter.name].wait(10), "the third read never read Redis"
+            time.sleep(0.2)  # it goes on to wait for this computation (if late, it computes: the same)
             return result
 
         cache = LayeredFeatureCache(view=VIEW, store=store, compute=compute)
         try:
             assert cache.get("u-1") == older  # read before the 29th was served: it may serve the 28th
+            waiter.join(10)
             assert meanwhile == [later]
-            assert store.read(VIEW, ["u-1"]) == {}, (
-                "the computation wrote back an older record than one served"
+            assert waiting == [later], (
+                "a read that began after the 29th was served got an older record, or none"
             )
+            assert cache.stats.missing == 0
+            assert store.read(VIEW, ["u-1"]) == {"u-1": later}, "the computation wrote back an older record"
             cache.invalidate()
             assert cache.get("u-1") == later
-            assert store.read(VIEW, ["u-1"]) == {"u-1": later}
         finally:
             store.delete(VIEW, ["u-1"])
+
+
+class StoreTellingReads(OnlineStore):
+    """A real store that sets `read_by[thread name]` once that thread's read has returned."""
+
+    def __init__(self, config: OnlineStoreConfig) -> None:
+        super().__init__(config)
+        self.read_by: dict[str, threading.Event] = {}
+
+    def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
+        found = super().read(view, entity_ids)
+        told = self.read_by.get(threading.current_thread().name)
+        if told is not None:
+            told.set()
+        return found

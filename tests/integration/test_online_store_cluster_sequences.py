@@ -615,7 +615,8 @@ def test_a_write_retries_a_node_that_answers_clusterdown_for_a_moment(
     """A node that has not learned the cluster's current state yet (a failover, a node restarting)
     answers CLUSTERDOWN for a moment; redis-py's own commands wait, reload the slot table and try
     again. The write script, pipelined per primary, must do the same rather than fail the write.
-    Here the slot's primary gives up the slot for 0.3 s (CLUSTER DELSLOTS, then ADDSLOTS)."""
+    Here the slot's primary gives up the slot (CLUSTER DELSLOTS) until it has answered a command
+    with CLUSTERDOWN, then takes it back (ADDSLOTS)."""
     entity = "down0001"
     key = feature_key(DEFAULT_KEY_PREFIX, VIEW, entity)
     slot = key_slot(key)

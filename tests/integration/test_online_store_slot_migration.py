@@ -235,8 +235,9 @@ def test_the_publish_task_writes_to_a_cluster_named_by_its_connection_during_a_r
     redis_cluster: list[str], tmp_path, monkeypatch
 ) -> None:
     """The Airflow task, configured by the connection alone, publishes a feature partition again
-    and again while `redis-cli --cluster reshard` moves slots; every run writes every row, and the
-    store then holds the partition."""
+    and again while `redis-cli --cluster reshard` moves slots (and at least twice: a rerun writes
+    every row again); every run writes every row, one at least meets moving slots, and the store
+    then holds the partition."""
     import json
 
     import pyarrow as pa
