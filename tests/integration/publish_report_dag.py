@@ -5,6 +5,7 @@ it, publishes from the lake of the Variable featurelake_lake."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,5 +32,6 @@ with DAG(dag_id="publish_checks_the_job_report", schedule=None, catchup=False) a
         lake="{{ var.value.featurelake_lake }}",
         ds="{{ ds }}",
         report_task_id="compute_user_features",
-        retries=0,
+        retries=2,  # as in user_features_daily, at once: a check's failure must not be retried
+        retry_delay=timedelta(0),
     )

@@ -59,13 +59,14 @@ def store_with_the_date(redis_nodes: list[str], monkeypatch: pytest.MonkeyPatch)
 
 def run(
     dag, lake: Path, monkeypatch: pytest.MonkeyPatch, *, written_lake: Path, users: list[str], report: object
-) -> dict[str, str]:
+) -> dict[str, tuple[str, int]]:
     """Run the DAG on DAY with the Variable's lake `lake`; its first task writes `users` to
-    `written_lake` and reports `report`. Returns {task_id: state}."""
+    `written_lake` and reports `report`. Returns {task_id: (state, try number)}: the publish task
+    may retry twice, at once, so a check that fails it without retry shows as 1 try."""
     monkeypatch.setenv("AIRFLOW_VAR_FEATURELAKE_LAKE", str(lake))
     conf = {"written_lake": str(written_lake), "users": users, "report": report}
     dag_run = dag.test(logical_date=datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC), run_conf=conf)
-    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    return {ti.task_id: (str(ti.state), ti.try_number) for ti in dag_run.get_task_instances()}
 
 
 def stored_users(node: str) -> dict[str, float]:
@@ -86,7 +87,9 @@ def test_a_partition_written_where_the_worker_does_not_read_removes_nothing(
         dag, tmp_path / "worker-lake", monkeypatch, written_lake=elsewhere, users=["u1", "u2"], report=report
     )
 
-    assert states == {"compute_user_features": "success", "publish": "failed"}
+    assert states == {"compute_user_features": ("success", 1), "publish": ("failed", 1)}, (
+        "failed, not retried"
+    )
     assert stored_users(store_with_the_date) == dict.fromkeys(USERS, 1.0), "the date's records were removed"
     out = capfd.readouterr().out
     assert "task 'compute_user_features' reported 2 rows written to" in out
@@ -103,7 +106,9 @@ def test_a_partition_holding_other_rows_than_reported_publishes_nothing(
         dag, lake, monkeypatch, written_lake=tmp_path / "elsewhere", users=USERS, report={"users_written": 3}
     )
 
-    assert states == {"compute_user_features": "success", "publish": "failed"}
+    assert states == {"compute_user_features": ("success", 1), "publish": ("failed", 1)}, (
+        "failed, not retried"
+    )
     assert stored_users(store_with_the_date) == dict.fromkeys(USERS, 1.0)
     assert "reported 3 rows written to its output, but" in capfd.readouterr().out
 
@@ -117,7 +122,9 @@ def test_a_job_that_left_no_report_fails_the_publish(
     lake = tmp_path / "lake"
     states = run(dag, lake, monkeypatch, written_lake=lake, users=USERS, report=report)
 
-    assert states == {"compute_user_features": "success", "publish": "failed"}
+    assert states == {"compute_user_features": ("success", 1), "publish": ("failed", 1)}, (
+        "failed, not retried"
+    )
     assert stored_users(store_with_the_date) == dict.fromkeys(USERS, 1.0)
     assert "left no report with an integer 'users_written' in its XCom" in capfd.readouterr().out
 
@@ -141,5 +148,5 @@ def test_a_partition_as_reported_is_published_and_the_dates_stale_records_remove
     lake = tmp_path / "lake"
     states = run(dag, lake, monkeypatch, written_lake=lake, users=users, report={"users_written": len(users)})
 
-    assert states == {"compute_user_features": "success", "publish": "success"}
+    assert states == {"compute_user_features": ("success", 1), "publish": ("success", 1)}
     assert stored_users(store_with_the_date) == want

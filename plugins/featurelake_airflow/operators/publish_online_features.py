@@ -132,11 +132,13 @@ class PublishOnlineFeaturesOperator(BaseOperator):
         }
 
     def _check_rows_as_reported(self, context: Any, *, location: str, rows: int) -> None:
-        """Fail, before any write, unless `location` holds the rows that the report of
-        `report_task_id` in this run says it wrote."""
+        """Fail, before any write and without retry, unless `location` holds the rows that the
+        report of `report_task_id` in this run says it wrote: a retry reads the same report and the
+        same partition (the job's files were closed before it reported), so only a rerun of that
+        task, or a fixed Variable or storage, changes the outcome."""
         report = context["ti"].xcom_pull(task_ids=self.report_task_id)
         if not isinstance(report, dict) or not isinstance(report.get(self.report_rows_key), int):
-            raise ValueError(
+            raise AirflowFailException(
                 f"task {self.report_task_id!r} of this run left no report with an integer "
                 f"{self.report_rows_key!r} in its XCom (it holds {report!r}), so whether {location} "
                 f"is what it wrote cannot be checked. Clear {self.report_task_id!r} and its downstream "
@@ -144,7 +146,7 @@ class PublishOnlineFeaturesOperator(BaseOperator):
             )
         reported = report[self.report_rows_key]
         if rows != reported:
-            raise ValueError(
+            raise AirflowFailException(
                 f"task {self.report_task_id!r} reported {reported} rows written to "
                 f"{report.get('output_path', 'its output')}, but {location} holds {rows}: this task "
                 "reads another partition than the one it wrote. Check that the Variable "
