@@ -35,6 +35,7 @@ from featurelake.materialized_views import (
     check_refresh_mode,
     full_refresh_as_of,
     matched_update_predicate,
+    missing_features_path_error,
     schema_change_error,
 )
 from featurelake.partitioning import (
@@ -372,10 +373,7 @@ def refresh_incremental(
     # as an empty one, its view rows taken back; a features path that does not exist is refused.
     fs, features_root = hadoop_file_system(spark, features_path)
     if not fs.exists(features_root):
-        raise FileNotFoundError(
-            f"{features_path} does not exist: check the features path (a dataset whose partitions "
-            "are all gone is still a directory)"
-        )
+        raise missing_features_path_error(features_path)
     view = DeltaTable.forPath(spark, view_path)
     current = view.toDF()
     if date_partition_exists(spark, features_path, ds):

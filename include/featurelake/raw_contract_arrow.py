@@ -305,6 +305,7 @@ def raw_pieces(window: RawWindow, footers: list[RawFooter], *, max_bytes: int) -
 TEXT_IS_UTF8 = "text_is_utf8"
 """The column `read_raw_piece(..., flag_utf8=True)` adds: false on a row that held a text value
 that is not UTF-8 (data contract rule 7), read as null."""
+TEXT_IS_UTF8_FIELD = pa.field(TEXT_IS_UTF8, pa.bool_(), nullable=False)
 
 
 def read_raw_piece(
@@ -361,9 +362,6 @@ def read_raw_piece(
         return pa.Table.from_arrays(arrays, schema=pa.schema(wanted))
     flag = pa.chunked_array([pa.repeat(True, table.num_rows)]) if utf8 is None else utf8
     return pa.Table.from_arrays([*arrays, flag], schema=pa.schema([*wanted, TEXT_IS_UTF8_FIELD]))
-
-
-TEXT_IS_UTF8_FIELD = pa.field(TEXT_IS_UTF8, pa.bool_(), nullable=False)
 
 
 def _utf8_text(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray | None]:
