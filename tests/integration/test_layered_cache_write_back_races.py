@@ -31,11 +31,7 @@ def test_a_computation_does_not_overwrite_a_same_date_record_published_meanwhile
     # partition, published its record and invalidated the id; then the computation wrote back.
     # The write-back replaced the published record (a same date replaces), so Redis served the
     # uncorrected values to every reader, invalidations or not, until the key's TTL ran out.
-    config = (
-        OnlineStoreConfig(nodes=redis_nodes[:2])
-        if kind == "ring"
-        else OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True)
-    )
+    config = _store_config(kind, redis_nodes, redis_cluster)
     with OnlineStore(config) as store:
         store.delete(VIEW, ["u-1"])
         cache: LayeredFeatureCache
@@ -240,11 +236,7 @@ def test_a_computation_does_not_write_back_a_record_older_than_one_served_meanwh
     # read served it from Redis, and its key expired. The write-back then set the 28th, and every
     # later read, here and in other processes, went back to it until the next publish.
     older, later = FeatureRecord("2026-10-28", {"spend": 10.0}), FeatureRecord("2026-10-29", {"spend": 12.5})
-    config = (
-        OnlineStoreConfig(nodes=redis_nodes[:2])
-        if kind == "ring"
-        else OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True)
-    )
+    config = _store_config(kind, redis_nodes, redis_cluster)
     # A third read then misses the id everywhere and waits for the computation: it began after the
     # 29th was served, so it must not get the 28th, nor nothing (it was served nothing, and counted
     # missing, when it read what the computation stored).
