@@ -323,11 +323,11 @@ class LayeredFeatureCache:
         Returns (the records to serve, the ids computed but not written back). A computed record
         older than one that a read ending since `begun` served is not written back: that read
         found the later one in the store, whose key may have expired or been removed since, and
-        the write-back would take the store back to the older date. A removal
-        of the view that began meanwhile (a rerun's publish taking back the records of entities
-        its date no longer holds) may have run after `compute` read the partition that rerun
-        replaced, and before the write-back: what was written back is then taken back and
-        computed again, up to `_COMPUTE_ATTEMPTS` times in all."""
+        the write-back would take the store back to the older date. A removal of the view that
+        began meanwhile (a rerun's publish taking back the records of entities its date no longer
+        holds) may have run after `compute` read the partition that rerun replaced, and before the
+        write-back: what was written back is then taken back and computed again, up to
+        `_COMPUTE_ATTEMPTS` times in all."""
         kept_newer = 0
         for attempt in range(1, _COMPUTE_ATTEMPTS + 1):
             removals = self.store.removals(self.view, ids)
