@@ -93,7 +93,7 @@ TARGET_INCREMENTAL_SHARE = 0.15
 TARGET_DOUBLED_HISTORY = 1.15
 LISTING_PHASE = (
     "0 partition listing (list_date_partitions, listed_date_partitions, existing_date_partitions, "
-    "date_partition_exists, partition_fingerprint, put_back_set_aside_partitions)"
+    "date_partition_exists, lookup_files, put_back_set_aside_partitions)"
 )
 FILE_CHECKS_PHASE = "0 driver reads of raw footers and tile markers (check_raw_files, rewritten_since_built)"
 FEATURES_PHASE = (
@@ -391,7 +391,7 @@ class PhaseRecorder:
         "listed_date_partitions": LISTING_PHASE,
         "existing_date_partitions": LISTING_PHASE,
         "date_partition_exists": LISTING_PHASE,
-        "partition_fingerprint": LISTING_PHASE,
+        "lookup_files": LISTING_PHASE,
         "put_back_set_aside_partitions": LISTING_PHASE,
         "check_raw_files": FILE_CHECKS_PHASE,
         "rewritten_since_built": FILE_CHECKS_PHASE,

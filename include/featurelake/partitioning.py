@@ -413,20 +413,12 @@ def _data_files(statuses: Iterable[Any]) -> list[list[Any]]:
     )
 
 
-def partition_fingerprint(spark: SparkSession, directory: str) -> list[list[Any]]:
-    """What tells a partition's data apart without reading it: `[name, bytes, modification time in
-    ms]` of each data file (`is_data_file`), sorted; empty for a missing directory. Rewriting the
-    partition, even with the same rows, changes it."""
-    fs, path = hadoop_file_system(spark, directory)
-    return _data_files(fs.listStatus(path)) if fs.exists(path) else []
-
-
 @dataclass(frozen=True)
 class DatePartitionListing:
     """What one listing of a date-partitioned dataset found: its root, then each of its
     `partition_col=YYYY-MM-DD` directories, each listed once (`list_date_partitions`)."""
 
-    # {date: its data files, as `partition_fingerprint` gives them}, empty for a partition with none.
+    # {date: its data files, as `_data_files` gives them}, empty for a partition with none.
     files: dict[date, list[list[Any]]]
     # {date: what its partition holds that no reader reads}: full paths of files that are not data
     # (`is_data_file`) and of subdirectories, which end with "/". Hidden names (`.`, `_`) are not

@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import reduce
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -412,18 +413,19 @@ def build_daily_tiles(marked: DataFrame, categories: DataFrame) -> DataFrame:
 _INTEGER_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 
 
-def read_categories(spark: SparkSession, path: str) -> DataFrame:
+def read_categories(spark: SparkSession, path: str, files: LookupFiles | None = None) -> DataFrame:
     """The categories lookup at `path`, checked against the contract (docs/data-contract.md,
     `raw/categories`) before it is used: `category_id` an integer, `category_group` a string,
     matched whatever their case. Read with the contract's schema forced on it, a lookup whose group
     column was named otherwise (`group`) read as nulls, and every user's top group was `unknown`
     without a word; an int64 `category_id`, as pandas writes it, failed with Spark's bare "Expected
     Spark type int, actual Parquet type INT64". An int64 id is taken when every id fits an int32.
-    Of a directory, only the data files are read (`lake.is_data_file`, as the runs' fingerprint of
-    the lookup lists them), and any other entry but hidden names is refused, naming it: Spark read
-    every file there, so a partial upload (`part-0.parquet.tmp`) failed the job with a bare "is not
-    a Parquet file", and a `.bak` copy was read silently."""
-    found = spark.read.parquet(*lookup_files(spark, path))
+    Of a directory, only the data files are read (`lake.is_data_file`), and any other entry but
+    hidden names is refused, naming it: Spark read every file there, so a partial upload
+    (`part-0.parquet.tmp`) failed the job with a bare "is not a Parquet file", and a `.bak` copy was
+    read silently. `files` is a listing of `path` taken before (`lookup_files`): a run reads the
+    files its tiles' markers name; without it, `path` is listed now."""
+    found = spark.read.parquet(*(files or lookup_files(spark, path)).paths)
     types = {field.name.lower(): field.dataType for field in found.schema.fields}
     problems = []
     if not isinstance(types.get("category_id"), _INTEGER_TYPES):
@@ -451,12 +453,30 @@ def read_categories(spark: SparkSession, path: str) -> DataFrame:
     )
 
 
-def lookup_files(spark: SparkSession, path: str) -> list[str]:
+@dataclass(frozen=True)
+class LookupFiles:
+    """One listing of a lookup: the paths Spark reads, and what tells them apart without reading
+    them (`[name, bytes, modification time in ms]` of each, as `list_date_partitions` gives a
+    partition's files), which a tile's marker records. Rewriting a file, even with the same rows,
+    changes it."""
+
+    paths: list[str]
+    fingerprint: list[list[Any]]
+
+
+def lookup_files(spark: SparkSession, path: str) -> LookupFiles:
     """The data files of the lookup at `path` (a file, or a directory of them), checked: a directory
-    holding anything but data files and hidden names (`.`, `_`), or no data file, is refused."""
+    holding anything but data files and hidden names (`.`, `_`), or no data file, is refused. A
+    missing path has no fingerprint, and Spark names it when it is read."""
     fs, directory = hadoop_file_system(spark, path)
-    if not fs.exists(directory) or not fs.getFileStatus(directory).isDirectory():
-        return [literal_path(path)]  # a file; Spark names a missing path
+    if not fs.exists(directory):
+        return LookupFiles([literal_path(path)], [])
+    status = fs.getFileStatus(directory)
+    if not status.isDirectory():  # one file, whatever its name (`to_parquet("raw/categories")`)
+        return LookupFiles(
+            [literal_path(path)],
+            [[status.getPath().getName(), int(status.getLen()), int(status.getModificationTime())]],
+        )
     data, stray = directory_entries(fs, directory)
     if stray or not data:
         found = (
@@ -467,7 +487,7 @@ def lookup_files(spark: SparkSession, path: str) -> list[str]:
             "anything else out of it (a partial upload, a backup), keep the lookup's *.parquet "
             "files, and rerun"
         )
-    return [literal_path(f"{path.rstrip('/')}/{name}") for name, _, _ in data]
+    return LookupFiles([literal_path(f"{path.rstrip('/')}/{name}") for name, _, _ in data], data)
 
 
 def _shown_type(data_type: T.DataType | None) -> str:

@@ -33,7 +33,6 @@ from featurelake.partitioning import (
     list_date_partitions,
     listed_date_partitions,
     literal_path,
-    partition_fingerprint,
     put_back_set_aside,
     read_partition_range,
     read_text,
@@ -48,11 +47,13 @@ from featurelake.user_features import (
     TILE_FORMAT,
     TILE_SCHEMA,
     FeatureRunReport,
+    LookupFiles,
     build_daily_tiles,
     category_groups,
     check_unique_category_ids,
     combine_tiles,
     lookup_category_groups,
+    lookup_files,
     mark_transactions,
     plan_tile_build,
     quarantined_rows,
@@ -108,16 +109,13 @@ def remove_withdrawn_dates(
     return withdrawn
 
 
-def tile_sources(
-    spark: SparkSession, layout: LakeLayout, raw_files: Mapping[date, list[list[Any]]]
-) -> dict[date, str]:
+def tile_sources(raw_files: Mapping[date, list[list[Any]]], categories: LookupFiles) -> dict[date, str]:
     """What each date's tile is built from, as the text of its TILE_BUILT_MARKER: the tile format
     (TILE_FORMAT), the data files of its raw partition (`raw_files`, from `list_date_partitions`)
-    and of the categories lookup (`partition_fingerprint`), from listings only."""
-    categories = partition_fingerprint(spark, layout.raw_categories)
+    and of the categories lookup (the listing the run reads it from), from listings only."""
     return {
         day: json.dumps(
-            {"tile_format": TILE_FORMAT, "raw_transactions": files, "categories": categories},
+            {"tile_format": TILE_FORMAT, "raw_transactions": files, "categories": categories.fingerprint},
             separators=(",", ":"),
         )
         for day, files in raw_files.items()
@@ -416,7 +414,9 @@ def run_user_features(
         spark, layout.user_daily_tiles, marker=TILE_BUILT_MARKER, start=start, end=ds, listed=left
     )
     # Listed before any raw row is read: data re-landed during the run is picked up by the next one.
-    sources = tile_sources(spark, layout, {d: raw_files[d] for d in window_raw_dates})
+    # The lookup is read from this very listing, so the tiles' markers name the files they came from.
+    lookup = lookup_files(spark, layout.raw_categories)
+    sources = tile_sources({d: raw_files[d] for d in window_raw_dates}, lookup)
     rewritten = rewritten_since_built(spark, layout, {d: sources[d] for d in sources if d in tile_dates})
     for day in rewritten:
         log.warning(
@@ -451,7 +451,7 @@ def run_user_features(
     # Exactly the files listed (and fingerprinted) above, each checked before any row is read.
     text_unchecked = check_raw_files(spark, layout, raw_listing, read, ds=ds)
     read_files = {day: raw_files[day] for day in read}
-    categories = read_categories(spark, layout.raw_categories)
+    categories = read_categories(spark, layout.raw_categories, lookup)
     check_unique_category_ids(categories, path=layout.raw_categories)
     # Each write goes here first, and replaces the published partitions only when it succeeded.
     staged = LakeLayout(layout.staging(STAGING_JOB, ds))

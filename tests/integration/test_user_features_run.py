@@ -158,6 +158,35 @@ def test_tiles_of_rewritten_raw_data_or_categories_are_rebuilt(
     pd.testing.assert_frame_equal(incremental, _features(lake, ds))
 
 
+def test_a_categories_lookup_written_as_one_file_is_tracked_like_a_directory(
+    spark, published_lake: Path, tmp_path: Path
+) -> None:
+    """`raw/categories` written as one Parquet file (pandas' `to_parquet("raw/categories")`), not a
+    directory of them: the job reads it, and its tiles' markers named none of it, since the
+    lookup's fingerprint kept `*.parquet` names only. Another lookup written there then left every
+    tile current, and incremental runs kept the old groups where a full run took the new ones."""
+    lake = _copy(published_lake, tmp_path)
+    ds = DAYS[4]
+    lookup = lake / "raw" / "categories"
+
+    def write_lookup_file(group: str | None) -> None:
+        shutil.rmtree(lookup) if lookup.is_dir() else lookup.unlink()
+        write_categories(tmp_path / "written", [(cid, n, group or g) for cid, n, g in CATEGORIES])
+        shutil.move(tmp_path / "written" / "raw" / "categories" / "part-00000.parquet", lookup)
+
+    write_lookup_file(None)  # the same rows, as one file: the tiles are rebuilt from it once
+    assert len(_run(spark, lake, ds, "incremental").tiles_built) == 5
+    assert _run(spark, lake, ds, "incremental").tiles_built == [ds.isoformat()], "nothing changed"
+
+    write_lookup_file("other")
+    report = _run(spark, lake, ds, "incremental")
+    assert report.tiles_built == [d.isoformat() for d in DAYS[:5]]
+    incremental = _features(lake, ds)
+    assert set(incremental["top_category_group"]) == {"other"}
+    _run(spark, lake, ds, "full")
+    pd.testing.assert_frame_equal(incremental, _features(lake, ds))
+
+
 def test_tiles_of_another_tile_format_are_rebuilt(spark, published_lake: Path, tmp_path: Path) -> None:
     """A tile's marker named its sources but not the code that built it: tiles built before a change
     of what they hold (exact cents above 2**32, 2026-12-06) were combined as current, and
