@@ -55,7 +55,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from featurelake.lake import LakeLayout, local_path
-from featurelake.offline_features import arrow_filesystem, feature_dates, partition_dataset
+from featurelake.offline_features import (
+    arrow_filesystem,
+    feature_dates,
+    features_path_error,
+    partition_dataset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,23 +179,14 @@ def committed_refresh(
     )
 
 
-def missing_features_path_error(features_path: str) -> FileNotFoundError:
-    """The error of an incremental refresh (either engine) from a features path that does not
-    exist: a mistyped path is not a dataset whose dates are all gone, and a refresh from it would
-    take back the view's rows."""
-    return FileNotFoundError(
-        f"{features_path} does not exist: check the features path (a dataset whose partitions "
-        "are all gone is still a directory)"
-    )
-
-
 def _require_dataset(features_path: str) -> None:
-    """Refuse a features path that is no directory (`missing_features_path_error`)."""
+    """Refuse a features path that is no directory (`features_path_error`)."""
     import pyarrow.fs as pafs
 
     filesystem, root = arrow_filesystem(features_path)
-    if filesystem.get_file_info(root).type != pafs.FileType.Directory:
-        raise missing_features_path_error(features_path)
+    found = filesystem.get_file_info(root).type
+    if found != pafs.FileType.Directory:
+        raise features_path_error(features_path, is_file=found == pafs.FileType.File)
 
 
 def read_feature_partition(features_path: str, day: date, *, entity_column: str = "user_id") -> pa.Table:

@@ -35,9 +35,9 @@ from featurelake.materialized_views import (
     check_refresh_mode,
     full_refresh_as_of,
     matched_update_predicate,
-    missing_features_path_error,
     schema_change_error,
 )
+from featurelake.offline_features import features_path_error
 from featurelake.partitioning import (
     date_literal,
     date_partition_exists,
@@ -347,6 +347,17 @@ def _holds_a_map(data_type: DataType) -> bool:
     return False
 
 
+def require_features_dataset(spark: SparkSession, features_path: str) -> None:
+    """Refuse a features path that is no directory, as delta-rs's refresh does
+    (`features_path_error`). A file there passed before, and its missing partition of
+    `ds` took the view's rows of `ds` back."""
+    fs, features_root = hadoop_file_system(spark, features_path)
+    if not fs.exists(features_root):
+        raise features_path_error(features_path)
+    if not fs.getFileStatus(features_root).isDirectory():
+        raise features_path_error(features_path, is_file=True)
+
+
 def refresh_incremental(
     spark: SparkSession,
     view_path: str,
@@ -370,10 +381,8 @@ def refresh_incremental(
         return refresh_full(spark, view_path, features_path, as_of=ds, entity_column=entity_column, name=name)
     partition = LakeLayout.partition(features_path, ds)
     # An absent date (the feature job writes none when no entity had data in its window) is taken
-    # as an empty one, its view rows taken back; a features path that does not exist is refused.
-    fs, features_root = hadoop_file_system(spark, features_path)
-    if not fs.exists(features_root):
-        raise missing_features_path_error(features_path)
+    # as an empty one, its view rows taken back; a features path that is no directory is refused.
+    require_features_dataset(spark, features_path)
     view = DeltaTable.forPath(spark, view_path)
     current = view.toDF()
     if date_partition_exists(spark, features_path, ds):

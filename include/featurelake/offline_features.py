@@ -35,15 +35,33 @@ def arrow_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), location
 
 
+def features_path_error(features_path: str, *, is_file: bool = False) -> OSError:
+    """The error for a features path that is no directory: one that does not exist where a dataset
+    must (an incremental view refresh, of either engine: a mistyped path is not a dataset whose
+    dates are all gone, and a refresh from it would take back the view's rows), or a file."""
+    if is_file:
+        return NotADirectoryError(
+            f"{features_path} is a file, not a directory of date partitions: check the features path"
+        )
+    return FileNotFoundError(
+        f"{features_path} does not exist: check the features path (a dataset whose partitions "
+        "are all gone is still a directory)"
+    )
+
+
 def feature_dates(features_path: str) -> list[date]:
-    """The dates of the `date=YYYY-MM-DD` partitions under a features dataset, sorted."""
+    """The dates of the `date=YYYY-MM-DD` partitions under a features dataset, sorted; none for a
+    path that does not exist. A file there is refused (`features_path_error`)."""
     if not features_path:  # pyarrow lists nothing for '': as a lake with no partition
         raise ValueError(
             "the features path is empty: pass the feature dataset's directory or URI, such as "
             "LakeLayout(root).user_features"
         )
     filesystem, root = arrow_filesystem(features_path)
-    infos = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    try:
+        infos = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except NotADirectoryError as error:  # pyarrow's "Cannot list directory ..."
+        raise features_path_error(features_path, is_file=True) from error
     dates = []
     for info in infos:
         name = info.base_name

@@ -101,6 +101,30 @@ def test_spark_helpers_of_a_rerun_agree_with_delta_rs(features: Path, spark, tmp
         on_spark._check_view_columns(changed, view, partition, view_path)
 
 
+def test_spark_refuses_a_features_path_that_is_no_directory_as_delta_rs_does(
+    features: Path, spark, tmp_path: Path
+) -> None:
+    """A file at the features path: delta-rs refused it, and the delta-spark refresh checked only
+    that the path existed, so its missing partition of ds took the view's rows of ds back."""
+    from featurelake.materialized_views_spark import require_features_dataset
+
+    view_path = str(tmp_path / "view")
+    delta_rs.refresh_full(view_path, str(features), as_of=D3)
+    a_file = tmp_path / "features.parquet"
+    a_file.write_bytes((features / f"date={D3.isoformat()}" / "part-00000.snappy.parquet").read_bytes())
+    for path, found in (
+        (a_file, "is a file, not a directory of date partitions"),
+        (tmp_path / "typo", "does not exist"),
+    ):
+        message = rf"{path} {found}: check the features path"
+        with pytest.raises(OSError, match=message):
+            require_features_dataset(spark, str(path))
+        with pytest.raises(OSError, match=message):
+            delta_rs.refresh_incremental(view_path, str(path), ds=date(2026, 10, 30))
+    require_features_dataset(spark, str(features))
+    assert {r["user_id"] for r in rows_of(view_path)} == set(WANT_AS_OF_D3), "the view is as it was"
+
+
 @pytest.mark.parametrize("replacing", [None, D2], ids=["rerun", "replacing-a-dropped-row"])
 def test_spark_reads_the_merge_update_condition_as_delta_rs_does(spark, replacing) -> None:
     """Both engines' MERGE updates a matched row under one SQL condition

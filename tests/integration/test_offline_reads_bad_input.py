@@ -1,6 +1,7 @@
 """The compute layer's bad input, refused naming it and what to pass instead, whatever the type of
 the partition's entity column: entity ids that are not text (the online store's keys hold them as
-text), one string passed as the ids, an `as_of` that is not a date, and an empty features path."""
+text), one string passed as the ids, an `as_of` that is not a date, an empty features path, and a
+file passed as the features path."""
 
 from __future__ import annotations
 
@@ -91,3 +92,11 @@ def test_an_empty_features_path_is_refused(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"the features path is empty"):
         read_offline_features("", ["u1"], as_of=DAY)
+
+
+def test_a_features_path_that_is_a_file_is_refused_naming_it(features: str) -> None:
+    """Before: pyarrow's bare "Cannot list directory ... Not a directory", for a partition's file
+    passed as the dataset."""
+    a_file = next(Path(features).glob("date=*/*.parquet"))
+    with pytest.raises(NotADirectoryError, match=rf"{a_file} is a file, not a directory of date partitions"):
+        read_offline_features(str(a_file), ["u1"], as_of=DAY)
