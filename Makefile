@@ -127,9 +127,14 @@ bench: $(VENV)/.stamp-installed  ## Run the benchmarks in bench/
 	$(PY) bench/merchant_stats.py
 	$(PY) bench/feature_job.py
 
-lock: | $(UV)  ## Regenerate requirements*.txt from requirements*.in
-	$(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
-	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
+# Each lock is compiled into a copy of itself (uv keeps the pins it finds in its output file) and
+# put in place only when its text changed: a lock rewritten with the same text is newer than the
+# venv, and make would rebuild the venv and migrate the database again for nothing.
+LOCK_ONE = lock_one() { cp "$$2" "$$2.new" && $(UV) pip compile --quiet --python-version 3.11 \
+	--custom-compile-command "uv pip compile --python-version 3.11 $$1 -o $$2" "$$1" -o "$$2.new" \
+	&& { cmp -s "$$2.new" "$$2" && rm "$$2.new" || mv "$$2.new" "$$2"; }; }
+lock: | $(UV)  ## Regenerate requirements*.txt from requirements*.in (a lock whose text is the same is left untouched)
+	@$(LOCK_ONE); lock_one requirements.in requirements.txt && lock_one requirements-dev.in requirements-dev.txt
 
 # The project's own Airflow home only: an AIRFLOW_HOME set elsewhere in the environment is never removed.
 clean:  ## Remove the venv, the project's .airflow and the demo lake

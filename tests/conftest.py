@@ -76,6 +76,7 @@ LONGEST_MODULES = (
     "tests/integration/test_user_features_bad_input.py",
     "tests/integration/test_user_features_modes.py",
     "tests/integration/test_user_features_job.py",
+    "tests/integration/test_demo_daily_run.py",
     "tests/integration/test_online_store_slot_migration.py",
     "tests/integration/test_user_features_killed_run.py",
     "tests/dags/test_readme_backfill_commands.py",

@@ -418,13 +418,6 @@ def run_user_features(
     lookup = lookup_files(spark, layout.raw_categories)
     sources = tile_sources({d: raw_files[d] for d in window_raw_dates}, lookup)
     rewritten = rewritten_since_built(spark, layout, {d: sources[d] for d in sources if d in tile_dates})
-    for day in rewritten:
-        log.warning(
-            "the tile of %s is not current (its raw transactions or the categories lookup changed since "
-            "it was built, or it is of another tile format): "
-            "rebuilding it",
-            day,
-        )
     tile_dates -= set(rewritten)
     # Kept until the run succeeds: a retry of a failed run builds what that run would have built.
     plan_path = layout.run_plan(STAGING_JOB, ds)
@@ -433,6 +426,16 @@ def run_user_features(
         mode=mode, ds=ds, raw_dates=raw_dates, tile_dates=tile_dates, start=start
     )
     to_build = sorted(set(to_build) | (resumed_tiles & set(window_raw_dates)))
+    # Said once the plan is known: a full run rebuilds the tile of ds alone, and reads no tile.
+    for day in rewritten:
+        log.warning(
+            "the tile of %s is not current (its raw transactions or the categories lookup changed since "
+            "it was built, or it is of another tile format): %s",
+            day,
+            "rebuilding it"
+            if day in to_build
+            else "this full run reads the raw data instead, and leaves it to the next run that combines tiles",
+        )
     write_text(spark, plan_path, json.dumps({"mode": mode, "tiles": [d.isoformat() for d in to_build]}))
     # A date's tile and its quarantine come from one validation, so a run writes both for exactly the
     # dates it builds, and nothing of other dates. A full run also reads the window's other raw

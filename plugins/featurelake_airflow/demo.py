@@ -220,8 +220,7 @@ def run_demo(dag_id: str, day: date, online_connection: str) -> int:
         f"Wrote [bold]{len(user_ids)}[/bold] user feature rows to {report['output_path']} "
         f"(mode {report['mode']}, {len(report['tiles_built'])} tile(s) built; in the raw dates of those "
         f"tiles, {report['quarantined_rows']} rows quarantined {report['quarantined_by_reason']} and "
-        f"{report['duplicate_rows_dropped']} duplicate rows dropped: the other dates' were counted by the "
-        "runs that built their tiles)"
+        f"{report['duplicate_rows_dropped']} duplicate rows dropped)"
     )
     features = Table(title="Most active users")
     columns = [

@@ -129,7 +129,7 @@ def test_tiles_of_a_withdrawn_raw_date_stop_counting(spark, published_lake: Path
 
 
 def test_tiles_of_rewritten_raw_data_or_categories_are_rebuilt(
-    spark, published_lake: Path, tmp_path: Path
+    spark, published_lake: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A tile remembers the raw files and the categories lookup it was built from (its marker), so a
     producer re-landing a past date, or a lake regenerated with other data, is picked up."""
@@ -148,8 +148,15 @@ def test_tiles_of_rewritten_raw_data_or_categories_are_rebuilt(
     pd.testing.assert_frame_equal(incremental, _features(lake, ds))
     assert _run(spark, lake, ds, "incremental").tiles_built == [ds.isoformat()], "nothing else changed"
 
-    # Another categories lookup: every tile of the window is rebuilt, as mode=rebuild would.
+    # Another categories lookup. A full run rebuilds the tile of ds alone, and says so of the others
+    # (it said "rebuilding it" of every one); then an incremental run rebuilds every tile of the
+    # window, as mode=rebuild would.
     write_categories(lake, [(cid, name, "other") for cid, name, _ in CATEGORIES])
+    with caplog.at_level("WARNING", logger="featurelake.user_features_run"):
+        assert _run(spark, lake, ds, "full").tiles_built == [ds.isoformat()]
+    said = {m.split()[3]: m.split(": ")[-1] for m in caplog.messages if m.startswith("the tile of")}
+    left = "this full run reads the raw data instead, and leaves it to the next run that combines tiles"
+    assert said == {**{d.isoformat(): left for d in DAYS[:4]}, ds.isoformat(): "rebuilding it"}
     report = _run(spark, lake, ds, "incremental")
     assert report.tiles_built == [d.isoformat() for d in DAYS[: ds.toordinal() - DAYS[0].toordinal() + 1]]
     incremental = _features(lake, ds)
