@@ -132,7 +132,7 @@ bench: $(VENV)/.stamp-installed  ## Run the benchmarks in bench/
 # venv, and make would rebuild the venv and migrate the database again for nothing.
 LOCK_ONE = lock_one() { cp "$$2" "$$2.new" && $(UV) pip compile --quiet --python-version 3.11 \
 	--custom-compile-command "uv pip compile --python-version 3.11 $$1 -o $$2" "$$1" -o "$$2.new" \
-	&& { cmp -s "$$2.new" "$$2" && rm "$$2.new" || mv "$$2.new" "$$2"; }; }
+	|| { rm -f "$$2.new"; return 1; }; cmp -s "$$2.new" "$$2" && rm "$$2.new" || mv "$$2.new" "$$2"; }
 lock: | $(UV)  ## Regenerate requirements*.txt from requirements*.in (a lock whose text is the same is left untouched)
 	@$(LOCK_ONE); lock_one requirements.in requirements.txt && lock_one requirements-dev.in requirements-dev.txt
 
