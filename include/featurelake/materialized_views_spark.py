@@ -100,23 +100,50 @@ def _check_one_row_per_entity(rows: DataFrame, keys: list[str], where: str) -> N
         )
 
 
-def _check_feature_dates(rows: DataFrame, features_path: str, *, day: date | None = None) -> None:
+def _check_feature_dates(rows: DataFrame, features_path: str, *, day: date | None = None) -> DataFrame:
     """Refuse rows whose `feature_date` is not their partition's date (`day`, or their `date`
     column), as delta-rs's refresh does: a full refresh takes an entity's row of the newest
     partition, a MERGE that of the newest feature date, and a rerun finds the rows of a date by
-    their feature date, so such rows gave two different views. Names the oldest such partition."""
+    their feature date, so such rows gave two different views. Names the oldest such partition.
+    Returns `rows` with `feature_date` as a date, as delta-rs does: a writer such as pandas stores
+    one as a timestamp (of midnight), or a job as its ISO string. Before, Spark compared a
+    timestamp's text (`2026-10-28 00:00:00`) with the date and refused every row, and kept a string
+    as a string, which a view delta-rs wrote, of dates, then refused as a changed type."""
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
     partition_date = F.col("date") if day is None else date_literal(day)
+    where = features_path if day is None else LakeLayout.partition(features_path, day)
     if "feature_date" not in rows.columns:
-        where = features_path if day is None else LakeLayout.partition(features_path, day)
         raise ValueError(
             f"{where} has no 'feature_date' column; a view row says there which date it is of. "
             "Rerun the feature job for its dates, then refresh the view"
         )
+    found = rows.schema["feature_date"].dataType
+    column = F.col("feature_date")
+    if isinstance(found, T.DateType):
+        as_date = column
+    elif isinstance(found, (T.TimestampType, T.TimestampNTZType)):
+        # A date only at midnight, as delta-rs's cast to date32 takes a timestamp.
+        as_date = F.when(F.date_trunc("day", column) == column, F.to_date(column))
+    elif isinstance(found, T.StringType):
+        as_date = F.expr("try_cast(`feature_date` AS DATE)")
+    else:
+        raise ValueError(
+            f"{where}: 'feature_date' is {found.simpleString()}, not a date. Rerun the feature job "
+            "for its dates, then refresh the view"
+        )
+    rows = rows.withColumn("_feature_day", as_date)
     wrong = (
-        rows.select(partition_date.alias("_partition"), F.col("feature_date").cast("string").alias("_found"))
-        .where(F.col("_found").isNull() | (F.col("_found") != partition_date.cast("string")))
+        rows.select(
+            partition_date.alias("_partition"),
+            F.col("_feature_day"),
+            F.col("feature_date").cast("string").alias("_found"),
+        )
+        .where(
+            F.col("_feature_day").isNull()
+            | (F.col("_feature_day").cast("string") != partition_date.cast("string"))
+        )
         .groupBy("_partition")
         .agg(
             F.count(F.lit(1)).alias("_rows"),
@@ -137,14 +164,14 @@ def _check_feature_dates(rows: DataFrame, features_path: str, *, day: date | Non
             f"row by both. Rerun the feature job for {first['_partition']} (a partition copied from "
             "another date keeps that date's rows), then refresh the view"
         )
+    return rows.withColumn("feature_date", F.col("_feature_day")).drop("_feature_day")
 
 
 def _partition_rows(spark: SparkSession, features_path: str, ds: date) -> DataFrame:
     """The rows of the partition of `ds`, with the columns of all its files (null where a file
     lacks one, as delta-rs reads a partition), refused when their `feature_date` is not `ds`."""
     rows = spark.read.option("mergeSchema", "true").parquet(LakeLayout.partition(features_path, ds))
-    _check_feature_dates(rows, features_path, day=ds)
-    return rows
+    return _check_feature_dates(rows, features_path, day=ds)
 
 
 def _read_features(spark: SparkSession, features_path: str, days: list[date]) -> DataFrame:
@@ -159,8 +186,7 @@ def _read_features(spark: SparkSession, features_path: str, days: list[date]) ->
         if "CANNOT_MERGE" not in str(error):
             raise
         raise _changed_type_error(spark, paths) from error
-    _check_feature_dates(rows, features_path)
-    return rows
+    return _check_feature_dates(rows, features_path)
 
 
 def _changed_type_error(spark: SparkSession, paths: list[str]) -> ValueError:

@@ -50,6 +50,38 @@ def test_spark_rebuild_picks_the_rows_delta_rs_picks(features: Path, spark, as_o
     ] == want.column_names
 
 
+@pytest.mark.parametrize("stored_as", ["timestamp", "timestamp-utc", "iso-text"])
+def test_spark_reads_a_feature_date_written_as_a_timestamp_or_text_as_delta_rs_does(
+    features: Path, spark, stored_as: str
+) -> None:
+    """pandas writes a date column as a timestamp (of midnight), a job may write its ISO text:
+    delta-rs takes either as the date. Spark refused every row of a timestamp ("2026-10-28
+    00:00:00" is not 2026-10-28) and kept text as text, which a view of dates then refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featurelake import materialized_views_spark as on_spark
+
+    casts = {
+        "timestamp": [pa.timestamp("us")],
+        "timestamp-utc": [pa.timestamp("us"), pa.timestamp("us", tz="UTC")],
+        "iso-text": [pa.string()],
+    }[stored_as]
+    for path in features.glob("date=*/*.parquet"):
+        table = pq.read_table(path)
+        stored = table["feature_date"]
+        for arrow_type in casts:
+            stored = stored.cast(arrow_type)
+        index = table.schema.get_field_index("feature_date")
+        pq.write_table(table.set_column(index, "feature_date", stored), path)
+    want, _ = delta_rs.latest_per_entity(str(features), as_of=D3)
+    assert want.schema.field("feature_date").type == pa.date32()
+    assert spark_rows(latest_per_entity(spark, str(features), as_of=D3)) == want.to_pylist()
+    rows = on_spark._partition_rows(spark, str(features), D3)
+    assert rows.schema["feature_date"].dataType.simpleString() == "date"
+    assert {row["feature_date"] for row in rows.collect()} == {D3}
+
+
 def test_spark_rebuild_refuses_an_entity_twice_in_a_date(features: Path, spark) -> None:
     import pyarrow.parquet as pq
 
