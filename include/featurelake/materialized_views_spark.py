@@ -63,8 +63,13 @@ SCALA_BINARY_VERSION = "2.13"
 
 
 def delta_spark_package() -> str:
-    """Maven coordinates of the delta-spark jar that matches the installed delta-spark Python package."""
-    return f"io.delta:delta-spark_{SCALA_BINARY_VERSION}:{version('delta-spark')}"
+    """Maven coordinates of the delta-spark jar for the installed delta-spark Python package and
+    pyspark, named as delta-spark's own `configure_spark_with_delta_pip` names them: the artifact
+    carries the Spark major.minor it is built for (`delta-spark_4.2_2.13`). The unsuffixed
+    `delta-spark_2.13` is built for the release's default Spark alone (4.2 for delta-spark 4.4),
+    and with another pyspark it loads classes built for another Spark."""
+    spark = ".".join(version("pyspark").split(".")[:2])
+    return f"io.delta:delta-spark_{spark}_{SCALA_BINARY_VERSION}:{version('delta-spark')}"
 
 
 class DeltaSparkMissingError(RuntimeError):
@@ -311,7 +316,8 @@ def latest_per_entity(
 
 
 def _table_metrics(spark: SparkSession, view_path: str) -> tuple[int, dict[str, str]]:
-    """The table's current version and the operation metrics of its last commit."""
+    """The table's current version and the operation metrics of its last commit (which is another
+    writer's when one committed since)."""
     from delta.tables import DeltaTable
 
     last = DeltaTable.forPath(spark, view_path).history(1).collect()[0]
@@ -328,12 +334,15 @@ def refresh_full(
     name: str = "",
 ) -> RefreshReport:
     """Rebuild the view from every partition on or before `as_of` (`full_refresh_as_of`: or the
-    view's newest feature date, when later) and overwrite it (one commit)."""
+    view's newest feature date, when later) and overwrite it (one commit). A view that is not a
+    Delta table yet is created, and the write fails if another writer created it meanwhile (as
+    delta-rs's `mode="error"`), rather than overwrite that writer's table."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     require_delta_spark(spark)
-    if DeltaTable.isDeltaTable(spark, view_path):
+    exists = DeltaTable.isDeltaTable(spark, view_path)
+    if exists:
         current = DeltaTable.forPath(spark, view_path).toDF()
         if "feature_date" in current.columns:
             newest = current.agg(F.max("feature_date")).first()[0]
@@ -342,7 +351,7 @@ def refresh_full(
     (
         latest.sortWithinPartitions(entity_column)
         .write.format("delta")
-        .mode("overwrite")
+        .mode("overwrite" if exists else "errorifexists")
         .option("overwriteSchema", "true")
         .save(view_path)
     )
@@ -435,7 +444,9 @@ def refresh_incremental(
         .join(rows.select(entity_column), entity_column, "left_anti")
     ).cache()
     gone_count = gone.count()
-    if gone_count == 0 and not date_partition_exists(spark, features_path, ds):
+    # As delta-rs: nothing to merge, and no commit. delta-spark commits nothing for a MERGE of no
+    # row either, and the report then took the counts of the table's last commit, another one.
+    if gone_count == 0 and (not date_partition_exists(spark, features_path, ds) or rows.isEmpty()):
         gone.unpersist()
         log.warning("%s is empty (no entity in its window): nothing to merge", partition)
         table_version, _ = _table_metrics(spark, view_path)
@@ -482,11 +493,13 @@ def refresh_incremental(
     )
     if replaced < gone_count:
         merge = merge.whenNotMatchedBySourceDelete(condition=F.col("t.feature_date") == date_literal(ds))
-    merge.execute()
+    # The MERGE's own counts (MergeIntoCommand's output), not those of the table's last commit,
+    # which another writer's may be.
+    counts = merge.execute().first().asDict()
     gone.unpersist()
-    table_version, metrics = _table_metrics(spark, view_path)
+    table_version, _ = _table_metrics(spark, view_path)
     total = DeltaTable.forPath(spark, view_path).toDF().count()
-    log.info("incremental refresh of %s with %s on Spark: %s", view_path, ds, metrics)
+    log.info("incremental refresh of %s with %s on Spark: %s", view_path, ds, counts)
     return RefreshReport(
         name,
         "incremental",
@@ -494,9 +507,9 @@ def refresh_incremental(
         1 + dates_read,
         total,
         table_version,
-        inserted=int(metrics.get("numTargetRowsInserted", 0)),
-        updated=int(metrics.get("numTargetRowsUpdated", 0)),
-        deleted=int(metrics.get("numTargetRowsDeleted", 0)),
+        inserted=int(counts["num_inserted_rows"]),
+        updated=int(counts["num_updated_rows"]),
+        deleted=int(counts["num_deleted_rows"]),
     )
 
 

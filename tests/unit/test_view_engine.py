@@ -42,5 +42,14 @@ def test_an_unknown_engine_is_refused_naming_the_choices() -> None:
         choose_view_engine("delta", {})
 
 
-def test_the_jar_coordinates_follow_the_installed_python_package() -> None:
-    assert delta_spark_package() == f"io.delta:delta-spark_2.13:{version('delta-spark')}"
+def test_the_jar_coordinates_are_those_delta_spark_itself_names() -> None:
+    """delta-spark's `configure_spark_with_delta_pip` names the artifact built for the installed
+    pyspark (`delta-spark_4.2_2.13`); this project named the unsuffixed one, built for the
+    release's default Spark alone. A builder's config is recorded, not applied: no Spark starts."""
+    from delta.pip_utils import configure_spark_with_delta_pip
+    from pyspark.sql import SparkSession
+
+    builder = configure_spark_with_delta_pip(SparkSession.Builder())
+    assert builder._options["spark.jars.packages"] == delta_spark_package()
+    pyspark_minor = ".".join(version("pyspark").split(".")[:2])
+    assert delta_spark_package() == f"io.delta:delta-spark_{pyspark_minor}_2.13:{version('delta-spark')}"
