@@ -420,7 +420,8 @@ def refresh_incremental(
     require_features_dataset(spark, features_path)
     view = DeltaTable.forPath(spark, view_path)
     current = view.toDF()
-    if date_partition_exists(spark, features_path, ds):
+    has_partition = date_partition_exists(spark, features_path, ds)
+    if has_partition:
         rows = _partition_rows(spark, features_path, ds)
         missing = [name for name in current.columns if name not in rows.columns]
         _check_view_columns(
@@ -446,7 +447,7 @@ def refresh_incremental(
     gone_count = gone.count()
     # As delta-rs: nothing to merge, and no commit. delta-spark commits nothing for a MERGE of no
     # row either, and the report then took the counts of the table's last commit, another one.
-    if gone_count == 0 and (not date_partition_exists(spark, features_path, ds) or rows.isEmpty()):
+    if gone_count == 0 and (not has_partition or rows.isEmpty()):
         gone.unpersist()
         log.warning("%s is empty (no entity in its window): nothing to merge", partition)
         table_version, _ = _table_metrics(spark, view_path)

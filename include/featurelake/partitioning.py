@@ -403,11 +403,17 @@ def read_text(spark: SparkSession, path: str) -> str | None:
     return bytes(data).decode("utf-8")
 
 
+def file_fingerprint(status: Any) -> list[Any]:
+    """What tells a file (a Hadoop FileStatus) apart without reading it: `[name, bytes, modification
+    time in ms]`. Rewriting it, even with the same rows, changes it."""
+    return [status.getPath().getName(), int(status.getLen()), int(status.getModificationTime())]
+
+
 def _data_files(statuses: Iterable[Any]) -> list[list[Any]]:
-    """`[name, bytes, modification time in ms]` of each data file (`is_data_file`) among a
-    directory's `statuses` (Hadoop FileStatus), sorted."""
+    """The `file_fingerprint` of each data file (`is_data_file`) among a directory's `statuses`
+    (Hadoop FileStatus), sorted."""
     return sorted(
-        [status.getPath().getName(), int(status.getLen()), int(status.getModificationTime())]
+        file_fingerprint(status)
         for status in statuses
         if status.isFile() and is_data_file(status.getPath().getName())
     )

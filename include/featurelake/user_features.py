@@ -27,7 +27,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from featurelake.lake import MAX_ABS_AMOUNT
-from featurelake.partitioning import date_literal, directory_entries, hadoop_file_system, literal_path
+from featurelake.partitioning import (
+    date_literal,
+    directory_entries,
+    file_fingerprint,
+    hadoop_file_system,
+    literal_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +419,7 @@ def build_daily_tiles(marked: DataFrame, categories: DataFrame) -> DataFrame:
 _INTEGER_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 
 
-def read_categories(spark: SparkSession, path: str, files: LookupFiles | None = None) -> DataFrame:
+def read_categories(spark: SparkSession, path: str, files: LookupFiles) -> DataFrame:
     """The categories lookup at `path`, checked against the contract (docs/data-contract.md,
     `raw/categories`) before it is used: `category_id` an integer, `category_group` a string,
     matched whatever their case. Read with the contract's schema forced on it, a lookup whose group
@@ -423,9 +429,9 @@ def read_categories(spark: SparkSession, path: str, files: LookupFiles | None = 
     Of a directory, only the data files are read (`lake.is_data_file`), and any other entry but
     hidden names is refused, naming it: Spark read every file there, so a partial upload
     (`part-0.parquet.tmp`) failed the job with a bare "is not a Parquet file", and a `.bak` copy was
-    read silently. `files` is a listing of `path` taken before (`lookup_files`): a run reads the
-    files its tiles' markers name; without it, `path` is listed now."""
-    found = spark.read.parquet(*(files or lookup_files(spark, path)).paths)
+    read silently. `files` is the listing of `path` (`lookup_files`) the run took before: it reads
+    the files its tiles' markers name."""
+    found = spark.read.parquet(*files.paths)
     types = {field.name.lower(): field.dataType for field in found.schema.fields}
     problems = []
     if not isinstance(types.get("category_id"), _INTEGER_TYPES):
@@ -456,9 +462,8 @@ def read_categories(spark: SparkSession, path: str, files: LookupFiles | None = 
 @dataclass(frozen=True)
 class LookupFiles:
     """One listing of a lookup: the paths Spark reads, and what tells them apart without reading
-    them (`[name, bytes, modification time in ms]` of each, as `list_date_partitions` gives a
-    partition's files), which a tile's marker records. Rewriting a file, even with the same rows,
-    changes it."""
+    them (the `file_fingerprint` of each, as `list_date_partitions` gives a partition's files),
+    which a tile's marker records."""
 
     paths: list[str]
     fingerprint: list[list[Any]]
@@ -473,10 +478,7 @@ def lookup_files(spark: SparkSession, path: str) -> LookupFiles:
         return LookupFiles([literal_path(path)], [])
     status = fs.getFileStatus(directory)
     if not status.isDirectory():  # one file, whatever its name (`to_parquet("raw/categories")`)
-        return LookupFiles(
-            [literal_path(path)],
-            [[status.getPath().getName(), int(status.getLen()), int(status.getModificationTime())]],
-        )
+        return LookupFiles([literal_path(path)], [file_fingerprint(status)])
     data, stray = directory_entries(fs, directory)
     if stray or not data:
         found = (
