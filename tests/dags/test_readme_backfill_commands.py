@@ -8,7 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -86,3 +86,59 @@ def test_the_readme_backfill_commands_run_as_written(serialized_dags) -> None:
         assert result.returncode == 0, f"{shlex.join(dry_run)}:\n{result.stderr[-3000:]}"
         planned = re.findall(r"^\| (\d{4}-\d{2}-\d{2}) 00:00:00\+00:00 ", result.stdout, flags=re.MULTILINE)
         assert planned == _dates(words), result.stdout  # --to-date is inclusive, one run per day
+
+
+def _run_conf(dag_id: str, day: str) -> tuple[str, dict]:
+    """The state and conf of the DAG's run of `day`, from the metadata database."""
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalars(
+            select(DagRun).where(
+                DagRun.dag_id == dag_id,
+                DagRun.logical_date == datetime.combine(date.fromisoformat(day), time(), UTC),
+            )
+        ).one()
+        return run.state, dict(run.conf or {})
+
+
+def _finish_backfill_runs(dag_id: str) -> None:
+    """What a scheduler would do once the runs end: they succeed, and their backfill completes
+    (Airflow refuses a new backfill of a DAG while one is open)."""
+    from airflow.models import DagRun
+    from airflow.models.backfill import Backfill
+    from airflow.utils import timezone
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import update
+
+    with create_session() as session:
+        session.execute(update(DagRun).where(DagRun.dag_id == dag_id).values(state=DagRunState.SUCCESS))
+        session.execute(
+            update(Backfill)
+            .where(Backfill.dag_id == dag_id, Backfill.completed_at.is_(None))
+            .values(completed_at=timezone.utcnow())
+        )
+
+
+def test_a_rerun_keeps_its_params_until_dag_run_conf_resets_them(serialized_dags) -> None:
+    """README: without --dag-run-conf a rerun run keeps the params it had; '{}' returns it to the
+    defaults. Real `backfill create` runs (no scheduler starts them), on a date no other test uses."""
+    dag_id, day = "user_features_daily", "2026-01-05"
+    create = ["airflow", "backfill", "create", "--dag-id", dag_id, "--from-date", day, "--to-date", day]
+    rerun = [*create, "--reprocess-behavior", "completed"]
+    section = _backfills_section()
+    assert "--dag-run-conf '{}'" in section and "keeps the params it had" in section
+
+    for words, expected_conf in (
+        ([*create, "--dag-run-conf", '{"mode": "rebuild"}'], {"mode": "rebuild"}),
+        (rerun, {"mode": "rebuild"}),  # no --dag-run-conf: the run keeps its params
+        ([*rerun, "--dag-run-conf", "{}"], {}),  # back to the DAG's defaults
+    ):
+        result = _airflow(words)
+        assert result.returncode == 0, f"{shlex.join(words)}:\n{result.stderr[-3000:]}"
+        state, conf = _run_conf(dag_id, day)
+        assert (state, conf) == ("queued", expected_conf), shlex.join(words)
+        _finish_backfill_runs(dag_id)
