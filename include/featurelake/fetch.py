@@ -53,6 +53,8 @@ TRANSIENT_ERRORS = (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientP
 PERMANENT_CONNECTION_ERRORS = (aiohttp.ClientConnectorCertificateError, aiohttp.ServerFingerprintMismatch)
 # Redirects fetch_all follows itself, each hop through the limiter; at most this many requests per attempt.
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# The answers whose body is the resource: 203 is a 200 that a proxy transformed.
+ANSWER_STATUSES = frozenset({200, 203})
 MAX_REDIRECTS = 10
 # At most max(MIN_IDS_STARTED, IDS_STARTED_PER_SLOT * max_concurrency) ids under way at once: room
 # beside those in flight for ids backing off or waiting for a pause, so a backoff idles no slot.
@@ -280,12 +282,22 @@ def _redirect_target(url: URL, location: str | None, status: int) -> URL:
     if location is None:
         raise _ApiFailed(f"HTTP {status}: a redirect without a Location header, from {url}")
     try:
-        target = url.join(URL(location))
+        named = URL(location)
+        target = url.join(named)
     except ValueError as error:
         raise _ApiFailed(f"HTTP {status}: a redirect to {location!r}, which is not a URL") from error
-    # raw_host: yarl's host decodes a punycode label, and raises UnicodeError for one like "xn--zz"
-    if target.scheme not in ("http", "https") or not target.raw_host:
+    # raw_host: yarl's host decodes a punycode label, and raises UnicodeError for one like "xn--zz".
+    # A scheme without a host (`http:///x`) is no http(s) URL, though yarl joins it as a path.
+    if target.scheme not in ("http", "https") or not target.raw_host or (named.scheme and not named.raw_host):
         raise _ApiFailed(f"HTTP {status}: a redirect to {location!r}, which is not an http(s) URL")
+    # aiohttp refuses a request with both an Authorization header and credentials in its URL, with a
+    # ValueError that ended the whole fetch; and a redirect has no business handing us credentials.
+    # The location is not quoted: it holds a password.
+    if target.raw_user is not None or target.raw_password is not None:
+        raise _ApiFailed(
+            f"HTTP {status}: a redirect from {url} to a URL with a user name or password in it, "
+            "which is not followed"
+        )
     if not _resolvable(target):
         raise _ApiFailed(f"HTTP {status}: a redirect to {location!r}, whose host is not a valid host name")
     return target
@@ -433,6 +445,11 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                         raise _Retry(f"HTTP {response.status}", wait)
                     if response.status == 404:
                         raise _Failed("HTTP 404: not found")
+                    if response.status not in ANSWER_STATUSES and response.status < 400:
+                        # 300 Multiple Choices, 304, 202 Accepted...: a body that is no profile
+                        raise _ApiFailed(
+                            f"HTTP {response.status}: not an answer that holds a profile (200 or 203)"
+                        )
                     if response.status >= 400:
                         # Only the start of an error page is kept: it is not read whole.
                         start = await response.content.read(ERROR_BODY_BYTES)

@@ -272,6 +272,56 @@ def test_redirects_keep_credentials_on_their_origin_and_bad_ones_fail_their_id()
     assert [i for i, _ in elsewhere] == [away] and len(seen) == 5
 
 
+def test_answers_that_hold_no_profile_and_redirects_with_credentials_fail_their_id_alone() -> None:
+    """A redirect to a URL with a user name and password made aiohttp raise a ValueError (it will not
+    send that and an Authorization header) out of fetch_all: every id of the run was lost, on every
+    retry. A 300 or a 202 with a JSON body was taken as the profile, and a redirect to `http:///x`
+    (no host) was followed as a path on the same origin. Now each fails its id alone, as the API's."""
+    good = PLAIN[:4]
+    server = SandboxServer(port=free_port(), rate=200)
+
+    async def with_credentials(request: web.Request, number: int) -> web.StreamResponse:
+        raise web.HTTPFound(f"http://user:secret@127.0.0.1:{request.url.port}/merchants/{good[0]}")
+
+    async def multiple_choices(request: web.Request, number: int) -> web.StreamResponse:
+        return web.json_response({"merchant_id": "m-300"}, status=300)
+
+    async def accepted(request: web.Request, number: int) -> web.StreamResponse:
+        return web.json_response({"merchant_id": "m-202"}, status=202)
+
+    async def no_host(request: web.Request, number: int) -> web.StreamResponse:
+        raise web.HTTPFound(f"http:///merchants/{good[1]}")
+
+    seen = add_misbehaviour(
+        server,
+        {"m-creds": with_credentials, "m-300": multiple_choices, "m-202": accepted, "m-no-host": no_host},
+    )
+    with server:
+        config = FetchConfig(
+            base_url=server.base_url,
+            path_template=PATH_TEMPLATE,
+            rate_per_second=100,
+            headers=(("Authorization", "Bearer secret"),),
+        )
+        result = asyncio.run(
+            fetch_all(config, [good[0], "m-creds", "m-300", "m-202", "m-no-host", *good[1:]])
+        )
+    assert result.found == {i: sandbox_profile(i) for i in good}
+    assert result.failed == {
+        "m-creds": (
+            f"HTTP 302: a redirect from {server.base_url}/merchants/m-creds to a URL with a user name or "
+            "password in it, which is not followed"
+        ),
+        "m-300": "HTTP 300: not an answer that holds a profile (200 or 203)",
+        "m-202": "HTTP 202: not an answer that holds a profile (200 or 203)",
+        "m-no-host": f"HTTP 302: a redirect to 'http:///merchants/{good[1]}', which is not an http(s) URL",
+    }
+    assert "secret" not in result.failed["m-creds"]
+    assert result.api_failed == {"m-creds", "m-300", "m-202", "m-no-host"} and result.retries == 0
+    # every id asked once: a followed hop would have asked for good[0] or good[1] again
+    assert sorted(i for i, _ in seen) == sorted([*good, "m-creds", "m-300", "m-202", "m-no-host"])
+
+
 def test_a_retry_after_http_date_pauses_every_request_until_the_date() -> None:
     dated, *others = PLAIN[:4]
 
