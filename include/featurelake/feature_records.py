@@ -21,6 +21,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from featurelake.lake import iso_day
+
 FORMAT_VERSION = 1
 
 
@@ -227,6 +229,8 @@ def encodes_as_utf8(text: str) -> bool:
     return True
 
 
+# What msgpack gives back for the format's values (nil aside), with raw=False.
+_PLAIN_TYPES = (bool, int, float, str)
 _NOT_OURS = "Delete the key if nothing else needs it, or give featurelake its own key_prefix"
 
 
@@ -244,14 +248,23 @@ def decode_record(value: bytes) -> FeatureRecord:
         raise ValueError(
             f"record format version {decoded[0]!r}; this reader knows {FORMAT_VERSION}. Upgrade featurelake."
         )
-    # As the write scripts hold it (a text date), and text column names: an int date failed the
-    # date comparison of readers with a bare TypeError, and bytes names were served as they were.
-    if not isinstance(decoded[1], str) or bytes in map(type, decoded[2]):
+    # As the write scripts hold it (`record_date` in online_store.py): an int date failed the date
+    # comparison of readers with a bare TypeError, and bytes names were served as they were; a date
+    # that is not YYYY-MM-DD ("2026-10-28T10:00:00", "garbage") was served, and sorted after every
+    # later date, so that the write script kept it out of every write; bin, lists and maps were
+    # served as values, which the format has not.
+    feature_date, columns = decoded[1], decoded[2]
+    if not (
+        isinstance(feature_date, str)
+        and iso_day(feature_date) is not None
+        and all(type(name) is str for name in columns)
+        and all(column is None or type(column) in _PLAIN_TYPES for column in columns.values())
+    ):
         raise ValueError(
-            f"not a featurelake record (want a text feature date and text column names): "
-            f"{value[:40]!r}. {_NOT_OURS}"
+            "not a featurelake record (want a YYYY-MM-DD feature date, text column names, and values "
+            f"that are nil, bool, int, float or text): {value[:40]!r}. {_NOT_OURS}"
         )
-    return FeatureRecord(decoded[1], decoded[2])
+    return FeatureRecord(feature_date, columns)
 
 
 def entity_keys(ids: Any) -> Any:

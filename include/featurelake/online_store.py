@@ -101,9 +101,23 @@ local function held_value(key)
   end
   return value
 end
+local function one_value(ok, ...)
+  if ok and select('#', ...) == 1 then
+    return (...)
+  end
+end
+-- decode_record's check, but for text being UTF-8 (bin and str are both Lua strings): one msgpack
+-- array [version, 'YYYY-MM-DD', {text name = nil, bool, number or text}], and nothing after it.
+-- Before, a date such as 'garbage' sorted after every later date and kept out every write.
 local function record_date(key, value)
-  local ok, record = pcall(cmsgpack.unpack, value)
-  if ok and type(record) == 'table' and type(record[2]) == 'string' then
+  local record = one_value(pcall(cmsgpack.unpack, value))
+  if type(record) == 'table' and record[4] == nil and type(record[3]) == 'table'
+      and type(record[2]) == 'string' and string.match(record[2], '^%d%d%d%d%-%d%d%-%d%d$') then
+    for name, column in pairs(record[3]) do
+      if type(name) ~= 'string' or type(column) == 'table' then
+        not_a_record(key)
+      end
+    end
     return record[2]
   end
   not_a_record(key)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+import redis
 
 from featurelake.cache import LayeredFeatureCache
 from featurelake.feature_records import FeatureRecord
@@ -19,6 +20,27 @@ MALFORMED = {
     "date-not-text": msgpack.packb([1, 20261028, {"n": 1}]),
     "column-bytes": msgpack.packb([1, "2026-10-28", {b"n": 1}], use_bin_type=True),
 }
+# Malformed records that reads served, or that the write scripts took as records while reads
+# refused them: each write script and each read now refuses them alike, naming the key.
+REFUSED_BY_READS_AND_WRITES = {
+    # what the writer stored before it held feature dates to YYYY-MM-DD: it sorted after the rerun
+    # of its own date, and kept it out as older
+    "date-with-a-time": msgpack.packb([1, "2026-10-28T10:00:00", {"n": 1}]),
+    "date-not-a-date": msgpack.packb([1, "garbage", {"n": 1}]),  # kept out every later date
+    "date-empty": msgpack.packb([1, "", {"n": 1}]),
+    "column-name-an-int": msgpack.packb([1, "2026-10-28", {5: 1}]),
+    "trailing-bytes": msgpack.packb([1, "2026-10-28", {"n": 1}]) + b"\x00",
+    "value-a-list": msgpack.packb([1, "2026-10-28", {"n": [1, 2]}]),
+    "value-a-map": msgpack.packb([1, "2026-10-28", {"n": {"a": 1}}]),
+}
+# Reads refuse these; Lua's cmsgpack cannot tell bin from text, nor check UTF-8, so a write
+# replaces them as older or newer records by their date.
+REFUSED_BY_READS = {
+    "value-bin": msgpack.packb([1, "2026-10-28", {"n": b"\xff"}], use_bin_type=True),
+    "value-ext": msgpack.packb([1, "2026-10-28", {"n": msgpack.ExtType(5, b"x")}]),
+    "text-not-utf8": b"\x93\x01\xaa2026-10-28\x81\xa1n\xa2\xff\xfe",
+}
+MALFORMED |= REFUSED_BY_READS_AND_WRITES | REFUSED_BY_READS
 
 
 @pytest.mark.parametrize("kind", sorted(MALFORMED))
@@ -60,3 +82,30 @@ def test_a_rebalancing_read_of_a_malformed_record_on_the_previous_node_names_the
         store.client(old[0]).set(key, MALFORMED["date-not-text"])
         with pytest.raises(ValueError, match=f"online store key {key!r}: not a featurelake record"):
             store.read(VIEW, [entity])
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSED_BY_READS_AND_WRITES))
+def test_a_write_or_removal_over_a_malformed_record_names_the_key_and_leaves_it(
+    redis_nodes: list[str], redis_cluster: list[str], kind: str
+) -> None:
+    """The write script took these for records: a date it could not compare ('garbage') kept out
+    every later one as older, counted as `kept_newer`; the others were replaced without a word,
+    though a read refused them."""
+    configs = (
+        OnlineStoreConfig(nodes=redis_nodes[:1]),
+        OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True),
+    )
+    for config in configs:
+        with OnlineStore(config) as store:
+            key = store.key(VIEW, "u-1")
+            client = store.cluster_client() if config.cluster else store.client(redis_nodes[0])
+            client.set(key, MALFORMED[kind])
+            named = f"key {key.decode()} holds no featurelake record"
+            try:
+                with pytest.raises(redis.ResponseError, match=named):
+                    store.write(VIEW, [("u-1", FeatureRecord("2099-01-01", {"n": 3}))])
+                with pytest.raises(redis.ResponseError, match=named):
+                    store.remove_stale(VIEW, "2026-10-28", ["u-2"])
+                assert client.get(key) == MALFORMED[kind], "the value is left as it was"
+            finally:
+                client.delete(key)
