@@ -151,3 +151,17 @@ def test_an_ipv6_scheduler_keeps_its_brackets(monkeypatch, uri: str, address: st
     monkeypatch.setenv("AIRFLOW_CONN_DASK_URI", uri)
     assert DaskClusterHook(dask_conn_id="dask_uri").scheduler_address() == address
     assert hook_for(monkeypatch, {"host": "::1", "port": 8786}).scheduler_address() == "tcp://[::1]:8786"
+
+
+@pytest.mark.parametrize(
+    ("fields", "address"),
+    [
+        pytest.param({"host": "tcp://::1", "port": 8786}, "tcp://[::1]:8786", id="scheme-and-port-field"),
+        pytest.param({"host": "tls://fd00::5"}, "tls://[fd00::5]:8786", id="scheme-no-port"),
+        pytest.param({"host": "tcp://[::1]:9000"}, "tcp://[::1]:9000", id="bracketed-with-port"),
+    ],
+)
+def test_a_bare_ipv6_host_after_a_scheme_gets_its_brackets(monkeypatch, fields: dict, address: str) -> None:
+    """`tcp://::1` with a port field was refused as a port given twice; `tls://fd00::5` came back
+    without a port, and Dask refused it naming no connection ("ipv6 needs brackets")."""
+    assert hook_for(monkeypatch, fields).scheduler_address() == address

@@ -69,6 +69,9 @@ class DaskClusterHook(BaseHook):
             # A URI connection (`tls://dask-scheduler:8786`) keeps its scheme as the conn_type.
             scheme = (connection.conn_type or "").lower()
             host = f"{scheme if scheme in SCHEDULER_SCHEMES else 'tcp'}://{url_host(host)}"
+        else:  # `tcp://::1` too: its colons read as a port, and Dask refused it naming no connection
+            scheme, address = host.split("://", 1)
+            host = f"{scheme}://{url_host(address)}"
         has_port = ":" in host.split("://", 1)[1].rsplit("]", 1)[-1]
         if not connection.port:
             # Dask refused `tls://dask-scheduler` ("missing port number"), naming no connection

@@ -11,7 +11,7 @@ the scheme would be (Airflow stores it as `schema`): a `schema` other than `http
 path that the base URL ends with. Its extras arrive as text, and the numeric ones are read as
 numbers; `headers`, an object, must come as JSON in `__extra__`. Extras:
 `path_template`, `rate_per_second`, `max_concurrency`, `max_attempts`, `timeout_seconds`,
-`backoff_seconds`, `max_backoff_seconds`, `max_retry_after_seconds`, `headers` (the `FetchConfig`
+`backoff_seconds`, `max_backoff_seconds`, `max_retry_after_seconds`, `max_body_bytes`, `headers` (the `FetchConfig`
 settings of the same names), and `max_failed_fraction`: the largest share of ids that
 may fail because of the API (unavailable, or refusing our credentials) before a task refuses the
 result (default 0.5). A bad value fails naming the connection and the extra.
