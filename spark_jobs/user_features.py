@@ -20,7 +20,7 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from featurelake.lake import LakeLayout, run_date_argument
+from featurelake.lake import LakeLayout, run_date_argument, window_start
 from featurelake.partitioning import hadoop_file_system, write_text
 from featurelake.spark_session import build_spark_session
 from featurelake.user_features import DEFAULT_WINDOW_DAYS, RUN_MODES
@@ -53,8 +53,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "auto (default): incremental when the window already has tiles, else full",
     )
     args = parser.parse_args(argv)
-    if args.window_days < 1:
-        parser.error(f"--window-days must be >= 1, got {args.window_days}")
+    try:  # before Spark starts
+        window_start(args.ds, args.window_days)
+    except ValueError as error:
+        parser.error(f"--window-days: {error}")
     return args
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 # The data contract's rule 4a (docs/data-contract.md): the largest amount, in absolute value, a row
@@ -33,6 +33,19 @@ def run_date_argument(value: str) -> date:
     if day is None:
         raise argparse.ArgumentTypeError(f"must be a date as YYYY-MM-DD (e.g. 2026-09-10), got {value!r}")
     return day
+
+
+def window_start(ds: date, window_days: int) -> date:
+    """The first date of the window [ds - (W-1), ds], checked: W >= 1, and the window starts in
+    year 1 or later (a longer one failed with a bare OverflowError, on every retry)."""
+    if window_days < 1:
+        raise ValueError(f"window_days must be >= 1, got {window_days}")
+    longest = (ds - date.min).days + 1
+    if window_days > longest:
+        raise ValueError(
+            f"window_days {window_days} reaches before year 1 from {ds}; give a window of at most {longest} days"
+        )
+    return ds - timedelta(days=window_days - 1)
 
 
 def local_path(location: str, *, what: str, remedy: str) -> Path:

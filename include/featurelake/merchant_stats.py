@@ -49,7 +49,7 @@ import pandas as pd
 import pyarrow as pa
 
 from featurelake.arrow_partitions import hidden_sibling, refuse_glob_characters, remove_leftovers, swap_in
-from featurelake.lake import MAX_ABS_AMOUNT
+from featurelake.lake import MAX_ABS_AMOUNT, window_start
 from featurelake.raw_contract_arrow import (
     PIECE_BYTES,
     TEXT_IS_UTF8,
@@ -182,7 +182,9 @@ def valid_rows(rows: pd.DataFrame) -> pd.DataFrame:
     `YYYY-MM-DD`; every text value UTF-8, as `TEXT_IS_UTF8` says), with a non-empty merchant_id."""
 
     def present(column: str) -> pd.Series:
-        return rows[column].notnull() & (rows[column].astype("string") != "")
+        # Not `astype("string") != ""`: under pandas 2 that copies the Arrow strings into one Python
+        # object each, 2-3x the piece's memory at its peak. A null's length is NaN, not > 0.
+        return rows[column].notnull() & (rows[column].str.len() > 0)
 
     keep = present("transaction_id") & present("user_id") & present("merchant_id") & rows["amount"].notnull()
     keep &= rows[TEXT_IS_UTF8].to_numpy(dtype=bool)  # rule 7
@@ -408,14 +410,11 @@ def compute_merchant_stats(
     import dask.dataframe as dd
     from distributed import futures_of, wait
 
-    if window_days < 1:
-        raise ValueError(f"window_days must be >= 1, got {window_days}")
-    if window_days > (ds - date.min).days + 1:  # else a bare OverflowError, on every retry
-        raise ValueError(
-            f"window_days {window_days} reaches before year 1 from {ds}; give a window of "
-            f"at most {(ds - date.min).days + 1} days"
-        )
-    start = ds - timedelta(days=window_days - 1)
+    # bool is an int, and 0 read as "the default": a negative count failed a staging task with a
+    # bare OverflowError (out of bounds for uint64)
+    if buckets is not None and (isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1):
+        raise ValueError(f"buckets must be a whole number >= 1, or None for the default, got {buckets!r}")
+    start = window_start(ds, window_days)
     days = [(start + timedelta(days=i)).isoformat() for i in range(window_days)]
     # Listed and read by the job, not by Dask's read_parquet: its discovery under raw_transactions
     # read the schema of any first file, whatever its date, and it read every file as the types of
@@ -429,8 +428,12 @@ def compute_merchant_stats(
     if pieces:
         meta = _raw_frame(TRANSACTIONS_SCHEMA.append(TEXT_IS_UTF8_FIELD).empty_table(), "")
         rows = dd.from_map(raw_piece_frame, pieces, meta=meta, enforce_metadata=False)
-    bucket_count = buckets or default_bucket_count(
-        bucket_units((file.day for file in window.files), (footer.row_group_bytes for footer in footers))
+    bucket_count = (
+        buckets
+        if buckets is not None
+        else default_bucket_count(
+            bucket_units((file.day for file in window.files), (footer.row_group_bytes for footer in footers))
+        )
     )
     remove_tree(staging)
     remove_leftovers(output)

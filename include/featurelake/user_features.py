@@ -26,7 +26,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from featurelake.lake import MAX_ABS_AMOUNT
+from featurelake.lake import MAX_ABS_AMOUNT, window_start
 from featurelake.partitioning import (
     date_literal,
     directory_entries,
@@ -135,9 +135,7 @@ RUN_MODES = ("auto", "full", "incremental", "rebuild")
 
 def window_dates(ds: date, window_days: int) -> tuple[date, date]:
     """The inclusive date range [ds - (W-1), ds] of a run. Later partitions never count."""
-    if window_days < 1:
-        raise ValueError(f"window_days must be >= 1, got {window_days}")
-    return ds - timedelta(days=window_days - 1), ds
+    return window_start(ds, window_days), ds
 
 
 def plan_tile_build(
@@ -471,11 +469,15 @@ class LookupFiles:
 
 def lookup_files(spark: SparkSession, path: str) -> LookupFiles:
     """The data files of the lookup at `path` (a file, or a directory of them), checked: a directory
-    holding anything but data files and hidden names (`.`, `_`), or no data file, is refused. A
-    missing path has no fingerprint, and Spark names it when it is read."""
+    holding anything but data files and hidden names (`.`, `_`), or no data file, is refused, and so
+    is a missing one (Spark's bare PATH_NOT_FOUND said neither what the path was for nor what to do)."""
     fs, directory = hadoop_file_system(spark, path)
     if not fs.exists(directory):
-        return LookupFiles([literal_path(path)], [])
+        raise FileNotFoundError(
+            f"the categories lookup {path} does not exist: the job maps each transaction's "
+            "category_id to its group there. Land it as raw/categories/part-00000.parquet "
+            "(docs/data-contract.md; `featurelake generate` writes one), and rerun"
+        )
     status = fs.getFileStatus(directory)
     if not status.isDirectory():  # one file, whatever its name (`to_parquet("raw/categories")`)
         return LookupFiles([literal_path(path)], [file_fingerprint(status)])
@@ -496,16 +498,45 @@ def _shown_type(data_type: T.DataType | None) -> str:
     return "missing" if data_type is None else data_type.simpleString()
 
 
-def check_unique_category_ids(categories: DataFrame, *, path: str) -> None:
-    """Fail when the categories lookup maps one category_id to several groups (a small action on the
-    lookup): no group could be picked for its transactions but by row order. Identical repeated
-    rows are harmless and pass."""
+def check_categories(categories: DataFrame, *, path: str) -> None:
+    """Fail, naming the lookup and what to fix, when the categories lookup cannot give transactions
+    their groups (two small actions on the lookup):
+    - it holds no row, or a row with a null `category_id`, which no transaction joins;
+    - it gives a `category_id` a null, empty or `unknown` group: `unknown` is the group of ids
+      missing from the lookup (docs/data-contract.md);
+    - it maps one `category_id` to several groups: none could be picked but by row order.
+    Each of the first two made every user's top group `unknown`, or some, without a word. Identical
+    repeated rows are harmless and pass."""
+    group = F.coalesce(F.col("category_group"), F.lit(""))
+    rows, null_ids, unnamed = categories.agg(
+        F.count(F.lit(1)),
+        F.count_if(F.col("category_id").isNull()),
+        F.sort_array(F.collect_set(F.when(group.isin("", UNKNOWN_CATEGORY_GROUP), F.col("category_id")))),
+    ).first()
+    fix = "fix the lookup (docs/data-contract.md, raw/categories) and rerun"
+    if not rows:
+        raise ValueError(
+            f"the categories lookup {path} holds no row: every top_category_group would be 'unknown'; {fix}"
+        )
+    if null_ids:
+        raise ValueError(
+            f"the categories lookup {path} has {null_ids} row(s) with a null category_id, which no "
+            f"transaction can join; {fix}"
+        )
+    if unnamed:
+        shown = ", ".join(str(i) for i in unnamed[:20]) + (
+            f" and {len(unnamed) - 20} more" if len(unnamed) > 20 else ""
+        )
+        raise ValueError(
+            f"the categories lookup {path} gives category_id {shown} a null, empty or "
+            f"'{UNKNOWN_CATEGORY_GROUP}' category_group ('{UNKNOWN_CATEGORY_GROUP}' is the group of ids "
+            f"missing from the lookup): give each id its group; {fix}"
+        )
     clashes = (
-        categories.where(F.col("category_id").isNotNull())
-        .select("category_id", "category_group")
+        categories.select("category_id", "category_group")
         .distinct()
         .groupBy("category_id")
-        .agg(F.sort_array(F.collect_list(F.coalesce("category_group", F.lit("<null>")))).alias("groups"))
+        .agg(F.sort_array(F.collect_list("category_group")).alias("groups"))
         .where(F.size("groups") > 1)
         .orderBy("category_id")
         .limit(20)

@@ -50,7 +50,7 @@ from featurelake.user_features import (
     LookupFiles,
     build_daily_tiles,
     category_groups,
-    check_unique_category_ids,
+    check_categories,
     combine_tiles,
     lookup_category_groups,
     lookup_files,
@@ -455,7 +455,7 @@ def run_user_features(
     text_unchecked = check_raw_files(spark, layout, raw_listing, read, ds=ds)
     read_files = {day: raw_files[day] for day in read}
     categories = read_categories(spark, layout.raw_categories, lookup)
-    check_unique_category_ids(categories, path=layout.raw_categories)
+    check_categories(categories, path=layout.raw_categories)
     # Each write goes here first, and replaces the published partitions only when it succeeded.
     staged = LakeLayout(layout.staging(STAGING_JOB, ds))
     delete_path(spark, staged.root)  # a killed run's leftovers

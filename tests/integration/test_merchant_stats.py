@@ -100,6 +100,12 @@ def test_a_local_cluster_gives_the_same_and_a_rerun_replaces_the_output(lake: Pa
         compute_merchant_stats(
             None, raw_transactions="x", output="y", staging="z", ds=DS, window_days=800_000
         )
+    # -1 failed a staging task with a bare OverflowError; 0 quietly meant the default
+    for buckets in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=rf"buckets must be a whole number >= 1, .*got {buckets!r}"):
+            compute_merchant_stats(
+                None, raw_transactions="x", output="y", staging="z", ds=DS, buckets=buckets
+            )
 
 
 def test_files_read_in_pieces_of_row_groups_give_the_oracle_stats(

@@ -39,3 +39,24 @@ def test_a_lake_that_does_not_exist_is_named(tmp_path: Path) -> None:
     result = spark_submit(JOB, "--ds", "2026-09-10", "--lake", str(lake), master="local[1]")
     assert result.returncode != 0
     assert f"--lake '{lake}' does not exist: pass the lake root" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("days", "said"),
+    [
+        pytest.param("0", "--window-days: window_days must be >= 1, got 0", id="zero"),
+        # a bare OverflowError ("date value out of range") after the Spark session started
+        pytest.param(
+            "999999999",
+            "--window-days: window_days 999999999 reaches before year 1 from 2026-09-10; give a window "
+            "of at most 739869 days",
+            id="before-year-one",
+        ),
+    ],
+)
+def test_a_window_the_calendar_cannot_hold_is_refused(days: str, said: str, tmp_path: Path) -> None:
+    result = spark_submit(
+        JOB, "--ds", "2026-09-10", "--lake", str(tmp_path), "--window-days", days, master="local[1]"
+    )
+    assert result.returncode == 2
+    assert said in result.stdout + result.stderr

@@ -551,3 +551,28 @@ def test_the_partition_check_does_not_pass_an_empty_file(tmp_path: Path, alone: 
 
     _write(transactions_table(LANDED_ROWS))(lake)  # the upload completes
     assert check.execute(context={})["files"] == (1 if alone else 2)
+
+
+def test_the_partition_check_names_a_partition_landed_as_a_file(tmp_path: Path) -> None:
+    """`date=<ds>` written as a file (docs/data-contract.md names that mistake) failed the check with
+    a bare NotADirectoryError, on every retry; it now says where the file belongs, without retrying."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from featurelake_airflow.operators.raw_partition import RawPartitionCheckOperator
+
+    lake = tmp_path / "lake"
+    _partition(lake).parent.mkdir(parents=True)
+    pq.write_table(transactions_table(LANDED_ROWS), _partition(lake))
+    check = RawPartitionCheckOperator(task_id="check", lake=str(lake), ds=DS.isoformat())
+    with pytest.raises(
+        AirflowFailException,
+        match=rf"raw partition \S+/raw/transactions/date={DS.isoformat()} is a file where the partition's "
+        rf"directory belongs. Move it to \S+/date={DS.isoformat()}/part-00000\.parquet",
+    ):
+        check.execute(context={})
+
+    landed = _partition(lake).read_bytes()
+    _partition(lake).unlink()
+    _partition(lake).mkdir()
+    (_partition(lake) / "part-00000.parquet").write_bytes(landed)  # moved where it belongs
+    assert check.execute(context={})["files"] == 1

@@ -317,6 +317,56 @@ def test_a_category_id_with_two_groups_fails_naming_it(spark, tmp_path: Path) ->
     assert _run(spark, lake, DAYS[0], "full").users_written == 3
 
 
+@pytest.mark.parametrize(
+    ("rows", "said"),
+    [
+        pytest.param([], "holds no row: every top_category_group would be 'unknown'", id="no-row"),
+        pytest.param(
+            [(None, "cafe", "dining"), (2, "x", "y")], "has 1 row(s) with a null category_id", id="null-id"
+        ),
+        pytest.param(
+            [(1, "cafe", None), (2, "x", ""), (3, "y", "unknown"), (4, "z", "travel")],
+            "gives category_id 1, 2, 3 a null, empty or 'unknown' category_group",
+            id="unnamed-groups",
+        ),
+    ],
+)
+def test_a_lookup_that_names_no_group_fails_naming_it(
+    spark, tmp_path: Path, rows: list[tuple[int | None, str, str | None]], said: str
+) -> None:
+    """Each of these lookups has the contract's columns, and made every user's top group `unknown`
+    (or some users'), in a run that succeeded without a word."""
+    lake = _lake(tmp_path, DAYS[:1])
+    _lookup(
+        lake,
+        pa.table(
+            {
+                "category_id": pa.array([r[0] for r in rows], pa.int32()),
+                "category_name": pa.array([r[1] for r in rows], pa.string()),
+                "category_group": pa.array([r[2] for r in rows], pa.string()),
+            }
+        ),
+    )
+    with pytest.raises(
+        ValueError, match=rf"the categories lookup \S*raw/categories {re.escape(said)}.*and rerun"
+    ):
+        _run(spark, lake, DAYS[0], "full")
+    assert not (lake / "features" / "user_features" / f"date={DAYS[0].isoformat()}").exists()
+
+
+def test_a_missing_lookup_fails_naming_it_and_the_fix(spark, tmp_path: Path) -> None:
+    """Spark's bare `[PATH_NOT_FOUND] Path does not exist` said neither what the path was for nor
+    what to do."""
+    lake = _lake(tmp_path, DAYS[:1])
+    shutil.rmtree(lake / "raw" / "categories")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"the categories lookup \S*raw/categories does not exist: .* Land it as "
+        r"raw/categories/part-00000\.parquet",
+    ):
+        _run(spark, lake, DAYS[0], "full")
+
+
 def test_features_set_aside_by_a_killed_swap_are_put_back_by_a_run_of_another_date(
     spark, published_lake: Path, tmp_path: Path
 ) -> None:

@@ -15,6 +15,13 @@ def test_window_is_inclusive_of_ds_minus_w_minus_one() -> None:
     assert window_dates(DS, 1) == (DS, DS)
     with pytest.raises(ValueError, match="window_days must be >= 1, got 0"):
         window_dates(DS, 0)
+    first_day = date(1, 1, 1)
+    assert window_dates(DS, (DS - first_day).days + 1) == (first_day, DS)
+    with pytest.raises(
+        ValueError,
+        match=r"window_days 739918 reaches before year 1 from 2026-10-28; give a window of at most 739917 days",
+    ):
+        window_dates(DS, (DS - first_day).days + 2)
 
 
 def test_auto_is_full_without_tiles_and_builds_the_tile_of_ds() -> None:

@@ -21,7 +21,8 @@ class RawPartitionCheckOperator(BaseOperator):
 
     A run without a logical date (Airflow 3 lets a manual trigger leave it out) has no `ds`, so it
     names no partition: the task fails at once, without retrying, and says how to trigger the run.
-    So does a run whose config holds a key that is no param of the DAG (a misspelt param).
+    So does a run whose config holds a key that is no param of the DAG (a misspelt param), and a
+    partition landed as a file, not a directory.
     """
 
     template_fields: Sequence[str] = ("lake", "dataset", "ds")
@@ -67,6 +68,11 @@ class RawPartitionCheckOperator(BaseOperator):
         lake = lake_root(self.lake, task_id=self.task_id)
         partition = f"{lake.rstrip('/')}/raw/{self.dataset}/date={self.ds}"
         directory = lake_path(partition)
+        if directory.is_file():  # iterdir()'s bare NotADirectoryError, on every retry
+            raise AirflowFailException(
+                f"raw partition {partition} is a file where the partition's directory belongs. Move "
+                f"it to {partition}/part-00000.parquet (docs/data-contract.md), then clear this task"
+            )
         listed = (
             sorted(p for p in directory.iterdir() if is_data_file(p.name) and p.is_file())
             if directory.exists()
