@@ -377,7 +377,7 @@ class LayeredFeatureCache:
                 len(ids),
                 _shown(ids),
             )
-            return computed, []
+            return computed, list(computed)  # every write-back was taken back
         not_stored: list[str] = []
         if superseded or kept_newer:
             # A writer got its records into the store meanwhile: serve those, not ours.

@@ -340,6 +340,58 @@ def test_a_computation_under_which_removals_keep_beginning_is_served_but_not_sto
     assert store.records == {}, "each write-back was taken back"
 
 
+def test_a_call_waiting_for_a_computation_that_stored_nothing_computes_the_id_itself(monkeypatch) -> None:
+    """The computation under which removals kept beginning reported none of its ids as not stored,
+    so a call waiting for it read the store, found nothing, and served no record for an id that
+    exists (the computing call was served it)."""
+    import threading
+
+    import featurelake.cache as cache_module
+
+    waiting = threading.Event()
+
+    class WaitedFor(cache_module._Computation):
+        def __init__(self) -> None:
+            super().__init__()
+            done = self.done
+
+            class Recorded(threading.Event):
+                def wait(self, timeout: float | None = None) -> bool:
+                    waiting.set()  # a call now waits for this computation
+                    return done.wait(timeout)
+
+                def set(self) -> None:
+                    done.set()
+
+            self.done = Recorded()
+
+    monkeypatch.setattr(cache_module, "_Computation", WaitedFor)
+    store = DictStore()
+    computed: list[list[str]] = []
+    computing = threading.Event()
+
+    def compute(ids):
+        computed.append(list(ids))
+        computing.set()
+        if len(computed) <= 3:  # the first call's three attempts each see a removal begin
+            store.removals_begun += 1
+        if len(computed) == 3:
+            assert waiting.wait(30), "the second call never waited for the first"
+        return {i: record(len(computed)) for i in ids}
+
+    cache = LayeredFeatureCache(view="v", store=store, compute=compute)
+    served: dict[str, FeatureRecord | None] = {}
+    first = threading.Thread(target=lambda: served.update(first=cache.get("a")))
+    first.start()
+    assert computing.wait(30)
+    served["second"] = cache.get("a")
+    first.join(30)
+
+    assert served == {"first": record(3), "second": record(4)}
+    assert computed == [["a"]] * 4, "the waiting call computed it once more, itself"
+    assert store.records == {"a": record(4)}
+
+
 def test_a_removal_under_one_computation_costs_one_more() -> None:
     store = DictStore()
     computed: list[list[str]] = []
