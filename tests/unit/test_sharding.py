@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,6 +25,35 @@ def test_placement_is_pinned() -> None:
         "u5": "redis-1:6379",
     }
     assert ring.node_for(b"fl:user_features:u3") == "redis-2:6379"
+
+
+def _libketama_node_for(nodes: list[str], key: str) -> str:
+    """libketama's placement, written from its C source (ketama.c) apart from uhashring: for equal
+    weights 40 md5 digests per server of "<name>-<i>", each giving 4 points (its bytes read
+    little-endian); a key's point is its md5's first 4 bytes read the same way, and its server the
+    first point at or after it, wrapping round."""
+
+    def points(digest: bytes) -> list[int]:
+        return [int.from_bytes(digest[4 * h : 4 * h + 4], "little") for h in range(4)]
+
+    ring = sorted(
+        (point, node)
+        for node in nodes
+        for i in range(40)
+        for point in points(hashlib.md5(f"{node}-{i}".encode()).digest())
+    )
+    spot = points(hashlib.md5(key.encode()).digest())[0]
+    index = bisect.bisect_left(ring, (spot, ""))
+    return ring[index % len(ring)][1]
+
+
+@pytest.mark.parametrize("nodes", [NODES, [*NODES, "redis-3:6379"], ["10.0.0.5:7000"]])
+def test_placement_is_libketamas(nodes: list[str]) -> None:
+    """The placements pinned above are not just what uhashring gives today: every key is where
+    libketama, and so twemproxy and the other ketama clients, would put it."""
+    ring = ShardRing(nodes)
+    keys = [f"fl:user_features:u{i:07d}" for i in range(5000)]
+    assert [ring.node_for(key) for key in keys] == [_libketama_node_for(nodes, key) for key in keys]
 
 
 def test_group_by_node_keeps_every_key_once() -> None:
