@@ -500,18 +500,27 @@ def _shown_type(data_type: T.DataType | None) -> str:
 
 def check_categories(categories: DataFrame, *, path: str) -> None:
     """Fail, naming the lookup and what to fix, when the categories lookup cannot give transactions
-    their groups (two small actions on the lookup):
+    their groups (one small action on the lookup):
     - it holds no row, or a row with a null `category_id`, which no transaction joins;
     - it gives a `category_id` a null, empty or `unknown` group: `unknown` is the group of ids
       missing from the lookup (docs/data-contract.md);
     - it maps one `category_id` to several groups: none could be picked but by row order.
     Each of the first two made every user's top group `unknown`, or some, without a word. Identical
     repeated rows are harmless and pass."""
-    group = F.coalesce(F.col("category_group"), F.lit(""))
-    rows, null_ids, unnamed = categories.agg(
-        F.count(F.lit(1)),
-        F.count_if(F.col("category_id").isNull()),
-        F.sort_array(F.collect_set(F.when(group.isin("", UNKNOWN_CATEGORY_GROUP), F.col("category_id")))),
+    unnamed_group = F.coalesce(F.col("category_group"), F.lit("")).isin("", UNKNOWN_CATEGORY_GROUP)
+    per_id = categories.groupBy("category_id").agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sort_array(F.collect_set("category_group")).alias("groups"),
+        F.max(unnamed_group).alias("unnamed"),
+    )
+    known = F.col("category_id").isNotNull()
+    rows, null_ids, unnamed, clashes = per_id.agg(
+        F.sum("rows"),
+        F.sum(F.when(~known, F.col("rows"))),
+        F.sort_array(F.collect_list(F.when(known & F.col("unnamed"), F.col("category_id")))),
+        F.sort_array(
+            F.collect_list(F.when(known & (F.size("groups") > 1), F.struct("category_id", "groups")))
+        ),
     ).first()
     fix = "fix the lookup (docs/data-contract.md, raw/categories) and rerun"
     if not rows:
@@ -532,18 +541,8 @@ def check_categories(categories: DataFrame, *, path: str) -> None:
             f"'{UNKNOWN_CATEGORY_GROUP}' category_group ('{UNKNOWN_CATEGORY_GROUP}' is the group of ids "
             f"missing from the lookup): give each id its group; {fix}"
         )
-    clashes = (
-        categories.select("category_id", "category_group")
-        .distinct()
-        .groupBy("category_id")
-        .agg(F.sort_array(F.collect_list("category_group")).alias("groups"))
-        .where(F.size("groups") > 1)
-        .orderBy("category_id")
-        .limit(20)
-        .collect()
-    )
     if clashes:
-        listed = "; ".join(f"{row['category_id']}: {', '.join(row['groups'])}" for row in clashes)
+        listed = "; ".join(f"{row['category_id']}: {', '.join(row['groups'])}" for row in clashes[:20])
         raise ValueError(
             f"the categories lookup {path} gives several category groups to category_id {listed}. "
             "category_id must be unique there: fix the lookup (one row per category_id) and rerun"
