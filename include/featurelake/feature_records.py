@@ -248,11 +248,11 @@ def decode_record(value: bytes) -> FeatureRecord:
         raise ValueError(
             f"record format version {decoded[0]!r}; this reader knows {FORMAT_VERSION}. Upgrade featurelake."
         )
-    # As the write scripts hold it (`record_date` in online_store.py): an int date failed the date
-    # comparison of readers with a bare TypeError, and bytes names were served as they were; a date
-    # that is not YYYY-MM-DD ("2026-10-28T10:00:00", "garbage") was served, and sorted after every
-    # later date, so that the write script kept it out of every write; bin, lists and maps were
-    # served as values, which the format has not.
+    # The date as the write scripts hold it (`record_date` in online_store.py): an int date failed
+    # the date comparison of readers with a bare TypeError, and one that is not YYYY-MM-DD
+    # ("2026-10-28T10:00:00", "garbage") was served, though it sorted after every later date. The
+    # names and values only here (the scripts do not look into the map): bytes names, and bin,
+    # lists and maps as values, which the format has not, were served as they were.
     feature_date, columns = decoded[1], decoded[2]
     if not (
         isinstance(feature_date, str)
