@@ -4,6 +4,10 @@ the key, as the write scripts do, and never serves it (docs/online-store.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import msgpack
 import pytest
 import redis
@@ -45,30 +49,40 @@ REFUSED_BY_READS = {
 MALFORMED |= REFUSED_BY_READS_AND_WRITES | REFUSED_BY_READS
 
 
+@contextmanager
+def _held_by_u1(config: OnlineStoreConfig, value: bytes) -> Iterator[tuple[OnlineStore, bytes, Any]]:
+    """A store of `config` whose key of entity u-1 holds `value`, on its owner; deleted after."""
+    with OnlineStore(config) as store:
+        key = store.key(VIEW, "u-1")
+        client = store.cluster_client() if config.cluster else store.client(store.ring.node_for(key))
+        client.set(key, value)
+        try:
+            yield store, key, client
+        finally:
+            client.delete(key)
+
+
+def _ring_and_cluster(redis_nodes: list[str], redis_cluster: list[str]) -> tuple[OnlineStoreConfig, ...]:
+    return (
+        OnlineStoreConfig(nodes=redis_nodes[:2]),
+        OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True),
+    )
+
+
 @pytest.mark.parametrize("kind", sorted(MALFORMED))
 def test_a_read_of_a_malformed_record_names_the_key_on_a_ring_and_a_cluster(
     redis_nodes: list[str], redis_cluster: list[str], kind: str
 ) -> None:
-    configs = (
-        OnlineStoreConfig(nodes=redis_nodes[:2]),
-        OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True),
-    )
-    for config in configs:
-        with OnlineStore(config) as store:
-            key = store.key(VIEW, "u-1")
-            client = store.cluster_client() if config.cluster else store.client(store.ring.node_for(key))
-            client.set(key, MALFORMED[kind])
-            try:
-                with pytest.raises(
-                    ValueError, match="online store key b'fl:user_features:u-1': not a featurelake"
-                ):
-                    store.read(VIEW, ["u-1"])
-                cache = LayeredFeatureCache(view=VIEW, store=store)
-                with pytest.raises(ValueError, match="online store key b'fl:user_features:u-1'"):
-                    cache.get_many(["u-1"])
-                assert len(cache) == 0
-            finally:
-                client.delete(key)
+    for config in _ring_and_cluster(redis_nodes, redis_cluster):
+        with _held_by_u1(config, MALFORMED[kind]) as (store, _, _):
+            with pytest.raises(
+                ValueError, match="online store key b'fl:user_features:u-1': not a featurelake"
+            ):
+                store.read(VIEW, ["u-1"])
+            cache = LayeredFeatureCache(view=VIEW, store=store)
+            with pytest.raises(ValueError, match="online store key b'fl:user_features:u-1'"):
+                cache.get_many(["u-1"])
+            assert len(cache) == 0
 
 
 def test_a_rebalancing_read_of_a_malformed_record_on_the_previous_node_names_the_key(
@@ -93,21 +107,11 @@ def test_a_write_or_removal_over_a_malformed_record_names_the_key_and_leaves_it(
     """The write script took these for records: a date it could not compare ('garbage') kept out
     every later one as older, counted as `kept_newer`; one with bytes after it was replaced without
     a word, though a read refused it."""
-    configs = (
-        OnlineStoreConfig(nodes=redis_nodes[:1]),
-        OnlineStoreConfig(nodes=redis_cluster[:1], cluster=True),
-    )
-    for config in configs:
-        with OnlineStore(config) as store:
-            key = store.key(VIEW, "u-1")
-            client = store.cluster_client() if config.cluster else store.client(redis_nodes[0])
-            client.set(key, MALFORMED[kind])
+    for config in _ring_and_cluster(redis_nodes, redis_cluster):
+        with _held_by_u1(config, MALFORMED[kind]) as (store, key, client):
             named = f"key {key.decode()} holds no featurelake record"
-            try:
-                with pytest.raises(redis.ResponseError, match=named):
-                    store.write(VIEW, [("u-1", FeatureRecord("2099-01-01", {"n": 3}))])
-                with pytest.raises(redis.ResponseError, match=named):
-                    store.remove_stale(VIEW, "2026-10-28", ["u-2"])
-                assert client.get(key) == MALFORMED[kind], "the value is left as it was"
-            finally:
-                client.delete(key)
+            with pytest.raises(redis.ResponseError, match=named):
+                store.write(VIEW, [("u-1", FeatureRecord("2099-01-01", {"n": 3}))])
+            with pytest.raises(redis.ResponseError, match=named):
+                store.remove_stale(VIEW, "2026-10-28", ["u-2"])
+            assert client.get(key) == MALFORMED[kind], "the value is left as it was"
