@@ -175,41 +175,74 @@ def test_an_item_failing_before_the_input_breaks_raises_first() -> None:
         list(run_stages(feed(), [Stage("check", lambda x: 1 / (x - 1))], max_in_flight=8))
 
 
-def test_a_failure_drops_the_queued_items_instead_of_running_them_first() -> None:
-    lock = threading.Lock()
-    started: list[int] = []
+class Started:
+    """A stage's calls, and those that began once the pipeline's pools began shutting down
+    (`stopping`, set by the pools_stopping fixture): by then the stop has cancelled every queued
+    call, so none should begin."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self.lock = threading.Lock()
+        self.stopping = stopping
+        self.all: list[int] = []
+        self.after_stop: list[int] = []
+
+    def record(self, x: int) -> None:
+        with self.lock:
+            self.all.append(x)
+            if self.stopping.is_set():
+                self.after_stop.append(x)
+
+    def wait_for(self, *items: int) -> None:
+        deadline = time.monotonic() + 30
+        while not set(items) <= set(self.all):
+            assert time.monotonic() < deadline, f"items {items} never started: {self.all}"
+            time.sleep(0.01)
+
+
+def test_a_failure_drops_the_queued_items_instead_of_running_them_first(
+    pools_stopping: threading.Event,
+) -> None:
+    started = Started(pools_stopping)
+    one_is_running = threading.Event()
 
     def refuse_zero(x: int) -> int:
-        with lock:
-            started.append(x)
+        started.record(x)
         if x == 0:
+            one_is_running.wait(10)
             raise ValueError("zero")
-        time.sleep(0.2)
+        one_is_running.set()
+        # Holds its worker until the stop, so the other items wait in the queue however slow the
+        # machine: at most one more can start on the worker item 0 freed.
+        pools_stopping.wait(10)
         return x
 
     with pytest.raises(StageError, match="failed on item 0"):
         list(run_stages(range(100), [Stage("check", refuse_zero, workers=2)], max_in_flight=40))
-    # the items already running finish; the other ~37 in flight are dropped, not run (about 4 s)
-    assert len(started) < 15, started
+    # the items already running finish; the other ~37 in flight are dropped, not run
+    assert started.after_stop == [], started.after_stop
+    assert {0, 1} <= set(started.all) <= {0, 1, 2}, started.all
 
 
 @pytest.mark.parametrize("interrupt", [False, True], ids=["closed-early", "ctrl-c"])
-def test_stopping_the_consumer_drops_the_queued_items(interrupt: bool) -> None:
-    lock = threading.Lock()
-    started: list[int] = []
+def test_stopping_the_consumer_drops_the_queued_items(
+    interrupt: bool, pools_stopping: threading.Event
+) -> None:
+    started = Started(pools_stopping)
 
     def slow(x: int) -> int:
-        with lock:
-            started.append(x)
-        time.sleep(0.2)
+        started.record(x)
+        if x > 0:
+            pools_stopping.wait(10)  # holds its worker until the stop: the others stay queued
         return x
 
     results = run_stages(range(100), [Stage("slow", slow, workers=2)], max_in_flight=40)
     assert next(results) == 0
+    started.wait_for(1, 2)  # both workers busy, items 3-39 queued
     if interrupt:  # Ctrl-C while the consumer works on a result; it comes out unchanged
         with pytest.raises(KeyboardInterrupt):
             results.throw(KeyboardInterrupt)
     else:
         results.close()
-    assert len(started) < 15, started
+    assert started.after_stop == [], started.after_stop
+    assert sorted(started.all) == [0, 1, 2], started.all
     assert not [t for t in threading.enumerate() if t.name.startswith("stage-slow")], "workers stopped"

@@ -42,60 +42,62 @@ def raise_unreadable_on_one(x: int) -> int:
 
 
 class Starts:
-    """Counts a stage's calls, and those that began after `stopped` was set."""
+    """Counts a stage's calls, and those that began once the pipeline's pools began shutting down
+    (`stopping`, set by the pools_stopping fixture): by then the stop has cancelled every queued
+    call, so none should begin."""
 
-    def __init__(self) -> None:
+    def __init__(self, stopping: threading.Event) -> None:
         self.lock = threading.Lock()
-        self.stopped = threading.Event()
+        self.stopping = stopping
+        self.three_running = threading.Event()
         self.all: list[int] = []
         self.after_stop: list[int] = []
 
     def record(self, x: int) -> None:
         with self.lock:
             self.all.append(x)
-            if self.stopped.is_set():
+            if self.stopping.is_set():
                 self.after_stop.append(x)
+        if x == 3:
+            self.three_running.set()
+        if x >= 3:
+            # Holds the stage's only worker until the stop, so items 4.. wait in its queue however
+            # slow the machine: none can start before the stop, and none may after it.
+            self.stopping.wait(10)
 
 
 @pytest.mark.parametrize("later_pool", ["thread", "process"])
-def test_closing_early_drops_the_queued_items_of_every_stage(later_pool: str) -> None:
-    starts = Starts()
+def test_closing_early_drops_the_queued_items_of_every_stage(
+    later_pool: str, pools_stopping: threading.Event
+) -> None:
+    starts = Starts(pools_stopping)
 
     def first(x: int) -> int:
         starts.record(x)
-        if x >= 3:
-            starts.stopped.wait(10)  # items 3.. pile up in this stage's queue until the close
-            # Some work: a stage left running while the close waits for item 1 (1.5 s) gets through ~7;
-            # a stopped one starts at most 2 more, unless the close is 0.6 s late (a loaded machine).
-            time.sleep(0.2)
         return x
 
     stages = [Stage("first", first, workers=1), Stage("later", slow_on_one, pool=later_pool, workers=1)]
     results = run_stages(range(100), stages, max_in_flight=40)
     assert next(results) == 0
-    while len(starts.all) < 4:  # item 3 is in "first", items 4-39 wait in its queue
-        time.sleep(0.01)
-    starts.stopped.set()
+    assert starts.three_running.wait(30)  # item 3 is in "first", items 4-39 wait in its queue
     results.close()  # while "later" still runs item 1
     # "first" was not left to work through its queue while the close waited for "later"
-    assert len(starts.after_stop) <= 2, starts.after_stop
+    assert starts.after_stop == [], starts.after_stop
+    assert starts.all == [0, 1, 2, 3]
 
 
-def test_a_failure_drops_the_queued_items_of_the_stages_before_it() -> None:
-    starts = Starts()
+def test_a_failure_drops_the_queued_items_of_the_stages_before_it(pools_stopping: threading.Event) -> None:
+    starts = Starts(pools_stopping)
     one_is_running = threading.Event()
 
     def first(x: int) -> int:
         starts.record(x)
-        if x >= 3:
-            starts.stopped.wait(10)
-            time.sleep(0.2)  # as above
         return x
 
     def check(x: int) -> int:
         if x == 0:
             one_is_running.wait(10)
-            starts.stopped.set()
+            starts.three_running.wait(10)  # items 4.. wait in the queue of "first"
             raise ValueError("zero")
         if x == 1:
             one_is_running.set()
@@ -105,7 +107,8 @@ def test_a_failure_drops_the_queued_items_of_the_stages_before_it() -> None:
     stages = [Stage("first", first, workers=1), Stage("check", check, workers=2)]
     with pytest.raises(StageError, match="stage 'check' failed on item 0: ValueError"):
         list(run_stages(range(100), stages, max_in_flight=40))
-    assert len(starts.after_stop) <= 2, starts.after_stop
+    assert starts.after_stop == [], starts.after_stop
+    assert starts.all == [0, 1, 2, 3]
 
 
 def test_a_worker_that_dies_breaks_the_pool_and_the_error_says_so() -> None:
