@@ -294,6 +294,8 @@ def stop_components(
             os.kill(pid, signal.SIGKILL)
     for process in processes:
         process.wait(timeout=10)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 15
+    while marked_processes(home) and time.monotonic() < deadline:
+        time.sleep(0.1)  # a killed process leaves /proc once the kernel has torn it down
     assert not marked_processes(home), f"processes survived SIGKILL: {marked_processes(home)}"
     return leftovers
