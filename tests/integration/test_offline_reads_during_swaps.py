@@ -6,7 +6,6 @@ directory being deleted."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from datetime import date
 from pathlib import Path
@@ -28,7 +27,6 @@ IDS = ["u1", "u2", "u3"]
 # Read until both are reached, however long a busy machine takes: no clock bounds the test.
 READS = 200
 SWAPS = 30
-PAUSE = 0.1  # between two swaps: a read overlaps one often, and five in a row (a retry each) almost never
 
 
 def write_version(target: Path, version: int) -> None:
@@ -61,15 +59,22 @@ def test_reads_during_swaps_give_one_whole_version(
     target = features / f"date={DAY.isoformat()}"
     write_version(target, 0)
     stop = threading.Event()
+    # The writer swaps again only once a read that began after its last swap has ended: the reads
+    # and swaps run at once, but whatever the machine's speed no read overlaps more than one swap,
+    # which its retries (READ_ATTEMPTS, 5) get past. A fixed pause between swaps let a slow read
+    # overlap five.
+    turns = threading.Condition()
     swaps = [0]
+    read_after_swap = [0]  # the most swaps done when a read that has ended began
 
     def rewrite() -> None:
         version = 1
         while not stop.is_set():
             write_version(target, version)
-            swaps[0] = version
+            with turns:
+                swaps[0] = version
+                turns.wait_for(lambda v=version: stop.is_set() or read_after_swap[0] >= v)
             version += 1
-            time.sleep(PAUSE)
 
     writer = threading.Thread(target=rewrite, name="rewrite-partition")
     writer.start()
@@ -78,18 +83,26 @@ def test_reads_during_swaps_give_one_whole_version(
         while reads < READS or swaps[0] < SWAPS:
             assert writer.is_alive(), "the writer thread died; see its traceback above"
             reads += 1
+            with turns:
+                swaps_before = swaps[0]
             try:
                 got = read_offline_features(str(features), IDS, as_of=DAY)
             except Exception as error:  # every failure is counted, and shown
                 failures.append(f"{type(error).__name__}: {error}")
                 continue
+            finally:
+                with turns:
+                    read_after_swap[0] = swaps_before
+                    turns.notify_all()
             versions = {record.values["version"] for record in got.values()}
             if not exchange and not got:
                 continue  # the documented instant with no directory: no date to read
             if sorted(got) != IDS or len(versions) != 1:
                 failures.append(f"ids {sorted(got)}, versions {sorted(versions)}")
     finally:
-        stop.set()
+        with turns:
+            stop.set()
+            turns.notify_all()
         writer.join()
     assert reads >= READS and swaps[0] >= SWAPS
     assert not failures, f"{len(failures)} of {reads} reads failed or mixed versions, e.g. {failures[:3]}"
