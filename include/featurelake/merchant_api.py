@@ -59,16 +59,26 @@ def build_app(*, rate: int) -> web.Application:
 
 
 class SandboxServer:
-    """The sandbox on 127.0.0.1:`port` in a background thread; a context manager."""
+    """The sandbox on 127.0.0.1:`port` in a background thread; a context manager. With `port` 0,
+    the default, it binds a port the system picks (no other process can take that port between its
+    choice and the bind); `port` and `base_url` say which once it has been entered."""
 
-    def __init__(self, *, port: int, rate: int = 50) -> None:
-        self.port = port
+    def __init__(self, *, port: int = 0, rate: int = 50) -> None:
+        self._port = port
         self.app = build_app(rate=rate)
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="merchant-api", daemon=True)
         self._runner: web.AppRunner | None = None
         self._failed: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port == 0:  # a URL built from it would name no server
+            raise RuntimeError(
+                "the sandbox picks its port when it starts: read it after entering the sandbox"
+            )
+        return self._port
 
     @property
     def base_url(self) -> str:
@@ -79,7 +89,8 @@ class SandboxServer:
         self._runner = web.AppRunner(self.app, access_log=None)
         try:
             self._loop.run_until_complete(self._runner.setup())
-            self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+            self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self._port).start())
+            self._port = self._runner.addresses[0][1]  # the one the system picked, for port 0
         except BaseException as error:  # a taken port: __enter__ raises it
             self._failed = error
             self._loop.run_until_complete(self._runner.cleanup())
@@ -90,13 +101,14 @@ class SandboxServer:
         self._loop.run_forever()
 
     def __enter__(self) -> SandboxServer:
+        where = f"port {self._port}" if self._port else "a port of its choosing"
         self._thread.start()
         if not self._started.wait(timeout=10):
-            raise TimeoutError(f"the merchant API sandbox did not start on port {self.port} in 10 s")
+            raise TimeoutError(f"the merchant API sandbox did not start on {where} in 10 s")
         if self._failed is not None:
             self._thread.join(timeout=10)
             raise OSError(
-                f"the merchant API sandbox could not serve on port {self.port}: {self._failed}"
+                f"the merchant API sandbox could not serve on {where}: {self._failed}"
             ) from self._failed
         return self
 

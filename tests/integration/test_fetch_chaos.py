@@ -40,7 +40,7 @@ from aiohttp import web
 
 from featurelake.fetch import MAX_REDIRECTS, FetchConfig, FetchResult, fetch_all
 from featurelake.merchant_api import SandboxServer
-from tests.support import ClientRequests, client_requests, free_port
+from tests.support import ClientRequests, client_requests
 
 pytestmark = pytest.mark.integration
 
@@ -670,7 +670,7 @@ def test_the_sandbox_closes_its_event_loop() -> None:
     left an open event loop (and its selector and self-pipe sockets) behind, which Python reports as
     "ResourceWarning: unclosed event loop" once it is collected."""
     with complaints_of_this_thread() as untidy:
-        with SandboxServer(port=free_port(), rate=10) as server:
+        with SandboxServer(rate=10) as server:
             config = FetchConfig(base_url=server.base_url, path_template="/merchants/{id}")
             result = asyncio.run(fetch_all(config, ["m00001"]))
         del server

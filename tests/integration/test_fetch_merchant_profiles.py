@@ -79,7 +79,7 @@ def test_requests_stay_under_the_rate_and_retries_fetch_everything() -> None:
     # The server's limit is twice the client's: its clock sees requests late and bunched when its
     # thread is starved (at 25 a second, a stall of 0.25 s could draw 429s). The exact check of the rate is
     # on the client's clock, below.
-    with SandboxServer(port=free_port(), rate=40) as server:
+    with SandboxServer(rate=40) as server:
         config = FetchConfig(
             base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=20, max_concurrency=6
         )
@@ -102,7 +102,7 @@ def test_requests_stay_under_the_rate_and_retries_fetch_everything() -> None:
 
 
 def test_a_client_faster_than_the_server_is_slowed_by_429s_and_loses_nothing() -> None:
-    with SandboxServer(port=free_port(), rate=10) as server:
+    with SandboxServer(rate=10) as server:
         config = FetchConfig(
             base_url=server.base_url,
             path_template=PATH_TEMPLATE,
@@ -159,7 +159,7 @@ def test_a_silent_api_fails_the_id_after_timeout_seconds() -> None:
 
 def test_a_redirect_loop_or_a_malformed_response_fails_that_id_alone_without_retry() -> None:
     good = [i for i in IDS[:14] if sandbox_profile(i) is not None]
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
     seen = add_misbehaviour(server, {"m-loop": redirect_to_itself, "m-garbage": malformed_status_line})
     with server:
         config = FetchConfig(
@@ -194,7 +194,7 @@ def test_every_redirect_hop_waits_for_the_rate_limit() -> None:
             return None
         raise web.HTTPFound(request.match_info["merchant_id"])  # relative: /merchants/<id>
 
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
     seen = add_misbehaviour(server, dict.fromkeys(ids, redirect_the_first_request))
     with server:
         config = FetchConfig(
@@ -212,7 +212,7 @@ def test_redirects_keep_credentials_on_their_origin_and_bad_ones_fail_their_id()
     """A hop to another origin drops Authorization (as aiohttp does); a same-origin hop keeps it; a
     redirect to a non-HTTP URL or without a Location fails its id alone, without retry."""
     near, away = PLAIN[:2]
-    other = SandboxServer(port=free_port(), rate=200)
+    other = SandboxServer(rate=200)
     elsewhere = add_misbehaviour(other, {})
     authorization: list[tuple[int, str, str | None]] = []
 
@@ -237,7 +237,7 @@ def test_redirects_keep_credentials_on_their_origin_and_bad_ones_fail_their_id()
     async def nowhere(request: web.Request, number: int) -> web.StreamResponse | None:
         return web.Response(status=302)
 
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
     server.app.middlewares.insert(0, record)
     seen = add_misbehaviour(
         server, {near: to_the_same_origin, away: to_another_origin, "m-ftp": to_ftp, "m-nowhere": nowhere}
@@ -278,7 +278,7 @@ def test_answers_that_hold_no_profile_and_redirects_with_credentials_fail_their_
     retry. A 300 or a 202 with a JSON body was taken as the profile, and a redirect to `http:///x`
     (no host) was followed as a path on the same origin. Now each fails its id alone, as the API's."""
     good = PLAIN[:4]
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
 
     async def with_credentials(request: web.Request, number: int) -> web.StreamResponse:
         raise web.HTTPFound(f"http://user:secret@127.0.0.1:{request.url.port}/merchants/{good[0]}")
@@ -331,7 +331,7 @@ def test_a_retry_after_http_date_pauses_every_request_until_the_date() -> None:
         until = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)  # whole seconds
         return web.json_response({"error": "maintenance"}, status=503, headers={"Retry-After": until})
 
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
     seen = add_misbehaviour(server, {dated: unavailable_for_a_second_or_two})
     with server:
         # 4/s: the others' turns come after the 503 is back, at 0.25 s intervals
@@ -353,7 +353,7 @@ def test_a_503_without_retry_after_backs_off_its_own_id_alone() -> None:
     async def unavailable_twice(request: web.Request, number: int) -> web.StreamResponse | None:
         return web.json_response({"error": "try again"}, status=503) if number <= 2 else None
 
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
     seen = add_misbehaviour(server, {plain: unavailable_twice})
     with server:
         config = FetchConfig(
@@ -379,7 +379,7 @@ def test_a_huge_retry_after_waits_only_max_retry_after_seconds() -> None:
             return None
         return web.json_response({"error": "rate limited"}, status=429, headers={"Retry-After": "86400"})
 
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
     seen = add_misbehaviour(server, {slow: come_back_tomorrow})
     with server:
         config = FetchConfig(
@@ -423,7 +423,7 @@ def test_an_api_outage_fails_the_task_and_keeps_the_last_good_partitions(tmp_pat
         connection = {"conn_type": "http", "host": "127.0.0.1", "port": port, "extra": extra}
         monkeypatch.setenv("AIRFLOW_CONN_MERCHANT_API", json.dumps(connection))
 
-    with SandboxServer(port=free_port(), rate=200) as server:
+    with SandboxServer(rate=200) as server:
         use_api(server.port, path_template=PATH_TEMPLATE, rate_per_second=150, max_concurrency=16)
         good = task.execute({})
     assert good["profiles"] > 10
@@ -433,7 +433,7 @@ def test_an_api_outage_fails_the_task_and_keeps_the_last_good_partitions(tmp_pat
     async def unavailable(request: web.Request, handler) -> web.StreamResponse:
         return web.json_response({"error": "down for maintenance"}, status=503)
 
-    outage = SandboxServer(port=free_port(), rate=200)
+    outage = SandboxServer(rate=200)
     outage.app.middlewares.append(unavailable)
     with outage:
         use_api(outage.port, path_template=PATH_TEMPLATE, rate_per_second=200, max_attempts=2)
@@ -476,7 +476,7 @@ def test_an_api_that_sends_its_errors_with_http_200_fails_the_task(tmp_path: Pat
     def use_api(port: int) -> None:
         use_sandbox(monkeypatch, port, rate_per_second=200)
 
-    with SandboxServer(port=free_port(), rate=200) as server:
+    with SandboxServer(rate=200) as server:
         use_api(server.port)
         good = task.execute({})
     profiles = partition_files(profile_dir)
@@ -485,7 +485,7 @@ def test_an_api_that_sends_its_errors_with_http_200_fails_the_task(tmp_path: Pat
     async def over_quota(request: web.Request, handler) -> web.StreamResponse:
         return web.json_response({"error": "quota exceeded"}, status=200)
 
-    api = SandboxServer(port=free_port(), rate=200)
+    api = SandboxServer(rate=200)
     api.app.middlewares.append(over_quota)
     with api, pytest.raises(ApiUnavailableError) as caught:
         use_api(api.port)
@@ -508,7 +508,7 @@ def test_the_dag_writes_profiles_and_quarantine_and_a_rerun_gives_the_same_files
     generate_lake(lake=lake, start=day, end=day, users=300, seed=3)
     dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).get_dag("merchant_profiles_daily")
     monkeypatch.setenv("AIRFLOW_VAR_FEATURELAKE_LAKE", str(lake))
-    with SandboxServer(port=free_port(), rate=200) as server:
+    with SandboxServer(rate=200) as server:
         use_sandbox(monkeypatch, server.port)
         files = []
         for _ in range(2):
@@ -576,7 +576,7 @@ def test_every_way_an_api_is_down_counts_as_the_apis_failure(outage: Answer) -> 
     nothing about the merchant, so they count in api_failed (and trip max_failed_fraction), while a
     404 stays the merchant's own."""
     ids = IDS[:6]
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
 
     @web.middleware
     async def down(request: web.Request, handler) -> web.StreamResponse:
@@ -618,7 +618,7 @@ def test_a_body_no_decoder_can_read_fails_that_id_alone() -> None:
     raise LookupError or RecursionError out of fetch_all and lose every id. An empty 200 body used
     to count as the merchant's own payload, null, instead of the API's failure."""
     good = PLAIN[:3]
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
     answers = {
         "m-base64": json_in_base64_charset,
         "m-rot13": bad_request_in_rot13_charset,
@@ -639,7 +639,7 @@ def test_a_body_no_decoder_can_read_fails_that_id_alone() -> None:
 
 @pytest.mark.parametrize("bad", [None, 1017, ""], ids=["none", "int", "empty"])
 def test_an_id_that_is_not_a_non_empty_string_is_refused_before_any_request(bad: object) -> None:
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
     seen = add_misbehaviour(server, {})
 
     async def main() -> list[asyncio.Task]:
@@ -679,7 +679,7 @@ def test_backoff_never_waits_more_than_max_backoff_seconds(monkeypatch: pytest.M
     async def unavailable_eleven_times(request: web.Request, number: int) -> web.StreamResponse | None:
         return web.json_response({"error": "try again"}, status=503) if number <= 11 else None
 
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
     seen = add_misbehaviour(server, {flaky: unavailable_eleven_times})
     with server:
         config = FetchConfig(
@@ -711,7 +711,7 @@ def test_a_redirect_to_a_host_no_resolver_accepts_fails_that_id_alone() -> None:
     of the run was lost for one merchant's bad redirect. Now that id fails alone, as the API's."""
     good = PLAIN[:4]
     bad = ["m-bad-host-empty-label", "m-bad-host-long-label", "m-bad-host-bad-punycode"]
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
     add_misbehaviour(server, dict.fromkeys(bad, to_a_host_no_resolver_accepts))
     with server:
         config = FetchConfig(base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=100)
@@ -769,7 +769,7 @@ def test_the_task_reads_the_merchants_of_any_partition_the_contract_accepts(
         pq.write_table(table, path)
 
     task = FetchMerchantProfilesOperator(task_id="fetch", lake=str(lake), ds=day.isoformat())
-    with SandboxServer(port=free_port(), rate=200) as server:
+    with SandboxServer(rate=200) as server:
         use_sandbox(monkeypatch, server.port, rate_per_second=200)
         result = task.execute({})
     assert result["merchants"] == len(merchants) > 10

@@ -17,7 +17,6 @@ from featurelake.merchant_api import SandboxServer
 from featurelake.merchant_profiles import sandbox_fails_first, sandbox_profile
 from featurelake.synthetic import generate_lake
 from tests.integration.test_fetch_merchant_profiles import use_sandbox
-from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +40,7 @@ def run_task(lake: Path, monkeypatch, answer: dict[str, bytes]) -> dict:
             return await handler(request)
         return web.Response(body=body, content_type="application/json")
 
-    server = SandboxServer(port=free_port(), rate=200)
+    server = SandboxServer(rate=200)
     server.app.middlewares.append(misbehave)
     with server:
         use_sandbox(monkeypatch, server.port)

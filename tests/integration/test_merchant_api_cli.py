@@ -90,3 +90,21 @@ def test_the_in_process_sandbox_names_a_taken_port() -> None:
         with pytest.raises(OSError, match=f"could not serve on port {port}: .*address already in use"):
             server.__enter__()
     assert not server._thread.is_alive()
+
+
+def test_the_in_process_sandbox_picks_its_port_as_it_binds() -> None:
+    """With no port, SandboxServer binds one the system picks, so no other process can take it
+    between its choice and the bind; a port read before that would name no server, so it raises."""
+    from featurelake.merchant_api import SandboxServer
+
+    server = SandboxServer()
+    with pytest.raises(RuntimeError, match="read it after entering the sandbox"):
+        server.base_url  # noqa: B018
+    with server:
+        assert server.port > 0
+        try:
+            with urllib.request.urlopen(f"{server.base_url}/merchants/m000001", timeout=5) as reply:
+                status = reply.status
+        except urllib.error.HTTPError as error:  # the sandbox fails some requests with a 503 once
+            status = error.code
+    assert status in (200, 503)

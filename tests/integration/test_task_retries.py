@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.support import PROJECT_ROOT, free_port, redis_client
+from tests.support import PROJECT_ROOT, redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -671,11 +671,11 @@ def test_fetch_retry_gives_the_uninterrupted_partitions(
 
     clean = Path(shutil.copytree(profiles_lake, tmp_path / "clean"))
     lake = Path(shutil.copytree(profiles_lake, tmp_path / "lake"))
-    with SandboxServer(port=free_port(), rate=1000) as server:
+    with SandboxServer(rate=1000) as server:
         want = runner.start(
             FETCH, {"lake": str(clean), "ds": FETCH_DAY.isoformat()}, env=fetch_env(server.port)
         ).result()
-    with SandboxServer(port=free_port(), rate=1000) as server:  # the killed attempt and its retry share it
+    with SandboxServer(rate=1000) as server:  # the killed attempt and its retry share it
         first, report = killed_then_retried(
             runner,
             FETCH,
