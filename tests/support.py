@@ -3,6 +3,7 @@ emptied Redis servers, Dask scheduler and worker processes, and the requests an 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -96,9 +97,11 @@ def dask_processes(
     `worker_command` + its address (with `env`); yields the scheduler's address. `protocol`, and
     the options added to the scheduler's and each worker's command, serve a TLS cluster, which
     this process reaches with `security` (a distributed.Security)."""
-    port = free_port()
-    address = f"{protocol}://127.0.0.1:{port}"
     base_env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    # Port 0: the scheduler binds a port the system picks, so no other process can take it first,
+    # and writes the address it listens on to its scheduler file.
+    scheduler_file = logs / "scheduler.json"
+    scheduler_file.unlink(missing_ok=True)
     scheduler = subprocess.Popen(
         [
             str(VENV_BIN / "dask"),
@@ -108,7 +111,9 @@ def dask_processes(
             "--host",
             "127.0.0.1",
             "--port",
-            str(port),
+            "0",
+            "--scheduler-file",
+            str(scheduler_file),
             "--no-dashboard",
             *scheduler_options,
         ],
@@ -118,6 +123,7 @@ def dask_processes(
     )
     processes = [scheduler]
     try:
+        address = _listening_address(scheduler, scheduler_file, logs / "scheduler.log")
         for n in range(workers):
             log = logs / f"worker-{n}.log"
             options = [
@@ -150,6 +156,22 @@ def dask_processes(
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _listening_address(
+    scheduler: subprocess.Popen, scheduler_file: Path, output: Path, *, timeout: float = 60
+) -> str:
+    """The address a `dask scheduler` listens on, once it has written its scheduler file."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return json.loads(scheduler_file.read_text())["address"]
+        except (FileNotFoundError, ValueError):  # not written yet, or half written
+            assert scheduler.poll() is None, output.read_text()[-2000:]
+            assert time.monotonic() < deadline, (
+                f"the dask scheduler wrote no {scheduler_file} in {timeout} s: {output.read_text()[-2000:]}"
+            )
+            time.sleep(0.1)
 
 
 def entity_on_node(store: Any, view: str, node: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.request
@@ -20,7 +21,7 @@ from featurelake.synthetic import generate_lake
 from tests.integration.test_user_features_job import assert_matches_oracle, read_features
 from tests.oracle.latest_features_duckdb import latest_features
 from tests.oracle.user_features_duckdb import compute_user_features
-from tests.support import PROJECT_ROOT, VENV_BIN, free_port
+from tests.support import PROJECT_ROOT, VENV_BIN
 
 pytestmark = pytest.mark.integration
 
@@ -210,10 +211,28 @@ def _wait_for(url: str, predicate, *, timeout: float) -> dict:
     raise TimeoutError(f"{url} did not reach the wanted state in {timeout} s (last error: {last})")
 
 
+def _started_services(
+    process: subprocess.Popen, log: Path, services: set[str], *, timeout: float
+) -> dict[str, int]:
+    """The port each of a Spark daemon's `services` bound, by name, read from its log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace")
+        bound = dict(re.findall(r"Successfully started service '(\w+)' on port (\d+)", text))
+        if services <= bound.keys():
+            return {name: int(bound[name]) for name in services}
+        assert process.poll() is None, f"{log.name}: {text[-2000:]}"
+        assert time.monotonic() < deadline, (
+            f"{log.name} named no port of {services} in {timeout} s: {text[-2000:]}"
+        )
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def standalone_cluster(tmp_path_factory) -> Iterator[tuple[str, str]]:
-    """A Spark standalone master and one worker (2 cores) on loopback; yields (master URL, master UI URL)."""
-    port, ui_port, worker_ui = free_port(), free_port(), free_port()
+    """A Spark standalone master and one worker (2 cores) on loopback; yields (master URL, master UI URL).
+    Each binds port 0, a port the system picks (no other process can take it first), and the
+    master's ports are read from its log."""
     logs = tmp_path_factory.mktemp("spark-standalone")
     env = {
         **os.environ,
@@ -230,9 +249,9 @@ def standalone_cluster(tmp_path_factory) -> Iterator[tuple[str, str]]:
             "--host",
             "127.0.0.1",
             "--port",
-            str(port),
+            "0",
             "--webui-port",
-            str(ui_port),
+            "0",
         ],
         env=env,
         stdout=(logs / "master.log").open("w"),
@@ -240,7 +259,8 @@ def standalone_cluster(tmp_path_factory) -> Iterator[tuple[str, str]]:
     )
     worker = None
     try:
-        ui = f"http://127.0.0.1:{ui_port}"
+        ports = _started_services(master, logs / "master.log", {"sparkMaster", "MasterUI"}, timeout=60)
+        port, ui = ports["sparkMaster"], f"http://127.0.0.1:{ports['MasterUI']}"
         _wait_for(f"{ui}/json/", lambda s: s.get("status") == "ALIVE", timeout=60)
         worker = subprocess.Popen(
             [
@@ -252,7 +272,7 @@ def standalone_cluster(tmp_path_factory) -> Iterator[tuple[str, str]]:
                 "--memory",
                 "2g",
                 "--webui-port",
-                str(worker_ui),
+                "0",
             ],
             env=env,
             stdout=(logs / "worker.log").open("w"),
