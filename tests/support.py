@@ -1,18 +1,20 @@
-"""Helpers shared by the test levels: free loopback ports, real spark-submit runs, Redis clients,
-emptied Redis servers, Dask scheduler and worker processes, and the requests an aiohttp client sends."""
+"""Helpers shared by the test levels: free loopback ports and servers started on them again when
+another process took one first, real spark-submit runs, Redis clients, emptied Redis servers, Dask
+scheduler and worker processes, and the requests an aiohttp client sends."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from featurelake.local_redis import free_port
 
@@ -20,16 +22,48 @@ __all__ = [
     "PROJECT_ROOT",
     "VENV_BIN",
     "ClientRequests",
+    "PortTaken",
     "client_requests",
     "dask_processes",
     "emptied_redis_nodes",
     "free_port",
+    "port_taken_line",
     "redis_client",
+    "retried_on_taken_port",
     "spark_submit",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+
+log = logging.getLogger(__name__)
+
+Started = TypeVar("Started")
+
+
+class PortTaken(Exception):
+    """A server could not bind the free port it was given: another process bound it in between."""
+
+
+def port_taken_line(output: str) -> str | None:
+    """The line of a server's output that says its bind failed with EADDRINUSE (as Python's
+    servers, uvicorn and aiohttp, and redis-server word it), if one does."""
+    return next(
+        (line.strip() for line in output.splitlines() if "address already in use" in line.lower()), None
+    )
+
+
+def retried_on_taken_port(start: Callable[[], Started], *, what: str, attempts: int = 5) -> Started:
+    """`start()`, called again while it raises PortTaken, up to `attempts` calls in all; the last
+    one's PortTaken is raised. `start` picks its free ports afresh on each call, and stops whatever
+    it started before it raises: `free_port()` is free only when it looks, and a process that must
+    be told its port binds it later, when another process may have taken it."""
+    for attempt in range(1, attempts):
+        try:
+            return start()
+        except PortTaken as taken:
+            log.info("%s: %s; starting again on new ports (try %d of %d)", what, taken, attempt, attempts)
+    return start()
 
 
 def spark_submit(

@@ -12,33 +12,48 @@ from pathlib import Path
 
 import pytest
 
-from featurelake.local_redis import free_port
+from tests.support import PortTaken, free_port, port_taken_line, retried_on_taken_port
 
 pytestmark = pytest.mark.integration
 
 
 def test_the_sandbox_serves_on_every_address_it_is_told_to() -> None:
-    port = free_port()
     featurelake = Path(sys.executable).with_name("featurelake")
-    server = subprocess.Popen(
-        [str(featurelake), "merchant-api", "--host", "0.0.0.0", "--port", str(port), "--rate", "100"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+
+    def start() -> tuple[subprocess.Popen, int, int]:
+        """The server, its port and the status of its first answer."""
+        port = free_port("0.0.0.0")  # where it binds, which covers 127.0.0.1 too
+        server = subprocess.Popen(
+            [str(featurelake), "merchant-api", "--host", "0.0.0.0", "--port", str(port), "--rate", "100"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if server.poll() is not None:
+                    output = server.stdout.read()
+                    if taken := port_taken_line(output):
+                        raise PortTaken(taken)
+                    pytest.fail(f"featurelake merchant-api exited at start: {output}")
+                try:
+                    url = f"http://127.0.0.1:{port}/merchants/m000001"
+                    with urllib.request.urlopen(url, timeout=2) as reply:
+                        return server, port, reply.status
+                except urllib.error.HTTPError as error:  # the sandbox fails some requests with a 503 once
+                    return server, port, error.code
+                except OSError:  # not listening yet, or another process took the port and does not answer
+                    assert time.monotonic() < deadline, "featurelake merchant-api did not answer in 30 s"
+                    time.sleep(0.2)
+        except BaseException:
+            server.terminate()
+            server.communicate(timeout=10)
+            raise
+
+    server, port, status = retried_on_taken_port(start, what="featurelake merchant-api")
     try:
-        deadline = time.monotonic() + 30
-        statuses: list[int] = []
-        while time.monotonic() < deadline and not statuses:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/merchants/m000001", timeout=2) as reply:
-                    statuses.append(reply.status)
-            except urllib.error.HTTPError as error:  # the sandbox fails some requests with a 503 once
-                statuses.append(error.code)
-            except urllib.error.URLError:
-                assert server.poll() is None, server.stdout.read()
-                time.sleep(0.2)
-        assert statuses and statuses[0] in (200, 503), statuses
+        assert status in (200, 503), status
     finally:
         server.terminate()
         output, _ = server.communicate(timeout=10)

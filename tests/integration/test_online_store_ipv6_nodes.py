@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from featurelake.feature_records import FeatureRecord
-from featurelake.local_redis import free_port
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
+from tests.support import PortTaken, free_port, port_taken_line, retried_on_taken_port
 
 pytestmark = pytest.mark.integration
 
@@ -23,24 +25,51 @@ pytestmark = pytest.mark.integration
 def ipv6_port(tmp_path_factory) -> Iterator[int]:
     """The port of a redis-server that listens on ::1 only."""
     folder: Path = tmp_path_factory.mktemp("redis-ipv6")
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "::1", "--save", "", "--dir", str(folder)]
-    server = subprocess.Popen(command, stdout=(folder / "redis.log").open("w"), stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with redis.Redis(host="::1", port=port) as client:
-                    client.ping()
-                break
-            except redis.ConnectionError:
-                assert server.poll() is None, (folder / "redis.log").read_text()
+    log = folder / "redis.log"
+
+    def start() -> tuple[subprocess.Popen, int]:
+        try:
+            port = free_port("::1")
+        except OSError as error:  # EADDRNOTAVAIL: no ::1
+            pytest.fail(
+                "no port is free on ::1: enable IPv6 on the loopback interface "
+                f"(sysctl net.ipv6.conf.lo.disable_ipv6=0); {error}"
+            )
+        command = ["redis-server", "--port", str(port), "--bind", "::1", "--save", "", "--dir", str(folder)]
+        server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                if server.poll() is not None:
+                    if taken := port_taken_line(log.read_text()):
+                        raise PortTaken(taken)
+                    pytest.fail(f"redis-server exited at start: {log.read_text()}")
                 if time.monotonic() > deadline:
                     pytest.fail(
                         "no redis-server answered on ::1: enable IPv6 on the loopback interface "
-                        f"(sysctl net.ipv6.conf.lo.disable_ipv6=0); {(folder / 'redis.log').read_text()}"
+                        f"(sysctl net.ipv6.conf.lo.disable_ipv6=0); {log.read_text()}"
                     )
-                time.sleep(0.1)
+                try:
+                    # One short try per poll: another process that took the port may accept and
+                    # never answer, and ours then exits, above
+                    with redis.Redis(
+                        host="::1",
+                        port=port,
+                        socket_connect_timeout=1,
+                        socket_timeout=1,
+                        retry=Retry(NoBackoff(), 0),
+                    ) as client:
+                        client.ping()
+                    return server, port
+                except (redis.ConnectionError, redis.TimeoutError):
+                    time.sleep(0.1)
+        except BaseException:
+            server.terminate()
+            server.wait(timeout=15)
+            raise
+
+    server, port = retried_on_taken_port(start, what="the redis-server on ::1")
+    try:
         yield port
     finally:
         server.terminate()

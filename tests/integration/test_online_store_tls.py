@@ -16,10 +16,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from featurelake.feature_records import FeatureRecord
-from featurelake.local_redis import free_port
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
+from tests.support import PortTaken, free_port, port_taken_line, retried_on_taken_port
 
 pytestmark = pytest.mark.integration
 
@@ -63,24 +65,47 @@ def tls_redis(tmp_path_factory) -> Iterator[tuple[int, str]]:
     ca = _certificate("featurelake test CA", ca_key, ca=True)
     server = _certificate("localhost", server_key, issuer=ca.subject, issuer_key=ca_key)
     ca_path = _write_pem(folder / "ca.pem", ca)
-    port = free_port()
-    command = ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
-    command += ["--tls-cert-file", _write_pem(folder / "server.pem", server)]
-    command += ["--tls-key-file", _write_pem(folder / "server.key", server_key)]
-    command += ["--tls-ca-cert-file", ca_path, "--tls-auth-clients", "no", "--save", "", "--dir", str(folder)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        client = redis.Redis(port=port, ssl=True, ssl_ca_certs=ca_path, socket_connect_timeout=1)
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, process.stdout.read().decode(errors="replace")
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
+    options = ["--tls-cert-file", _write_pem(folder / "server.pem", server)]
+    options += ["--tls-key-file", _write_pem(folder / "server.key", server_key)]
+    options += ["--tls-ca-cert-file", ca_path, "--tls-auth-clients", "no", "--save", "", "--dir", str(folder)]
+
+    def start() -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        command = ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", *options]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # One short try per poll: another process that took the port may accept and never answer,
+        # and ours then exits, below
+        client = redis.Redis(
+            port=port,
+            ssl=True,
+            ssl_ca_certs=ca_path,
+            socket_connect_timeout=1,
+            socket_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                if process.poll() is not None:
+                    output = process.stdout.read().decode(errors="replace")
+                    if taken := port_taken_line(output):
+                        raise PortTaken(taken)
+                    pytest.fail(f"the TLS redis-server exited at start: {output}")
                 assert time.monotonic() < deadline, "the TLS redis-server did not answer in 15 s"
-                time.sleep(0.05)
-        client.close()
+                try:
+                    client.ping()
+                    return process, port
+                except (redis.ConnectionError, redis.TimeoutError):
+                    time.sleep(0.05)
+        except BaseException:
+            process.terminate()
+            process.wait(timeout=10)
+            raise
+        finally:
+            client.close()
+
+    process, port = retried_on_taken_port(start, what="the TLS redis-server")
+    try:
         yield port, ca_path
     finally:
         process.terminate()
