@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import VENV_BIN, free_port
+from tests.support import VENV_BIN, PortTaken, free_port, port_taken_line, retried_on_taken_port
 
 __all__ = ["MARKER", "AirflowStack", "component_env", "private_postgres_database", "stop_components"]
 
@@ -79,27 +79,23 @@ def private_postgres_database(prefix: str) -> Iterator[str]:
 
 
 def component_env(
-    *, home: Path, database: str, port: int, lake: Path, online_nodes: list[str], **overrides: str
+    *, home: Path, database: str, lake: Path, online_nodes: list[str], **overrides: str
 ) -> dict[str, str]:
     """The environment every component of one test's Airflow shares: its own home and database, the
-    API on a free loopback port, and the DAGs' connections (Spark local[2], the online store's ring,
-    the Dask default of airflow.env). The scheduler creates no runs from the DAGs' own timetables
-    (`use_job_schedule` off), so the only runs are the ones the test asks for."""
-    return {
+    API and the log servers on free loopback ports (`with_free_ports`), and the DAGs' connections
+    (Spark local[2], the online store's ring, the Dask default of airflow.env). The scheduler
+    creates no runs from the DAGs' own timetables (`use_job_schedule` off), so the only runs are
+    the ones the test asks for."""
+    env = {
         **os.environ,  # airflow.env as applied by tests/conftest.py: dags and plugins folders
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
         "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         # Components started one by one must share these, or task tokens fail between them.
         "AIRFLOW__API_AUTH__JWT_SECRET": f"featurelake-test-jwt-{home.name}",
         "AIRFLOW__API__SECRET_KEY": f"featurelake-test-api-{home.name}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        # The log servers' fixed default ports (8793, 8794) would clash with another Airflow here.
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
@@ -111,20 +107,41 @@ def component_env(
             {"conn_type": "redis", "host": "127.0.0.1", "port": 1, "extra": {"nodes": online_nodes}}
         ),
         "NO_COLOR": "1",
+        # What a component says reaches its log at once: start_listening reads the logs as they run
+        "PYTHONUNBUFFERED": "1",
         MARKER: str(home),
         **overrides,
+    }
+    return with_free_ports(env)
+
+
+def with_free_ports(env: dict[str, str]) -> dict[str, str]:
+    """`env` with new free loopback ports for the API and the log servers."""
+    port = free_port()
+    return {
+        **env,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        # The log servers' fixed default ports (8793, 8794) would clash with another Airflow here.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
     }
 
 
 @dataclass
 class AirflowStack:
-    """A running Airflow of one test: its home, shared environment, API root and component logs."""
+    """A running Airflow of one test: its home, shared environment, component processes and their
+    logs. The API's root, `base_url`, follows the environment's port."""
 
     home: Path
     env: dict[str, str]
-    base_url: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
     _token: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['AIRFLOW__API__PORT']}"
 
     # --- diagnostics -------------------------------------------------------------------------
     def task_log_tails(self, lines: int = 60) -> str:
@@ -155,13 +172,60 @@ class AirflowStack:
         log = self.home / f"{name}.log"
         self.logs.append(log)
         with log.open("w") as output:
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 [str(VENV_BIN / "airflow"), *args],
                 env=self.env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self.processes.append(process)
+        return process
+
+    def start_listening(
+        self, start_components: Callable[[], object], *, stop_signal: int, timeout: float
+    ) -> None:
+        """Call `start_components` (which `start`s each component) on free ports, and wait until
+        the api-server listens. The ports are free when chosen, but another process can bind one
+        before the component that was told it does: when a component says so, every component is
+        stopped (with `stop_signal`, as `stop_components`) and started again on new ports."""
+
+        def attempt() -> None:
+            self.env = with_free_ports(self.env)
+            self.processes, self.logs = [], []
+            try:
+                start_components()
+                self._wait_for_api(timeout=timeout)
+            except BaseException:
+                stop_components(self.processes, self.home, sig=stop_signal)
+                self.processes = []
+                raise
+
+        retried_on_taken_port(attempt, what=f"the Airflow in {self.home}")
+
+    def _wait_for_api(self, *, timeout: float) -> None:
+        """Until the api-server says it listens on its port. Raises PortTaken when a component says
+        a port was in use: the API's (another server would answer in its place), or a log
+        server's (one that binds after the API listens goes unnoticed; the tests read task logs
+        from files)."""
+        listening = f"Uvicorn running on {self.base_url}"
+        deadline = time.monotonic() + timeout
+        while True:
+            # Which exited before reading what they said: an exit's last words are then in its log
+            exited = [process for process in self.processes if process.poll() is not None]
+            outputs = {log.name: log.read_text(errors="replace") for log in self.logs}
+            for name, output in outputs.items():
+                if taken := port_taken_line(output):
+                    raise PortTaken(f"{name}: {taken}")
+            if any(listening in output for output in outputs.values()):
+                return
+            if exited:
+                pytest.fail(f"a component exited before the API listened{self.diagnostics()}")
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"the API did not listen on {self.base_url} in {timeout:.0f} s{self.diagnostics()}"
+                )
+            time.sleep(1)
 
     def poll(self, what: str, check: Callable[[], Any], *, timeout: float, every: float = 2) -> Any:
         """Call `check` until it returns something truthy; fail with the logs after `timeout` s."""

@@ -19,7 +19,7 @@ from featurelake.synthetic import generate_lake
 from tests.airflow_stack import AirflowStack, component_env, private_postgres_database, stop_components
 from tests.integration.test_user_features_job import assert_matches_oracle, read_features
 from tests.oracle.user_features_duckdb import compute_user_features
-from tests.support import emptied_redis_nodes, free_port
+from tests.support import emptied_redis_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -56,16 +56,17 @@ def standalone(
 ) -> Iterator[AirflowStack]:
     """`airflow standalone` with a fresh home and database, serving on a free loopback port."""
     home = tmp_path_factory.mktemp("standalone-home")
-    port = free_port()
-    env = component_env(
-        home=home, database=metadata_database, port=port, lake=lake, online_nodes=online_nodes
-    )
-    stack = AirflowStack(home=home, env=env, base_url=f"http://127.0.0.1:{port}")
-    process = stack.start("standalone", "standalone")
+    env = component_env(home=home, database=metadata_database, lake=lake, online_nodes=online_nodes)
+    stack = AirflowStack(home=home, env=env)
     try:
+        stack.start_listening(
+            lambda: stack.start("standalone", "standalone"),
+            stop_signal=signal.SIGINT,
+            timeout=STARTUP_TIMEOUT,
+        )
         yield stack
     finally:
-        leftovers = stop_components([process], home, sig=signal.SIGINT)
+        leftovers = stop_components(stack.processes, home, sig=signal.SIGINT)
         if leftovers:
             print(f"killed {len(leftovers)} processes that outlived standalone's SIGINT stop: {leftovers}")
 

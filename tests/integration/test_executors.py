@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ from tests.integration.test_merchant_stats import assert_matches as assert_merch
 from tests.integration.test_user_features_job import assert_matches_oracle, read_features
 from tests.oracle.merchant_stats_duckdb import oracle
 from tests.oracle.user_features_duckdb import compute_user_features
-from tests.support import emptied_redis_nodes, free_port
+from tests.support import emptied_redis_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -55,16 +54,14 @@ def stack(request, tmp_path_factory, redis_shard_2, redis_shard_3) -> Iterator[A
     lake = home / "lake"
     generate_lake(lake=lake, start=DS - timedelta(days=95), end=DS, users=150, seed=29)
     online_nodes = emptied_redis_nodes(redis_shard_2, redis_shard_3)
-    port = free_port()
     with (
         private_postgres_database(f"featurelake_{executor.lower()}") as database,
         LocalRedisServer() as broker,
-        SandboxServer(port=free_port(), rate=200) as merchant_api,
+        SandboxServer(rate=200) as merchant_api,
     ):
         env = component_env(
             home=home,
             database=database,
-            port=port,
             lake=lake,
             online_nodes=online_nodes,
             AIRFLOW__CORE__EXECUTOR=executor,
@@ -102,20 +99,23 @@ def stack(request, tmp_path_factory, redis_shard_2, redis_shard_3) -> Iterator[A
                 }
             ),
         )
-        stack = AirflowStack(home=home, env=env, base_url=f"http://127.0.0.1:{port}")
+        stack = AirflowStack(home=home, env=env)
         migrated = stack.airflow("db", "migrate", timeout=300)
         assert migrated.returncode == 0, f"airflow db migrate failed:\n{migrated.stdout}\n{migrated.stderr}"
-        processes: list[subprocess.Popen] = []
-        try:
-            processes.append(stack.start("api-server", "api-server"))
-            processes.append(stack.start("scheduler", "scheduler"))
-            processes.append(stack.start("dag-processor", "dag-processor"))
+
+        def start_components() -> None:
+            stack.start("api-server", "api-server")
+            stack.start("scheduler", "scheduler")
+            stack.start("dag-processor", "dag-processor")
             if executor == "CeleryExecutor":
-                processes.append(stack.start("celery-worker", "celery", "worker", "--concurrency", "2"))
+                stack.start("celery-worker", "celery", "worker", "--concurrency", "2")
+
+        # SIGTERM: a warm shutdown for the Celery worker, a clean stop for the others.
+        try:
+            stack.start_listening(start_components, stop_signal=signal.SIGTERM, timeout=STARTUP_TIMEOUT)
             yield stack
         finally:
-            # SIGTERM: a warm shutdown for the Celery worker, a clean stop for the others.
-            leftovers = stop_components(processes, home, sig=signal.SIGTERM)
+            leftovers = stop_components(stack.processes, home, sig=signal.SIGTERM)
             if leftovers:
                 print(f"killed {len(leftovers)} processes that outlived SIGTERM: {leftovers}")
 
