@@ -5,7 +5,6 @@ brackets and failed every call with "Name or service not known"."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from redis.retry import Retry
 
 from featurelake.feature_records import FeatureRecord
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
-from tests.support import PortTaken, free_port, port_taken_line, retried_on_taken_port
+from tests.support import free_port, redis_server_told_its_port, retried_on_taken_port
 
 pytestmark = pytest.mark.integration
 
@@ -36,37 +35,18 @@ def ipv6_port(tmp_path_factory) -> Iterator[int]:
                 f"(sysctl net.ipv6.conf.lo.disable_ipv6=0); {error}"
             )
         command = ["redis-server", "--port", str(port), "--bind", "::1", "--save", "", "--dir", str(folder)]
-        server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                if server.poll() is not None:
-                    if taken := port_taken_line(log.read_text()):
-                        raise PortTaken(taken)
-                    pytest.fail(f"redis-server exited at start: {log.read_text()}")
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        "no redis-server answered on ::1: enable IPv6 on the loopback interface "
-                        f"(sysctl net.ipv6.conf.lo.disable_ipv6=0); {log.read_text()}"
-                    )
-                try:
-                    # One short try per poll: another process that took the port may accept and
-                    # never answer, and ours then exits, above
-                    with redis.Redis(
-                        host="::1",
-                        port=port,
-                        socket_connect_timeout=1,
-                        socket_timeout=1,
-                        retry=Retry(NoBackoff(), 0),
-                    ) as client:
-                        client.ping()
-                    return server, port
-                except (redis.ConnectionError, redis.TimeoutError):
-                    time.sleep(0.1)
-        except BaseException:
-            server.terminate()
-            server.wait(timeout=15)
-            raise
+        client = redis.Redis(
+            host="::1", port=port, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
+        server = redis_server_told_its_port(
+            command,
+            port=port,
+            output=log,
+            client=client,
+            what="the redis-server on ::1",
+            not_answering="enable IPv6 on the loopback interface (sysctl net.ipv6.conf.lo.disable_ipv6=0)",
+        )
+        return server, port
 
     server, port = retried_on_taken_port(start, what="the redis-server on ::1")
     try:

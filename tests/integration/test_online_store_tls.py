@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from redis.retry import Retry
 
 from featurelake.feature_records import FeatureRecord
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
-from tests.support import PortTaken, free_port, port_taken_line, retried_on_taken_port
+from tests.support import free_port, redis_server_told_its_port, retried_on_taken_port
 
 pytestmark = pytest.mark.integration
 
@@ -72,9 +71,6 @@ def tls_redis(tmp_path_factory) -> Iterator[tuple[int, str]]:
     def start() -> tuple[subprocess.Popen, int]:
         port = free_port()
         command = ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", *options]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        # One short try per poll: another process that took the port may accept and never answer,
-        # and ours then exits, below
         client = redis.Redis(
             port=port,
             ssl=True,
@@ -83,26 +79,15 @@ def tls_redis(tmp_path_factory) -> Iterator[tuple[int, str]]:
             socket_timeout=1,
             retry=Retry(NoBackoff(), 0),
         )
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                if process.poll() is not None:
-                    output = process.stdout.read().decode(errors="replace")
-                    if taken := port_taken_line(output):
-                        raise PortTaken(taken)
-                    pytest.fail(f"the TLS redis-server exited at start: {output}")
-                assert time.monotonic() < deadline, "the TLS redis-server did not answer in 15 s"
-                try:
-                    client.ping()
-                    return process, port
-                except (redis.ConnectionError, redis.TimeoutError):
-                    time.sleep(0.05)
-        except BaseException:
-            process.terminate()
-            process.wait(timeout=10)
-            raise
-        finally:
-            client.close()
+        server = redis_server_told_its_port(
+            command,
+            port=port,
+            output=folder / "redis.log",
+            client=client,
+            what="the TLS redis-server",
+            not_answering="see its log",
+        )
+        return server, port
 
     process, port = retried_on_taken_port(start, what="the TLS redis-server")
     try:

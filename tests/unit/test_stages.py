@@ -10,6 +10,7 @@ import traceback
 import pytest
 
 from featurelake.stages import Stage, StageError, run_stages
+from tests.unit.stage_calls import StageCalls
 
 
 def add_one(x: int) -> int:
@@ -175,34 +176,10 @@ def test_an_item_failing_before_the_input_breaks_raises_first() -> None:
         list(run_stages(feed(), [Stage("check", lambda x: 1 / (x - 1))], max_in_flight=8))
 
 
-class Started:
-    """A stage's calls, and those that began once the pipeline's pools began shutting down
-    (`stopping`, set by the pools_stopping fixture): by then the stop has cancelled every queued
-    call, so none should begin."""
-
-    def __init__(self, stopping: threading.Event) -> None:
-        self.lock = threading.Lock()
-        self.stopping = stopping
-        self.all: list[int] = []
-        self.after_stop: list[int] = []
-
-    def record(self, x: int) -> None:
-        with self.lock:
-            self.all.append(x)
-            if self.stopping.is_set():
-                self.after_stop.append(x)
-
-    def wait_for(self, *items: int) -> None:
-        deadline = time.monotonic() + 30
-        while not set(items) <= set(self.all):
-            assert time.monotonic() < deadline, f"items {items} never started: {self.all}"
-            time.sleep(0.01)
-
-
 def test_a_failure_drops_the_queued_items_instead_of_running_them_first(
     pools_stopping: threading.Event,
 ) -> None:
-    started = Started(pools_stopping)
+    started = StageCalls(pools_stopping)
     one_is_running = threading.Event()
 
     def refuse_zero(x: int) -> int:
@@ -227,7 +204,7 @@ def test_a_failure_drops_the_queued_items_instead_of_running_them_first(
 def test_stopping_the_consumer_drops_the_queued_items(
     interrupt: bool, pools_stopping: threading.Event
 ) -> None:
-    started = Started(pools_stopping)
+    started = StageCalls(pools_stopping)
 
     def slow(x: int) -> int:
         started.record(x)

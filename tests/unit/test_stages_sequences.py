@@ -11,6 +11,7 @@ import time
 import pytest
 
 from featurelake.stages import Stage, StageError, run_stages
+from tests.unit.stage_calls import StageCalls
 
 
 def slow_on_one(x: int) -> int:
@@ -41,28 +42,20 @@ def raise_unreadable_on_one(x: int) -> int:
     return x
 
 
-class Starts:
-    """Counts a stage's calls, and those that began once the pipeline's pools began shutting down
-    (`stopping`, set by the pools_stopping fixture): by then the stop has cancelled every queued
-    call, so none should begin."""
+class Starts(StageCalls):
+    """StageCalls whose items from 3 on hold the stage's only worker until the stop, so items 4..
+    wait in its queue however slow the machine: none can start before the stop, and none may
+    after it."""
 
     def __init__(self, stopping: threading.Event) -> None:
-        self.lock = threading.Lock()
-        self.stopping = stopping
+        super().__init__(stopping)
         self.three_running = threading.Event()
-        self.all: list[int] = []
-        self.after_stop: list[int] = []
 
     def record(self, x: int) -> None:
-        with self.lock:
-            self.all.append(x)
-            if self.stopping.is_set():
-                self.after_stop.append(x)
+        super().record(x)
         if x == 3:
             self.three_running.set()
         if x >= 3:
-            # Holds the stage's only worker until the stop, so items 4.. wait in its queue however
-            # slow the machine: none can start before the stop, and none may after it.
             self.stopping.wait(10)
 
 
