@@ -109,7 +109,6 @@ def _finish_backfill_runs(dag_id: str) -> None:
     (Airflow refuses a new backfill of a DAG while one is open)."""
     from airflow.models import DagRun
     from airflow.models.backfill import Backfill
-    from airflow.utils import timezone
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
     from sqlalchemy import update
@@ -119,7 +118,7 @@ def _finish_backfill_runs(dag_id: str) -> None:
         session.execute(
             update(Backfill)
             .where(Backfill.dag_id == dag_id, Backfill.completed_at.is_(None))
-            .values(completed_at=timezone.utcnow())
+            .values(completed_at=datetime.now(UTC))
         )
 
 
