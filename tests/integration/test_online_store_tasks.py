@@ -69,6 +69,29 @@ def test_a_partition_that_fails_its_checks_publishes_nothing(
         assert client.dbsize() == 0, "the date was half published"
 
 
+@pytest.mark.parametrize("padding", ["\n", " "], ids=["trailing-newline", "leading-space"])
+def test_a_lake_root_with_white_space_round_it_publishes_its_partition(
+    tmp_path: Path, redis_nodes: list[str], monkeypatch: pytest.MonkeyPatch, padding: str
+) -> None:
+    """The task checked the stripped root, then read the partition under the raw one: a Variable
+    with a trailing newline named a path that did not exist, read as an absent partition, and every
+    record of the date was removed, in a task that succeeded."""
+    node = redis_nodes[0]
+    host, port = node.rsplit(":", 1)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FEATURELAKE_ONLINE", json.dumps({"conn_type": "redis", "host": host, "port": int(port)})
+    )
+    features_partition(tmp_path, pa.table({"user_id": USERS, "n": list(range(300))}))
+    assert publish(tmp_path)["written"] == 300
+    padded = f"{tmp_path}{padding}" if padding == "\n" else f"{padding}{tmp_path}"
+    from featurelake_airflow.operators.publish_online_features import PublishOnlineFeaturesOperator
+
+    report = PublishOnlineFeaturesOperator(task_id="publish", lake=padded, ds=DAY).execute(context={})
+    assert (report["written"], report["removed_stale"]) == (300, 0), report  # a rerun of the date
+    with OnlineStore(OnlineStoreConfig(nodes=[node])) as store:
+        assert len(store.read("user_features", USERS)) == 300
+
+
 def test_a_uri_connection_publishes_to_its_database_with_its_password(
     tmp_path: Path, redis_nodes: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

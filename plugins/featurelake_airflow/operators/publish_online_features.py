@@ -53,13 +53,15 @@ class PublishOnlineFeaturesOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         day = run_date(self.ds, task_id=self.task_id)
-        lake_root(self.lake, task_id=self.task_id)
+        # The root as checked, stripped: a Variable with a trailing newline named a partition that
+        # did not exist, which read as absent, and every record of the date was removed.
+        lake = lake_root(self.lake, task_id=self.task_id)
         import redis
 
         from featurelake.lake import LakeLayout
         from featurelake.offline_features import partition_entities, partition_records
 
-        location = LakeLayout.partition(LakeLayout(self.lake).features(self.view), day)
+        location = LakeLayout.partition(LakeLayout(lake).features(self.view), day)
         partition = lake_path(location)
         if partition.exists():
             # An object-store path reads through Airflow's fsspec filesystem, with its connection's keys.
