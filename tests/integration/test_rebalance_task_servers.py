@@ -95,3 +95,25 @@ def test_a_rebalance_with_every_node_up_moves_keys_and_returns_a_json_report(
     assert result["complete"] and result["moved"] == len(keys_on(b)) > 0, result
     assert json.loads(json.dumps(result))["keys_per_node"] == {a: len(keys_on(a)), b: len(keys_on(b))}
     assert rebalance(monkeypatch, {"nodes": [a, b], "previous_nodes": [a]})["moved"] == 0, "idempotent"
+
+
+def test_a_pass_without_previous_nodes_says_it_saw_only_the_rings_nodes(
+    redis_nodes: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A ring shrunk from a, b, c to b, c without `previous_nodes`: the pass never sees a's keys,
+    and it logged "Every key is on its ring node" all the same. It now says which nodes it scanned,
+    and how to move the rest; with the old ring listed, every key moves."""
+    a, b, c = redis_nodes[:3]
+    with OnlineStore(OnlineStoreConfig(nodes=[a, b, c])) as store:
+        store.write("user_features", RECORDS.items())
+    stranded = len(keys_on(a))
+    capfd.readouterr()
+    result = rebalance(monkeypatch, {"nodes": [b, c]})
+    assert result["scanned_nodes"] == [b, c] and len(keys_on(a)) == stranded > 0, result
+    said = " ".join("".join(capfd.readouterr()).split())  # the task's log, its lines joined
+    assert "lists no previous_nodes: this pass checks the keys of its `nodes` only" in said, said
+    assert "Every key is on its ring node." not in said
+
+    result = rebalance(monkeypatch, {"nodes": [b, c], "previous_nodes": [a, b, c]})
+    assert result["scanned_nodes"] == [b, c, a] and result["moved"] == stranded, result
+    assert keys_on(a) == set() and len(keys_on(b)) + len(keys_on(c)) == len(RECORDS)

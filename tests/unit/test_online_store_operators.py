@@ -37,6 +37,7 @@ class FakeStore:
     def __init__(self, report: RebalanceReport) -> None:
         self.report = report
         self.config = OnlineStoreConfig(nodes=("a:1", "b:2"), previous_nodes=("a:1",))
+        self.every_node = ["a:1", "b:2"]
 
     def __enter__(self) -> FakeStore:
         return self

@@ -36,7 +36,12 @@ class RebalanceOnlineStoreOperator(BaseOperator):
             except ValueError as error:  # the connection names one server twice: a retry fails again
                 raise AirflowFailException(str(error)) from None
             if not store.config.previous_nodes:
-                self.log.info("the connection lists no previous_nodes: checking every key's placement anyway")
+                self.log.warning(
+                    "connection %r lists no previous_nodes: this pass checks the keys of its `nodes` "
+                    "only. Keys on a node the ring no longer lists are not seen; to move them, list "
+                    "the old ring's nodes in `previous_nodes` and run this DAG again",
+                    self.online_conn_id,
+                )
             report = store.rebalance()
             counts = store.count_keys()
         self.log.info("Rebalance: %s; keys per node now: %s", report, counts)
@@ -51,5 +56,5 @@ class RebalanceOnlineStoreOperator(BaseOperator):
                 self.online_conn_id,
             )
         else:
-            self.log.info("Every key is on its ring node.")
-        return {**asdict(report), "keys_per_node": counts}
+            self.log.info("Every key of the ring's nodes is on its ring node.")
+        return {**asdict(report), "keys_per_node": counts, "scanned_nodes": store.every_node}
