@@ -131,9 +131,20 @@ def check_api_available(fetched: FetchResult, *, max_failed_fraction: float, api
     """Raise ApiUnavailableError when more than `max_failed_fraction` (in [0, 1]) of the merchants
     asked for failed because of the API (down, or refusing our credentials), not because of the
     merchant (a 404, a bad field), or were answered with no profile at all (`answer_not_a_profile`:
-    an API that sends its errors with HTTP 200 answers every merchant so). `api` names the API in
-    the message. Call it before writing."""
+    an API that sends its errors with HTTP 200 answers every merchant so); and when every merchant
+    was answered 404, unless `max_failed_fraction` is 1. `api` names the API in the message. Call it
+    before writing."""
     asked = len(fetched.found) + len(fetched.failed)
+    not_found = [i for i, why in fetched.failed.items() if why.startswith("HTTP 404")]
+    if asked and len(not_found) == asked and max_failed_fraction < 1:
+        # Each 404 is the merchant's own failure, but all of them is a path that names no merchant
+        # (a typo in path_template, a retired API version): it wrote an empty profiles partition.
+        raise ApiUnavailableError(
+            f"the merchant API {api} answered 404 (not found) for every one of the {asked} merchants "
+            f"of {day.isoformat()}: its URL names no merchant. Check the connection's path_template "
+            f"and base URL. The profile and quarantine partitions of {day.isoformat()} were left as "
+            "they were; to write them all the same, set the connection's extra max_failed_fraction to 1"
+        )
     not_profiles = {
         merchant: payload
         for merchant, payload in fetched.found.items()

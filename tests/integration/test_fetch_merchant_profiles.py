@@ -461,6 +461,85 @@ def test_an_api_outage_fails_the_task_and_keeps_the_last_good_partitions(tmp_pat
     assert list(profile_dir.iterdir()) == []
 
 
+def test_a_path_that_names_no_merchant_fails_the_task_and_keeps_the_partitions(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A path_template with a typo: the API answers 404 for every merchant, each the merchant's own
+    failure, so the outage check passed and an empty profiles partition replaced the good one."""
+    from featurelake_airflow.operators.fetch_merchant_profiles import FetchMerchantProfilesOperator
+
+    day = date(2026, 8, 21)
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=day, end=day, users=120, seed=5)
+    profile_dir = lake / "raw" / "merchant_profiles" / "date=2026-08-21"
+    task = FetchMerchantProfilesOperator(task_id="fetch", lake=str(lake), ds="2026-08-21")
+
+    def use_api(port: int, path_template: str, **extra: object) -> None:
+        extra = {"path_template": path_template, "rate_per_second": 200, **extra}
+        connection = {"conn_type": "http", "host": "127.0.0.1", "port": port, "extra": extra}
+        monkeypatch.setenv("AIRFLOW_CONN_MERCHANT_API", json.dumps(connection))
+
+    with SandboxServer(rate=400) as server:
+        use_api(server.port, PATH_TEMPLATE)
+        good = task.execute({})
+        profiles = partition_files(profile_dir)
+        use_api(server.port, "/merchant/{id}")  # "merchants" misspelt
+        with pytest.raises(
+            ApiUnavailableError,
+            match=rf"answered 404 \(not found\) for every one of the {good['merchants']} merchants of "
+            r"2026-08-21: its URL names no merchant. Check the connection's path_template",
+        ):
+            task.execute({})
+        assert partition_files(profile_dir) == profiles
+        use_api(server.port, "/merchant/{id}", max_failed_fraction=1)  # the documented switch
+        assert task.execute({})["profiles"] == 0
+
+
+def test_a_try_with_retries_left_writes_nothing_when_the_api_failed_some_merchants(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A partial outage, within max_failed_fraction: the first try wrote the smaller partition,
+    dropping those merchants' good profiles, and succeeded, so no retry fetched them again. Now a
+    try with retries left raises and writes nothing; the last try writes what it has."""
+    from types import SimpleNamespace
+
+    from featurelake_airflow.operators.fetch_merchant_profiles import FetchMerchantProfilesOperator
+
+    day = date(2026, 8, 21)
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=day, end=day, users=120, seed=5)
+    profile_dir = lake / "raw" / "merchant_profiles" / "date=2026-08-21"
+    task = FetchMerchantProfilesOperator(task_id="fetch", lake=str(lake), ds="2026-08-21")
+    server = SandboxServer(rate=400)
+    down_for = {"m00000", "m00001"}  # merchants of every generated day
+
+    @web.middleware
+    async def partly_down(request: web.Request, handler) -> web.StreamResponse:
+        if request.match_info.get("merchant_id") in down_for:
+            return web.json_response({"error": "shard down"}, status=503)
+        return await handler(request)
+
+    server.app.middlewares.append(partly_down)
+    with server:
+        # two attempts: the sandbox fails a few merchants once (sandbox_fails_first), the API shard for good
+        extra = {
+            "path_template": PATH_TEMPLATE,
+            "rate_per_second": 200,
+            "max_attempts": 2,
+            "backoff_seconds": 0.05,
+        }
+        connection = {"conn_type": "http", "host": "127.0.0.1", "port": server.port, "extra": extra}
+        monkeypatch.setenv("AIRFLOW_CONN_MERCHANT_API", json.dumps(connection))
+        first_try = {"ti": SimpleNamespace(try_number=1, max_tries=2)}
+        with pytest.raises(
+            RuntimeError, match=r"2 of \d+ merchants failed because of the merchant API .*try 1 of 3"
+        ):
+            task.execute(first_try)
+        assert not profile_dir.exists(), "a try with retries left wrote the partition"
+        last_try = task.execute({"ti": SimpleNamespace(try_number=3, max_tries=2)})
+    assert last_try["api_failed"] == 2 and last_try["profiles"] > 0, last_try
+
+
 def test_an_api_that_sends_its_errors_with_http_200_fails_the_task(tmp_path: Path, monkeypatch) -> None:
     """An API over quota that answers `200 {"error": ...}` for every merchant: nothing failed to
     fetch, and the task used to quarantine every merchant as wrong_merchant_id and replace the good

@@ -17,9 +17,11 @@ class FetchMerchantProfilesOperator(BaseOperator):
     connection's rate limit, validate (threads) and enrich (processes) them, and replace
     `<lake>/raw/merchant_profiles/date=<ds>/` and `<lake>/quarantine/merchant_profiles/date=<ds>/`.
     A retry refetches and writes the same files. When more than the connection's
-    `max_failed_fraction` of the merchants failed because of the API (an outage), it raises and
-    writes nothing, so the partitions keep their last good data. Returns the counts, quarantined
-    ones by reason."""
+    `max_failed_fraction` of the merchants failed because of the API (an outage), or the API
+    answered 404 for every merchant (a wrong path), it raises and writes nothing, so the partitions
+    keep their last good data. A try with retries left also raises when any merchant failed because
+    of the API, so that the retry fetches it again; the last try writes what it has. Returns the
+    counts, quarantined ones by reason."""
 
     template_fields: Sequence[str] = ("lake", "ds")
     ui_color = "#f3e8fd"
@@ -62,6 +64,18 @@ class FetchMerchantProfilesOperator(BaseOperator):
         fetched = asyncio.run(fetch_all(config, merchants))
         api = f"{config.base_url} (connection {self.http_conn_id!r})"
         check_api_available(fetched, max_failed_fraction=max_failed_fraction, api=api, day=day)
+        ti = context.get("ti") if hasattr(context, "get") else None
+        if fetched.api_failed and ti is not None and ti.try_number <= ti.max_tries:
+            # Within max_failed_fraction, but a try with retries left writes nothing: the retry
+            # fetches those merchants again. Before, their last good profiles went at the first
+            # try, and no retry ran, as the task succeeded.
+            raise RuntimeError(
+                f"{len(fetched.api_failed)} of {len(merchants)} merchants failed because of the merchant "
+                f"API {api} (for example {fetched.failed[min(fetched.api_failed)]}); the partitions "
+                f"of {self.ds} were left as they were, and try {ti.try_number} of "
+                f"{ti.max_tries + 1} gives the retry the chance to fetch them. The last try writes "
+                "what it has, when within the connection's max_failed_fraction"
+            )
         with child_processes_allowed():  # the enrich stage's process pool, also on a Celery worker
             profiles, quarantine = build_profiles(fetched, as_of=day)
         replace_partition(profiles, layout.raw_merchant_profiles, day)
@@ -74,6 +88,7 @@ class FetchMerchantProfilesOperator(BaseOperator):
             "profiles": profiles.num_rows,
             "quarantined": quarantine.num_rows,
             "quarantined_by_reason": by_reason,
+            "api_failed": len(fetched.api_failed),
             "requests": fetched.requests,
             "retries": fetched.retries,
         }
