@@ -120,3 +120,27 @@ def test_an_ipv6_api_keeps_its_brackets(monkeypatch, uri: str, base_url: str) ->
     assert HttpApiHook(http_conn_id="merchants_uri").get_conn().base_url == base_url
     json_form = {"conn_type": "http", "host": "::1", "port": 8089}
     assert config_of(monkeypatch, json_form).base_url == "http://[::1]:8089"
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        pytest.param(
+            {"conn_type": "http", "host": "api.example.com", "login": "me", "password": "pw"}, id="json"
+        ),
+        pytest.param("http://me:pw@api.example.com", id="uri"),
+    ],
+)
+def test_a_login_is_refused_as_it_would_not_be_sent(monkeypatch, connection) -> None:
+    """The hook sends the password alone, as a bearer token: a login (HttpHook's basic auth habit)
+    was dropped without a word, and every merchant got a 401."""
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+
+    value = connection if isinstance(connection, str) else json.dumps(connection)
+    monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", value)
+    with pytest.raises(
+        ValueError, match=r"connection 'merchants' has a login \('me'\), which this hook does not send.*Basic"
+    ):
+        HttpApiHook(http_conn_id="merchants").get_conn()
+    monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", "http://:pw@api.example.com")  # the token alone
+    assert dict(HttpApiHook(http_conn_id="merchants").get_conn().headers) == {"Authorization": "Bearer pw"}

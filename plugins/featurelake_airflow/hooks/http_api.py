@@ -4,7 +4,8 @@
      "extra": {"path_template": "/v1/merchants/{id}", "rate_per_second": 20, "max_concurrency": 8,
                "headers": {"Authorization": "Bearer ..."}}}
 
-The password, when set, is sent as a bearer token (an `Authorization` header in the extras wins).
+The password, when set, is sent as a bearer token (an `Authorization` header in the extras wins);
+a login is refused, as it would not be sent.
 The scheme is `schema`, else `https` for an `https://` URI connection, else `http`. A URI connection
 (`AIRFLOW_CONN_MERCHANT_API='https://api.example.com/v1?rate_per_second=2'`) carries its path where
 the scheme would be (Airflow stores it as `schema`): a `schema` other than `http` or `https` is the
@@ -130,6 +131,15 @@ class HttpApiHook(BaseHook):
                 f"to string values (in a URI connection, as JSON in `__extra__`), got {headers!r}"
             )
         headers = dict(headers)  # a control character in one is refused by FetchConfig, named below
+        if connection.login:
+            # HttpHook's habit is basic auth with login and password; this hook sends the password
+            # alone, as a bearer token, so a login was dropped and every merchant got a 401.
+            raise ValueError(
+                f"connection {self.http_conn_id!r} has a login ({connection.login!r}), which this hook "
+                "does not send: it sends the password as a bearer token. For basic auth, put "
+                '"Authorization": "Basic <base64 of login:password>" in the extra `headers`; '
+                "otherwise clear the login"
+            )
         if connection.password:
             if HEADER_CONTROL_CHARACTERS.search(connection.password):
                 raise ValueError(
