@@ -21,6 +21,9 @@ $(warning ignoring AIRFLOW_HOME=$(AIRFLOW_HOME) from the environment: featurelak
 override AIRFLOW_HOME := $(FEATURELAKE_ROOT)/.airflow
 endif
 endif
+ifneq ($(words $(AIRFLOW_HOME)),1)
+$(error AIRFLOW_HOME has a space in its path ($(AIRFLOW_HOME)), which make cannot handle: give one without spaces)
+endif
 export
 
 VENV := $(CURDIR)/.venv
@@ -82,13 +85,21 @@ lint: $(VENV)/.stamp-installed  ## ruff check and format check
 
 # Ctrl-C reaches every process of the terminal's group, and LocalExecutor's workers ignore it and
 # outlive a standalone that is still stopping. So standalone runs in its own session, and Ctrl-C is
-# passed to it alone: it stops its components and exits (about 15 s); so is a closed terminal's
-# SIGHUP. The launcher gives it back the default SIGINT, which the shell takes from a command it
-# starts in the background.
+# passed to it alone: it stops its components and exits (about 4 s when no task runs); so is a
+# closed terminal's SIGHUP and make's SIGTERM. The launcher gives it back the default SIGINT, which
+# the shell takes from a command it starts in the background. With a task running, standalone's
+# scheduler waited on a worker that ignores SIGINT and SIGTERM for minutes: whatever of its session
+# is left after STANDALONE_GRACE seconds gets SIGTERM, then SIGKILL 10 s later.
 STANDALONE_LAUNCHER = $(PY) -c 'import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); os.setsid(); os.execvp("airflow", ["airflow", "standalone"])'
+STANDALONE_GRACE ?= 20
+SESSION_GONE = for _ in $$(seq $(1)); do pgrep -s $$pid > /dev/null || break; sleep 1; done; ! pgrep -s $$pid > /dev/null
 airflow: $(DB_STAMP)  ## Serve the Airflow UI on :8080 (user admin, see README); Ctrl-C stops it
 	@$(STANDALONE_LAUNCHER) & pid=$$!; \
-	trap 'echo "stopping airflow standalone (pid $$pid)..."; kill -INT $$pid 2>/dev/null; wait $$pid' INT TERM HUP; \
+	trap 'echo "stopping airflow standalone (pid $$pid)..."; kill -INT $$pid 2>/dev/null; \
+		$(call SESSION_GONE,$(STANDALONE_GRACE)) || { \
+			echo "still running after $(STANDALONE_GRACE) s (a task?): terminating its processes"; \
+			pkill -TERM -s $$pid; $(call SESSION_GONE,10) || pkill -KILL -s $$pid; }; \
+		wait $$pid 2> /dev/null; exit 0' INT TERM HUP; \
 	wait $$pid
 
 FROM ?=
@@ -137,7 +148,7 @@ lock: | $(UV)  ## Regenerate requirements*.txt from requirements*.in (a lock who
 	@$(LOCK_ONE); lock_one requirements.in requirements.txt && lock_one requirements-dev.in requirements-dev.txt
 
 # The project's own Airflow home only: an AIRFLOW_HOME set elsewhere in the environment is never removed.
-clean:  ## Remove the venv, the project's .airflow and the demo lake
+clean:  ## Remove .venv, .uv-bootstrap, the project's .airflow, the demo lake and .pytest_cache
 	rm -rf $(VENV) $(CURDIR)/.uv-bootstrap $(CURDIR)/.airflow $(CURDIR)/data .pytest_cache
 
 AIRFLOW_ENV_NAMES := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\) ?=.*/\1/p' $(CURDIR)/airflow.env)
