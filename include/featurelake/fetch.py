@@ -53,6 +53,9 @@ TRANSIENT_ERRORS = (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientP
 PERMANENT_CONNECTION_ERRORS = (aiohttp.ClientConnectorCertificateError, aiohttp.ServerFingerprintMismatch)
 # Redirects fetch_all follows itself, each hop through the limiter; at most this many requests per attempt.
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# An id the API does not know: its own failure, and what an id's failure then says (check_api_available
+# reads it: a 404 for every id is a wrong path, not that many unknown ids).
+NOT_FOUND = "HTTP 404: not found"
 # The answers whose body is the resource: 203 is a 200 that a proxy transformed.
 ANSWER_STATUSES = frozenset({200, 203})
 MAX_REDIRECTS = 10
@@ -444,7 +447,7 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                             paused_until = max(paused_until, loop.time() + wait)
                         raise _Retry(f"HTTP {response.status}", wait)
                     if response.status == 404:
-                        raise _Failed("HTTP 404: not found")
+                        raise _Failed(NOT_FOUND)
                     if response.status not in ANSWER_STATUSES and response.status < 400:
                         # 300 Multiple Choices, 304, 202 Accepted...: a body that is no profile
                         raise _ApiFailed(

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from featurelake.feature_records import encodes_as_utf8
-from featurelake.fetch import FetchResult
+from featurelake.fetch import NOT_FOUND, FetchResult
 from featurelake.stages import Stage, run_stages
 
 PROFILE_SCHEMA = pa.schema(
@@ -135,8 +135,8 @@ def check_api_available(fetched: FetchResult, *, max_failed_fraction: float, api
     was answered 404, unless `max_failed_fraction` is 1. `api` names the API in the message. Call it
     before writing."""
     asked = len(fetched.found) + len(fetched.failed)
-    not_found = [i for i, why in fetched.failed.items() if why.startswith("HTTP 404")]
-    if asked and len(not_found) == asked and max_failed_fraction < 1:
+    not_found = sum(why.startswith(NOT_FOUND) for why in fetched.failed.values())
+    if asked and not_found == asked and max_failed_fraction < 1:
         # Each 404 is the merchant's own failure, but all of them is a path that names no merchant
         # (a typo in path_template, a retired API version): it wrote an empty profiles partition.
         raise ApiUnavailableError(

@@ -64,7 +64,7 @@ class FetchMerchantProfilesOperator(BaseOperator):
         fetched = asyncio.run(fetch_all(config, merchants))
         api = f"{config.base_url} (connection {self.http_conn_id!r})"
         check_api_available(fetched, max_failed_fraction=max_failed_fraction, api=api, day=day)
-        ti = context.get("ti") if hasattr(context, "get") else None
+        ti = context.get("ti")
         if fetched.api_failed and ti is not None and ti.try_number <= ti.max_tries:
             # Within max_failed_fraction, but a try with retries left writes nothing: the retry
             # fetches those merchants again. Before, their last good profiles went at the first
