@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-
 from featurelake.local_redis import free_port
 
 __all__ = [
@@ -66,43 +64,6 @@ def retried_on_taken_port(start: Callable[[], Started], *, what: str, attempts: 
         except PortTaken as taken:
             log.info("%s: %s; starting again on new ports (try %d of %d)", what, taken, attempt, attempts)
     return start()
-
-
-def redis_server_told_its_port(
-    command: Sequence[str], *, port: int, output: Path, client: Any, what: str, not_answering: str
-) -> subprocess.Popen[bytes]:
-    """A redis-server started with `command` (which names `port`), its output in the file `output`,
-    once `client` (a redis.Redis to it whose pings give up at once) answers a PING. Raises PortTaken
-    when it exits saying the port was taken (for retried_on_taken_port), and fails the test with its
-    output when it exits otherwise or does not answer within 15 s (`not_answering` says what to
-    check). Stopped when it raises."""
-    import redis
-
-    server = subprocess.Popen(list(command), stdout=output.open("wb"), stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            if server.poll() is not None:
-                if taken := port_taken_line(output.read_text(errors="replace")):
-                    raise PortTaken(taken)
-                pytest.fail(f"{what} exited at start: {output.read_text(errors='replace')}")
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"{what} did not answer on port {port} in 15 s: {not_answering}; {output.read_text()}"
-                )
-            try:
-                # One short try per poll: another process that took the port may accept and never
-                # answer, and ours then exits, above
-                client.ping()
-                return server
-            except (redis.ConnectionError, redis.TimeoutError):
-                time.sleep(0.05)
-    except BaseException:
-        server.terminate()
-        server.wait(timeout=15)
-        raise
-    finally:
-        client.close()
 
 
 def spark_submit(

@@ -1,4 +1,4 @@
-"""Private `redis-server` processes on free loopback ports, with no persistence: the demo's online
+"""Private `redis-server` processes on free ports (loopback by default, IPv6 or TLS-only on request),
 store, and a Redis Cluster of such servers for the tests and the benchmark. (The tests' standalone
 shards come from pytest-redis; this exists because the demo runs outside pytest and pytest-redis has
 no cluster mode.)"""
@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -85,8 +86,18 @@ class _PortTaken(Exception):
     """redis-server exited because another process bound its port first."""
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """The PEM files of a redis-server that speaks only TLS (clients need no certificate)."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+
 class LocalRedisServer:
-    """`redis-server` on 127.0.0.1:<free port> in a temporary directory; a context manager."""
+    """`redis-server` on `host`:<free port> (loopback by default; `::1` for IPv6) in a temporary
+    directory; a context manager. With `tls`, the port speaks only TLS."""
 
     def __init__(
         self,
@@ -94,6 +105,8 @@ class LocalRedisServer:
         executable: str = "redis-server",
         cluster: bool = False,
         cluster_node_timeout_ms: int = 15_000,
+        host: str = "127.0.0.1",
+        tls: RedisTls | None = None,
     ) -> None:
         found = shutil.which(executable)
         if found is None:
@@ -105,13 +118,15 @@ class LocalRedisServer:
         self.cluster = cluster
         # How long a cluster node may be unreachable before the others fail it over (Redis' default)
         self.cluster_node_timeout_ms = cluster_node_timeout_ms
+        self.host = host
+        self.tls = tls
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self, *, timeout: float = 15.0) -> LocalRedisServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="featurelake-redis-"))
@@ -119,7 +134,7 @@ class LocalRedisServer:
             # A free port can be taken by another process before redis-server binds it: then it
             # exits saying so, and it is started again on another port.
             for attempt in range(1, _START_ATTEMPTS + 1):
-                self.port = free_cluster_port() if self.cluster else free_port()
+                self.port = free_cluster_port() if self.cluster else free_port(self.host)
                 try:
                     self._launch(timeout)
                     break
@@ -168,8 +183,14 @@ class LocalRedisServer:
         assert self._workdir is not None
         log_file = self._workdir / "redis.log"
         log_file.unlink(missing_ok=True)
-        command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command = [self.executable, "--port", str(self.port), "--bind", self.host, "--save", ""]
         command += ["--appendonly", "no", "--dir", str(self._workdir), "--logfile", "redis.log"]
+        secure: dict[str, object] = {}
+        if self.tls is not None:
+            command += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            command += ["--tls-cert-file", self.tls.cert_file, "--tls-key-file", self.tls.key_file]
+            command += ["--tls-ca-cert-file", self.tls.ca_file]
+            secure = {"ssl": True, "ssl_ca_certs": self.tls.ca_file}
         if self.cluster:
             if not keep_cluster_config:
                 (self._workdir / "nodes.conf").unlink(missing_ok=True)
@@ -184,11 +205,12 @@ class LocalRedisServer:
         )
         # One try per poll: the loop retries, and checks the process between tries
         client = redis.Redis(
-            host="127.0.0.1",
+            host=self.host,
             port=self.port,
             socket_connect_timeout=1,
             socket_timeout=1,
             retry=Retry(NoBackoff(), 0),
+            **secure,
         )
         deadline = time.monotonic() + timeout
         try:

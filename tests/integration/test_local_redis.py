@@ -35,7 +35,9 @@ def _ports_first(monkeypatch: pytest.MonkeyPatch, *first: int) -> None:
     """free_port answers `first`, as if each were taken right after it was found free, then free ports."""
     queue = list(first)
     real_free_port = local_redis.free_port
-    monkeypatch.setattr(local_redis, "free_port", lambda: queue.pop(0) if queue else real_free_port())
+    monkeypatch.setattr(
+        local_redis, "free_port", lambda host="127.0.0.1": queue.pop(0) if queue else real_free_port(host)
+    )
 
 
 def _server_pid(port: int) -> int:
@@ -68,7 +70,7 @@ def test_a_redis_server_already_on_the_port_is_not_taken_for_its_own(monkeypatch
 def test_ports_taken_every_time_are_named_and_nothing_is_left_running(
     monkeypatch: pytest.MonkeyPatch, taken_port: int
 ) -> None:
-    monkeypatch.setattr(local_redis, "free_port", lambda: taken_port)
+    monkeypatch.setattr(local_redis, "free_port", lambda host="127.0.0.1": taken_port)
     server = LocalRedisServer()
     with pytest.raises(RuntimeError, match="found each of 5 free ports taken"):
         server.start()

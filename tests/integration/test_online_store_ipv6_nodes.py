@@ -4,56 +4,32 @@ brackets and failed every call with "Name or service not known"."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from featurelake.feature_records import FeatureRecord
+from featurelake.local_redis import LocalRedisServer
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
-from tests.support import free_port, redis_server_told_its_port, retried_on_taken_port
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def ipv6_port(tmp_path_factory) -> Iterator[int]:
+def ipv6_port() -> Iterator[int]:
     """The port of a redis-server that listens on ::1 only."""
-    folder: Path = tmp_path_factory.mktemp("redis-ipv6")
-    log = folder / "redis.log"
-
-    def start() -> tuple[subprocess.Popen, int]:
-        try:
-            port = free_port("::1")
-        except OSError as error:  # EADDRNOTAVAIL: no ::1
-            pytest.fail(
-                "no port is free on ::1: enable IPv6 on the loopback interface "
-                f"(sysctl net.ipv6.conf.lo.disable_ipv6=0); {error}"
-            )
-        command = ["redis-server", "--port", str(port), "--bind", "::1", "--save", "", "--dir", str(folder)]
-        client = redis.Redis(
-            host="::1", port=port, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0)
-        )
-        server = redis_server_told_its_port(
-            command,
-            port=port,
-            output=log,
-            client=client,
-            what="the redis-server on ::1",
-            not_answering="enable IPv6 on the loopback interface (sysctl net.ipv6.conf.lo.disable_ipv6=0)",
-        )
-        return server, port
-
-    server, port = retried_on_taken_port(start, what="the redis-server on ::1")
+    server = LocalRedisServer(host="::1")
     try:
-        yield port
+        server.start()
+    except (OSError, TimeoutError, RuntimeError) as error:  # EADDRNOTAVAIL: no ::1
+        pytest.fail(
+            "no redis-server could listen on ::1: enable IPv6 on the loopback interface "
+            f"(sysctl net.ipv6.conf.lo.disable_ipv6=0); {error}"
+        )
+    try:
+        yield server.port
     finally:
-        server.terminate()
-        server.wait(timeout=15)
+        server.stop()
 
 
 @pytest.mark.parametrize("written", ["[::1]:{port}", "::1:{port}"], ids=["bracketed", "plain"])

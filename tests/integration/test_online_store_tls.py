@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +14,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from featurelake.feature_records import FeatureRecord
+from featurelake.local_redis import LocalRedisServer, RedisTls
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
-from tests.support import free_port, redis_server_told_its_port, retried_on_taken_port
 
 pytestmark = pytest.mark.integration
 
@@ -64,37 +61,13 @@ def tls_redis(tmp_path_factory) -> Iterator[tuple[int, str]]:
     ca = _certificate("featurelake test CA", ca_key, ca=True)
     server = _certificate("localhost", server_key, issuer=ca.subject, issuer_key=ca_key)
     ca_path = _write_pem(folder / "ca.pem", ca)
-    options = ["--tls-cert-file", _write_pem(folder / "server.pem", server)]
-    options += ["--tls-key-file", _write_pem(folder / "server.key", server_key)]
-    options += ["--tls-ca-cert-file", ca_path, "--tls-auth-clients", "no", "--save", "", "--dir", str(folder)]
-
-    def start() -> tuple[subprocess.Popen, int]:
-        port = free_port()
-        command = ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", *options]
-        client = redis.Redis(
-            port=port,
-            ssl=True,
-            ssl_ca_certs=ca_path,
-            socket_connect_timeout=1,
-            socket_timeout=1,
-            retry=Retry(NoBackoff(), 0),
-        )
-        server = redis_server_told_its_port(
-            command,
-            port=port,
-            output=folder / "redis.log",
-            client=client,
-            what="the TLS redis-server",
-            not_answering="see its log",
-        )
-        return server, port
-
-    process, port = retried_on_taken_port(start, what="the TLS redis-server")
-    try:
-        yield port, ca_path
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    tls = RedisTls(
+        cert_file=_write_pem(folder / "server.pem", server),
+        key_file=_write_pem(folder / "server.key", server_key),
+        ca_file=ca_path,
+    )
+    with LocalRedisServer(tls=tls) as redis_server:
+        yield redis_server.port, ca_path
 
 
 def test_the_redis_forms_tls_fields_reach_the_server(tls_redis: tuple[int, str]) -> None:
