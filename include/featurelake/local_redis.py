@@ -1,7 +1,7 @@
-"""Private `redis-server` processes on free ports (loopback by default, IPv6 or TLS-only on request),
-store, and a Redis Cluster of such servers for the tests and the benchmark. (The tests' standalone
-shards come from pytest-redis; this exists because the demo runs outside pytest and pytest-redis has
-no cluster mode.)"""
+"""Private `redis-server` processes on free ports (loopback by default, IPv6 or TLS-only on
+request), with no persistence: the demo's online store, and a Redis Cluster of such servers for the
+tests and the benchmark. (The tests' standalone shards come from pytest-redis; this exists because
+the demo runs outside pytest and pytest-redis has no cluster mode.)"""
 
 from __future__ import annotations
 
