@@ -354,6 +354,19 @@ class OnlineStoreConfig:
     retry_backoff_cap: float = DEFAULT_RETRY_BACKOFF_CAP
 
     def __post_init__(self) -> None:
+        for name in ("nodes", "previous_nodes"):
+            given = getattr(self, name)
+            # tuple() of a string is its characters (the error then named node 'r'), and of a map
+            # its names, which dropped the weights silently
+            if isinstance(given, (str, bytes)):
+                raise TypeError(
+                    f"{name} must be a list of host:port names, got the string {given!r}; pass [{given!r}]"
+                )
+            if isinstance(given, Mapping):
+                raise TypeError(
+                    f"{name} must be a list of host:port names, got a {type(given).__name__}; the ring "
+                    "takes no weights (every node gets the same 160 points): list the nodes"
+                )
         object.__setattr__(self, "nodes", tuple(self.nodes))
         object.__setattr__(self, "previous_nodes", tuple(self.previous_nodes))
         if not self.nodes:

@@ -272,3 +272,29 @@ def test_one_id_given_as_a_string_is_refused_before_any_server_is_asked(method: 
         TypeError, match=r"takes an iterable of entity ids, got the string 'u1'; pass a list such as \['u1'\]"
     ):
         getattr(store, method)("user_features", *arguments)
+
+
+@pytest.mark.parametrize("name", ["nodes", "previous_nodes"])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(
+            "redis-0:6379",
+            r"a list of host:port names, got the string 'redis-0:6379'; pass \['redis-0:6379'\]",
+            id="one-node-as-a-string",
+        ),
+        pytest.param(
+            {"redis-0:6379": 2, "redis-1:6379": 1},
+            r"a list of host:port names, got a dict; the ring takes no weights",
+            id="a-map-of-weights",
+        ),
+    ],
+)
+def test_nodes_given_as_a_string_or_a_map_of_weights_are_refused(
+    name: str, value: object, message: str
+) -> None:
+    """A string was split into its characters, and the error named node 'r'; a map of node to
+    weight was read as its names, its weights silently dropped, though the ring takes none."""
+    settings = {"nodes": ["redis-9:6379"], name: value}
+    with pytest.raises(TypeError, match=f"{name} must be {message}"):
+        OnlineStoreConfig(**settings)  # type: ignore[arg-type]
