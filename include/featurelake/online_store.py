@@ -18,6 +18,7 @@ Rebalancing a ring (nodes added or removed) is live:
    or the delete (sent once: a resent script would answer for the first run's work), leaves each key
    on one node or on both with the same bytes, and a rerun finishes the move: the pass is idempotent.
 3. When a pass moves nothing, drop `previous_nodes`.
+One pass runs at a time: a pass holds a lock on every node it scans (`featurelake.rebalance_lock`).
 Publishing a date (`replace_date`) writes its records, then removes that date's records of entities
 the date no longer holds (a rerun with corrected data): SCAN of key names, and a compare-and-delete
 script of the few candidates, so that a record of a later date is never removed.
@@ -57,6 +58,7 @@ from featurelake.feature_records import (
     refuse_one_id,
     text_id,
 )
+from featurelake.rebalance_lock import RebalanceLock
 from featurelake.sharding import ShardRing
 
 T = TypeVar("T")
@@ -1222,11 +1224,19 @@ class OnlineStore:
         """Move every key the ring (`nodes`) places on another node than the one holding it. Scans
         every node of `nodes` and `previous_nodes`. `max_keys` stops after that many moves (the
         report is then not `complete`; run again to go on). Refuses, before moving anything, names
-        that are one server (`servers_listed_twice`)."""
+        that are one server (`servers_listed_twice`), and a pass while another one runs
+        (`RebalanceRunningError`: two at once lose keys; see `featurelake.rebalance_lock`)."""
         if self.ring is None:
             raise ValueError("a Redis Cluster rebalances its own slots: use `redis-cli --cluster rebalance`")
         if aliases := self.servers_listed_twice():
             raise ValueError(same_server_message(aliases))
+        lock = RebalanceLock(
+            {node: self.client(node) for node in self.every_node}, key_prefix=self.config.key_prefix
+        )
+        with lock.held():
+            return self._rebalance_holding(lock, max_keys=max_keys)
+
+    def _rebalance_holding(self, lock: RebalanceLock, *, max_keys: int | None) -> RebalanceReport:
         report = RebalanceReport()
         for node in self.every_node:
             for scanned in _chunks(self.scan_keys(node), self.config.batch_size):
@@ -1243,6 +1253,7 @@ class OnlineStore:
                     room = len(misplaced) if max_keys is None else max_keys - report.moved
                     if room <= 0:
                         break
+                    lock.check()
                     self._move(node, misplaced[:room], report)
                     misplaced = misplaced[room:]
                 if max_keys is not None and report.moved >= max_keys:
