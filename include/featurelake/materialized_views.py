@@ -337,23 +337,38 @@ def _truncates_nanoseconds(table: pa.Table, field: pa.Field) -> bool:
 
 
 def schema_change_error(
-    where: str, view_path: str, *, new: list[str], missing: list[str], changed: list[str]
+    where: str,
+    view_path: str,
+    *,
+    new: list[str],
+    missing: list[str],
+    changed: list[str],
+    not_null: Sequence[str] = (),
 ) -> ValueError:
     """The error of an incremental refresh (either engine) whose partition `where` has columns the
-    view lacks (`new`), lacks view columns (`missing`), or has columns of another type (`changed`)."""
+    view lacks (`new`), lacks view columns (`missing`), has columns of another type (`changed`), or
+    nulls in the view's NOT NULL columns (`not_null`). A changed type needs the older partitions
+    rewritten first: a full refresh refuses a column typed otherwise in an older partition."""
     found = "; ".join(
         f"{what}: {', '.join(names)}"
         for what, names in (
             ("columns the view lacks", new),
             ("view columns it lacks", missing),
             ("columns of another type", changed),
+            ("nulls in NOT NULL view columns", not_null),
         )
         if names
     )
+    remedy = (
+        "Rerun the feature job for the older dates so that every partition has the new type (a full "
+        "refresh refuses a column whose type differs between partitions), then refresh the view in "
+        "full (view_refresh=full)"
+        if changed
+        else "Refresh the view in full (view_refresh=full) to take the new schema"
+    )
     return ValueError(
         f"{where} does not have the columns of the view {view_path} ({found}): the feature "
-        "definition changed, and an incremental refresh keeps the view's schema. Refresh the view "
-        "in full (view_refresh=full) to take the new schema"
+        f"definition changed, and an incremental refresh keeps the view's schema. {remedy}"
     )
 
 
@@ -376,13 +391,15 @@ def _fit_to_view(
         and not _same_type(rows.schema.field(field.name).type, field.type)
     ]
     # A view built before its columns were made nullable (`_nullable`) may hold NOT NULL ones.
-    changed += [
+    not_null = [
         f"{field.name} (holds nulls, the view's column is NOT NULL)"
         for field in view_schema
         if not field.nullable and field.name in rows.column_names and rows[field.name].null_count
     ]
-    if new or missing or changed:
-        raise schema_change_error(where, view_path, new=new, missing=missing, changed=changed)
+    if new or missing or changed or not_null:
+        raise schema_change_error(
+            where, view_path, new=new, missing=missing, changed=changed, not_null=not_null
+        )
     schema = pa.schema(
         pa.field(field.name, _delta_type(rows.schema.field(field.name).type))
         if pa.types.is_null(field.type) and field.name in rows.column_names

@@ -62,3 +62,19 @@ def test_a_column_renamed_only_in_case_is_refused() -> None:
         ValueError, match=r"^date=2026-10-28: column 'Spend' differs only in case from 'spend'"
     ):
         _unify_schemas(OLD, pa.schema([("user_id", pa.string()), ("Spend", pa.float64())]), "date=2026-10-28")
+
+
+def test_a_changed_type_asks_for_the_older_partitions_before_a_full_refresh() -> None:
+    """A full refresh refuses a column typed otherwise in an older partition, so an incremental
+    refresh that meets a changed type must not ask for the full refresh alone."""
+    view = pa.schema([("user_id", pa.string()), ("spend", pa.float64())])
+    rows = pa.table({"user_id": ["a"], "spend": ["1.0"]})
+    with pytest.raises(
+        ValueError,
+        match=r"^p does not have the columns of the view v \(columns of another type: spend \(string, "
+        r"the view's is double\)\).*Rerun the feature job for the older dates so that every partition "
+        r"has the new type .*then refresh the view in full \(view_refresh=full\)$",
+    ):
+        _fit_to_view(rows, view, "p", "v")
+    with pytest.raises(ValueError, match=r"view columns it lacks: spend\)\:.*\. Refresh the view in full"):
+        _fit_to_view(rows.drop_columns(["spend"]), view, "p", "v")
