@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -70,6 +71,35 @@ REFRESH_MODES = ("incremental", "full")
 COMMIT_METADATA = "featurelake.refresh"
 # Commits that change no row: a retry looks past them for the refresh it repeats.
 _MAINTENANCE_OPERATIONS = frozenset({"VACUUM START", "VACUUM END"})
+
+
+class ConcurrentCommitError(RuntimeError):
+    """Another writer committed to the view while a refresh ran, and Delta's conflict check refused
+    the refresh's commit: nothing of it was committed. Run it again (Airflow's retry does)."""
+
+
+# delta-rs's conflict checker's messages (its CommitFailedError also covers other failures)
+_CONFLICTS = ("concurrent", "changed since last commit")
+
+
+@contextmanager
+def _committing(view_path: str) -> Iterator[None]:
+    """Name the view and the remedy when delta-rs refuses a commit for a concurrent one: its own
+    message names neither, and advises Snapshot Isolation, which would let a refresh commit over
+    another writer's rows."""
+    from deltalake.exceptions import CommitFailedError
+
+    try:
+        yield
+    except CommitFailedError as error:
+        if not any(conflict in str(error).lower() for conflict in _CONFLICTS):
+            raise
+        raise ConcurrentCommitError(
+            f"{view_path}: another writer committed to the view while this refresh ran, and Delta's "
+            f"conflict check refused this refresh's commit ({str(error).splitlines()[0]}); nothing of it "
+            "was committed. Run the refresh again (Airflow's retry does): it refreshes the table as "
+            "it is now"
+        ) from error
 
 
 @dataclass
@@ -509,20 +539,17 @@ def refresh_full(
     # table that did not exist then is created, never overwritten: another writer may have built it
     # meanwhile, as of a later date.
     overwrite = {"mode": "overwrite", "schema_mode": "overwrite", "predicate": "true"}
-    write_deltalake(
-        view if view is not None else view_path,
-        table,
-        **(overwrite if view is not None else {"mode": "error"}),
-        name=name or None,
-        commit_properties=_commit_properties(
-            run_key,
-            features_path,
-            ds=ds.isoformat(),
-            mode="full",
-            as_of=as_of.isoformat(),
-            dates_read=dates_read,
-        ),
+    commit_properties = _commit_properties(
+        run_key, features_path, ds=ds.isoformat(), mode="full", as_of=as_of.isoformat(), dates_read=dates_read
     )
+    with _committing(view_path):
+        write_deltalake(
+            view if view is not None else view_path,
+            table,
+            **(overwrite if view is not None else {"mode": "error"}),
+            name=name or None,
+            commit_properties=commit_properties,
+        )
     version = DeltaTable(view_path).version()
     log.info(
         "full refresh of %s as of %s: %d rows from %d dates, version %d",
@@ -729,7 +756,8 @@ def refresh_incremental(
     if len(gone) > source.num_rows - rows.num_rows:
         # entities with no row before `ds`; only added when needed, as it scans the whole table
         merge = merge.when_not_matched_by_source_delete(predicate=f"t.feature_date = '{ds.isoformat()}'")
-    metrics: dict[str, Any] = merge.execute()
+    with _committing(view_path):
+        metrics: dict[str, Any] = merge.execute()
     view = DeltaTable(view_path)
     total = view.to_pyarrow_dataset().count_rows()
     log.info("incremental refresh of %s with %s: %s", view_path, ds, metrics)

@@ -17,6 +17,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from featurelake.materialized_views import (
+    ConcurrentCommitError,
     refresh_full,
     refresh_incremental,
     refresh_view,
@@ -413,12 +414,41 @@ def test_a_full_refresh_fails_when_another_writer_only_added_files_meanwhile(
         return real_write(opened, data, **kwargs)
 
     monkeypatch.setattr(deltalake, "write_deltalake", write_while_a_merge_commits)
-    with pytest.raises(deltalake.exceptions.CommitFailedError, match="concurrent"):
+    with pytest.raises(ConcurrentCommitError, match=f"^{view}: another writer committed .*concurrent"):
         refresh_full(str(view), str(features), as_of=D4)
     users = [r["user_id"] for r in rows_of(view)]
     assert len(users) == len(set(users)) == len(WANT_AS_OF_D3) + 1
     refresh_full(str(view), str(features), as_of=D4)  # the retry
     assert_equals_a_full_refresh(view, features, D4, tmp_path)
+
+
+def test_a_merge_refused_for_a_concurrent_commit_names_the_view_and_says_to_run_it_again(
+    features: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two MERGEs of the view at once (the two engines' refreshes): the one that commits second is
+    refused by Delta's conflict check. delta-rs's error named neither the table nor what to do, and
+    advised Snapshot Isolation, under which it would commit over the other's rows."""
+    from featurelake import materialized_views
+
+    view = tmp_path / "views" / "v"
+    refresh_full(str(view), str(features), as_of=D2)
+    real_read = materialized_views.read_feature_partition
+
+    def read_while_another_merge_commits(*args: object, **kwargs: object) -> pa.Table:
+        monkeypatch.setattr(materialized_views, "read_feature_partition", real_read)
+        assert refresh_incremental(str(view), str(features), ds=D3).mode == "incremental"
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(materialized_views, "read_feature_partition", read_while_another_merge_commits)
+    with pytest.raises(
+        ConcurrentCommitError,
+        match=f"^{view}: another writer committed to the view while this refresh ran.*concurrent.*"
+        r"nothing of it was committed\. Run the refresh again",
+    ):
+        refresh_incremental(str(view), str(features), ds=D3)
+    assert DeltaTable(str(view)).version() == 1
+    assert refresh_incremental(str(view), str(features), ds=D3).updated == 0  # the retry
+    assert_equals_a_full_refresh(view, features, D3, tmp_path)
 
 
 def test_a_refresh_vacuums_the_files_replaced_longer_ago_than_the_retention(
