@@ -1,7 +1,9 @@
 """A task argument that no retry can change fails the task at once, naming the argument and its form:
 a `ds` that is no date failed every retry with "Invalid isoformat string" (or, in the publish task, a
-retryable error; the fetch task was the last to parse it so); an empty lake Variable sent the raw check to `/raw/transactions/...` at the
-filesystem's root, retried; a `window_days` of 0 started a Dask cluster, then failed every retry."""
+retryable error; the fetch task was the last to parse it so; the raw check looked for
+`date=yesterday` on every retry, and advised landing data for it); an empty lake Variable sent the raw
+check to `/raw/transactions/...` at the filesystem's root, retried; a `window_days` of 0 started a
+Dask cluster, then failed every retry."""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def test_an_empty_lake_fails_at_once_naming_the_variable(task: str, lake: str) -
         operators(lake)[task].execute({})
 
 
-@pytest.mark.parametrize("task", ["publish", "refresh", "stats", "fetch"])
+@pytest.mark.parametrize("task", ["raw", "publish", "refresh", "stats", "fetch"])
 def test_a_ds_that_is_no_date_fails_at_once_naming_it(task: str, tmp_path) -> None:
     with pytest.raises(
         AirflowFailException, match=rf"task {task}: ds must be the run's date as YYYY-MM-DD.*'yesterday'"

@@ -9,7 +9,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from featurelake_airflow.lake_paths import lake_path
-from featurelake_airflow.task_arguments import lake_root
+from featurelake_airflow.task_arguments import lake_root, run_date
 
 
 class RawPartitionCheckOperator(BaseOperator):
@@ -21,8 +21,8 @@ class RawPartitionCheckOperator(BaseOperator):
 
     A run without a logical date (Airflow 3 lets a manual trigger leave it out) has no `ds`, so it
     names no partition: the task fails at once, without retrying, and says how to trigger the run.
-    So does a run whose config holds a key that is no param of the DAG (a misspelt param), and a
-    partition landed as a file, not a directory.
+    So does a run whose config holds a key that is no param of the DAG (a misspelt param), a `ds`
+    that is no date (it names no partition either), and a partition landed as a file, not a directory.
     """
 
     template_fields: Sequence[str] = ("lake", "dataset", "ds")
@@ -65,8 +65,11 @@ class RawPartitionCheckOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from featurelake.lake import is_data_file
 
+        # A ds that is no date names no partition: no retry can find it, nor should the message
+        # advise landing data for it.
+        day = run_date(self.ds, task_id=self.task_id).isoformat()
         lake = lake_root(self.lake, task_id=self.task_id)
-        partition = f"{lake.rstrip('/')}/raw/{self.dataset}/date={self.ds}"
+        partition = f"{lake.rstrip('/')}/raw/{self.dataset}/date={day}"
         directory = lake_path(partition)
         if directory.is_file():  # iterdir()'s bare NotADirectoryError, on every retry
             raise AirflowFailException(
@@ -90,8 +93,8 @@ class RawPartitionCheckOperator(BaseOperator):
             raise FileNotFoundError(
                 f"raw partition {partition} {found} (names starting with . or _ are "
                 "in-flight or markers, and do not count). Land the "
-                f"{self.dataset} data for {self.ds} there, each file complete (locally: `featurelake "
-                f"generate --start {self.ds} --end {self.ds} --lake {self.lake} ...`), then clear this "
+                f"{self.dataset} data for {day} there, each file complete (locally: `featurelake "
+                f"generate --start {day} --end {day} --lake {self.lake} ...`), then clear this "
                 "task to retry."
             )
         self.log.info("Found %d Parquet file(s) in %s", len(files), partition)
