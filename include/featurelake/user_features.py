@@ -113,18 +113,6 @@ FEATURE_COLUMNS = (
     "top_category_group",
 )
 
-QUARANTINE_REASONS = (
-    "missing_transaction_id",
-    "missing_user_id",
-    "missing_amount",
-    "nan_amount",
-    "invalid_amount",
-    "missing_transaction_ts",
-    "date_mismatch",
-    "invalid_utf8",
-    "conflicting_duplicate",
-)
-
 # The raw columns of text: a file may hold them as plain Parquet BINARY (the contract accepts it),
 # whose bytes Spark reads as a string without checking they are UTF-8.
 TEXT_COLUMNS = ("transaction_id", "user_id", "merchant_id", "currency")
