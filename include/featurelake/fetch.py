@@ -7,12 +7,12 @@ window can see twice the rate. A semaphore alone limits concurrency, not request
 Every HTTP request waits for the limiter: a retry, and each hop of a redirect, which `fetch_all`
 follows itself (up to `MAX_REDIRECTS` requests) rather than letting aiohttp follow it unseen; and
 aiohttp's own unseen resend of a GET whose connection was lost is off (that is a retry of ours).
-Retries (429, 5xx, timeouts and connection errors) back off exponentially (each wait at most
-`max_backoff_seconds`) and honour `Retry-After` (delay-seconds or an HTTP-date, at most
+Retries (429, 500, 502, 503, 504, timeouts and connection errors) back off exponentially (each
+wait at most `max_backoff_seconds`) and honour `Retry-After` (delay-seconds or an HTTP-date, at most
 `max_retry_after_seconds`), which speaks for the whole API: no request of any id starts before it
-has passed. Any other failure (a redirect loop, a malformed response, a redirect to a non-HTTP URL
-or to a host name no resolver accepts) fails its id at once, with the reason; it never fails the
-other ids.
+has passed. Any other failure (another 5xx such as a 501, a redirect loop, a malformed response, a
+redirect to a non-HTTP URL or to a host name no resolver accepts) fails its id at once, with the
+reason; it never fails the other ids.
 
 The work under way stays flat in the number of ids: at most `ids_started(config)` ids are under way
 at once (in flight, waiting for the limiter, or backing off), and the next one starts when one ends.
@@ -385,11 +385,12 @@ def _describe(error: BaseException) -> str:
 
 
 async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
-    """GET every id once (duplicates are fetched once). A 429 or 5xx, a timeout or a lost connection
-    is retried; a 404 (the id does not exist), another 4xx, a body that is not JSON, a redirect loop
-    (more than `MAX_REDIRECTS` requests) and any other aiohttp error (a malformed response) fail
-    the id without retry, and an id "." or ".." in a path fails without a request (its URL would
-    name another resource). Never raises for one id; the result names each id that failed, and why.
+    """GET every id once (duplicates are fetched once). A 429, 500, 502, 503 or 504, a timeout or a
+    lost connection is retried; a 404 (the id does not exist), another 4xx or 5xx (a 501, a CDN's
+    521), a body that is not JSON, a redirect loop (more than `MAX_REDIRECTS` requests) and any
+    other aiohttp error (a malformed response) fail the id without retry, and an id "." or ".." in
+    a path fails without a request (its URL would name another resource). Never raises for one id;
+    the result names each id that failed, and why.
     Raises ValueError, before any request, when an id is not a non-empty string UTF-8 can encode."""
     unique = list(dict.fromkeys(ids))
     # Refused before any request: an id that fails once the others are in flight would leave them
