@@ -39,7 +39,7 @@ with DAG(
         "owner": "featurelake",
         "retries": 2,
         "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
+        "retry_exponential_backoff": 2.0,
     },
     tags=["featurelake", "enrichment", "http"],
 ) as dag:

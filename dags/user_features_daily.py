@@ -66,7 +66,7 @@ with DAG(
         "owner": "featurelake",
         "retries": 2,
         "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
+        "retry_exponential_backoff": 2.0,
     },
     params={
         "window_days": Param(
