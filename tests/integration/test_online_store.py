@@ -69,6 +69,21 @@ def test_the_later_feature_date_wins_and_ttls_are_set(redis_nodes: list[str]) ->
         assert 3500 < ttl <= 3600
 
 
+class _WriterBetweenMoves(OnlineStore):
+    """A writer already on the new ring writes a batch of newer records (200 users, 2026-10-29)
+    after each of the pass's first ten moves, so that its writes land while keys are moving."""
+
+    def __init__(self, config: OnlineStoreConfig) -> None:
+        super().__init__(config)
+        self.batches = iter(range(0, 2000, 200))
+
+    def _move(self, source, keys, report):
+        super()._move(source, keys, report)
+        if (start := next(self.batches, None)) is not None:
+            with OnlineStore(self.config) as writer:
+                writer.write(VIEW, records(200, "2026-10-29", start=start))
+
+
 def test_live_rebalance_onto_a_new_node_loses_no_key(redis_nodes: list[str]) -> None:
     old, new = redis_nodes[:3], redis_nodes
     with OnlineStore(OnlineStoreConfig(nodes=old)) as store:
@@ -76,38 +91,39 @@ def test_live_rebalance_onto_a_new_node_loses_no_key(redis_nodes: list[str]) -> 
     ids = [f"u{i:06d}" for i in range(20_000)]
     migrating = OnlineStoreConfig(nodes=new, previous_nodes=old, batch_size=500)
 
-    # Readers and a writer (already on the new ring) run during the whole move.
+    # Readers run during the whole move: every read finds every key, and no key's feature date
+    # goes back to one older than a read saw before.
     problems: list[str] = []
     stop = threading.Event()
 
     def read_all_the_time() -> None:
+        seen: dict[str, str] = {}
         with OnlineStore(migrating) as reader:
             while not stop.is_set():
                 got = reader.read(VIEW, ids)
                 if len(got) != len(ids):
                     problems.append(f"a read during the rebalance found {len(got)} of {len(ids)}")
+                for entity, record in got.items():
+                    if record.feature_date < seen.get(entity, ""):
+                        problems.append(f"{entity} went back from {seen[entity]} to {record.feature_date}")
+                    seen[entity] = record.feature_date
 
-    def write_newer() -> None:
-        with OnlineStore(migrating) as writer:
-            for start in range(0, 2000, 200):
-                writer.write(VIEW, records(200, "2026-10-29", start=start))
-
-    threads = [threading.Thread(target=read_all_the_time), threading.Thread(target=write_newer)]
-    for thread in threads:
+    readers = [threading.Thread(target=read_all_the_time) for _ in range(2)]
+    for thread in readers:
         thread.start()
     try:
-        with OnlineStore(migrating) as store:
+        with _WriterBetweenMoves(migrating) as store:
             # An interrupted pass (a crash after 3,000 moves), then a rerun that finishes the move.
             first = store.rebalance(max_keys=3000)
             assert (first.moved, first.complete) == (3000, False)
+            assert next(store.batches, None) is None, "the writer's batches did not all land during the pass"
             second = store.rebalance()
             assert second.complete
-            threads[1].join()
             final = store.rebalance()
             assert (final.moved, final.complete) == (0, True)
     finally:
         stop.set()
-        for thread in threads:
+        for thread in readers:
             thread.join()
     assert not problems, problems[:3]
 
