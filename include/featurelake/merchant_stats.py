@@ -51,7 +51,6 @@ import pyarrow as pa
 from featurelake.arrow_partitions import hidden_sibling, refuse_glob_characters, remove_leftovers, swap_in
 from featurelake.lake import MAX_ABS_AMOUNT, window_start
 from featurelake.raw_contract_arrow import (
-    PIECE_BYTES,
     TEXT_IS_UTF8,
     TEXT_IS_UTF8_FIELD,
     RawFooter,
@@ -200,6 +199,16 @@ def valid_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[keep]
 
 
+# The most a staging task reads of a raw file at once (uncompressed row groups; a larger row group
+# is read whole). A task's memory peaks at about 6x the uncompressed bytes it reads, above the
+# ~190 MiB a worker holds before its first task: pieces of 256 MiB (`raw_contract_arrow.PIECE_BYTES`)
+# took a worker past 1 GiB on a day of 4M rows (tests/integration/test_merchant_stats_memory.py).
+PIECE_BYTES = 64 * 2**20
+# The most uncompressed bytes of one date that a bucket gets on average: a bucket task holds one
+# date of its bucket at a time, and a short window of large days gave each bucket up to 1 GiB of a
+# date (window_days=1: one bucket for a day of up to 4 `BUCKET_UNIT_BYTES`).
+BUCKET_DAY_BYTES = 64 * 2**20
+
 # Units of raw data (`bucket_units`) per staging bucket by default. Each staging task writes a file
 # per (bucket, date) it holds rows of, read by its own step of a bucket task, so more buckets mean
 # more small files; fewer mean more distinct (merchant, user) pairs held per task. On the 10M-row
@@ -210,9 +219,22 @@ DATES_PER_BUCKET = 4
 BUCKET_UNIT_BYTES = 256 * 2**20
 
 
-def default_bucket_count(units: int) -> int:
-    """Staging buckets for a window of `units` (`bucket_units`): one per DATES_PER_BUCKET."""
-    return max(1, -(-units // DATES_PER_BUCKET))
+def default_bucket_count(units: int, *, largest_day_bytes: int = 0) -> int:
+    """Staging buckets for a window of `units` (`bucket_units`): one per DATES_PER_BUCKET, and at
+    least enough that a bucket gets at most BUCKET_DAY_BYTES of the largest date
+    (`largest_day_bytes`, uncompressed) on average."""
+    return max(1, -(-units // DATES_PER_BUCKET), -(-largest_day_bytes // BUCKET_DAY_BYTES))
+
+
+def day_bytes(days: Iterable[str], row_group_bytes: Iterable[Iterable[int]]) -> dict[str, int]:
+    """{date: the uncompressed bytes of its row groups}, from each data file's date and the sizes
+    of its row groups; a date whose files hold no row group is left out."""
+    by_day: dict[str, int] = {}
+    for day, sizes in zip(days, row_group_bytes, strict=True):
+        sizes = list(sizes)
+        if sizes:
+            by_day[day] = by_day.get(day, 0) + sum(sizes)
+    return by_day
 
 
 def bucket_units(days: Iterable[str], row_group_bytes: Iterable[Iterable[int]]) -> int:
@@ -221,12 +243,7 @@ def bucket_units(days: Iterable[str], row_group_bytes: Iterable[Iterable[int]]) 
     dates, not by files or pieces: a writer that splits a day into many small files (Spark's 200
     shuffle partitions) gave as many buckets per file as per date, and each staging task of those
     files wrote a file per bucket: the staged files grew with the square of the files per day."""
-    by_day: dict[str, int] = {}
-    for day, sizes in zip(days, row_group_bytes, strict=True):
-        sizes = list(sizes)
-        if sizes:
-            by_day[day] = by_day.get(day, 0) + sum(sizes)
-    return sum(max(1, -(-size // BUCKET_UNIT_BYTES)) for size in by_day.values())
+    return sum(max(1, -(-size // BUCKET_UNIT_BYTES)) for size in day_bytes(days, row_group_bytes).values())
 
 
 def merchant_bucket(merchant_ids: pd.Series, buckets: int) -> pd.Series:
@@ -428,11 +445,16 @@ def compute_merchant_stats(
     if pieces:
         meta = _raw_frame(TRANSACTIONS_SCHEMA.append(TEXT_IS_UTF8_FIELD).empty_table(), "")
         rows = dd.from_map(raw_piece_frame, pieces, meta=meta, enforce_metadata=False)
+    file_days, file_sizes = (
+        [file.day for file in window.files],
+        [footer.row_group_bytes for footer in footers],
+    )
     bucket_count = (
         buckets
         if buckets is not None
         else default_bucket_count(
-            bucket_units((file.day for file in window.files), (footer.row_group_bytes for footer in footers))
+            bucket_units(file_days, file_sizes),
+            largest_day_bytes=max(day_bytes(file_days, file_sizes).values(), default=0),
         )
     )
     remove_tree(staging)

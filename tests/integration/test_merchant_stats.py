@@ -160,6 +160,13 @@ def test_bucket_units_count_dates_and_large_days_by_their_bytes() -> None:
     days = ["2026-08-01"] * 3 + ["2026-08-02", "2026-08-03"]
     sizes = [[10], [20, 30], [], [unit * 2 + 1], []]  # a file with no row group holds no rows
     assert merchant_stats.bucket_units(days, sizes) == 1 + 3
+    assert merchant_stats.day_bytes(days, sizes) == {"2026-08-01": 60, "2026-08-02": unit * 2 + 1}
+    # a bucket gets at most BUCKET_DAY_BYTES of the largest date: a short window of large days
+    # gave a bucket up to 1 GiB of one date (one bucket per 4 units)
+    day = merchant_stats.BUCKET_DAY_BYTES
+    assert merchant_stats.default_bucket_count(4, largest_day_bytes=4 * 256 * 2**20) == 16
+    assert merchant_stats.default_bucket_count(120, largest_day_bytes=day) == 30
+    assert merchant_stats.default_bucket_count(1, largest_day_bytes=3 * day - 1) == 3
 
 
 def files_of(directory: Path) -> dict[str, bytes]:

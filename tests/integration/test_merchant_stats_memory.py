@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -228,3 +228,72 @@ def test_a_scheduler_connection_that_cannot_work_is_refused_naming_it(
     Dask's TLS settings raised a TypeError about `ssl_context`, naming no connection."""
     with pytest.raises(ValueError, match=f"connection 'dask_review': {message}"):
         hook_for(monkeypatch, connection).get_conn()
+
+
+def write_large_day(lake: Path, day: date, rows: int) -> None:
+    """`rows` raw transactions of one date in one file of 1M-row row groups (pyarrow's default),
+    with merchants as skewed as card data (one has a quarter of the rows)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from featurelake.synthetic import TRANSACTIONS_SCHEMA
+
+    rng = np.random.default_rng(17)
+
+    def text(prefix: str, numbers) -> pa.Array:
+        return pc.binary_join_element_wise(prefix, pc.cast(pa.array(numbers), pa.string()), "")
+
+    midnight = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 10**6
+    table = pa.Table.from_arrays(
+        [
+            text("txn-", np.arange(rows)),
+            text("user_", rng.integers(0, 1_000_000, rows)),
+            text("m_", np.minimum(rng.zipf(1.3, rows), 20_000)),
+            pa.array(rng.integers(1, 41, rows).astype(np.int32)),
+            pa.array(np.round(rng.gamma(2, 30, rows) * np.where(rng.random(rows) < 0.03, -1, 1), 2)),
+            pa.array(["EUR"] * rows, pa.string()),
+            pa.array(midnight + rng.integers(0, 86_400 * 10**6, rows), pa.timestamp("us", tz="UTC")),
+        ],
+        schema=TRANSACTIONS_SCHEMA,
+    )
+    partition = lake / "raw" / "transactions" / f"date={day.isoformat()}"
+    partition.mkdir(parents=True)
+    pq.write_table(table, partition / "part-0.parquet", row_group_size=1_000_000)
+
+
+def test_a_short_window_of_a_large_day_runs_on_a_worker_of_1_gib(tmp_path: Path) -> None:
+    """One day of 4M rows (183 MiB uncompressed, far less than the worker's memory), window_days=1,
+    on a worker process of 1 GiB and 1 thread. A staging task read up to 256 MiB of row groups, and
+    the day went to a single bucket (one per 4 dates): each task took the worker past its memory
+    (about 6x the uncompressed bytes it reads), its nanny restarted it 4 times, and the job failed
+    with KilledWorker, where the same rows over a 30-day window ran."""
+    lake = tmp_path / "lake"
+    write_large_day(lake, DS, 4_000_000)
+    output = tmp_path / "merchant_stats" / f"date={DS}"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with (
+        dask_processes(
+            [str(VENV_BIN / "dask"), "worker"],
+            logs,
+            env={},
+            threads=1,
+            worker_options=["--memory-limit", "1GiB"],
+        ) as address,
+        dask_client(address) as client,
+    ):
+        workers = client.run(os.getpid)
+        report = compute_merchant_stats(
+            client,
+            raw_transactions=str(lake / "raw" / "transactions"),
+            output=str(output),
+            staging=str(tmp_path / "staging"),
+            ds=DS,
+            window_days=1,
+        )
+        assert client.run(os.getpid) == workers, "a worker was restarted"
+    assert report.rows_counted == 4_000_000
+    assert report.buckets == 3  # at most BUCKET_DAY_BYTES (64 MiB) of the day per bucket
+    assert_matches(output, oracle(lake, DS, 1), DS)
