@@ -313,7 +313,8 @@ def read_partition_range(
 
     One listing of `path` picks the partition directories in range, and Spark reads only those: it
     lists their files alone, infers the schema (when `schema` is None) from all their files, merged
-    (a column added from some date on is kept, null before it), and never
+    (a column added from some date on is kept, null before it; a column whose type differs between
+    partitions is an error naming its partitions by type, read them with `schema`), and never
     opens a file outside the range. The filter on the partition column stays in the plan
     (`PartitionFilters`). `basePath` keeps the partition column in the result. A range with no
     partition (a `path` not written yet included), or whose partitions hold no data file (written
@@ -359,7 +360,13 @@ def _read_partitions(
             "pass schema= to read a range that may be empty"
         )
     if in_range:
-        df = reader.parquet(*[literal_path(directory) for directory in in_range])
+        try:
+            df = reader.parquet(*[literal_path(directory) for directory in in_range])
+        except Exception as error:
+            # Spark's message names the two types, neither the column's partitions nor the fix.
+            if schema is not None or "CANNOT_MERGE" not in str(error):
+                raise
+            raise ValueError(_type_conflicts(spark, path, in_range, start=start, end=end)) from None
         if schema is not None and df.columns[-1:] != [partition_col]:
             # Spark takes the partition column from the directories of data files, and the range
             # has none (partitions written empty): no column, or the schema's column in its place.
@@ -371,6 +378,34 @@ def _read_partitions(
         partition = F.col(partition_col) if partition_col in empty.columns else F.lit(None).cast("date")
         df = empty.select(*[c for c in empty.columns if c != partition_col], partition.alias(partition_col))
     return df.where(F.col(partition_col).between(date_literal(start), date_literal(end)))
+
+
+def _type_conflicts(spark: SparkSession, path: str, in_range: list[str], *, start: date, end: date) -> str:
+    """The error of a read without a schema whose partitions in range give a column different
+    types, which Spark's schema merge refuses: each such column, with its partitions by type."""
+    types: dict[str, dict[str, list[str]]] = {}
+    mixed = []
+    for directory in in_range:
+        name = directory.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            fields = spark.read.option("mergeSchema", "true").parquet(literal_path(directory)).schema.fields
+        except Exception:  # its own files disagree
+            mixed.append(name)
+            continue
+        for field in fields:
+            types.setdefault(field.name, {}).setdefault(field.dataType.simpleString(), []).append(name)
+    found = [
+        f"{column} is " + ", ".join(f"{kind} in {' '.join(names)}" for kind, names in by_type.items())
+        for column, by_type in types.items()
+        if len(by_type) > 1
+    ]
+    if mixed:
+        found.append(f"the files of {', '.join(mixed)} disagree among themselves")
+    return (
+        f"the partitions of {path} in [{start}, {end}] give columns different types, which a read "
+        f"without a schema cannot merge: {'; '.join(found)}. Pass schema= with the type to read "
+        "them as, or rewrite the partitions of the other type"
+    )
 
 
 def hadoop_file_system(spark: SparkSession, path: str) -> tuple[Any, Any]:

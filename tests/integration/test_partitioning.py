@@ -474,3 +474,30 @@ def test_a_range_read_keeps_a_column_added_from_some_date_on(spark, tmp_path: Pa
         **{(DAYS[1], f"k{k}"): 10 * (k + 1) for k in range(5)},
     }
     assert read_partition_range(spark, path, DAYS[1], DAYS[1]).columns == ["key", "value", "added", "date"]
+
+
+def test_a_range_read_names_the_partitions_of_a_column_whose_type_changed(spark, tmp_path: Path) -> None:
+    """Without `schema`, partitions giving a column different types (a writer that moved from int
+    to bigint or double) failed with Spark's CANNOT_MERGE_SCHEMAS, naming neither the column's
+    partitions nor the fix; with a schema, they read as its type."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "events"
+    types = {DAYS[0]: pa.int32(), DAYS[1]: pa.int64(), DAYS[2]: pa.int64(), DAYS[3]: pa.float64()}
+    for day, kind in types.items():
+        (path / f"date={day}").mkdir(parents=True)
+        table = pa.table({"key": ["k1"], "value": pa.array([7], kind)})
+        pq.write_table(table, path / f"date={day}" / "part-0.parquet")
+
+    with pytest.raises(ValueError) as raised:
+        read_partition_range(spark, str(path), DAYS[0], DAYS[3])
+    assert str(raised.value) == (
+        f"the partitions of {path} in [{DAYS[0]}, {DAYS[3]}] give columns different types, which a read "
+        f"without a schema cannot merge: value is int in date={DAYS[0]}, bigint in date={DAYS[1]} "
+        f"date={DAYS[2]}, double in date={DAYS[3]}. Pass schema= with the type to read them as, or "
+        "rewrite the partitions of the other type"
+    )
+    schema = StructType([StructField("key", StringType()), StructField("value", LongType())])
+    rows = read_partition_range(spark, str(path), DAYS[0], DAYS[2], schema=schema).collect()
+    assert sorted((row["date"], row["value"]) for row in rows) == [(day, 7) for day in DAYS[:3]]
