@@ -68,6 +68,15 @@ def pq_rows(path: Path) -> int:
     return pads.dataset(path, format="parquet").count_rows()
 
 
+def dask_cluster() -> str:
+    """Where compute_merchant_stats ran, from the `dask_default` connection the run used: a
+    LocalCluster in the task, or a scheduler's address."""
+    from featurelake_airflow.hooks.dask_cluster import DaskClusterHook
+
+    address = DaskClusterHook().scheduler_address()
+    return "LocalCluster" if address is None else f"scheduler {address}"
+
+
 def show_view(lake: Path) -> None:
     """Print the Delta view's size and its latest commits."""
     from deltalake import DeltaTable
@@ -240,7 +249,7 @@ def run_demo(dag_id: str, day: date, online_connection: str) -> int:
         features.add_row(*(f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
     console.print(features)
     stats = lake / "features" / "merchant_stats" / f"date={day.isoformat()}"
-    console.print(f"Dask (LocalCluster): {pq_rows(stats)} merchants' 30-day statistics in {stats}")
+    console.print(f"Dask ({dask_cluster()}): {pq_rows(stats)} merchants' 30-day statistics in {stats}")
     show_view(lake)
     show_online_reads(user_ids, online_connection, lake=lake, day=day)
     return 0
