@@ -38,3 +38,47 @@ def test_an_object_store_location_is_an_object_storage_path() -> None:
     path = lake_path("s3://bucket/lake/raw")
     assert isinstance(path, ObjectStoragePath)
     assert path.key == "lake/raw"
+
+
+@pytest.mark.parametrize(
+    ("location", "provider"),
+    [
+        # s3fs and the amazon provider are not installed here, as on a worker that lacks them
+        pytest.param(
+            "s3a://bucket/lake/raw/transactions/date=2026-10-28", "apache-airflow-providers-amazon", id="s3a"
+        ),
+        pytest.param("gs://bucket/lake/raw", "apache-airflow-providers-google", id="gs"),
+        pytest.param("foo://bucket/lake/raw", "the Airflow provider that registers foo://", id="unknown"),
+    ],
+)
+def test_a_scheme_this_worker_cannot_open_fails_at_once_naming_the_provider(
+    location: str, provider: str
+) -> None:
+    # Before, fsspec's "Install s3fs to access S3" failed the first task on every retry, for minutes.
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from featurelake_airflow.lake_paths import checked_lake_path
+
+    scheme = location.split("://")[0]
+    with pytest.raises(
+        AirflowFailException, match=rf"the lake {location} is on {scheme}://, .*Install {provider}"
+    ):
+        checked_lake_path(location)
+
+
+def test_a_local_location_is_checked_as_its_path(tmp_path: Path) -> None:
+    from featurelake_airflow.lake_paths import checked_lake_path
+
+    assert checked_lake_path(str(tmp_path / "raw")) == tmp_path / "raw"
+
+
+def test_the_raw_partition_check_fails_at_once_on_a_lake_it_cannot_open() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from featurelake_airflow.operators.raw_partition import RawPartitionCheckOperator
+
+    task = RawPartitionCheckOperator(task_id="check_raw_partition", lake="s3a://bucket/lake", ds="2026-10-28")
+    with pytest.raises(
+        AirflowFailException, match=r"is on s3a://.*apache-airflow-providers-amazon \(with s3fs\)"
+    ):
+        task.execute({})

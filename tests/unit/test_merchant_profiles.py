@@ -465,9 +465,14 @@ def test_the_hook_refuses_a_bad_max_failed_fraction_by_name(monkeypatch, value: 
         hook.max_failed_fraction()
 
 
-def test_the_fetch_task_refuses_an_object_store_lake_by_name() -> None:
+def test_the_fetch_task_refuses_an_object_store_lake_by_name_without_retrying() -> None:
+    # The README says it fails at once: a ValueError was retried twice, minutes apart, to no end.
+    from airflow.sdk.exceptions import AirflowFailException
+
     from featurelake_airflow.operators.fetch_merchant_profiles import FetchMerchantProfilesOperator
 
     task = FetchMerchantProfilesOperator(task_id="fetch", lake="s3a://bucket/lake", ds="2026-10-28")
-    with pytest.raises(ValueError, match=r"the lake s3a://bucket/lake is not a local path.*Mount the lake"):
+    with pytest.raises(
+        AirflowFailException, match=r"the lake s3a://bucket/lake is not a local path.*Mount the lake"
+    ):
         task.execute({})

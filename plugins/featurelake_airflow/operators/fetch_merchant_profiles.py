@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from featurelake_airflow.hooks.http_api import HttpApiHook
 from featurelake_airflow.task_arguments import lake_root, run_date
@@ -44,12 +45,15 @@ class FetchMerchantProfilesOperator(BaseOperator):
         from featurelake.merchant_profiles import build_profiles, check_api_available, merchants_of_day
 
         day = run_date(self.ds, task_id=self.task_id)
-        root = local_path(
-            lake_root(self.lake, task_id=self.task_id),
-            what="the lake",
-            remedy="this task reads and writes its partitions with local-file writers. Mount the lake on "
-            "the Airflow workers and set the Variable featurelake_lake to the mount's path",
-        )
+        try:
+            root = local_path(
+                lake_root(self.lake, task_id=self.task_id),
+                what="the lake",
+                remedy="this task reads and writes its partitions with local-file writers. Mount the lake "
+                "on the Airflow workers and set the Variable featurelake_lake to the mount's path",
+            )
+        except ValueError as error:  # the Variable's value: no retry changes it
+            raise AirflowFailException(f"{error}; then clear this task") from None
         layout = LakeLayout(str(root))
         merchants = merchants_of_day(layout.raw_transactions, day)
         hook = HttpApiHook(http_conn_id=self.http_conn_id)

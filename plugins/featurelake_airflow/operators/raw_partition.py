@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from featurelake_airflow.lake_paths import lake_path
+from featurelake_airflow.lake_paths import checked_lake_path
 from featurelake_airflow.task_arguments import lake_root, run_date
 
 
@@ -70,7 +70,7 @@ class RawPartitionCheckOperator(BaseOperator):
         day = run_date(self.ds, task_id=self.task_id).isoformat()
         lake = lake_root(self.lake, task_id=self.task_id)
         partition = f"{lake.rstrip('/')}/raw/{self.dataset}/date={day}"
-        directory = lake_path(partition)
+        directory = checked_lake_path(partition)
         if directory.is_file():  # iterdir()'s bare NotADirectoryError, on every retry
             raise AirflowFailException(
                 f"raw partition {partition} is a file where the partition's directory belongs. Move "
