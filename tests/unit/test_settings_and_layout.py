@@ -347,3 +347,14 @@ def test_an_override_the_file_does_not_name_is_applied(tmp_path: Path) -> None:
     environ = {"UNLISTED": "env"}
     applied = apply_settings(environ, overrides={"UNLISTED": "override"}, path=file)
     assert environ == {"A": "1", "UNLISTED": "override"} and applied == {"A": "1", "UNLISTED": "override"}
+
+
+def test_the_api_port_alone_moves_the_tasks_execution_api_url() -> None:
+    # With only the port moved, Airflow's default URL stayed on 8080 and every task of `make
+    # airflow` failed with "Connection refused".
+    moved = read_settings(environ={"AIRFLOW__API__PORT": "9090"})
+    assert moved["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://localhost:9090/execution/"
+    assert (
+        read_settings(environ={})["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
+        == "http://localhost:8080/execution/"
+    )
