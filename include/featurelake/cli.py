@@ -18,6 +18,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from featurelake.synthetic import DEFAULT_WORKERS, MESSY_ROW_KINDS, GenerationSummary, generate_lake
 
@@ -167,7 +168,7 @@ def summary_table(summary: GenerationSummary) -> Table:
     table = Table(title="featurelake generate", show_header=False, title_justify="left")
     table.add_column("what")
     table.add_column("value", justify="right")
-    table.add_row("lake", str(summary.lake))
+    table.add_row("lake", Text(str(summary.lake)))  # a path, not markup: it may hold [brackets]
     table.add_row("dates", f"{summary.start} .. {summary.end} ({len(summary.rows_by_date)})")
     table.add_row("users / seed", f"{summary.users:,} / {summary.seed}")
     table.add_row("rows", f"{summary.total_rows:,}")

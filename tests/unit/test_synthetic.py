@@ -657,6 +657,25 @@ def test_cli_prints_an_error_naming_a_path_verbatim_even_with_brackets(tmp_path:
     assert "error: lake s3://bucket/[/x] is not a local path" in result.output
 
 
+def test_cli_prints_the_lake_of_its_summary_verbatim_even_with_brackets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summary names the lake as given, not as rich markup: `[a]` vanished from it, and `[/q]`
+    raised MarkupError with a traceback (exit 1) after the whole lake was written."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            *("--start", "2026-01-01", "--end", "2026-01-01", "--users", "10", "--seed", "1"),
+            *("--lake", "b[a]ck/z[/q]"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "b[a]ck/z[/q]" in result.output
+    assert (_partition(tmp_path / "b[a]ck" / "z[" / "q]", START) / PART_FILE).is_file()
+
+
 def test_cli_writes_nothing_under_the_current_directory_for_a_file_uri_with_a_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
