@@ -167,7 +167,7 @@ def summary_table(summary: GenerationSummary) -> Table:
     """A short report of one generate run: volumes, messy rows by kind, and speed."""
     table = Table(title="featurelake generate", show_header=False, title_justify="left")
     table.add_column("what")
-    table.add_column("value", justify="right")
+    table.add_column("value", justify="right", overflow="fold")  # a long lake path: whole, on more lines
     table.add_row("lake", Text(str(summary.lake)))  # a path, not markup: it may hold [brackets]
     table.add_row("dates", f"{summary.start} .. {summary.end} ({len(summary.rows_by_date)})")
     table.add_row("users / seed", f"{summary.users:,} / {summary.seed}")

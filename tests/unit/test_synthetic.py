@@ -676,6 +676,31 @@ def test_cli_prints_the_lake_of_its_summary_verbatim_even_with_brackets(
     assert (_partition(tmp_path / "b[a]ck" / "z[" / "q]", START) / PART_FILE).is_file()
 
 
+def test_cli_prints_a_long_lake_of_its_summary_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lake longer than the value column (80 characters wide when not a terminal) is folded onto
+    more lines, not cut short with an ellipsis."""
+    monkeypatch.chdir(tmp_path)
+    lake = "lake-" + "x" * 50 + "/" + "y" * 60 + "/end"
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            *("--start", "2026-01-01", "--end", "2026-01-01", "--users", "10", "--seed", "1"),
+            *("--lake", lake),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = [line.split("│")[1:3] for line in result.output.splitlines() if line.count("│") == 3]
+    printed = ""
+    for what, value in rows:
+        if what.strip() not in ("", "lake"):
+            if printed:
+                break
+            continue
+        printed += value.strip()
+    assert printed == lake
+
+
 def test_cli_writes_nothing_under_the_current_directory_for_a_file_uri_with_a_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
