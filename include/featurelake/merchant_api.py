@@ -121,13 +121,20 @@ class SandboxServer:
             self._loop.close()
 
 
+def merchants_url(*, host: str, port: int) -> str:
+    """The URL of the merchants on `host`:`port`, with `<id>` for the id; an IPv6 address in brackets
+    (`http://::1:8089/...` names no server)."""
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}{PATH_TEMPLATE.replace('{id}', '<id>')}"
+
+
 def serve_forever(
     *, port: int, rate: int, host: str = "127.0.0.1", serving: Callable[[str], None] | None = None
 ) -> None:
     """Serve the sandbox in the foreground until interrupted. `serving` is called with the URL of
     its merchants once the port is bound (aiohttp calls `print` after its sites have started), so
     nothing says it serves on a port it could not take; by default it logs that URL and the rate."""
-    url = f"http://{host}:{port}{PATH_TEMPLATE.replace('{id}', '<id>')}"
+    url = merchants_url(host=host, port=port)
 
     def started(_: str) -> None:
         if serving is None:
