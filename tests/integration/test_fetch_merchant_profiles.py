@@ -97,7 +97,7 @@ def test_requests_stay_under_the_rate_and_retries_fetch_everything() -> None:
     assert limited == 0, "the client never went over the server's limit"
     # On the client's clock, where the limiter decides; the server's sees requests late, unevenly.
     assert len(client.sent) == result.requests
-    assert len(served) == len(IDS), "each id answered once with a profile or a 404"
+    assert served == len(IDS), "each id answered once with a profile or a 404"
     assert most_in_one_second(client.sent) <= 20
 
 
