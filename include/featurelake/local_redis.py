@@ -6,24 +6,20 @@ the demo runs outside pytest and pytest-redis has no cluster mode.)"""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from featurelake.parent_death import stopped_with_this_process
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +55,6 @@ def free_cluster_port() -> int:
 
 
 _START_ATTEMPTS = 5
-
-# prctl(2) option: the signal the calling process gets when its parent thread ends.
-_PR_SET_PDEATHSIG = 1
-
-
-def _stopped_with_this_process() -> Callable[[], None] | None:
-    """A `preexec_fn` that has redis-server get SIGTERM when the Python process that started it
-    dies, even by SIGKILL or an unhandled SIGTERM (which run no `finally`): Linux's
-    PR_SET_PDEATHSIG. That fires when the starting *thread* ends, so it is set only from the main
-    thread; a server started elsewhere, or not on Linux, is stopped only by `stop()`."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def set_parent_death_signal() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # it died before prctl: nothing would signal this process
-            os._exit(1)
-
-    return set_parent_death_signal
 
 
 class _PortTaken(Exception):
@@ -201,7 +176,7 @@ class LocalRedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             # preexec_fn runs between fork and exec: this one only calls prctl and getppid
-            preexec_fn=_stopped_with_this_process(),
+            preexec_fn=stopped_with_this_process(),
         )
         # One try per poll: the loop retries, and checks the process between tries
         client = redis.Redis(

@@ -1,10 +1,10 @@
 """A failed task can be retried with the same result: every task of `user_features_daily` and
-`merchant_profiles_daily` but the Spark feature job (test_user_features_killed_run.py) is run by its
-operator's `execute` in a process of its own, killed with SIGKILL (or failed by an exception) at a
-chosen or a random point, and retried in a new process. The retry must end with what a run never
-interrupted gives: the same lake files (compared as sorted rows; no hidden or staging leftovers),
-Delta table rows with a readable history, Redis keys and values, and XCom; and the killed task must
-leave no process behind.
+`merchant_profiles_daily` is run by its operator's `execute` in a process of its own, killed with
+SIGKILL (or failed by an exception) at a chosen or a random point, and retried in a new process (the
+Spark feature job killed with its spark-submit and driver: test_user_features_killed_run.py). The
+retry must end with what a run never interrupted gives: the same lake files (compared as sorted
+rows; no hidden or staging leftovers), Delta table rows with a readable history, Redis keys and
+values, and XCom; and the killed task must leave no process behind.
 
 Each attempt is a fork of one runner process that imported Airflow, Dask, delta-rs and redis-py
 once (Airflow's own supervisor forks its task processes too), so an attempt starts in milliseconds.
@@ -699,3 +699,70 @@ def test_raw_partition_check_retry_reports_the_same(runner: Runner, profiles_lak
     want = runner.start(CHECK, kwargs).result()
     first, report = killed_then_retried(runner, CHECK, kwargs, stop=stop_at("featurelake.lake:is_data_file"))
     assert "killed" in first and report == want == {"partition": want["partition"], "files": 1}
+
+
+# -- the Spark feature job's task -----------------------------------------------------------------
+FEATURE_JOB = "featurelake_airflow.operators.spark_feature_job:SparkFeatureJobOperator"
+LOCAL_SPARK = {
+    "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(
+        {"conn_type": "spark", "host": "local[2]", "extra": {"conf": {"spark.ui.enabled": "false"}}}
+    )
+}
+
+
+def feature_job_kwargs(lake: Path, ds: date, window_days: int) -> dict[str, Any]:
+    """compute_user_features's arguments, as the DAG gives them, for `lake`."""
+    return {
+        "conn_id": "spark_default",
+        "application": str(PROJECT_ROOT / "spark_jobs" / "user_features.py"),
+        "application_args": ["--ds", ds.isoformat(), "--lake", str(lake), "--window-days", str(window_days)],
+        "report_path": f"{lake}/_metrics/user_features/date={ds.isoformat()}.json",
+    }
+
+
+def test_a_feature_job_task_killed_alone_stops_its_job(runner: Runner, tmp_path: Path) -> None:
+    """The task process killed by SIGKILL (which runs no `on_kill`) while its job runs on a local
+    master: spark-submit, which runs the job's driver, ends with it, and the retry gives the output
+    and report of a run never interrupted. Before, spark-submit lived on and finished the job beside
+    the retry, in the same staging directory (checked: this test failed on the processes left). A
+    job held past the retry's end then swapped in the staging directory the retry had removed, and
+    so replaced the retry's published features of the date with nothing."""
+    from tests.integration.test_user_features_run import DAYS, WINDOW_DAYS, _features, _lake
+
+    ds = DAYS[4]
+    clean, lake = _lake(tmp_path / "clean", DAYS[:5]), _lake(tmp_path / "killed", DAYS[:5])
+    want = runner.start(FEATURE_JOB, feature_job_kwargs(clean, ds, WINDOW_DAYS), env=LOCAL_SPARK).result()
+    kwargs = feature_job_kwargs(lake, ds, WINDOW_DAYS)
+    # The task process holds while spark-submit runs, until the job has planned its run: computing.
+    first = runner.start(
+        FEATURE_JOB,
+        kwargs,
+        env=LOCAL_SPARK,
+        stop=stop_at(
+            "airflow.providers.apache.spark.hooks.spark_submit:SparkSubmitHook._process_spark_submit_log"
+        ),
+    )
+    assert first.wait_for("paused"), first.log()[-3000:]
+    plan = lake / "_staging" / "user_features" / "_plans" / f"{ds.isoformat()}.json"
+    deadline = time.monotonic() + 600
+    while not plan.exists():
+        assert time.monotonic() < deadline, f"the job never planned its run; see {first.directory}"
+        time.sleep(0.05)
+    first.kill()
+    assert first.left_processes() == [], "the killed task's spark-submit went on running"
+    report = runner.start(FEATURE_JOB, kwargs, env=LOCAL_SPARK).result()
+    pd.testing.assert_frame_equal(_features(lake, ds), _features(clean, ds))
+    assert {**report, "output_path": None} == {**want, "output_path": None}
+    # Spark names its files anew at each write: the partitions are compared, and their rows above.
+    assert partitions(lake) == partitions(clean)
+    assert scratch(lake) == scratch(clean), "the retry left scratch behind"
+
+
+def partitions(lake: Path) -> list[str]:
+    """The directories of the files a reader of the lake sees."""
+    return sorted({str(Path(file).parent) for file in visible_files(lake)})
+
+
+def scratch(lake: Path) -> list[str]:
+    """`leftovers`, but Hadoop's checksum files (`.<file>.crc`), named after Spark's files."""
+    return [path for path in leftovers(lake) if not path.endswith(".crc")]

@@ -12,8 +12,10 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
+from featurelake.parent_death import stopped_with_this_process
 from featurelake.spark_session import (
     REQUIRED_SPARK_CONF,
     launch_spark_conf,
@@ -176,6 +178,23 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
                 report.get("quarantined_by_reason"),
             )
         return report
+
+    def _get_hook(self) -> SparkSubmitHook:
+        """The provider's hook, whose spark-submit gets SIGTERM when the task process dies, even by
+        SIGKILL (the OOM killer, a lost worker's supervisor), which runs no `on_kill`. Left running,
+        its job (the driver, in client mode or on a local master) went on beside the task's retry,
+        in the same staging directory: the retry removed the staged output under it, and the
+        orphan's swap then replaced the retry's published features with nothing."""
+        hook = super()._get_hook()
+        submit = hook.submit
+
+        def submit_stopped_with_this_process(application: str = "", **kwargs: Any) -> str | None:
+            # preexec_fn runs between fork and exec: it only calls prctl and getppid
+            kwargs.setdefault("preexec_fn", stopped_with_this_process())
+            return submit(application, **kwargs)
+
+        hook.submit = submit_stopped_with_this_process
+        return hook
 
     def _warn_of_ignored_conf(
         self, *, connection_conf: Mapping[str, str], operator_conf: Mapping[str, Any]
