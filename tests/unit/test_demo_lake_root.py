@@ -15,16 +15,15 @@ from featurelake_airflow import demo
 DAY = date(2026, 10, 28)
 
 
-def test_a_file_uri_lake_is_read_as_the_local_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    report = tmp_path / "_metrics" / "user_features" / f"date={DAY.isoformat()}.json"
+def _write_job_report(lake: Path, *, mode: str) -> None:
+    """The feature job's report of DAY in `lake`, as the demo reads it after the run."""
+    report = lake / "_metrics" / "user_features" / f"date={DAY.isoformat()}.json"
     report.parent.mkdir(parents=True)
     report.write_text(
         json.dumps(
             {
-                "output_path": str(tmp_path / "features" / "user_features"),
-                "mode": "incremental",
+                "output_path": str(lake / "features" / "user_features"),
+                "mode": mode,
                 "tiles_built": [DAY.isoformat()],
                 "quarantined_rows": 0,
                 "quarantined_by_reason": {},
@@ -32,6 +31,12 @@ def test_a_file_uri_lake_is_read_as_the_local_directory(
             }
         )
     )
+
+
+def test_a_file_uri_lake_is_read_as_the_local_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_job_report(tmp_path, mode="incremental")
     seen: list[Path] = []
     monkeypatch.setenv("AIRFLOW_VAR_FEATURELAKE_LAKE", f"file://{tmp_path}")
     monkeypatch.setattr(demo, "run_dag", lambda dag_id, day: ("success", []))
@@ -68,20 +73,7 @@ def test_the_merchant_stats_line_names_the_cluster_of_the_dask_connection(
     # It said LocalCluster whatever AIRFLOW_CONN_DASK_DEFAULT named (airflow.env lets it be overridden).
     from rich.console import Console
 
-    report = tmp_path / "_metrics" / "user_features" / f"date={DAY.isoformat()}.json"
-    report.parent.mkdir(parents=True)
-    report.write_text(
-        json.dumps(
-            {
-                "output_path": str(tmp_path / "features" / "user_features"),
-                "mode": "full",
-                "tiles_built": [DAY.isoformat()],
-                "quarantined_rows": 0,
-                "quarantined_by_reason": {},
-                "duplicate_rows_dropped": 0,
-            }
-        )
-    )
+    _write_job_report(tmp_path, mode="full")
     output = io.StringIO()
     monkeypatch.setenv("AIRFLOW_VAR_FEATURELAKE_LAKE", str(tmp_path))
     monkeypatch.setenv("AIRFLOW_CONN_DASK_DEFAULT", connection)
