@@ -277,6 +277,23 @@ def test_connections_point_at_services(default_stack: dict[str, Any]) -> None:
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_ports_are_published_on_loopback_only(
+    request: pytest.FixtureRequest, stack: Mapping[str, Any]
+) -> None:
+    """The secret defaults are in this public file, and a task token signed with the JWT secret reads
+    any connection, password included, from the execution API: no port may reach other machines
+    (compose publishes a port without a host address on every interface)."""
+    published = [
+        (name, port)
+        for name, body in _stack(request, stack)["services"].items()
+        for port in body.get("ports") or []
+    ]
+    assert {name for name, _ in published} == {"airflow-apiserver", "spark-master", "dask-scheduler"}
+    open_ports = [(name, port) for name, port in published if port.get("host_ip") != "127.0.0.1"]
+    assert not open_ports, f"published beyond the host's loopback: {open_ports}"
+
+
 def test_start_order(default_stack: dict[str, Any]) -> None:
     services = default_stack["services"]
     for name in AIRFLOW_SERVICES:
