@@ -446,6 +446,36 @@ def test_the_hook_names_the_connection_and_the_extra_of_a_bad_setting(
         HttpApiHook(http_conn_id="merchants").get_conn()
 
 
+@pytest.mark.parametrize(
+    ("headers", "named"),
+    [
+        pytest.param(
+            {"Ocp-Apim-Subscription-Key": "sub-key-0123456789", "X-Retries": 3},
+            "'X-Retries' holds a number",
+            id="object",
+        ),
+        pytest.param(
+            [["X-Api-Key", "sub-key-0123456789"], ["X-Team"]],
+            "got a list that is not of [name, value] pairs",
+            id="pairs",
+        ),
+        pytest.param([[7, "sub-key-0123456789"]], "a header name is a number", id="pair-name"),
+    ],
+)
+def test_a_bad_headers_extra_is_named_without_its_values(monkeypatch, headers: object, named: str) -> None:
+    """The error echoed the whole extra, credentials included: Airflow's log masking hides the values
+    of header names it knows (Authorization, X-Api-Key), not an Ocp-Apim-Subscription-Key, nor any
+    header of the [name, value] pairs form (their key is `headers`)."""
+    from featurelake_airflow.hooks.http_api import HttpApiHook
+
+    connection = {"conn_type": "http", "host": "merchants.example.com", "extra": {"headers": headers}}
+    monkeypatch.setenv("AIRFLOW_CONN_MERCHANTS", json.dumps(connection))
+    with pytest.raises(ValueError, match="extra 'headers' must be an object") as raised:
+        HttpApiHook(http_conn_id="merchants").get_conn()
+    assert named in str(raised.value)
+    assert "sub-key" not in str(raised.value)
+
+
 @pytest.mark.parametrize("value", [1.5, -0.1, "half", True, None])
 def test_the_hook_refuses_a_bad_max_failed_fraction_by_name(monkeypatch, value: object) -> None:
     from featurelake_airflow.hooks.http_api import HttpApiHook

@@ -128,7 +128,7 @@ class HttpApiHook(BaseHook):
         ):
             raise ValueError(
                 f"connection {self.http_conn_id!r}: extra 'headers' must be an object of header names "
-                f"to string values (in a URI connection, as JSON in `__extra__`), got {headers!r}"
+                f"to string values (in a URI connection, as JSON in `__extra__`); {_headers_shape(headers)}"
             )
         headers = dict(headers)  # a control character in one is refused by FetchConfig, named below
         if connection.login:
@@ -172,6 +172,28 @@ class HttpApiHook(BaseHook):
                 f"got {value!r}"
             )
         return float(value)
+
+
+def _headers_shape(headers: Any) -> str:
+    """What is wrong with a `headers` extra, by header name and JSON type: never a value, which may be
+    a credential that Airflow's log masking does not know (an `Ocp-Apim-Subscription-Key`, or any
+    header of the [name, value] pairs form)."""
+    if isinstance(headers, dict):
+        problems = [f"a header name is a {_json_type(name)}" for name in headers if not isinstance(name, str)]
+        problems += [
+            f"{name!r} holds a {_json_type(value)}"
+            for name, value in headers.items()
+            if isinstance(name, str) and not isinstance(value, str)
+        ]
+        return f"{', '.join(problems)}: write each name and value as a JSON string"
+    if isinstance(headers, list):
+        return "got a list that is not of [name, value] pairs"
+    return f"got a JSON {_json_type(headers)}"
+
+
+def _json_type(value: Any) -> str:
+    kinds = {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def _number_from_text(name: str, value: Any) -> Any:
