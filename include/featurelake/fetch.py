@@ -280,10 +280,23 @@ def _resolvable(url: URL) -> bool:
     return True
 
 
+# The start of a URL whose authority holds user information (`user:password@`), scheme or not.
+_USERINFO = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*@")
+
+
 def _redirect_target(url: URL, location: str | None, status: int) -> URL:
     """The absolute URL a redirect from `url` points at (`location` may be relative)."""
     if location is None:
         raise _ApiFailed(f"HTTP {status}: a redirect without a Location header, from {url}")
+    # aiohttp refuses a request with both an Authorization header and credentials in its URL, with a
+    # ValueError that ended the whole fetch; and a redirect has no business handing us credentials.
+    # Checked first, on the text: the location is not quoted, as it holds a password, and the
+    # messages below quote it (a redirect to ftp://user:password@host, or to no URL at all).
+    if _USERINFO.match(location.lstrip()):
+        raise _ApiFailed(
+            f"HTTP {status}: a redirect from {url} to a URL with a user name or password in it, "
+            "which is not followed"
+        )
     try:
         named = URL(location)
         target = url.join(named)
@@ -293,10 +306,7 @@ def _redirect_target(url: URL, location: str | None, status: int) -> URL:
     # A scheme without a host (`http:///x`) is no http(s) URL, though yarl joins it as a path.
     if target.scheme not in ("http", "https") or not target.raw_host or (named.scheme and not named.raw_host):
         raise _ApiFailed(f"HTTP {status}: a redirect to {location!r}, which is not an http(s) URL")
-    # aiohttp refuses a request with both an Authorization header and credentials in its URL, with a
-    # ValueError that ended the whole fetch; and a redirect has no business handing us credentials.
-    # The location is not quoted: it holds a password.
-    if target.raw_user is not None or target.raw_password is not None:
+    if target.raw_user is not None or target.raw_password is not None:  # as above, once parsed
         raise _ApiFailed(
             f"HTTP {status}: a redirect from {url} to a URL with a user name or password in it, "
             "which is not followed"

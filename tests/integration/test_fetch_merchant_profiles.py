@@ -322,6 +322,38 @@ def test_answers_that_hold_no_profile_and_redirects_with_credentials_fail_their_
     assert sorted(i for i, _ in seen) == sorted([*good, "m-creds", "m-300", "m-202", "m-no-host"])
 
 
+@pytest.mark.parametrize(
+    "location",
+    [
+        pytest.param("ftp://user:secret@127.0.0.1/merchants/x", id="ftp"),
+        pytest.param("http://user:secret@/merchants/x", id="no-host"),
+        pytest.param("http://user:secret@[::1/merchants/x", id="not-a-url"),
+        pytest.param("http://user:secret@127.0.0.1:99999/merchants/x", id="bad-port"),
+        pytest.param("//user:secret@127.0.0.1/merchants/x", id="scheme-relative"),
+    ],
+)
+def test_a_redirect_with_credentials_is_never_quoted_whatever_else_is_wrong(location: str) -> None:
+    """A redirect to a URL with a password in it fails without quoting it, which the reason for an
+    http(s) URL did; one to another scheme, or to no URL at all, was quoted whole, and the reason
+    goes into the quarantine partition in the lake."""
+    server = SandboxServer(rate=200)
+
+    async def with_credentials(request: web.Request, number: int) -> web.StreamResponse:
+        return web.Response(status=302, headers={"Location": location})
+
+    add_misbehaviour(server, {"m-creds": with_credentials})
+    with server:
+        config = FetchConfig(base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=100)
+        result = asyncio.run(fetch_all(config, ["m-creds"]))
+    assert result.failed == {
+        "m-creds": (
+            f"HTTP 302: a redirect from {server.base_url}/merchants/m-creds to a URL with a user name or "
+            "password in it, which is not followed"
+        )
+    }
+    assert result.api_failed == {"m-creds"} and result.retries == 0
+
+
 def test_a_retry_after_http_date_pauses_every_request_until_the_date() -> None:
     dated, *others = PLAIN[:4]
 
