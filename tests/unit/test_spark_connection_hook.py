@@ -65,6 +65,25 @@ def test_hook_reads_the_connection(monkeypatch) -> None:
     assert SparkConnectionConfHook(conn_id="spark_cluster").get_conn() == {"spark.executor.memory": "4g"}
 
 
+def test_a_storage_key_in_the_conf_extra_is_masked_in_the_submit_command_logged(monkeypatch) -> None:
+    """The provider logs spark-submit's command line, --conf values included, masking only properties
+    named `secret` or `password`, and Airflow masks the extra's values by name (`secret`, `token`,
+    `access_key`...): an Azure storage account key reached the task's log as it is."""
+    from airflow.sdk._shared.secrets_masker import redact
+
+    azure = "spark.hadoop.fs.azure.account.key.acct.dfs.core.windows.net"
+    conf = {azure: "azure-account-key-0123456789", "spark.io.encryption.keySizeBits": "256123"}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SPARK_KEYS", json.dumps({"conn_type": "spark", "host": "yarn", "extra": {"conf": conf}})
+    )
+    assert SparkConnectionConfHook(conn_id="spark_keys").get_conn() == conf
+    hook = SparkSubmitHook(conn_id="spark_keys", conf=conf)
+    logged = redact(hook._mask_cmd(hook._build_spark_submit_command("/jobs/job.py")))
+    assert f"--conf {azure}=***" in logged
+    assert "azure-account-key" not in logged
+    assert "keySizeBits=256123" in logged, "a property whose name merely holds `key` is shown"
+
+
 def test_library_zip_holds_the_package(tmp_path: Path) -> None:
     package = tmp_path / "src" / "pkg"
     (package / "sub").mkdir(parents=True)

@@ -42,6 +42,15 @@ def spark_conf_from_extra(extra: Mapping[str, Any], *, conn_id: str) -> dict[str
     }
 
 
+def credential_properties(conf: Mapping[str, str]) -> list[str]:
+    """The properties of `conf` with a `key` segment, whose value is a key: an Azure storage account's
+    (`spark.hadoop.fs.azure.account.key.<account>.dfs.core.windows.net`), S3A's `access.key` and
+    `secret.key`. spark-submit gets them as --conf, and the provider logs its command line masking
+    only properties named `secret` or `password`; Airflow masks the extra's values by name too
+    (`secret`, `token`, `access_key`...), which misses the Azure account key."""
+    return [key for key in conf if "key" in key.lower().split(".")]
+
+
 _EXAMPLE_EXTRA = '{"conf": {"spark.executor.memory": "4g"}}'
 
 
@@ -63,8 +72,14 @@ class SparkConnectionConfHook(BaseHook):
         return self.get_connection(self.conn_id)
 
     def get_conn(self) -> dict[str, str]:
-        """The connection's Spark properties, {} when it has none."""
-        return spark_conf_from_extra(self.extra(), conn_id=self.conn_id)
+        """The connection's Spark properties, {} when it has none. The values of those that hold a
+        key (`credential_properties`) are masked in the task's logs from here on."""
+        conf = spark_conf_from_extra(self.extra(), conn_id=self.conn_id)
+        from airflow.sdk.log import mask_secret
+
+        for key in credential_properties(conf):
+            mask_secret(conf[key])
+        return conf
 
     def master(self) -> str:
         """The master URL spark-submit gets from this connection, as SparkSubmitHook builds it: the
