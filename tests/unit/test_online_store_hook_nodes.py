@@ -61,3 +61,30 @@ def test_a_database_in_a_cluster_uris_path_is_named_as_the_path(cluster: object)
 
 def test_database_0_in_a_cluster_uris_path_is_fine() -> None:
     assert config_of({"cluster": True}, schema="0").db == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "warning"),
+    [
+        pytest.param(
+            {"ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": False},
+            "TLS without a hostname check",
+            id="as-the-form-saves-it",
+        ),
+        pytest.param({"ssl": True, "ssl_cert_reqs": "none"}, "does not verify", id="cert-reqs-none"),
+        pytest.param({"ssl": True, "ssl_check_hostname": True}, None, id="checked"),
+        pytest.param({"ssl": True}, None, id="redis-py-defaults"),
+        pytest.param({"ssl": False, "ssl_check_hostname": False}, None, id="no-tls"),
+    ],
+)
+def test_tls_that_does_not_check_the_server_is_named_in_the_log(caplog, extra: dict, warning) -> None:
+    """The Redis form saves ssl_check_hostname false unless its box is ticked: a connection made in
+    the UI with TLS on took a certificate for another host (reproduced on a TLS redis-server on
+    127.0.0.2 with a certificate for 127.0.0.1), and nothing said so."""
+    with caplog.at_level("WARNING", logger="featurelake_airflow.hooks.online_store"):
+        config_of(extra)
+    said = [r.getMessage() for r in caplog.records if r.name == "featurelake_airflow.hooks.online_store"]
+    if warning is None:
+        assert said == []
+    else:
+        assert len(said) == 1 and said[0].startswith("connection 'online': ") and warning in said[0]

@@ -12,6 +12,7 @@ A rediss:// URI (conn_type "rediss") turns TLS on, as the `ssl` extra does.
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Connection
 
     from featurelake.online_store import OnlineStore, OnlineStoreConfig
+
+log = logging.getLogger(__name__)
 
 
 class OnlineStoreHook(BaseHook):
@@ -62,6 +65,7 @@ class OnlineStoreHook(BaseHook):
             extra=_extra_of(connection),
             conn_id=connection.conn_id,
         )
+        _warn_of_unverified_tls(config, conn_id=connection.conn_id)
         if not config.cluster:
             # A ring refuses a name given twice, but only when the store is built, naming neither
             # the connection nor the extra. (A cluster's startup nodes may repeat: no ring.)
@@ -117,6 +121,29 @@ class OnlineStoreHook(BaseHook):
             )
         if aliases := store.servers_listed_twice():
             raise ValueError(f"connection {self.online_conn_id!r}: {same_server_message(aliases)}")
+
+
+def _warn_of_unverified_tls(config: OnlineStoreConfig, *, conn_id: str) -> None:
+    """Say in the log when TLS runs without checking whom it talks to. The Airflow UI's Redis form
+    saves `ssl_check_hostname` false unless its "Enable hostname check" is ticked, so a connection
+    made there with "Enable SSL" took any certificate the CA signed, for any host (redis-py's own
+    default checks the name)."""
+    if not config.ssl:
+        return
+    if config.ssl_cert_reqs in ("none", "optional"):
+        log.warning(
+            "connection %r: TLS with ssl_cert_reqs %r does not verify the Redis servers' certificates, "
+            "so anyone on the path can stand in for them and read the password; set it to required",
+            conn_id,
+            config.ssl_cert_reqs,
+        )
+    elif config.ssl_check_hostname is False:
+        log.warning(
+            "connection %r: TLS without a hostname check (its extra ssl_check_hostname is false, as the "
+            'Airflow UI\'s Redis form saves it unless "Enable hostname check" is ticked) takes a '
+            "certificate the CA signed for any other host; tick it, or set the extra to true",
+            conn_id,
+        )
 
 
 def _extra_of(connection: Connection) -> dict[str, Any]:
