@@ -63,8 +63,6 @@ MAX_REDIRECTS = 10
 # beside those in flight for ids backing off or waiting for a pause, so a backoff idles no slot.
 MIN_IDS_STARTED = 64
 IDS_STARTED_PER_SLOT = 4
-# Sent only to the origin they were set for, as aiohttp does when it follows a redirect.
-CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
 # Control characters (a token's trailing line break) that aiohttp refuses in a header.
 HEADER_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # The failures that are the id's own: another id may well succeed. Every other failure (a 5xx, a
@@ -500,8 +498,11 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                     if target is None:
                         return payload
                     if target.origin() != url.origin():
-                        for name in CREDENTIAL_HEADERS:
-                            headers.popall(name, None)
+                        # None of the configured headers goes to another origin (scheme, host or
+                        # port): aiohttp drops only Authorization, Cookie and Proxy-Authorization,
+                        # and an API key in another header (X-Api-Key) went to the other host, or
+                        # in clear text on a hop from https to http.
+                        headers = CIMultiDict()
                     url, last = target, url
                 raise _ApiFailed(
                     f"TooManyRedirects: {MAX_REDIRECTS} redirects in a row (a redirect loop?), "

@@ -209,16 +209,24 @@ def test_every_redirect_hop_waits_for_the_rate_limit() -> None:
 
 
 def test_redirects_keep_credentials_on_their_origin_and_bad_ones_fail_their_id() -> None:
-    """A hop to another origin drops Authorization (as aiohttp does); a same-origin hop keeps it; a
-    redirect to a non-HTTP URL or without a Location fails its id alone, without retry."""
+    """A hop to another origin drops every configured header, Authorization as aiohttp does and an
+    API key in another header too (X-Api-Key went to the other host); a same-origin hop keeps them;
+    a redirect to a non-HTTP URL or without a Location fails its id alone, without retry."""
     near, away = PLAIN[:2]
     other = SandboxServer(rate=200)
     elsewhere = add_misbehaviour(other, {})
-    authorization: list[tuple[int, str, str | None]] = []
+    authorization: list[tuple[int, str, str | None, str | None]] = []
 
     @web.middleware
     async def record(request: web.Request, handler) -> web.StreamResponse:
-        authorization.append((request.url.port, request.path, request.headers.get("Authorization")))
+        authorization.append(
+            (
+                request.url.port,
+                request.path,
+                request.headers.get("Authorization"),
+                request.headers.get("X-Api-Key"),
+            )
+        )
         return await handler(request)
 
     other.app.middlewares.insert(0, record)
@@ -247,7 +255,7 @@ def test_redirects_keep_credentials_on_their_origin_and_bad_ones_fail_their_id()
             base_url=server.base_url,
             path_template=PATH_TEMPLATE,
             rate_per_second=100,
-            headers=(("Authorization", "Bearer secret"), ("X-Team", "ml")),
+            headers=(("Authorization", "Bearer secret"), ("X-Api-Key", "key-1")),
         )
         result = asyncio.run(fetch_all(config, [near, away, "m-ftp", "m-nowhere"]))
     assert result.found == {near: sandbox_profile(near), away: sandbox_profile(away)}
@@ -261,12 +269,12 @@ def test_redirects_keep_credentials_on_their_origin_and_bad_ones_fail_their_id()
     assert result.api_failed == {"m-ftp", "m-nowhere"} and result.retries == 0
     assert sorted(authorization) == sorted(
         [
-            (server.port, f"/merchants/{near}", "Bearer secret"),
-            (server.port, f"/merchants/{near}", "Bearer secret"),  # the hop, same origin
-            (server.port, f"/merchants/{away}", "Bearer secret"),
-            (other.port, f"/merchants/{away}", None),  # the hop to another origin
-            (server.port, "/merchants/m-ftp", "Bearer secret"),
-            (server.port, "/merchants/m-nowhere", "Bearer secret"),
+            (server.port, f"/merchants/{near}", "Bearer secret", "key-1"),
+            (server.port, f"/merchants/{near}", "Bearer secret", "key-1"),  # the hop, same origin
+            (server.port, f"/merchants/{away}", "Bearer secret", "key-1"),
+            (other.port, f"/merchants/{away}", None, None),  # the hop to another origin
+            (server.port, "/merchants/m-ftp", "Bearer secret", "key-1"),
+            (server.port, "/merchants/m-nowhere", "Bearer secret", "key-1"),
         ]
     )
     assert [i for i, _ in elsewhere] == [away] and len(seen) == 5
