@@ -392,6 +392,18 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
+def _without_header_values(text: str, headers: Iterable[tuple[str, str]]) -> str:
+    """`text` (an error page's start) with each configured header's value, and the credentials
+    after an auth scheme ("Bearer <token>"), replaced by `***`. An API that echoes the key it
+    refused put it in the failure reason, which the lake's quarantine keeps and Airflow's log
+    masking never sees. Values under 6 characters are left: they would mask ordinary words."""
+    for _, value in headers:
+        for secret in (value, value.partition(" ")[2].strip()):
+            if len(secret) >= 6:
+                text = text.replace(secret, "***")
+    return text
+
+
 async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
     """GET every id once (duplicates are fetched once). A 429, 500, 502, 503 or 504, a timeout or a
     lost connection is retried; a 404 (the id does not exist), another 4xx or 5xx (a 501, a CDN's
@@ -470,6 +482,7 @@ async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
                         except LookupError:  # a charset that is no text encoding, such as base64
                             body = start.decode("utf-8", errors="replace")
                         failure = _Failed if response.status in ID_OWN_STATUSES else _ApiFailed
+                        body = _without_header_values(body, config.headers)
                         raise failure(f"HTTP {response.status}: {body[:200]}")
                     data = await _body_within(response, config.max_body_bytes)
                     if not data.strip():  # the JSON of nothing would be read as null

@@ -978,3 +978,31 @@ def test_an_answer_larger_than_max_body_bytes_fails_its_id_unread_past_the_limit
     assert sent["streamed"] < 50 * 2**20 and sent["error"] < 50 * 2**20, sent
     with pytest.raises(ValueError, match="max_body_bytes"):
         FetchConfig(base_url="http://127.0.0.1:1", max_body_bytes=0)
+
+
+def test_an_error_page_that_echoes_the_key_keeps_it_out_of_the_failure_reason() -> None:
+    """A 401 or 403 page that quotes the key it refused put the key in the failure reason, which the
+    fetch task writes to the lake's quarantine, where no log masking reaches."""
+    refused, forbidden = PLAIN[:2]
+    server = SandboxServer(rate=200)
+
+    async def echoes_the_key(request: web.Request, number: int) -> web.StreamResponse:
+        key = request.headers.get("X-Api-Key")
+        return web.json_response({"error": f"invalid key {key}"}, status=401)
+
+    async def echoes_the_token(request: web.Request, number: int) -> web.StreamResponse:
+        return web.Response(text=f"forbidden: {request.headers['Authorization']}", status=403)
+
+    add_misbehaviour(server, {refused: echoes_the_key, forbidden: echoes_the_token})
+    with server:
+        config = FetchConfig(
+            base_url=server.base_url,
+            path_template=PATH_TEMPLATE,
+            rate_per_second=100,
+            headers=(("Authorization", "Bearer tok-0123456789"), ("X-Api-Key", "api-key-0123456789")),
+        )
+        result = asyncio.run(fetch_all(config, [refused, forbidden]))
+    assert result.failed == {
+        refused: 'HTTP 401: {"error": "invalid key ***"}',
+        forbidden: "HTTP 403: forbidden: ***",
+    }
