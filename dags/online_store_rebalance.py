@@ -11,6 +11,10 @@ and writers keep working while it runs. Trigger it by hand after changing the ri
    node only if unchanged. A failed or interrupted run is retried and finishes the move.
 3. When it succeeds, remove `previous_nodes` from the connection.
 
+One pass runs at a time: a pass holds a lock on every node it scans (`<prefix>;rebalance`), and a
+second one (a direct `OnlineStore.rebalance()` call, or a try still running beside its retry) fails
+and moves nothing, since two passes at once lose keys.
+
 A Redis Cluster moves its own slots (`redis-cli --cluster rebalance`). See docs/online-store.md.
 """
 
