@@ -175,6 +175,9 @@ def dask_processes(
             )
         from distributed import Client
 
+        from featurelake.merchant_stats import collect_unclosed_clients
+
+        collect_unclosed_clients()
         deadline = time.monotonic() + 90
         with Client(address, timeout="60s", security=security, set_as_default=False) as client:
             while len(client.scheduler_info()["workers"]) < workers:

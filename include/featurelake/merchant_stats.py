@@ -37,6 +37,7 @@ only reports how many rows it read and counted.) Columns per merchant:
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
@@ -527,6 +528,15 @@ def compute_merchant_stats(
 DEFAULT_SCHEDULER_TIMEOUT = "30s"
 
 
+def collect_unclosed_clients() -> None:
+    """Collect the garbage now, before a Client starts. A Client left to the garbage collector (one
+    whose connection failed in `__init__`) closes itself in `__del__`, which takes distributed's
+    process-wide LoopRunner lock; when the collector runs inside another Client's start, which holds
+    that lock, the process hangs for good (seen in a test run: `Client.__del__` under
+    `LoopRunner._start_unlocked`, distributed 2026.8.0)."""
+    gc.collect()
+
+
 def dask_client(
     address: str | None, *, connect_timeout: str = DEFAULT_SCHEDULER_TIMEOUT, **local_options: Any
 ) -> Client:
@@ -537,6 +547,7 @@ def dask_client(
     operator's `child_processes_allowed()` block."""
     from distributed import Client
 
+    collect_unclosed_clients()
     if address in (None, "", "local"):
         # The dashboard cannot be switched off here; a free loopback port keeps it out of the way.
         options = {

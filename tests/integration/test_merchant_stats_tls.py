@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from featurelake.merchant_stats import collect_unclosed_clients
 from featurelake.synthetic import generate_lake
 from tests.integration.test_merchant_stats import assert_matches
 from tests.integration.test_online_store_tls import _certificate, _write_pem
@@ -111,6 +112,7 @@ def tls_scheduler(tmp_path_factory, certificates: dict[str, str]) -> Iterator[st
         worker_options=tls_options("worker"),
         security=security,
     ) as address:
+        collect_unclosed_clients()
         with Client(address, security=security, timeout="30s", set_as_default=False) as client:
             assert client.scheduler.address == address
             workers = client.scheduler_info()["workers"]
