@@ -8,14 +8,17 @@ import pytest
 from airflow.models import Connection
 from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
-from featurelake_airflow.hooks.spark_connection import SparkConnectionConfHook, spark_conf_from_extra
+from featurelake_airflow.hooks.spark_connection import (
+    SparkConnectionConfHook,
+    credential_properties,
+    spark_conf_from_extra,
+)
 from featurelake_airflow.operators.spark_feature_job import (
-    properties_keys,
-    spark_properties_file,
     submit_conf,
     yarn_cluster_tracking,
     zip_package,
 )
+from featurelake_airflow.spark_properties_file import properties_keys, spark_properties_file
 
 
 @pytest.mark.parametrize(
@@ -230,3 +233,27 @@ def test_an_extra_that_is_not_json_is_refused_naming_the_connection(monkeypatch)
     hook = SparkConnectionConfHook(conn_id="spark_typo")
     with pytest.raises(ValueError, match="connection 'spark_typo': its extra is not valid JSON"):
         hook.get_conn()
+
+
+@pytest.mark.parametrize(
+    ("name", "credential"),
+    [
+        pytest.param("spark.hadoop.fs.s3a.secret.key", True, id="s3a-secret-key"),
+        pytest.param("spark.hadoop.fs.s3a.access.key", True, id="s3a-access-key"),
+        pytest.param("spark.hadoop.fs.s3a.session.token", True, id="s3a-session-token"),
+        pytest.param("spark.hadoop.fs.s3a.bucket.lake.secret.key", True, id="s3a-per-bucket"),
+        pytest.param("spark.hadoop.fs.azure.account.key.acct.dfs.core.windows.net", True, id="azure-key"),
+        pytest.param("spark.hadoop.fs.azure.sas.box.acct.blob.core.windows.net", True, id="azure-sas"),
+        pytest.param("spark.hadoop.fs.azure.account.oauth2.client.secret", True, id="oauth-secret"),
+        pytest.param("spark.hadoop.fs.gs.auth.service.account.private.key", True, id="gcs-private-key"),
+        pytest.param("spark.ssl.keyStorePassword", True, id="keystore-password"),
+        pytest.param("spark.authenticate.secret", True, id="spark-auth-secret"),
+        pytest.param("spark.redis.auth", True, id="redis-auth"),
+        pytest.param("spark.io.encryption.keySizeBits", False, id="key-size"),
+        pytest.param("spark.hadoop.fs.s3a.aws.credentials.provider", False, id="credentials-provider"),
+        pytest.param("spark.authenticate", False, id="spark-authenticate"),
+        pytest.param("spark.executor.memory", False, id="memory"),
+    ],
+)
+def test_credential_properties_are_those_whose_value_is_a_secret(name: str, credential: bool) -> None:
+    assert credential_properties({name: "value"}) == ([name] if credential else [])

@@ -30,6 +30,8 @@ def _submitted(monkeypatch, tmp_path: Path, connection: dict, **operator_kwargs)
         seen["command"] = hook._build_spark_submit_command(self.application)
         seen["durable"] = self.durable
         seen["rm_api"] = self._yarn_track_via_rm_api
+        properties = _pairs(seen["command"], "--properties-file")
+        seen["properties"] = Path(properties[0]).read_text().splitlines() if properties else None
         report.write_text("{}")
 
     monkeypatch.setattr(SparkSubmitOperator, "execute", execute)
@@ -69,6 +71,25 @@ def test_standalone_connection_conf_then_task_conf(monkeypatch, tmp_path: Path) 
     assert _pairs(command, "--py-files") == ["<library zip>"]
     assert "--deploy-mode" not in command
     assert command[-3:] == ["/jobs/user_features.py", "--ds", "2026-10-28"]
+
+
+def test_credentials_go_in_a_properties_file_and_the_rest_stays_on_the_command_line(
+    monkeypatch, tmp_path: Path
+) -> None:
+    secret = "spark.hadoop.fs.s3a.secret.key"
+    connection = {
+        "conn_type": "spark",
+        "host": "spark://spark-master:7077",
+        "extra": {"conf": {"spark.executor.memory": "8g", secret: "from-the-connection"}},
+    }
+    seen = _submitted(monkeypatch, tmp_path, connection, conf={"spark.ssl.keyStorePassword": "from-the-task"})
+    command = seen["command"]
+    assert _pairs(command, "--conf") == ["spark.executor.memory=8g"]
+    assert not [arg for arg in command if "from-the-" in arg]
+    assert [line for line in seen["properties"] if not line.startswith("#")] == [
+        f"{secret}=from-the-connection",
+        "spark.ssl.keyStorePassword=from-the-task",
+    ]
 
 
 def test_ha_standalone_masters_reach_spark_submit_as_given(monkeypatch, tmp_path: Path) -> None:

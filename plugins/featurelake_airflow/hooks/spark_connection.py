@@ -42,13 +42,45 @@ def spark_conf_from_extra(extra: Mapping[str, Any], *, conn_id: str) -> dict[str
     }
 
 
+# Last segments of a property that holds a secret (lower case): S3A's `access.key`, `secret.key` and
+# `session.token`, GCS's `private.key`, an OAuth client `secret`, `keyStorePassword`, `spark.redis.auth`
+_CREDENTIAL_ENDINGS = ("key", "secret", "password", "passwd", "token")
+
+
 def credential_properties(conf: Mapping[str, str]) -> list[str]:
-    """The properties of `conf` with a `key` segment, whose value is a key: an Azure storage account's
-    (`spark.hadoop.fs.azure.account.key.<account>.dfs.core.windows.net`), S3A's `access.key` and
-    `secret.key`. spark-submit gets them as --conf, and the provider logs its command line masking
-    only properties named `secret` or `password`; Airflow masks the extra's values by name too
-    (`secret`, `token`, `access_key`...), which misses the Azure account key."""
-    return [key for key in conf if "key" in key.lower().split(".")]
+    """The properties of `conf` whose value is a credential: a last segment that is or ends with
+    `key`, `secret`, `password`, `passwd` or `token` (S3A's `access.key`, `secret.key` and
+    `session.token`, `spark.ssl.keyStorePassword`), or is `auth` (`spark.redis.auth`); or a `key` or
+    `sas` segment inside the name, as in Azure's
+    `spark.hadoop.fs.azure.account.key.<account>.dfs.core.windows.net`. `spark.io.encryption.keySizeBits`
+    is not one.
+
+    They are masked in the task's log, and SparkFeatureJobOperator hands them to spark-submit in a
+    properties file only its user can read, not as --conf: a command line is open to every user of
+    the machine (`ps`, /proc). The provider logs its command line masking only properties named
+    `secret` or `password`, and Airflow masks the extra's values by name too (`secret`, `token`,
+    `access_key`...), which misses the Azure account key."""
+    found = []
+    for name in conf:
+        segments = name.lower().split(".")
+        if (
+            segments[-1].endswith(_CREDENTIAL_ENDINGS)
+            or segments[-1] == "auth"
+            or {"key", "sas"} & set(segments)
+        ):
+            found.append(name)
+    return found
+
+
+def mask_credentials(conf: Mapping[str, str]) -> None:
+    """Mask the values of `conf`'s credential properties (`credential_properties`) in the task's log
+    from here on. A boolean or a number is left shown: masking `false` would mask it in every line."""
+    from airflow.sdk.log import mask_secret
+
+    for key in credential_properties(conf):
+        value = conf[key].strip()
+        if value.lower() not in ("true", "false") and not value.isdigit():
+            mask_secret(conf[key])
 
 
 _EXAMPLE_EXTRA = '{"conf": {"spark.executor.memory": "4g"}}'
@@ -73,12 +105,9 @@ class SparkConnectionConfHook(BaseHook):
 
     def get_conn(self) -> dict[str, str]:
         """The connection's Spark properties, {} when it has none. The values of those that hold a
-        key (`credential_properties`) are masked in the task's logs from here on."""
+        credential (`credential_properties`) are masked in the task's logs from here on."""
         conf = spark_conf_from_extra(self.extra(), conn_id=self.conn_id)
-        from airflow.sdk.log import mask_secret
-
-        for key in credential_properties(conf):
-            mask_secret(conf[key])
+        mask_credentials(conf)
         return conf
 
     def master(self) -> str:

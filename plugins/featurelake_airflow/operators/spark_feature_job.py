@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import zipfile
 from collections.abc import Collection, Mapping, Sequence
@@ -22,8 +21,17 @@ from featurelake.spark_session import (
     merge_spark_conf,
     required_spark_conf_conflicts,
 )
-from featurelake_airflow.hooks.spark_connection import SparkConnectionConfHook
+from featurelake_airflow.hooks.spark_connection import (
+    SparkConnectionConfHook,
+    credential_properties,
+    mask_credentials,
+)
 from featurelake_airflow.lake_paths import lake_path
+from featurelake_airflow.spark_properties_file import (
+    properties_file_with,
+    properties_keys,
+    spark_properties_file,
+)
 
 
 def zip_package(package_dir: Path, target: Path) -> Path:
@@ -49,42 +57,11 @@ def submit_conf(
     return merge_spark_conf(launch, connection_conf, operator_conf)
 
 
-def spark_properties_file(*, properties_file: str | None, environ: Mapping[str, str]) -> Path | None:
-    """The properties file spark-submit loads: `--properties-file`, else spark-defaults.conf in
-    $SPARK_CONF_DIR, else in $SPARK_HOME/conf; None when there is none."""
-    if properties_file:
-        return Path(properties_file)
-    conf_dir = environ.get("SPARK_CONF_DIR") or (
-        str(Path(environ["SPARK_HOME"]) / "conf") if environ.get("SPARK_HOME") else None
-    )
-    defaults = Path(conf_dir) / "spark-defaults.conf" if conf_dir else None
-    return defaults if defaults is not None and defaults.is_file() else None
-
-
-def properties_keys(text: str) -> set[str]:
-    """The keys a Java properties file sets (`key value`, `key=value` or `key: value`; `#` and `!`
-    comments; a value continued on the next line after a trailing backslash). Written here, not
-    taken from a properties library: only the keys are needed, and the syntax is this small."""
-    keys: set[str] = set()
-    continued = False
-    for line in (raw.lstrip() for raw in text.splitlines()):
-        if continued:
-            continued = _continues(line)
-            continue
-        if not line or line[0] in "#!":
-            continue
-        key = re.match(r"(?:\\.|[^\s=:\\])*", line)
-        keys.add(re.sub(r"\\(.)", r"\1", key.group(0) if key else ""))
-        continued = _continues(line)
-    return keys
-
-
-def _continues(line: str) -> bool:
-    """Whether a properties line goes on on the next one: an odd number of trailing backslashes."""
-    return (len(line) - len(line.rstrip("\\"))) % 2 == 1
-
-
 YARN_RM_WEBAPP_ADDRESS_EXTRA = "yarn_resourcemanager_webapp_address"
+
+# What Spark trims from each value of a properties file: whitespace and control characters, but for
+# line breaks (`trimExceptCRLF`)
+_SPARK_TRIMMED = "".join(chr(code) for code in range(33) if chr(code) not in "\r\n")
 
 
 def yarn_cluster_tracking(*, master: str, deploy_mode: str | None, extra: Mapping[str, Any]) -> str | None:
@@ -111,7 +88,9 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
     job also runs where the cluster has no copy of it (executors on any cluster, and the driver in
     cluster deploy mode on YARN or Kubernetes; Spark runs no Python driver in cluster mode on a
     standalone master). Properties of the connection's or this task's `conf` that the job will not
-    apply (`REQUIRED_SPARK_CONF`) are named in the task's log.
+    apply (`REQUIRED_SPARK_CONF`) are named in the task's log. Those that hold credentials
+    (`credential_properties`) reach spark-submit in a properties file only this user can read, not
+    on its command line (`_credentials_file`).
     """
 
     template_fields: Sequence[str] = (*SparkSubmitOperator.template_fields, "report_path")
@@ -130,12 +109,15 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
         )
         connection_conf = connection.get_conn()
         self._warn_of_ignored_conf(connection_conf=connection_conf, operator_conf=self.conf or {})
-        self.conf = submit_conf(
+        conf = submit_conf(
             master=master,
             connection_conf=connection_conf,
             operator_conf=self.conf,
-            preset=properties_keys(loaded.read_text()) if loaded else (),
+            preset=properties_keys(loaded.read_text(encoding="utf-8")) if loaded else (),
         )
+        mask_credentials(conf)  # the task's own `conf` too
+        credentials = {key: conf[key] for key in credential_properties(conf)}
+        self.conf = {key: value for key, value in conf.items() if key not in credentials}
         tracking = yarn_cluster_tracking(
             master=master, deploy_mode=self._deploy_mode, extra=connection.extra()
         )
@@ -154,7 +136,14 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
         if not self._may_resume(context):
             self._remove_report()
         report_file = lake_path(self.report_path)
+        properties_file = self.properties_file
         with tempfile.TemporaryDirectory(prefix="featurelake-submit-") as workdir:
+            if credentials:
+                self.properties_file = str(
+                    self._credentials_file(
+                        credentials, loaded=loaded, target=Path(workdir) / "spark.properties"
+                    )
+                )
             if self.ship_library:
                 import featurelake
 
@@ -162,7 +151,10 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
                     Path(featurelake.__file__).parent, Path(workdir) / "featurelake.zip"
                 )
                 self.py_files = ",".join(p for p in (self.py_files, str(library_zip)) if p)
-            super().execute(context)
+            try:
+                super().execute(context)
+            finally:
+                self.properties_file = properties_file
         self._forget_finished_job(context)
         if not report_file.exists():
             raise FileNotFoundError(
@@ -195,6 +187,27 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
 
         hook.submit = submit_stopped_with_this_process
         return hook
+
+    def _credentials_file(self, credentials: Mapping[str, str], *, loaded: Path | None, target: Path) -> Path:
+        """The properties file spark-submit loads in place of `loaded`: `loaded`'s properties, then
+        the credentials of the connection's and this task's `conf` (`credential_properties`). On
+        its command line, as --conf, every user of the machine could read them (`ps`, /proc)."""
+        for key, value in credentials.items():
+            if value != value.strip(_SPARK_TRIMMED):
+                self.log.warning(
+                    "The value of Spark property %s starts or ends with whitespace, which spark-submit "
+                    "drops from a properties file; remove it from the value if it is not part of the "
+                    "credential",
+                    key,
+                )
+        written = properties_file_with(loaded=loaded, properties=credentials, target=target)
+        self.log.info(
+            "spark-submit gets %s in %s, a copy of %s with them added, not on its command line",
+            ", ".join(sorted(credentials)),
+            written,
+            loaded or "no properties file (there is none to load)",
+        )
+        return written
 
     def _warn_of_ignored_conf(
         self, *, connection_conf: Mapping[str, str], operator_conf: Mapping[str, Any]

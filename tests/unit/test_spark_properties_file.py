@@ -1,0 +1,59 @@
+"""The properties file SparkFeatureJobOperator writes for spark-submit: keys and values escaped as
+java.util.Properties reads them (read back here with the project's own key reader, and by a real
+spark-submit in tests/integration/test_spark_submit_credentials.py), the loaded file's properties
+kept ahead of the added ones, and a file only its owner can read."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from featurelake_airflow.spark_properties_file import properties_file_with, properties_keys, property_line
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "line"),
+    [
+        pytest.param("spark.a", "plain", "spark.a=plain", id="plain"),
+        pytest.param("spark.a", "x=y:z", "spark.a=x\\=y\\:z", id="separators"),
+        pytest.param("spark.a", "#not a comment", "spark.a=\\#not a comment", id="comment-mark"),
+        pytest.param("spark.a", "back\\slash", "spark.a=back\\\\slash", id="backslash"),
+        pytest.param("spark.a", "two\nlines\ttab", "spark.a=two\\nlines\\ttab", id="line-break"),
+        pytest.param("spark.a", " leading", "spark.a=\\ leading", id="leading-space"),
+        pytest.param("spark a=b", "v", "spark\\ a\\=b=v", id="key-space-and-separator"),
+        pytest.param("spark.a", "wörd", "spark.a=wörd", id="utf-8"),
+    ],
+)
+def test_property_line_escapes_what_java_would_read_otherwise(key: str, value: str, line: str) -> None:
+    assert property_line(key, value) == line
+    assert properties_keys(line) == {key}
+
+
+def test_the_written_file_keeps_the_loaded_file_first_and_only_its_owner_reads_it(tmp_path: Path) -> None:
+    loaded = tmp_path / "spark-defaults.conf"
+    loaded.write_text("spark.executor.memory 2g\nspark.hadoop.fs.s3a.secret.key from-the-file")
+    written = properties_file_with(
+        loaded=loaded,
+        properties={"spark.hadoop.fs.s3a.secret.key": "from-the-connection"},
+        target=tmp_path / "spark.properties",
+    )
+    lines = written.read_text(encoding="utf-8").splitlines()
+    assert lines[:2] == ["spark.executor.memory 2g", "spark.hadoop.fs.s3a.secret.key from-the-file"]
+    # Java keeps a key's last line: the added one
+    assert lines[-1] == "spark.hadoop.fs.s3a.secret.key=from-the-connection"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+
+
+def test_without_a_loaded_file_only_the_properties_are_written(tmp_path: Path) -> None:
+    written = properties_file_with(loaded=None, properties={"spark.a": "1"}, target=tmp_path / "p")
+    assert [line for line in written.read_text().splitlines() if not line.startswith("#")] == ["spark.a=1"]
+
+
+def test_a_loaded_file_whose_last_line_goes_on_is_refused_naming_it(tmp_path: Path) -> None:
+    loaded = tmp_path / "job.properties"
+    loaded.write_text("spark.driver.extraJavaOptions -Dx=1 \\\n")
+    with pytest.raises(ValueError, match=r"job\.properties ends with a backslash.*remove that trailing"):
+        properties_file_with(loaded=loaded, properties={"spark.a": "1"}, target=tmp_path / "p")
+    assert not (tmp_path / "p").exists()
