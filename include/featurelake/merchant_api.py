@@ -18,6 +18,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from featurelake.merchant_profiles import sandbox_fails_first, sandbox_profile
+from featurelake.network_address import url_host
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,7 @@ class SandboxServer:
 def merchants_url(*, host: str, port: int) -> str:
     """The URL of the merchants on `host`:`port`, with `<id>` for the id; an IPv6 address in brackets
     (`http://::1:8089/...` names no server)."""
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    return f"http://{shown}:{port}{PATH_TEMPLATE.replace('{id}', '<id>')}"
+    return f"http://{url_host(host)}:{port}{PATH_TEMPLATE.replace('{id}', '<id>')}"
 
 
 def serve_forever(

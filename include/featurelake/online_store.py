@@ -58,6 +58,7 @@ from featurelake.feature_records import (
     refuse_one_id,
     text_id,
 )
+from featurelake.network_address import is_ipv6_address
 from featurelake.rebalance_lock import RebalanceLock
 from featurelake.sharding import ShardRing
 
@@ -210,7 +211,7 @@ def _host_port(node: str) -> tuple[str, int]:
     host, sep, port = node.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]  # the resolver takes the address without its brackets
-    elif ":" in host and not _is_ipv6_address(host):
+    elif ":" in host and not is_ipv6_address(host):
         # `::1` or `fd00::5` with no port: read as host `:` port 1, or `fd00:` port 5
         raise ValueError(
             f"online store node {node!r} is an IPv6 address without its port, or not host:port; "
@@ -219,15 +220,6 @@ def _host_port(node: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise ValueError(f"online store node {node!r} must be host:port, for example redis-0:6379")
     return host, int(port)
-
-
-def _is_ipv6_address(text: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(text).version == 6
-    except ValueError:
-        return False
 
 
 def _with_default_port(entry: str) -> str | None:

@@ -1,9 +1,7 @@
-"""The extra of an Airflow connection, read strictly: every featurelake hook reads its options so;
-and a connection's host as a URL takes it."""
+"""The extra of an Airflow connection, read strictly: every featurelake hook reads its options so."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -35,13 +33,3 @@ def extra_options(connection: Connection, *, example: str) -> dict[str, Any]:
             f"got a JSON {type(parsed).__name__}"
         )
     return dict(connection.extra_dejson)  # the same dict, with its secrets masked in logs
-
-
-def url_host(host: str) -> str:
-    """`host` as it goes in a URL: an IPv6 address in brackets. Airflow keeps `[::1]` of a URI
-    connection as `::1`, whose colons then read as a port (`tcp://::1:8786`)."""
-    try:
-        ipaddress.IPv6Address(host)
-    except ValueError:
-        return host
-    return f"[{host}]"

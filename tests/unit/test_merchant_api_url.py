@@ -15,6 +15,7 @@ from featurelake.merchant_api import merchants_url
         pytest.param("merchant-api", "http://merchant-api:8089/merchants/<id>", id="hostname"),
         pytest.param("::1", "http://[::1]:8089/merchants/<id>", id="ipv6-in-brackets"),
         pytest.param("::", "http://[::]:8089/merchants/<id>", id="ipv6-any"),
+        pytest.param("[::1]", "http://[::1]:8089/merchants/<id>", id="ipv6-already-bracketed"),
     ],
 )
 def test_the_url_names_the_server(host: str, url: str) -> None:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from featurelake_airflow.connection_extra import extra_options, url_host
+from featurelake.network_address import url_host
+from featurelake_airflow.connection_extra import extra_options
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
