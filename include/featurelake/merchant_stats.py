@@ -40,7 +40,7 @@ from __future__ import annotations
 import gc
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -238,13 +238,13 @@ def day_bytes(days: Iterable[str], row_group_bytes: Iterable[Iterable[int]]) -> 
     return by_day
 
 
-def bucket_units(days: Iterable[str], row_group_bytes: Iterable[Iterable[int]]) -> int:
-    """What the default bucket count is sized by, from each data file's date and the uncompressed
-    sizes of its row groups: per date with rows, one unit per BUCKET_UNIT_BYTES, at least one. By
-    dates, not by files or pieces: a writer that splits a day into many small files (Spark's 200
-    shuffle partitions) gave as many buckets per file as per date, and each staging task of those
-    files wrote a file per bucket: the staged files grew with the square of the files per day."""
-    return sum(max(1, -(-size // BUCKET_UNIT_BYTES)) for size in day_bytes(days, row_group_bytes).values())
+def bucket_units(by_day: Mapping[str, int]) -> int:
+    """What the default bucket count is sized by, from each date's uncompressed bytes (`day_bytes`):
+    per date with rows, one unit per BUCKET_UNIT_BYTES, at least one. By dates, not by files or
+    pieces: a writer that splits a day into many small files (Spark's 200 shuffle partitions) gave
+    as many buckets per file as per date, and each staging task of those files wrote a file per
+    bucket: the staged files grew with the square of the files per day."""
+    return sum(max(1, -(-size // BUCKET_UNIT_BYTES)) for size in by_day.values())
 
 
 def merchant_bucket(merchant_ids: pd.Series, buckets: int) -> pd.Series:
@@ -446,18 +446,14 @@ def compute_merchant_stats(
     if pieces:
         meta = _raw_frame(TRANSACTIONS_SCHEMA.append(TEXT_IS_UTF8_FIELD).empty_table(), "")
         rows = dd.from_map(raw_piece_frame, pieces, meta=meta, enforce_metadata=False)
-    file_days, file_sizes = (
-        [file.day for file in window.files],
-        [footer.row_group_bytes for footer in footers],
-    )
-    bucket_count = (
-        buckets
-        if buckets is not None
-        else default_bucket_count(
-            bucket_units(file_days, file_sizes),
-            largest_day_bytes=max(day_bytes(file_days, file_sizes).values(), default=0),
+    bucket_count = buckets
+    if bucket_count is None:
+        by_day = day_bytes(
+            [file.day for file in window.files], [footer.row_group_bytes for footer in footers]
         )
-    )
+        bucket_count = default_bucket_count(
+            bucket_units(by_day), largest_day_bytes=max(by_day.values(), default=0)
+        )
     remove_tree(staging)
     remove_leftovers(output)
     new_output = hidden_sibling(output, run_id)

@@ -159,8 +159,12 @@ def test_bucket_units_count_dates_and_large_days_by_their_bytes() -> None:
     unit = merchant_stats.BUCKET_UNIT_BYTES
     days = ["2026-08-01"] * 3 + ["2026-08-02", "2026-08-03"]
     sizes = [[10], [20, 30], [], [unit * 2 + 1], []]  # a file with no row group holds no rows
-    assert merchant_stats.bucket_units(days, sizes) == 1 + 3
-    assert merchant_stats.day_bytes(days, sizes) == {"2026-08-01": 60, "2026-08-02": unit * 2 + 1}
+    by_day = merchant_stats.day_bytes(days, sizes)
+    assert by_day == {"2026-08-01": 60, "2026-08-02": unit * 2 + 1}
+    assert merchant_stats.bucket_units(by_day) == 1 + 3
+    # a date of exactly one unit counts once; one byte more, twice
+    assert merchant_stats.bucket_units({"2026-08-01": unit, "2026-08-02": unit + 1}) == 1 + 2
+    assert merchant_stats.bucket_units({}) == 0
     # a bucket gets at most BUCKET_DAY_BYTES of the largest date: a short window of large days
     # gave a bucket up to 1 GiB of one date (one bucket per 4 units)
     day = merchant_stats.BUCKET_DAY_BYTES
