@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from cachetools import TTLCache
+from redis.exceptions import OutOfMemoryError
 
 from featurelake.feature_records import (
     FeatureRecord,
@@ -327,9 +328,11 @@ class LayeredFeatureCache:
         began meanwhile (a rerun's publish taking back the records of entities its date no longer
         holds) may have run after `compute` read the partition that rerun replaced, and before the
         write-back: what was written back is then taken back and computed again, up to
-        `_COMPUTE_ATTEMPTS` times in all."""
+        `_COMPUTE_ATTEMPTS` times in all. A write-back that a node refuses for want of memory
+        (maxmemory, policy noeviction) is served all the same, as not written back."""
         kept_newer = 0
         for attempt in range(1, _COMPUTE_ATTEMPTS + 1):
+            refused: list[str] = []  # ids whose write-back a node at its maxmemory refused
             removals = self.store.removals(self.view, ids)
             computed = _computed_records(self.view, ids, compute(ids))
             with self._lock:
@@ -347,11 +350,28 @@ class LayeredFeatureCache:
             held = self.store.read(self.view, list(to_write))
             # A same date is kept too: a publish of that date (a corrected rerun) may have written it
             # after `compute` read the partition it replaced.
-            written = self.store.write(self.view, to_write.items(), replace_same_date=False, report_ids=True)
-            kept_newer = written.kept_newer
+            try:
+                written = self.store.write(
+                    self.view, to_write.items(), replace_same_date=False, report_ids=True
+                )
+            except OutOfMemoryError as error:
+                # The write-back only saves later reads a computation: a node at its maxmemory
+                # (policy noeviction) refuses it, and the reader is served what was computed. A
+                # ring's other nodes, or a cluster's other primaries, may have taken their part.
+                log.warning(
+                    "Redis refused the write-back of %d computed records of %s (%s; %s): serving them "
+                    "without storing what it refused. Raise the node's maxmemory, or let it evict "
+                    "(maxmemory-policy volatile-lru)",
+                    len(to_write),
+                    self.view,
+                    _shown(list(to_write)),
+                    error,
+                )
+                refused, kept_newer, set_here = list(to_write), 0, set()
+            else:
+                refused, kept_newer, set_here = [], written.kept_newer, set(written.written_ids)
             if self.store.removals(self.view, ids) == removals:
                 break
-            set_here = set(written.written_ids)
             written_back = {
                 entity: record
                 for entity, record in to_write.items()
@@ -379,7 +399,7 @@ class LayeredFeatureCache:
             )
             return computed, list(computed)  # every write-back was taken back
         not_stored: list[str] = []
-        if superseded or kept_newer:
+        if superseded or kept_newer or refused:
             # A writer got its records into the store meanwhile: serve those, not ours.
             stored = self.store.read(self.view, list(computed))
             computed.update(
@@ -387,7 +407,9 @@ class LayeredFeatureCache:
                 for entity, record in stored.items()
                 if record.feature_date >= computed[entity].feature_date
             )
-            not_stored = [entity for entity in superseded if stored.get(entity) != computed[entity]]
+            not_stored = [
+                entity for entity in (*superseded, *refused) if stored.get(entity) != computed[entity]
+            ]
         return computed, not_stored
 
     def _served_later(self, entity: str, record: FeatureRecord, begun: int) -> bool:

@@ -1,9 +1,10 @@
 """The layered cache over real Redis shards with several threads reading: a slow read never puts
 an older record over a newer one in the local layer, and concurrent misses of one id compute it
-once."""
+once. A node at its maxmemory fails no read with its refusal of the write-back."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 
@@ -11,7 +12,9 @@ import pytest
 
 from featurelake.cache import LayeredFeatureCache
 from featurelake.feature_records import FeatureRecord
+from featurelake.local_redis import LocalRedisServer
 from featurelake.online_store import OnlineStore, OnlineStoreConfig
+from tests.support import redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +90,40 @@ def test_concurrent_misses_of_one_id_compute_it_once(redis_nodes: list[str]) -> 
         assert results == {"first": {"x": NEWER}, "second": {"x": NEWER}}
         assert calls == [["x"]], "the second reader computed x again"
         assert store.read(VIEW, ["x"]) == {"x": NEWER}
+
+
+def test_a_write_back_that_a_node_at_its_maxmemory_refuses_is_served_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Servers of its own: the shards of `redis_nodes` are shared, and this one's maxmemory stays.
+    computed: list[list[str]] = []
+
+    def compute(ids):
+        computed.append(list(ids))
+        return {entity: NEWER for entity in ids}
+
+    with (
+        LocalRedisServer() as full,
+        LocalRedisServer() as roomy,
+        OnlineStore(OnlineStoreConfig(nodes=[full.address, roomy.address])) as store,
+    ):
+        ids = [f"u{i}" for i in range(20)]
+        on_full = [entity for entity in ids if store.ring.node_for(store.key(VIEW, entity)) == full.address]
+        assert 0 < len(on_full) < len(ids)
+        # Redis' default policy is noeviction: every write to this node is now refused (OOM),
+        # while it still answers reads.
+        with redis_client(full.address) as client:
+            client.config_set("maxmemory", 1)
+        cache = LayeredFeatureCache(view=VIEW, store=store, compute=compute)
+        with caplog.at_level(logging.WARNING, logger="featurelake.cache"):
+            assert cache.get_many(ids) == {entity: NEWER for entity in ids}
+        assert "refused the write-back" in caplog.text and "maxmemory" in caplog.text
+        # The other node took its part if the write reached it before the refusal.
+        held = store.read(VIEW, ids)
+        assert not set(held) & set(on_full) and all(record == NEWER for record in held.values())
+        assert cache.get_many(ids) == {entity: NEWER for entity in ids}
+        assert len(computed) == 1, "the local layer serves what was computed"
+        # Another process's cache: what Redis took is read from it, the rest computed.
+        other = LayeredFeatureCache(view=VIEW, store=store, compute=compute)
+        assert other.get_many(ids) == {entity: NEWER for entity in ids}
+        assert computed[1] == [entity for entity in ids if entity not in held]
