@@ -62,13 +62,15 @@ class CacheStats:
 
 
 class _Computation:
-    """One call's computation of some ids: `done` is set when it ended, `failed` if it raised;
-    `not_stored` holds the ids it computed but did not write back (a later record was served
-    meanwhile), which the calls waiting for it compute themselves, as they would after a failure."""
+    """One call's computation of some ids: `done` is set when it ended, `failed` if it raised
+    (`error`); `not_stored` holds the ids it computed but did not write back (a later record was
+    served meanwhile), which the calls waiting for it compute themselves, as they would after a
+    failure."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.failed = True
+        self.error: BaseException | None = None
         self.not_stored: frozenset[str] = frozenset()
 
 
@@ -274,6 +276,10 @@ class LayeredFeatureCache:
         wanted: list[str] = list(misses)
         computed: dict[str, FeatureRecord] = {}
         waited_for: list[str] = []
+        # After a computation this call waited for failed, it computes those ids itself once; a
+        # second failure it waits for is raised. Else its waiters, taking turns, computed one after
+        # another: with the lake down, the last of N concurrent readers failed after N computations.
+        retried_a_failure = False
         while wanted:
             mine = _Computation()
             with self._lock:
@@ -293,6 +299,9 @@ class LayeredFeatureCache:
                     computed.update(records)
                     mine.not_stored = frozenset(not_stored)
                 mine.failed = False
+            except BaseException as error:
+                mine.error = error
+                raise
             finally:
                 with self._lock:
                     for entity in ours:
@@ -306,8 +315,14 @@ class LayeredFeatureCache:
                         while len(self._computed) > self._notes_limit:
                             self._computed.popitem(last=False)
                 mine.done.set()
-            for computation in {id(c): c for c in theirs.values()}.values():
+            awaited = {id(c): c for c in theirs.values()}.values()
+            for computation in awaited:
                 computation.done.wait()
+            failure = next((c.error for c in awaited if c.failed and c.error is not None), None)
+            if failure is not None:
+                if retried_a_failure:
+                    raise failure  # as concurrent.futures gives each waiter a future's error
+                retried_a_failure = True
             wanted = [
                 entity
                 for entity, computation in theirs.items()

@@ -406,3 +406,71 @@ def test_a_removal_under_one_computation_costs_one_more() -> None:
     assert cache.get("a") == record(2)
     assert computed == [["a"], ["a"]]
     assert store.records == {"a": record(2)}
+
+
+def test_readers_waiting_on_a_failing_computation_retry_it_once_not_one_after_another(monkeypatch) -> None:
+    """With the lake down, each of N readers of one id waited for the previous one's computation to
+    fail before it computed the id itself: N computations in a row, the last reader failing after
+    N times the compute's time. Now a reader computes itself once after a failure it waited for,
+    and gets the error of the second."""
+    import threading
+
+    import featurelake.cache as cache_module
+
+    readers = 5
+    waits = threading.Condition()
+    waited = [0]
+
+    class Counted(cache_module._Computation):
+        def __init__(self) -> None:
+            super().__init__()
+            done = self.done
+
+            class CountedEvent(threading.Event):
+                def wait(self, timeout: float | None = None) -> bool:
+                    with waits:
+                        waited[0] += 1
+                        waits.notify_all()
+                    return done.wait(timeout)
+
+                def set(self) -> None:
+                    done.set()
+
+            self.done = CountedEvent()
+
+    monkeypatch.setattr(cache_module, "_Computation", Counted)
+    calls: list[list[str]] = []
+    calls_lock = threading.Lock()
+    first_entered = threading.Event()
+
+    def compute(ids):
+        with calls_lock:
+            calls.append(list(ids))
+            n = len(calls)
+        first_entered.set()
+        # The first computation fails once every other reader waits for it; the second (one of
+        # them, computing again) once the rest wait for it.
+        expected = {1: readers - 1, 2: (readers - 1) + (readers - 2)}.get(n)
+        if expected is not None:
+            with waits:
+                assert waits.wait_for(lambda: waited[0] >= expected, timeout=30), (n, waited[0])
+        raise OSError("the lake is unreachable")
+
+    cache = LayeredFeatureCache(view="v", store=DictStore(), compute=compute)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            cache.get("x")
+        except OSError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=read) for _ in range(readers)]
+    threads[0].start()
+    assert first_entered.wait(30)
+    for thread in threads[1:]:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(errors) == readers, "every reader gets the lake's error"
+    assert calls == [["x"], ["x"]], "after the first failure, one reader computed again, not each in turn"
