@@ -85,10 +85,20 @@ def test_a_failed_rerun_keeps_the_published_features(spark, published_lake: Path
     column = table.schema.get_field_index("amount_micros")
     pq.write_table(table.set_column(column, "amount_micros", pa.array(["x"] * table.num_rows)), tile)
     (tile.parent / f".{tile.name}.crc").unlink(missing_ok=True)
+    built = lake / "tiles" / "user_daily" / f"date={ds.isoformat()}" / "_BUILT"
+    built_before = built.stat().st_mtime_ns
 
-    with pytest.raises(Exception):  # noqa: B017 (Spark's error for a column of the wrong type)
+    # The combine's error, naming the tile: not whatever failed first (any exception passed here,
+    # an early crash before any write too).
+    with pytest.raises(
+        OSError,
+        match=rf"the tile file \S*{re.escape(f'/date={DAYS[1].isoformat()}/{tile.name}')} cannot be read "
+        rf"\(truncated, or not Parquet\), so the features of {ds.isoformat()} were not written; "
+        r"the published ones are as they were\. .*rerun with --mode rebuild",
+    ):
         _run(spark, lake, ds, "incremental")
 
+    assert built.stat().st_mtime_ns > built_before, "the run failed before its other writes (ds's tile)"
     pd.testing.assert_frame_equal(_features(lake, ds), published)
     assert not (lake / "_staging" / "user_features" / f"date={ds.isoformat()}").exists()
 
