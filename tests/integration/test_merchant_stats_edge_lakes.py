@@ -50,14 +50,24 @@ REAL_STAGE = merchant_stats.stage_partition
 SLOW_STARTED, SLOW_DONE = threading.Event(), threading.Event()
 
 
+# How long partition 1 waits for the failed run to remove its staging directory before staging.
+# A run that waits for its staging tasks never removes it meanwhile, so this wait is the test's cost.
+STAGING_REMOVAL_PATIENCE = 3.0
+
+
 def stage_second_slowly_fail_first(rows, *, staging: str, buckets: int, partition_info: dict | None = None):
-    """Stages Dask partition 1 after a second, and fails partition 0 once partition 1 has started (a
-    module-level function: Dask tokenizes what it maps)."""
+    """Fails Dask partition 0 once partition 1 has started, and stages partition 1 once the run has
+    removed its staging directory (or after STAGING_REMOVAL_PATIENCE s): it is still staging when the
+    other partition fails, however slowly the failure reaches the client (a fixed 1 s sleep let a
+    run that did not wait pass on a busy machine). A module-level function: Dask tokenizes what it
+    maps."""
     if (partition_info or {}).get("number") == 0:
         assert SLOW_STARTED.wait(30)
         raise OSError("cannot stage the first date")
     SLOW_STARTED.set()
-    time.sleep(1.0)  # still staging when the other partition fails
+    deadline = time.monotonic() + STAGING_REMOVAL_PATIENCE
+    while Path(staging).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
         return REAL_STAGE(rows, staging=staging, buckets=buckets, partition_info=partition_info)
     finally:
