@@ -194,9 +194,11 @@ def test_the_lock_is_renewed_while_held_and_never_scanned(redis_nodes: list[str]
     nodes = redis_nodes[:2]
     _written_on(nodes)
     clients = {node: redis.Redis.from_url(f"redis://{node}") for node in nodes}
-    lock = RebalanceLock(clients, key_prefix="fl", seconds=1.5)
+    # renewed every second: a renewal may come up to 2 s late on a loaded machine before the lock
+    # lapses; the test outlasts two lifetimes
+    lock = RebalanceLock(clients, key_prefix="fl", seconds=3)
     with lock.held():
-        time.sleep(4)
+        time.sleep(7)
         for node in nodes:
             with redis_client(node) as client:
                 assert client.get(LOCK) == lock.token.encode()
