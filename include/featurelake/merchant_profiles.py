@@ -48,6 +48,8 @@ RISK_BUCKETS = ((0.2, "low"), (0.6, "medium"), (1.0, "high"))
 # ASCII only: `str.isupper()` and `\d` also accept letters and digits of other scripts.
 COUNTRY_PATTERN = re.compile(r"[A-Z]{2}")
 DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# A failure `fetch_all` reports for an HTTP 4xx answer ("HTTP 400: <the start of its body>").
+CLIENT_ERROR = re.compile(r"HTTP 4[0-9]{2}\b")
 
 
 @dataclass(frozen=True)
@@ -132,18 +134,35 @@ def check_api_available(fetched: FetchResult, *, max_failed_fraction: float, api
     asked for failed because of the API (down, or refusing our credentials), not because of the
     merchant (a 404, a bad field), or were answered with no profile at all (`answer_not_a_profile`:
     an API that sends its errors with HTTP 200 answers every merchant so); and when every merchant
-    was answered 404, unless `max_failed_fraction` is 1. `api` names the API in the message. Call it
+    was answered a 4xx of its own (all 404, all 400, or a mix), unless `max_failed_fraction` is 1. `api` names the API in the message. Call it
     before writing."""
     asked = len(fetched.found) + len(fetched.failed)
-    not_found = sum(why.startswith(NOT_FOUND) for why in fetched.failed.values())
-    if asked and not_found == asked and max_failed_fraction < 1:
-        # Each 404 is the merchant's own failure, but all of them is a path that names no merchant
-        # (a typo in path_template, a retired API version): it wrote an empty profiles partition.
+    # Each 4xx is the merchant's own failure, but one for every merchant is a request the API
+    # refuses whatever the merchant: a typo in path_template or a retired API version (404), a
+    # missing required header or query parameter (400), a wrong method or path (405, 410). It
+    # wrote an empty profiles partition, in a task that succeeded.
+    refused = sorted(
+        (merchant, why)
+        for merchant, why in fetched.failed.items()
+        if merchant not in fetched.api_failed and CLIENT_ERROR.match(why)
+    )
+    if asked and len(refused) == asked and max_failed_fraction < 1:
+        statuses = sorted({why.split(":")[0] for _, why in refused})
+        if statuses == [NOT_FOUND.split(":")[0]]:
+            what = "answered 404 (not found)"
+            why = "its URL names no merchant. Check the connection's path_template and base URL"
+        else:
+            merchant, example = refused[0]
+            what = f"answered a client error ({', '.join(statuses)})"
+            why = (
+                f"it refuses the request whatever the merchant (for example {merchant}: {example}). "
+                "Check the connection's path_template, base URL and headers"
+            )
         raise ApiUnavailableError(
-            f"the merchant API {api} answered 404 (not found) for every one of the {asked} merchants "
-            f"of {day.isoformat()}: its URL names no merchant. Check the connection's path_template "
-            f"and base URL. The profile and quarantine partitions of {day.isoformat()} were left as "
-            "they were; to write them all the same, set the connection's extra max_failed_fraction to 1"
+            f"the merchant API {api} {what} for every one of the {asked} merchants of "
+            f"{day.isoformat()}: {why}. The profile and quarantine partitions of {day.isoformat()} "
+            "were left as they were; to write them all the same, set the connection's extra "
+            "max_failed_fraction to 1"
         )
     not_profiles = {
         merchant: payload

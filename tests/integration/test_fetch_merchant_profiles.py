@@ -535,6 +535,54 @@ def test_a_path_that_names_no_merchant_fails_the_task_and_keeps_the_partitions(
         assert task.execute({})["profiles"] == 0
 
 
+def test_a_client_error_for_every_merchant_fails_the_task_and_keeps_the_partitions(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """An API that requires a header the connection lost answers 400 for every merchant, each the
+    merchant's own failure: the outage check passed, and an empty profiles partition replaced the
+    good one, every merchant quarantined, in a task that succeeded."""
+    from featurelake_airflow.operators.fetch_merchant_profiles import FetchMerchantProfilesOperator
+
+    day = date(2026, 8, 21)
+    lake = tmp_path / "lake"
+    generate_lake(lake=lake, start=day, end=day, users=120, seed=5)
+    profile_dir = lake / "raw" / "merchant_profiles" / "date=2026-08-21"
+    quarantine_dir = lake / "quarantine" / "merchant_profiles" / "date=2026-08-21"
+    task = FetchMerchantProfilesOperator(task_id="fetch", lake=str(lake), ds="2026-08-21")
+    server = SandboxServer(rate=400)
+
+    @web.middleware
+    async def needs_a_version(request: web.Request, handler) -> web.StreamResponse:
+        if request.headers.get("X-Api-Version") != "2":
+            return web.json_response({"error": "the header X-Api-Version is required"}, status=400)
+        return await handler(request)
+
+    server.app.middlewares.append(needs_a_version)
+
+    def use_api(**extra: object) -> None:
+        extra = {"path_template": PATH_TEMPLATE, "rate_per_second": 200, **extra}
+        connection = {"conn_type": "http", "host": "127.0.0.1", "port": server.port, "extra": extra}
+        monkeypatch.setenv("AIRFLOW_CONN_MERCHANT_API", json.dumps(connection))
+
+    with server:
+        use_api(headers={"X-Api-Version": "2"})
+        good = task.execute({})
+        assert good["profiles"] > 0, good
+        profiles, quarantine = partition_files(profile_dir), partition_files(quarantine_dir)
+        use_api()  # the header lost from the connection
+        with pytest.raises(
+            ApiUnavailableError,
+            match=rf"answered a client error \(HTTP 400\) for every one of the {good['merchants']} "
+            r"merchants of 2026-08-21: it refuses the request whatever the merchant \(for example m\d+: "
+            r'HTTP 400: \{"error": "the header X-Api-Version is required"\}\). Check the connection\'s '
+            r"path_template, base URL and headers",
+        ):
+            task.execute({})
+        assert (partition_files(profile_dir), partition_files(quarantine_dir)) == (profiles, quarantine)
+        use_api(max_failed_fraction=1)  # the documented switch
+        assert task.execute({})["quarantined_by_reason"] == {"fetch_failed": good["merchants"]}
+
+
 def test_a_try_with_retries_left_writes_nothing_when_the_api_failed_some_merchants(
     tmp_path: Path, monkeypatch
 ) -> None:

@@ -290,6 +290,37 @@ def test_check_api_available_counts_answers_that_are_no_profile_as_the_apis() ->
     ), caught.value
 
 
+@pytest.mark.parametrize(
+    "failures",
+    [
+        pytest.param(
+            {f"m{i}": 'HTTP 400: {"error": "missing X-Api-Version"}' for i in range(5)}, id="all-400"
+        ),
+        pytest.param(
+            {"m0": "HTTP 405: ", "m1": "HTTP 410: gone", "m2": "HTTP 404: not found"}, id="mixed-4xx"
+        ),
+    ],
+)
+def test_check_api_available_refuses_a_client_error_for_every_merchant(failures: dict[str, str]) -> None:
+    """Each 4xx is the merchant's own failure, but one for every merchant is a request the API
+    refuses whatever the merchant (a missing required header): it wrote an empty partition."""
+    day = date(2026, 10, 28)
+    with pytest.raises(ApiUnavailableError) as caught:
+        check_api_available(FetchResult(failed=failures), max_failed_fraction=0.99, api="A", day=day)
+    statuses = ", ".join(sorted({why.split(":")[0] for why in failures.values()}))
+    first = min(failures)
+    assert str(caught.value) == (
+        f"the merchant API A answered a client error ({statuses}) for every one of the {len(failures)} "
+        f"merchants of 2026-10-28: it refuses the request whatever the merchant (for example {first}: "
+        f"{failures[first]}). Check the connection's path_template, base URL and headers. The profile "
+        "and quarantine partitions of 2026-10-28 were left as they were; to write them all the same, "
+        "set the connection's extra max_failed_fraction to 1"
+    )
+    check_api_available(FetchResult(failed=failures), max_failed_fraction=1, api="A", day=day)
+    one_found = FetchResult(found={"z": {**GOOD, "merchant_id": "z"}}, failed=failures)
+    check_api_available(one_found, max_failed_fraction=0, api="A", day=day)  # some merchant answered
+
+
 NOW = datetime(2026, 10, 28, 12, 0, 0, tzinfo=UTC)
 
 

@@ -19,8 +19,8 @@ class FetchMerchantProfilesOperator(BaseOperator):
     `<lake>/raw/merchant_profiles/date=<ds>/` and `<lake>/quarantine/merchant_profiles/date=<ds>/`.
     A retry refetches and writes the same files. When more than the connection's
     `max_failed_fraction` of the merchants failed because of the API (an outage), or the API
-    answered 404 for every merchant (a wrong path), it raises and writes nothing, so the partitions
-    keep their last good data. A try with retries left also raises when any merchant failed because
+    answered a 4xx such as 404 or 400 for every merchant (a wrong path or a missing header), it
+    raises and writes nothing, so the partitions keep their last good data. A try with retries left also raises when any merchant failed because
     of the API, so that the retry fetches it again; the last try writes what it has. Returns the
     counts, quarantined ones by reason."""
 
