@@ -8,8 +8,8 @@ Enriches the lake with the profile of every merchant seen on one UTC day, fetche
    and at once, without retrying, in a run triggered without a logical date (it names no day) or
    with a config key that is no param of the DAG (a misspelt param, which Airflow would ignore).
 2. **fetch_merchant_profiles** fetches the day's distinct merchants with aiohttp at the connection's
-   rate limit (aiolimiter; retries on 429, 500, 502, 503 and 504), validates the profiles on a thread pool and
-   enriches them on a process pool, and replaces `raw/merchant_profiles/date={{ ds }}/`. Profiles that
+   rate limit (aiolimiter; retries on 408, 429, 500, 502, 503 and 504), validates the profiles on a
+   thread pool and enriches them on a process pool, and replaces `raw/merchant_profiles/date={{ ds }}/`. Profiles that
    could not be fetched or broke a rule go to `quarantine/merchant_profiles/date={{ ds }}/` with the
    reason, and are counted in the task's XCom.
 

@@ -7,7 +7,7 @@ window can see twice the rate. A semaphore alone limits concurrency, not request
 Every HTTP request waits for the limiter: a retry, and each hop of a redirect, which `fetch_all`
 follows itself (up to `MAX_REDIRECTS` requests) rather than letting aiohttp follow it unseen; and
 aiohttp's own unseen resend of a GET whose connection was lost is off (that is a retry of ours).
-Retries (429, 500, 502, 503, 504, timeouts and connection errors) back off exponentially (each
+Retries (408, 429, 500, 502, 503, 504, timeouts and connection errors) back off exponentially (each
 wait at most `max_backoff_seconds`) and honour `Retry-After` (delay-seconds or an HTTP-date, at most
 `max_retry_after_seconds`), which speaks for the whole API: no request of any id starts before it
 has passed. Any other failure (another 5xx such as a 501, a redirect loop, a malformed response, a
@@ -46,7 +46,9 @@ from yarl import URL
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# 408 Request Timeout: the server gave up waiting for our request (RFC 9110 says the client may
+# repeat it), such as a proxy that times out a keep-alive connection just as a request goes out.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Errors another attempt may not see: a timeout, a refused or lost connection, a body cut short...
 TRANSIENT_ERRORS = (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 # ...except the connection errors that waiting does not fix: the server's certificate or fingerprint.
@@ -68,7 +70,7 @@ HEADER_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # The failures that are the id's own: another id may well succeed. Every other failure (a 5xx, a
 # refused credential, a body that is not JSON such as a maintenance or login page, a bad redirect)
 # says the API is unwell, and counts in `FetchResult.api_failed`.
-ID_OWN_STATUSES = frozenset(range(400, 500)) - {401, 403, 407, 429}
+ID_OWN_STATUSES = frozenset(range(400, 500)) - {401, 403, 407, 408, 429}
 
 
 class FetchSettingError(ValueError):
@@ -210,7 +212,7 @@ class FetchConfig:
 class FetchResult:
     """The JSON of every id fetched, and why each other id failed (after its last attempt).
     `api_failed` holds the failed ids whose failure says nothing about the id itself: the API was
-    unavailable (a 429, 500, 502, 503 or 504, a timeout or a connection error after every attempt;
+    unavailable (a 408, 429, 500, 502, 503 or 504, a timeout or a connection error after every attempt;
     any other 5xx; a TLS or malformed-response error; a body that is not JSON, such as a maintenance
     page or a login page reached by a redirect; a redirect loop or a bad redirect) or refused our
     credentials (401, 403, 407). The other failed ids are the id's own: a 404 or another 4xx."""
@@ -405,7 +407,7 @@ def _without_header_values(text: str, headers: Iterable[tuple[str, str]]) -> str
 
 
 async def fetch_all(config: FetchConfig, ids: Iterable[str]) -> FetchResult:
-    """GET every id once (duplicates are fetched once). A 429, 500, 502, 503 or 504, a timeout or a
+    """GET every id once (duplicates are fetched once). A 408, 429, 500, 502, 503 or 504, a timeout or a
     lost connection is retried; a 404 (the id does not exist), another 4xx or 5xx (a 501, a CDN's
     521), a body that is not JSON, a redirect loop (more than `MAX_REDIRECTS` requests) and any
     other aiohttp error (a malformed response) fail the id without retry, and an id "." or ".." in

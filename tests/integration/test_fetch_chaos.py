@@ -71,6 +71,7 @@ ANSWERS: dict[str, tuple[str, str, bool]] = {
     "502": (RETRIED, "HTTP 502", True),
     "503": (RETRIED, "HTTP 503", True),
     "504": (RETRIED, "HTTP 504", True),
+    "408": (RETRIED, "HTTP 408", True),
     "closed-before-answer": (RETRIED, "ServerDisconnectedError: Server disconnected", True),
     "closed-mid-body": (RETRIED, "ClientPayloadError: Response payload is not completed", True),
     "slow-headers": (RETRIED, "TimeoutError: no answer within", True),
@@ -306,7 +307,7 @@ class ChaosServer:
             headers = self._retry_after(answer, served)
             status = 503 if answer.startswith("503") else 429
             return web.json_response({"error": "slow down"}, status=status, headers=headers)
-        if answer in ("500", "502", "503", "504", "501", "400", "404"):
+        if answer in ("500", "502", "503", "504", "501", "400", "404", "408"):
             text = {"501": "not implemented", "400": "no such field"}.get(answer, "try again")
             return web.Response(status=int(answer), text=text)
         if answer in ("redirect-301", "redirect-302", "redirect-303", "redirect-loop"):
@@ -594,6 +595,25 @@ def test_a_connection_closed_before_the_answer_is_one_request_through_the_limite
     assert result.failed == {"a": "ServerDisconnectedError: Server disconnected after 2 attempts"}
     assert (result.requests, result.retries, len(arrivals), len(client.sent)) == (2, 1, 2, 2)
     assert client.sent[1] - client.sent[0] > 0.199, "the retry waited for the limiter (0.2 s at 5/s)"
+
+
+def test_a_request_timeout_408_is_retried_as_the_apis_failure() -> None:
+    """408 Request Timeout says the server gave up waiting for the request (a proxy timing out a
+    keep-alive connection as the request went out), which RFC 9110 lets a client repeat. It failed
+    the id at once as the merchant's own failure, quarantined, while a 503 was retried."""
+    plans = {"a": ["408", "ok"], "b": ["408", "408"]}
+    with ChaosServer(plans, timeout_seconds=1) as server:
+        config = FetchConfig(
+            base_url=server.base_url,
+            path_template="/merchants/{id}",
+            rate_per_second=50,
+            max_attempts=2,
+            backoff_seconds=0,
+        )
+        result = asyncio.run(fetch_all(config, ["a", "b"]))
+    assert result.found == {"a": profile("a")}
+    assert result.failed == {"b": "HTTP 408 after 2 attempts"}
+    assert (result.api_failed, result.requests, result.retries) == ({"b"}, 4, 2)
 
 
 def test_an_id_of_dots_fails_alone_instead_of_fetching_another_resource() -> None:
