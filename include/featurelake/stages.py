@@ -63,12 +63,32 @@ def _stage_error(message: str, cause: BaseException) -> StageError:
     return error
 
 
-def _executor(stage: Stage) -> Executor:
+def _executor(stage: Stage, stopped: Any = None) -> Executor:
+    """The pool of `stage`; a process pool's workers skip the calls they take once `stopped` (a
+    spawn-context Event, set when the pipeline stops) is set."""
     if stage.pool == "thread":
         return ThreadPoolExecutor(max_workers=stage.workers, thread_name_prefix=f"stage-{stage.name}")
     # spawn: a forked child of a process with threads (Airflow's task runner, the JVM gateway) can
     # deadlock on a lock some thread held at the fork.
-    return ProcessPoolExecutor(max_workers=stage.workers, mp_context=get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=stage.workers,
+        mp_context=get_context("spawn"),
+        initializer=_watch_the_stop,
+        initargs=(stopped,),
+    )
+
+
+class _Stopped(Exception):
+    """Raised in a process stage's worker for a call it took after the pipeline stopped."""
+
+
+# In a process stage's worker: the pipeline's stop event (`_executor`), or None.
+_stop_event: Any = None
+
+
+def _watch_the_stop(stopped: Any) -> None:
+    global _stop_event
+    _stop_event = stopped
 
 
 def _shown(error: BaseException) -> str:
@@ -100,7 +120,11 @@ def _failure(stage: Stage, index: int, error: BaseException) -> StageError:
 
 
 def _call_pickled(call: bytes) -> Any:
-    """Run a process stage's `(function, item)`, pickled by the parent (`_Pipeline`)."""
+    """Run a process stage's `(function, item)`, pickled by the parent (`_Pipeline`), unless the
+    pipeline stopped: a process pool hands up to `workers + 1` calls to its call queue ahead of
+    the workers, where they can no longer be cancelled, so a stop waited for them to run too."""
+    if _stop_event is not None and _stop_event.is_set():
+        raise _Stopped("the pipeline stopped before this call began")
     function, item = pickle.loads(call)
     return function(item)
 
@@ -115,6 +139,9 @@ class _Pipeline:
         self.lock = threading.Lock()
         self.stopping = False
         self.calls: set[Future] = set()
+        # Set first thing in stop(): the process pools' workers then skip the calls already handed
+        # to them. Created only for a pipeline with a process stage.
+        self.stopped: Any = None
 
     def through_stages(self, item: Any, index: int) -> Future:
         final: Future = Future()
@@ -131,6 +158,11 @@ class _Pipeline:
                 try:
                     try:
                         outcome = future.result()
+                    except _Stopped:
+                        final.set_exception(
+                            StageError(f"stage {stage.name!r} did not take item {index}: stopped")
+                        )
+                        return
                     except BaseException as error:
                         final.set_exception(_failure(stage, index, error))
                         return
@@ -179,6 +211,8 @@ class _Pipeline:
         """Cancel the queued calls of every stage, then wait for the running ones. Stopping the
         pools one by one would let an earlier stage work through its queue while a later one is
         waited for."""
+        if self.stopped is not None:
+            self.stopped.set()
         with self.lock:
             self.stopping = True
             queued = list(self.calls)
@@ -204,8 +238,10 @@ def run_stages(items: Iterable[Any], stages: Sequence[Stage], *, max_in_flight: 
 def _results(items: Iterable[Any], stages: Sequence[Stage], max_in_flight: int) -> Iterator[Any]:
     pipeline = _Pipeline(stages)
     try:
+        if any(stage.pool == "process" for stage in stages):
+            pipeline.stopped = get_context("spawn").Event()
         for stage in stages:
-            pipeline.executors.append(_executor(stage))
+            pipeline.executors.append(_executor(stage, pipeline.stopped))
         pending: deque[Future] = deque()
         source = iter(items)
         input_error: Exception | None = None

@@ -18,8 +18,8 @@ def pools_stopping(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     began = threading.Event()
     real = stages._executor
 
-    def spied(stage: stages.Stage):
-        executor = real(stage)
+    def spied(stage: stages.Stage, *args):
+        executor = real(stage, *args)
         shutdown = executor.shutdown
 
         def shutdown_and_tell(*args, **kwargs) -> None:

@@ -7,6 +7,7 @@ import os
 import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -102,6 +103,42 @@ def test_a_failure_drops_the_queued_items_of_the_stages_before_it(pools_stopping
         list(run_stages(range(100), stages, max_in_flight=40))
     assert starts.after_stop == [], starts.after_stop
     assert starts.all == [0, 1, 2, 3]
+
+
+def mark_then_hold_one(item: tuple[str, int]) -> int:
+    """Leaves `<x>.started` in the directory; item 1 then holds the only worker until `release`."""
+    directory, x = item
+    Path(directory, f"{x}.started").touch()
+    release = Path(directory, "release")
+    deadline = time.monotonic() + 60
+    while x == 1 and not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return x
+
+
+def test_a_stop_skips_the_calls_a_process_pool_already_handed_to_its_workers(
+    tmp_path: Path, pools_stopping: threading.Event
+) -> None:
+    """A process pool moves up to `workers + 1` calls into its call queue ahead of the workers,
+    where cancel() no longer reaches them: a stop (an early close, a failure, Ctrl-C) waited for
+    them to run, one after another, after the running ones."""
+    stages = [Stage("hold", mark_then_hold_one, pool="process", workers=1)]
+    results = run_stages([(str(tmp_path), x) for x in range(8)], stages, max_in_flight=8)
+    assert next(results) == 0
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "1.started").exists():  # item 2 waits in the pool's call queue
+        assert time.monotonic() < deadline, "item 1 never started"
+        time.sleep(0.01)
+
+    def release_once_stopping() -> None:
+        if pools_stopping.wait(60):
+            (tmp_path / "release").touch()
+
+    releaser = threading.Thread(target=release_once_stopping)
+    releaser.start()
+    results.close()
+    releaser.join()
+    assert sorted(path.name for path in tmp_path.glob("*.started")) == ["0.started", "1.started"]
 
 
 def test_a_worker_that_dies_breaks_the_pool_and_the_error_says_so() -> None:
