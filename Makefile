@@ -28,7 +28,12 @@ export
 
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
-UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.uv-bootstrap/bin/uv)
+# uv comes from PATH, or is installed once with pip into .uv-bootstrap (UV_INSTALLED, below).
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(CURDIR)/.uv-bootstrap/bin/uv
+UV_INSTALLED := $(CURDIR)/.uv-bootstrap/.stamp-uv
+endif
 # The venv's bin first: spark-submit, airflow and featurelake are found there.
 export PATH := $(VENV)/bin:$(PATH)
 export DOCKER_CONFIG ?= $(CURDIR)/.airflow/docker
@@ -48,13 +53,16 @@ TEST_WORKERS ?= 2
 help:  ## List the targets
 	@grep -hE '^[a-z]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-# uv comes from PATH, or is installed once with pip into .uv-bootstrap.
-$(CURDIR)/.uv-bootstrap/bin/uv:
-	python3 -m venv $(CURDIR)/.uv-bootstrap
+# The stamp, not uv itself, is the target: pip writes bin/uv in place, so an install stopped
+# half-way (Ctrl-C, a killed job) left a partial, non-executable uv that make took as done, and
+# every later `make env` failed ("Permission denied"). --clear starts such a venv afresh.
+$(CURDIR)/.uv-bootstrap/.stamp-uv:
+	python3 -m venv --clear $(CURDIR)/.uv-bootstrap
 	$(CURDIR)/.uv-bootstrap/bin/pip install --quiet uv
+	touch $@
 
 # The venv is rebuilt only when a lock or pyproject.toml changes.
-$(VENV)/.stamp-installed: requirements.txt requirements-dev.txt pyproject.toml | $(UV)
+$(VENV)/.stamp-installed: requirements.txt requirements-dev.txt pyproject.toml | $(UV_INSTALLED)
 	test -x $(PY) || $(UV) venv --quiet --python 3.11 $(VENV)
 	$(UV) pip sync --quiet --python $(PY) requirements.txt requirements-dev.txt
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
@@ -144,7 +152,7 @@ bench: $(VENV)/.stamp-installed  ## Run the benchmarks in bench/
 LOCK_ONE = lock_one() { cp "$$2" "$$2.new" && $(UV) pip compile --quiet --python-version 3.11 \
 	--custom-compile-command "uv pip compile --python-version 3.11 $$1 -o $$2" "$$1" -o "$$2.new" \
 	|| { rm -f "$$2.new"; return 1; }; cmp -s "$$2.new" "$$2" && rm "$$2.new" || mv "$$2.new" "$$2"; }
-lock: | $(UV)  ## Regenerate requirements*.txt from requirements*.in (a lock whose text is the same is left untouched)
+lock: | $(UV_INSTALLED)  ## Regenerate requirements*.txt from requirements*.in (a lock whose text is the same is left untouched)
 	@$(LOCK_ONE); lock_one requirements.in requirements.txt && lock_one requirements-dev.in requirements-dev.txt
 
 # The project's own Airflow home only: an AIRFLOW_HOME set elsewhere in the environment is never removed.

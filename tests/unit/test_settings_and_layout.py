@@ -198,6 +198,34 @@ def test_make_refuses_a_checkout_path_with_a_space(tmp_path: Path) -> None:
     assert (tmp_path / "My").is_dir()
 
 
+def test_make_env_installs_uv_again_after_an_interrupted_bootstrap(tmp_path: Path) -> None:
+    """pip writes .uv-bootstrap/bin/uv in place: a `make env` stopped during `pip install uv` left a
+    partial, non-executable uv, which make took as built, and every later `make env` failed with
+    "Permission denied" until .uv-bootstrap was removed by hand."""
+    checkout = tmp_path / "featurelake"
+    checkout.mkdir()
+    for name in ("Makefile", "airflow.env", "requirements.txt", "requirements-dev.txt", "pyproject.toml"):
+        shutil.copy(SETTINGS_FILE.parent / name, checkout / name)
+    partial = checkout / ".uv-bootstrap" / "bin" / "uv"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"\x7fELF" + bytes(1024))
+    # A PATH without uv, so that the Makefile bootstraps it, with what make reads the Makefile with.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("bash", "sed", "cksum", "cut"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    make = shutil.which("make")
+    result = subprocess.run(
+        [make, "-n", "-C", str(checkout), "env"],
+        env={"PATH": str(tools), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    bootstrap = checkout / ".uv-bootstrap"
+    assert f"python3 -m venv --clear {bootstrap}\n{bootstrap}/bin/pip install --quiet uv\n" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("dates", "given"),
     [
