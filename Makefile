@@ -61,9 +61,11 @@ $(CURDIR)/.uv-bootstrap/.stamp-uv:
 	$(CURDIR)/.uv-bootstrap/bin/pip install --quiet uv
 	touch $@
 
-# The venv is rebuilt only when a lock or pyproject.toml changes.
+# The venv is rebuilt only when a lock or pyproject.toml changes. uv venv writes pyvenv.cfg after
+# bin/python, which links to the base Python: a venv whose creation was stopped between the two is
+# created again, as `pip sync --python $(PY)` would otherwise sync (and strip) the base Python itself.
 $(VENV)/.stamp-installed: requirements.txt requirements-dev.txt pyproject.toml | $(UV_INSTALLED)
-	test -x $(PY) || $(UV) venv --quiet --python 3.11 $(VENV)
+	test -f $(VENV)/pyvenv.cfg || { rm -rf $(VENV) && $(UV) venv --quiet --python 3.11 $(VENV); }
 	$(UV) pip sync --quiet --python $(PY) requirements.txt requirements-dev.txt
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	touch $@

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -224,6 +225,38 @@ def test_make_env_installs_uv_again_after_an_interrupted_bootstrap(tmp_path: Pat
     )
     bootstrap = checkout / ".uv-bootstrap"
     assert f"python3 -m venv --clear {bootstrap}\n{bootstrap}/bin/pip install --quiet uv\n" in result.stdout
+
+
+def test_make_env_creates_again_a_venv_stopped_before_its_pyvenv_cfg(tmp_path: Path) -> None:
+    """uv venv links bin/python to the base Python before it writes pyvenv.cfg. A `make env` stopped
+    between the two left bin/python, which `test -x` took as a venv: the next `make env` ran
+    `uv pip sync --python .venv/bin/python` on the base Python (uninstalling what the locks do not
+    list there) and stamped the empty .venv as installed. Here bin/python is a program that is no
+    Python, so that the test cannot touch a real interpreter."""
+    uv = shutil.which("uv") or str(SETTINGS_FILE.parent / ".uv-bootstrap" / "bin" / "uv")
+    checkout = tmp_path / "featurelake"
+    checkout.mkdir()
+    for name in ("Makefile", "airflow.env", "pyproject.toml"):
+        shutil.copy(SETTINGS_FILE.parent / name, checkout / name)
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        (checkout / name).write_text("")
+    half = checkout / ".venv" / "bin" / "python"
+    half.parent.mkdir(parents=True)
+    half.write_text("#!/bin/sh\nexit 1\n")
+    half.chmod(0o755)
+    path = os.pathsep.join([str(Path(uv).parent), str(Path(sys.executable).parent), os.environ["PATH"]])
+    # Offline: the editable install of the project may fail here; the venv is what this test checks.
+    subprocess.run(
+        ["make", "-C", str(checkout), "env"],
+        env={"PATH": path, "HOME": str(tmp_path), "UV_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert (checkout / ".venv" / "pyvenv.cfg").is_file()
+    prefix = subprocess.run(
+        [str(half), "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, check=True
+    )
+    assert prefix.stdout.strip() == str(checkout / ".venv")
 
 
 @pytest.mark.parametrize(
