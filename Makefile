@@ -158,7 +158,7 @@ lock: | $(UV_INSTALLED)  ## Regenerate requirements*.txt from requirements*.in (
 	@$(LOCK_ONE); lock_one requirements.in requirements.txt && lock_one requirements-dev.in requirements-dev.txt
 
 # The project's own Airflow home only: an AIRFLOW_HOME set elsewhere in the environment is never removed.
-clean:  ## Remove .venv, .uv-bootstrap, the project's .airflow, the demo lake and .pytest_cache
+clean:  ## Remove .venv, .uv-bootstrap, the project's .airflow, ./data and .pytest_cache (not a lake set elsewhere)
 	rm -rf $(VENV) $(CURDIR)/.uv-bootstrap $(CURDIR)/.airflow $(CURDIR)/data .pytest_cache
 
 AIRFLOW_ENV_NAMES := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\) ?=.*/\1/p' $(CURDIR)/airflow.env)
