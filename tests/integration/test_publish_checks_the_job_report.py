@@ -5,6 +5,9 @@ would remove every record of the date; with the check, the task fails and the st
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -150,3 +153,29 @@ def test_a_partition_as_reported_is_published_and_the_dates_stale_records_remove
 
     assert states == {"compute_user_features": ("success", 1), "publish": ("success", 1)}
     assert stored_users(store_with_the_date) == want
+
+
+def test_the_publish_run_alone_by_airflow_tasks_test_says_to_run_the_dag_first(
+    airflow_db, store_with_the_date: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `airflow tasks test DAG TASK DATE`, with no run of the date, runs the task in a run of its
+    # own that holds no upstream XCom: clearing the job, as the message said, could not help.
+    lake = tmp_path / "lake"
+    write_partition(lake, USERS)
+    monkeypatch.setenv("AIRFLOW_VAR_FEATURELAKE_LAKE", str(lake))
+    airflow = Path(sys.executable).parent / "airflow"
+    command = [
+        str(airflow),
+        "tasks",
+        "test",
+        "user_features_daily",
+        "publish_online_features",
+        DAY.isoformat(),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    out = done.stdout + done.stderr
+
+    assert "left no report with an integer 'users_written' in its XCom" in out, out[-3000:]
+    assert "`airflow tasks test` ran this task alone, in a run of its own (__airflow_temporary_run_" in out
+    assert f"`airflow dags test user_features_daily {DAY.isoformat()}`" in out
+    assert stored_users(store_with_the_date) == dict.fromkeys(USERS, 1.0), "nothing was published"

@@ -13,6 +13,10 @@ from featurelake_airflow.hooks.online_store import OnlineStoreHook
 from featurelake_airflow.lake_paths import lake_path
 from featurelake_airflow.task_arguments import lake_root, run_date
 
+# The run_id `airflow tasks test` gives the run it creates when the DAG has no run of the date
+# (airflow.cli.commands.task_command); the run holds no XCom of the task's upstream tasks.
+TASKS_TEST_RUN_PREFIX = "__airflow_temporary_run_"
+
 
 class PublishOnlineFeaturesOperator(BaseOperator):
     """Write every row of `<lake>/features/<view>/date=<ds>/` to the online store, keyed by
@@ -140,11 +144,22 @@ class PublishOnlineFeaturesOperator(BaseOperator):
         task, or a fixed Variable or storage, changes the outcome."""
         report = context["ti"].xcom_pull(task_ids=self.report_task_id)
         if not isinstance(report, dict) or not isinstance(report.get(self.report_rows_key), int):
+            run_id = str(context["run_id"])
+            if run_id.startswith(TASKS_TEST_RUN_PREFIX):
+                # Clearing does nothing here: the run is gone when the command ends.
+                advice = (
+                    f"`airflow tasks test` ran this task alone, in a run of its own ({run_id}), as "
+                    f"no run of the DAG for {self.ds} exists, so no {self.report_task_id!r} ran "
+                    f"in it. Run the DAG for that date first (`airflow dags test {self.dag_id} "
+                    f"{self.ds}`), or name a run that holds the report: `airflow tasks test "
+                    f"{self.dag_id} {self.task_id} <run_id>`"
+                )
+            else:
+                advice = f"Clear {self.report_task_id!r} and its downstream tasks to run it again"
             raise AirflowFailException(
                 f"task {self.report_task_id!r} of this run left no report with an integer "
                 f"{self.report_rows_key!r} in its XCom (it holds {report!r}), so whether {location} "
-                f"is what it wrote cannot be checked. Clear {self.report_task_id!r} and its downstream "
-                "tasks to run it again"
+                f"is what it wrote cannot be checked. {advice}"
             )
         reported = report[self.report_rows_key]
         if rows != reported:
