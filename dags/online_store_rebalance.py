@@ -6,7 +6,8 @@ and writers keep working while it runs. Trigger it by hand after changing the ri
 
 1. Edit the `featurelake_online` connection: the new ring in `nodes`, the old one in
    `previous_nodes`. Writers then use the new ring, and reads fall back to a key's old node.
-2. Trigger this DAG. **rebalance_online_store** scans every node (SCAN) and moves each misplaced key:
+2. Trigger this DAG, unpaused (it starts paused; a run of a paused DAG stays queued).
+   **rebalance_online_store** scans every node (SCAN) and moves each misplaced key:
    copy to its new node (the later feature date wins, the TTL is kept), then delete it from the old
    node only if unchanged. A failed or interrupted run is retried and finishes the move.
 3. When it succeeds, remove `previous_nodes` from the connection.
