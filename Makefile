@@ -25,6 +25,15 @@ ifneq ($(words $(AIRFLOW_HOME)),1)
 $(error AIRFLOW_HOME has a space in its path ($(AIRFLOW_HOME)), which make cannot handle: give one without spaces)
 endif
 export
+AIRFLOW_ENV_NAMES := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\) ?=.*/\1/p' $(CURDIR)/airflow.env)
+# Airflow reads a Variable set empty in the environment as "", before its database: with
+# `AIRFLOW_VAR_FEATURELAKE_LAKE= make airflow` every task saw an empty lake root, and the Variable
+# made in the UI (Admin -> Variables) was never read. Such a setting is not exported, so the
+# database's Variable is the one read. (An empty AIRFLOW_CONN_* already falls through to the database.)
+EMPTY_AIRFLOW_VARS := $(foreach name,$(filter AIRFLOW_VAR_%,$(AIRFLOW_ENV_NAMES)),$(if $(strip $(value $(name))),,$(name)))
+ifneq ($(EMPTY_AIRFLOW_VARS),)
+unexport $(EMPTY_AIRFLOW_VARS)
+endif
 
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
@@ -126,7 +135,7 @@ endif
 backfill: $(DB_STAMP)  ## Without a scheduler: run user_features_daily for each date FROM..TO
 	@dates=$$($(BACKFILL_DATES) "$(FROM)" "$(TO)") || exit 2; \
 	lake="$${AIRFLOW_VAR_FEATURELAKE_LAKE#file://}"; missing=(); \
-	if [[ "$$lake" != *://* ]]; then for d in $$dates; do \
+	if [[ -n "$$lake" && "$$lake" != *://* ]]; then for d in $$dates; do \
 		compgen -G "$$lake/raw/transactions/date=$$d/[!._]*.parquet" > /dev/null || missing+=("$$d"); \
 	done; fi; \
 	if (( $${#missing[@]} )); then \
@@ -161,9 +170,9 @@ lock: | $(UV_INSTALLED)  ## Regenerate requirements*.txt from requirements*.in (
 clean:  ## Remove .venv, .uv-bootstrap, the project's .airflow, ./data and .pytest_cache (not a lake set elsewhere)
 	rm -rf $(VENV) $(CURDIR)/.uv-bootstrap $(CURDIR)/.airflow $(CURDIR)/data .pytest_cache
 
-AIRFLOW_ENV_NAMES := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\) ?=.*/\1/p' $(CURDIR)/airflow.env)
 exports:  ## Print airflow.env and the venv's PATH as shell exports: eval "$(make -s exports)"
 	@# From the recipe's environment, not make's expansion, which dropped `$t` from a password `s3cr$t`
 	@# and broke on a quote: printf %q quotes what the shell holds.
-	@$(foreach name,$(AIRFLOW_ENV_NAMES),printf 'export %s=%q\n' '$(name)' "$$$(name)";)
+	@$(foreach name,$(filter-out $(EMPTY_AIRFLOW_VARS),$(AIRFLOW_ENV_NAMES)),printf 'export %s=%q\n' '$(name)' "$$$(name)";)
+	@$(foreach name,$(EMPTY_AIRFLOW_VARS),printf 'unset %s\n' '$(name)';)
 	@printf 'export PATH=%q:"$$PATH"\n' '$(VENV)/bin'

@@ -163,6 +163,32 @@ def test_make_exports_keeps_a_value_with_a_dollar_and_a_quote_as_it_is(tmp_path:
     assert value == online
 
 
+def test_an_empty_lake_variable_leaves_the_lake_to_the_database_variable(tmp_path: Path) -> None:
+    """Airflow reads a Variable set empty in the environment as "", before its database: with
+    `AIRFLOW_VAR_FEATURELAKE_LAKE= make airflow` every task saw an empty lake root, and the Variable
+    made in the UI was never read. Neither make's recipes nor `make -s exports` set it then."""
+    env = {"HOME": str(tmp_path), "AIRFLOW_VAR_FEATURELAKE_LAKE": ""}
+    script = 'eval "$(make -s -C "$1" exports)" && echo "${AIRFLOW_VAR_FEATURELAKE_LAKE+set in the shell}"'
+    shell = subprocess.run(
+        ["bash", "-c", script, "bash", str(SETTINGS_FILE.parent)],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shell.stdout.strip() == ""
+    recipe = subprocess.run(
+        ["make", "-s", "-C", str(SETTINGS_FILE.parent), "--eval", "probe: ; @env", "probe"],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    names = {line.split("=", 1)[0] for line in recipe.stdout.splitlines()}
+    assert "AIRFLOW_VAR_FEATURELAKE_LAKE" not in names
+    assert "AIRFLOW_CONN_SPARK_DEFAULT" in names  # the other settings are exported as before
+
+
 def test_an_airflow_home_of_the_environment_is_not_the_projects(tmp_path: Path) -> None:
     """Airflow's quick start exports AIRFLOW_HOME=~/airflow: the project's SQLite database (in
     .airflow/) was then never created, and its logs and password went to that other home."""
