@@ -416,8 +416,20 @@ def read_categories(spark: SparkSession, path: str, files: LookupFiles) -> DataF
     hidden names is refused, naming it: Spark read every file there, so a partial upload
     (`part-0.parquet.tmp`) failed the job with a bare "is not a Parquet file", and a `.bak` copy was
     read silently. `files` is the listing of `path` (`lookup_files`) the run took before: it reads
-    the files its tiles' markers name."""
-    found = spark.read.parquet(*files.paths)
+    the files its tiles' markers name. A lookup file that is not Parquet (empty, truncated) is
+    refused naming the lookup and the fix: Spark's bare FAILED_READ_FILE named neither."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    try:
+        found = spark.read.parquet(*files.paths)
+    except (Py4JJavaError, PySparkException) as error:
+        said = str(getattr(error, "java_exception", error)).strip().splitlines()[0].rstrip(".")
+        raise ValueError(
+            f"the categories lookup {path} cannot be read as Parquet (empty, truncated, or another "
+            f"format; its files: {', '.join(files.paths)}): {said}. Re-land it as complete Parquet "
+            "(raw/categories/part-00000.parquet, docs/data-contract.md), and rerun"
+        ) from error
     types = {field.name.lower(): field.dataType for field in found.schema.fields}
     problems = []
     if not isinstance(types.get("category_id"), _INTEGER_TYPES):

@@ -116,6 +116,19 @@ def _beside_the_categories(name: str) -> Callable[[Path], Path]:
     return land
 
 
+def _empty_categories(lake: Path) -> Path:
+    """The lookup, replaced as a whole, by an upload that failed: 0 bytes."""
+    path = lake / "raw" / "categories" / "part-00000.parquet"
+    path.write_bytes(b"")
+    return path
+
+
+def _truncated_categories(lake: Path) -> Path:
+    path = lake / "raw" / "categories" / "part-00000.parquet"
+    path.write_bytes(path.read_bytes()[:100])
+    return path
+
+
 TS = datetime.combine(DS, time(12), UTC)
 # What a producer got wrong, and what the error must say about it.
 CONTRACT_BREACHES = [
@@ -142,6 +155,9 @@ CONTRACT_BREACHES = [
         "the categories lookup",
         id="partial-upload-beside-the-categories",
     ),
+    # Spark's bare "[FAILED_READ_FILE.CANNOT_READ_FILE_FOOTER] ... Could not read footer", no remedy
+    pytest.param(_empty_categories, "cannot be read as Parquet", id="zero-byte-categories"),
+    pytest.param(_truncated_categories, "cannot be read as Parquet", id="truncated-categories"),
     pytest.param(
         _write(transactions_table(LANDED_ROWS, amount=None)), "no column amount", id="no-amount-column"
     ),
