@@ -255,6 +255,15 @@ def raw_file_problems(spark: SparkSession, file: str, size: int) -> tuple[list[s
             reader.close()
     except Py4JJavaError as error:
         said = str(error.java_exception.toString()).splitlines()[0]
+        if "ChecksumException" in said:
+            # Hadoop's local file system checks a file against `.<name>.crc` beside it, a hidden
+            # name no other reader looks at: a file re-landed by another tool keeps the old one.
+            parent, _, name = file.rpartition("/")
+            return [
+                f"it does not match its checksum file {parent}/.{name}.crc, which Spark checks on a "
+                "local lake: a checksum left by an earlier write of this name (pyarrow and the Dask "
+                f"job read the file). Delete .{name}.crc if the file is the one to keep"
+            ], False
         return [f"it cannot be read as Parquet (truncated, or another format: {said})"], False
     fields = dict(named)
     problems = []

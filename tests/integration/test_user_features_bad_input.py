@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import zlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -95,6 +96,20 @@ def _truncated(lake: Path) -> bytes:
     return (_partition(lake) / BAD).read_bytes()[:200]
 
 
+def _stale_checksum(lake: Path) -> Path:
+    """A file landed with a Hadoop client (which writes `.<name>.crc` beside it), then re-landed
+    under its name by another tool (pyarrow), which leaves the old checksum: the file is intact,
+    but Spark's local file system checks it against the stale checksum."""
+    path = _write(transactions_table([_row("t9", "u9", 1.0)]))(lake)
+    landed = path.read_bytes()
+    chunks = (landed[i : i + 512] for i in range(0, len(landed), 512))
+    checksum = (
+        b"crc\0" + (512).to_bytes(4, "big") + b"".join(zlib.crc32(c).to_bytes(4, "big") for c in chunks)
+    )
+    (path.parent / f".{path.name}.crc").write_bytes(checksum)
+    return _write(transactions_table(LANDED_ROWS))(lake)
+
+
 def _damaged(lake: Path) -> Path:
     """A file whose footer is intact but whose first page header is not: only reading rows finds it."""
     path = _write(transactions_table([_row(f"t{i}", "u3", float(i)) for i in range(3, 2000)]))(lake)
@@ -135,6 +150,11 @@ CONTRACT_BREACHES = [
     pytest.param(_put(f"date={DS}/{BAD}", b""), "empty (0 bytes)", id="zero-byte-file"),
     pytest.param(_put(f"date={DS}/{BAD}", _truncated), "cannot be read as Parquet", id="truncated-file"),
     pytest.param(_damaged, "cannot be read (damaged", id="damaged-data-page"),
+    # Spark's ChecksumException, reported as "cannot be read as Parquet (truncated, ...)" of a file
+    # that every other reader reads, and that a re-land by the same tool would not fix
+    pytest.param(
+        _stale_checksum, f"Delete .{BAD}.crc if the file is the one to keep", id="stale-hadoop-checksum"
+    ),
     pytest.param(_put(f"date={DS}/rows.csv", b"a,b\n1,2\n"), "not a .parquet file", id="csv-in-partition"),
     pytest.param(_put(f"date={DS}/{BAD}.crc", b"crc"), "not a .parquet file", id="crc-in-partition"),
     pytest.param(
