@@ -147,6 +147,16 @@ def list_raw_window(raw_transactions: str, days: Iterable[str]) -> RawWindow:
     return RawWindow(sorted(files, key=lambda file: file.path), sorted(stray), filesystem)
 
 
+def untyped_column_hint(contract: str) -> str:
+    """What to say of a column stored with Parquet's null type (no type at all): pandas and pyarrow
+    write one for a column whose every value is null, unless told its type."""
+    return (
+        f" (stored with no type, as pandas and pyarrow write a column whose every value is null: give "
+        f"the writer its type, {contract}, in a pyarrow schema or with pandas' astype, even when "
+        "every value is null)"
+    )
+
+
 def raw_contract_error(problems: list[str], *, not_written: str) -> ValueError:
     """The error of both jobs for raw files that break the data contract: `not_written` (what the
     job did not write, and what was kept), the first 20 `problems` and how many more, and what to do."""
@@ -212,9 +222,10 @@ def read_raw_footer(filesystem: Any, path: str, size: int) -> RawFooter:
         leaf = leaves.get(found)
         if not accepted.accepts(arrow_type, None if leaf is None else leaf.physical_type):
             stored = f" (Parquet {_parquet_type(leaf)})" if leaf is not None else ""
-            problems.append(
-                f"column {found} is {arrow_type}{stored}, where the contract has {accepted.contract}"
-            )
+            contract = accepted.contract
+            if pa.types.is_null(arrow_type):
+                contract += untyped_column_hint(accepted.contract)
+            problems.append(f"column {found} is {arrow_type}{stored}, where the contract has {contract}")
     return RawFooter(problems, columns, row_group_bytes)
 
 

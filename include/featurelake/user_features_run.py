@@ -39,7 +39,12 @@ from featurelake.partitioning import (
     write_partitioned,
     write_text,
 )
-from featurelake.raw_contract_arrow import FOOTER_READERS, contract_column_name, raw_contract_error
+from featurelake.raw_contract_arrow import (
+    FOOTER_READERS,
+    contract_column_name,
+    raw_contract_error,
+    untyped_column_hint,
+)
 from featurelake.user_features import (
     RAW_DATA_COLUMNS,
     TEXT_COLUMNS,
@@ -227,7 +232,9 @@ def _column_problem(column: str, field: Any) -> str | None:
     if not repeated and annotation in RAW_PARQUET_TYPES[column].get(physical, set()):
         return None
     found = " ".join(filter(None, ["repeated" if repeated else None, physical, annotation]))
-    return f"column {column} is {found}, where the contract has {_CONTRACT_TYPES[column]}"
+    # parquet-mr's name for Parquet's null type
+    untyped = untyped_column_hint(_CONTRACT_TYPES[column]) if annotation == "UNKNOWN" else ""
+    return f"column {column} is {found}, where the contract has {_CONTRACT_TYPES[column]}{untyped}"
 
 
 def raw_file_problems(spark: SparkSession, file: str, size: int) -> tuple[list[str], bool]:

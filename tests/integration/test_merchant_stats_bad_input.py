@@ -139,6 +139,13 @@ CONTRACT_BREACHES = [
         _write(lambda rows: {"category_id": None}), "it has no column category_id", id="no-category"
     ),
     pytest.param(_amount_twice, "it has 2 columns named amount (amount, Amount)", id="amount-twice"),
+    # every value null, written without a type: the contract allows nulls, not a column of no type
+    pytest.param(
+        _write(lambda rows: {"currency": pa.nulls(len(rows))}),
+        "column currency is null (Parquet INT32 Null), where the contract has string (stored with no "
+        "type, as pandas and pyarrow write a column whose every value is null",
+        id="currency-untyped-nulls",
+    ),
     # cast to the first file's types: wrong numbers (float32 cents, whole amounts, a merchant "2"),
     # or, when the file comes first, an error in a task that names no file ("Failed to parse 'u2'")
     pytest.param(
