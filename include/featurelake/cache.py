@@ -62,16 +62,19 @@ class CacheStats:
 
 
 class _Computation:
-    """One call's computation of some ids: `done` is set when it ended, `failed` if it raised
-    (`error`); `not_stored` holds the ids it computed but did not write back (a later record was
-    served meanwhile), which the calls waiting for it compute themselves, as they would after a
-    failure."""
+    """One call's computation of some ids: `done` is set when it ended, `error` if it raised;
+    `not_stored` holds the ids it computed but did not write back (a later record was served
+    meanwhile), which the calls waiting for it compute themselves, as they would after a failure."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.failed = True
         self.error: BaseException | None = None
         self.not_stored: frozenset[str] = frozenset()
+
+    @property
+    def failed(self) -> bool:
+        """Whether it raised; read once `done` is set."""
+        return self.error is not None
 
 
 def _entity_ids(method: str, entity_ids: Iterable[str]) -> Iterator[str]:
@@ -298,7 +301,6 @@ class LayeredFeatureCache:
                     records, not_stored = self._compute_and_store(compute, ours, begun)
                     computed.update(records)
                     mine.not_stored = frozenset(not_stored)
-                mine.failed = False
             except BaseException as error:
                 mine.error = error
                 raise
@@ -318,7 +320,7 @@ class LayeredFeatureCache:
             awaited = {id(c): c for c in theirs.values()}.values()
             for computation in awaited:
                 computation.done.wait()
-            failure = next((c.error for c in awaited if c.failed and c.error is not None), None)
+            failure = next((c.error for c in awaited if c.error is not None), None)
             if failure is not None:
                 if retried_a_failure:
                     raise failure  # as concurrent.futures gives each waiter a future's error
