@@ -141,7 +141,9 @@ class _Pipeline:
         self.calls: set[Future] = set()
         # Set first thing in stop(): the process pools' workers then skip the calls already handed
         # to them. Created only for a pipeline with a process stage.
-        self.stopped: Any = None
+        self.stopped: Any = (
+            get_context("spawn").Event() if any(stage.pool == "process" for stage in stages) else None
+        )
 
     def through_stages(self, item: Any, index: int) -> Future:
         final: Future = Future()
@@ -238,8 +240,6 @@ def run_stages(items: Iterable[Any], stages: Sequence[Stage], *, max_in_flight: 
 def _results(items: Iterable[Any], stages: Sequence[Stage], max_in_flight: int) -> Iterator[Any]:
     pipeline = _Pipeline(stages)
     try:
-        if any(stage.pool == "process" for stage in stages):
-            pipeline.stopped = get_context("spawn").Event()
         for stage in stages:
             pipeline.executors.append(_executor(stage, pipeline.stopped))
         pending: deque[Future] = deque()
