@@ -18,7 +18,6 @@ from featurelake_airflow.operators.spark_feature_job import (
     yarn_cluster_tracking,
     zip_package,
 )
-from featurelake_airflow.spark_properties_file import properties_keys, spark_properties_file
 
 
 @pytest.mark.parametrize(
@@ -184,44 +183,6 @@ def test_launch_options_never_replace_what_the_properties_file_sets() -> None:
         submit_conf(master="local[2]", connection_conf=connection, operator_conf=None, preset=preset)
         == connection
     )
-
-
-def test_properties_keys_read_java_properties_syntax() -> None:
-    text = "\n".join(
-        [
-            "# spark.comment.hash 1",
-            "! spark.comment.bang 1",
-            "spark.driver.extraJavaOptions   -Dx=1 \\",
-            "    -Dcontinued.key=2",
-            "spark.executor.memory=4g",
-            "  spark.master: local[2]",
-            "spark.app.name",
-            "",
-        ]
-    )
-    assert properties_keys(text) == {
-        "spark.driver.extraJavaOptions",
-        "spark.executor.memory",
-        "spark.master",
-        "spark.app.name",
-    }
-
-
-def test_the_properties_file_is_the_one_spark_submit_loads(tmp_path: Path) -> None:
-    conf_dir = tmp_path / "conf"
-    conf_dir.mkdir()
-    (conf_dir / "spark-defaults.conf").write_text("spark.executor.memory 2g\n")
-    assert spark_properties_file(
-        properties_file="/p.conf", environ={"SPARK_CONF_DIR": str(conf_dir)}
-    ) == Path("/p.conf")
-    assert spark_properties_file(properties_file=None, environ={"SPARK_CONF_DIR": str(conf_dir)}) == (
-        conf_dir / "spark-defaults.conf"
-    )
-    assert spark_properties_file(properties_file=None, environ={"SPARK_HOME": str(tmp_path)}) == (
-        conf_dir / "spark-defaults.conf"
-    )
-    assert spark_properties_file(properties_file=None, environ={"SPARK_CONF_DIR": str(tmp_path)}) is None
-    assert spark_properties_file(properties_file=None, environ={}) is None
 
 
 def test_an_extra_that_is_not_json_is_refused_naming_the_connection(monkeypatch) -> None:

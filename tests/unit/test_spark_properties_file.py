@@ -1,7 +1,8 @@
 """The properties file SparkFeatureJobOperator writes for spark-submit: keys and values escaped as
 java.util.Properties reads them (read back here with the project's own key reader, and by a real
 spark-submit in tests/integration/test_spark_submit_credentials.py), the loaded file's properties
-kept ahead of the added ones, and a file only its owner can read."""
+kept ahead of the added ones, and a file only its owner can read; and the file spark-submit
+loads, and the keys one sets."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from featurelake_airflow.spark_properties_file import properties_file_with, properties_keys, property_line
+from featurelake_airflow.spark_properties_file import (
+    properties_file_with,
+    properties_keys,
+    property_line,
+    spark_properties_file,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +63,41 @@ def test_a_loaded_file_whose_last_line_goes_on_is_refused_naming_it(tmp_path: Pa
     with pytest.raises(ValueError, match=r"job\.properties ends with a backslash.*remove that trailing"):
         properties_file_with(loaded=loaded, properties={"spark.a": "1"}, target=tmp_path / "p")
     assert not (tmp_path / "p").exists()
+
+
+def test_properties_keys_read_java_properties_syntax() -> None:
+    text = "\n".join(
+        [
+            "# spark.comment.hash 1",
+            "! spark.comment.bang 1",
+            "spark.driver.extraJavaOptions   -Dx=1 \\",
+            "    -Dcontinued.key=2",
+            "spark.executor.memory=4g",
+            "  spark.master: local[2]",
+            "spark.app.name",
+            "",
+        ]
+    )
+    assert properties_keys(text) == {
+        "spark.driver.extraJavaOptions",
+        "spark.executor.memory",
+        "spark.master",
+        "spark.app.name",
+    }
+
+
+def test_the_properties_file_is_the_one_spark_submit_loads(tmp_path: Path) -> None:
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    (conf_dir / "spark-defaults.conf").write_text("spark.executor.memory 2g\n")
+    assert spark_properties_file(
+        properties_file="/p.conf", environ={"SPARK_CONF_DIR": str(conf_dir)}
+    ) == Path("/p.conf")
+    assert spark_properties_file(properties_file=None, environ={"SPARK_CONF_DIR": str(conf_dir)}) == (
+        conf_dir / "spark-defaults.conf"
+    )
+    assert spark_properties_file(properties_file=None, environ={"SPARK_HOME": str(tmp_path)}) == (
+        conf_dir / "spark-defaults.conf"
+    )
+    assert spark_properties_file(properties_file=None, environ={"SPARK_CONF_DIR": str(tmp_path)}) is None
+    assert spark_properties_file(properties_file=None, environ={}) is None
