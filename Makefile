@@ -95,8 +95,9 @@ demo: $(DB_STAMP)  ## Generate ~120 days of data and run user_features_daily for
 		--lake $(AIRFLOW_VAR_FEATURELAKE_LAKE)
 	$(PY) -m featurelake_airflow.demo --dag-id user_features_daily --date $(DEMO_DATE)
 
+# --durations: the slowest tests close the log, to keep the suite within CI's 30 minutes.
 test: $(VENV)/.stamp-installed  ## Run every test: unit, DAG integrity, integration
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 lint: $(VENV)/.stamp-installed  ## ruff check and format check
 	$(VENV)/bin/ruff check .
