@@ -49,6 +49,17 @@ def _continues(line: str) -> bool:
     return (len(line) - len(line.rstrip("\\"))) % 2 == 1
 
 
+# What Spark trims from each value of a properties file: whitespace and control characters, but for
+# line breaks (`trimExceptCRLF`). A --conf value is taken as it is.
+_SPARK_TRIMMED = "".join(chr(code) for code in range(33) if chr(code) not in "\r\n")
+
+
+def trimmed_from_a_properties_file(value: str) -> bool:
+    """Whether Spark reads `value` back shorter from a properties file: it starts or ends with
+    whitespace or a control character other than a line break."""
+    return value != value.strip(_SPARK_TRIMMED)
+
+
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\f": "\\f"}
 
 

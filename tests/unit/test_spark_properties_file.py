@@ -16,6 +16,7 @@ from featurelake_airflow.spark_properties_file import (
     properties_keys,
     property_line,
     spark_properties_file,
+    trimmed_from_a_properties_file,
 )
 
 
@@ -101,3 +102,17 @@ def test_the_properties_file_is_the_one_spark_submit_loads(tmp_path: Path) -> No
     )
     assert spark_properties_file(properties_file=None, environ={"SPARK_CONF_DIR": str(tmp_path)}) is None
     assert spark_properties_file(properties_file=None, environ={}) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "trimmed"),
+    [
+        pytest.param("secret", False, id="plain"),
+        pytest.param("two words", False, id="inner-space"),
+        pytest.param(" secret", True, id="leading-space"),
+        pytest.param("secret\t", True, id="trailing-tab"),
+        pytest.param("secret\n", False, id="line-break-kept"),  # trimExceptCRLF
+    ],
+)
+def test_what_spark_trims_from_a_properties_file_value(value: str, trimmed: bool) -> None:
+    assert trimmed_from_a_properties_file(value) is trimmed

@@ -31,6 +31,7 @@ from featurelake_airflow.spark_properties_file import (
     properties_file_with,
     properties_keys,
     spark_properties_file,
+    trimmed_from_a_properties_file,
 )
 
 
@@ -58,10 +59,6 @@ def submit_conf(
 
 
 YARN_RM_WEBAPP_ADDRESS_EXTRA = "yarn_resourcemanager_webapp_address"
-
-# What Spark trims from each value of a properties file: whitespace and control characters, but for
-# line breaks (`trimExceptCRLF`)
-_SPARK_TRIMMED = "".join(chr(code) for code in range(33) if chr(code) not in "\r\n")
 
 
 def yarn_cluster_tracking(*, master: str, deploy_mode: str | None, extra: Mapping[str, Any]) -> str | None:
@@ -193,7 +190,7 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
         the credentials of the connection's and this task's `conf` (`credential_properties`). On
         its command line, as --conf, every user of the machine could read them (`ps`, /proc)."""
         for key, value in credentials.items():
-            if value != value.strip(_SPARK_TRIMMED):
+            if trimmed_from_a_properties_file(value):
                 self.log.warning(
                     "The value of Spark property %s starts or ends with whitespace, which spark-submit "
                     "drops from a properties file; remove it from the value if it is not part of the "
