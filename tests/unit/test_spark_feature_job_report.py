@@ -67,3 +67,51 @@ def test_a_durable_retry_that_reconnects_keeps_the_report_of_its_job(monkeypatch
     monkeypatch.setattr(SparkSubmitOperator, "submit_job", lambda self, context: "driver-20260910-0002")
     assert operator.submit_job(context) == "driver-20260910-0002"
     assert not Path(operator.report_path).exists()
+
+
+def test_a_second_execute_submits_what_the_first_did(monkeypatch, tmp_path: Path) -> None:
+    """The merged conf, the credentials file and the library zip are this submit's only: the
+    operator's own arguments are back after it, so a second execute does not ship the library
+    twice or take the first submit's merged conf for the task's own."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SPARK_REPORT_TEST",
+        json.dumps(
+            {
+                "conn_type": "spark",
+                "host": "local[2]",
+                "extra": {"conf": {"spark.hadoop.fs.s3a.secret.key": "s3cr3t"}},
+            }
+        ),
+    )
+    operator = SparkFeatureJobOperator(
+        task_id="compute",
+        application="job.py",
+        conn_id="spark_report_test",
+        conf={"spark.sql.shuffle.partitions": "8"},
+        py_files="deps.zip",
+        report_path=str(tmp_path / "report.json"),
+    )
+    submits: list[dict] = []
+
+    def submit(self: SparkFeatureJobOperator, context: object) -> None:
+        submits.append(
+            {
+                "conf": dict(self.conf),
+                "py_files": [Path(p).name for p in self.py_files.split(",")],
+                "properties_file": Path(self.properties_file).name,
+            }
+        )
+        Path(self.report_path).write_text(json.dumps({"attempt": len(submits)}))
+
+    monkeypatch.setattr(SparkSubmitOperator, "execute", submit)
+    assert operator.execute(context={}) == {"attempt": 1}
+    assert operator.execute(context={}) == {"attempt": 2}
+
+    assert submits[0] == submits[1]
+    assert submits[0]["py_files"] == ["deps.zip", "featurelake.zip"]
+    assert submits[0]["properties_file"] == "spark.properties"
+    assert "spark.hadoop.fs.s3a.secret.key" not in submits[0]["conf"]
+    assert submits[0]["conf"]["spark.sql.shuffle.partitions"] == "8"
+    assert operator.conf == {"spark.sql.shuffle.partitions": "8"}
+    assert operator.py_files == "deps.zip"
+    assert operator.properties_file is None

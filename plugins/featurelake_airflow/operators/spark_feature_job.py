@@ -114,7 +114,6 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
         )
         mask_credentials(conf)  # the task's own `conf` too
         credentials = {key: conf[key] for key in credential_properties(conf)}
-        self.conf = {key: value for key, value in conf.items() if key not in credentials}
         tracking = yarn_cluster_tracking(
             master=master, deploy_mode=self._deploy_mode, extra=connection.extra()
         )
@@ -133,25 +132,33 @@ class SparkFeatureJobOperator(SparkSubmitOperator):
         if not self._may_resume(context):
             self._remove_report()
         report_file = lake_path(self.report_path)
-        properties_file = self.properties_file
+        # The attributes the provider submits with are set for this submit only, and restored after
+        # it, so that a second execute of the same object starts from the task's own arguments,
+        # not from this submit's merged conf, credentials file and library zip.
+        task_conf, task_properties_file, task_py_files = self.conf, self.properties_file, self.py_files
         with tempfile.TemporaryDirectory(prefix="featurelake-submit-") as workdir:
-            if credentials:
-                self.properties_file = str(
-                    self._credentials_file(
-                        credentials, loaded=loaded, target=Path(workdir) / "spark.properties"
-                    )
-                )
-            if self.ship_library:
-                import featurelake
-
-                library_zip = zip_package(
-                    Path(featurelake.__file__).parent, Path(workdir) / "featurelake.zip"
-                )
-                self.py_files = ",".join(p for p in (self.py_files, str(library_zip)) if p)
             try:
+                self.conf = {key: value for key, value in conf.items() if key not in credentials}
+                if credentials:
+                    self.properties_file = str(
+                        self._credentials_file(
+                            credentials, loaded=loaded, target=Path(workdir) / "spark.properties"
+                        )
+                    )
+                if self.ship_library:
+                    import featurelake
+
+                    library_zip = zip_package(
+                        Path(featurelake.__file__).parent, Path(workdir) / "featurelake.zip"
+                    )
+                    self.py_files = ",".join(p for p in (self.py_files, str(library_zip)) if p)
                 super().execute(context)
             finally:
-                self.properties_file = properties_file
+                self.conf, self.properties_file, self.py_files = (
+                    task_conf,
+                    task_properties_file,
+                    task_py_files,
+                )
         self._forget_finished_job(context)
         if not report_file.exists():
             raise FileNotFoundError(
