@@ -326,6 +326,22 @@ def check_raw_window(window: RawWindow, footers: list[RawFooter], *, ds: date, o
         )
 
 
+def check_ds_landed(window: RawWindow, *, raw_transactions: str, ds: date, output: str) -> None:
+    """Fail, naming the partition, when `ds` itself has no data file in `window`: its partition is
+    missing or holds only hidden and marker files (it has not landed). Other dates of the window
+    may have none (the lake's first days). Run alone (not after the DAG's check_raw_partition),
+    the job otherwise wrote the stats of ds from the window's other dates, as if ds had no
+    transaction; the user feature job fails the same way."""
+    if not any(file.day == ds.isoformat() for file in window.files):
+        partition = f"{raw_transactions.rstrip('/')}/date={ds.isoformat()}"
+        raise FileNotFoundError(
+            f"no raw transactions for {ds}: {partition} is missing or holds no *.parquet file (only "
+            "names starting with . or _, which readers ignore: it has not landed). Land that day's "
+            "data (or run `featurelake generate`) and retry the task; the merchant stats of "
+            f"{ds} were not written (the previous output, {output}, is as it was)"
+        )
+
+
 def raw_piece_frame(piece: RawPiece) -> pd.DataFrame:
     """The rows of `piece` (`read_raw_piece`: the contract's columns and types, and `TEXT_IS_UTF8`)
     as a pandas frame with `ARROW_STRING` strings, and its partition's `date`."""
@@ -423,7 +439,8 @@ def compute_merchant_stats(
     `staging` is a scratch directory every worker reaches (in the lake); it is emptied first, so a
     retry of a killed run starts clean, and removed at the end, whether the run succeeds or fails.
     Before that, the window's raw files are checked against the data contract on this client
-    (`check_raw_window`), and every worker (`check_workers`). `buckets`: see `default_bucket_count`."""
+    (`check_raw_window`), the partition of `ds` must hold a data file (`check_ds_landed`), and
+    every worker is checked (`check_workers`). `buckets`: see `default_bucket_count`."""
     import dask
     import dask.dataframe as dd
     from distributed import futures_of, wait
@@ -440,6 +457,7 @@ def compute_merchant_stats(
     window = list_raw_window(raw_transactions, days)
     footers = read_raw_footers(window)
     check_raw_window(window, footers, ds=ds, output=output)
+    check_ds_landed(window, raw_transactions=raw_transactions, ds=ds, output=output)
     pieces = raw_pieces(window, footers, max_bytes=PIECE_BYTES)
     run_id = uuid.uuid4().hex
     rows = None

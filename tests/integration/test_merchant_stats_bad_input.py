@@ -475,3 +475,49 @@ def test_the_contract_columns_are_the_feature_jobs() -> None:
     from featurelake.user_features_run import RAW_PARQUET_TYPES
 
     assert tuple(RAW_ARROW_TYPES) == RAW_DATA_COLUMNS == tuple(GENERATED.names) == tuple(RAW_PARQUET_TYPES)
+
+
+def _remove_partition(partition: Path) -> None:
+    shutil.rmtree(partition)
+
+
+def _leave_only_markers(partition: Path) -> None:
+    for entry in partition.iterdir():
+        entry.unlink()
+    (partition / "_SUCCESS").write_bytes(b"")
+    (partition / ".part-00000.parquet.tmp").write_bytes(b"PAR1")  # an upload in flight
+
+
+@pytest.mark.parametrize(
+    "unland",
+    [
+        pytest.param(_remove_partition, id="missing"),
+        pytest.param(_leave_only_markers, id="only-marker-and-hidden-files"),
+    ],
+)
+def test_a_ds_partition_that_has_not_landed_fails_naming_it(
+    client, published: Path, tmp_path: Path, unland: Callable[[Path], None]
+) -> None:
+    """Run alone (not after the DAG's check_raw_partition), the job wrote the stats of DS from the
+    window's other date, as if DS had no transaction."""
+    lake, output = _copy(published, tmp_path)
+    previous = files_of(output)
+    unland(_partition(lake))
+    with pytest.raises(FileNotFoundError) as failure:
+        _run(client, lake, output, tmp_path / "staging")
+    message = str(failure.value)
+    assert (
+        f"no raw transactions for {DS}: {_partition(lake)} is missing or holds no *.parquet file" in message
+    )
+    assert "Land that day's data" in message and f"merchant stats of {DS} were not written" in message
+    assert files_of(output) == previous, "the failed run changed the previous output"
+    assert not (tmp_path / "staging").exists(), "a task was sent: the staging directory was made"
+
+
+def test_an_earlier_date_of_the_window_may_have_no_partition(client, published: Path, tmp_path: Path) -> None:
+    """The lake's first days: a window reaching before them counts the dates it has."""
+    lake, output = _copy(published, tmp_path)
+    shutil.rmtree(_partition(lake, BEFORE))
+    report = _run(client, lake, output, tmp_path / "staging")
+    assert report.rows_counted == len(_clean_rows(DS))
+    assert _stats(output) == [["m1", 2, 2, 30.0, 0.0, 1]]
