@@ -136,6 +136,35 @@ def _day_partials(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return partials, rows[["merchant_id", "user_id"]].drop_duplicates()
 
 
+# The most (merchant, user) pairs deduplicated at once. pandas hashes every user id of the frame it
+# deduplicates, about 190 bytes a distinct id at the peak: a bucket of 6M pairs whose users were
+# nearly all distinct took 1.1 GiB above its 172 MiB of pairs in one drop_duplicates
+# (docs/benchmarks.md). Sliced by merchant, a slice's peak is that of its own pairs.
+PAIRS_PER_SLICE = 500_000
+
+
+def distinct_pairs(pairs: pd.DataFrame, *, slice_pairs: int = PAIRS_PER_SLICE) -> pd.DataFrame:
+    """`pairs` (merchant_id, user_id) without repeats, deduplicated a slice of merchants at a time
+    (about `slice_pairs` pairs each; a merchant's pairs are all in one slice, so a merchant with
+    more than that makes a larger slice)."""
+    slices = -(-len(pairs) // slice_pairs)
+    if slices <= 1:
+        return pairs.drop_duplicates(ignore_index=True)
+    merchants, _ = pd.factorize(pairs["merchant_id"])  # few distinct values: cheap to hash
+    slice_of = merchants % slices
+    order = np.argsort(slice_of, kind="stable")
+    ends = np.cumsum(np.bincount(slice_of, minlength=slices))
+    del merchants, slice_of
+    starts = ends - np.diff(ends, prepend=0)
+    parts = [
+        pairs.take(order[start:end]).drop_duplicates()
+        for start, end in zip(starts, ends, strict=True)
+        if end > start
+    ]
+    del order
+    return pd.concat(parts, ignore_index=True)
+
+
 def merchant_stats_of_days(days: Iterable[pd.DataFrame], *, ds: date) -> pd.DataFrame:
     """The statistics of every merchant whose rows are all in `days` (one frame per date, each holding
     all of that date's rows of these merchants). Memory holds one date's rows plus, per merchant,
@@ -153,11 +182,11 @@ def merchant_stats_of_days(days: Iterable[pd.DataFrame], *, ds: date) -> pd.Data
         pairs.append(day_pairs)
         pending += len(day_pairs)
         if pending > 2 * deduplicated + 500_000:  # amortized: each pair is re-deduplicated O(1) times
-            pairs = [pd.concat(pairs, ignore_index=True).drop_duplicates()]
+            pairs = [distinct_pairs(_concat_and_clear(pairs))]
             pending = deduplicated = len(pairs[0])
     if totals is None:
         return empty_merchant_stats()
-    users = pd.concat(pairs, ignore_index=True).drop_duplicates()["merchant_id"].value_counts()
+    users = distinct_pairs(_concat_and_clear(pairs))["merchant_id"].value_counts()
     stats = totals.sort_index()
     count = stats["transaction_count"].astype("int64")
     out = pd.DataFrame(
@@ -173,6 +202,13 @@ def merchant_stats_of_days(days: Iterable[pd.DataFrame], *, ds: date) -> pd.Data
         }
     )
     return out[[field.name for field in STATS_SCHEMA]]
+
+
+def _concat_and_clear(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One frame of `frames`, which is emptied: the parts are freed as soon as they are copied."""
+    frame = pd.concat(frames, ignore_index=True)
+    frames.clear()
+    return frame
 
 
 def valid_rows(rows: pd.DataFrame) -> pd.DataFrame:
@@ -220,11 +256,25 @@ DATES_PER_BUCKET = 4
 BUCKET_UNIT_BYTES = 256 * 2**20
 
 
-def default_bucket_count(units: int, *, largest_day_bytes: int = 0) -> int:
+# The most uncompressed bytes of the whole window that a bucket gets on average. A bucket task holds
+# each distinct (merchant, user) pair of its dates, at most one per row: 128 MiB of the contract's
+# rows (about 58 bytes each uncompressed) is about 2.3M rows. 8 days of 1.5M rows whose users were
+# drawn from 10M (nearly a new pair per row) gave each of 2 buckets 6M pairs, and workers of 1 GiB
+# were restarted by their nannies (docs/benchmarks.md).
+BUCKET_WINDOW_BYTES = 128 * 2**20
+
+
+def default_bucket_count(units: int, *, largest_day_bytes: int = 0, window_bytes: int = 0) -> int:
     """Staging buckets for a window of `units` (`bucket_units`): one per DATES_PER_BUCKET, and at
     least enough that a bucket gets at most BUCKET_DAY_BYTES of the largest date
-    (`largest_day_bytes`, uncompressed) on average."""
-    return max(1, -(-units // DATES_PER_BUCKET), -(-largest_day_bytes // BUCKET_DAY_BYTES))
+    (`largest_day_bytes`, uncompressed) and BUCKET_WINDOW_BYTES of the whole window
+    (`window_bytes`, uncompressed) on average."""
+    return max(
+        1,
+        -(-units // DATES_PER_BUCKET),
+        -(-largest_day_bytes // BUCKET_DAY_BYTES),
+        -(-window_bytes // BUCKET_WINDOW_BYTES),
+    )
 
 
 def day_bytes(days: Iterable[str], row_group_bytes: Iterable[Iterable[int]]) -> dict[str, int]:
@@ -470,7 +520,9 @@ def compute_merchant_stats(
             [file.day for file in window.files], [footer.row_group_bytes for footer in footers]
         )
         bucket_count = default_bucket_count(
-            bucket_units(by_day), largest_day_bytes=max(by_day.values(), default=0)
+            bucket_units(by_day),
+            largest_day_bytes=max(by_day.values(), default=0),
+            window_bytes=sum(by_day.values()),
         )
     remove_tree(staging)
     remove_leftovers(output)

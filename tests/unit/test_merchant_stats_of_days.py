@@ -10,6 +10,7 @@ import pytest
 from featurelake.merchant_stats import (
     ARROW_STRING,
     STATS_SCHEMA,
+    distinct_pairs,
     merchant_stats_of_days,
     read_parquet_frame,
     valid_rows,
@@ -73,6 +74,49 @@ def test_a_heavy_merchant_keeps_exact_distinct_users(dates: int) -> None:
         want_users,
         dates,
     )
+
+
+@pytest.mark.parametrize("slice_pairs", [1, 7, 100, 10_000])
+def test_distinct_pairs_are_exact_whatever_the_slices(slice_pairs: int) -> None:
+    """Deduplicated a slice of merchants at a time (the memory of one drop_duplicates grows with the
+    distinct user ids it hashes): the same pairs as one drop_duplicates, a merchant with more pairs
+    than a slice included, and a user id that is another merchant's too."""
+    pairs = pd.DataFrame(
+        {
+            "merchant_id": pd.Series(
+                ["hot"] * 60 + [f"m{i % 9}" for i in range(90)] + ["m1", "hot"], dtype=ARROW_STRING
+            ),
+            "user_id": pd.Series(
+                [f"u{i % 25}" for i in range(60)] + [f"u{i % 13}" for i in range(90)] + ["u1", "u3"],
+                dtype=ARROW_STRING,
+            ),
+        }
+    )
+    got = distinct_pairs(pairs, slice_pairs=slice_pairs)
+    want = pairs.drop_duplicates()
+    assert len(got) == len(want) == 25 + 90  # (i % 9, i % 13) repeats after 117
+    assert list(got.columns) == ["merchant_id", "user_id"] and got["user_id"].dtype == ARROW_STRING
+    key = ["merchant_id", "user_id"]
+    pd.testing.assert_frame_equal(
+        got.sort_values(key).reset_index(drop=True), want.sort_values(key).reset_index(drop=True)
+    )
+
+
+def test_distinct_users_are_exact_across_compactions_of_many_slices(monkeypatch) -> None:
+    """Pairs compacted (and counted) in slices of 1,000 over 12 dates give the exact distinct users."""
+    import featurelake.merchant_stats as merchant_stats
+
+    monkeypatch.setattr(
+        merchant_stats, "distinct_pairs", lambda pairs: distinct_pairs(pairs, slice_pairs=1_000)
+    )
+    days = [
+        day(*((f"t{d}-{i}", f"u{(i * 31 + d * 7) % 40_000}", f"m{i % 37}", 1.0) for i in range(50_000)))
+        for d in range(12)
+    ]
+    got = merchant_stats_of_days(iter(days), ds=DS).set_index("merchant_id")["unique_users"]
+    frames = pd.concat(days, ignore_index=True)
+    want = frames.drop_duplicates(["merchant_id", "user_id"])["merchant_id"].value_counts()
+    assert got.sort_index().to_dict() == want.sort_index().to_dict()
 
 
 def test_staged_days_are_read_with_arrow_strings_under_pandas_2_and_3(tmp_path) -> None:
@@ -159,3 +203,17 @@ def test_a_partition_stages_into_more_buckets_than_pyarrow_writes_by_default(tmp
     want_buckets = merchant_bucket(rows["merchant_id"], 1100).nunique()
     assert want_buckets > 1024 and len(staged) == want_buckets
     assert sum(len(read_parquet_frame(str(path))) for path in staged) == n
+
+
+def test_a_window_of_many_rows_gets_a_bucket_per_bucket_window_bytes() -> None:
+    """A bucket task holds each distinct (merchant, user) pair of its dates, up to one per row: 8
+    dates of 1.5M rows (about 660 MiB uncompressed) had 2 buckets of 6M pairs each, which workers
+    of 1 GiB could not hold. Now a bucket gets at most BUCKET_WINDOW_BYTES of the window."""
+    from featurelake.merchant_stats import BUCKET_WINDOW_BYTES, default_bucket_count
+
+    window = 661 * 2**20
+    assert default_bucket_count(8, largest_day_bytes=window // 8, window_bytes=window) == 6
+    assert default_bucket_count(8, largest_day_bytes=1, window_bytes=BUCKET_WINDOW_BYTES) == 2
+    assert default_bucket_count(1, window_bytes=BUCKET_WINDOW_BYTES + 1) == 2
+    # the dates still count where they give more: the 10M-row benchmark window (120 dates)
+    assert default_bucket_count(120, largest_day_bytes=5 * 2**20, window_bytes=550 * 2**20) == 30
