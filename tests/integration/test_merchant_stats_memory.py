@@ -218,14 +218,20 @@ def test_an_unreachable_scheduler_fails_within_the_connection_timeout_naming_the
             "the scheduler tls://127.0.0.1:1 uses TLS, and this process has no TLS settings for Dask",
             id="tls-without-certificates",
         ),
+        pytest.param(
+            {"host": "ucx://127.0.0.1", "port": 1, "extra": {"timeout": "3s"}},
+            "this process cannot open the ucx:// connection to ucx://127.0.0.1:1",
+            id="ucx-without-its-package",
+        ),
     ],
 )
 def test_a_scheduler_connection_that_cannot_work_is_refused_naming_it(
     monkeypatch: pytest.MonkeyPatch, connection: dict, message: str
 ) -> None:
     """The extras were ignored (the job ran on the scheduler's own workers, whatever they said), a
-    port in both fields gave the address tcp://127.0.0.1:8786:8786, and a TLS scheduler without
-    Dask's TLS settings raised a TypeError about `ssl_context`, naming no connection."""
+    port in both fields gave the address tcp://127.0.0.1:8786:8786, a TLS scheduler without
+    Dask's TLS settings raised a TypeError about `ssl_context`, and a ucx:// one without the UCX
+    package "Can't instantiate abstract class UCXConnector", naming no connection."""
     with pytest.raises(ValueError, match=f"connection 'dask_review': {message}"):
         hook_for(monkeypatch, connection).get_conn()
 

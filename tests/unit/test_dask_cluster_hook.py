@@ -165,3 +165,37 @@ def test_a_bare_ipv6_host_after_a_scheme_gets_its_brackets(monkeypatch, fields: 
     """`tcp://::1` with a port field was refused as a port given twice; `tls://fd00::5` came back
     without a port, and Dask refused it naming no connection ("ipv6 needs brackets")."""
     assert hook_for(monkeypatch, fields).scheduler_address() == address
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        pytest.param(
+            {"host": "http://dask-scheduler", "port": 8786},
+            "http:// is no protocol of Dask's (inproc, tcp, tls, ucx, ws, wss)",
+            id="http",
+        ),
+        pytest.param(
+            {"host": "dask-scheduler:87x6"}, "'87x6' is no port number (1 to 65535)", id="port-typo"
+        ),
+        pytest.param(
+            {"host": "tcp://dask-scheduler:8786/"}, "'8786/' is no port number", id="trailing-slash"
+        ),
+        pytest.param({"host": "dask-scheduler", "port": 70000}, "'70000' is no port number", id="port-range"),
+        pytest.param(
+            {"host": "tcp//dask-scheduler"}, "'tcp//dask-scheduler' is no host name", id="scheme-typo"
+        ),
+        pytest.param({"host": "dask scheduler"}, "'dask scheduler' is no host name", id="space"),
+    ],
+)
+def test_an_address_dask_cannot_parse_is_refused_naming_the_connection(
+    monkeypatch, fields: dict, problem: str
+) -> None:
+    """Dask refused these only once the client started (http:// after seconds), with "unknown
+    address scheme" or "invalid literal for int() with base 10: '87x6'", naming no connection."""
+    with pytest.raises(ValueError) as refused:
+        hook_for(monkeypatch, fields).scheduler_address()
+    message = str(refused.value)
+    assert message.startswith("connection 'dask_test': the scheduler address ")
+    assert f"from host {fields['host']!r}" in message and problem in message
+    assert "tls://dask-scheduler" in message, "the message shows a spelling that works"

@@ -12,7 +12,9 @@ A connection given as a URI carries them as strings, which are read the same way
 
 A scheduler given as a URI keeps its protocol: `tls://dask-scheduler:8786` (Airflow stores `tls` as
 the conn_type; a `generic` connection with no scheme in its host means `tcp://`). With no port in the
-host nor in the port field, the scheduler's is Dask's default, 8786.
+host nor in the port field, the scheduler's is Dask's default, 8786. An address that is not
+protocol://host:port with a protocol Dask speaks (`http://...`, `h:87x6`, `tcp://h:8786/`) is
+refused before any connection is tried, naming the connection.
 
 A scheduler's connection takes one extra, `timeout`: how long to try to reach the scheduler (Dask's
 format, default "30s"). A `tls://` scheduler needs Dask's TLS settings on the Airflow worker
@@ -77,14 +79,40 @@ class DaskClusterHook(BaseHook):
         if not connection.port:
             # Dask refused `tls://dask-scheduler` ("missing port number"), naming no connection
             # (an inproc:// address names a process and a counter, no port)
-            return host if has_port or host.startswith("inproc://") else f"{host}:{DEFAULT_SCHEDULER_PORT}"
+            if has_port or host.startswith("inproc://"):
+                return self._checked_address(host)
+            return self._checked_address(f"{host}:{DEFAULT_SCHEDULER_PORT}")
         if has_port:
             # tcp://h:8786:8786 is no address: the client failed without naming the connection
             raise ValueError(
                 f"connection {self.dask_conn_id!r}: host {connection.host!r} has a port and the port "
                 f"field is {connection.port} too; give the port in one of them"
             )
-        return f"{host}:{connection.port}"
+        return self._checked_address(f"{host}:{connection.port}")
+
+    def _checked_address(self, address: str) -> str:
+        """`address` if it is protocol://host:port with a protocol Dask speaks; otherwise a ValueError
+        naming the connection. Dask refused `http://...` after seconds, and `h:87x6`, `tcp://h:8786/`
+        with "invalid literal for int() with base 10", naming neither the connection nor the address."""
+        scheme, rest = address.split("://", 1)
+        if scheme not in SCHEDULER_SCHEMES:
+            problem = f"{scheme}:// is no protocol of Dask's ({', '.join(sorted(SCHEDULER_SCHEMES))})"
+        elif scheme == "inproc":
+            return address
+        else:
+            host, _, port = rest.rpartition(":")
+            if not host or any(c.isspace() or c in "/?#@" for c in host):
+                problem = f"{host!r} is no host name or address"
+            elif not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+                problem = f"{port!r} is no port number (1 to 65535)"
+            else:
+                return address
+        raise ValueError(
+            f"connection {self.dask_conn_id!r}: the scheduler address {address}, from host "
+            f"{self._dask_connection.host!r} and port {self._dask_connection.port!r}, is not "
+            f"protocol://host:port: {problem}. Give the host as dask-scheduler or tls://dask-scheduler "
+            'and the port in the port field (default 8786), or host "local" for a cluster inside the task'
+        )
 
     def local_cluster_options(self) -> dict[str, Any]:
         """The LocalCluster's options from the connection's extras (distributed's names)."""
@@ -154,6 +182,14 @@ class DaskClusterHook(BaseHook):
                 '(host "local" runs a cluster inside the task)'
             ) from error
         except TypeError as error:
+            if address.startswith("ucx://"):
+                # without the UCX package, distributed cannot build its connector: "Can't
+                # instantiate abstract class UCXConnector", naming no connection
+                raise ValueError(
+                    f"connection {self.dask_conn_id!r}: this process cannot open the ucx:// "
+                    f"connection to {address} ({error}): install distributed-ucxx on the Airflow "
+                    "workers, or reach the scheduler over tcp:// or tls://"
+                ) from error
             if not address.startswith("tls://"):
                 raise
             raise ValueError(
