@@ -48,9 +48,12 @@ def request_json(url: str, *, token: str | None = None, body: dict | None = None
 
 
 @contextlib.contextmanager
-def private_postgres_database(prefix: str) -> Iterator[str]:
+def private_postgres_database(prefix: str, *, copy_of: str | None = None) -> Iterator[str]:
     """A new database on the machine's PostgreSQL (FEATURELAKE_TEST_POSTGRES, default
     postgresql://postgres@127.0.0.1:5432/postgres), dropped afterwards; yields its SQLAlchemy URL.
+    With `copy_of` (the URL of another such database, with no connection open to it), the new
+    database starts as a copy of that one (PostgreSQL's CREATE DATABASE ... TEMPLATE), for example
+    of one `airflow db migrate` migrated.
 
     Not SQLite: when the scheduler and the CLI write at once, SQLite can refuse a writer at once
     ("database is locked") whatever its busy timeout, when a read transaction upgrades.
@@ -68,7 +71,11 @@ def private_postgres_database(prefix: str) -> Iterator[str]:
         )
     admin.autocommit = True
     with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if copy_of is not None:
+            template = copy_of.rsplit("/", 1)[1]
+            create = sql.SQL("{} TEMPLATE {}").format(create, sql.Identifier(template))
+        cursor.execute(create)
     base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
     try:
         yield f"{base}/{name}"

@@ -44,18 +44,36 @@ STARTUP_TIMEOUT = 240.0  # seconds until the API answers and both DAGs are parse
 RUN_TIMEOUT = 600.0  # seconds for both runs to succeed (about 45 s here)
 
 
+@pytest.fixture(scope="module")
+def migrated_database(tmp_path_factory) -> Iterator[str]:
+    """A private PostgreSQL database that `airflow db migrate` migrated, once for the module: each
+    executor's Airflow runs on a copy of it, made in about a second: the schema does not depend
+    on the executor, and each migration started the CLI and built the schema again."""
+    home = tmp_path_factory.mktemp("migrate-home")
+    with private_postgres_database("featurelake_executors_migrated") as database:
+        migrator = AirflowStack(
+            home=home, env=component_env(home=home, database=database, lake=home / "lake", online_nodes=[])
+        )
+        migrated = migrator.airflow("db", "migrate", timeout=300)
+        assert migrated.returncode == 0, f"airflow db migrate failed:\n{migrated.stdout}\n{migrated.stderr}"
+        yield database
+
+
 @pytest.fixture(scope="module", params=["LocalExecutor", "CeleryExecutor"])
-def stack(request, tmp_path_factory, redis_shard_2, redis_shard_3) -> Iterator[AirflowStack]:
-    """A fresh lake, database, online store and Airflow for one executor. Under CeleryExecutor the
-    broker is a redis-server of its own (not an online-store shard), as in the compose file. The
-    online store is a ring of two nodes that was one (`previous_nodes`), in the middle of a resize."""
+def stack(
+    request, tmp_path_factory, migrated_database: str, redis_shard_2, redis_shard_3
+) -> Iterator[AirflowStack]:
+    """A fresh lake, database (a copy of the migrated one), online store and Airflow for one
+    executor. Under CeleryExecutor the broker is a redis-server of its own (not an online-store
+    shard), as in the compose file. The online store is a ring of two nodes that was one
+    (`previous_nodes`), in the middle of a resize."""
     executor = request.param
     home = tmp_path_factory.mktemp(f"{executor}-home")
     lake = home / "lake"
     generate_lake(lake=lake, start=DS - timedelta(days=95), end=DS, users=150, seed=29)
     online_nodes = emptied_redis_nodes(redis_shard_2, redis_shard_3)
     with (
-        private_postgres_database(f"featurelake_{executor.lower()}") as database,
+        private_postgres_database(f"featurelake_{executor.lower()}", copy_of=migrated_database) as database,
         LocalRedisServer() as broker,
         SandboxServer(rate=200) as merchant_api,
     ):
@@ -100,8 +118,6 @@ def stack(request, tmp_path_factory, redis_shard_2, redis_shard_3) -> Iterator[A
             ),
         )
         stack = AirflowStack(home=home, env=env)
-        migrated = stack.airflow("db", "migrate", timeout=300)
-        assert migrated.returncode == 0, f"airflow db migrate failed:\n{migrated.stdout}\n{migrated.stderr}"
 
         def start_components() -> None:
             stack.start("api-server", "api-server")
