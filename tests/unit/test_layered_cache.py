@@ -474,3 +474,52 @@ def test_readers_waiting_on_a_failing_computation_retry_it_once_not_one_after_an
         thread.join(30)
     assert len(errors) == readers, "every reader gets the lake's error"
     assert calls == [["x"], ["x"]], "after the first failure, one reader computed again, not each in turn"
+
+
+def test_ids_compute_gives_but_was_not_asked_for_are_neither_stored_nor_cached() -> None:
+    """A compute function that answers more than it was asked (a whole partition, say) has only
+    the asked ids' records written back and cached: the others were never requested, and writing
+    them would fill the store behind the publish's back."""
+    store = DictStore()
+    cache = LayeredFeatureCache(view="v", store=store, compute=lambda ids: {"a": record(1), "x": record(2)})
+    assert cache.get_many(["a"]) == {"a": record(1)}
+    assert store.records == {"a": record(1)}
+    assert len(cache) == 1 and cache.stats.computed == 1
+
+
+def test_an_id_given_twice_is_read_computed_and_counted_once() -> None:
+    store = DictStore({"a": record(1)})
+    computed: list[list[str]] = []
+
+    def compute(ids):
+        computed.append(list(ids))
+        return {i: record(9) for i in ids}
+
+    cache = LayeredFeatureCache(view="v", store=store, compute=compute)
+    assert cache.get_many(["a", "b", "a", "b"]) == {"a": record(1), "b": record(9)}
+    assert store.reads[0] == ["a", "b"] and computed == [["b"]]
+    assert (cache.stats.store_hits, cache.stats.computed) == (1, 1)
+    assert cache.get_many(["a", "a"]) == {"a": record(1)}
+    assert cache.stats.local_hits == 1
+
+
+def test_a_read_that_serves_a_corrected_record_drops_the_uncorrected_one_of_its_date_held() -> None:
+    # Read B is at the store when read A caches x's record, and a rerun of the same date then
+    # publishes a corrected one (in another process: nothing invalidates). B serves the corrected
+    # record; which of the two is current it cannot tell, so it must not leave A's for later reads.
+    corrected = FeatureRecord("2026-10-28", {"n": 2})
+    cache: LayeredFeatureCache
+
+    class StoreWithACorrectionMidRead(DictStore):
+        b_reading = True
+
+        def read(self, view: str, entity_ids: Iterable[str]) -> dict[str, FeatureRecord]:
+            if self.b_reading:  # before B's read reaches the store
+                self.b_reading = False
+                assert cache.get("x") == record(1)  # read A
+                self.records["x"] = corrected
+            return super().read(view, entity_ids)
+
+    cache = LayeredFeatureCache(view="v", store=StoreWithACorrectionMidRead({"x": record(1)}))
+    assert cache.get("x") == corrected  # read B
+    assert cache.get("x") == corrected, "a later read was served the uncorrected record of the same date"
