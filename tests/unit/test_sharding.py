@@ -61,6 +61,8 @@ def test_group_by_node_keeps_every_key_once() -> None:
     keys = [f"k{i}" for i in range(3000)]
     groups = ring.group_by_node(keys)
     assert sorted(k for group in groups.values() for k in group) == sorted(keys)
+    # each group in the input's order (the docstring's promise, which callers batch by)
+    assert all(group == [k for k in keys if ring.node_for(k) == node] for node, group in groups.items())
     assert set(groups) == set(NODES)
     # roughly even: each node holds 20-47% of 3 nodes' keys
     assert all(600 <= len(group) <= 1400 for group in groups.values()), {n: len(g) for n, g in groups.items()}
