@@ -9,7 +9,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from featurelake.fetch import FetchConfig, FetchResult, retry_after_seconds
+from featurelake.fetch import FetchConfig, FetchResult, backoff_seconds, retry_after_seconds
 from featurelake.merchant_profiles import (
     ApiUnavailableError,
     build_profiles,
@@ -98,6 +98,19 @@ def test_a_payload_with_a_lone_surrogate_is_quarantined_as_valid_json() -> None:
     profiles, quarantine = build_profiles(FetchResult(found={"m1": payload}), as_of=date(2026, 10, 28))
     assert profiles.num_rows == 0
     assert json.loads(quarantine["payload"][0].as_py()) == payload
+
+
+@pytest.mark.parametrize(
+    ("score", "bucket"),
+    [(0, "low"), (0.2, "low"), (0.2000001, "medium"), (0.6, "medium"), (0.6000001, "high"), (1, "high")],
+)
+def test_risk_scores_from_0_to_1_are_valid_and_each_bucket_holds_its_upper_limit(
+    score: float, bucket: str
+) -> None:
+    checked = enrich_profile(
+        validate_profile(("m1", {**GOOD, "risk_score": score})), as_of=date(2026, 10, 28)
+    )
+    assert (checked.reason, checked.row["risk_score"], checked.row["risk_bucket"]) == (None, score, bucket)
 
 
 def test_build_profiles_quarantines_refused_and_unfetched_merchants() -> None:
@@ -321,6 +334,18 @@ def test_check_api_available_refuses_a_client_error_for_every_merchant(failures:
     check_api_available(one_found, max_failed_fraction=0, api="A", day=day)  # some merchant answered
 
 
+def test_check_api_available_keeps_refused_credentials_to_max_failed_fraction() -> None:
+    """A 401 or 403 is the API's failure (api_failed), weighed against max_failed_fraction; only
+    the merchants' own 4xx count as a request the API refuses whatever the merchant."""
+    day = date(2026, 10, 28)
+    refused = {"m0": "HTTP 401: bad key", "m1": "HTTP 403: forbidden"}
+    failures = {**refused, "m2": "HTTP 404: not found", "m3": "HTTP 404: not found"}
+    fetched = FetchResult(failed=failures, api_failed=set(refused))
+    check_api_available(fetched, max_failed_fraction=0.5, api="A", day=day)  # 2 of 4 are the API's
+    with pytest.raises(ApiUnavailableError, match="failed 2 of 4 merchants for reasons of its own"):
+        check_api_available(fetched, max_failed_fraction=0.25, api="A", day=day)
+
+
 NOW = datetime(2026, 10, 28, 12, 0, 0, tzinfo=UTC)
 
 
@@ -359,6 +384,16 @@ def test_a_huge_retry_after_is_capped(header: str) -> None:
 def test_an_http_date_retry_after_counts_from_now_by_default() -> None:
     ahead = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     assert 25 < retry_after_seconds(ahead, cap=60) <= 30
+
+
+def test_the_nth_backoff_is_backoff_seconds_times_two_to_the_n_minus_one_plus_jitter_capped() -> None:
+    """FetchConfig's promise: retry n waits backoff_seconds * 2**(n-1), plus up to half of that in
+    jitter, and never more than max_backoff_seconds."""
+    config = FetchConfig(base_url="http://api", backoff_seconds=0.5, max_backoff_seconds=3.0)
+    assert [backoff_seconds(config, n, jitter=0.0) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert backoff_seconds(config, 1, jitter=0.5) == 0.625
+    assert backoff_seconds(config, 2, jitter=0.999) < 1.5
+    assert backoff_seconds(config, 10_000, jitter=0.9) == 3.0, "a huge retry count is capped, not an overflow"
 
 
 def test_the_hook_reads_the_api_from_an_http_connection(monkeypatch) -> None:
