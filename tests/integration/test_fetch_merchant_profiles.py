@@ -1054,3 +1054,27 @@ def test_an_error_page_that_echoes_the_key_keeps_it_out_of_the_failure_reason() 
         refused: 'HTTP 401: {"error": "invalid key ***"}',
         forbidden: "HTTP 403: forbidden: ***",
     }
+
+
+def test_refused_credentials_are_the_apis_failure_and_other_4xx_the_ids_own() -> None:
+    """A 401, 403 or 407 (a proxy refusing our credentials) says nothing about the merchant: it
+    counts in api_failed, so that max_failed_fraction stops the task rather than quarantine every
+    merchant as its own failure. Another 4xx is the id's own. None of them is retried."""
+    statuses = {401: True, 403: True, 407: True, 400: False, 405: False, 410: False, 422: False}
+    ids = dict(zip(PLAIN, statuses, strict=False))
+    assert len(ids) == len(statuses)
+    server = SandboxServer(rate=200)
+
+    def refuse_with(status: int) -> Answer:
+        async def refuse(request: web.Request, number: int) -> web.StreamResponse:
+            return web.Response(status=status, text="refused")
+
+        return refuse
+
+    seen = add_misbehaviour(server, {merchant: refuse_with(status) for merchant, status in ids.items()})
+    with server:
+        config = FetchConfig(base_url=server.base_url, path_template=PATH_TEMPLATE, rate_per_second=100)
+        result = asyncio.run(fetch_all(config, list(ids)))
+    assert result.failed == {merchant: f"HTTP {status}: refused" for merchant, status in ids.items()}
+    assert result.api_failed == {merchant for merchant, status in ids.items() if statuses[status]}
+    assert (result.requests, result.retries, len(seen)) == (len(ids), 0, len(ids))
