@@ -37,6 +37,9 @@ def test_feature_key_bytes() -> None:
         pytest.param("fl", "a:b", "u1", id="colon-in-view"),
         pytest.param("fl*", "user_features", "u1", id="glob-in-prefix"),
         pytest.param("fl", "user_[a]", "u1", id="glob-in-view"),
+        # SCAN's escape character: "f\\l:*" matches the keys of "fl", another prefix
+        pytest.param("f\\l", "user_features", "u1", id="backslash-in-prefix"),
+        pytest.param("fl", "user?features", "u1", id="question-mark-in-view"),
         pytest.param("fl", "user_features", "", id="empty-entity"),
     ],
 )
@@ -74,6 +77,9 @@ def test_value_bytes_are_the_documented_msgpack_array() -> None:
         },
     ]
     assert decode_record(value) == record
+    # text of 32 to 255 bytes is msgpack's str8 (0xd9), as spec 2.0 writers (use_bin_type) write it
+    long_text = FeatureRecord("2026-10-28", {"s": "x" * 40})
+    assert encode_record(long_text) == b"\x93\x01\xaa2026-10-28\x81\xa1s\xd9\x28" + b"x" * 40
 
 
 @pytest.mark.parametrize(
@@ -120,6 +126,10 @@ def test_unsupported_value_names_the_column() -> None:
     [
         pytest.param(b"\xc1", "msgpack failed", id="not-msgpack"),
         pytest.param(msgpack.packb({"a": 1}), "want \\[version, date, map\\]", id="wrong-layout"),
+        # the write scripts refuse an element after the map (record_date): reads refuse it alike
+        pytest.param(
+            msgpack.packb([1, "2026-10-28", {}, "extra"]), "want \\[version, date, map\\]", id="four-elements"
+        ),
         pytest.param(msgpack.packb([2, "2026-01-01", {}]), "format version 2", id="newer-version"),
     ],
 )

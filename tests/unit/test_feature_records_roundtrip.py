@@ -131,3 +131,13 @@ def test_a_zoned_entity_column_keeps_its_text() -> None:
         [pa.table({"user_id": moment, "v": [1]})], entity_column="user_id", feature_date="2026-10-28"
     )
     assert [key for key, _ in records] == ["1970-01-01 02:00:00+02:00"]
+
+
+@pytest.mark.parametrize("empty", [None, ""], ids=["null", "empty-text"])
+def test_a_row_without_an_entity_id_is_refused_naming_the_column(empty: str | None) -> None:
+    # the rows before it come out; the row itself could be keyed by no id
+    batch = pa.record_batch({"user_id": ["a", empty], "v": [1, 2]})
+    records = records_from_batches([batch], entity_column="user_id", feature_date="2026-10-28")
+    assert next(records) == ("a", FeatureRecord("2026-10-28", {"v": 1}))
+    with pytest.raises(ValueError, match="a feature row has an empty 'user_id'; it cannot be keyed"):
+        next(records)
