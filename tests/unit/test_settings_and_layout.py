@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from featurelake.lake import LakeLayout, local_path
+from featurelake.lake import LakeLayout, is_data_file, iso_day, local_path, window_start
 from featurelake.settings import PROJECT_ROOT, SETTINGS_FILE, apply_settings, read_settings
 
 
@@ -119,6 +119,45 @@ def test_a_file_uri_of_another_form_is_refused_not_taken_for_a_relative_path(loc
     the relative `file:/data/lake`: the generator wrote the lake under the current directory."""
     with pytest.raises(ValueError, match=f"^the lake {location} is not a file:// URI of an absolute path"):
         local_path(location, what="the lake", remedy="unused")
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        pytest.param("2026-03-01", date(2026, 3, 1), id="yyyy-mm-dd"),
+        pytest.param("20260301", None, id="basic-form"),
+        pytest.param("2026-W09-7", None, id="week-date"),
+        pytest.param("2026-060", None, id="ordinal-date"),
+        pytest.param("2026-02-30", None, id="no-such-day"),
+    ],
+)
+def test_a_partition_date_is_exactly_yyyy_mm_dd(text: str, day: date | None) -> None:
+    assert iso_day(text) == day
+
+
+def test_a_window_of_w_days_ends_on_its_date_and_reaches_back_to_year_1_at_most() -> None:
+    assert window_start(date(2026, 10, 28), 1) == date(2026, 10, 28)
+    assert window_start(date(2026, 10, 28), 90) == date(2026, 7, 31)
+    longest = (date(2026, 10, 28) - date.min).days + 1
+    assert window_start(date(2026, 10, 28), longest) == date.min
+    with pytest.raises(ValueError, match=f"window_days {longest + 1} reaches before year 1"):
+        window_start(date(2026, 10, 28), longest + 1)
+    with pytest.raises(ValueError, match="window_days must be >= 1, got 0"):
+        window_start(date(2026, 10, 28), 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "is_data"),
+    [
+        ("part-0.parquet", True),
+        (".part-0.parquet", False),  # a writer's temporary file
+        ("_part-0.parquet", False),  # Spark's and pyarrow's markers and temporary files
+        ("_SUCCESS", False),
+        ("part-0.parquet.crc", False),
+    ],
+)
+def test_a_data_file_is_a_parquet_file_not_hidden(name: str, is_data: bool) -> None:
+    assert is_data_file(name) is is_data
 
 
 def test_make_exports_gives_a_shell_the_project_settings(tmp_path: Path) -> None:
