@@ -985,6 +985,16 @@ def test_an_answer_larger_than_max_body_bytes_fails_its_id_unread_past_the_limit
                 return web.json_response({"merchant_id": merchant})
             if merchant == "declared":
                 return web.Response(body=b'"' + b"x" * 5000 + b'"', content_type="application/json")
+            if merchant == "declared-at-limit":  # max_body_bytes itself is within the limit
+                return web.Response(body=b'"' + b"x" * 4094 + b'"', content_type="application/json")
+            if merchant == "streamed-at-limit":
+                response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+                response.enable_chunked_encoding()
+                await response.prepare(request)
+                await response.write(b'"' + b"x" * 2047)
+                await response.write(b"x" * 2047 + b'"')
+                await response.write_eof()
+                return response
             response = web.StreamResponse(status=200 if merchant == "streamed" else 521)
             response.enable_chunked_encoding()
             await response.prepare(request)
@@ -1012,12 +1022,17 @@ def test_an_answer_larger_than_max_body_bytes_fails_its_id_unread_past_the_limit
                 max_attempts=1,
                 max_body_bytes=4096,
             )
-            return await asyncio.wait_for(fetch_all(config, ["small", "declared", "streamed", "error"]), 30)
+            ids = ["small", "declared-at-limit", "streamed-at-limit", "declared", "streamed", "error"]
+            return await asyncio.wait_for(fetch_all(config, ids), 30)
         finally:
             await runner.cleanup()
 
     result = asyncio.run(main())
-    assert result.found == {"small": {"merchant_id": "small"}}
+    assert result.found == {
+        "small": {"merchant_id": "small"},
+        "declared-at-limit": "x" * 4094,
+        "streamed-at-limit": "x" * 4094,
+    }
     assert result.failed["declared"] == "an answer of 5002 bytes, more than max_body_bytes (4096)"
     assert result.failed["streamed"] == "an answer of more than max_body_bytes (4096) bytes"
     assert result.failed["error"] == "HTTP 521: " + "x" * 200

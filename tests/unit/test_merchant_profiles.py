@@ -9,7 +9,13 @@ from email.utils import format_datetime
 
 import pytest
 
-from featurelake.fetch import FetchConfig, FetchResult, backoff_seconds, retry_after_seconds
+from featurelake.fetch import (
+    FetchConfig,
+    FetchResult,
+    _without_header_values,
+    backoff_seconds,
+    retry_after_seconds,
+)
 from featurelake.merchant_profiles import (
     ApiUnavailableError,
     build_profiles,
@@ -394,6 +400,14 @@ def test_the_nth_backoff_is_backoff_seconds_times_two_to_the_n_minus_one_plus_ji
     assert backoff_seconds(config, 1, jitter=0.5) == 0.625
     assert backoff_seconds(config, 2, jitter=0.999) < 1.5
     assert backoff_seconds(config, 10_000, jitter=0.9) == 3.0, "a huge retry count is capped, not an overflow"
+
+
+def test_an_error_page_keeps_no_header_value_of_six_characters_or_more() -> None:
+    """What an error page echoes of a configured header (or of the credentials after its auth
+    scheme) is masked from 6 characters on; shorter values would mask ordinary words."""
+    headers = (("X-Api-Key", "abc123"), ("Authorization", "Bearer tok456"), ("X-Region", "north"))
+    page = "key abc123 refused; token tok456 expired; region north"
+    assert _without_header_values(page, headers) == "key *** refused; token *** expired; region north"
 
 
 def test_the_hook_reads_the_api_from_an_http_connection(monkeypatch) -> None:
