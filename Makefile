@@ -55,9 +55,7 @@ DEMO_END ?= $(DEMO_DATE)
 DEMO_USERS ?= 5000
 PYTEST_ARGS ?=
 # pytest-xdist workers for `make test`, each running whole modules; TEST_WORKERS=0 runs in one process.
-# Three on 2 cores: the suite mostly waits on schedulers, JVM start-up and servers (two workers kept
-# the cores 62% busy: 56.5 CPU minutes in a 45.8-minute run on a slow machine of the kind).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 .PHONY: help demo test lint airflow clean lock bench env backfill exports
 
