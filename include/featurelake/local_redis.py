@@ -127,6 +127,12 @@ class LocalRedisServer:
         return self
 
     @property
+    def log_file(self) -> Path | None:
+        """Its redis-server log (of the current process, since start or restart), while it has a
+        directory."""
+        return None if self._workdir is None else self._workdir / "redis.log"
+
+    @property
     def running(self) -> bool:
         """Whether its process runs (it was started, and neither stopped nor killed since)."""
         return self._process is not None and self._process.poll() is None

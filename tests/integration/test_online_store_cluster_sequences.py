@@ -121,7 +121,8 @@ def owner_of_slot(address: str, slot: int) -> str:
     raise AssertionError(f"slot {slot} has no owner")
 
 
-def wait_for(condition, what: str, timeout: float = 30) -> None:
+def wait_for(condition, what: str, timeout: float = 30, cluster: LocalRedisCluster | None = None) -> None:
+    """Wait for `condition`; on a timeout, say what every live node of `cluster` saw."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -129,8 +130,31 @@ def wait_for(condition, what: str, timeout: float = 30) -> None:
                 return
         except (redis.ConnectionError, redis.ResponseError):
             pass
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        if time.monotonic() >= deadline:
+            seen = f"\n{cluster_views(cluster)}" if cluster is not None else ""
+            raise AssertionError(f"{what}: not within {timeout} s{seen}")
         time.sleep(0.05)
+
+
+def cluster_views(cluster: LocalRedisCluster, log_lines: int = 12) -> str:
+    """Each live node's cluster_state, replication link, CLUSTER NODES and the end of its log, for
+    a failure message."""
+    views = []
+    for address in live_addresses(cluster):
+        log_file = cluster.server(address).log_file
+        logged = log_file.read_text(errors="replace").splitlines()[-log_lines:] if log_file else []
+        try:
+            with redis_client(address) as client:
+                state = client.cluster("info").get("cluster_state")
+                replication = client.info("replication")
+                nodes = client.execute_command("CLUSTER", "NODES").decode()
+        except redis.RedisError as error:
+            views.append(f"{address}: {error}")
+            continue
+        link = replication.get("master_link_status", "-")
+        views.append(f"{address}: state {state}, role {replication['role']}, link {link}\n{nodes}")
+        views.append("its log ends:\n" + "\n".join(logged))
+    return "\n".join(views)
 
 
 def cluster_ok(address: str) -> bool:
@@ -228,7 +252,7 @@ class LiveReshard:
     def finish(self, cluster: LocalRedisCluster) -> None:
         output, _ = self.process.communicate(timeout=120)
         assert self.process.returncode == 0, output[-2000:]
-        wait_for(lambda: settled(cluster), "the cluster settles after the reshard")
+        wait_for(lambda: settled(cluster), "the cluster settles after the reshard", cluster=cluster)
 
 
 def failover(cluster: LocalRedisCluster, rng: random.Random) -> None:
@@ -238,7 +262,7 @@ def failover(cluster: LocalRedisCluster, rng: random.Random) -> None:
     with redis_client(replica) as client:
         client.execute_command("CLUSTER", "FAILOVER")
     wait_for(lambda: (role(replica), role(primary)) == ("master", "slave"), "the manual failover")
-    wait_for(lambda: settled(cluster), "the cluster settles after the failover")
+    wait_for(lambda: settled(cluster), "the cluster settles after the failover", cluster=cluster)
 
 
 def kill_primary(cluster: LocalRedisCluster, rng: random.Random, writer_lock: threading.Lock) -> str:
@@ -262,7 +286,7 @@ def kill_primary(cluster: LocalRedisCluster, rng: random.Random, writer_lock: th
 def restart(cluster: LocalRedisCluster, address: str) -> None:
     cluster.server(address).restart()
     wait_for(lambda: role(address) == "slave", "the restarted node rejoins as a replica")
-    wait_for(lambda: settled(cluster), "the cluster settles after the restart", timeout=60)
+    wait_for(lambda: settled(cluster), "the cluster settles after the restart", timeout=60, cluster=cluster)
 
 
 # -- the model -------------------------------------------------------------------------------------
@@ -792,7 +816,7 @@ def test_threads_that_share_a_new_store_create_one_cluster_client(
             built.append(self)
 
     monkeypatch.setattr(online_store, "RedisCluster", SlowRedisCluster)
-    wait_for(lambda: settled(cluster), "the cluster settles")
+    wait_for(lambda: settled(cluster), "the cluster settles", cluster=cluster)
     start = threading.Barrier(8)
     failures: list[BaseException] = []
     with OnlineStore(OnlineStoreConfig(nodes=live_addresses(cluster)[:1], cluster=True)) as store:
