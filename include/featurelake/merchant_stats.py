@@ -603,6 +603,14 @@ def collect_unclosed_clients() -> None:
     gc.collect()
 
 
+class DaskTLSSettingsMissing(ValueError):
+    """A tls:// scheduler address, and this process has no Dask TLS settings for a client."""
+
+
+class DaskProtocolMissing(ValueError):
+    """A scheduler address whose protocol this process cannot speak (ucx:// without its package)."""
+
+
 def dask_client(
     address: str | None, *, connect_timeout: str = DEFAULT_SCHEDULER_TIMEOUT, **local_options: Any
 ) -> Client:
@@ -624,4 +632,33 @@ def dask_client(
         }
         # A client that starts its cluster owns it: closing the client stops the cluster.
         return Client(**{**options, **local_options}, set_as_default=False)
+    _check_client_can_connect(address)
     return Client(address, set_as_default=False, timeout=connect_timeout)
+
+
+def _check_client_can_connect(address: str) -> None:
+    """Refuse, before a Client exists, an address this process cannot connect to whatever the
+    scheduler does: a protocol without its connector (ucx:// without distributed-ucxx), or tls://
+    when dask.config names no CA file or client certificate. A Client fails in `__init__` on
+    either (a TypeError), and the half-made Client's `__del__` then waits out twice the connect
+    timeout: a task that had failed held its process for 60 s more."""
+    from distributed.comm.addressing import parse_address
+    from distributed.comm.registry import get_backend
+    from distributed.security import Security
+
+    scheme, _ = parse_address(address)
+    try:
+        get_backend(scheme).get_connector()
+    except TypeError as error:
+        raise DaskProtocolMissing(
+            f"this process cannot open the {scheme}:// connection to {address} ({error})"
+        ) from error
+    if scheme != "tls":
+        return
+    tls = Security().get_tls_config_for_role("client")
+    if not (tls.get("ca_file") and tls.get("cert")):
+        raise DaskTLSSettingsMissing(
+            f"the scheduler {address} uses TLS, and this process has no TLS settings for Dask: set "
+            "distributed.comm.tls.ca-file, .client.cert and .client.key (or "
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, __CLIENT__CERT, __CLIENT__KEY)"
+        )

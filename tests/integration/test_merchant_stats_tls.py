@@ -127,9 +127,10 @@ def lake(tmp_path_factory) -> Path:
     return root
 
 
-def run_task(tmp_path: Path, lake: Path, env: dict[str, str]) -> dict[str, Any]:
+def run_task(tmp_path: Path, lake: Path, env: dict[str, str]) -> tuple[dict[str, Any], str]:
     """The operator's `execute` in a new process started with `env`, as an Airflow worker starts a
-    task: its XCom (`result`) or its error (`error`, `message`)."""
+    task: its XCom (`result`) or its error (`error`, `message`), and what the process wrote to
+    stderr."""
     outcome = tmp_path / "outcome.json"
     process = subprocess.run(
         [sys.executable, "-c", TASK, str(outcome), str(lake), DS.isoformat(), str(WINDOW)],
@@ -140,7 +141,7 @@ def run_task(tmp_path: Path, lake: Path, env: dict[str, str]) -> dict[str, Any]:
         timeout=120,
     )
     assert outcome.exists(), f"the task process died ({process.returncode}): {process.stderr[-3000:]}"
-    return json.loads(outcome.read_text())
+    return json.loads(outcome.read_text()), process.stderr
 
 
 def dask_connection(address: str) -> dict[str, str]:
@@ -163,7 +164,7 @@ def test_the_task_computes_the_oracle_stats_on_a_tls_scheduler(
     tls_scheduler: str, certificates: dict[str, str], lake: Path, tmp_path: Path
 ) -> None:
     env = {**clean_env(tmp_path), **dask_connection(tls_scheduler), **client_tls_env(certificates)}
-    outcome = run_task(tmp_path, lake, env)
+    outcome, _ = run_task(tmp_path, lake, env)
     assert "result" in outcome, outcome
     report = outcome["result"]
     output = lake / "features" / "merchant_stats" / f"date={DS}"
@@ -179,9 +180,12 @@ def test_the_task_without_tls_settings_fails_naming_them(
 ) -> None:
     """The same connection and scheduler from a task process whose environment has no Dask TLS
     settings: they are what made the run above work. (test_merchant_stats_memory.py checks the
-    hook's message in-process, with nothing listening.)"""
+    hook's message in-process, with nothing listening.) No Client was made: one that failed in
+    `__init__` closed itself at exit, waiting out twice the connect timeout (60 s) before the
+    process ended."""
     env = {**clean_env(tmp_path), **dask_connection(tls_scheduler)}
-    outcome = run_task(tmp_path, lake, env)
+    outcome, stderr = run_task(tmp_path, lake, env)
+    assert "Client.__del__" not in stderr, stderr[-3000:]
     assert outcome.get("error") == "ValueError", outcome
     message = outcome["message"]
     assert message.startswith(

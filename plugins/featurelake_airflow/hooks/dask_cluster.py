@@ -156,7 +156,7 @@ class DaskClusterHook(BaseHook):
         """A client; close it when done (it also stops a local cluster it started). A local cluster
         with worker processes spawns them: start it inside
         `featurelake_airflow.task_process.child_processes_allowed()`."""
-        from featurelake.merchant_stats import dask_client
+        from featurelake.merchant_stats import DaskProtocolMissing, DaskTLSSettingsMissing, dask_client
 
         address = self.scheduler_address()
         if address is None:
@@ -181,23 +181,15 @@ class DaskClusterHook(BaseHook):
                 f"{timeout} ({error}). Start the scheduler, or fix the connection's host and port "
                 '(host "local" runs a cluster inside the task)'
             ) from error
-        except TypeError as error:
-            if address.startswith("ucx://"):
-                # without the UCX package, distributed cannot build its connector: "Can't
-                # instantiate abstract class UCXConnector", naming no connection
-                raise ValueError(
-                    f"connection {self.dask_conn_id!r}: this process cannot open the ucx:// "
-                    f"connection to {address} ({error}): install distributed-ucxx on the Airflow "
-                    "workers, or reach the scheduler over tcp:// or tls://"
-                ) from error
-            if not address.startswith("tls://"):
-                raise
+        except DaskProtocolMissing as error:
+            # without the UCX package, distributed cannot build its connector: "Can't instantiate
+            # abstract class UCXConnector", naming no connection
             raise ValueError(
-                f"connection {self.dask_conn_id!r}: the scheduler {address} uses TLS, and this "
-                "process has no TLS settings for Dask: set distributed.comm.tls.ca-file, "
-                ".client.cert and .client.key (or DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
-                f"__CLIENT__CERT, __CLIENT__KEY) on the Airflow workers ({error})"
+                f"connection {self.dask_conn_id!r}: {error}: install its package on the Airflow "
+                "workers (distributed-ucxx for ucx://), or reach the scheduler over tcp:// or tls://"
             ) from error
+        except DaskTLSSettingsMissing as error:
+            raise ValueError(f"connection {self.dask_conn_id!r}: {error}, on the Airflow workers") from error
 
     def _scheduler_timeout(self) -> str:
         """The scheduler connection's `timeout` extra (default "30s"); local-cluster extras are refused."""
