@@ -141,19 +141,19 @@ def cluster_views(cluster: LocalRedisCluster, log_lines: int = 12) -> str:
     a failure message."""
     views = []
     for address in live_addresses(cluster):
-        log_file = cluster.server(address).log_file
-        logged = log_file.read_text(errors="replace").splitlines()[-log_lines:] if log_file else []
         try:
             with redis_client(address) as client:
                 state = client.cluster("info").get("cluster_state")
                 replication = client.info("replication")
                 nodes = client.execute_command("CLUSTER", "NODES").decode()
-        except redis.RedisError as error:
+            link = replication.get("master_link_status", "-")
+            views.append(f"{address}: state {state}, role {replication['role']}, link {link}\n{nodes}")
+        except redis.RedisError as error:  # a node that does not answer: its log matters most
             views.append(f"{address}: {error}")
-            continue
-        link = replication.get("master_link_status", "-")
-        views.append(f"{address}: state {state}, role {replication['role']}, link {link}\n{nodes}")
-        views.append("its log ends:\n" + "\n".join(logged))
+        log_file = cluster.server(address).log_file
+        if log_file is not None and log_file.exists():
+            logged = log_file.read_text(errors="replace").splitlines()[-log_lines:]
+            views.append("its log ends:\n" + "\n".join(logged))
     return "\n".join(views)
 
 

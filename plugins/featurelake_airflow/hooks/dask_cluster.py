@@ -182,8 +182,6 @@ class DaskClusterHook(BaseHook):
                 '(host "local" runs a cluster inside the task)'
             ) from error
         except DaskProtocolMissing as error:
-            # without the UCX package, distributed cannot build its connector: "Can't instantiate
-            # abstract class UCXConnector", naming no connection
             raise ValueError(
                 f"connection {self.dask_conn_id!r}: {error}: install its package on the Airflow "
                 "workers (distributed-ucxx for ucx://), or reach the scheduler over tcp:// or tls://"
