@@ -193,6 +193,11 @@ def check_api_available(fetched: FetchResult, *, max_failed_fraction: float, api
     )
 
 
+def _merchant_of_answer(answer: tuple[str, Any]) -> str:
+    """How a failed stage names a `(merchant_id, payload)` item: "merchant 'm-7'"."""
+    return f"merchant {answer[0]!r}"
+
+
 def build_profiles(
     fetched: FetchResult, *, as_of: date, validate_workers: int = 2, enrich_workers: int = 2
 ) -> tuple[pa.Table, pa.Table]:
@@ -203,7 +208,8 @@ def build_profiles(
         Stage("enrich", _EnrichAsOf(as_of), pool="process", workers=enrich_workers),
     ]
     rows, quarantine = [], []
-    for checked in run_stages(sorted(fetched.found.items()), stages):
+    answers = sorted(fetched.found.items())
+    for checked in run_stages(answers, stages, name_item=_merchant_of_answer):
         if checked.row is None:
             quarantine.append(
                 {"merchant_id": checked.merchant_id, "reason": checked.reason, "payload": checked.payload}

@@ -49,8 +49,8 @@ def _is_count(value: object) -> bool:
 
 
 class StageError(RuntimeError):
-    """A stage raised on one item; the message names the stage and the item's position, and
-    `__cause__` is the stage's own exception, with its traceback (a process stage's includes the
+    """A stage raised on one item; the message names the stage and the item (its position in the
+    input, and what `run_stages`'s `name_item` calls it), and `__cause__` is the stage's own exception, with its traceback (a process stage's includes the
     worker's, as `concurrent.futures` chains it). When a process stage's pool broke (a worker died,
     or its answer could not be unpickled), every item in the pool is lost with it: the message says
     so, as the item it names need not be the one at fault."""
@@ -102,16 +102,27 @@ def _shown(error: BaseException) -> str:
         return f"{type(error).__name__} (its repr failed: {type(repr_error).__name__})"
 
 
-def _failure(stage: Stage, index: int, error: BaseException) -> StageError:
+def _item_label(index: int, item: Any, name_item: Callable[[Any], str] | None) -> str:
+    """ "item 7", or "item 7 (merchant 'm-7')" with `name_item`. Built in a future's done-callback
+    too, so it never raises: a `name_item` that fails leaves the position alone."""
+    if name_item is None:
+        return f"item {index}"
+    try:
+        return f"item {index} ({name_item(item)})"
+    except Exception as error:
+        return f"item {index} (its name failed: {type(error).__name__})"
+
+
+def _failure(stage: Stage, item: str, error: BaseException) -> StageError:
     if not isinstance(error, BrokenProcessPool):
-        return _stage_error(f"stage {stage.name!r} failed on item {index}: {_shown(error)}", error)
+        return _stage_error(f"stage {stage.name!r} failed on {item}: {_shown(error)}", error)
     # Every item in a broken pool fails with it, so the item named may not be the one at fault.
     why = ""
     if error.__cause__ is not None:  # the pool could not read a worker's answer: say why
         lines = [line for line in str(error.__cause__).splitlines() if line.strip(" '")]
         why = f" ({lines[-1]})" if lines else ""
     return _stage_error(
-        f"stage {stage.name!r} lost item {index}: its process pool broke, failing every item in it. A "
+        f"stage {stage.name!r} lost {item}: its process pool broke, failing every item in it. A "
         "worker process died (killed by a signal or the OOM killer, os._exit, a crash) or sent an "
         "answer the pool could not unpickle, on this item or another one "
         f"in the pool at the time: {_shown(error)}{why}",
@@ -133,8 +144,9 @@ class _Pipeline:
     """The stages' pools, and every stage call not finished yet, so that a stop can cancel the queued
     calls of all stages at once before it waits for the running ones."""
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    def __init__(self, stages: Sequence[Stage], name_item: Callable[[Any], str] | None = None) -> None:
         self.stages = stages
+        self.name_item = name_item
         self.executors: list[Executor] = []  # one per stage, in order
         self.lock = threading.Lock()
         self.stopping = False
@@ -147,6 +159,9 @@ class _Pipeline:
 
     def through_stages(self, item: Any, index: int) -> Future:
         final: Future = Future()
+
+        def label() -> str:  # only on a failure: the item as given, whatever stage it reached
+            return _item_label(index, item, self.name_item)
 
         def run(number: int, value: Any) -> None:
             if number == len(self.stages):
@@ -162,26 +177,24 @@ class _Pipeline:
                         outcome = future.result()
                     except _Stopped:
                         final.set_exception(
-                            StageError(f"stage {stage.name!r} did not take item {index}: stopped")
+                            StageError(f"stage {stage.name!r} did not take {label()}: stopped")
                         )
                         return
                     except BaseException as error:
-                        final.set_exception(_failure(stage, index, error))
+                        final.set_exception(_failure(stage, label(), error))
                         return
                     run(number + 1, outcome)
                 except BaseException as error:
                     # concurrent.futures logs and drops a callback's error: the item must still end
                     if not final.done():
                         final.set_exception(
-                            _stage_error(
-                                f"stage {stage.name!r} failed on item {index}: {_shown(error)}", error
-                            )
+                            _stage_error(f"stage {stage.name!r} failed on {label()}: {_shown(error)}", error)
                         )
 
             with self.lock:
                 stopping = self.stopping
             if stopping:  # the pipeline stops: the item goes no further
-                final.set_exception(StageError(f"stage {stage.name!r} did not take item {index}: stopped"))
+                final.set_exception(StageError(f"stage {stage.name!r} did not take {label()}: stopped"))
                 return
             call_arguments: tuple[Any, ...] = (stage.function, value)
             if stage.pool == "process":
@@ -190,13 +203,13 @@ class _Pipeline:
                 try:
                     call_arguments = (_call_pickled, pickle.dumps(call_arguments, pickle.HIGHEST_PROTOCOL))
                 except Exception as error:
-                    final.set_exception(_failure(stage, index, error))
+                    final.set_exception(_failure(stage, label(), error))
                     return
             try:
                 call = self.executors[number].submit(*call_arguments)
             except BaseException as error:  # a pool shut down or broken
                 final.set_exception(
-                    _stage_error(f"stage {stage.name!r} could not take item {index}: {_shown(error)}", error)
+                    _stage_error(f"stage {stage.name!r} could not take {label()}: {_shown(error)}", error)
                 )
                 return
             with self.lock:
@@ -225,20 +238,35 @@ class _Pipeline:
                 stack.callback(executor.shutdown, wait=True, cancel_futures=True)
 
 
-def run_stages(items: Iterable[Any], stages: Sequence[Stage], *, max_in_flight: int = 64) -> Iterator[Any]:
+def run_stages(
+    items: Iterable[Any],
+    stages: Sequence[Stage],
+    *,
+    max_in_flight: int = 64,
+    name_item: Callable[[Any], str] | None = None,
+) -> Iterator[Any]:
     """Every item through `stages`, results in input order. The first failure raises StageError
-    (after the items before it were yielded). When iterating `items` itself raises, the items it
+    (after the items before it were yielded), naming the item by its position and, with
+    `name_item`, by `name_item(item)` of the item as given (its key, say: "merchant 'm-7'"), so
+    that a failed task says which item to look at. When iterating `items` itself raises, the items it
     gave before come out first, then its exception, as it is. The arguments are checked when it is
     called, before any result is asked for."""
     if not stages:
         raise ValueError("a stage pipeline needs at least one stage")
     if not _is_count(max_in_flight):
         raise ValueError(f"max_in_flight must be a whole number >= 1, got {max_in_flight!r}")
-    return _results(items, stages, max_in_flight)
+    if name_item is not None and not callable(name_item):
+        raise ValueError(f"name_item must be a function of an item, got {name_item!r}")
+    return _results(items, stages, max_in_flight, name_item)
 
 
-def _results(items: Iterable[Any], stages: Sequence[Stage], max_in_flight: int) -> Iterator[Any]:
-    pipeline = _Pipeline(stages)
+def _results(
+    items: Iterable[Any],
+    stages: Sequence[Stage],
+    max_in_flight: int,
+    name_item: Callable[[Any], str] | None,
+) -> Iterator[Any]:
+    pipeline = _Pipeline(stages, name_item)
     try:
         for stage in stages:
             pipeline.executors.append(_executor(stage, pipeline.stopped))

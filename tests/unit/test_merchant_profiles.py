@@ -24,6 +24,7 @@ from featurelake.merchant_profiles import (
     sandbox_profile,
     validate_profile,
 )
+from featurelake.stages import StageError
 
 GOOD = {
     "merchant_id": "m1",
@@ -135,6 +136,27 @@ def test_build_profiles_quarantines_refused_and_unfetched_merchants() -> None:
         ("m2", "fetch_failed: HTTP 404: not found"),
         ("m3", "bad_country"),
     ]
+
+
+def test_a_stage_that_fails_in_build_profiles_names_the_merchant(monkeypatch) -> None:
+    """A validation that raises (a defect, not a bad profile: those are quarantined) fails the
+    task naming the merchant whose answer it raised on, not only its position."""
+    import featurelake.merchant_profiles as merchant_profiles
+
+    checked_for_real = merchant_profiles.validate_profile
+
+    def validate_or_break(item):
+        if item[0] == "m3":
+            raise RuntimeError("validator defect")
+        return checked_for_real(item)
+
+    monkeypatch.setattr(merchant_profiles, "validate_profile", validate_or_break)
+    fetched = FetchResult(found={f"m{i}": {**GOOD, "merchant_id": f"m{i}"} for i in range(5)}, failed={})
+    with pytest.raises(StageError) as caught:
+        build_profiles(fetched, as_of=date(2026, 10, 28), enrich_workers=1)
+    assert str(caught.value) == (
+        "stage 'validate' failed on item 3 (merchant 'm3'): RuntimeError('validator defect')"
+    )
 
 
 def test_the_sandbox_is_deterministic_and_messy() -> None:

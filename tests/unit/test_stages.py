@@ -80,6 +80,44 @@ def test_a_failing_item_names_its_stage_and_position() -> None:
     assert seen == list(range(7)), "the items before the failure came out"
 
 
+def refuse_odd_totals(pair: tuple[str, int]) -> tuple[str, int]:
+    if pair[1] % 2:
+        raise ValueError(f"odd total {pair[1]}")
+    return pair
+
+
+def total_of(pair: tuple[str, int]) -> tuple[str, int]:
+    return pair[0], pair[1] + 1
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_name_item_names_the_failed_item_as_given_whatever_stage_it_reached(pool: str) -> None:
+    """The second stage refuses what the first made of ("b", 2); the error names the item by its
+    position and by its key, as given to run_stages."""
+    items = [("a", 0), ("b", 2), ("c", 4)]
+    stages = [Stage("total", total_of, workers=1), Stage("check", refuse_odd_totals, pool=pool, workers=1)]
+    seen = []
+    with pytest.raises(StageError) as caught:
+        for value in run_stages(items, stages, name_item=lambda pair: f"key {pair[0]!r}"):
+            seen.append(value)
+    assert str(caught.value) == "stage 'check' failed on item 0 (key 'a'): ValueError('odd total 1')"
+    assert seen == [] and isinstance(caught.value.__cause__, ValueError)
+
+
+def test_a_name_item_that_raises_leaves_the_position_and_the_pipeline_ends() -> None:
+    def refuse(x: int) -> int:
+        raise ValueError("no")
+
+    with pytest.raises(StageError) as caught:
+        list(run_stages([{"id": 1}], [Stage("load", refuse, workers=1)], name_item=lambda item: item["key"]))
+    assert str(caught.value) == "stage 'load' failed on item 0 (its name failed: KeyError): ValueError('no')"
+
+
+def test_name_item_must_be_a_function() -> None:
+    with pytest.raises(ValueError, match="name_item must be a function of an item, got 'id'"):
+        run_stages([1], [Stage("s", add_one)], name_item="id")  # type: ignore[arg-type]
+
+
 class _Detached:
     """What a detached ORM row does when shown."""
 

@@ -154,6 +154,18 @@ def test_a_worker_that_dies_breaks_the_pool_and_the_error_says_so() -> None:
     assert "A worker process died" in message, message
 
 
+def test_a_broken_pool_names_the_lost_item_by_name_item_too() -> None:
+    with pytest.raises(StageError) as caught:
+        list(
+            run_stages(
+                range(8),
+                [Stage("die", exit_on_three, pool="process", workers=2)],
+                name_item=lambda x: f"n{x}",
+            )
+        )
+    assert str(caught.value).startswith("stage 'die' lost item 2 (n2): its process pool broke"), caught.value
+
+
 def test_a_result_that_cannot_be_unpickled_is_named_in_the_error() -> None:
     stage = Stage("unreadable", raise_unreadable_on_one, pool="process", workers=1)
     with pytest.raises(StageError) as caught:
