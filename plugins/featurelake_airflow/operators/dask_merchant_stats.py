@@ -17,7 +17,9 @@ from featurelake_airflow.task_process import child_processes_allowed
 class DaskMerchantStatsOperator(BaseOperator):
     """Compute `<lake>/features/merchant_stats/date=<ds>/` from the raw transactions of the W days
     up to `ds` on the connection's Dask cluster (featurelake.merchant_stats), replacing that date's
-    output only. Returns the counts."""
+    output only. Returns the counts. When Airflow stops the task (marked failed or success in the UI,
+    its run stopped), `on_kill` closes the Dask client, so the scheduler drops the run's queued
+    tasks at once and `execute` ends."""
 
     template_fields: Sequence[str] = ("lake", "ds", "window_days")
     ui_color = "#fdf3d7"
@@ -36,6 +38,8 @@ class DaskMerchantStatsOperator(BaseOperator):
         self.ds = ds
         self.window_days = window_days
         self.dask_conn_id = dask_conn_id
+        self._client: Any = None  # the running execute's Dask client, for on_kill
+        self._killed = False
 
     def execute(self, context: Any) -> dict[str, Any]:
         from featurelake.lake import LakeLayout
@@ -64,14 +68,26 @@ class DaskMerchantStatsOperator(BaseOperator):
             child_processes_allowed() if spawns_workers else contextlib.nullcontext(),
             hook.get_conn() as client,
         ):
-            report = compute_merchant_stats(
-                client,
-                raw_transactions=layout.raw_transactions,
-                output=LakeLayout.partition(layout.merchant_stats, day),
-                staging=layout.staging("merchant_stats", day),
-                ds=day,
-                window_days=window_days,
-            )
+            self._client = client
+            try:
+                report = compute_merchant_stats(
+                    client,
+                    raw_transactions=layout.raw_transactions,
+                    output=LakeLayout.partition(layout.merchant_stats, day),
+                    staging=layout.staging("merchant_stats", day),
+                    ds=day,
+                    window_days=window_days,
+                )
+            except Exception as error:
+                if self._killed:  # the client was closed under the job: say why, not "cancelled"
+                    raise RuntimeError(
+                        f"merchant stats of {day} stopped: Airflow stopped this task, and the Dask "
+                        f"client was closed ({type(error).__name__}). Its output partition was "
+                        "left as it was"
+                    ) from error
+                raise
+            finally:
+                self._client = None
         self.log.info(
             "%d merchants from %d valid of %d raw rows -> %s",
             report.merchants,
@@ -80,3 +96,17 @@ class DaskMerchantStatsOperator(BaseOperator):
             report.output_path,
         )
         return asdict(report)
+
+    def on_kill(self) -> None:
+        """Close the running job's Dask client. Airflow calls this from the task process's SIGTERM
+        handler (the task marked failed or success, its run stopped), then sends SIGKILL 5 s later
+        if the process still runs. A closed client makes the scheduler drop the job's queued tasks
+        at once (tasks already running on a worker finish, as Dask cannot stop a running task), and
+        `execute` ends with an error that says so. Before, the handler did nothing: the job ran on
+        until the SIGKILL."""
+        client = self._client
+        if client is None or client.status != "running":
+            return  # no job running, or its client is already closing
+        self._killed = True
+        self.log.info("Stopping: closing the Dask client, so the scheduler drops this run's queued tasks")
+        client.close()
