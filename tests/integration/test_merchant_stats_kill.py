@@ -26,6 +26,7 @@ from distributed.core import Status
 from featurelake.synthetic import generate_lake
 from featurelake_airflow.operators.dask_merchant_stats import DaskMerchantStatsOperator
 from tests.integration.test_merchant_stats import assert_matches
+from tests.integration.test_merchant_stats_tls import TASK
 from tests.oracle.merchant_stats_duckdb import oracle
 from tests.support import PROJECT_ROOT, VENV_BIN, dask_processes
 
@@ -33,25 +34,6 @@ pytestmark = pytest.mark.integration
 
 DS = date(2026, 8, 20)
 WINDOW = 3
-
-# One task attempt with the SIGTERM handler of Airflow's task runner; its XCom or its error is
-# written to argv[1] as JSON.
-TASK = """
-import json, signal, sys
-from featurelake_airflow.operators.dask_merchant_stats import DaskMerchantStatsOperator
-
-outcome_path, lake, ds, window_days = sys.argv[1:]
-operator = DaskMerchantStatsOperator(
-    task_id="compute_merchant_stats", lake=lake, ds=ds, window_days=int(window_days)
-)
-signal.signal(signal.SIGTERM, lambda signum, frame: operator.on_kill())
-try:
-    outcome = {"result": operator.execute(context={})}
-except Exception as error:
-    outcome = {"error": type(error).__name__, "message": str(error)}
-with open(outcome_path, "w") as file:
-    json.dump(outcome, file)
-"""
 
 
 @pytest.fixture

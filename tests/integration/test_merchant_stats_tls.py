@@ -34,15 +34,18 @@ DS = date(2026, 8, 20)
 WINDOW = 5
 TLS_ENV = "DASK_DISTRIBUTED__COMM__TLS__"
 
-# One task attempt: the operator's `execute`, its XCom or its error written to argv[1] as JSON.
+# One task attempt: the operator's `execute`, its XCom or its error written to argv[1] as JSON. On
+# SIGTERM it calls `on_kill`, as Airflow's task runner does (`_on_term` in
+# airflow.sdk.execution_time.task_runner; test_merchant_stats_kill.py stops a task so).
 TASK = """
-import json, sys
+import json, signal, sys
 from featurelake_airflow.operators.dask_merchant_stats import DaskMerchantStatsOperator
 
 outcome_path, lake, ds, window_days = sys.argv[1:]
 operator = DaskMerchantStatsOperator(
     task_id="compute_merchant_stats", lake=lake, ds=ds, window_days=int(window_days)
 )
+signal.signal(signal.SIGTERM, lambda signum, frame: operator.on_kill())
 try:
     outcome = {"result": operator.execute(context={})}
 except Exception as error:
