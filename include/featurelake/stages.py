@@ -50,8 +50,9 @@ def _is_count(value: object) -> bool:
 
 class StageError(RuntimeError):
     """A stage raised on one item; the message names the stage and the item (its position in the
-    input, and what `run_stages`'s `name_item` calls it), and `__cause__` is the stage's own exception, with its traceback (a process stage's includes the
-    worker's, as `concurrent.futures` chains it). When a process stage's pool broke (a worker died,
+    input, and what `run_stages`'s `name_item` calls it), and `__cause__` is the stage's own
+    exception, with its traceback (a process stage's includes the worker's, as
+    `concurrent.futures` chains it). When a process stage's pool broke (a worker died,
     or its answer could not be unpickled), every item in the pool is lost with it: the message says
     so, as the item it names need not be the one at fault."""
 
@@ -103,8 +104,9 @@ def _shown(error: BaseException) -> str:
 
 
 def _item_label(index: int, item: Any, name_item: Callable[[Any], str] | None) -> str:
-    """ "item 7", or "item 7 (merchant 'm-7')" with `name_item`. Built in a future's done-callback
-    too, so it never raises: a `name_item` that fails leaves the position alone."""
+    """The item as a StageError names it: "item 7", or "item 7 (merchant 'm-7')" with `name_item`.
+    Built in a future's done-callback too, so it never raises: a `name_item` that fails leaves the
+    position alone."""
     if name_item is None:
         return f"item {index}"
     try:
@@ -248,8 +250,8 @@ def run_stages(
     """Every item through `stages`, results in input order. The first failure raises StageError
     (after the items before it were yielded), naming the item by its position and, with
     `name_item`, by `name_item(item)` of the item as given (its key, say: "merchant 'm-7'"), so
-    that a failed task says which item to look at. When iterating `items` itself raises, the items it
-    gave before come out first, then its exception, as it is. The arguments are checked when it is
+    that a failed task says which item to look at. When iterating `items` itself raises, the items
+    it gave before come out first, then its exception, as it is. The arguments are checked when it is
     called, before any result is asked for."""
     if not stages:
         raise ValueError("a stage pipeline needs at least one stage")

@@ -92,8 +92,8 @@ def total_of(pair: tuple[str, int]) -> tuple[str, int]:
 
 @pytest.mark.parametrize("pool", ["thread", "process"])
 def test_name_item_names_the_failed_item_as_given_whatever_stage_it_reached(pool: str) -> None:
-    """The second stage refuses what the first made of ("b", 2); the error names the item by its
-    position and by its key, as given to run_stages."""
+    """The second stage refuses ("a", 1), which the first made of ("a", 0); the error names the
+    item as given to run_stages, by its position and its key."""
     items = [("a", 0), ("b", 2), ("c", 4)]
     stages = [Stage("total", total_of, workers=1), Stage("check", refuse_odd_totals, pool=pool, workers=1)]
     seen = []

@@ -68,7 +68,7 @@ class DaskMerchantStatsOperator(BaseOperator):
             child_processes_allowed() if spawns_workers else contextlib.nullcontext(),
             hook.get_conn() as client,
         ):
-            self._client = client
+            self._client, self._killed = client, False
             try:
                 report = compute_merchant_stats(
                     client,
