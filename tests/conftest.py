@@ -8,12 +8,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from featurelake.settings import PROJECT_ROOT, apply_settings
+from tests.spark_class_archive import use_spark_class_archive
 
 _TEST_HOME = Path(tempfile.mkdtemp(prefix="featurelake-test-airflow-"))
 apply_settings(
@@ -95,6 +97,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(
         key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank))
     )  # stable: others keep their order
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Spark drivers start from a class-data-sharing archive (tests/spark_class_archive.py), dumped
+    once, when the tests to run include integration tests: they start about a hundred. In `make
+    test` each pytest-xdist worker collects every test and gets here; the other waits for the one
+    that dumps."""
+    if not any(item.get_closest_marker("integration") for item in session.items):
+        return
+    why_not = use_spark_class_archive(PROJECT_ROOT)
+    if why_not:
+        warnings.warn(why_not, pytest.PytestWarning, stacklevel=1)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
