@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from featurelake.synthetic import generate_lake
-from tests.airflow_stack import AirflowStack, component_env, private_postgres_database, stop_components
+from tests.airflow_stack import AirflowStack, component_env, private_postgres_database
 from tests.integration.test_user_features_job import assert_matches_oracle, read_features
 from tests.oracle.user_features_duckdb import compute_user_features
 from tests.support import emptied_redis_nodes
@@ -66,9 +66,7 @@ def standalone(
         )
         yield stack
     finally:
-        leftovers = stop_components(stack.processes, home, sig=signal.SIGINT)
-        if leftovers:
-            print(f"killed {len(leftovers)} processes that outlived standalone's SIGINT stop: {leftovers}")
+        stack.stop(signal.SIGINT)
 
 
 def test_backfill_create_is_run_by_the_scheduler(

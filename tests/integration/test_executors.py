@@ -28,7 +28,7 @@ import pytest
 from featurelake.local_redis import LocalRedisServer
 from featurelake.merchant_api import SandboxServer
 from featurelake.synthetic import generate_lake
-from tests.airflow_stack import AirflowStack, component_env, private_postgres_database, stop_components
+from tests.airflow_stack import AirflowStack, component_env, private_postgres_database
 from tests.integration.test_merchant_stats import assert_matches as assert_merchant_stats_match
 from tests.integration.test_user_features_job import assert_matches_oracle, read_features
 from tests.oracle.merchant_stats_duckdb import oracle
@@ -131,9 +131,7 @@ def stack(
             stack.start_listening(start_components, stop_signal=signal.SIGTERM, timeout=STARTUP_TIMEOUT)
             yield stack
         finally:
-            leftovers = stop_components(stack.processes, home, sig=signal.SIGTERM)
-            if leftovers:
-                print(f"killed {len(leftovers)} processes that outlived SIGTERM: {leftovers}")
+            stack.stop(signal.SIGTERM)
 
 
 def test_both_daily_dags_run_under_the_executor(stack: AirflowStack) -> None:
